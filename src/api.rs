@@ -1,0 +1,602 @@
+//! The HTTP API (axum): takes events from games and load generators, validates them,
+//! appends them to the log and answers only once they are durable.
+//!
+//! Routes (see CONTRACT.md): `POST /v1/events` (JSON object, JSON array, NDJSON, gzip),
+//! `GET|POST /{event_type}?field=value&…` (the seed's Flask style), `GET /healthz`,
+//! `GET /metrics`, `GET /v1/rejected`, `GET /v1/replay`.
+//!
+//! Invariants:
+//! - An event is acknowledged (counted in `accepted`) only after the log's flush covering
+//!   it returned `Ok`.
+//! - Every refused event is answered with its index and reason, counted in metrics, and
+//!   kept in the rejected store; nothing is dropped silently.
+//! - Every limit is a named constant below; going over one is a 413 with a JSON error.
+//! - Errors map to HTTP statuses in one place: [`ApiError::status`].
+
+use std::future::Future;
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+use tokio::net::TcpListener;
+
+use crate::event::{
+    self, EventType, Record, RejectReason, Rejection, RejectedEvent, RequestMeta, MAX_REJECTED_RAW_BYTES,
+};
+use crate::log::{AppendBatch, EventLog, LogError};
+use crate::metrics::Metrics;
+use crate::replay;
+
+/// Largest request body on the wire. 16 MiB holds a batch of 10,000 typical events
+/// (~300 bytes each) many times over, yet bounds what one request can make us buffer.
+pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// Largest body after gzip decompression: 4× the wire limit, so ordinary JSON (which
+/// compresses 5–10×) fits while a gzip bomb stops at 64 MiB.
+pub const MAX_DECOMPRESSED_BYTES: usize = 64 * 1024 * 1024;
+/// Most events in one request; matches the log's block size scale so one request is at
+/// most a handful of blocks and its latency stays bounded.
+pub const MAX_EVENTS_PER_REQUEST: usize = 10_000;
+/// Largest single event (its JSON text). Seed events are ~200 bytes; 64 KiB is generous.
+pub const MAX_EVENT_BYTES: usize = 64 * 1024;
+/// Most events a `/v1/replay` response sends per read of the log.
+const REPLAY_CHUNK_EVENTS: u64 = 10_000;
+/// Most rejected events one `/v1/rejected` request lists.
+pub const MAX_REJECTED_LIST: usize = 10_000;
+
+const ROUTE_EVENTS: usize = 0;
+const ROUTE_SEED: usize = 1;
+const ROUTE_HEALTHZ: usize = 2;
+const ROUTE_METRICS: usize = 3;
+const ROUTE_REJECTED: usize = 4;
+const ROUTE_REPLAY: usize = 5;
+
+/// What every handler shares.
+pub struct AppState {
+    pub log: Arc<dyn EventLog>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Why a request failed as a whole. Mapped to a status in [`ApiError::status`] only.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("request body is over the limit of {MAX_BODY_BYTES} bytes")]
+    BodyTooLarge,
+    #[error("decompressed body is over the limit of {MAX_DECOMPRESSED_BYTES} bytes")]
+    DecompressedTooLarge,
+    #[error("request has more than {MAX_EVENTS_PER_REQUEST} events")]
+    TooManyEvents,
+    #[error("event {index} is {size} bytes, over the limit of {MAX_EVENT_BYTES} bytes")]
+    EventTooLarge { index: usize, size: usize },
+    #[error("unsupported Content-Encoding `{0}`: send identity or gzip")]
+    UnsupportedEncoding(String),
+    #[error("unreadable body: {0}")]
+    Unreadable(String),
+    #[error("no route {0}; events go to POST /v1/events or /{{event_type}} with event_type one of join_guild, kill_enemy, accept_quest, take_damage, buy_asset")]
+    NoRoute(String),
+    #[error("bad query: {0}")]
+    BadQuery(String),
+    #[error("the log is busy; retry shortly")]
+    Busy,
+    #[error("the log could not make the events durable: {0}")]
+    Unavailable(String),
+}
+
+impl ApiError {
+    /// The one place where errors become HTTP statuses.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BodyTooLarge
+            | ApiError::DecompressedTooLarge
+            | ApiError::TooManyEvents
+            | ApiError::EventTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unreadable(_) | ApiError::BadQuery(_) => StatusCode::BAD_REQUEST,
+            ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
+            ApiError::Busy | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn limit_index(&self) -> Option<usize> {
+        match self {
+            ApiError::BodyTooLarge => Some(0),
+            ApiError::DecompressedTooLarge => Some(1),
+            ApiError::TooManyEvents => Some(2),
+            ApiError::EventTooLarge { .. } => Some(3),
+            _ => None,
+        }
+    }
+}
+
+impl From<LogError> for ApiError {
+    fn from(e: LogError) -> ApiError {
+        match e {
+            LogError::Busy => ApiError::Busy,
+            other => ApiError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = serde_json::json!({ "error": self.to_string(), "accepted": 0 });
+        let mut resp = (status, json_headers(), body.to_string()).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
+    }
+}
+
+fn json_headers() -> [(header::HeaderName, HeaderValue); 1] {
+    [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))]
+}
+
+/// The router with every route. Tests and `serve` both use it.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/events", axum::routing::post(ingest))
+        .route("/v1/rejected", get(list_rejected))
+        .route("/v1/replay", get(replay_stream))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/{event_type}", get(seed_style).post(seed_style))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then lets in-flight requests
+/// finish (their appends complete and are answered) before returning.
+pub async fn run(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+}
+
+fn now_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+fn request_meta(headers: &HeaderMap) -> RequestMeta {
+    let get = |name: header::HeaderName| {
+        headers.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).chars().take(event::MAX_STRING_BYTES).collect())
+    };
+    RequestMeta { accept: get(header::ACCEPT), host: get(header::HOST), user_agent: get(header::USER_AGENT) }
+}
+
+fn finish(state: &AppState, route: usize, started: Instant, resp: Response) -> Response {
+    state.metrics.request(route, resp.status().as_u16(), started.elapsed().as_secs_f64());
+    resp
+}
+
+/// One event's outcome while a request is processed.
+struct Outcome {
+    records: Vec<Record>,
+    rejected: Vec<RejectedEvent>,
+}
+
+impl Outcome {
+    fn new(capacity: usize) -> Outcome {
+        Outcome { records: Vec::with_capacity(capacity), rejected: Vec::new() }
+    }
+
+    fn take(&mut self, state: &AppState, index: usize, raw: &str, parsed: Result<event::ClientEvent, Rejection>, now: i64, meta: &RequestMeta) {
+        match parsed {
+            Ok(e) => self.records.push(Record { received_at_us: now, meta: meta.clone(), raw_event: raw.to_string(), event: e }),
+            Err(rejection) => {
+                let t = guess_type(raw);
+                state.metrics.rejected(t, rejection.reason);
+                self.rejected.push(RejectedEvent {
+                    received_at_us: now,
+                    meta: meta.clone(),
+                    index: index as u32,
+                    raw: event::truncate_utf8(raw, MAX_REJECTED_RAW_BYTES).to_string(),
+                    rejection,
+                });
+            }
+        }
+    }
+
+    /// Appends everything and builds the 200 answer (or the error).
+    async fn commit(self, state: &AppState) -> Result<serde_json::Value, ApiError> {
+        let types: Vec<EventType> = self.records.iter().map(|r| r.event.event_type()).collect();
+        let rejected_json: Vec<serde_json::Value> = self
+            .rejected
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "index": r.index,
+                    "reason": r.rejection.reason.as_str(),
+                    "field": r.rejection.field,
+                    "error": r.rejection.message,
+                })
+            })
+            .collect();
+        let accepted = self.records.len();
+        let appended = state.log.append(AppendBatch { records: self.records, rejected: self.rejected })?.wait_async().await?;
+        for t in types {
+            state.metrics.accepted(t);
+        }
+        let (first, last) = if accepted > 0 {
+            (Some(appended.offsets.start), Some(appended.offsets.end - 1))
+        } else {
+            (None, None)
+        };
+        Ok(serde_json::json!({
+            "accepted": accepted,
+            "rejected": rejected_json,
+            "first_offset": first,
+            "last_offset": last,
+        }))
+    }
+}
+
+/// The `event_type` of a raw event when it can be told, for the metrics label.
+fn guess_type(raw: &str) -> Option<EventType> {
+    #[derive(serde::Deserialize)]
+    struct T<'a> {
+        #[serde(borrow)]
+        event_type: Option<&'a str>,
+    }
+    serde_json::from_str::<T>(raw).ok().and_then(|t| t.event_type).and_then(EventType::parse)
+}
+
+/// Keeps a body nobody could read as a rejected event, so it can be inspected.
+async fn keep_unreadable(state: &AppState, body: &[u8], meta: &RequestMeta, err: &ApiError) {
+    let raw = String::from_utf8_lossy(&body[..body.len().min(MAX_REJECTED_RAW_BYTES)]).into_owned();
+    let reason = RejectReason::MalformedJson;
+    state.metrics.rejected(None, reason);
+    let rejected = RejectedEvent {
+        received_at_us: now_us(),
+        meta: meta.clone(),
+        index: 0,
+        raw: event::truncate_utf8(&raw, MAX_REJECTED_RAW_BYTES).to_string(),
+        rejection: Rejection { reason, field: None, message: err.to_string() },
+    };
+    if let Ok(p) = state.log.append(AppendBatch { records: vec![], rejected: vec![rejected] }) {
+        let _ = p.wait_async().await;
+    }
+}
+
+async fn ingest(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let started = Instant::now();
+    let resp = match ingest_inner(&state, &headers, body).await {
+        Ok(v) => (StatusCode::OK, json_headers(), v.to_string()).into_response(),
+        Err(e) => {
+            if let Some(i) = e.limit_index() {
+                state.metrics.over_limit(i);
+            }
+            e.into_response()
+        }
+    };
+    finish(&state, ROUTE_EVENTS, started, resp)
+}
+
+async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
+        if len > MAX_BODY_BYTES as u64 {
+            return Err(ApiError::BodyTooLarge);
+        }
+    }
+    let limited = http_body_util::Limited::new(body, MAX_BODY_BYTES);
+    let wire = match limited.collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return Err(ApiError::BodyTooLarge),
+        Err(e) => return Err(ApiError::Unreadable(format!("reading the body failed: {e}"))),
+    };
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    match encoding.as_str() {
+        "" | "identity" => Ok(wire),
+        "gzip" | "x-gzip" => {
+            let mut out = Vec::with_capacity((wire.len() * 4).min(MAX_DECOMPRESSED_BYTES));
+            let mut dec = flate2::read::MultiGzDecoder::new(&wire[..]).take(MAX_DECOMPRESSED_BYTES as u64 + 1);
+            dec.read_to_end(&mut out).map_err(|e| ApiError::Unreadable(format!("bad gzip body: {e}")))?;
+            if out.len() > MAX_DECOMPRESSED_BYTES {
+                return Err(ApiError::DecompressedTooLarge);
+            }
+            Ok(Bytes::from(out))
+        }
+        other => Err(ApiError::UnsupportedEncoding(other.chars().take(64).collect())),
+    }
+}
+
+async fn ingest_inner(state: &AppState, headers: &HeaderMap, body: Body) -> Result<serde_json::Value, ApiError> {
+    let meta = request_meta(headers);
+    let body = read_body(headers, body).await?;
+    let now = now_us();
+    let text = match std::str::from_utf8(&body) {
+        Ok(t) => t,
+        Err(e) => {
+            let err = ApiError::Unreadable(format!("body is not UTF-8: {e}"));
+            keep_unreadable(state, &body, &meta, &err).await;
+            return Err(err);
+        }
+    };
+    let is_ndjson = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            let v = v.to_ascii_lowercase();
+            v.starts_with("application/x-ndjson") || v.starts_with("application/ndjson") || v.starts_with("application/jsonlines")
+        })
+        .unwrap_or(false);
+
+    let mut out;
+    if is_ndjson {
+        let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        if lines.len() > MAX_EVENTS_PER_REQUEST {
+            return Err(ApiError::TooManyEvents);
+        }
+        check_sizes(lines.iter().copied())?;
+        out = Outcome::new(lines.len());
+        for (i, line) in lines.iter().enumerate() {
+            out.take(state, i, line, event::validate_json(line), now, &meta);
+        }
+    } else {
+        let trimmed = text.trim();
+        if trimmed.starts_with('[') {
+            let items = match serde_json::from_str::<BoundedArray>(trimmed) {
+                Ok(a) => a.0,
+                Err(e) if e.to_string().starts_with(TOO_MANY) => return Err(ApiError::TooManyEvents),
+                Err(e) => {
+                    let err = ApiError::Unreadable(format!("malformed JSON array: {e}"));
+                    keep_unreadable(state, &body, &meta, &err).await;
+                    return Err(err);
+                }
+            };
+            check_sizes(items.iter().map(|r| r.get()))?;
+            out = Outcome::new(items.len());
+            for (i, raw) in items.iter().enumerate() {
+                out.take(state, i, raw.get(), event::validate_json(raw.get()), now, &meta);
+            }
+        } else {
+            check_sizes(std::iter::once(trimmed))?;
+            if let Err(e) = serde_json::from_str::<&RawValue>(trimmed) {
+                let err = ApiError::Unreadable(format!("malformed JSON: {e}"));
+                keep_unreadable(state, &body, &meta, &err).await;
+                return Err(err);
+            }
+            out = Outcome::new(1);
+            out.take(state, 0, trimmed, event::validate_json(trimmed), now, &meta);
+        }
+    }
+    out.commit(state).await
+}
+
+fn check_sizes<'a>(events: impl Iterator<Item = &'a str>) -> Result<(), ApiError> {
+    for (index, e) in events.enumerate() {
+        if e.len() > MAX_EVENT_BYTES {
+            return Err(ApiError::EventTooLarge { index, size: e.len() });
+        }
+    }
+    Ok(())
+}
+
+const TOO_MANY: &str = "too many events";
+
+/// A JSON array of raw events that stops reading past [`MAX_EVENTS_PER_REQUEST`].
+struct BoundedArray<'a>(Vec<&'a RawValue>);
+
+impl<'de> serde::Deserialize<'de> for BoundedArray<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = BoundedArray<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON array of events")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<BoundedArray<'de>, A::Error> {
+                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+                while let Some(item) = seq.next_element::<&'de RawValue>()? {
+                    if items.len() == MAX_EVENTS_PER_REQUEST {
+                        return Err(de::Error::custom(TOO_MANY));
+                    }
+                    items.push(item);
+                }
+                Ok(BoundedArray(items))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+async fn seed_style(
+    State(state): State<Arc<AppState>>,
+    Path(event_type): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let started = Instant::now();
+    let resp = match seed_style_inner(&state, &event_type, query.as_deref().unwrap_or(""), &headers).await {
+        Ok((status, v)) => (status, json_headers(), v.to_string()).into_response(),
+        Err(e) => e.into_response(),
+    };
+    finish(&state, ROUTE_SEED, started, resp)
+}
+
+async fn seed_style_inner(
+    state: &AppState,
+    event_type: &str,
+    query: &str,
+    headers: &HeaderMap,
+) -> Result<(StatusCode, serde_json::Value), ApiError> {
+    if EventType::parse(event_type).is_none() {
+        return Err(ApiError::NoRoute(format!("/{}", event_type.chars().take(64).collect::<String>())));
+    }
+    if query.len() > MAX_EVENT_BYTES {
+        state.metrics.over_limit(3);
+        return Err(ApiError::EventTooLarge { index: 0, size: query.len() });
+    }
+    let meta = request_meta(headers);
+    let now = now_us();
+    let params: Vec<(String, String)> =
+        form_urlencoded::parse(query.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    let mut out = Outcome::new(1);
+    match event::members_from_query(event_type, &params) {
+        Ok(members) => {
+            let raw = event::members_to_json(&members);
+            let parsed = event::validate_object(&members);
+            out.take(state, 0, &raw, parsed, now, &meta);
+        }
+        Err(rejection) => {
+            let raw = format!("{{\"event_type\":\"{event_type}\",\"query\":{}}}", serde_json::Value::String(query.to_string()));
+            out.take(state, 0, &raw, Err(rejection), now, &meta);
+        }
+    }
+    let failed = !out.rejected.is_empty();
+    let v = out.commit(state).await?;
+    Ok((if failed { StatusCode::BAD_REQUEST } else { StatusCode::OK }, v))
+}
+
+async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    let started = Instant::now();
+    let body = serde_json::json!({
+        "status": "ok",
+        "log_end_offset": state.log.durable_end(),
+        "projected_offset": state.metrics.projected_offset.load(std::sync::atomic::Ordering::Relaxed),
+    });
+    let resp = (StatusCode::OK, json_headers(), body.to_string()).into_response();
+    finish(&state, ROUTE_HEALTHZ, started, resp)
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let started = Instant::now();
+    let text = state.metrics.render(&state.log.stats());
+    let resp = (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))],
+        text,
+    )
+        .into_response();
+    finish(&state, ROUTE_METRICS, started, resp)
+}
+
+#[derive(serde::Deserialize)]
+struct RejectedQuery {
+    from: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn list_rejected(State(state): State<Arc<AppState>>, RawQuery(q): RawQuery) -> Response {
+    let started = Instant::now();
+    let resp = match serde_urlencoded_query::<RejectedQuery>(q.as_deref()) {
+        Err(e) => e.into_response(),
+        Ok(q) => {
+            let limit = q.limit.unwrap_or(100).min(MAX_REJECTED_LIST);
+            match state.log.rejected(q.from.unwrap_or(0), limit) {
+                Ok(items) => {
+                    let mut s = String::new();
+                    for (seq, r) in &items {
+                        replay::write_rejected_line(&mut s, *seq, r);
+                    }
+                    (StatusCode::OK, [(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"))], s)
+                        .into_response()
+                }
+                Err(e) => ApiError::from(e).into_response(),
+            }
+        }
+    };
+    finish(&state, ROUTE_REJECTED, started, resp)
+}
+
+fn serde_urlencoded_query<T: serde::de::DeserializeOwned>(q: Option<&str>) -> Result<T, ApiError> {
+    let pairs: Vec<(String, String)> =
+        form_urlencoded::parse(q.unwrap_or("").as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    let mut map = serde_json::Map::new();
+    for (k, v) in pairs {
+        let value = match v.parse::<u64>() {
+            Ok(n) => serde_json::Value::from(n),
+            Err(_) => match v.as_str() {
+                "true" | "1" => serde_json::Value::Bool(true),
+                "false" | "0" => serde_json::Value::Bool(false),
+                _ => serde_json::Value::String(v),
+            },
+        };
+        map.insert(k, value);
+    }
+    serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| ApiError::BadQuery(e.to_string()))
+}
+
+#[derive(serde::Deserialize)]
+struct ReplayQuery {
+    from: Option<u64>,
+    to: Option<u64>,
+    follow: Option<bool>,
+}
+
+/// NDJSON replay of the log, for `questlog replay` while this server holds the log.
+async fn replay_stream(State(state): State<Arc<AppState>>, RawQuery(q): RawQuery) -> Response {
+    let started = Instant::now();
+    let q = match serde_urlencoded_query::<ReplayQuery>(q.as_deref()) {
+        Ok(q) => q,
+        Err(e) => return finish(&state, ROUTE_REPLAY, started, e.into_response()),
+    };
+    let from = q.from.unwrap_or(0);
+    let to = q.to.unwrap_or(u64::MAX);
+    let follow = q.follow.unwrap_or(false);
+    if from > state.log.durable_end() && !follow {
+        let e = ApiError::BadQuery(format!("from={from} is past the end of the log ({})", state.log.durable_end()));
+        return finish(&state, ROUTE_REPLAY, started, e.into_response());
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+    let log = state.log.clone();
+    tokio::spawn(async move {
+        let mut next = from;
+        let mut watch = log.subscribe();
+        while next < to {
+            let end = log.durable_end().min(to);
+            if next < end {
+                let upto = end.min(next + REPLAY_CHUNK_EVENTS);
+                let log2 = log.clone();
+                let chunk = tokio::task::spawn_blocking(move || -> Result<String, LogError> {
+                    let mut s = String::new();
+                    for item in log2.read(next, upto)? {
+                        let (o, r) = item?;
+                        replay::write_line(&mut s, o, &r);
+                    }
+                    Ok(s)
+                })
+                .await;
+                let chunk = match chunk {
+                    Ok(Ok(s)) => Ok(Bytes::from(s)),
+                    Ok(Err(e)) => Err(std::io::Error::other(e.to_string())),
+                    Err(e) => Err(std::io::Error::other(e.to_string())),
+                };
+                let failed = chunk.is_err();
+                if tx.send(chunk).await.is_err() || failed {
+                    return;
+                }
+                next = upto;
+            } else if follow {
+                tokio::select! {
+                    changed = watch.changed() => if changed.is_err() { return },
+                    _ = tx.closed() => return,
+                }
+            } else {
+                return;
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    let resp = (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"))],
+        Body::from_stream(stream),
+    )
+        .into_response();
+    finish(&state, ROUTE_REPLAY, started, resp)
+}

@@ -1,0 +1,552 @@
+//! The command line: parses arguments and wires the modules into the commands of
+//! CONTRACT.md. The only place that uses `anyhow`, prints for people, and exits.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::api::{self, AppState};
+use crate::event;
+use crate::generate::{self, World, WorldConfig};
+use crate::log::{EventLog, LogError, SledLog};
+use crate::metrics::Metrics;
+use crate::project::{self, Codec, Continuous, Projector, TABLES};
+use crate::replay;
+use crate::report;
+use crate::sql;
+
+/// File in the data dir that names the running server, so other commands can reach it.
+const SERVER_FILE: &str = "serve.json";
+/// How long `quickstart` waits for the tables to catch up with the log.
+const CATCH_UP_TIMEOUT_MS: u64 = 120_000;
+/// How often `replay --follow` looks for a server to follow.
+const FOLLOW_POLL_MS: u64 = 250;
+/// Attempts to read a consistent set of table files while a projector replaces them.
+const SNAPSHOT_ATTEMPTS: u32 = 5;
+
+#[derive(Parser, Debug)]
+#[command(name = "questlog", version, about = "A deterministic, replayable event store for game telemetry")]
+pub struct Cli {
+    /// Where the log, tables and reports live.
+    #[arg(long, global = true, default_value = "./questlog-data", env = "QUESTLOG_DATA_DIR")]
+    pub data_dir: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the whole pipeline on embedded defaults: serve, send seeded traffic over HTTP,
+    /// project, report; then keep serving until Ctrl-C (or stop with --exit).
+    Quickstart {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long, default_value_t = 100_000)]
+        events: u64,
+        /// Stop after the report instead of serving.
+        #[arg(long)]
+        exit: bool,
+    },
+    /// Serve the HTTP API, appending to the log and projecting into the tables.
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Milliseconds between projection steps.
+        #[arg(long, default_value_t = project::DEFAULT_PROJECT_INTERVAL_MS)]
+        project_interval_ms: u64,
+        /// Parquet compression: snappy, zstd or none.
+        #[arg(long, default_value = "snappy")]
+        compression: String,
+    },
+    /// Make seeded, reproducible game traffic: into the log, or over HTTP with --url.
+    Generate {
+        #[arg(long)]
+        seed: u64,
+        #[arg(long)]
+        events: u64,
+        #[arg(long, default_value_t = generate::world::DEFAULT_PLAYERS)]
+        players: u32,
+        /// Start of the simulated clock (RFC 3339).
+        #[arg(long, default_value = generate::world::DEFAULT_START_TIME)]
+        start_time: String,
+        /// Send to this questlog server instead of writing the log (a load test).
+        #[arg(long)]
+        url: Option<String>,
+        /// Target events per second (with --url); unlimited when absent.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Concurrent requests (with --url).
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// Events per request (with --url).
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+    },
+    /// Print log records as JSON lines, oldest first.
+    Replay {
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Stop before this offset.
+        #[arg(long)]
+        to: Option<u64>,
+        /// Keep printing new events as they arrive.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// List rejected events (reason, field, raw text, headers) as JSON lines.
+    Rejected {
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Bring the five Parquet tables up to the end of the log.
+    Project {
+        /// Rebuild them from offset 0 and swap them in atomically.
+        #[arg(long)]
+        rebuild: bool,
+        #[arg(long, default_value = "snappy")]
+        compression: String,
+    },
+    /// Compute the findings report from the tables with Polars.
+    Report {
+        /// Where to write report.md and report.html (default DATA_DIR/report).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Run SQL over the five tables.
+    Sql {
+        query: String,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Print the Hive CREATE EXTERNAL TABLE statements for the tables.
+    Ddl,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Serve { .. } | Command::Quickstart { .. } => "info",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("QUESTLOG_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("questlog={default_level},warn")));
+    use std::io::IsTerminal;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .try_init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    let data_dir = cli.data_dir;
+    match cli.command {
+        Command::Serve { listen, project_interval_ms, compression } => {
+            let codec = Codec::parse(&compression)?;
+            runtime()?.block_on(serve(&data_dir, &listen, project_interval_ms, codec, shutdown_signal()))
+        }
+        Command::Quickstart { listen, seed, events, exit } => runtime()?.block_on(quickstart(&data_dir, &listen, seed, events, exit)),
+        Command::Generate { seed, events, players, start_time, url, rate, concurrency, batch } => {
+            if players == 0 {
+                bail!("--players must be at least 1");
+            }
+            let start_time_us = event::parse_time_us(&start_time).map_err(|e| anyhow!("--start-time `{start_time}`: {e}"))?;
+            let world = World::new(WorldConfig { seed, players, start_time_us });
+            match url {
+                Some(url) => {
+                    if batch == 0 || batch > generate::MAX_BATCH {
+                        bail!("--batch must be between 1 and {}", generate::MAX_BATCH);
+                    }
+                    if concurrency == 0 || concurrency > generate::MAX_CONCURRENCY {
+                        bail!("--concurrency must be between 1 and {}", generate::MAX_CONCURRENCY);
+                    }
+                    let settings = generate::LoadSettings { url, rate, concurrency, batch };
+                    let pb = generate::progress_bar(events, "sending");
+                    let report = runtime()?.block_on(generate::load_test(world, events, settings, pb.clone()))?;
+                    pb.finish_and_clear();
+                    print!("{}", report.render());
+                    if report.failed_requests > 0 {
+                        bail!("{} requests failed", report.failed_requests);
+                    }
+                    Ok(())
+                }
+                None => {
+                    let log = open_log_for(&data_dir, "generate into the log")?;
+                    let mut world = world;
+                    let pb = generate::progress_bar(events, "generating");
+                    let s = generate::generate_into_log(log.as_ref(), &mut world, events, &pb)?;
+                    pb.finish_and_clear();
+                    log.close()?;
+                    println!(
+                        "generated {} events (seed {seed}) into {} at offsets {}..{} in {:.2} s ({:.0} events/s), durable",
+                        s.events,
+                        data_dir.join("log").display(),
+                        s.first_offset,
+                        s.end_offset,
+                        s.seconds,
+                        s.events as f64 / s.seconds.max(1e-9)
+                    );
+                    Ok(())
+                }
+            }
+        }
+        Command::Replay { from, to, follow } => replay_cmd(&data_dir, from, to, follow),
+        Command::Rejected { from, limit } => rejected_cmd(&data_dir, from, limit),
+        Command::Project { rebuild, compression } => {
+            let codec = Codec::parse(&compression)?;
+            let log = open_log_for(&data_dir, "project")?;
+            let mut projector = Projector::open(&data_dir, codec)?;
+            let pb = generate::progress_bar(0, if rebuild { "rebuilding" } else { "projecting" });
+            let summary = if rebuild {
+                projector.rebuild(log.as_ref(), u64::MAX, &pb)?
+            } else {
+                projector.catch_up(log.as_ref(), &pb)?
+            };
+            pb.finish_and_clear();
+            println!("{}", summary.render());
+            println!("tables at offset {} in {}", projector.offset(), data_dir.join("tables").display());
+            log.close()?;
+            Ok(())
+        }
+        Command::Report { out } => {
+            let out = out.unwrap_or_else(|| data_dir.join("report"));
+            let (report, offset) = build_report(&data_dir)?;
+            let (md, html) = report::write_report(&report, &out)?;
+            for line in &report.summary {
+                println!("{line}");
+            }
+            println!("\nreport (tables at log offset {offset}): {}\n                                   {}", md.display(), html.display());
+            Ok(())
+        }
+        Command::Sql { query, format } => {
+            let frames = load_frames(&data_dir)?.0;
+            let mut df = sql::run_sql(&frames, &query)?;
+            let fmt = match format {
+                Format::Table => sql::OutputFormat::Table,
+                Format::Csv => sql::OutputFormat::Csv,
+                Format::Json => sql::OutputFormat::Json,
+            };
+            let text = sql::format_output(&mut df, fmt)?;
+            let mut out = std::io::stdout().lock();
+            replay::write_all(&mut out, &text)?;
+            if !text.ends_with('\n') {
+                replay::write_all(&mut out, "\n")?;
+            }
+            Ok(())
+        }
+        Command::Ddl => {
+            let dir = absolute(&data_dir)?.join("tables");
+            print!("{}", project::hive_ddl(&dir));
+            Ok(())
+        }
+    }
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    std::path::absolute(p).with_context(|| format!("resolving {}", p.display()))
+}
+
+/// Opens the log, or explains who holds it.
+fn open_log_for(data_dir: &Path, what: &str) -> Result<Arc<SledLog>> {
+    match SledLog::open(&data_dir.join("log")) {
+        Ok(log) => Ok(log),
+        Err(LogError::Locked { .. }) => {
+            let who = running_server(data_dir).map(|a| format!(" (`questlog serve` at http://{a})")).unwrap_or_default();
+            bail!(
+                "cannot {what}: the log in {} is held by another process{who}. A running server projects continuously and takes events at /v1/events; stop it first, or use --url",
+                data_dir.display()
+            )
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The address of the server holding `data_dir`, if one says it runs.
+fn running_server(data_dir: &Path) -> Option<SocketAddr> {
+    let text = std::fs::read_to_string(data_dir.join(SERVER_FILE)).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    // A server killed without cleanup leaves the file behind; check its process lives.
+    if let Some(pid) = v["pid"].as_u64() {
+        if cfg!(target_os = "linux") && !Path::new(&format!("/proc/{pid}")).exists() {
+            return None;
+        }
+    }
+    v["addr"].as_str()?.parse().ok()
+}
+
+fn replay_cmd(data_dir: &Path, from: u64, to: Option<u64>, follow: bool) -> Result<()> {
+    let to_offset = to.unwrap_or(u64::MAX);
+    match SledLog::open(&data_dir.join("log")) {
+        Ok(log) => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::with_capacity(256 * 1024, stdout.lock());
+            let end = log.durable_end();
+            if from > end {
+                bail!("--from {from} is past the end of the log ({end} events)");
+            }
+            let end = log.durable_end().min(to_offset);
+            replay::replay_to(log.as_ref(), from, end, &mut out)?;
+            out.flush().ok();
+            log.close()?;
+            drop(log);
+            if !follow || end >= to_offset {
+                return Ok(());
+            }
+            // Nothing appends to a log that no server holds: release it and follow the
+            // next server that opens this data dir.
+            eprintln!("replay: end of log at offset {end}; waiting for `questlog serve` on {} to follow it", data_dir.display());
+            loop {
+                if let Some(addr) = running_server(data_dir) {
+                    let mut url = format!("http://{addr}/v1/replay?from={end}&follow=true");
+                    if let Some(to) = to {
+                        url.push_str(&format!("&to={to}"));
+                    }
+                    return runtime()?.block_on(stream_http(&url));
+                }
+                std::thread::sleep(Duration::from_millis(FOLLOW_POLL_MS));
+            }
+        }
+        Err(LogError::Locked { .. }) => {
+            let addr = running_server(data_dir).ok_or_else(|| anyhow!("the log in {} is held by another process", data_dir.display()))?;
+            let mut url = format!("http://{addr}/v1/replay?from={from}&follow={follow}");
+            if let Some(to) = to {
+                url.push_str(&format!("&to={to}"));
+            }
+            runtime()?.block_on(stream_http(&url))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Copies an HTTP response body to stdout as it arrives.
+async fn stream_http(url: &str) -> Result<()> {
+    let client = reqwest::Client::new();
+    let mut resp = client.get(url).send().await.with_context(|| format!("GET {url}"))?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        bail!("GET {url}: {status}: {}", resp.text().await.unwrap_or_default());
+    }
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    while let Some(chunk) = resp.chunk().await.context("reading the replay stream")? {
+        if !replay::write_all(&mut out, std::str::from_utf8(&chunk).unwrap_or_default())? {
+            return Ok(());
+        }
+        out.flush().ok();
+    }
+    Ok(())
+}
+
+fn rejected_cmd(data_dir: &Path, from: u64, limit: usize) -> Result<()> {
+    match SledLog::open(&data_dir.join("log")) {
+        Ok(log) => {
+            let mut s = String::new();
+            for (seq, r) in log.rejected(from, limit)? {
+                replay::write_rejected_line(&mut s, seq, &r);
+            }
+            let mut out = std::io::stdout().lock();
+            replay::write_all(&mut out, &s)?;
+            log.close()?;
+            Ok(())
+        }
+        Err(LogError::Locked { .. }) => {
+            let addr = running_server(data_dir).ok_or_else(|| anyhow!("the log in {} is held by another process", data_dir.display()))?;
+            runtime()?.block_on(stream_http(&format!("http://{addr}/v1/rejected?from={from}&limit={limit}")))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Loads the five tables from one consistent snapshot, retrying if a projector replaced
+/// files between reading the manifest and opening them.
+fn load_frames(data_dir: &Path) -> Result<(report::Frames, u64)> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let snap = project::snapshot(data_dir)?;
+        let files = report::TableFiles::new(TABLES.iter().zip(snap.files).map(|(t, f)| (t.name, f)).collect());
+        match report::load_frames(&files) {
+            Ok(frames) => return Ok((frames, snap.offset)),
+            Err(report::ReportError::FileVanished(p)) if attempt < SNAPSHOT_ATTEMPTS => {
+                tracing::debug!(path = %p.display(), "table file replaced while reading; taking a new snapshot");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn build_report(data_dir: &Path) -> Result<(report::Report, u64)> {
+    let (frames, offset) = load_frames(data_dir)?;
+    let report = report::build_report(&frames, &format!("log offsets 0..{offset}"))?;
+    Ok((report, offset))
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested; finishing in-flight requests");
+}
+
+/// A running server's parts, for `serve` and `quickstart`.
+struct Server {
+    log: Arc<SledLog>,
+    metrics: Arc<Metrics>,
+    addr: SocketAddr,
+    projector: Continuous,
+    data_dir: PathBuf,
+}
+
+async fn start_server(data_dir: &Path, listen: &str, interval_ms: u64, codec: Codec, fallback_port: bool) -> Result<(Server, tokio::net::TcpListener)> {
+    let log = open_log_for(data_dir, "serve")?;
+    let projector = Projector::open(data_dir, codec)?;
+    let metrics = Arc::new(Metrics::default());
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) if fallback_port && e.kind() == std::io::ErrorKind::AddrInUse => {
+            let host = listen.rsplit_once(':').map(|(h, _)| h).unwrap_or("127.0.0.1");
+            eprintln!("{listen} is in use; using a free port instead");
+            tokio::net::TcpListener::bind(format!("{host}:0")).await.with_context(|| format!("binding {host}:0"))?
+        }
+        Err(e) => return Err(anyhow!(e).context(format!("binding {listen}"))),
+    };
+    let addr = listener.local_addr()?;
+    let dyn_log: Arc<dyn EventLog> = log.clone();
+    let projector = Continuous::start(projector, dyn_log, metrics.clone(), interval_ms);
+    let info = serde_json::json!({ "addr": addr.to_string(), "pid": std::process::id() });
+    std::fs::write(data_dir.join(SERVER_FILE), info.to_string()).context("writing serve.json")?;
+    Ok((Server { log, metrics, addr, projector, data_dir: data_dir.to_path_buf() }, listener))
+}
+
+impl Server {
+    fn state(&self) -> Arc<AppState> {
+        Arc::new(AppState { log: self.log.clone(), metrics: self.metrics.clone() })
+    }
+
+    /// Stops projection (after a last step) and closes the log.
+    fn stop(self) -> Result<()> {
+        self.projector.stop();
+        self.log.close()?;
+        let _ = std::fs::remove_file(self.data_dir.join(SERVER_FILE));
+        tracing::info!(log_end_offset = self.log.durable_end(), "stopped");
+        Ok(())
+    }
+}
+
+async fn serve(data_dir: &Path, listen: &str, interval_ms: u64, codec: Codec, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<()> {
+    let (server, listener) = start_server(data_dir, listen, interval_ms, codec, false).await?;
+    println!("questlog serving on http://{} (data in {})", server.addr, data_dir.display());
+    std::io::stdout().flush().ok();
+    tracing::info!(addr = %server.addr, log_end_offset = server.log.durable_end(), "serving");
+    api::run(listener, server.state(), shutdown).await.context("serving HTTP")?;
+    tokio::task::spawn_blocking(move || server.stop()).await??;
+    Ok(())
+}
+
+async fn quickstart(data_dir: &Path, listen: &str, seed: u64, events: u64, exit: bool) -> Result<()> {
+    let started = Instant::now();
+    let (server, listener) = start_server(data_dir, listen, 500, Codec::Snappy, true).await?;
+    let addr = server.addr;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let state = server.state();
+    let http = tokio::spawn(api::run(listener, state, async move {
+        let _ = stop_rx.await;
+    }));
+    println!("questlog quickstart: serving on http://{addr}, data in {}", data_dir.display());
+    println!("sending {events} seeded events (seed {seed}) over HTTP, 500 per request, 4 connections…");
+    let start_time_us = event::parse_time_us(generate::world::DEFAULT_START_TIME).map_err(|e| anyhow!(e))?;
+    let world = World::new(WorldConfig { seed, players: generate::world::DEFAULT_PLAYERS, start_time_us });
+    let settings = generate::LoadSettings { url: format!("http://{addr}"), rate: None, concurrency: 4, batch: 500 };
+    let pb = generate::progress_bar(events, "sending");
+    let load = generate::load_test(world, events, settings, pb.clone()).await?;
+    pb.finish_and_clear();
+    print!("{}", load.render());
+
+    // Wait for the continuous projection to reach the end of the log.
+    let target = server.log.durable_end();
+    server.projector.nudge();
+    let deadline = Instant::now() + Duration::from_millis(CATCH_UP_TIMEOUT_MS);
+    while server.metrics.projected_offset.load(std::sync::atomic::Ordering::Relaxed) < target {
+        if Instant::now() > deadline {
+            bail!("tables did not catch up with the log within {} s", CATCH_UP_TIMEOUT_MS / 1000);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let dd = data_dir.to_path_buf();
+    let (report, offset) = tokio::task::spawn_blocking(move || build_report(&dd)).await??;
+    let out = data_dir.join("report");
+    let (md, html) = report::write_report(&report, &out)?;
+
+    println!("\n== Findings ({offset} events) ==");
+    for line in &report.summary {
+        println!("  {line}");
+    }
+    let abs = absolute(data_dir)?;
+    println!("\n== Where everything is ==");
+    println!("  API        http://{addr}  (POST /v1/events, GET /{{event_type}}?…, /healthz, /metrics)");
+    println!("  log        {}", abs.join("log").display());
+    println!("  tables     {}/{{guild_joins,enemies_killed,quest_accept,damage_taken,transactions}}", abs.join("tables").display());
+    println!("  report     {}", absolute(&md)?.display());
+    println!("             {}", absolute(&html)?.display());
+    println!("\n== Try next ==");
+    println!("  curl -s 'http://{addr}/join_guild?guild_id=7&name=Knights'");
+    println!("  questlog sql \"SELECT category, round(sum(total_cost), 2) AS revenue FROM transactions GROUP BY category ORDER BY revenue DESC\"");
+    println!("  questlog replay --from 0 --to 5");
+    println!("  questlog ddl");
+    println!("(finished in {:.1} s)", started.elapsed().as_secs_f64());
+    std::io::stdout().flush().ok();
+
+    if !exit {
+        println!("\nserving until Ctrl-C…");
+        shutdown_signal().await;
+    }
+    let _ = stop_tx.send(());
+    http.await.context("HTTP server task")?.context("serving HTTP")?;
+    tokio::task::spawn_blocking(move || server.stop()).await??;
+    Ok(())
+}

@@ -1,0 +1,907 @@
+//! The event model and its validation: the five seed event types, the optional client
+//! fields, the server-owned fields, and the rules that turn untrusted JSON into a
+//! [`ClientEvent`] or a precise [`Rejection`].
+//!
+//! Invariants:
+//! - A [`ClientEvent`] is only ever built by [`validate_json`]/[`validate_object`], so every
+//!   value in it is in range for its Parquet type (ids and counts non-negative, smallints in
+//!   `i16`, costs finite `f32`, strings within [`MAX_STRING_BYTES`]).
+//! - A client can never set a server-owned field ([`SERVER_OWNED_FIELDS`]).
+//! - Nothing here does I/O.
+
+use std::fmt;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Longest text field value (names, contacts, ids) in bytes. Seed names are a few dozen bytes;
+/// 1 KiB leaves room for any real name while keeping one row of a table small.
+pub const MAX_STRING_BYTES: usize = 1024;
+
+/// Most top-level keys in one event object. The widest type has 12 fields of ours; the rest
+/// are kept only in `raw_event`, and this bounds the work a hostile object can cause.
+pub const MAX_EVENT_KEYS: usize = 64;
+
+/// Fields the server fills in; a client sending any of them is rejected.
+pub const SERVER_OWNED_FIELDS: [&str; 6] =
+    ["log_offset", "timestamp", "accept", "host", "user_agent", "raw_event"];
+
+/// The five seed event types. `event_type` in the JSON decides which one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum EventType {
+    JoinGuild,
+    KillEnemy,
+    AcceptQuest,
+    TakeDamage,
+    BuyAsset,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 5] = [
+        EventType::JoinGuild,
+        EventType::KillEnemy,
+        EventType::AcceptQuest,
+        EventType::TakeDamage,
+        EventType::BuyAsset,
+    ];
+
+    /// The `event_type` string on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::JoinGuild => "join_guild",
+            EventType::KillEnemy => "kill_enemy",
+            EventType::AcceptQuest => "accept_quest",
+            EventType::TakeDamage => "take_damage",
+            EventType::BuyAsset => "buy_asset",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EventType> {
+        EventType::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    /// The type-specific fields, in table column order, with their kinds.
+    pub fn fields(self) -> &'static [(&'static str, FieldKind)] {
+        use FieldKind::*;
+        match self {
+            EventType::JoinGuild => &[("guild_id", Id), ("name", Text)],
+            EventType::KillEnemy => &[("enemy_id", Id), ("name", Text), ("level", SmallInt)],
+            EventType::AcceptQuest => &[("quest_id", Id), ("name", Text), ("contact", Text)],
+            EventType::TakeDamage => &[("enemy_id", Id), ("name", Text), ("damage", SmallInt)],
+            EventType::BuyAsset => &[
+                ("store_id", Id),
+                ("item_name", Text),
+                ("inventory_id", Id),
+                ("total_cost", Cost),
+                ("category", Text),
+                ("on_hand_qty", SmallInt),
+            ],
+        }
+    }
+
+    /// Index in [`EventType::ALL`], for per-type arrays of counters.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a type field holds, and so how it is checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FieldKind {
+    /// A non-negative integer that fits `i64` (Parquet INT64).
+    Id,
+    /// UTF-8 text of at most [`MAX_STRING_BYTES`] bytes.
+    Text,
+    /// A non-negative integer that fits `i16` (Parquet INT32 annotated INT_16).
+    SmallInt,
+    /// A finite, non-negative number that fits `f32` (Parquet FLOAT).
+    Cost,
+}
+
+impl FieldKind {
+    fn expected(self) -> &'static str {
+        match self {
+            FieldKind::Id => "a non-negative integer (INT64)",
+            FieldKind::Text => "a string",
+            FieldKind::SmallInt => "a non-negative integer up to 32767 (SMALLINT)",
+            FieldKind::Cost => "a finite non-negative number (FLOAT)",
+        }
+    }
+}
+
+/// The type fields of one event, checked.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Payload {
+    JoinGuild { guild_id: i64, name: String },
+    KillEnemy { enemy_id: i64, name: String, level: i16 },
+    AcceptQuest { quest_id: i64, name: String, contact: String },
+    TakeDamage { enemy_id: i64, name: String, damage: i16 },
+    BuyAsset {
+        store_id: i64,
+        item_name: String,
+        inventory_id: i64,
+        total_cost: f32,
+        category: String,
+        on_hand_qty: i16,
+    },
+}
+
+impl Payload {
+    pub fn event_type(&self) -> EventType {
+        match self {
+            Payload::JoinGuild { .. } => EventType::JoinGuild,
+            Payload::KillEnemy { .. } => EventType::KillEnemy,
+            Payload::AcceptQuest { .. } => EventType::AcceptQuest,
+            Payload::TakeDamage { .. } => EventType::TakeDamage,
+            Payload::BuyAsset { .. } => EventType::BuyAsset,
+        }
+    }
+
+    /// Calls `f` with each type field, in table column order.
+    pub fn visit_fields(&self, mut f: impl FnMut(&'static str, FieldValue<'_>)) {
+        use FieldValue::*;
+        match self {
+            Payload::JoinGuild { guild_id, name } => {
+                f("guild_id", Int(*guild_id));
+                f("name", Text(name));
+            }
+            Payload::KillEnemy { enemy_id, name, level } => {
+                f("enemy_id", Int(*enemy_id));
+                f("name", Text(name));
+                f("level", Small(*level));
+            }
+            Payload::AcceptQuest { quest_id, name, contact } => {
+                f("quest_id", Int(*quest_id));
+                f("name", Text(name));
+                f("contact", Text(contact));
+            }
+            Payload::TakeDamage { enemy_id, name, damage } => {
+                f("enemy_id", Int(*enemy_id));
+                f("name", Text(name));
+                f("damage", Small(*damage));
+            }
+            Payload::BuyAsset { store_id, item_name, inventory_id, total_cost, category, on_hand_qty } => {
+                f("store_id", Int(*store_id));
+                f("item_name", Text(item_name));
+                f("inventory_id", Int(*inventory_id));
+                f("total_cost", Float(*total_cost));
+                f("category", Text(category));
+                f("on_hand_qty", Small(*on_hand_qty));
+            }
+        }
+    }
+}
+
+/// One type field's value, borrowed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum FieldValue<'a> {
+    Int(i64),
+    Small(i16),
+    Float(f32),
+    Text(&'a str),
+}
+
+impl FieldValue<'_> {
+    /// Appends the value as JSON.
+    pub fn write_json(&self, out: &mut String) {
+        use std::fmt::Write;
+        match self {
+            FieldValue::Int(v) => {
+                let _ = write!(out, "{v}");
+            }
+            FieldValue::Small(v) => {
+                let _ = write!(out, "{v}");
+            }
+            // f32's Display is the shortest text that reads back as the same f32, never
+            // in exponent form, so it is a valid JSON number.
+            FieldValue::Float(v) => {
+                let _ = write!(out, "{v}");
+            }
+            FieldValue::Text(s) => push_json_str(out, s),
+        }
+    }
+}
+
+/// Appends `s` as a JSON string literal.
+pub fn push_json_str(out: &mut String, s: &str) {
+    out.push('"');
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let esc: &str = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        if esc.is_empty() {
+            use std::fmt::Write;
+            let _ = write!(out, "\\u{:04x}", b);
+        } else {
+            out.push_str(esc);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
+}
+
+/// A validated event as the client sent it: type fields plus the optional client fields.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClientEvent {
+    pub event_id: Option<String>,
+    pub player_id: Option<String>,
+    pub session_id: Option<String>,
+    /// `event_time` in microseconds since the Unix epoch, UTC.
+    pub event_time_us: Option<i64>,
+    pub payload: Payload,
+}
+
+impl ClientEvent {
+    pub fn event_type(&self) -> EventType {
+        self.payload.event_type()
+    }
+
+    /// The event as compact JSON in canonical member order, as a client would send it:
+    /// `event_type`, the type fields, then the optional fields that are set.
+    pub fn to_json_string(&self) -> String {
+        let mut out = String::with_capacity(192);
+        out.push_str("{\"event_type\":");
+        push_json_str(&mut out, self.event_type().as_str());
+        self.payload.visit_fields(|name, value| {
+            out.push(',');
+            push_json_str(&mut out, name);
+            out.push(':');
+            value.write_json(&mut out);
+        });
+        for (name, v) in [("event_id", &self.event_id), ("player_id", &self.player_id), ("session_id", &self.session_id)] {
+            if let Some(v) = v {
+                out.push(',');
+                push_json_str(&mut out, name);
+                out.push(':');
+                push_json_str(&mut out, v);
+            }
+        }
+        if let Some(us) = self.event_time_us {
+            out.push_str(",\"event_time\":");
+            push_json_str(&mut out, &format_time_us(us));
+        }
+        out.push('}');
+        out
+    }
+}
+
+/// Request metadata the server records with each event (the seed's `request.headers`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestMeta {
+    pub accept: Option<String>,
+    pub host: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// One log record: a validated event plus everything the server owns. Its `log_offset` is
+/// its position in the log, not stored in it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Server receive time, microseconds since the Unix epoch (the `timestamp` column).
+    pub received_at_us: i64,
+    pub meta: RequestMeta,
+    /// The event's JSON exactly as received.
+    pub raw_event: String,
+    pub event: ClientEvent,
+}
+
+/// An event the server refused, kept for inspection (`questlog rejected`,
+/// `GET /v1/rejected`): nothing is silently dropped.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RejectedEvent {
+    pub received_at_us: i64,
+    pub meta: RequestMeta,
+    /// Position of the event in its request body (0 for a single event).
+    pub index: u32,
+    /// The event's text as received, cut to [`MAX_REJECTED_RAW_BYTES`].
+    pub raw: String,
+    pub rejection: Rejection,
+}
+
+/// How much of a rejected event's text is kept. The largest accepted event is bounded by
+/// the API's event size limit; a rejected one can be anything, so keep enough to debug it.
+pub const MAX_REJECTED_RAW_BYTES: usize = 8 * 1024;
+
+/// Cuts `s` to at most `max` bytes on a character boundary.
+pub fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Formats microseconds since the epoch as RFC 3339 UTC with microseconds, e.g.
+/// `2026-01-01T00:00:00.000000Z`. Fixed width, so the strings sort as the times do.
+pub fn format_time_us(us: i64) -> String {
+    match DateTime::<Utc>::from_timestamp_micros(us) {
+        Some(t) => t.to_rfc3339_opts(SecondsFormat::Micros, true),
+        None => format!("invalid-time({us})"),
+    }
+}
+
+/// Parses an RFC 3339 time into microseconds since the epoch (UTC).
+pub fn parse_time_us(s: &str) -> Result<i64, String> {
+    let t = DateTime::parse_from_rfc3339(s).map_err(|e| e.to_string())?;
+    Ok(t.with_timezone(&Utc).timestamp_micros())
+}
+
+/// Why an event was rejected: which rule, which field, and a sentence for a person.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    pub reason: RejectReason,
+    /// The field at fault, when there is one.
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl Rejection {
+    fn new(reason: RejectReason, field: Option<&str>, message: String) -> Rejection {
+        Rejection { reason, field: field.map(str::to_string), message }
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// The rule an event broke; the `reason` label of `questlog_events_rejected_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum RejectReason {
+    MalformedJson,
+    NotAnObject,
+    DuplicateKey,
+    TooManyKeys,
+    TooLarge,
+    MissingEventType,
+    UnknownEventType,
+    MissingField,
+    WrongType,
+    OutOfRange,
+    Negative,
+    NonFinite,
+    StringTooLong,
+    BadTime,
+    ServerOwnedField,
+}
+
+impl RejectReason {
+    pub const ALL: [RejectReason; 15] = [
+        RejectReason::MalformedJson,
+        RejectReason::NotAnObject,
+        RejectReason::DuplicateKey,
+        RejectReason::TooManyKeys,
+        RejectReason::TooLarge,
+        RejectReason::MissingEventType,
+        RejectReason::UnknownEventType,
+        RejectReason::MissingField,
+        RejectReason::WrongType,
+        RejectReason::OutOfRange,
+        RejectReason::Negative,
+        RejectReason::NonFinite,
+        RejectReason::StringTooLong,
+        RejectReason::BadTime,
+        RejectReason::ServerOwnedField,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::MalformedJson => "malformed_json",
+            RejectReason::NotAnObject => "not_an_object",
+            RejectReason::DuplicateKey => "duplicate_key",
+            RejectReason::TooManyKeys => "too_many_keys",
+            RejectReason::TooLarge => "too_large",
+            RejectReason::MissingEventType => "missing_event_type",
+            RejectReason::UnknownEventType => "unknown_event_type",
+            RejectReason::MissingField => "missing_field",
+            RejectReason::WrongType => "wrong_type",
+            RejectReason::OutOfRange => "out_of_range",
+            RejectReason::Negative => "negative",
+            RejectReason::NonFinite => "non_finite",
+            RejectReason::StringTooLong => "string_too_long",
+            RejectReason::BadTime => "bad_time",
+            RejectReason::ServerOwnedField => "server_owned_field",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A JSON object with its members in order and duplicate keys refused (serde_json's own
+/// `Map` keeps the last duplicate silently, which would let `{"level":1,"level":99999}`
+/// pass for one value while `raw_event` holds another).
+struct StrictObject(Vec<(String, Value)>);
+
+impl<'de> Deserialize<'de> for StrictObject {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = StrictObject;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StrictObject, A::Error> {
+                let mut members: Vec<(String, Value)> = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if members.len() >= MAX_EVENT_KEYS {
+                        return Err(de::Error::custom(format_args!(
+                            "too many keys: an event has at most {MAX_EVENT_KEYS}"
+                        )));
+                    }
+                    if members.iter().any(|(k, _)| *k == key) {
+                        return Err(de::Error::custom(format_args!("duplicate key `{key}`")));
+                    }
+                    let value: Value = map.next_value()?;
+                    members.push((key, value));
+                }
+                Ok(StrictObject(members))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// Validates one event given as JSON text (`raw` is kept verbatim as `raw_event`).
+pub fn validate_json(raw: &str) -> Result<ClientEvent, Rejection> {
+    let trimmed = raw.trim_start();
+    if !trimmed.starts_with('{') {
+        return Err(match serde_json::from_str::<Value>(raw) {
+            Ok(v) => Rejection::new(
+                RejectReason::NotAnObject,
+                None,
+                format!("an event must be a JSON object, got {}", json_kind(&v)),
+            ),
+            Err(e) => Rejection::new(RejectReason::MalformedJson, None, format!("malformed JSON: {e}")),
+        });
+    }
+    let obj: StrictObject = serde_json::from_str(raw).map_err(|e| {
+        let msg = e.to_string();
+        let reason = if msg.starts_with("duplicate key") {
+            RejectReason::DuplicateKey
+        } else if msg.starts_with("too many keys") {
+            RejectReason::TooManyKeys
+        } else {
+            RejectReason::MalformedJson
+        };
+        // serde_json appends " at line L column C"; the key sits between the backticks.
+        let field = (reason == RejectReason::DuplicateKey)
+            .then(|| msg.split('`').nth(1).map(str::to_string))
+            .flatten();
+        Rejection { reason, field, message: format!("malformed JSON: {msg}") }
+    })?;
+    validate_object(&obj.0)
+}
+
+/// Validates one event given as ordered members (from JSON, or built from query parameters).
+pub fn validate_object(members: &[(String, Value)]) -> Result<ClientEvent, Rejection> {
+    let get = |name: &str| members.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+
+    for owned in SERVER_OWNED_FIELDS {
+        if get(owned).is_some() {
+            return Err(Rejection::new(
+                RejectReason::ServerOwnedField,
+                Some(owned),
+                format!("field `{owned}` is set by the server and cannot be sent by a client"),
+            ));
+        }
+    }
+
+    let event_type = match get("event_type") {
+        None => {
+            return Err(Rejection::new(
+                RejectReason::MissingEventType,
+                Some("event_type"),
+                format!("missing field `event_type`: expected one of {}", type_list()),
+            ))
+        }
+        Some(Value::String(s)) => EventType::parse(s).ok_or_else(|| {
+            Rejection::new(
+                RejectReason::UnknownEventType,
+                Some("event_type"),
+                format!("field `event_type` is `{}`, not a known event type: expected one of {}", clip(s), type_list()),
+            )
+        })?,
+        Some(other) => {
+            return Err(Rejection::new(
+                RejectReason::WrongType,
+                Some("event_type"),
+                format!("field `event_type` must be a string, got {}", json_kind(other)),
+            ))
+        }
+    };
+
+    let event_id = optional_text(get("event_id"), "event_id")?;
+    let player_id = optional_text(get("player_id"), "player_id")?;
+    let session_id = optional_text(get("session_id"), "session_id")?;
+    let event_time_us = match get("event_time") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(parse_time_us(s).map_err(|e| {
+            Rejection::new(
+                RejectReason::BadTime,
+                Some("event_time"),
+                format!(
+                    "field `event_time`: `{}` is not an RFC 3339 time ({e}); expected e.g. 2026-01-01T12:00:00Z",
+                    clip(s)
+                ),
+            )
+        })?),
+        Some(other) => {
+            return Err(Rejection::new(
+                RejectReason::WrongType,
+                Some("event_time"),
+                format!("field `event_time` must be an RFC 3339 string, got {}", json_kind(other)),
+            ))
+        }
+    };
+
+    let field = |name: &'static str, kind: FieldKind| -> Result<&Value, Rejection> {
+        get(name).filter(|v| !v.is_null()).ok_or_else(|| {
+            Rejection::new(
+                RejectReason::MissingField,
+                Some(name),
+                format!("missing field `{name}` for event_type `{event_type}`: expected {}", kind.expected()),
+            )
+        })
+    };
+    let id = |name: &'static str| field(name, FieldKind::Id).and_then(|v| check_id(name, v));
+    let text = |name: &'static str| field(name, FieldKind::Text).and_then(|v| check_text(name, v));
+    let small = |name: &'static str| field(name, FieldKind::SmallInt).and_then(|v| check_small(name, v));
+
+    let payload = match event_type {
+        EventType::JoinGuild => Payload::JoinGuild { guild_id: id("guild_id")?, name: text("name")? },
+        EventType::KillEnemy => Payload::KillEnemy {
+            enemy_id: id("enemy_id")?,
+            name: text("name")?,
+            level: small("level")?,
+        },
+        EventType::AcceptQuest => Payload::AcceptQuest {
+            quest_id: id("quest_id")?,
+            name: text("name")?,
+            contact: text("contact")?,
+        },
+        EventType::TakeDamage => Payload::TakeDamage {
+            enemy_id: id("enemy_id")?,
+            name: text("name")?,
+            damage: small("damage")?,
+        },
+        EventType::BuyAsset => Payload::BuyAsset {
+            store_id: id("store_id")?,
+            item_name: text("item_name")?,
+            inventory_id: id("inventory_id")?,
+            total_cost: field("total_cost", FieldKind::Cost).and_then(|v| check_cost("total_cost", v))?,
+            category: text("category")?,
+            on_hand_qty: small("on_hand_qty")?,
+        },
+    };
+    Ok(ClientEvent { event_id, player_id, session_id, event_time_us, payload })
+}
+
+fn type_list() -> String {
+    EventType::ALL.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+/// At most 64 characters of untrusted text for an error message.
+fn clip(s: &str) -> String {
+    if s.chars().count() <= 64 {
+        s.to_string()
+    } else {
+        format!("{}…", s.chars().take(64).collect::<String>())
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn wrong_type(name: &str, kind: FieldKind, v: &Value) -> Rejection {
+    Rejection::new(
+        RejectReason::WrongType,
+        Some(name),
+        format!("field `{name}` must be {}, got {}", kind.expected(), json_kind(v)),
+    )
+}
+
+fn check_string_len(name: &str, s: &str) -> Result<(), Rejection> {
+    if s.len() > MAX_STRING_BYTES {
+        return Err(Rejection::new(
+            RejectReason::StringTooLong,
+            Some(name),
+            format!("field `{name}` is {} bytes long; the limit is {MAX_STRING_BYTES} bytes", s.len()),
+        ));
+    }
+    Ok(())
+}
+
+fn check_text(name: &str, v: &Value) -> Result<String, Rejection> {
+    match v {
+        Value::String(s) => {
+            check_string_len(name, s)?;
+            Ok(s.clone())
+        }
+        other => Err(wrong_type(name, FieldKind::Text, other)),
+    }
+}
+
+fn optional_text(v: Option<&Value>, name: &str) -> Result<Option<String>, Rejection> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => check_text(name, v).map(Some),
+    }
+}
+
+/// An integer field: must be a JSON integer (not `7.0`, not `"7"`), non-negative.
+fn check_integer(name: &str, kind: FieldKind, v: &Value) -> Result<i64, Rejection> {
+    let n = match v {
+        Value::Number(n) => n,
+        other => return Err(wrong_type(name, kind, other)),
+    };
+    if let Some(i) = n.as_i64() {
+        if i < 0 {
+            return Err(Rejection::new(
+                RejectReason::Negative,
+                Some(name),
+                format!("field `{name}` is {i}; expected {}", kind.expected()),
+            ));
+        }
+        return Ok(i);
+    }
+    if n.as_u64().is_some() {
+        return Err(Rejection::new(
+            RejectReason::OutOfRange,
+            Some(name),
+            format!("field `{name}` is {n}, beyond the INT64 range; expected {}", kind.expected()),
+        ));
+    }
+    // A float: a fraction or an exponent form; integers only here.
+    match n.as_f64() {
+        Some(f) if !f.is_finite() => Err(Rejection::new(
+            RejectReason::NonFinite,
+            Some(name),
+            format!("field `{name}` is not a finite number; expected {}", kind.expected()),
+        )),
+        _ => Err(Rejection::new(
+            RejectReason::WrongType,
+            Some(name),
+            format!("field `{name}` is {n}, not an integer; expected {}", kind.expected()),
+        )),
+    }
+}
+
+fn check_id(name: &str, v: &Value) -> Result<i64, Rejection> {
+    check_integer(name, FieldKind::Id, v)
+}
+
+fn check_small(name: &str, v: &Value) -> Result<i16, Rejection> {
+    let i = check_integer(name, FieldKind::SmallInt, v)?;
+    i16::try_from(i).map_err(|_| {
+        Rejection::new(
+            RejectReason::OutOfRange,
+            Some(name),
+            format!("field `{name}` is {i}, out of range for SMALLINT; expected 0 to {}", i16::MAX),
+        )
+    })
+}
+
+fn check_cost(name: &str, v: &Value) -> Result<f32, Rejection> {
+    let f = match v {
+        Value::Number(n) => n.as_f64().unwrap_or(f64::NAN),
+        other => return Err(wrong_type(name, FieldKind::Cost, other)),
+    };
+    if !f.is_finite() {
+        return Err(Rejection::new(
+            RejectReason::NonFinite,
+            Some(name),
+            format!("field `{name}` is not a finite number; expected {}", FieldKind::Cost.expected()),
+        ));
+    }
+    if f < 0.0 {
+        return Err(Rejection::new(
+            RejectReason::Negative,
+            Some(name),
+            format!("field `{name}` is {f}; expected {}", FieldKind::Cost.expected()),
+        ));
+    }
+    let single = f as f32;
+    if !single.is_finite() {
+        return Err(Rejection::new(
+            RejectReason::OutOfRange,
+            Some(name),
+            format!("field `{name}` is {f}, beyond the FLOAT range (about 3.4e38)"),
+        ));
+    }
+    Ok(single)
+}
+
+/// Builds the ordered members of an event from seed-style query parameters
+/// (`/join_guild?guild_id=7&name=Knights`): numeric fields of the type are parsed as
+/// numbers where they parse, so the same validation applies; repeated parameters are
+/// reported as duplicate keys, and a non-finite number (`inf`, `NaN`) as non-finite.
+pub fn members_from_query(
+    event_type: &str,
+    params: &[(String, String)],
+) -> Result<Vec<(String, Value)>, Rejection> {
+    let kinds: &[(&str, FieldKind)] = EventType::parse(event_type).map(|t| t.fields()).unwrap_or(&[]);
+    let mut members: Vec<(String, Value)> = Vec::with_capacity(params.len() + 1);
+    members.push(("event_type".to_string(), Value::String(event_type.to_string())));
+    for (k, v) in params {
+        if members.len() >= MAX_EVENT_KEYS {
+            return Err(Rejection::new(
+                RejectReason::TooManyKeys,
+                None,
+                format!("too many parameters: an event has at most {MAX_EVENT_KEYS}"),
+            ));
+        }
+        if members.iter().any(|(existing, _)| existing == k) {
+            return Err(Rejection::new(
+                RejectReason::DuplicateKey,
+                Some(k),
+                format!("parameter `{}` is given more than once", clip(k)),
+            ));
+        }
+        let kind = kinds.iter().find(|(name, _)| name == k).map(|(_, kind)| *kind);
+        let value = match kind {
+            Some(FieldKind::Id) | Some(FieldKind::SmallInt) => match v.parse::<i64>() {
+                Ok(i) => Value::from(i),
+                Err(_) => match v.parse::<f64>() {
+                    Ok(f) if !f.is_finite() => {
+                        return Err(Rejection::new(
+                            RejectReason::NonFinite,
+                            Some(k),
+                            format!("field `{k}` is not a finite number"),
+                        ))
+                    }
+                    _ => Value::String(v.clone()),
+                },
+            },
+            Some(FieldKind::Cost) => match v.parse::<f64>() {
+                Ok(f) if !f.is_finite() => {
+                    return Err(Rejection::new(
+                        RejectReason::NonFinite,
+                        Some(k),
+                        format!("field `{k}` is not a finite number"),
+                    ))
+                }
+                Ok(f) => serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null),
+                Err(_) => Value::String(v.clone()),
+            },
+            Some(FieldKind::Text) | None => Value::String(v.clone()),
+        };
+        members.push((k.clone(), value));
+    }
+    Ok(members)
+}
+
+/// Serialises ordered members as a JSON object, keeping their order (for `raw_event` of
+/// query-parameter events).
+pub fn members_to_json(members: &[(String, Value)]) -> String {
+    let mut out = String::from("{");
+    for (i, (k, v)) in members.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&Value::String(k.clone()).to_string());
+        out.push(':');
+        out.push_str(&v.to_string());
+    }
+    out.push('}');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason(raw: &str) -> RejectReason {
+        validate_json(raw).expect_err(raw).reason
+    }
+
+    #[test]
+    fn accepts_each_type() {
+        for raw in [
+            r#"{"event_type":"join_guild","guild_id":7,"name":"Knights"}"#,
+            r#"{"event_type":"kill_enemy","enemy_id":1,"name":"Orc","level":32767}"#,
+            r#"{"event_type":"accept_quest","quest_id":3,"name":"Q","contact":"Mara"}"#,
+            r#"{"event_type":"take_damage","enemy_id":1,"name":"Orc","damage":0}"#,
+            r#"{"event_type":"buy_asset","store_id":1,"item_name":"Sword","inventory_id":9,"total_cost":12.5,"category":"weapon","on_hand_qty":3,"event_time":"2026-01-01T00:00:00Z","player_id":"p1"}"#,
+        ] {
+            validate_json(raw).unwrap_or_else(|e| panic!("{raw}: {e}"));
+        }
+    }
+
+    #[test]
+    fn rejects_each_rule_with_field() {
+        assert_eq!(reason(r#"{"event_type":"dance"}"#), RejectReason::UnknownEventType);
+        assert_eq!(reason(r#"{"guild_id":1}"#), RejectReason::MissingEventType);
+        assert_eq!(reason(r#"{"event_type":"join_guild","name":"x"}"#), RejectReason::MissingField);
+        assert_eq!(reason(r#"{"event_type":"join_guild","guild_id":"7","name":"x"}"#), RejectReason::WrongType);
+        assert_eq!(reason(r#"{"event_type":"join_guild","guild_id":7.5,"name":"x"}"#), RejectReason::WrongType);
+        assert_eq!(
+            reason(r#"{"event_type":"kill_enemy","enemy_id":1,"name":"x","level":40000}"#),
+            RejectReason::OutOfRange
+        );
+        assert_eq!(reason(r#"{"event_type":"join_guild","guild_id":-1,"name":"x"}"#), RejectReason::Negative);
+        assert_eq!(
+            reason(r#"{"event_type":"buy_asset","store_id":1,"item_name":"a","inventory_id":1,"total_cost":-0.5,"category":"c","on_hand_qty":1}"#),
+            RejectReason::Negative
+        );
+        assert_eq!(
+            reason(r#"{"event_type":"buy_asset","store_id":1,"item_name":"a","inventory_id":1,"total_cost":1e300,"category":"c","on_hand_qty":1}"#),
+            RejectReason::OutOfRange
+        );
+        let long = "x".repeat(MAX_STRING_BYTES + 1);
+        assert_eq!(
+            reason(&format!(r#"{{"event_type":"join_guild","guild_id":1,"name":"{long}"}}"#)),
+            RejectReason::StringTooLong
+        );
+        assert_eq!(
+            reason(r#"{"event_type":"join_guild","guild_id":1,"name":"x","event_time":"yesterday"}"#),
+            RejectReason::BadTime
+        );
+        assert_eq!(reason(r#"{"event_type":"join_guild","guild_id":1,"name":"x","host":"h"}"#), RejectReason::ServerOwnedField);
+        assert_eq!(reason(r#"{"event_type":"join_guild","guild_id":1,"guild_id":2,"name":"x"}"#), RejectReason::DuplicateKey);
+        assert_eq!(reason(r#"[1]"#), RejectReason::NotAnObject);
+        assert_eq!(reason(r#"{"event_type":"#), RejectReason::MalformedJson);
+        let err = validate_json(r#"{"event_type":"kill_enemy","enemy_id":1,"name":"x","level":40000}"#).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("level"));
+        assert!(err.message.contains("`level`"), "{}", err.message);
+    }
+
+    #[test]
+    fn query_params_coerce_numbers() {
+        let params = vec![("guild_id".to_string(), "7".to_string()), ("name".to_string(), "Knights".to_string())];
+        let m = members_from_query("join_guild", &params).unwrap();
+        let e = validate_object(&m).unwrap();
+        assert_eq!(e.payload, Payload::JoinGuild { guild_id: 7, name: "Knights".into() });
+        assert_eq!(members_to_json(&m), r#"{"event_type":"join_guild","guild_id":7,"name":"Knights"}"#);
+        let bad = vec![("total_cost".to_string(), "inf".to_string())];
+        assert_eq!(members_from_query("buy_asset", &bad).unwrap_err().reason, RejectReason::NonFinite);
+    }
+
+    #[test]
+    fn time_roundtrip_is_fixed_width() {
+        let us = parse_time_us("2026-01-01T00:00:00Z").unwrap();
+        assert_eq!(format_time_us(us), "2026-01-01T00:00:00.000000Z");
+        assert_eq!(parse_time_us("2026-01-01T01:00:00+01:00").unwrap(), us);
+    }
+
+    #[test]
+    fn canonical_json_roundtrips() {
+        let raw = r#"{"event_type":"buy_asset","store_id":1,"item_name":"Ævar \"the\" Bold\n","inventory_id":9,"total_cost":12.1,"category":"weapon","on_hand_qty":3,"event_id":"e1","event_time":"2026-01-01T00:00:00.000000Z"}"#;
+        let e = validate_json(raw).unwrap();
+        assert_eq!(e.to_json_string(), raw);
+        let mut s = String::new();
+        push_json_str(&mut s, "a\u{1}b");
+        assert_eq!(s, r#""a\u0001b""#);
+    }
+}

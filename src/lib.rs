@@ -1,0 +1,17 @@
+//! questlog: a deterministic, replayable event store for game telemetry.
+//!
+//! The data flows through the modules in this order (see ARCHITECTURE.md):
+//! [`event`] (model, validation) → [`log`] (durable append, read from offset) →
+//! [`api`] (HTTP in) / [`generate`] (seeded traffic) → [`project`] (Parquet tables) →
+//! [`report`] / [`sql`] (Polars); [`replay`] prints the log; [`cli`] wires them.
+
+pub mod api;
+pub mod cli;
+pub mod event;
+pub mod generate;
+pub mod log;
+pub mod metrics;
+pub mod project;
+pub mod replay;
+pub mod report;
+pub mod sql;

@@ -1,0 +1,666 @@
+//! The durable, append-only event log: offsets dense from 0, records grouped in blocks
+//! keyed by their first offset (as Kafka groups records in batches), group commit.
+//!
+//! Invariants:
+//! - Only this module writes the log, and only its single writer thread does.
+//! - Offsets are dense: block `k` holds offsets `k..k+count`, and the next block's key is
+//!   `k+count`. Nothing is ever rewritten in place.
+//! - Readers never see a record that is not yet durable: reads stop at
+//!   [`EventLog::durable_end`], which moves only after the flush that covers it.
+//! - Every block carries a format version, a codec and a CRC32; a block that fails either
+//!   check is reported as [`LogError::Corrupt`] with its offset, never returned as data.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::{de::DeserializeOwned, Serialize};
+use tokio::sync::{oneshot, watch};
+
+use crate::event::{Record, RejectedEvent};
+
+/// Format of a stored block. Bumped when [`Record`]'s encoding changes; readers refuse
+/// versions they do not know instead of misreading them.
+pub const BLOCK_FORMAT_VERSION: u8 = 1;
+
+/// Most records in one block. Measured on sled 0.34: blocks of ~100–1,000 events reach
+/// 0.3–0.7M durable events/s and scan at GB/s, one key per event only 55–80k/s.
+pub const MAX_BLOCK_RECORDS: usize = 1_000;
+
+/// Most records one group commit (one flush) covers. Bounds the writer's memory and the
+/// latency the first waiter of a group can see.
+pub const MAX_GROUP_RECORDS: usize = 64 * 1024;
+
+/// Most appends waiting for the writer. Past this, [`EventLog::append`] answers
+/// [`LogError::Busy`] at once (the API turns it into 503) instead of queueing without bound.
+pub const MAX_QUEUED_APPENDS: usize = 4_096;
+
+/// Most records one append may carry (the API's per-request limit is below this).
+pub const MAX_APPEND_RECORDS: usize = 1_000_000;
+
+/// zstd level for block payloads: level 1 compresses JSON-heavy blocks 4–6× at several
+/// hundred MB/s per core, far faster than the disk syncs it saves.
+const ZSTD_LEVEL: i32 = 1;
+
+/// Largest decoded block accepted from disk; guards the decoder against a corrupt length.
+const MAX_DECODED_BLOCK_BYTES: usize = 256 * 1024 * 1024;
+
+const CODEC_NONE: u8 = 0;
+const CODEC_ZSTD: u8 = 1;
+/// version (1) + codec (1) + record count (4) + CRC32 of the stored payload (4).
+const BLOCK_HEADER_BYTES: usize = 10;
+
+const BLOCKS_TREE: &str = "blocks";
+const REJECTED_TREE: &str = "rejected";
+
+/// Errors of the log, with the context a user needs to act.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("cannot open the log at {path}: {source}")]
+    Open { path: PathBuf, source: sled::Error },
+    #[error(
+        "the log at {path} is in use by another process (is `questlog serve` running on this data dir?)"
+    )]
+    Locked { path: PathBuf },
+    #[error("log storage error: {0}")]
+    Storage(#[from] sled::Error),
+    #[error("the log could not make the batch durable: {0}")]
+    Flush(String),
+    #[error("the log's append queue is full ({MAX_QUEUED_APPENDS} appends waiting); retry shortly")]
+    Busy,
+    #[error("the log is shut down")]
+    Closed,
+    #[error("corrupt log block at offset {offset}: {reason}")]
+    Corrupt { offset: u64, reason: String },
+    #[error("an append of {0} records is over the limit of {MAX_APPEND_RECORDS}")]
+    TooLarge(usize),
+    #[error("offset {requested} is past the end of the log ({end})")]
+    OutOfRange { requested: u64, end: u64 },
+}
+
+/// What one append carries: accepted records (to get offsets) and rejected events (kept
+/// as dead letters). Both are made durable by the same flush.
+#[derive(Debug, Default)]
+pub struct AppendBatch {
+    pub records: Vec<Record>,
+    pub rejected: Vec<RejectedEvent>,
+}
+
+/// The result of a successful append.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Appended {
+    /// Offsets given to the batch's records, contiguous, in the order given.
+    pub offsets: Range<u64>,
+}
+
+/// A pending append; resolves when the flush covering it has finished.
+pub struct Pending(oneshot::Receiver<Result<Appended, LogError>>);
+
+impl Pending {
+    /// Waits on this thread (not for use inside an async task).
+    pub fn wait(self) -> Result<Appended, LogError> {
+        self.0.blocking_recv().unwrap_or(Err(LogError::Closed))
+    }
+
+    /// Waits asynchronously.
+    pub async fn wait_async(self) -> Result<Appended, LogError> {
+        self.0.await.unwrap_or(Err(LogError::Closed))
+    }
+}
+
+/// Counters and figures of the log, for `/metrics`.
+#[derive(Clone, Debug, Default)]
+pub struct LogStats {
+    pub durable_end: u64,
+    pub rejected_total: u64,
+    pub size_on_disk_bytes: u64,
+    pub flushes_total: u64,
+    pub flush_errors_total: u64,
+    /// Sum of records per flush (with `flushes_total`, the mean group size).
+    pub flushed_records_total: u64,
+    /// Histogram of records per flush: counts for `<= FLUSH_BATCH_BUCKETS[i]`.
+    pub flush_batch_buckets: Vec<u64>,
+    pub flush_seconds_total: f64,
+}
+
+/// Upper bounds of the flush batch size histogram.
+pub const FLUSH_BATCH_BUCKETS: [u64; 8] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, u64::MAX];
+
+/// An iterator over `(offset, record)` in offset order.
+pub type RecordIter<'a> = Box<dyn Iterator<Item = Result<(u64, Record), LogError>> + Send + 'a>;
+
+/// A durable, ordered log of [`Record`]s. The seam where another log (Kafka, say) plugs in.
+///
+/// Durability: when the [`Pending`] of [`append`](EventLog::append) resolves to `Ok`,
+/// every record of that batch (and every rejected event in it) has been written and the
+/// storage has confirmed a flush to stable storage (`fsync`) that covers it; the records
+/// hold exactly the offsets in `Appended::offsets`, are visible to readers, and survive a
+/// crash or power loss of a disk that honours `fsync`. An `Err` acknowledges nothing:
+/// none of the records may be assumed stored (after a crash some may be found, never
+/// at other offsets than those the log would give them).
+pub trait EventLog: Send + Sync + 'static {
+    /// Queues `batch` for the next group commit. Fails at once with [`LogError::Busy`]
+    /// when [`MAX_QUEUED_APPENDS`] appends are already waiting.
+    fn append(&self, batch: AppendBatch) -> Result<Pending, LogError>;
+    /// One past the last durable offset: the number of durable records.
+    fn durable_end(&self) -> u64;
+    /// Watches `durable_end`, for followers.
+    fn subscribe(&self) -> watch::Receiver<u64>;
+    /// Records from `from` up to `to` (exclusive; clamped to `durable_end`), streamed a
+    /// block at a time.
+    fn read(&self, from: u64, to: u64) -> Result<RecordIter<'_>, LogError>;
+    /// Rejected events with sequence numbers `>= from_seq`, at most `limit` of them.
+    fn rejected(&self, from_seq: u64, limit: usize) -> Result<Vec<(u64, RejectedEvent)>, LogError>;
+    fn stats(&self) -> LogStats;
+    /// Finishes queued appends, flushes, and stops the writer. Later appends fail.
+    fn close(&self) -> Result<(), LogError>;
+}
+
+struct Request {
+    batch: AppendBatch,
+    reply: oneshot::Sender<Result<Appended, LogError>>,
+}
+
+#[derive(Default)]
+struct Counters {
+    flushes_total: AtomicU64,
+    flush_errors_total: AtomicU64,
+    flushed_records_total: AtomicU64,
+    flush_batch_buckets: [AtomicU64; FLUSH_BATCH_BUCKETS.len()],
+    flush_nanos_total: AtomicU64,
+    rejected_total: AtomicU64,
+}
+
+/// The sled-backed log under `DATA_DIR/log`.
+pub struct SledLog {
+    db: sled::Db,
+    blocks: sled::Tree,
+    rejected: sled::Tree,
+    tx: Mutex<Option<mpsc::SyncSender<Request>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    end_rx: watch::Receiver<u64>,
+    counters: Arc<Counters>,
+    closed: AtomicBool,
+}
+
+fn block_key(offset: u64) -> [u8; 8] {
+    offset.to_be_bytes()
+}
+
+fn key_offset(key: &[u8]) -> Result<u64, LogError> {
+    let bytes: [u8; 8] = key.try_into().map_err(|_| LogError::Corrupt {
+        offset: 0,
+        reason: format!("block key of {} bytes, expected 8", key.len()),
+    })?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+fn bincode_config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<MAX_DECODED_BLOCK_BYTES>()
+}
+
+/// Encodes records as a block: header, then the (compressed) bincode payload.
+pub fn encode_block<T: Serialize>(items: &[T]) -> Vec<u8> {
+    let plain = bincode::serde::encode_to_vec(items, bincode_config())
+        .expect("bincode encoding of in-memory records cannot fail");
+    let (codec, payload) = match zstd::bulk::compress(&plain, ZSTD_LEVEL) {
+        Ok(z) if z.len() < plain.len() => (CODEC_ZSTD, z),
+        _ => (CODEC_NONE, plain),
+    };
+    let count = u32::try_from(items.len()).expect("a block holds at most MAX_BLOCK_RECORDS");
+    let mut out = Vec::with_capacity(BLOCK_HEADER_BYTES + payload.len());
+    out.push(BLOCK_FORMAT_VERSION);
+    out.push(codec);
+    out.extend_from_slice(&count.to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// The record count in a block's header, checked.
+pub fn block_count(offset: u64, bytes: &[u8]) -> Result<u32, LogError> {
+    let corrupt = |reason: String| LogError::Corrupt { offset, reason };
+    if bytes.len() < BLOCK_HEADER_BYTES {
+        return Err(corrupt(format!("block of {} bytes is shorter than its header", bytes.len())));
+    }
+    if bytes[0] != BLOCK_FORMAT_VERSION {
+        return Err(corrupt(format!(
+            "unknown block format version {} (this questlog reads version {BLOCK_FORMAT_VERSION})",
+            bytes[0]
+        )));
+    }
+    Ok(u32::from_le_bytes([bytes[2], bytes[3], bytes[4], bytes[5]]))
+}
+
+/// Decodes a block, checking version, CRC and count.
+pub fn decode_block<T: DeserializeOwned>(offset: u64, bytes: &[u8]) -> Result<Vec<T>, LogError> {
+    let corrupt = |reason: String| LogError::Corrupt { offset, reason };
+    let count = block_count(offset, bytes)? as usize;
+    let crc = u32::from_le_bytes([bytes[6], bytes[7], bytes[8], bytes[9]]);
+    let payload = &bytes[BLOCK_HEADER_BYTES..];
+    if crc32fast::hash(payload) != crc {
+        return Err(corrupt("checksum mismatch".into()));
+    }
+    let plain;
+    let plain_ref: &[u8] = match bytes[1] {
+        CODEC_NONE => payload,
+        CODEC_ZSTD => {
+            plain = zstd::bulk::decompress(payload, MAX_DECODED_BLOCK_BYTES)
+                .map_err(|e| corrupt(format!("zstd: {e}")))?;
+            &plain
+        }
+        c => return Err(corrupt(format!("unknown codec {c}"))),
+    };
+    let (items, used): (Vec<T>, usize) = bincode::serde::decode_from_slice(plain_ref, bincode_config())
+        .map_err(|e| corrupt(format!("decode: {e}")))?;
+    if used != plain_ref.len() {
+        return Err(corrupt(format!("{} trailing bytes", plain_ref.len() - used)));
+    }
+    if items.len() != count {
+        return Err(corrupt(format!("header says {count} records, payload has {}", items.len())));
+    }
+    Ok(items)
+}
+
+impl SledLog {
+    /// Opens (or creates) the log in `dir` and starts its writer thread.
+    pub fn open(dir: &Path) -> Result<Arc<SledLog>, LogError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| LogError::Open { path: dir.to_path_buf(), source: sled::Error::Io(e) })?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(64 * 1024 * 1024)
+            .flush_every_ms(None)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|e| match &e {
+                sled::Error::Io(io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.to_string().contains("lock") =>
+                {
+                    LogError::Locked { path: dir.to_path_buf() }
+                }
+                _ => LogError::Open { path: dir.to_path_buf(), source: e },
+            })?;
+        let blocks = db.open_tree(BLOCKS_TREE)?;
+        let rejected = db.open_tree(REJECTED_TREE)?;
+
+        let end = match blocks.last()? {
+            None => 0,
+            Some((k, v)) => {
+                let first = key_offset(&k)?;
+                first + u64::from(block_count(first, &v)?)
+            }
+        };
+        let next_rejected = match rejected.last()? {
+            None => 0,
+            Some((k, _)) => key_offset(&k)? + 1,
+        };
+
+        let (end_tx, end_rx) = watch::channel(end);
+        let (tx, rx) = mpsc::sync_channel::<Request>(MAX_QUEUED_APPENDS);
+        let counters = Arc::new(Counters::default());
+        counters.rejected_total.store(next_rejected, Ordering::Relaxed);
+        let writer = Writer {
+            db: db.clone(),
+            blocks: blocks.clone(),
+            rejected: rejected.clone(),
+            next_offset: end,
+            next_rejected,
+            end_tx,
+            counters: counters.clone(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("questlog-log-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| LogError::Open { path: dir.to_path_buf(), source: sled::Error::Io(e) })?;
+        tracing::info!(path = %dir.display(), durable_end = end, "log opened");
+        Ok(Arc::new(SledLog {
+            db,
+            blocks,
+            rejected,
+            tx: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(handle)),
+            end_rx,
+            counters,
+            closed: AtomicBool::new(false),
+        }))
+    }
+}
+
+impl EventLog for SledLog {
+    fn append(&self, batch: AppendBatch) -> Result<Pending, LogError> {
+        if batch.records.len() > MAX_APPEND_RECORDS {
+            return Err(LogError::TooLarge(batch.records.len()));
+        }
+        let (reply, rx) = oneshot::channel();
+        let guard = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = guard.as_ref().ok_or(LogError::Closed)?;
+        match tx.try_send(Request { batch, reply }) {
+            Ok(()) => Ok(Pending(rx)),
+            Err(mpsc::TrySendError::Full(_)) => Err(LogError::Busy),
+            Err(mpsc::TrySendError::Disconnected(_)) => Err(LogError::Closed),
+        }
+    }
+
+    fn durable_end(&self) -> u64 {
+        *self.end_rx.borrow()
+    }
+
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        self.end_rx.clone()
+    }
+
+    fn read(&self, from: u64, to: u64) -> Result<RecordIter<'_>, LogError> {
+        let end = self.durable_end();
+        let to = to.min(end);
+        if from > end {
+            return Err(LogError::OutOfRange { requested: from, end });
+        }
+        if from >= to {
+            return Ok(Box::new(std::iter::empty()));
+        }
+        // The block holding `from` is the last one keyed at or before it.
+        let start = match self.blocks.range(..=block_key(from)).next_back() {
+            Some(kv) => key_offset(&kv?.0)?,
+            None => 0,
+        };
+        let inner = self.blocks.range(block_key(start)..block_key(to));
+        Ok(Box::new(BlockReader { inner, from, to, expected: start, current: (0..).zip(Vec::new()), failed: false }))
+    }
+
+    fn rejected(&self, from_seq: u64, limit: usize) -> Result<Vec<(u64, RejectedEvent)>, LogError> {
+        let mut out = Vec::new();
+        for kv in self.rejected.range(block_key(from_seq)..).take(limit) {
+            let (k, v) = kv?;
+            let seq = key_offset(&k)?;
+            let mut items: Vec<RejectedEvent> = decode_block(seq, &v)?;
+            let item = items.pop().ok_or_else(|| LogError::Corrupt {
+                offset: seq,
+                reason: "empty rejected-event entry".into(),
+            })?;
+            out.push((seq, item));
+        }
+        Ok(out)
+    }
+
+    fn stats(&self) -> LogStats {
+        let c = &self.counters;
+        LogStats {
+            durable_end: self.durable_end(),
+            rejected_total: c.rejected_total.load(Ordering::Relaxed),
+            size_on_disk_bytes: self.db.size_on_disk().unwrap_or(0),
+            flushes_total: c.flushes_total.load(Ordering::Relaxed),
+            flush_errors_total: c.flush_errors_total.load(Ordering::Relaxed),
+            flushed_records_total: c.flushed_records_total.load(Ordering::Relaxed),
+            flush_batch_buckets: c.flush_batch_buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect(),
+            flush_seconds_total: c.flush_nanos_total.load(Ordering::Relaxed) as f64 / 1e9,
+        }
+    }
+
+    fn close(&self) -> Result<(), LogError> {
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        // Dropping the sender lets the writer drain what is queued, then exit.
+        drop(self.tx.lock().unwrap_or_else(|p| p.into_inner()).take());
+        if let Some(h) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = h.join();
+        }
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+impl Drop for SledLog {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+/// Streams records block by block, checking density as it goes.
+struct BlockReader {
+    inner: sled::Iter,
+    from: u64,
+    to: u64,
+    /// Key the next block must have (dense offsets).
+    expected: u64,
+    current: std::iter::Zip<std::ops::RangeFrom<u64>, std::vec::IntoIter<Record>>,
+    failed: bool,
+}
+
+impl BlockReader {
+    fn next_block(&mut self) -> Result<bool, LogError> {
+        let Some(kv) = self.inner.next() else { return Ok(false) };
+        let (k, v) = kv?;
+        let first = key_offset(&k)?;
+        if first != self.expected {
+            return Err(LogError::Corrupt {
+                offset: self.expected,
+                reason: format!("gap in the log: next block starts at offset {first}"),
+            });
+        }
+        let records: Vec<Record> = decode_block(first, &v)?;
+        self.expected = first + records.len() as u64;
+        self.current = (first..).zip(records);
+        Ok(true)
+    }
+}
+
+impl Iterator for BlockReader {
+    type Item = Result<(u64, Record), LogError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        loop {
+            for (offset, record) in self.current.by_ref() {
+                if offset >= self.to {
+                    return None;
+                }
+                if offset >= self.from {
+                    return Some(Ok((offset, record)));
+                }
+            }
+            match self.next_block() {
+                Ok(true) => continue,
+                Ok(false) => {
+                    if self.expected < self.to {
+                        self.failed = true;
+                        return Some(Err(LogError::Corrupt {
+                            offset: self.expected,
+                            reason: format!("log ends at offset {} before {}", self.expected, self.to),
+                        }));
+                    }
+                    return None;
+                }
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+}
+
+/// The writer thread: takes queued appends, gives offsets, writes blocks, flushes once
+/// per group, answers every append of the group.
+struct Writer {
+    db: sled::Db,
+    blocks: sled::Tree,
+    rejected: sled::Tree,
+    next_offset: u64,
+    next_rejected: u64,
+    end_tx: watch::Sender<u64>,
+    counters: Arc<Counters>,
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<Request>) {
+        while let Ok(first) = rx.recv() {
+            let mut group = vec![first];
+            let mut records = group[0].batch.records.len();
+            while records < MAX_GROUP_RECORDS {
+                match rx.try_recv() {
+                    Ok(req) => {
+                        records += req.batch.records.len();
+                        group.push(req);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit(group);
+        }
+        tracing::debug!("log writer stopped");
+    }
+
+    fn commit(&mut self, group: Vec<Request>) {
+        let started = Instant::now();
+        let base = self.next_offset;
+        let base_rejected = self.next_rejected;
+        let mut offset = base;
+        let mut rejected_seq = base_rejected;
+        let mut ranges = Vec::with_capacity(group.len());
+        let mut pending: Vec<Record> = Vec::new();
+        let mut block_keys = Vec::new();
+        let mut rejected_keys = Vec::new();
+        let mut result: Result<(), LogError> = Ok(());
+        let mut write_block = |pending: &mut Vec<Record>, first: u64| -> Result<(), LogError> {
+            let bytes = encode_block(pending);
+            self.blocks.insert(block_key(first), bytes)?;
+            block_keys.push(first);
+            pending.clear();
+            Ok(())
+        };
+        let mut reply_to = Vec::with_capacity(group.len());
+        for req in group {
+            let n = req.batch.records.len() as u64;
+            ranges.push(offset..offset + n);
+            for r in req.batch.records {
+                pending.push(r);
+                offset += 1;
+                if pending.len() == MAX_BLOCK_RECORDS && result.is_ok() {
+                    result = write_block(&mut pending, offset - MAX_BLOCK_RECORDS as u64);
+                }
+            }
+            for rej in req.batch.rejected {
+                if result.is_ok() {
+                    let bytes = encode_block(std::slice::from_ref(&rej));
+                    result = self.rejected.insert(block_key(rejected_seq), bytes).map(|_| ()).map_err(Into::into);
+                    rejected_keys.push(rejected_seq);
+                }
+                rejected_seq += 1;
+            }
+            reply_to.push(req.reply);
+        }
+        if !pending.is_empty() && result.is_ok() {
+            let first = offset - pending.len() as u64;
+            result = write_block(&mut pending, first);
+        }
+        let total = offset - base;
+        if result.is_ok() && (total > 0 || rejected_seq > base_rejected) {
+            result = self.db.flush().map(|_| ()).map_err(|e| LogError::Flush(e.to_string()));
+        }
+        let c = &self.counters;
+        match result {
+            Ok(()) => {
+                self.next_offset = offset;
+                self.next_rejected = rejected_seq;
+                c.flushes_total.fetch_add(1, Ordering::Relaxed);
+                c.flushed_records_total.fetch_add(total, Ordering::Relaxed);
+                let bucket = FLUSH_BATCH_BUCKETS.iter().position(|&b| total <= b).unwrap_or(FLUSH_BATCH_BUCKETS.len() - 1);
+                c.flush_batch_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+                c.flush_nanos_total.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                c.rejected_total.store(rejected_seq, Ordering::Relaxed);
+                self.end_tx.send_replace(offset);
+                for (reply, range) in reply_to.into_iter().zip(ranges) {
+                    let _ = reply.send(Ok(Appended { offsets: range }));
+                }
+            }
+            Err(e) => {
+                c.flush_errors_total.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, first_offset = base, records = total, "log append failed; nothing of the group acknowledged");
+                // Take back what this group wrote so the offsets stay dense for the next one.
+                for k in block_keys {
+                    let _ = self.blocks.remove(block_key(k));
+                }
+                for k in rejected_keys {
+                    let _ = self.rejected.remove(block_key(k));
+                }
+                let _ = self.db.flush();
+                let msg = e.to_string();
+                for reply in reply_to {
+                    let _ = reply.send(Err(LogError::Flush(msg.clone())));
+                }
+                // Do not spin on a failing disk.
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{ClientEvent, Payload, RequestMeta};
+
+    pub(crate) fn record(i: i64) -> Record {
+        Record {
+            received_at_us: i,
+            meta: RequestMeta::default(),
+            raw_event: format!("{{\"i\":{i}}}"),
+            event: ClientEvent {
+                event_id: Some(format!("e{i}")),
+                player_id: None,
+                session_id: None,
+                event_time_us: None,
+                payload: Payload::JoinGuild { guild_id: i, name: "g".into() },
+            },
+        }
+    }
+
+    #[test]
+    fn append_read_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = SledLog::open(dir.path()).unwrap();
+            let mut pend = Vec::new();
+            for chunk in 0..5 {
+                let records = (0..700).map(|i| record(chunk * 700 + i)).collect();
+                pend.push(log.append(AppendBatch { records, rejected: vec![] }).unwrap());
+            }
+            let ranges: Vec<_> = pend.into_iter().map(|p| p.wait().unwrap().offsets).collect();
+            assert_eq!(ranges[0], 0..700);
+            assert_eq!(ranges[4], 2800..3500);
+            assert_eq!(log.durable_end(), 3500);
+            log.close().unwrap();
+        }
+        let log = SledLog::open(dir.path()).unwrap();
+        assert_eq!(log.durable_end(), 3500);
+        for from in [0u64, 1, 999, 1000, 1001, 3499] {
+            let got: Vec<_> = log.read(from, u64::MAX).unwrap().map(|r| r.unwrap()).collect();
+            assert_eq!(got.len() as u64, 3500 - from);
+            for (o, r) in got {
+                assert_eq!(r, record(o as i64));
+            }
+        }
+        let some: Vec<_> = log.read(10, 20).unwrap().map(|r| r.unwrap().0).collect();
+        assert_eq!(some, (10..20).collect::<Vec<_>>());
+        assert!(matches!(log.read(3501, 4000), Err(LogError::OutOfRange { .. })));
+    }
+
+    #[test]
+    fn corrupt_block_is_detected() {
+        let mut bytes = encode_block(&[record(1), record(2)]);
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x55;
+        assert!(matches!(decode_block::<Record>(5, &bytes), Err(LogError::Corrupt { offset: 5, .. })));
+        let mut v = encode_block(&[record(1)]);
+        v[0] = 99;
+        let err = decode_block::<Record>(0, &v).unwrap_err().to_string();
+        assert!(err.contains("version 99"), "{err}");
+    }
+}

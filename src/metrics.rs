@@ -1,0 +1,165 @@
+//! Counters and histograms of the running server, rendered in the Prometheus text format
+//! for `GET /metrics`. Lock-free atomics on the hot path; names end in `_total` for
+//! counters and carry their unit (`_seconds`, `_bytes`).
+//!
+//! Invariant: every event the API refuses is counted here with its type and reason.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::event::{EventType, RejectReason};
+use crate::log::{LogStats, FLUSH_BATCH_BUCKETS};
+
+/// Routes the API measures, in the order of [`Metrics::requests`].
+pub const ROUTES: [&str; 6] = ["events", "seed_style", "healthz", "metrics", "rejected", "replay"];
+
+/// HTTP status classes counted per route.
+const STATUSES: [u16; 9] = [200, 400, 401, 404, 413, 415, 429, 503, 500];
+
+/// Upper bounds (seconds) of the request latency histogram.
+pub const LATENCY_BUCKETS_SECONDS: [f64; 12] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+
+/// `event_type` label for events whose type was unknown or missing.
+const UNKNOWN_TYPE: usize = EventType::ALL.len();
+
+#[derive(Default)]
+struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS_SECONDS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+/// Everything `/metrics` shows, apart from what the log and projector report themselves.
+#[derive(Default)]
+pub struct Metrics {
+    accepted: [AtomicU64; EventType::ALL.len()],
+    rejected: [[AtomicU64; RejectReason::ALL.len()]; EventType::ALL.len() + 1],
+    requests: [[AtomicU64; STATUSES.len()]; ROUTES.len()],
+    latency: [Histogram; ROUTES.len()],
+    /// Requests refused before reading them, by limit name.
+    refused_over_limit: [AtomicU64; 4],
+    /// Projection figures, updated by the projector.
+    pub projected_offset: AtomicU64,
+    pub projection_steps_total: AtomicU64,
+    pub projection_errors_total: AtomicU64,
+}
+
+/// Names of the request limits counted in `questlog_requests_over_limit_total`.
+pub const LIMITS: [&str; 4] = ["body_bytes", "decompressed_bytes", "events_per_request", "event_bytes"];
+
+impl Metrics {
+    pub fn accepted(&self, t: EventType) {
+        self.accepted[t.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn rejected(&self, t: Option<EventType>, reason: RejectReason) {
+        let ti = t.map(EventType::index).unwrap_or(UNKNOWN_TYPE);
+        self.rejected[ti][reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn over_limit(&self, limit: usize) {
+        self.refused_over_limit[limit].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one finished request on route `route` (index in [`ROUTES`]).
+    pub fn request(&self, route: usize, status: u16, seconds: f64) {
+        let si = STATUSES.iter().position(|&s| s == status).unwrap_or(STATUSES.len() - 1);
+        self.requests[route][si].fetch_add(1, Ordering::Relaxed);
+        let h = &self.latency[route];
+        if let Some(b) = LATENCY_BUCKETS_SECONDS.iter().position(|&b| seconds <= b) {
+            h.buckets[b].fetch_add(1, Ordering::Relaxed);
+        }
+        h.count.fetch_add(1, Ordering::Relaxed);
+        h.sum_micros.fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+    }
+
+    pub fn accepted_total(&self) -> u64 {
+        self.accepted.iter().map(|a| a.load(Ordering::Relaxed)).sum()
+    }
+
+    /// The Prometheus text exposition of these metrics and the log's.
+    pub fn render(&self, log: &LogStats) -> String {
+        let mut o = String::with_capacity(16 * 1024);
+        let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
+
+        header(&mut o, "questlog_events_accepted_total", "counter", "Events appended to the log, by type.");
+        for t in EventType::ALL {
+            let _ = writeln!(o, "questlog_events_accepted_total{{event_type=\"{t}\"}} {}", ld(&self.accepted[t.index()]));
+        }
+        header(&mut o, "questlog_events_rejected_total", "counter", "Events refused, by type and reason; each is kept in the rejected store.");
+        for ti in 0..=UNKNOWN_TYPE {
+            let tname = EventType::ALL.get(ti).map(|t| t.as_str()).unwrap_or("unknown");
+            for r in RejectReason::ALL {
+                let v = ld(&self.rejected[ti][r.index()]);
+                if v > 0 {
+                    let _ = writeln!(o, "questlog_events_rejected_total{{event_type=\"{tname}\",reason=\"{}\"}} {v}", r.as_str());
+                }
+            }
+        }
+        header(&mut o, "questlog_requests_over_limit_total", "counter", "Requests answered 413, by the limit they broke.");
+        for (i, name) in LIMITS.iter().enumerate() {
+            let _ = writeln!(o, "questlog_requests_over_limit_total{{limit=\"{name}\"}} {}", ld(&self.refused_over_limit[i]));
+        }
+        header(&mut o, "questlog_http_requests_total", "counter", "HTTP requests by route and status.");
+        for (ri, route) in ROUTES.iter().enumerate() {
+            for (si, status) in STATUSES.iter().enumerate() {
+                let v = ld(&self.requests[ri][si]);
+                if v > 0 {
+                    let _ = writeln!(o, "questlog_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {v}");
+                }
+            }
+        }
+        header(&mut o, "questlog_http_request_duration_seconds", "histogram", "Request latency by route, from first byte read to response.");
+        for (ri, route) in ROUTES.iter().enumerate() {
+            let h = &self.latency[ri];
+            let mut cumulative = 0;
+            for (bi, b) in LATENCY_BUCKETS_SECONDS.iter().enumerate() {
+                cumulative += ld(&h.buckets[bi]);
+                let _ = writeln!(o, "questlog_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{b}\"}} {cumulative}");
+            }
+            let count = ld(&h.count);
+            let _ = writeln!(o, "questlog_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {count}");
+            let _ = writeln!(o, "questlog_http_request_duration_seconds_sum{{route=\"{route}\"}} {}", ld(&h.sum_micros) as f64 / 1e6);
+            let _ = writeln!(o, "questlog_http_request_duration_seconds_count{{route=\"{route}\"}} {count}");
+        }
+
+        header(&mut o, "questlog_log_end_offset", "gauge", "One past the last durable log offset (the number of records).");
+        let _ = writeln!(o, "questlog_log_end_offset {}", log.durable_end);
+        header(&mut o, "questlog_log_size_bytes", "gauge", "Bytes the log takes on disk.");
+        let _ = writeln!(o, "questlog_log_size_bytes {}", log.size_on_disk_bytes);
+        header(&mut o, "questlog_rejected_events_stored_total", "counter", "Rejected events kept in the log's rejected store.");
+        let _ = writeln!(o, "questlog_rejected_events_stored_total {}", log.rejected_total);
+        header(&mut o, "questlog_log_flushes_total", "counter", "Group commits (one fsync each).");
+        let _ = writeln!(o, "questlog_log_flushes_total {}", log.flushes_total);
+        header(&mut o, "questlog_log_flush_errors_total", "counter", "Group commits that failed; none of their events were acknowledged.");
+        let _ = writeln!(o, "questlog_log_flush_errors_total {}", log.flush_errors_total);
+        header(&mut o, "questlog_log_flush_seconds_total", "counter", "Time spent writing and syncing groups.");
+        let _ = writeln!(o, "questlog_log_flush_seconds_total {}", log.flush_seconds_total);
+        header(&mut o, "questlog_log_flush_batch_records", "histogram", "Records per group commit.");
+        let mut cumulative = 0;
+        for (i, b) in FLUSH_BATCH_BUCKETS.iter().enumerate() {
+            cumulative += log.flush_batch_buckets.get(i).copied().unwrap_or(0);
+            if *b == u64::MAX {
+                let _ = writeln!(o, "questlog_log_flush_batch_records_bucket{{le=\"+Inf\"}} {cumulative}");
+            } else {
+                let _ = writeln!(o, "questlog_log_flush_batch_records_bucket{{le=\"{b}\"}} {cumulative}");
+            }
+        }
+        let _ = writeln!(o, "questlog_log_flush_batch_records_sum {}", log.flushed_records_total);
+        let _ = writeln!(o, "questlog_log_flush_batch_records_count {}", log.flushes_total);
+
+        header(&mut o, "questlog_projected_offset", "gauge", "Log offset the published tables reach.");
+        let _ = writeln!(o, "questlog_projected_offset {}", ld(&self.projected_offset));
+        header(&mut o, "questlog_projection_steps_total", "counter", "Projection steps published.");
+        let _ = writeln!(o, "questlog_projection_steps_total {}", ld(&self.projection_steps_total));
+        header(&mut o, "questlog_projection_errors_total", "counter", "Projection steps that failed (retried next interval).");
+        let _ = writeln!(o, "questlog_projection_errors_total {}", ld(&self.projection_errors_total));
+        o
+    }
+}
+
+fn header(o: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(o, "# HELP {name} {help}");
+    let _ = writeln!(o, "# TYPE {name} {kind}");
+}

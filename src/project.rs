@@ -1,0 +1,1051 @@
+//! Projections: the log turned into the five seed tables as Parquet, incrementally (a
+//! step from the published offset to the end of the log) or rebuilt from offset 0.
+//!
+//! Layout under `DATA_DIR`: `tables` is a symlink to a generation directory
+//! `tables.gen-NNNNNN/`, which holds `_questlog_manifest.json` and one directory per table
+//! (`guild_joins/`, `enemies_killed/`, …) of `part-<first>-<last>.parquet` files, named by
+//! the first and last log offset of their rows.
+//!
+//! Invariants:
+//! - The manifest is the truth: a step writes its files under hidden staging names
+//!   (`.part-….parquet.tmp`, which Hive, Spark and `*.parquet` globs skip), then commits
+//!   by atomically replacing the manifest (files and offset together), then renames the
+//!   staged files into place. A crash before the commit leaves the old manifest, and the
+//!   staged files are removed on the next open; after it, the next open finishes the
+//!   renames. So no event is written twice or skipped, and readers that go through the
+//!   manifest ([`snapshot`]) never see half a step.
+//! - A rebuild writes a whole new generation directory and swaps the `tables` symlink in
+//!   one rename, so even readers that glob the directory see the old or the new tables.
+//! - Output is a pure function of the log range and the options: no wall-clock times,
+//!   random names or hash-map order, so two rebuilds are byte-identical.
+//! - Only the projector writes under `tables*`; it only deletes files it named.
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{
+    ArrayRef, Float32Builder, Int16Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use indicatif::ProgressBar;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
+
+use crate::event::{format_time_us, EventType, FieldKind, FieldValue, Record};
+use crate::log::{EventLog, LogError};
+
+/// Events one incremental step reads at most. Bounds a step's memory and time; catching
+/// up runs as many steps as it takes.
+pub const MAX_STEP_EVENTS: u64 = 500_000;
+/// Rows buffered per table before they are handed to the Parquet writer as one batch.
+const BATCH_ROWS: usize = 8_192;
+/// Rows per Parquet row group: large enough for good compression and fast scans, small
+/// enough that five tables' open row groups stay well under 100 MiB.
+pub const ROW_GROUP_ROWS: usize = 128 * 1024;
+/// A file is closed and a new one started after this many rows, so files stay in the
+/// tens of MiB that Spark, Trino and DuckDB split and read well.
+pub const ROWS_PER_FILE: usize = 1_000_000;
+/// Compaction fan-in: when this many consecutive trailing files of one table are in the
+/// same size tier (rows below 10^1, 10^2, … up to [`ROWS_PER_FILE`]), they are merged
+/// into one. Each row is rewritten at most once per tier (about 5 times in all) and a
+/// table never holds more than `COMPACT_FANIN - 1` files per tier.
+pub const COMPACT_FANIN: usize = 10;
+
+const MANIFEST: &str = "_questlog_manifest.json";
+const MANIFEST_FORMAT: u32 = 1;
+const TABLES_LINK: &str = "tables";
+const GEN_PREFIX: &str = "tables.gen-";
+
+/// A table of the contract: its name for SQL and Hive, its directory, its event type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableDef {
+    pub name: &'static str,
+    pub location: &'static str,
+    pub event_type: EventType,
+}
+
+/// The five tables, in contract order.
+pub const TABLES: [TableDef; 5] = [
+    TableDef { name: "guild_joins", location: "guild_joins", event_type: EventType::JoinGuild },
+    TableDef { name: "enemy_kills", location: "enemies_killed", event_type: EventType::KillEnemy },
+    TableDef { name: "quests", location: "quest_accept", event_type: EventType::AcceptQuest },
+    TableDef { name: "take_damage", location: "damage_taken", event_type: EventType::TakeDamage },
+    TableDef { name: "transactions", location: "transactions", event_type: EventType::BuyAsset },
+];
+
+pub fn table_for(t: EventType) -> &'static TableDef {
+    &TABLES[t.index()]
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+    #[error("writing Parquet {path}: {source}")]
+    Parquet { path: PathBuf, source: parquet::errors::ParquetError },
+    #[error("building Arrow batch: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error("bad table manifest {path}: {reason}")]
+    Manifest { path: PathBuf, reason: String },
+    #[error("table file {path} is listed in the manifest but missing; run `questlog project --rebuild`")]
+    Missing { path: PathBuf },
+    #[error("unknown compression `{0}`: use snappy, zstd or none")]
+    BadCompression(String),
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ProjectError {
+    let context = context.into();
+    move |source| ProjectError::Io { context, source }
+}
+
+/// Parquet compression of table files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Codec {
+    Snappy,
+    Zstd,
+    None,
+}
+
+impl Codec {
+    pub fn parse(s: &str) -> Result<Codec, ProjectError> {
+        match s.to_ascii_lowercase().as_str() {
+            "snappy" => Ok(Codec::Snappy),
+            "zstd" => Ok(Codec::Zstd),
+            "none" | "uncompressed" => Ok(Codec::None),
+            _ => Err(ProjectError::BadCompression(s.to_string())),
+        }
+    }
+
+    fn parquet(self) -> Compression {
+        match self {
+            Codec::Snappy => Compression::SNAPPY,
+            Codec::Zstd => Compression::ZSTD(parquet::basic::ZstdLevel::default()),
+            Codec::None => Compression::UNCOMPRESSED,
+        }
+    }
+}
+
+/// The Arrow schema of a table, in contract column order.
+pub fn schema(t: EventType) -> SchemaRef {
+    let utf8 = |n: &str, nullable: bool| Field::new(n, DataType::Utf8, nullable);
+    let mut fields = vec![
+        utf8("raw_event", false),
+        utf8("timestamp", false),
+        utf8("accept", true),
+        utf8("host", true),
+        utf8("user_agent", true),
+        utf8("event_type", false),
+    ];
+    for (name, kind) in t.fields() {
+        let dt = match kind {
+            FieldKind::Id => DataType::Int64,
+            FieldKind::Text => DataType::Utf8,
+            FieldKind::SmallInt => DataType::Int16,
+            FieldKind::Cost => DataType::Float32,
+        };
+        fields.push(Field::new(*name, dt, false));
+    }
+    fields.push(Field::new("log_offset", DataType::Int64, false));
+    fields.push(utf8("event_id", true));
+    fields.push(utf8("player_id", true));
+    fields.push(utf8("session_id", true));
+    fields.push(Field::new("event_time", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), true));
+    Arc::new(Schema::new(fields))
+}
+
+enum Col {
+    Str(StringBuilder),
+    I64(Int64Builder),
+    I16(Int16Builder),
+    F32(Float32Builder),
+}
+
+/// Arrow builders for one table's rows.
+struct RowBuilder {
+    event_type: EventType,
+    schema: SchemaRef,
+    raw_event: StringBuilder,
+    timestamp: StringBuilder,
+    accept: StringBuilder,
+    host: StringBuilder,
+    user_agent: StringBuilder,
+    event_type_col: StringBuilder,
+    fields: Vec<Col>,
+    log_offset: Int64Builder,
+    event_id: StringBuilder,
+    player_id: StringBuilder,
+    session_id: StringBuilder,
+    event_time: TimestampMicrosecondBuilder,
+    rows: usize,
+}
+
+impl RowBuilder {
+    fn new(t: EventType) -> RowBuilder {
+        let fields = t
+            .fields()
+            .iter()
+            .map(|(_, k)| match k {
+                FieldKind::Id => Col::I64(Int64Builder::with_capacity(BATCH_ROWS)),
+                FieldKind::Text => Col::Str(StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 16)),
+                FieldKind::SmallInt => Col::I16(Int16Builder::with_capacity(BATCH_ROWS)),
+                FieldKind::Cost => Col::F32(Float32Builder::with_capacity(BATCH_ROWS)),
+            })
+            .collect();
+        let s = || StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 24);
+        RowBuilder {
+            event_type: t,
+            schema: schema(t),
+            raw_event: StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 256),
+            timestamp: s(),
+            accept: s(),
+            host: s(),
+            user_agent: s(),
+            event_type_col: s(),
+            fields,
+            log_offset: Int64Builder::with_capacity(BATCH_ROWS),
+            event_id: s(),
+            player_id: s(),
+            session_id: s(),
+            event_time: TimestampMicrosecondBuilder::with_capacity(BATCH_ROWS).with_timezone("UTC"),
+            rows: 0,
+        }
+    }
+
+    fn push(&mut self, offset: u64, r: &Record) {
+        debug_assert_eq!(r.event.event_type(), self.event_type);
+        self.raw_event.append_value(&r.raw_event);
+        self.timestamp.append_value(format_time_us(r.received_at_us));
+        self.accept.append_option(r.meta.accept.as_deref());
+        self.host.append_option(r.meta.host.as_deref());
+        self.user_agent.append_option(r.meta.user_agent.as_deref());
+        self.event_type_col.append_value(self.event_type.as_str());
+        let mut cols = self.fields.iter_mut();
+        r.event.payload.visit_fields(|_, v| match (cols.next(), v) {
+            (Some(Col::I64(b)), FieldValue::Int(x)) => b.append_value(x),
+            (Some(Col::I16(b)), FieldValue::Small(x)) => b.append_value(x),
+            (Some(Col::F32(b)), FieldValue::Float(x)) => b.append_value(x),
+            (Some(Col::Str(b)), FieldValue::Text(x)) => b.append_value(x),
+            _ => unreachable!("payload fields follow EventType::fields order"),
+        });
+        self.log_offset.append_value(offset as i64);
+        self.event_id.append_option(r.event.event_id.as_deref());
+        self.player_id.append_option(r.event.player_id.as_deref());
+        self.session_id.append_option(r.event.session_id.as_deref());
+        self.event_time.append_option(r.event.event_time_us);
+        self.rows += 1;
+    }
+
+    fn finish(&mut self) -> Result<RecordBatch, ProjectError> {
+        let mut cols: Vec<ArrayRef> = vec![
+            Arc::new(self.raw_event.finish()),
+            Arc::new(self.timestamp.finish()),
+            Arc::new(self.accept.finish()),
+            Arc::new(self.host.finish()),
+            Arc::new(self.user_agent.finish()),
+            Arc::new(self.event_type_col.finish()),
+        ];
+        for c in &mut self.fields {
+            cols.push(match c {
+                Col::Str(b) => Arc::new(b.finish()),
+                Col::I64(b) => Arc::new(b.finish()),
+                Col::I16(b) => Arc::new(b.finish()),
+                Col::F32(b) => Arc::new(b.finish()),
+            });
+        }
+        cols.push(Arc::new(self.log_offset.finish()));
+        cols.push(Arc::new(self.event_id.finish()));
+        cols.push(Arc::new(self.player_id.finish()));
+        cols.push(Arc::new(self.session_id.finish()));
+        cols.push(Arc::new(self.event_time.finish()));
+        self.rows = 0;
+        Ok(RecordBatch::try_new(self.schema.clone(), cols)?)
+    }
+}
+
+/// One file in the manifest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub name: String,
+    pub rows: u64,
+    pub bytes: u64,
+    pub first_offset: u64,
+    pub last_offset: u64,
+}
+
+fn file_name(first: u64, last: u64) -> String {
+    format!("part-{first:012}-{last:012}.parquet")
+}
+
+fn staged_name(name: &str) -> String {
+    format!(".{name}.tmp")
+}
+
+/// The published state of the tables: the log offset they reach and their files.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    /// Every event at an offset below this is in the tables, and none above.
+    pub offset: u64,
+    pub compression: Codec,
+    /// Files per table, in [`TABLES`] order, each list in offset order.
+    pub tables: Vec<Vec<FileEntry>>,
+}
+
+impl Manifest {
+    fn empty(compression: Codec) -> Manifest {
+        Manifest { format: MANIFEST_FORMAT, offset: 0, compression, tables: vec![Vec::new(); TABLES.len()] }
+    }
+
+    fn load(path: &Path) -> Result<Manifest, ProjectError> {
+        let bytes = fs::read(path).map_err(io_err(format!("reading {}", path.display())))?;
+        let m: Manifest = serde_json::from_slice(&bytes)
+            .map_err(|e| ProjectError::Manifest { path: path.to_path_buf(), reason: e.to_string() })?;
+        if m.format != MANIFEST_FORMAT || m.tables.len() != TABLES.len() {
+            return Err(ProjectError::Manifest {
+                path: path.to_path_buf(),
+                reason: format!("format {} with {} tables; expected format {MANIFEST_FORMAT} with 5", m.format, m.tables.len()),
+            });
+        }
+        Ok(m)
+    }
+
+    /// Rows per table, in [`TABLES`] order.
+    pub fn rows(&self) -> Vec<u64> {
+        self.tables.iter().map(|files| files.iter().map(|f| f.rows).sum()).collect()
+    }
+}
+
+/// Writes one Parquet file a batch at a time.
+struct FileWriter {
+    path: PathBuf,
+    writer: ArrowWriter<BufWriter<File>>,
+    rows: u64,
+    first_offset: u64,
+    last_offset: u64,
+}
+
+fn writer_props(codec: Codec) -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(codec.parquet())
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .build()
+}
+
+impl FileWriter {
+    fn create(path: PathBuf, schema: SchemaRef, codec: Codec) -> Result<FileWriter, ProjectError> {
+        let file = File::create(&path).map_err(io_err(format!("creating {}", path.display())))?;
+        let writer = ArrowWriter::try_new(BufWriter::with_capacity(1 << 20, file), schema, Some(writer_props(codec)))
+            .map_err(|source| ProjectError::Parquet { path: path.clone(), source })?;
+        Ok(FileWriter { path, writer, rows: 0, first_offset: u64::MAX, last_offset: 0 })
+    }
+
+    fn write(&mut self, batch: &RecordBatch, first: u64, last: u64) -> Result<(), ProjectError> {
+        self.writer.write(batch).map_err(|source| ProjectError::Parquet { path: self.path.clone(), source })?;
+        self.rows += batch.num_rows() as u64;
+        self.first_offset = self.first_offset.min(first);
+        self.last_offset = self.last_offset.max(last);
+        Ok(())
+    }
+
+    /// Finishes the file, syncs it, and renames it to `dir/name_of(first,last)`.
+    fn finish(mut self, dir: &Path, name_of: impl Fn(&str) -> String) -> Result<FileEntry, ProjectError> {
+        let path = self.path.clone();
+        let perr = |source| ProjectError::Parquet { path: path.clone(), source };
+        self.writer.finish().map_err(perr)?;
+        let buf = self.writer.into_inner().map_err(perr)?;
+        let file = buf.into_inner().map_err(|e| ProjectError::Io { context: format!("writing {}", path.display()), source: e.into_error() })?;
+        file.sync_all().map_err(io_err(format!("syncing {}", path.display())))?;
+        let bytes = file.metadata().map_err(io_err(format!("stat {}", path.display())))?.len();
+        let name = file_name(self.first_offset, self.last_offset);
+        let target = dir.join(name_of(&name));
+        fs::rename(&path, &target).map_err(io_err(format!("renaming {} to {}", path.display(), target.display())))?;
+        Ok(FileEntry { name, rows: self.rows, bytes, first_offset: self.first_offset, last_offset: self.last_offset })
+    }
+}
+
+/// Routes rows of one table into a rolling sequence of files.
+struct TableOutput {
+    def: &'static TableDef,
+    dir: PathBuf,
+    codec: Codec,
+    staged: bool,
+    builder: RowBuilder,
+    batch_first: u64,
+    batch_last: u64,
+    current: Option<FileWriter>,
+    done: Vec<FileEntry>,
+    seq: u32,
+}
+
+impl TableOutput {
+    fn new(def: &'static TableDef, dir: PathBuf, codec: Codec, staged: bool) -> TableOutput {
+        TableOutput {
+            def,
+            dir,
+            codec,
+            staged,
+            builder: RowBuilder::new(def.event_type),
+            batch_first: u64::MAX,
+            batch_last: 0,
+            current: None,
+            done: Vec::new(),
+            seq: 0,
+        }
+    }
+
+    fn push(&mut self, offset: u64, r: &Record) -> Result<(), ProjectError> {
+        self.builder.push(offset, r);
+        self.batch_first = self.batch_first.min(offset);
+        self.batch_last = offset;
+        if self.builder.rows >= BATCH_ROWS {
+            self.flush_batch()?;
+        }
+        Ok(())
+    }
+
+    fn flush_batch(&mut self) -> Result<(), ProjectError> {
+        if self.builder.rows == 0 {
+            return Ok(());
+        }
+        let batch = self.builder.finish()?;
+        if self.current.is_none() {
+            self.seq += 1;
+            let path = self.dir.join(format!(".writing-{}.tmp", self.seq));
+            self.current = Some(FileWriter::create(path, self.builder.schema.clone(), self.codec)?);
+        }
+        let w = self.current.as_mut().expect("just created");
+        w.write(&batch, self.batch_first, self.batch_last)?;
+        self.batch_first = u64::MAX;
+        if w.rows as usize >= ROWS_PER_FILE {
+            self.close_file()?;
+        }
+        Ok(())
+    }
+
+    fn close_file(&mut self) -> Result<(), ProjectError> {
+        if let Some(w) = self.current.take() {
+            let staged = self.staged;
+            self.done.push(w.finish(&self.dir, |n| if staged { staged_name(n) } else { n.to_string() })?);
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Vec<FileEntry>, ProjectError> {
+        self.flush_batch()?;
+        self.close_file()?;
+        Ok(self.done)
+    }
+}
+
+fn fsync_dir(dir: &Path) -> Result<(), ProjectError> {
+    File::open(dir).and_then(|f| f.sync_all()).map_err(io_err(format!("syncing directory {}", dir.display())))
+}
+
+fn write_manifest(dir: &Path, m: &Manifest) -> Result<(), ProjectError> {
+    let tmp = dir.join(".manifest.tmp");
+    let mut bytes = serde_json::to_vec_pretty(m).expect("manifest serialises");
+    bytes.push(b'\n');
+    let mut f = File::create(&tmp).map_err(io_err(format!("creating {}", tmp.display())))?;
+    f.write_all(&bytes).and_then(|_| f.sync_all()).map_err(io_err(format!("writing {}", tmp.display())))?;
+    fs::rename(&tmp, dir.join(MANIFEST)).map_err(io_err(format!("publishing {}", dir.join(MANIFEST).display())))?;
+    fsync_dir(dir)
+}
+
+/// What a projection run did, for the user.
+#[derive(Clone, Debug, Default)]
+pub struct ProjectSummary {
+    pub from_offset: u64,
+    pub to_offset: u64,
+    pub events: u64,
+    /// Rows added per table, in [`TABLES`] order.
+    pub rows: [u64; 5],
+    pub files_written: u64,
+    pub bytes_written: u64,
+    pub files_compacted: u64,
+    pub seconds: f64,
+}
+
+impl ProjectSummary {
+    pub fn render(&self) -> String {
+        let mut s = format!(
+            "projected {} events (offsets {}..{}) in {:.2} s: {} files, {} bytes written",
+            self.events, self.from_offset, self.to_offset, self.seconds, self.files_written, self.bytes_written
+        );
+        if self.files_compacted > 0 {
+            s.push_str(&format!(", {} small files merged", self.files_compacted));
+        }
+        for (t, rows) in TABLES.iter().zip(self.rows) {
+            s.push_str(&format!("\n  {:<13} +{rows} rows", t.name));
+        }
+        s
+    }
+
+    fn add(&mut self, other: &ProjectSummary) {
+        if self.events == 0 && self.files_written == 0 {
+            self.from_offset = other.from_offset;
+        }
+        self.to_offset = other.to_offset;
+        self.events += other.events;
+        for i in 0..5 {
+            self.rows[i] += other.rows[i];
+        }
+        self.files_written += other.files_written;
+        self.bytes_written += other.bytes_written;
+        self.files_compacted += other.files_compacted;
+    }
+}
+
+/// The seam between projection and storage: where table files are staged and how a new
+/// set of files is published. [`LocalTables`] keeps them under `DATA_DIR`; an object
+/// store would stage locally and publish by uploading files, then the manifest.
+pub trait TableSink {
+    /// The published manifest.
+    fn manifest(&self) -> &Manifest;
+    /// The directory where new files of `table` are written (under staged names).
+    fn staging_dir(&self, table: &TableDef) -> PathBuf;
+    /// Atomically publishes `next`, whose new files (listed in `added`, per table) were
+    /// staged with [`staged_name`]; files in `removed` are deleted after the commit.
+    /// `Ok` means `next` is durable and visible to readers.
+    fn publish(&mut self, next: Manifest, added: &[Vec<String>], removed: &[Vec<String>]) -> Result<(), ProjectError>;
+    /// Path of a published file, for reading.
+    fn file_path(&self, table: &TableDef, name: &str) -> PathBuf;
+}
+
+/// Tables in the local file system under `DATA_DIR` (see the module docs).
+pub struct LocalTables {
+    data_dir: PathBuf,
+    gen_dir: PathBuf,
+    manifest: Manifest,
+}
+
+fn gen_dir_name(generation: u64) -> String {
+    format!("{GEN_PREFIX}{generation:06}")
+}
+
+impl LocalTables {
+    /// Opens the tables of `data_dir`, creating empty ones if there are none, and
+    /// recovers from a crash: finishes a committed step's renames and removes files no
+    /// manifest lists.
+    pub fn open(data_dir: &Path, codec: Codec) -> Result<LocalTables, ProjectError> {
+        fs::create_dir_all(data_dir).map_err(io_err(format!("creating {}", data_dir.display())))?;
+        let link = data_dir.join(TABLES_LINK);
+        let gen_dir = match fs::read_link(&link) {
+            Ok(target) => data_dir.join(target),
+            Err(_) => {
+                let dir = data_dir.join(gen_dir_name(1));
+                create_generation(&dir, &Manifest::empty(codec))?;
+                swap_link(data_dir, &gen_dir_name(1))?;
+                dir
+            }
+        };
+        let manifest = Manifest::load(&gen_dir.join(MANIFEST))?;
+        let tables = LocalTables { data_dir: data_dir.to_path_buf(), gen_dir, manifest };
+        tables.recover()?;
+        Ok(tables)
+    }
+
+    fn recover(&self) -> Result<(), ProjectError> {
+        for (def, files) in TABLES.iter().zip(&self.manifest.tables) {
+            let dir = self.gen_dir.join(def.location);
+            fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+            for f in files {
+                let path = dir.join(&f.name);
+                if !path.exists() {
+                    let staged = dir.join(staged_name(&f.name));
+                    if staged.exists() {
+                        fs::rename(&staged, &path).map_err(io_err(format!("finishing {}", path.display())))?;
+                    } else {
+                        return Err(ProjectError::Missing { path });
+                    }
+                }
+            }
+            // Anything of ours the manifest does not list is left over from a step that
+            // never committed, or from a merge whose old files were not yet removed.
+            let entries = fs::read_dir(&dir).map_err(io_err(format!("listing {}", dir.display())))?;
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let ours = (name.starts_with("part-") && name.ends_with(".parquet"))
+                    || (name.starts_with(".part-") || name.starts_with(".writing-")) && name.ends_with(".tmp");
+                if ours && !files.iter().any(|f| f.name == name) {
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
+            fsync_dir(&dir)?;
+        }
+        // Generations other than the live one are old or unfinished rebuilds.
+        let live = self.gen_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if let Ok(entries) = fs::read_dir(&self.data_dir) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with(GEN_PREFIX) && name != live {
+                    let _ = fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn generation(&self) -> u64 {
+        self.gen_dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix(GEN_PREFIX))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.gen_dir
+    }
+}
+
+fn create_generation(dir: &Path, manifest: &Manifest) -> Result<(), ProjectError> {
+    for def in &TABLES {
+        fs::create_dir_all(dir.join(def.location)).map_err(io_err(format!("creating {}", dir.display())))?;
+    }
+    write_manifest(dir, manifest)
+}
+
+/// Points `DATA_DIR/tables` at `target` in one rename.
+fn swap_link(data_dir: &Path, target: &str) -> Result<(), ProjectError> {
+    let tmp = data_dir.join(".tables.link.tmp");
+    let _ = fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(target, &tmp).map_err(io_err(format!("creating link {}", tmp.display())))?;
+    fs::rename(&tmp, data_dir.join(TABLES_LINK)).map_err(io_err("swapping the tables link"))?;
+    fsync_dir(data_dir)
+}
+
+impl TableSink for LocalTables {
+    fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    fn staging_dir(&self, table: &TableDef) -> PathBuf {
+        self.gen_dir.join(table.location)
+    }
+
+    fn publish(&mut self, next: Manifest, added: &[Vec<String>], removed: &[Vec<String>]) -> Result<(), ProjectError> {
+        write_manifest(&self.gen_dir, &next)?;
+        self.manifest = next;
+        for (i, def) in TABLES.iter().enumerate() {
+            let dir = self.gen_dir.join(def.location);
+            for name in added.get(i).into_iter().flatten() {
+                fs::rename(dir.join(staged_name(name)), dir.join(name))
+                    .map_err(io_err(format!("publishing {}", dir.join(name).display())))?;
+            }
+            for name in removed.get(i).into_iter().flatten() {
+                if !added.get(i).is_some_and(|a| a.contains(name)) {
+                    let _ = fs::remove_file(dir.join(name));
+                }
+            }
+            fsync_dir(&dir)?;
+        }
+        Ok(())
+    }
+
+    fn file_path(&self, table: &TableDef, name: &str) -> PathBuf {
+        self.gen_dir.join(table.location).join(name)
+    }
+}
+
+/// Reads the log and keeps the tables up to date.
+pub struct Projector {
+    tables: LocalTables,
+    codec: Codec,
+}
+
+impl Projector {
+    /// Opens the tables of `data_dir` (recovering from a crash). `codec` applies to files
+    /// written from now on.
+    pub fn open(data_dir: &Path, codec: Codec) -> Result<Projector, ProjectError> {
+        Ok(Projector { tables: LocalTables::open(data_dir, codec)?, codec })
+    }
+
+    /// The log offset the published tables reach.
+    pub fn offset(&self) -> u64 {
+        self.tables.manifest().offset
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        self.tables.manifest()
+    }
+
+    /// Projects at most [`MAX_STEP_EVENTS`] events past the published offset and
+    /// publishes them, then merges small files if a tier is full.
+    pub fn step(&mut self, log: &dyn EventLog, progress: &ProgressBar) -> Result<ProjectSummary, ProjectError> {
+        let started = Instant::now();
+        let from = self.offset();
+        let to = log.durable_end().min(from + MAX_STEP_EVENTS);
+        let mut summary = ProjectSummary { from_offset: from, to_offset: to, ..Default::default() };
+        if to <= from {
+            return Ok(summary);
+        }
+        let dirs: Vec<PathBuf> = TABLES.iter().map(|d| self.tables.staging_dir(d)).collect();
+        let outputs = write_range(log, from, to, &dirs, self.codec, true, progress)?;
+        let mut next = self.tables.manifest().clone();
+        next.offset = to;
+        let mut added = vec![Vec::new(); TABLES.len()];
+        for (i, files) in outputs.into_iter().enumerate() {
+            for f in files {
+                summary.rows[i] += f.rows;
+                summary.files_written += 1;
+                summary.bytes_written += f.bytes;
+                added[i].push(f.name.clone());
+                next.tables[i].push(f);
+            }
+        }
+        summary.events = to - from;
+        self.tables.publish(next, &added, &[])?;
+        summary.files_compacted = self.compact()?;
+        summary.seconds = started.elapsed().as_secs_f64();
+        Ok(summary)
+    }
+
+    /// Steps until the tables reach the end of the log as it was when called.
+    pub fn catch_up(&mut self, log: &dyn EventLog, progress: &ProgressBar) -> Result<ProjectSummary, ProjectError> {
+        let started = Instant::now();
+        let target = log.durable_end();
+        progress.set_length(target.saturating_sub(self.offset()));
+        let mut total = ProjectSummary { from_offset: self.offset(), to_offset: self.offset(), ..Default::default() };
+        while self.offset() < target {
+            let s = self.step(log, progress)?;
+            total.add(&s);
+        }
+        total.seconds = started.elapsed().as_secs_f64();
+        Ok(total)
+    }
+
+    /// Merges runs of [`COMPACT_FANIN`] small files in the same size tier; returns how many
+    /// files were merged away.
+    fn compact(&mut self) -> Result<u64, ProjectError> {
+        let mut merged_files = 0;
+        loop {
+            let mut did = false;
+            for (i, def) in TABLES.iter().enumerate() {
+                let files = &self.tables.manifest().tables[i];
+                let Some(run) = compaction_run(files) else { continue };
+                let inputs: Vec<FileEntry> = files[run.clone()].to_vec();
+                let entry = self.merge(def, &inputs)?;
+                let mut next = self.tables.manifest().clone();
+                next.tables[i].splice(run, [entry.clone()]);
+                let mut added = vec![Vec::new(); TABLES.len()];
+                added[i].push(entry.name);
+                let mut removed = vec![Vec::new(); TABLES.len()];
+                removed[i] = inputs.iter().map(|f| f.name.clone()).collect();
+                self.tables.publish(next, &added, &removed)?;
+                merged_files += inputs.len() as u64;
+                did = true;
+            }
+            if !did {
+                return Ok(merged_files);
+            }
+        }
+    }
+
+    fn merge(&self, def: &TableDef, inputs: &[FileEntry]) -> Result<FileEntry, ProjectError> {
+        let dir = self.tables.staging_dir(def);
+        let tmp = dir.join(".writing-merge.tmp");
+        let mut w = FileWriter::create(tmp, schema(def.event_type), self.codec)?;
+        for f in inputs {
+            let path = self.tables.file_path(def, &f.name);
+            let file = File::open(&path).map_err(io_err(format!("opening {}", path.display())))?;
+            let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+                .and_then(|b| b.with_batch_size(BATCH_ROWS).build())
+                .map_err(|source| ProjectError::Parquet { path: path.clone(), source })?;
+            for batch in reader {
+                w.write(&batch?, f.first_offset, f.last_offset)?;
+            }
+        }
+        w.finish(&dir, staged_name)
+    }
+
+    /// Rebuilds all five tables from offset 0 up to `to` (clamped to the log's end) into a
+    /// new generation and swaps it in atomically.
+    pub fn rebuild(&mut self, log: &dyn EventLog, to: u64, progress: &ProgressBar) -> Result<ProjectSummary, ProjectError> {
+        let to = to.min(log.durable_end());
+        let generation = self.tables.generation() + 1;
+        let data_dir = self.tables.data_dir.clone();
+        let gen_dir = data_dir.join(gen_dir_name(generation));
+        let _ = fs::remove_dir_all(&gen_dir);
+        let summary = rebuild_into(log, to, &gen_dir, self.codec, progress)?;
+        swap_link(&data_dir, &gen_dir_name(generation))?;
+        let old = std::mem::replace(&mut self.tables.gen_dir, gen_dir);
+        self.tables.manifest = Manifest::load(&self.tables.gen_dir.join(MANIFEST))?;
+        let _ = fs::remove_dir_all(old);
+        Ok(summary)
+    }
+}
+
+/// Continuous projection for `serve`: a thread that steps the projector every interval
+/// (like the seed's Spark streaming job) and once more when stopped.
+pub struct Continuous {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Named so the interval's unit is in the name: the default keeps tables within about a
+/// second of the log without re-reading the manifest too often.
+pub const DEFAULT_PROJECT_INTERVAL_MS: u64 = 1_000;
+
+impl Continuous {
+    pub fn start(
+        mut projector: Projector,
+        log: Arc<dyn EventLog>,
+        metrics: Arc<crate::metrics::Metrics>,
+        interval_ms: u64,
+    ) -> Continuous {
+        use std::sync::atomic::Ordering;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop2 = stop.clone();
+        metrics.projected_offset.store(projector.offset(), Ordering::Relaxed);
+        let thread = std::thread::Builder::new()
+            .name("questlog-projector".into())
+            .spawn(move || {
+                let hidden = ProgressBar::hidden();
+                loop {
+                    let stopping = stop2.load(Ordering::SeqCst);
+                    while projector.offset() < log.durable_end() {
+                        match projector.step(log.as_ref(), &hidden) {
+                            Ok(s) => {
+                                metrics.projected_offset.store(projector.offset(), Ordering::Relaxed);
+                                metrics.projection_steps_total.fetch_add(1, Ordering::Relaxed);
+                                tracing::debug!(from = s.from_offset, to = s.to_offset, files = s.files_written, "projection step");
+                            }
+                            Err(e) => {
+                                metrics.projection_errors_total.fetch_add(1, Ordering::Relaxed);
+                                tracing::error!(error = %e, "projection step failed; retrying next interval");
+                                break;
+                            }
+                        }
+                        if stop2.load(Ordering::SeqCst) && !stopping {
+                            break;
+                        }
+                    }
+                    if stopping {
+                        return;
+                    }
+                    std::thread::park_timeout(std::time::Duration::from_millis(interval_ms.max(1)));
+                }
+            })
+            .expect("spawning the projector thread");
+        Continuous { stop, thread: Some(thread) }
+    }
+
+    /// Asks for one more step now (e.g. after a batch was appended).
+    pub fn nudge(&self) {
+        if let Some(t) = &self.thread {
+            t.thread().unpark();
+        }
+    }
+
+    /// Projects what is left and stops.
+    pub fn stop(mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
+/// Writes the tables for log offsets `0..to` into `dir` (its table directories and
+/// manifest), not published anywhere: the caller decides what `dir` becomes.
+pub fn rebuild_into(log: &dyn EventLog, to: u64, dir: &Path, codec: Codec, progress: &ProgressBar) -> Result<ProjectSummary, ProjectError> {
+    let started = Instant::now();
+    let to = to.min(log.durable_end());
+    progress.set_length(to);
+    create_generation(dir, &Manifest::empty(codec))?;
+    let dirs: Vec<PathBuf> = TABLES.iter().map(|d| dir.join(d.location)).collect();
+    let outputs = write_range(log, 0, to, &dirs, codec, false, progress)?;
+    let mut manifest = Manifest::empty(codec);
+    manifest.offset = to;
+    let mut summary = ProjectSummary { from_offset: 0, to_offset: to, events: to, ..Default::default() };
+    for (i, files) in outputs.into_iter().enumerate() {
+        for f in &files {
+            summary.rows[i] += f.rows;
+            summary.files_written += 1;
+            summary.bytes_written += f.bytes;
+        }
+        manifest.tables[i] = files;
+        fsync_dir(&dirs[i])?;
+    }
+    write_manifest(dir, &manifest)?;
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// Reads `from..to` from the log and writes each table's rows into files in `dirs`.
+fn write_range(
+    log: &dyn EventLog,
+    from: u64,
+    to: u64,
+    dirs: &[PathBuf],
+    codec: Codec,
+    staged: bool,
+    progress: &ProgressBar,
+) -> Result<Vec<Vec<FileEntry>>, ProjectError> {
+    let mut outs: Vec<TableOutput> =
+        TABLES.iter().zip(dirs).map(|(def, dir)| TableOutput::new(def, dir.clone(), codec, staged)).collect();
+    let mut n = 0u64;
+    for item in log.read(from, to)? {
+        let (offset, record) = item?;
+        outs[record.event.event_type().index()].push(offset, &record)?;
+        n += 1;
+        if n % 16_384 == 0 {
+            progress.inc(16_384);
+        }
+    }
+    progress.inc(n % 16_384);
+    if n != to - from {
+        return Err(ProjectError::Log(LogError::Corrupt {
+            offset: from + n,
+            reason: format!("expected {} records from offset {from}, read {n}", to - from),
+        }));
+    }
+    outs.into_iter().map(|o| {
+        debug_assert!(o.def.location.len() > 0);
+        o.finish()
+    }).collect()
+}
+
+/// The size tier of a file: rows below 10, 100, 1,000, …
+fn tier(rows: u64) -> u32 {
+    let mut t = 0;
+    let mut bound = 10;
+    while rows >= bound {
+        t += 1;
+        bound *= 10;
+    }
+    t
+}
+
+/// The trailing run of files to merge, if the last tier holds [`COMPACT_FANIN`] files.
+fn compaction_run(files: &[FileEntry]) -> Option<std::ops::Range<usize>> {
+    let last = files.last()?;
+    if last.rows as usize >= ROWS_PER_FILE {
+        return None;
+    }
+    let t = tier(last.rows);
+    let mut start = files.len();
+    while start > 0 && tier(files[start - 1].rows) == t && (files[start - 1].rows as usize) < ROWS_PER_FILE {
+        start -= 1;
+    }
+    (files.len() - start >= COMPACT_FANIN).then_some(start..files.len())
+}
+
+/// A consistent view of the published tables for readers in any process: the offset and
+/// the absolute path of every file, taken from one manifest of one generation.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub offset: u64,
+    pub dir: PathBuf,
+    /// Files per table, in [`TABLES`] order.
+    pub files: Vec<Vec<PathBuf>>,
+    pub manifest: Manifest,
+}
+
+/// Takes a [`Snapshot`] of `DATA_DIR/tables` (or of a directory written by
+/// [`rebuild_into`], when `dir` holds a manifest itself). No tables yet is an empty snapshot.
+pub fn snapshot(dir: &Path) -> Result<Snapshot, ProjectError> {
+    let gen_dir = if dir.join(MANIFEST).exists() {
+        dir.to_path_buf()
+    } else {
+        match fs::canonicalize(dir.join(TABLES_LINK)) {
+            Ok(p) => p,
+            Err(_) => {
+                return Ok(Snapshot {
+                    offset: 0,
+                    dir: dir.join(TABLES_LINK),
+                    files: vec![Vec::new(); TABLES.len()],
+                    manifest: Manifest::empty(Codec::Snappy),
+                })
+            }
+        }
+    };
+    let manifest = Manifest::load(&gen_dir.join(MANIFEST))?;
+    let files = TABLES
+        .iter()
+        .zip(&manifest.tables)
+        .map(|(def, fs)| fs.iter().map(|f| gen_dir.join(def.location).join(&f.name)).collect())
+        .collect();
+    Ok(Snapshot { offset: manifest.offset, dir: gen_dir, files, manifest })
+}
+
+/// The Hive `CREATE EXTERNAL TABLE` statements for the five tables at `tables_dir`
+/// (normally the absolute `DATA_DIR/tables`): the seed's DDL with questlog's columns.
+pub fn hive_ddl(tables_dir: &Path) -> String {
+    let mut out = String::new();
+    for def in &TABLES {
+        let s = schema(def.event_type);
+        let cols: Vec<String> = s
+            .fields()
+            .iter()
+            .map(|f| {
+                let ty = match f.data_type() {
+                    DataType::Utf8 => "string",
+                    DataType::Int64 => "bigint",
+                    DataType::Int16 => "smallint",
+                    DataType::Float32 => "float",
+                    DataType::Timestamp(..) => "timestamp",
+                    _ => "string",
+                };
+                format!("  {} {}", quote_hive(f.name()), ty)
+            })
+            .collect();
+        out.push_str(&format!(
+            "create external table if not exists default.{} (\n{}\n) stored as parquet location '{}'\ntblproperties (\"parquet.compress\"=\"SNAPPY\");\n\n",
+            def.name,
+            cols.join(",\n"),
+            tables_dir.join(def.location).display()
+        ));
+    }
+    out
+}
+
+fn quote_hive(name: &str) -> String {
+    // `timestamp` is a reserved word in Hive 3; back-quote every name for safety.
+    format!("`{name}`")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiers_and_runs() {
+        assert_eq!(tier(0), 0);
+        assert_eq!(tier(9), 0);
+        assert_eq!(tier(10), 1);
+        assert_eq!(tier(999_999), 5);
+        let f = |rows| FileEntry { name: String::new(), rows, bytes: 0, first_offset: 0, last_offset: 0 };
+        let mut files: Vec<FileEntry> = (0..9).map(|_| f(50)).collect();
+        assert_eq!(compaction_run(&files), None);
+        files.push(f(60));
+        assert_eq!(compaction_run(&files), Some(0..10));
+        files.insert(0, f(5_000));
+        assert_eq!(compaction_run(&files), Some(1..11));
+    }
+
+    #[test]
+    fn schemas_follow_the_contract() {
+        let s = schema(EventType::BuyAsset);
+        let names: Vec<&str> = s.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "raw_event", "timestamp", "accept", "host", "user_agent", "event_type", "store_id", "item_name",
+                "inventory_id", "total_cost", "category", "on_hand_qty", "log_offset", "event_id", "player_id",
+                "session_id", "event_time"
+            ]
+        );
+    }
+}

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Checks with real outside clients against the real binary (run by .ci/run):
+#  1. Apache Bench, as in the seed: `ab -n 2000 -c 8` on a seed-style route → 0 failed
+#     requests and exactly 2000 new events in the log.
+#  2. pyarrow and DuckDB read all five tables: row counts equal the log's counts per
+#     event type; column names and Parquet physical/logical types match the contract.
+# Usage: tests/external/run.sh [path/to/questlog]
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+bin="${1:-$here/../../target/release/questlog}"
+work="$(mktemp -d)"
+pid=""
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+passed=0
+
+# Starts `serve` on an ephemeral port in data dir $1; sets $pid and $addr.
+start_server() {
+  "$bin" --data-dir "$1" serve --listen 127.0.0.1:0 >"$work/serve.out" 2>"$work/serve.err" &
+  pid=$!
+  addr=""
+  for _ in $(seq 1 300); do  # bounded: 30 s
+    addr=$(grep -o 'http://[0-9.:]*' "$work/serve.out" | head -n 1 || true)
+    [ -n "$addr" ] && break
+    kill -0 "$pid" 2>/dev/null || fail "serve exited: $(cat "$work/serve.err")"
+    sleep 0.1
+  done
+  [ -n "$addr" ] || fail "serve did not print its address"
+  python3 "$here/wait_healthy.py" "$addr" || fail "serve not healthy"
+}
+
+stop_server() {
+  kill -TERM "$pid"
+  wait "$pid" || fail "serve did not exit cleanly"
+  pid=""
+}
+
+echo "-- ab -n 2000 -c 8 against a seed-style route"
+start_server "$work/ab"
+before=$("$bin" --data-dir "$work/ab" replay | wc -l)
+ab -q -n 2000 -c 8 "$addr/join_guild?guild_id=7&name=Knights" >"$work/ab.out" 2>&1 || { cat "$work/ab.out"; fail "ab failed"; }
+grep -E '^(Complete|Failed) requests|^Requests per second|^Non-2xx' "$work/ab.out"
+grep -Eq '^Complete requests: +2000$' "$work/ab.out" || fail "ab did not complete 2000 requests"
+grep -Eq '^Failed requests: +0$' "$work/ab.out" || fail "ab saw failed requests"
+if grep -q '^Non-2xx' "$work/ab.out"; then fail "ab saw non-2xx responses"; fi
+stop_server
+after=$("$bin" --data-dir "$work/ab" replay | wc -l)
+[ $((after - before)) -eq 2000 ] || fail "expected 2000 new events in the log, found $((after - before))"
+echo "ok: 2000 requests, 0 failed, 2000 new events in the log"
+passed=$((passed + 1))
+
+echo "-- pyarrow and DuckDB read the five tables"
+"$bin" --data-dir "$work/t" generate --seed 11 --events 30000 >/dev/null
+"$bin" --data-dir "$work/t" project >/dev/null
+"$bin" --data-dir "$work/t" replay >"$work/replay.jsonl"
+python3 "$here/check_tables.py" "$work/t" "$work/replay.jsonl"
+passed=$((passed + 1))
+
+echo "$passed passed, 0 failed"
