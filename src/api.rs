@@ -48,6 +48,8 @@ pub const MAX_DECOMPRESSED_BYTES: usize = 64 * 1024 * 1024;
 pub const MAX_EVENTS_PER_REQUEST: usize = 10_000;
 /// Largest single event (its JSON text). Seed events are ~200 bytes; 64 KiB is generous.
 pub const MAX_EVENT_BYTES: usize = 64 * 1024;
+/// Response header of the seed-style routes naming the accepted event's log offset.
+pub const OFFSET_HEADER: &str = "x-questlog-offset";
 /// Most events a `/v1/replay` response sends per read of the log.
 const REPLAY_CHUNK_EVENTS: u64 = 10_000;
 /// Most rejected events one `/v1/rejected` request lists.
@@ -422,7 +424,19 @@ async fn seed_style(
 ) -> Response {
     let started = Instant::now();
     let resp = match seed_style_inner(&state, &event_type, query.as_deref().unwrap_or(""), &headers).await {
-        Ok((status, v)) => (status, json_headers(), v.to_string()).into_response(),
+        Ok((status, mut v)) => {
+            // The body keeps one length for every accepted event (Apache Bench counts a
+            // response of another length as failed); the offset travels in a header.
+            let offset = v.as_object_mut().and_then(|m| {
+                m.remove("last_offset");
+                m.remove("first_offset")
+            });
+            let mut resp = (status, json_headers(), v.to_string()).into_response();
+            if let Some(o) = offset.and_then(|o| o.as_u64()) {
+                resp.headers_mut().insert(OFFSET_HEADER, HeaderValue::from(o));
+            }
+            resp
+        }
         Err(e) => e.into_response(),
     };
     finish(&state, ROUTE_SEED, started, resp)

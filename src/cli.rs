@@ -115,6 +115,9 @@ pub enum Command {
         rebuild: bool,
         #[arg(long, default_value = "snappy")]
         compression: String,
+        /// Most events per published step (default and maximum 500000).
+        #[arg(long, default_value_t = project::MAX_STEP_EVENTS)]
+        step_events: u64,
     },
     /// Compute the findings report from the tables with Polars.
     Report {
@@ -157,7 +160,16 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Each cause once: many of our errors already say their source in their text.
+            let mut msg = e.to_string();
+            for cause in e.chain().skip(1) {
+                let c = cause.to_string();
+                if !msg.contains(&c) {
+                    msg.push_str(": ");
+                    msg.push_str(&c);
+                }
+            }
+            eprintln!("error: {msg}");
             ExitCode::FAILURE
         }
     }
@@ -221,10 +233,10 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Replay { from, to, follow } => replay_cmd(&data_dir, from, to, follow),
         Command::Rejected { from, limit } => rejected_cmd(&data_dir, from, limit),
-        Command::Project { rebuild, compression } => {
+        Command::Project { rebuild, compression, step_events } => {
             let codec = Codec::parse(&compression)?;
             let log = open_log_for(&data_dir, "project")?;
-            let mut projector = Projector::open(&data_dir, codec)?;
+            let mut projector = Projector::open(&data_dir, codec)?.with_step_events(step_events);
             let pb = generate::progress_bar(0, if rebuild { "rebuilding" } else { "projecting" });
             let summary = if rebuild {
                 projector.rebuild(log.as_ref(), u64::MAX, &pb)?

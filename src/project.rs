@@ -52,16 +52,26 @@ pub const ROW_GROUP_ROWS: usize = 128 * 1024;
 /// A file is closed and a new one started after this many rows, so files stay in the
 /// tens of MiB that Spark, Trino and DuckDB split and read well.
 pub const ROWS_PER_FILE: usize = 1_000_000;
-/// Compaction fan-in: when this many consecutive trailing files of one table are in the
-/// same size tier (rows below 10^1, 10^2, … up to [`ROWS_PER_FILE`]), they are merged
-/// into one. Each row is rewritten at most once per tier (about 5 times in all) and a
-/// table never holds more than `COMPACT_FANIN - 1` files per tier.
+/// Compaction fan-in. Every step's file starts at level 0; when the last
+/// `COMPACT_FANIN` files of a table share a level, they are merged into files of the next
+/// level (rolled at [`ROWS_PER_FILE`]; full files are never merged again). Like a counter
+/// in base `COMPACT_FANIN`: a table holds at most `COMPACT_FANIN - 1` files per level, and
+/// each row is rewritten once per level — log10 of the number of steps in all.
 pub const COMPACT_FANIN: usize = 10;
 
 const MANIFEST: &str = "_questlog_manifest.json";
 const MANIFEST_FORMAT: u32 = 1;
 const TABLES_LINK: &str = "tables";
 const GEN_PREFIX: &str = "tables.gen-";
+
+/// Crash testing: when `QUESTLOG_FAILPOINT` names this point, the process aborts here, as
+/// abruptly as a SIGKILL, so tests can crash a projection at each step of its protocol.
+fn failpoint(name: &str) {
+    if std::env::var_os("QUESTLOG_FAILPOINT").is_some_and(|v| v == name) {
+        eprintln!("questlog: failpoint {name} reached; aborting");
+        std::process::abort();
+    }
+}
 
 /// A table of the contract: its name for SQL and Hive, its directory, its event type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -275,6 +285,9 @@ impl RowBuilder {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileEntry {
     pub name: String,
+    /// Compaction level: 0 for a step's file, k+1 for a merge of level-k files.
+    #[serde(default)]
+    pub level: u8,
     pub rows: u64,
     pub bytes: u64,
     pub first_offset: u64,
@@ -357,10 +370,10 @@ impl FileWriter {
     }
 
     /// Finishes the file, syncs it, and renames it to `dir/name_of(first,last)`.
-    fn finish(mut self, dir: &Path, name_of: impl Fn(&str) -> String) -> Result<FileEntry, ProjectError> {
+    fn finish(self, dir: &Path, name_of: impl Fn(&str) -> String) -> Result<FileEntry, ProjectError> {
         let path = self.path.clone();
         let perr = |source| ProjectError::Parquet { path: path.clone(), source };
-        self.writer.finish().map_err(perr)?;
+        // `into_inner` writes the footer and hands back the file.
         let buf = self.writer.into_inner().map_err(perr)?;
         let file = buf.into_inner().map_err(|e| ProjectError::Io { context: format!("writing {}", path.display()), source: e.into_error() })?;
         file.sync_all().map_err(io_err(format!("syncing {}", path.display())))?;
@@ -368,7 +381,7 @@ impl FileWriter {
         let name = file_name(self.first_offset, self.last_offset);
         let target = dir.join(name_of(&name));
         fs::rename(&path, &target).map_err(io_err(format!("renaming {} to {}", path.display(), target.display())))?;
-        Ok(FileEntry { name, rows: self.rows, bytes, first_offset: self.first_offset, last_offset: self.last_offset })
+        Ok(FileEntry { name, level: 0, rows: self.rows, bytes, first_offset: self.first_offset, last_offset: self.last_offset })
     }
 }
 
@@ -425,6 +438,22 @@ impl TableOutput {
         let w = self.current.as_mut().expect("just created");
         w.write(&batch, self.batch_first, self.batch_last)?;
         self.batch_first = u64::MAX;
+        if w.rows as usize >= ROWS_PER_FILE {
+            self.close_file()?;
+        }
+        Ok(())
+    }
+
+    /// Writes a ready batch (from a merge) after any rows pushed so far.
+    fn write_batch(&mut self, batch: &RecordBatch, first: u64, last: u64) -> Result<(), ProjectError> {
+        self.flush_batch()?;
+        if self.current.is_none() {
+            self.seq += 1;
+            let path = self.dir.join(format!(".writing-{}.tmp", self.seq));
+            self.current = Some(FileWriter::create(path, self.builder.schema.clone(), self.codec)?);
+        }
+        let w = self.current.as_mut().expect("just created");
+        w.write(batch, first, last)?;
         if w.rows as usize >= ROWS_PER_FILE {
             self.close_file()?;
         }
@@ -634,8 +663,10 @@ impl TableSink for LocalTables {
     }
 
     fn publish(&mut self, next: Manifest, added: &[Vec<String>], removed: &[Vec<String>]) -> Result<(), ProjectError> {
+        failpoint("publish.before_commit");
         write_manifest(&self.gen_dir, &next)?;
         self.manifest = next;
+        failpoint("publish.after_commit");
         for (i, def) in TABLES.iter().enumerate() {
             let dir = self.gen_dir.join(def.location);
             for name in added.get(i).into_iter().flatten() {
@@ -648,6 +679,9 @@ impl TableSink for LocalTables {
                 }
             }
             fsync_dir(&dir)?;
+            if i == 0 {
+                failpoint("publish.mid_rename");
+            }
         }
         Ok(())
     }
@@ -661,13 +695,21 @@ impl TableSink for LocalTables {
 pub struct Projector {
     tables: LocalTables,
     codec: Codec,
+    step_events: u64,
 }
 
 impl Projector {
     /// Opens the tables of `data_dir` (recovering from a crash). `codec` applies to files
     /// written from now on.
     pub fn open(data_dir: &Path, codec: Codec) -> Result<Projector, ProjectError> {
-        Ok(Projector { tables: LocalTables::open(data_dir, codec)?, codec })
+        Ok(Projector { tables: LocalTables::open(data_dir, codec)?, codec, step_events: MAX_STEP_EVENTS })
+    }
+
+    /// Caps the events of one step (at most [`MAX_STEP_EVENTS`]); smaller steps publish
+    /// more often and make more small files for compaction to merge.
+    pub fn with_step_events(mut self, n: u64) -> Projector {
+        self.step_events = n.clamp(1, MAX_STEP_EVENTS);
+        self
     }
 
     /// The log offset the published tables reach.
@@ -679,12 +721,12 @@ impl Projector {
         self.tables.manifest()
     }
 
-    /// Projects at most [`MAX_STEP_EVENTS`] events past the published offset and
-    /// publishes them, then merges small files if a tier is full.
+    /// Projects at most `step_events` events past the published offset and
+    /// publishes them, then merges small files when a level is full.
     pub fn step(&mut self, log: &dyn EventLog, progress: &ProgressBar) -> Result<ProjectSummary, ProjectError> {
         let started = Instant::now();
         let from = self.offset();
-        let to = log.durable_end().min(from + MAX_STEP_EVENTS);
+        let to = log.durable_end().min(from + self.step_events);
         let mut summary = ProjectSummary { from_offset: from, to_offset: to, ..Default::default() };
         if to <= from {
             return Ok(summary);
@@ -724,7 +766,7 @@ impl Projector {
         Ok(total)
     }
 
-    /// Merges runs of [`COMPACT_FANIN`] small files in the same size tier; returns how many
+    /// Merges runs of [`COMPACT_FANIN`] files of one level; returns how many
     /// files were merged away.
     fn compact(&mut self) -> Result<u64, ProjectError> {
         let mut merged_files = 0;
@@ -734,11 +776,11 @@ impl Projector {
                 let files = &self.tables.manifest().tables[i];
                 let Some(run) = compaction_run(files) else { continue };
                 let inputs: Vec<FileEntry> = files[run.clone()].to_vec();
-                let entry = self.merge(def, &inputs)?;
+                let merged = self.merge(def, &inputs, inputs[0].level.saturating_add(1))?;
                 let mut next = self.tables.manifest().clone();
-                next.tables[i].splice(run, [entry.clone()]);
+                next.tables[i].splice(run, merged.iter().cloned());
                 let mut added = vec![Vec::new(); TABLES.len()];
-                added[i].push(entry.name);
+                added[i] = merged.iter().map(|f| f.name.clone()).collect();
                 let mut removed = vec![Vec::new(); TABLES.len()];
                 removed[i] = inputs.iter().map(|f| f.name.clone()).collect();
                 self.tables.publish(next, &added, &removed)?;
@@ -751,10 +793,10 @@ impl Projector {
         }
     }
 
-    fn merge(&self, def: &TableDef, inputs: &[FileEntry]) -> Result<FileEntry, ProjectError> {
+    fn merge(&self, def: &'static TableDef, inputs: &[FileEntry], level: u8) -> Result<Vec<FileEntry>, ProjectError> {
         let dir = self.tables.staging_dir(def);
-        let tmp = dir.join(".writing-merge.tmp");
-        let mut w = FileWriter::create(tmp, schema(def.event_type), self.codec)?;
+        let offset_col = schema(def.event_type).index_of("log_offset")?;
+        let mut out = TableOutput::new(def, dir, self.codec, true);
         for f in inputs {
             let path = self.tables.file_path(def, &f.name);
             let file = File::open(&path).map_err(io_err(format!("opening {}", path.display())))?;
@@ -762,10 +804,25 @@ impl Projector {
                 .and_then(|b| b.with_batch_size(BATCH_ROWS).build())
                 .map_err(|source| ProjectError::Parquet { path: path.clone(), source })?;
             for batch in reader {
-                w.write(&batch?, f.first_offset, f.last_offset)?;
+                let batch = batch?;
+                let offsets = batch
+                    .column(offset_col)
+                    .as_any()
+                    .downcast_ref::<arrow::array::Int64Array>()
+                    .ok_or_else(|| ProjectError::Manifest { path: path.clone(), reason: "log_offset is not INT64".into() })?;
+                if offsets.is_empty() {
+                    continue;
+                }
+                // Rows are in log order within and across the files of a table.
+                let (first, last) = (offsets.value(0) as u64, offsets.value(offsets.len() - 1) as u64);
+                out.write_batch(&batch, first, last)?;
             }
         }
-        w.finish(&dir, staged_name)
+        let mut files = out.finish()?;
+        for f in &mut files {
+            f.level = level;
+        }
+        Ok(files)
     }
 
     /// Rebuilds all five tables from offset 0 up to `to` (clamped to the log's end) into a
@@ -777,6 +834,7 @@ impl Projector {
         let gen_dir = data_dir.join(gen_dir_name(generation));
         let _ = fs::remove_dir_all(&gen_dir);
         let summary = rebuild_into(log, to, &gen_dir, self.codec, progress)?;
+        failpoint("rebuild.before_swap");
         swap_link(&data_dir, &gen_dir_name(generation))?;
         let old = std::mem::replace(&mut self.tables.gen_dir, gen_dir);
         self.tables.manifest = Manifest::load(&self.tables.gen_dir.join(MANIFEST))?;
@@ -917,28 +975,15 @@ fn write_range(
     }).collect()
 }
 
-/// The size tier of a file: rows below 10, 100, 1,000, …
-fn tier(rows: u64) -> u32 {
-    let mut t = 0;
-    let mut bound = 10;
-    while rows >= bound {
-        t += 1;
-        bound *= 10;
-    }
-    t
-}
-
-/// The trailing run of files to merge, if the last tier holds [`COMPACT_FANIN`] files.
+/// The trailing run of files to merge: the last [`COMPACT_FANIN`] or more files, if they
+/// share a level and none is full.
 fn compaction_run(files: &[FileEntry]) -> Option<std::ops::Range<usize>> {
     let last = files.last()?;
-    if last.rows as usize >= ROWS_PER_FILE {
+    let mergeable = |f: &FileEntry| f.level == last.level && (f.rows as usize) < ROWS_PER_FILE;
+    if !mergeable(last) {
         return None;
     }
-    let t = tier(last.rows);
-    let mut start = files.len();
-    while start > 0 && tier(files[start - 1].rows) == t && (files[start - 1].rows as usize) < ROWS_PER_FILE {
-        start -= 1;
-    }
+    let start = files.len() - files.iter().rev().take_while(|f| mergeable(f)).count();
     (files.len() - start >= COMPACT_FANIN).then_some(start..files.len())
 }
 
@@ -1021,18 +1066,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tiers_and_runs() {
-        assert_eq!(tier(0), 0);
-        assert_eq!(tier(9), 0);
-        assert_eq!(tier(10), 1);
-        assert_eq!(tier(999_999), 5);
-        let f = |rows| FileEntry { name: String::new(), rows, bytes: 0, first_offset: 0, last_offset: 0 };
-        let mut files: Vec<FileEntry> = (0..9).map(|_| f(50)).collect();
+    fn compaction_runs_by_level() {
+        let f = |level, rows| FileEntry { name: String::new(), level, rows, bytes: 0, first_offset: 0, last_offset: 0 };
+        let mut files: Vec<FileEntry> = (0..9).map(|_| f(0, 50)).collect();
         assert_eq!(compaction_run(&files), None);
-        files.push(f(60));
+        files.push(f(0, 5_000));
         assert_eq!(compaction_run(&files), Some(0..10));
-        files.insert(0, f(5_000));
+        files.insert(0, f(1, 5_000));
         assert_eq!(compaction_run(&files), Some(1..11));
+        files.push(f(0, ROWS_PER_FILE as u64));
+        assert_eq!(compaction_run(&files), None, "a full file is never merged");
     }
 
     #[test]
