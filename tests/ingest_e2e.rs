@@ -295,3 +295,46 @@ fn concurrent_clients_get_dense_offsets_exactly_once() {
         assert_eq!(line["event_id"], id.as_str(), "each acknowledged event exactly once, where it was acknowledged");
     }
 }
+
+#[test]
+fn replay_follow_streams_new_events_from_a_running_server() {
+    use std::io::BufRead;
+    use std::sync::mpsc;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let r = server.post("/v1/events", &[], event("join_guild", 1).to_string().as_bytes());
+    assert_eq!(r.status, 200);
+    let mut follower = std::process::Command::new(bin())
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["replay", "--from", "0", "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = follower.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let wait = std::time::Duration::from_secs(20);
+    let first: Value = serde_json::from_str(&rx.recv_timeout(wait).expect("the existing event")).unwrap();
+    assert_eq!(first["log_offset"], 0);
+    // Events appended after the follower started arrive too, in order.
+    for i in 2..=4 {
+        let r = server.post("/v1/events", &[], event("kill_enemy", i).to_string().as_bytes());
+        assert_eq!(r.status, 200);
+    }
+    for offset in 1..=3 {
+        let line: Value = serde_json::from_str(&rx.recv_timeout(wait).expect("a followed event")).unwrap();
+        assert_eq!(line["log_offset"], offset);
+        assert_eq!(line["event_type"], "kill_enemy");
+    }
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+    server.stop();
+}

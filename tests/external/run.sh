@@ -57,4 +57,16 @@ echo "-- pyarrow and DuckDB read the five tables"
 python3 "$here/check_tables.py" "$work/t" "$work/replay.jsonl"
 passed=$((passed + 1))
 
+echo "-- quickstart --exit, then the HTML report in headless Chromium"
+(cd "$work" && "$bin" --data-dir "$work/qs" quickstart --exit --listen 127.0.0.1:0 >"$work/qs.out" 2>"$work/qs.err") \
+  || { cat "$work/qs.err"; fail "quickstart failed"; }
+grep -q "== Findings (100000 events) ==" "$work/qs.out" || fail "quickstart printed no findings"
+grep -q "Revenue:" "$work/qs.out" || fail "quickstart findings lack revenue"
+timeout 120 chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+  --disable-background-networking --disable-component-update --disable-sync \
+  --user-data-dir="$work/chromium" --dump-dom "file://$work/qs/report/report.html" \
+  >"$work/dom.html" 2>"$work/chromium.err" || { tail -5 "$work/chromium.err"; fail "chromium could not open the report"; }
+python3 "$here/check_html.py" "$work/dom.html" "$work/qs/report/report.html"
+passed=$((passed + 1))
+
 echo "$passed passed, 0 failed"
