@@ -212,7 +212,7 @@ impl Outcome {
 
     /// Appends everything and builds the 200 answer (or the error).
     async fn commit(self, state: &AppState) -> Result<serde_json::Value, ApiError> {
-        let types: Vec<EventType> = self.records.iter().map(|r| r.event.event_type()).collect();
+        let mut types: Vec<Option<EventType>> = self.records.iter().map(|r| Some(r.event.event_type())).collect();
         let rejected_json: Vec<serde_json::Value> = self
             .rejected
             .iter()
@@ -225,11 +225,16 @@ impl Outcome {
                 })
             })
             .collect();
-        let accepted = self.records.len();
         let appended = state.log.append(AppendBatch { records: self.records, rejected: self.rejected })?.wait_async().await?;
-        for t in types {
+        for &i in &appended.duplicates {
+            if let Some(t) = types.get_mut(i as usize).and_then(Option::take) {
+                state.metrics.duplicate(t);
+            }
+        }
+        for t in types.into_iter().flatten() {
             state.metrics.accepted(t);
         }
+        let accepted = (appended.offsets.end - appended.offsets.start) as usize;
         let (first, last) = if accepted > 0 {
             (Some(appended.offsets.start), Some(appended.offsets.end - 1))
         } else {
@@ -238,6 +243,7 @@ impl Outcome {
         Ok(serde_json::json!({
             "accepted": accepted,
             "rejected": rejected_json,
+            "duplicates": appended.duplicates.len(),
             "first_offset": first,
             "last_offset": last,
         }))

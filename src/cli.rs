@@ -218,6 +218,12 @@ pub fn run(cli: Cli) -> Result<()> {
                     let s = generate::generate_into_log(log.as_ref(), &mut world, events, &pb)?;
                     pb.finish_and_clear();
                     log.close()?;
+                    if s.duplicates > 0 {
+                        println!(
+                            "{} of the events were already in the log (same event ids: this seed was generated here before) and were not appended again",
+                            s.duplicates
+                        );
+                    }
                     println!(
                         "generated {} events (seed {seed}) into {} at offsets {}..{} in {:.2} s ({:.0} events/s), durable",
                         s.events,

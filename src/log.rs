@@ -41,6 +41,11 @@ pub const MAX_QUEUED_APPENDS: usize = 4_096;
 /// Most records one append may carry (the API's per-request limit is below this).
 pub const MAX_APPEND_RECORDS: usize = 1_000_000;
 
+/// How many of the most recent `event_id`s the log remembers to drop re-sent events
+/// (a client retry, a second `replay --url`). 1M ids cost about 48 MiB (a 128-bit hash in
+/// a set and a queue each) and cover minutes of peak ingest or days of a game's traffic.
+pub const DEDUP_WINDOW_EVENTS: usize = 1_000_000;
+
 /// zstd level for block payloads: level 1 compresses JSON-heavy blocks 4–6× at several
 /// hundred MB/s per core, far faster than the disk syncs it saves.
 const ZSTD_LEVEL: i32 = 1;
@@ -92,8 +97,11 @@ pub struct AppendBatch {
 /// The result of a successful append.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Appended {
-    /// Offsets given to the batch's records, contiguous, in the order given.
+    /// Offsets given to the batch's new records, contiguous, in the order given.
     pub offsets: Range<u64>,
+    /// Indices (in the batch) of records skipped because their `event_id` was already
+    /// in the log within the last [`DEDUP_WINDOW_EVENTS`] events.
+    pub duplicates: Vec<u32>,
 }
 
 /// A pending append; resolves when the flush covering it has finished.
@@ -300,6 +308,17 @@ impl SledLog {
             Some((k, _)) => key_offset(&k)? + 1,
         };
 
+        // Refill the dedup window from the tail of the log.
+        let mut dedup = Dedup::new();
+        {
+            let reader = SledLog::reader_for(&blocks, end);
+            for item in reader.read(end.saturating_sub(DEDUP_WINDOW_EVENTS as u64), end)? {
+                if let Some(id) = &item?.1.event.event_id {
+                    dedup.insert(Dedup::key(id));
+                }
+            }
+            dedup.trim();
+        }
         let (end_tx, end_rx) = watch::channel(end);
         let (tx, rx) = mpsc::sync_channel::<Request>(MAX_QUEUED_APPENDS);
         let counters = Arc::new(Counters::default());
@@ -312,6 +331,7 @@ impl SledLog {
             next_rejected,
             end_tx,
             counters: counters.clone(),
+            dedup,
         };
         let handle = std::thread::Builder::new()
             .name("questlog-log-writer".into())
@@ -328,6 +348,12 @@ impl SledLog {
             counters,
             closed: AtomicBool::new(false),
         }))
+    }
+}
+
+impl SledLog {
+    fn reader_for(blocks: &sled::Tree, end: u64) -> TreeReader<'_> {
+        TreeReader { blocks, end }
     }
 }
 
@@ -355,21 +381,7 @@ impl EventLog for SledLog {
     }
 
     fn read(&self, from: u64, to: u64) -> Result<RecordIter<'_>, LogError> {
-        let end = self.durable_end();
-        let to = to.min(end);
-        if from > end {
-            return Err(LogError::OutOfRange { requested: from, end });
-        }
-        if from >= to {
-            return Ok(Box::new(std::iter::empty()));
-        }
-        // The block holding `from` is the last one keyed at or before it.
-        let start = match self.blocks.range(..=block_key(from)).next_back() {
-            Some(kv) => key_offset(&kv?.0)?,
-            None => 0,
-        };
-        let inner = self.blocks.range(block_key(start)..block_key(to));
-        Ok(Box::new(BlockReader { inner, from, to, expected: start, current: (0..).zip(Vec::new()), failed: false }))
+        SledLog::reader_for(&self.blocks, self.durable_end()).read(from, to)
     }
 
     fn rejected(&self, from_seq: u64, limit: usize) -> Result<Vec<(u64, RejectedEvent)>, LogError> {
@@ -418,6 +430,32 @@ impl EventLog for SledLog {
 impl Drop for SledLog {
     fn drop(&mut self) {
         let _ = self.close();
+    }
+}
+
+/// Reads a sled block tree up to a durable end.
+struct TreeReader<'a> {
+    blocks: &'a sled::Tree,
+    end: u64,
+}
+
+impl<'a> TreeReader<'a> {
+    fn read(&self, from: u64, to: u64) -> Result<RecordIter<'a>, LogError> {
+        let end = self.end;
+        let to = to.min(end);
+        if from > end {
+            return Err(LogError::OutOfRange { requested: from, end });
+        }
+        if from >= to {
+            return Ok(Box::new(std::iter::empty()));
+        }
+        // The block holding `from` is the last one keyed at or before it.
+        let start = match self.blocks.range(..=block_key(from)).next_back() {
+            Some(kv) => key_offset(&kv?.0)?,
+            None => 0,
+        };
+        let inner = self.blocks.range(block_key(start)..block_key(to));
+        Ok(Box::new(BlockReader { inner, from, to, expected: start, current: (0..).zip(Vec::new()), failed: false }))
     }
 }
 
@@ -496,6 +534,53 @@ struct Writer {
     next_rejected: u64,
     end_tx: watch::Sender<u64>,
     counters: Arc<Counters>,
+    dedup: Dedup,
+}
+
+/// The recent `event_id`s, as 128-bit hashes, oldest first in `order`.
+struct Dedup {
+    set: std::collections::HashSet<u128>,
+    order: std::collections::VecDeque<u128>,
+}
+
+impl Dedup {
+    fn new() -> Dedup {
+        Dedup { set: Default::default(), order: Default::default() }
+    }
+
+    fn key(event_id: &str) -> u128 {
+        use std::hash::{Hash, Hasher};
+        // SipHash with fixed keys: the same id hashes the same in every process.
+        let mut a = std::hash::DefaultHasher::new();
+        (0u8, event_id).hash(&mut a);
+        let mut b = std::hash::DefaultHasher::new();
+        (1u8, event_id).hash(&mut b);
+        (u128::from(a.finish()) << 64) | u128::from(b.finish())
+    }
+
+    /// Remembers `k`; false if it was already there.
+    fn insert(&mut self, k: u128) -> bool {
+        if !self.set.insert(k) {
+            return false;
+        }
+        self.order.push_back(k);
+        true
+    }
+
+    fn forget(&mut self, k: u128) {
+        self.set.remove(&k);
+        if self.order.back() == Some(&k) {
+            self.order.pop_back();
+        }
+    }
+
+    fn trim(&mut self) {
+        while self.order.len() > DEDUP_WINDOW_EVENTS {
+            if let Some(k) = self.order.pop_front() {
+                self.set.remove(&k);
+            }
+        }
+    }
 }
 
 impl Writer {
@@ -536,16 +621,28 @@ impl Writer {
             Ok(())
         };
         let mut reply_to = Vec::with_capacity(group.len());
+        let mut remembered: Vec<u128> = Vec::new();
+        let mut duplicates_of = Vec::with_capacity(group.len());
         for req in group {
-            let n = req.batch.records.len() as u64;
-            ranges.push(offset..offset + n);
-            for r in req.batch.records {
+            let first_of_request = offset;
+            let mut duplicates = Vec::new();
+            for (i, r) in req.batch.records.into_iter().enumerate() {
+                if let Some(id) = &r.event.event_id {
+                    let k = Dedup::key(id);
+                    if !self.dedup.insert(k) {
+                        duplicates.push(i as u32);
+                        continue;
+                    }
+                    remembered.push(k);
+                }
                 pending.push(r);
                 offset += 1;
                 if pending.len() == MAX_BLOCK_RECORDS && result.is_ok() {
                     result = write_block(&mut pending, offset - MAX_BLOCK_RECORDS as u64);
                 }
             }
+            ranges.push(first_of_request..offset);
+            duplicates_of.push(duplicates);
             for rej in req.batch.rejected {
                 if result.is_ok() {
                     let bytes = encode_block(std::slice::from_ref(&rej));
@@ -576,14 +673,19 @@ impl Writer {
                 c.flush_nanos_total.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
                 c.rejected_total.store(rejected_seq, Ordering::Relaxed);
                 self.end_tx.send_replace(offset);
-                for (reply, range) in reply_to.into_iter().zip(ranges) {
-                    let _ = reply.send(Ok(Appended { offsets: range }));
+                self.dedup.trim();
+                for ((reply, range), duplicates) in reply_to.into_iter().zip(ranges).zip(duplicates_of) {
+                    let _ = reply.send(Ok(Appended { offsets: range, duplicates }));
                 }
             }
             Err(e) => {
                 c.flush_errors_total.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %e, first_offset = base, records = total, "log append failed; nothing of the group acknowledged");
-                // Take back what this group wrote so the offsets stay dense for the next one.
+                // Take back what this group wrote so the offsets stay dense for the next
+                // one, and forget its ids so a retry is not taken for a duplicate.
+                for k in remembered.into_iter().rev() {
+                    self.dedup.forget(k);
+                }
                 for k in block_keys {
                     let _ = self.blocks.remove(block_key(k));
                 }
@@ -650,6 +752,26 @@ mod tests {
         let some: Vec<_> = log.read(10, 20).unwrap().map(|r| r.unwrap().0).collect();
         assert_eq!(some, (10..20).collect::<Vec<_>>());
         assert!(matches!(log.read(3501, 4000), Err(LogError::OutOfRange { .. })));
+    }
+
+    #[test]
+    fn duplicate_event_ids_are_dropped_across_batches_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = SledLog::open(dir.path()).unwrap();
+            let a = log.append(AppendBatch { records: vec![record(1), record(2), record(1)], rejected: vec![] }).unwrap().wait().unwrap();
+            assert_eq!(a.offsets, 0..2);
+            assert_eq!(a.duplicates, vec![2]);
+            log.close().unwrap();
+        }
+        let log = SledLog::open(dir.path()).unwrap();
+        let b = log.append(AppendBatch { records: vec![record(2), record(3)], rejected: vec![] }).unwrap().wait().unwrap();
+        assert_eq!(b.offsets, 2..3);
+        assert_eq!(b.duplicates, vec![0]);
+        let mut no_id = record(2);
+        no_id.event.event_id = None;
+        let c = log.append(AppendBatch { records: vec![no_id.clone(), no_id], rejected: vec![] }).unwrap().wait().unwrap();
+        assert_eq!(c.offsets, 3..5, "events without an id are never deduplicated");
     }
 
     #[test]

@@ -34,6 +34,7 @@ struct Histogram {
 #[derive(Default)]
 pub struct Metrics {
     accepted: [AtomicU64; EventType::ALL.len()],
+    duplicates: [AtomicU64; EventType::ALL.len()],
     rejected: [[AtomicU64; RejectReason::ALL.len()]; EventType::ALL.len() + 1],
     requests: [[AtomicU64; STATUSES.len()]; ROUTES.len()],
     latency: [Histogram; ROUTES.len()],
@@ -51,6 +52,11 @@ pub const LIMITS: [&str; 4] = ["body_bytes", "decompressed_bytes", "events_per_r
 impl Metrics {
     pub fn accepted(&self, t: EventType) {
         self.accepted[t.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An event dropped because its `event_id` was already in the log.
+    pub fn duplicate(&self, t: EventType) {
+        self.duplicates[t.index()].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn rejected(&self, t: Option<EventType>, reason: RejectReason) {
@@ -86,6 +92,10 @@ impl Metrics {
         header(&mut o, "questlog_events_accepted_total", "counter", "Events appended to the log, by type.");
         for t in EventType::ALL {
             let _ = writeln!(o, "questlog_events_accepted_total{{event_type=\"{t}\"}} {}", ld(&self.accepted[t.index()]));
+        }
+        header(&mut o, "questlog_events_duplicate_total", "counter", "Events dropped because their event_id was already in the log (within the dedup window).");
+        for t in EventType::ALL {
+            let _ = writeln!(o, "questlog_events_duplicate_total{{event_type=\"{t}\"}} {}", ld(&self.duplicates[t.index()]));
         }
         header(&mut o, "questlog_events_rejected_total", "counter", "Events refused, by type and reason; each is kept in the rejected store.");
         for ti in 0..=UNKNOWN_TYPE {

@@ -94,7 +94,7 @@ fn every_way_in_survives_sigkill_and_replays_exactly() {
     for (method, path, raw) in seed_routes {
         let r = http(server.addr, method, path, &[("User-Agent", "ApacheBench/2.3"), ("Accept", "*/*")], b"").unwrap();
         assert_eq!(r.status, 200, "{}", r.text());
-        assert_eq!(r.text(), r#"{"accepted":1,"rejected":[]}"#, "one body length for ab");
+        assert_eq!(r.text(), r#"{"accepted":1,"rejected":[],"duplicates":0}"#, "one body length for ab");
         let a: u64 = r.headers.iter().find(|(k, _)| k == "x-questlog-offset").unwrap().1.parse().unwrap();
         let kind = path[1..].split('?').next().unwrap();
         acked.push(Acked { offset: a, event_type: kind.into(), raw_event: raw.into(), user_agent: "ApacheBench/2.3".into() });

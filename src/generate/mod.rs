@@ -51,7 +51,10 @@ pub fn direct_record(event: ClientEvent, meta: &RequestMeta) -> Record {
 /// What a direct generation did.
 #[derive(Debug)]
 pub struct DirectSummary {
+    /// Events generated.
     pub events: u64,
+    /// Of those, events already in the log (same seed generated before), not appended.
+    pub duplicates: u64,
     pub first_offset: u64,
     pub end_offset: u64,
     pub seconds: f64,
@@ -65,11 +68,13 @@ pub fn generate_into_log(log: &dyn EventLog, world: &mut World, events: u64, pro
     let mut first_offset = None;
     let mut end_offset = log.durable_end();
     let mut left = events;
-    let settle = |p: Pending, first_offset: &mut Option<u64>, end_offset: &mut u64| -> Result<(), LogError> {
+    let mut duplicates = 0u64;
+    let mut settle = |p: Pending, first_offset: &mut Option<u64>, end_offset: &mut u64| -> Result<(), LogError> {
         let a = p.wait()?;
         first_offset.get_or_insert(a.offsets.start);
         *end_offset = a.offsets.end;
-        progress.inc(a.offsets.end - a.offsets.start);
+        duplicates += a.duplicates.len() as u64;
+        progress.inc(a.offsets.end - a.offsets.start + a.duplicates.len() as u64);
         Ok(())
     };
     while left > 0 {
@@ -87,6 +92,7 @@ pub fn generate_into_log(log: &dyn EventLog, world: &mut World, events: u64, pro
     }
     Ok(DirectSummary {
         events,
+        duplicates,
         first_offset: first_offset.unwrap_or(end_offset),
         end_offset,
         seconds: started.elapsed().as_secs_f64(),
@@ -111,6 +117,8 @@ pub struct LoadReport {
     pub sent: u64,
     pub accepted: u64,
     pub rejected: u64,
+    /// Events the server already had (same `event_id`), not appended again.
+    pub duplicates: u64,
     pub requests: u64,
     pub failed_requests: u64,
     pub retries: u64,
@@ -142,7 +150,7 @@ impl LoadReport {
     pub fn render(&self) -> String {
         let ms = |s: f64| s * 1e3;
         let mut out = format!(
-            "sent {} events in {} requests over {:.2} s: {} accepted, {} rejected, {} failed requests, {} retries\n\
+            "sent {} events in {} requests over {:.2} s: {} accepted, {} rejected, {} duplicates, {} failed requests, {} retries\n\
              throughput {:.0} events/s, {:.0} requests/s\n\
              latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}\n",
             self.sent,
@@ -150,6 +158,7 @@ impl LoadReport {
             self.seconds,
             self.accepted,
             self.rejected,
+            self.duplicates,
             self.failed_requests,
             self.retries,
             self.events_per_second(),
@@ -256,6 +265,7 @@ pub async fn load_test(world: World, events: u64, settings: LoadSettings, progre
                                 let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
                                 r.accepted += v["accepted"].as_u64().unwrap_or(0);
                                 r.rejected += v["rejected"].as_array().map(|a| a.len() as u64).unwrap_or(0);
+                                r.duplicates += v["duplicates"].as_u64().unwrap_or(0);
                                 Ok(())
                             } else {
                                 Err((format!("HTTP {}", status.as_u16()), status.as_u16() == 503))
@@ -291,6 +301,7 @@ pub async fn load_test(world: World, events: u64, settings: LoadSettings, progre
         total.sent += r.sent;
         total.accepted += r.accepted;
         total.rejected += r.rejected;
+        total.duplicates += r.duplicates;
         total.requests += r.requests;
         total.failed_requests += r.failed_requests;
         total.retries += r.retries;
