@@ -100,6 +100,13 @@ pub enum Command {
         /// Keep printing new events as they arrive.
         #[arg(long)]
         follow: bool,
+        /// Re-send the events to another questlog server instead of printing them
+        /// (in order, batched, keeping event ids so a second replay adds nothing).
+        #[arg(long, conflicts_with = "follow")]
+        url: Option<String>,
+        /// Events per second when sending with --url.
+        #[arg(long, requires = "url")]
+        rate: Option<f64>,
     },
     /// List rejected events (reason, field, raw text, headers) as JSON lines.
     Rejected {
@@ -118,12 +125,22 @@ pub enum Command {
         /// Most events per published step (default and maximum 500000).
         #[arg(long, default_value_t = project::MAX_STEP_EVENTS)]
         step_events: u64,
+        /// With --rebuild: build the tables as they were at this log offset.
+        #[arg(long, requires = "rebuild")]
+        to: Option<u64>,
+        /// With --rebuild: write the tables into this directory instead of replacing the
+        /// data dir's (time travel without touching the live tables).
+        #[arg(long, requires = "rebuild")]
+        out: Option<PathBuf>,
     },
     /// Compute the findings report from the tables with Polars.
     Report {
         /// Where to write report.md and report.html (default DATA_DIR/report).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Report on the tables as they were at this log offset (rebuilt in a temp dir).
+        #[arg(long)]
+        to: Option<u64>,
     },
     /// Run SQL over the five tables.
     Sql {
@@ -133,6 +150,17 @@ pub enum Command {
     },
     /// Print the Hive CREATE EXTERNAL TABLE statements for the tables.
     Ddl,
+    /// Check the log (dense, decodable) and that the tables equal its projection.
+    Verify,
+    /// Run a golden scenario (replay/*.toml) and compare its digests.
+    Check {
+        /// Scenario files.
+        #[arg(required = true)]
+        scenarios: Vec<PathBuf>,
+        /// Rewrite the expected digests after an intended change.
+        #[arg(long)]
+        bless: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -237,15 +265,82 @@ pub fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Command::Replay { from, to, follow } => replay_cmd(&data_dir, from, to, follow),
+        Command::Replay { from, to, follow: _, url: Some(url), rate } => {
+            let log = open_log_for(&data_dir, "replay to another server")?;
+            let pb = generate::progress_bar(0, "replaying");
+            let dyn_log: Arc<dyn EventLog> = log.clone();
+            let report = runtime()?.block_on(replay::replay_to_url(dyn_log, from, to.unwrap_or(u64::MAX), &url, rate, &pb))?;
+            pb.finish_and_clear();
+            println!("{}", report.render());
+            log.close()?;
+            Ok(())
+        }
+        Command::Replay { from, to, follow, url: None, .. } => replay_cmd(&data_dir, from, to, follow),
+        Command::Verify => {
+            let log = open_log_for(&data_dir, "verify")?;
+            let pb = generate::progress_bar(0, "verifying");
+            let result = crate::verify::verify(log.as_ref(), &data_dir, &pb);
+            pb.finish_and_clear();
+            log.close()?;
+            println!("{}", result?.render());
+            Ok(())
+        }
+        Command::Check { scenarios, bless } => {
+            let exe = std::env::current_exe().context("locating the questlog binary")?;
+            let mut failed = Vec::new();
+            for path in &scenarios {
+                let scenario = crate::check::load(path)?;
+                println!(
+                    "scenario {}: {} events (seed {}), project every {}{}",
+                    path.display(),
+                    scenario.events,
+                    scenario.seed,
+                    scenario.schedule.project_every,
+                    scenario.schedule.crash_at_step.map(|s| format!(", crash in step {s}")).unwrap_or_default()
+                );
+                let pb = generate::progress_bar(0, "running");
+                let outcome = crate::check::run(path, &exe, &pb)?;
+                pb.finish_and_clear();
+                println!("{}", outcome.render());
+                if bless {
+                    if !outcome.incremental_equals_rebuild {
+                        bail!("not blessing {}: incremental tables differ from a rebuild", path.display());
+                    }
+                    crate::check::bless(path, &outcome)?;
+                    println!("blessed: wrote the expected digests to {}", path.display());
+                } else if !outcome.ok() {
+                    failed.push(path.display().to_string());
+                }
+            }
+            if !failed.is_empty() {
+                bail!("{} scenario(s) failed: {}", failed.len(), failed.join(", "));
+            }
+            Ok(())
+        }
         Command::Rejected { from, limit } => rejected_cmd(&data_dir, from, limit),
-        Command::Project { rebuild, compression, step_events } => {
+        Command::Project { rebuild, compression, step_events, to, out } => {
             let codec = Codec::parse(&compression)?;
             let log = open_log_for(&data_dir, "project")?;
-            let mut projector = Projector::open(&data_dir, codec)?.with_step_events(step_events);
+            let end = log.durable_end();
+            if let Some(to) = to.filter(|&t| t > end) {
+                bail!("--to {to} is past the end of the log ({end} events)");
+            }
             let pb = generate::progress_bar(0, if rebuild { "rebuilding" } else { "projecting" });
+            if let Some(out) = out {
+                // Time travel into another directory; the live tables are not touched.
+                if out.join("_questlog_manifest.json").exists() || out.read_dir().is_ok_and(|mut d| d.next().is_some()) {
+                    bail!("--out {} exists and is not empty; choose a new directory", out.display());
+                }
+                let summary = project::rebuild_into(log.as_ref(), to.unwrap_or(end), &out, codec, &pb)?;
+                pb.finish_and_clear();
+                println!("{}", summary.render());
+                println!("tables as of offset {} in {}", summary.to_offset, out.display());
+                log.close()?;
+                return Ok(());
+            }
+            let mut projector = Projector::open(&data_dir, codec)?.with_step_events(step_events);
             let summary = if rebuild {
-                projector.rebuild(log.as_ref(), u64::MAX, &pb)?
+                projector.rebuild(log.as_ref(), to.unwrap_or(u64::MAX), &pb)?
             } else {
                 projector.catch_up(log.as_ref(), &pb)?
             };
@@ -255,9 +350,24 @@ pub fn run(cli: Cli) -> Result<()> {
             log.close()?;
             Ok(())
         }
-        Command::Report { out } => {
+        Command::Report { out, to } => {
             let out = out.unwrap_or_else(|| data_dir.join("report"));
-            let (report, offset) = build_report(&data_dir)?;
+            let (report, offset) = match to {
+                None => build_report(&data_dir)?,
+                Some(to) => {
+                    // As of offset `to`: rebuild the tables that far in a temp dir.
+                    let log = open_log_for(&data_dir, "report as of an offset")?;
+                    let end = log.durable_end();
+                    if to > end {
+                        bail!("--to {to} is past the end of the log ({end} events)");
+                    }
+                    let tmp = tempfile::tempdir().context("creating a temp dir")?;
+                    let dir = tmp.path().join("tables");
+                    project::rebuild_into(log.as_ref(), to, &dir, Codec::Snappy, &indicatif::ProgressBar::hidden())?;
+                    log.close()?;
+                    build_report(&dir)?
+                }
+            };
             let (md, html) = report::write_report(&report, &out)?;
             for line in &report.summary {
                 println!("{line}");

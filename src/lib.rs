@@ -3,9 +3,11 @@
 //! The data flows through the modules in this order (see ARCHITECTURE.md):
 //! [`event`] (model, validation) → [`log`] (durable append, read from offset) →
 //! [`api`] (HTTP in) / [`generate`] (seeded traffic) → [`project`] (Parquet tables) →
-//! [`report`] / [`sql`] (Polars); [`replay`] prints the log; [`cli`] wires them.
+//! [`report`] / [`sql`] (Polars); [`replay`] prints the log; [`verify`] and [`check`]
+//! prove the log and what is derived from it reproducible; [`cli`] wires them.
 
 pub mod api;
+pub mod check;
 pub mod cli;
 pub mod event;
 pub mod generate;
@@ -15,3 +17,4 @@ pub mod project;
 pub mod replay;
 pub mod report;
 pub mod sql;
+pub mod verify;

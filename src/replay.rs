@@ -109,12 +109,126 @@ fn ignore_broken_pipe(e: std::io::Error) -> Result<(), std::io::Error> {
     }
 }
 
+/// Events per request when replaying to another server: one log block's worth.
+pub const SEND_BATCH_EVENTS: u64 = 1_000;
+/// Attempts per request; retrying is safe because the receiver drops repeated `event_id`s.
+const SEND_ATTEMPTS: u32 = 6;
+/// Per-request timeout when replaying to another server.
+const SEND_TIMEOUT_MS: u64 = 30_000;
+
+/// What a replay to another server did.
+#[derive(Debug, Default)]
+pub struct SendReport {
+    pub sent: u64,
+    pub accepted: u64,
+    pub duplicates: u64,
+    pub rejected: u64,
+    pub retries: u64,
+    pub seconds: f64,
+}
+
+impl SendReport {
+    pub fn render(&self) -> String {
+        format!(
+            "replayed {} events in {:.2} s ({:.0} events/s): {} accepted, {} already there (same event_id), {} rejected, {} retries",
+            self.sent,
+            self.seconds,
+            self.sent as f64 / self.seconds.max(1e-9),
+            self.accepted,
+            self.duplicates,
+            self.rejected,
+            self.retries
+        )
+    }
+}
+
+/// Re-sends records `from..to` of `log` to the questlog at `url` in order, as NDJSON
+/// batches of their `raw_event` (so `event_id`s are kept and a second replay adds
+/// nothing there), at most `rate` events per second when given.
+pub async fn replay_to_url(
+    log: std::sync::Arc<dyn EventLog>,
+    from: u64,
+    to: u64,
+    url: &str,
+    rate: Option<f64>,
+    progress: &indicatif::ProgressBar,
+) -> Result<SendReport, ReplayError> {
+    let url = crate::generate::events_url(url).map_err(|e| ReplayError::Send(e.to_string()))?;
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(SEND_TIMEOUT_MS))
+        .build()
+        .map_err(|e| ReplayError::Send(e.to_string()))?;
+    let started = std::time::Instant::now();
+    let to = to.min(log.durable_end());
+    progress.set_length(to.saturating_sub(from));
+    let mut report = SendReport::default();
+    let mut next = from;
+    while next < to {
+        let upto = to.min(next + SEND_BATCH_EVENTS);
+        let l = log.clone();
+        let body = tokio::task::spawn_blocking(move || -> Result<String, LogError> {
+            let mut s = String::new();
+            for item in l.read(next, upto)? {
+                s.push_str(&item?.1.raw_event);
+                s.push('\n');
+            }
+            Ok(s)
+        })
+        .await
+        .map_err(|e| ReplayError::Send(e.to_string()))??;
+        if let Some(rate) = rate.filter(|r| *r > 0.0) {
+            let due = started + std::time::Duration::from_secs_f64((next - from) as f64 / rate);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let mut attempt = 0;
+        let v: serde_json::Value = loop {
+            attempt += 1;
+            let res = client
+                .post(&url)
+                .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
+                .header(reqwest::header::USER_AGENT, "questlog-replay")
+                .body(body.clone())
+                .send()
+                .await;
+            let retry_reason = match res {
+                Ok(resp) if resp.status().is_success() => {
+                    break resp.json().await.map_err(|e| ReplayError::Send(format!("bad answer from {url}: {e}")))?;
+                }
+                Ok(resp) if resp.status().as_u16() == 503 => format!("{url} answered 503"),
+                Ok(resp) => {
+                    let status = resp.status();
+                    return Err(ReplayError::Send(format!(
+                        "{url} answered {status} for offsets {next}..{upto}: {}",
+                        resp.text().await.unwrap_or_default()
+                    )));
+                }
+                Err(e) => format!("sending to {url}: {e}"),
+            };
+            if attempt >= SEND_ATTEMPTS {
+                return Err(ReplayError::Send(format!("{retry_reason} ({attempt} attempts; offsets {next}..{upto} may be partly sent, replaying again is safe)")));
+            }
+            report.retries += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
+        };
+        report.sent += upto - next;
+        report.accepted += v["accepted"].as_u64().unwrap_or(0);
+        report.duplicates += v["duplicates"].as_u64().unwrap_or(0);
+        report.rejected += v["rejected"].as_array().map(|a| a.len() as u64).unwrap_or(0);
+        progress.inc(upto - next);
+        next = upto;
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
     #[error(transparent)]
     Log(#[from] LogError),
     #[error("writing replay output: {0}")]
     Io(#[from] std::io::Error),
+    #[error("replay to another server: {0}")]
+    Send(String),
 }
 
 #[cfg(test)]

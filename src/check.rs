@@ -1,0 +1,468 @@
+//! Golden scenarios (`replay/*.toml`): a seeded workload with a projection schedule (and a
+//! crash) run in a temp dir, and digests of everything derived from it — the log's replay,
+//! each table's rows, the Parquet files of a rebuild, the report — compared with the
+//! expected ones the scenario file holds. `--bless` rewrites them after an intended change.
+//!
+//! A digest is the SHA-256 of a stream of lines. To say where a stream first differs, the
+//! scenario's sidecar (`<name>.segments`) keeps a short hash per segment of lines.
+//!
+//! Invariant: a check only writes inside its temp dir, except `--bless`, which rewrites the
+//! scenario's `[expected]` table and its sidecar.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use indicatif::ProgressBar;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::event::{self, Record};
+use crate::generate::{self, World, WorldConfig};
+use crate::log::{AppendBatch, EventLog, SledLog};
+use crate::project::{self, Codec, Projector, TABLES};
+use crate::replay;
+use crate::report;
+
+/// Segments per stream in the sidecar: enough to point at a small range of lines, few
+/// enough that the sidecar stays a few KiB per stream.
+const TARGET_SEGMENTS: u64 = 64;
+/// Failpoint used when a scenario asks for a crash without naming one.
+const DEFAULT_CRASH_POINT: &str = "publish.after_commit";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error("reading scenario {path}: {reason}")]
+    Scenario { path: PathBuf, reason: String },
+    #[error("running scenario: {0}")]
+    Run(String),
+}
+
+fn run_err(e: impl std::fmt::Display) -> CheckError {
+    CheckError::Run(e.to_string())
+}
+
+/// A scenario file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub description: Option<String>,
+    pub seed: u64,
+    pub events: u64,
+    #[serde(default = "default_players")]
+    pub players: u32,
+    pub start_time: Option<String>,
+    /// NDJSON file of literal events appended after the generated ones (path relative to
+    /// the scenario file).
+    pub extra_events: Option<String>,
+    pub schedule: Schedule,
+    /// Digest name → `sha256:<hex>`.
+    #[serde(default)]
+    pub expected: BTreeMap<String, String>,
+}
+
+fn default_players() -> u32 {
+    generate::world::DEFAULT_PLAYERS
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    /// Run a projection step after every this many events are appended.
+    pub project_every: u64,
+    /// Crash (a real abort, in a child process) during this projection step (1-based).
+    pub crash_at_step: Option<u64>,
+    /// Which point of the publish protocol to crash at.
+    pub crash_point: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Segments {
+    lines: u64,
+    hashes: Vec<String>,
+}
+
+/// Hashes a stream of lines: the whole, and per segment.
+struct StreamHash {
+    whole: Sha256,
+    segment: Sha256,
+    segment_lines: u64,
+    in_segment: u64,
+    lines: u64,
+    segments: Vec<String>,
+    /// The first line of each segment, to show where a stream differs.
+    firsts: Vec<String>,
+}
+
+impl StreamHash {
+    fn new(total_lines: u64) -> StreamHash {
+        StreamHash {
+            whole: Sha256::new(),
+            segment: Sha256::new(),
+            segment_lines: total_lines.div_ceil(TARGET_SEGMENTS).max(1),
+            in_segment: 0,
+            lines: 0,
+            segments: Vec::new(),
+            firsts: Vec::new(),
+        }
+    }
+
+    fn line(&mut self, line: &str) {
+        if self.in_segment == 0 {
+            self.firsts.push(line.chars().take(300).collect());
+        }
+        self.whole.update(line.as_bytes());
+        self.whole.update(b"\n");
+        self.segment.update(line.as_bytes());
+        self.segment.update(b"\n");
+        self.lines += 1;
+        self.in_segment += 1;
+        if self.in_segment == self.segment_lines {
+            self.close_segment();
+        }
+    }
+
+    fn close_segment(&mut self) {
+        let h = std::mem::replace(&mut self.segment, Sha256::new()).finalize();
+        self.segments.push(hex(&h[..8]));
+        self.in_segment = 0;
+    }
+
+    fn finish(mut self) -> Stream {
+        if self.in_segment > 0 {
+            self.close_segment();
+        }
+        Stream {
+            digest: format!("sha256:{}", hex(&self.whole.finalize())),
+            lines: self.lines,
+            segment_lines: self.segment_lines,
+            segments: self.segments,
+            firsts: self.firsts,
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// A hashed stream.
+pub struct Stream {
+    pub digest: String,
+    pub lines: u64,
+    segment_lines: u64,
+    segments: Vec<String>,
+    firsts: Vec<String>,
+}
+
+/// The result of one digest.
+pub struct DigestResult {
+    pub name: String,
+    pub expected: Option<String>,
+    pub got: String,
+    /// Where the stream first differs, when it does and the sidecar can tell.
+    pub first_difference: Option<String>,
+}
+
+impl DigestResult {
+    pub fn matches(&self) -> bool {
+        self.expected.as_deref() == Some(self.got.as_str())
+    }
+}
+
+/// Everything a check produced.
+pub struct CheckOutcome {
+    pub results: Vec<DigestResult>,
+    /// The hashed streams, for `--bless`.
+    streams: Vec<(String, Stream)>,
+    /// False when the incremental tables' rows differ from the rebuild's.
+    pub incremental_equals_rebuild: bool,
+    pub events: u64,
+}
+
+impl CheckOutcome {
+    pub fn ok(&self) -> bool {
+        self.incremental_equals_rebuild && self.results.iter().all(DigestResult::matches)
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for r in &self.results {
+            let status = match &r.expected {
+                None => "NEW",
+                Some(_) if r.matches() => "match",
+                Some(_) => "MISMATCH",
+            };
+            let _ = write!(out, "  {:<22} {:<9} {}", r.name, status, r.got);
+            if let (Some(e), false) = (&r.expected, r.matches()) {
+                let _ = write!(out, "\n  {:<22} {:<9} {} (expected)", "", "", e);
+            }
+            if let Some(d) = &r.first_difference {
+                let _ = write!(out, "\n  {:<22} {:<9} {d}", "", "");
+            }
+            out.push('\n');
+        }
+        let _ = writeln!(
+            out,
+            "  {:<22} {}",
+            "incremental = rebuild",
+            if self.incremental_equals_rebuild { "match" } else { "MISMATCH (tables projected in steps differ from a rebuild)" }
+        );
+        let matched = self.results.iter().filter(|r| r.matches()).count();
+        let _ = write!(out, "{matched} of {} digests match", self.results.len());
+        out
+    }
+}
+
+pub fn load(path: &Path) -> Result<Scenario, CheckError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CheckError::Scenario { path: path.to_path_buf(), reason: e.to_string() })?;
+    let s: Scenario =
+        toml::from_str(&text).map_err(|e| CheckError::Scenario { path: path.to_path_buf(), reason: e.to_string() })?;
+    if s.schedule.project_every == 0 {
+        return Err(CheckError::Scenario { path: path.to_path_buf(), reason: "schedule.project_every must be at least 1".into() });
+    }
+    if s.players == 0 {
+        return Err(CheckError::Scenario { path: path.to_path_buf(), reason: "players must be at least 1".into() });
+    }
+    Ok(s)
+}
+
+fn sidecar_path(path: &Path) -> PathBuf {
+    path.with_extension("segments")
+}
+
+/// Runs the scenario at `path` in a temp dir. `exe` is this program, used to crash a
+/// projection in a child process.
+pub fn run(path: &Path, exe: &Path, progress: &ProgressBar) -> Result<CheckOutcome, CheckError> {
+    let scenario = load(path)?;
+    let tmp = tempfile::tempdir().map_err(run_err)?;
+    let data = tmp.path().join("data");
+    let start_time_us = event::parse_time_us(scenario.start_time.as_deref().unwrap_or(generate::world::DEFAULT_START_TIME))
+        .map_err(|e| CheckError::Scenario { path: path.to_path_buf(), reason: format!("start_time: {e}") })?;
+    let extra: Vec<Record> = match &scenario.extra_events {
+        None => Vec::new(),
+        Some(rel) => load_extra(&path.parent().unwrap_or(Path::new(".")).join(rel))?,
+    };
+
+    // The workload, with a projection step after every `project_every` events.
+    let mut world = World::new(WorldConfig { seed: scenario.seed, players: scenario.players, start_time_us });
+    let every = scenario.schedule.project_every;
+    let total = scenario.events + extra.len() as u64;
+    progress.set_length(total);
+    let mut log = Some(SledLog::open(&data.join("log")).map_err(run_err)?);
+    let mut projector = Some(Projector::open(&data, Codec::Snappy).map_err(run_err)?.with_step_events(every));
+    let mut extra = extra.into_iter();
+    let mut appended = 0u64;
+    let mut step = 0u64;
+    let hidden = ProgressBar::hidden();
+    while appended < total {
+        let n = every.min(total - appended);
+        let meta = generate::direct_meta();
+        let records: Vec<Record> = (0..n)
+            .map(|i| {
+                if appended + i < scenario.events {
+                    generate::direct_record(world.next_event(), &meta)
+                } else {
+                    extra.next().expect("counted")
+                }
+            })
+            .collect();
+        let l = log.as_ref().expect("log open");
+        l.append(AppendBatch { records, rejected: vec![] }).map_err(run_err)?.wait().map_err(run_err)?;
+        appended += n;
+        progress.set_position(appended);
+        step += 1;
+        if scenario.schedule.crash_at_step == Some(step) {
+            // Hand the data dir to a child that dies in the middle of publishing.
+            drop(projector.take());
+            log.take().expect("log open").close().map_err(run_err)?;
+            let point = scenario.schedule.crash_point.as_deref().unwrap_or(DEFAULT_CRASH_POINT);
+            let out = std::process::Command::new(exe)
+                .arg("--data-dir")
+                .arg(&data)
+                .args(["project", "--step-events", &every.to_string()])
+                .env("QUESTLOG_FAILPOINT", point)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .map_err(run_err)?;
+            if out.status.success() {
+                return Err(CheckError::Run(format!("the projection meant to crash at {point} finished instead")));
+            }
+            log = Some(SledLog::open(&data.join("log")).map_err(run_err)?);
+            projector = Some(Projector::open(&data, Codec::Snappy).map_err(run_err)?.with_step_events(every));
+        } else {
+            let p = projector.as_mut().expect("projector open");
+            p.step(log.as_ref().expect("log open").as_ref(), &hidden).map_err(run_err)?;
+        }
+    }
+    let log = log.expect("log open");
+    let mut projector = projector.expect("projector open");
+    projector.catch_up(log.as_ref(), &hidden).map_err(run_err)?;
+    let end = log.durable_end();
+
+    let mut streams: Vec<(String, Stream)> = Vec::new();
+    // The log, as `replay` prints it.
+    let mut h = StreamHash::new(end);
+    let mut line = String::new();
+    for item in log.read(0, end).map_err(run_err)? {
+        let (offset, record) = item.map_err(run_err)?;
+        line.clear();
+        replay::write_line(&mut line, offset, &record);
+        h.line(line.trim_end());
+    }
+    streams.push(("log".into(), h.finish()));
+
+    // Each table's rows, from the incremental tables and from a rebuild.
+    let live = project::snapshot(&data).map_err(run_err)?;
+    let rebuilt_dir = tmp.path().join("rebuild");
+    project::rebuild_into(log.as_ref(), end, &rebuilt_dir, Codec::Snappy, &hidden).map_err(run_err)?;
+    let rebuilt = project::snapshot(&rebuilt_dir).map_err(run_err)?;
+    let mut incremental_equals_rebuild = true;
+    for (i, def) in TABLES.iter().enumerate() {
+        let rows = live.manifest.tables[i].iter().map(|f| f.rows).sum();
+        let a = hash_rows(&live.files[i], rows)?;
+        let b = hash_rows(&rebuilt.files[i], rows)?;
+        incremental_equals_rebuild &= a.digest == b.digest;
+        streams.push((format!("rows.{}", def.name), a));
+    }
+
+    // The rebuilt Parquet files, byte for byte.
+    let mut files: Vec<(String, PathBuf)> = Vec::new();
+    for (i, def) in TABLES.iter().enumerate() {
+        for f in &rebuilt.files[i] {
+            let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            files.push((format!("{}/{}", def.location, name), f.clone()));
+        }
+    }
+    let mut h = StreamHash::new(files.len() as u64);
+    for (name, path) in files {
+        let bytes = std::fs::read(&path).map_err(run_err)?;
+        h.line(&format!("{name} {}", hex(&Sha256::digest(&bytes))));
+    }
+    streams.push(("parquet".into(), h.finish()));
+
+    // The report, from the incremental tables.
+    let files = report::TableFiles::new(TABLES.iter().zip(live.files.clone()).map(|(t, f)| (t.name, f)).collect());
+    let frames = report::load_frames(&files).map_err(run_err)?;
+    let rep = report::build_report(&frames, &format!("log offsets 0..{end}")).map_err(run_err)?;
+    let mut h = StreamHash::new(rep.markdown.lines().count() as u64);
+    for l in rep.markdown.lines() {
+        h.line(l);
+    }
+    streams.push(("report".into(), h.finish()));
+    log.close().map_err(run_err)?;
+
+    let sidecar: BTreeMap<String, Segments> = std::fs::read_to_string(sidecar_path(path))
+        .ok()
+        .and_then(|t| toml::from_str(&t).ok())
+        .unwrap_or_default();
+    let results: Vec<DigestResult> = streams
+        .iter()
+        .map(|(name, s)| {
+            let expected = scenario.expected.get(name).cloned();
+            let first_difference = match (&expected, sidecar.get(name)) {
+                (Some(e), Some(seg)) if *e != s.digest => locate(s, seg),
+                _ => None,
+            };
+            DigestResult { name: name.clone(), expected, got: s.digest.clone(), first_difference }
+        })
+        .collect();
+    Ok(CheckOutcome { results, incremental_equals_rebuild, events: end, streams })
+}
+
+/// Where a stream first differs from the expected segment hashes.
+fn locate(s: &Stream, expected: &Segments) -> Option<String> {
+    if expected.lines != s.segment_lines {
+        return Some(format!("{} lines now; the sidecar's segments were made for another length", s.lines));
+    }
+    let k = s.segments.iter().zip(&expected.hashes).position(|(a, b)| a != b).or_else(|| {
+        (s.segments.len() != expected.hashes.len()).then_some(s.segments.len().min(expected.hashes.len()))
+    })?;
+    let from = k as u64 * s.segment_lines + 1;
+    let to = (from + s.segment_lines - 1).min(s.lines);
+    let first = s.firsts.get(k).map(String::as_str).unwrap_or("(no such line now)");
+    Some(format!("first difference within lines {from}..{to}; line {from} is now: {first}"))
+}
+
+/// One line per row: the values, tab-separated, nulls as `∅`.
+fn hash_rows(files: &[PathBuf], rows: u64) -> Result<Stream, CheckError> {
+    let mut h = StreamHash::new(rows);
+    let options = FormatOptions::default().with_null("∅");
+    let mut line = String::new();
+    for path in files {
+        let file = File::open(path).map_err(run_err)?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file).and_then(|b| b.build()).map_err(run_err)?;
+        for batch in reader {
+            let batch = batch.map_err(run_err)?;
+            let columns: Vec<arrow::array::ArrayRef> = batch.columns().iter().map(printable).collect();
+            let formatters: Vec<ArrayFormatter> =
+                columns.iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &options)).collect::<Result<_, _>>().map_err(run_err)?;
+            for r in 0..batch.num_rows() {
+                line.clear();
+                for (i, f) in formatters.iter().enumerate() {
+                    if i > 0 {
+                        line.push('\t');
+                    }
+                    let _ = write!(line, "{}", f.value(r));
+                }
+                h.line(&line);
+            }
+        }
+    }
+    Ok(h.finish())
+}
+
+/// The column with UTC timestamps turned into RFC 3339 text (arrow's own formatter needs
+/// a time zone database for named zones such as "UTC"); other columns as they are.
+pub(crate) fn printable(col: &arrow::array::ArrayRef) -> arrow::array::ArrayRef {
+    use arrow::array::{Array, StringArray, TimestampMicrosecondArray};
+    match col.as_any().downcast_ref::<TimestampMicrosecondArray>() {
+        Some(ts) => std::sync::Arc::new(
+            (0..ts.len()).map(|i| ts.is_valid(i).then(|| event::format_time_us(ts.value(i)))).collect::<StringArray>(),
+        ),
+        None => col.clone(),
+    }
+}
+
+/// Literal events from an NDJSON file, as direct records received at their event time.
+fn load_extra(path: &Path) -> Result<Vec<Record>, CheckError> {
+    let text = std::fs::read_to_string(path).map_err(|e| CheckError::Scenario { path: path.to_path_buf(), reason: e.to_string() })?;
+    let meta = generate::direct_meta();
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let e = event::validate_json(line.trim()).map_err(|r| CheckError::Scenario {
+            path: path.to_path_buf(),
+            reason: format!("line {}: {}", i + 1, r.message),
+        })?;
+        let received_at_us = e.event_time_us.unwrap_or(0);
+        out.push(Record { received_at_us, meta: meta.clone(), raw_event: line.trim().to_string(), event: e });
+    }
+    Ok(out)
+}
+
+/// Rewrites the scenario's `[expected]` table and its sidecar from the last run.
+pub fn bless(path: &Path, outcome: &CheckOutcome) -> Result<(), CheckError> {
+    let streams = &outcome.streams;
+    let text = std::fs::read_to_string(path).map_err(|e| CheckError::Scenario { path: path.to_path_buf(), reason: e.to_string() })?;
+    let head = match text.find("\n[expected]") {
+        Some(i) => &text[..i + 1],
+        None => text.as_str(),
+    };
+    let mut out = head.trim_end().to_string();
+    out.push_str("\n\n[expected]\n");
+    let mut side = String::from("# Segment hashes of each digest's lines, to locate a mismatch. Written by `questlog check --bless`.\n");
+    for (name, s) in streams {
+        let _ = writeln!(out, "{:<20} = \"{}\"", format!("\"{name}\""), s.digest);
+        let _ = writeln!(side, "\n[\"{name}\"]\nlines = {}\nhashes = [{}]", s.segment_lines, s.segments.iter().map(|h| format!("\"{h}\"")).collect::<Vec<_>>().join(", "));
+    }
+    std::fs::write(path, out).map_err(run_err)?;
+    std::fs::write(sidecar_path(path), side).map_err(run_err)?;
+    Ok(())
+}

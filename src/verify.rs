@@ -1,0 +1,224 @@
+//! `questlog verify`: checks that the log is whole (dense offsets, every block decodes with
+//! a known format version and a matching checksum) and that the published tables are
+//! exactly a projection of the log up to their offset — by rebuilding them in a scratch
+//! directory and comparing row by row.
+//!
+//! Invariant: verify only reads the data dir (its scratch rebuild lives in a temp dir).
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use arrow::record_batch::RecordBatch;
+use indicatif::ProgressBar;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::log::{EventLog, LogError};
+use crate::project::{self, Codec, ProjectError, Snapshot, TABLES};
+
+/// Rows compared per slice when checking a table against its rebuild.
+const COMPARE_BATCH_ROWS: usize = 8_192;
+
+/// A divergence, said precisely.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("log: {0}")]
+    Log(#[from] LogError),
+    #[error("tables: {0}")]
+    Project(#[from] ProjectError),
+    #[error("tables are published at log offset {tables} but the log ends at {log}: the log lost records (truncated?)")]
+    TablesAheadOfLog { tables: u64, log: u64 },
+    #[error("table {table}: file {path} is listed in the manifest but missing")]
+    MissingFile { table: &'static str, path: PathBuf },
+    #[error("table {table}: file {path} is not listed in the manifest")]
+    StrayFile { table: &'static str, path: PathBuf },
+    #[error("table {table}: cannot read {path}: {reason}")]
+    Unreadable { table: &'static str, path: PathBuf, reason: String },
+    #[error("table {table}: row {row} (log offset {offset}) differs from the log's projection{detail}")]
+    RowDiffers { table: &'static str, row: u64, offset: String, detail: String },
+    #[error("table {table} has {actual} rows; the log up to offset {offset} projects to {expected}")]
+    RowCount { table: &'static str, actual: u64, expected: u64, offset: u64 },
+    #[error("{0}")]
+    Io(String),
+}
+
+/// What a successful verify checked.
+#[derive(Debug)]
+pub struct VerifyReport {
+    pub log_records: u64,
+    pub tables_offset: u64,
+    pub rows: Vec<u64>,
+    pub files: usize,
+}
+
+impl VerifyReport {
+    pub fn render(&self) -> String {
+        format!(
+            "ok: log holds {} records, dense and decodable; tables at offset {} ({} files, {} rows) equal the log's projection",
+            self.log_records,
+            self.tables_offset,
+            self.files,
+            self.rows.iter().sum::<u64>()
+        )
+    }
+}
+
+/// Verifies the log and the tables of `data_dir`.
+pub fn verify(log: &dyn EventLog, data_dir: &Path, progress: &ProgressBar) -> Result<VerifyReport, VerifyError> {
+    let end = log.durable_end();
+    progress.set_length(end);
+    let mut n = 0u64;
+    for item in log.read(0, end)? {
+        let (offset, _) = item?;
+        if offset != n {
+            return Err(LogError::Corrupt { offset: n, reason: format!("expected offset {n}, read {offset}") }.into());
+        }
+        n += 1;
+        if n % 65_536 == 0 {
+            progress.inc(65_536);
+        }
+    }
+    if n != end {
+        return Err(LogError::Corrupt { offset: n, reason: format!("log ends at {n}, expected {end}") }.into());
+    }
+
+    let snap = project::snapshot(data_dir)?;
+    if snap.offset > end {
+        return Err(VerifyError::TablesAheadOfLog { tables: snap.offset, log: end });
+    }
+    check_files(&snap)?;
+    let scratch = tempfile::tempdir().map_err(|e| VerifyError::Io(format!("creating a scratch dir: {e}")))?;
+    let rebuilt_dir = scratch.path().join("tables");
+    project::rebuild_into(log, snap.offset, &rebuilt_dir, Codec::Snappy, &ProgressBar::hidden())?;
+    let rebuilt = project::snapshot(&rebuilt_dir)?;
+    let mut rows = Vec::new();
+    for (i, def) in TABLES.iter().enumerate() {
+        rows.push(compare_table(def.name, &snap.files[i], &rebuilt.files[i], snap.offset)?);
+    }
+    Ok(VerifyReport { log_records: n, tables_offset: snap.offset, rows, files: snap.files.iter().map(Vec::len).sum() })
+}
+
+/// Every listed file exists; no part file is unlisted.
+fn check_files(snap: &Snapshot) -> Result<(), VerifyError> {
+    for (def, files) in TABLES.iter().zip(&snap.files) {
+        for f in files {
+            if !f.exists() {
+                return Err(VerifyError::MissingFile { table: def.name, path: f.clone() });
+            }
+        }
+        let dir = snap.dir.join(def.location);
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.ends_with(".parquet") && !files.iter().any(|f| f.file_name() == Some(e.file_name().as_os_str())) {
+                    return Err(VerifyError::StrayFile { table: def.name, path: dir.join(name) });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Streams the batches of `files` in order.
+struct Rows<'a> {
+    table: &'static str,
+    files: std::slice::Iter<'a, PathBuf>,
+    reader: Option<(PathBuf, parquet::arrow::arrow_reader::ParquetRecordBatchReader)>,
+}
+
+impl Rows<'_> {
+    fn next_batch(&mut self) -> Result<Option<RecordBatch>, VerifyError> {
+        loop {
+            if let Some((path, reader)) = &mut self.reader {
+                match reader.next() {
+                    Some(Ok(b)) => return Ok(Some(b)),
+                    Some(Err(e)) => {
+                        return Err(VerifyError::Unreadable { table: self.table, path: path.clone(), reason: e.to_string() })
+                    }
+                    None => self.reader = None,
+                }
+            }
+            let Some(path) = self.files.next() else { return Ok(None) };
+            let unreadable = |reason: String| VerifyError::Unreadable { table: self.table, path: path.clone(), reason };
+            let file = File::open(path).map_err(|e| unreadable(e.to_string()))?;
+            let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+                .and_then(|b| b.with_batch_size(COMPARE_BATCH_ROWS).build())
+                .map_err(|e| unreadable(e.to_string()))?;
+            self.reader = Some((path.clone(), reader));
+        }
+    }
+}
+
+/// Compares a table's published rows with the rebuilt ones, slice by slice.
+fn compare_table(table: &'static str, actual: &[PathBuf], expected: &[PathBuf], offset: u64) -> Result<u64, VerifyError> {
+    let mut a = Rows { table, files: actual.iter(), reader: None };
+    let mut e = Rows { table, files: expected.iter(), reader: None };
+    let (mut ab, mut eb): (Option<RecordBatch>, Option<RecordBatch>) = (None, None);
+    let (mut ai, mut ei) = (0usize, 0usize);
+    let (mut a_rows, mut e_rows) = (0u64, 0u64);
+    loop {
+        if ab.as_ref().is_none_or(|b| ai >= b.num_rows()) {
+            ab = a.next_batch()?;
+            ai = 0;
+        }
+        if eb.as_ref().is_none_or(|b| ei >= b.num_rows()) {
+            eb = e.next_batch()?;
+            ei = 0;
+        }
+        match (&ab, &eb) {
+            (None, None) => return Ok(a_rows),
+            (Some(x), None) => {
+                a_rows += (x.num_rows() - ai) as u64;
+                while let Some(b) = a.next_batch()? {
+                    a_rows += b.num_rows() as u64;
+                }
+                return Err(VerifyError::RowCount { table, actual: a_rows, expected: e_rows, offset });
+            }
+            (None, Some(y)) => {
+                e_rows += (y.num_rows() - ei) as u64;
+                while let Some(b) = e.next_batch()? {
+                    e_rows += b.num_rows() as u64;
+                }
+                return Err(VerifyError::RowCount { table, actual: a_rows, expected: e_rows, offset });
+            }
+            (Some(x), Some(y)) => {
+                let n = (x.num_rows() - ai).min(y.num_rows() - ei);
+                let xs = x.slice(ai, n);
+                let ys = y.slice(ei, n);
+                if xs.schema() != ys.schema() {
+                    return Err(VerifyError::RowDiffers {
+                        table,
+                        row: a_rows,
+                        offset: "?".into(),
+                        detail: format!(": schema {:?} differs from {:?}", xs.schema(), ys.schema()),
+                    });
+                }
+                if xs != ys {
+                    // Find the first row and column that differ.
+                    for r in 0..n {
+                        for (c, field) in xs.schema().fields().iter().enumerate() {
+                            if xs.column(c).slice(r, 1) != ys.column(c).slice(r, 1) {
+                                let fmt = |b: &RecordBatch, col: usize| {
+                                    let printable = crate::check::printable(b.column(col));
+                                    arrow::util::display::ArrayFormatter::try_new(printable.as_ref(), &Default::default())
+                                        .map(|f| f.value(r).to_string())
+                                        .unwrap_or_default()
+                                };
+                                let off_col = ys.schema().index_of("log_offset").unwrap_or(0);
+                                return Err(VerifyError::RowDiffers {
+                                    table,
+                                    row: a_rows + r as u64,
+                                    offset: fmt(&ys, off_col),
+                                    detail: format!(": column {} is {:?}, the log says {:?}", field.name(), fmt(&xs, c), fmt(&ys, c)),
+                                });
+                            }
+                        }
+                    }
+                }
+                ai += n;
+                ei += n;
+                a_rows += n as u64;
+                e_rows += n as u64;
+            }
+        }
+    }
+}

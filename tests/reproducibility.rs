@@ -1,0 +1,189 @@
+//! Reproducibility as a product: golden scenarios, digests that catch a changed byte,
+//! replay to another server (twice, exactly once there), verify, time travel.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+fn repo(p: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(p)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        let ft = e.file_type().unwrap();
+        if ft.is_dir() {
+            copy_dir(&e.path(), &target);
+        } else if ft.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(e.path()).unwrap(), &target).unwrap();
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn shipped_scenarios_match_their_digests() {
+    let dir = tempfile::tempdir().unwrap();
+    let smoke = repo("replay/smoke.toml");
+    let edge = repo("replay/edge.toml");
+    let out = questlog_ok(dir.path(), &["check", smoke.to_str().unwrap(), edge.to_str().unwrap()]);
+    assert_eq!(out.matches("8 of 8 digests match").count(), 2, "{out}");
+    assert_eq!(out.matches("incremental = rebuild  match").count(), 2, "{out}");
+}
+
+#[test]
+fn one_changed_byte_of_a_digest_fails_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(repo("replay/smoke.toml")).unwrap();
+    let line = text.lines().find(|l| l.starts_with("\"rows.quests\"")).unwrap();
+    let hex_start = line.find("sha256:").unwrap() + 7;
+    let mut changed = line.to_string();
+    let c = changed.as_bytes()[hex_start];
+    changed.replace_range(hex_start..hex_start + 1, if c == b'0' { "1" } else { "0" });
+    let scenario = dir.path().join("smoke.toml");
+    std::fs::write(&scenario, text.replace(line, &changed)).unwrap();
+    std::fs::copy(repo("replay/smoke.segments"), dir.path().join("smoke.segments")).unwrap();
+    let out = questlog(dir.path(), &["check", scenario.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let mismatches: Vec<&str> = stdout.lines().filter(|l| l.contains("MISMATCH")).collect();
+    assert_eq!(mismatches.len(), 1, "{stdout}");
+    assert!(mismatches[0].trim_start().starts_with("rows.quests"), "{stdout}");
+    assert!(stdout.contains("7 of 8 digests match"), "{stdout}");
+    assert!(stderr.contains("1 scenario(s) failed"), "{stderr}");
+}
+
+#[test]
+fn a_changed_event_is_located_by_line() {
+    // The edge scenario with one of its literal events changed: the log digest fails and
+    // the sidecar points at the lines where the log first differs.
+    let dir = tempfile::tempdir().unwrap();
+    let scenarios = dir.path().join("replay");
+    std::fs::create_dir_all(&scenarios).unwrap();
+    std::fs::create_dir_all(dir.path().join("fixtures")).unwrap();
+    std::fs::copy(repo("replay/edge.toml"), scenarios.join("edge.toml")).unwrap();
+    std::fs::copy(repo("replay/edge.segments"), scenarios.join("edge.segments")).unwrap();
+    let events = std::fs::read_to_string(repo("fixtures/edge-events.ndjson")).unwrap();
+    std::fs::write(dir.path().join("fixtures/edge-events.ndjson"), events.replace("\"Penny\"", "\"Nickel\"")).unwrap();
+    let out = questlog(dir.path(), &["check", scenarios.join("edge.toml").to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let log_line = stdout.lines().position(|l| l.trim_start().starts_with("log ")).unwrap();
+    assert!(stdout.lines().nth(log_line).unwrap().contains("MISMATCH"), "{stdout}");
+    let located = stdout.lines().find(|l| l.contains("first difference within lines")).expect("a located difference");
+    // The changed event is the last line of the log (3,000 generated + 11 literal).
+    assert!(located.contains("..3011"), "{located}");
+}
+
+#[test]
+fn replaying_to_a_second_server_twice_lands_each_event_once() {
+    let a = tempfile::tempdir().unwrap();
+    questlog_ok(a.path(), &["generate", "--seed", "21", "--events", "3500"]);
+    let b = tempfile::tempdir().unwrap();
+    let server = Server::start(b.path());
+    let url = format!("http://{}", server.addr);
+    let first = questlog_ok(a.path(), &["replay", "--from", "0", "--url", &url]);
+    assert!(first.contains("3500 accepted, 0 already there"), "{first}");
+    let second = questlog_ok(a.path(), &["replay", "--from", "0", "--url", &url, "--rate", "100000"]);
+    assert!(second.contains("0 accepted, 3500 already there"), "{second}");
+    // A partial replay from the middle adds nothing either.
+    let third = questlog_ok(a.path(), &["replay", "--from", "1700", "--to", "2100", "--url", &url]);
+    assert!(third.contains("replayed 400 events") && third.contains("0 accepted"), "{third}");
+    server.stop();
+    let ids = |d: &Path| -> Vec<String> { replay_lines(d).iter().map(|l| l["event_id"].as_str().unwrap().to_string()).collect() };
+    let source = ids(a.path());
+    let target = ids(b.path());
+    assert_eq!(target.len(), 3500, "exactly one copy of each event");
+    assert_eq!(source, target, "same events, same order");
+    // The dedup window survives a restart of the receiver.
+    let server = Server::start(b.path());
+    let again = questlog_ok(a.path(), &["replay", "--url", &format!("http://{}", server.addr)]);
+    assert!(again.contains("0 accepted, 3500 already there"), "{again}");
+    server.stop();
+}
+
+#[test]
+fn verify_passes_when_healthy_and_names_each_kind_of_damage() {
+    let healthy = tempfile::tempdir().unwrap();
+    let h = healthy.path();
+    questlog_ok(h, &["generate", "--seed", "4", "--events", "20000"]);
+    questlog_ok(h, &["project", "--step-events", "6000"]);
+    let ok = questlog_ok(h, &["verify"]);
+    assert!(ok.starts_with("ok: log holds 20000 records"), "{ok}");
+
+    let damaged = |name: &str, damage: &dyn Fn(&Path), expect: &str| {
+        let d = tempfile::tempdir().unwrap();
+        let copy = d.path().join("data");
+        copy_dir(h, &copy);
+        damage(&copy);
+        let out = questlog(&copy, &["verify"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "verify passed after {name}");
+        assert!(stderr.contains(expect), "after {name}: {stderr}");
+    };
+    let table_file = |data: &Path, dir: &str| -> PathBuf {
+        std::fs::read_dir(data.join("tables").join(dir)).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|e| e == "parquet")).unwrap()
+    };
+    damaged("deleting a table file", &|d| std::fs::remove_file(table_file(d, "enemies_killed")).unwrap(), "is listed in the manifest but missing");
+    damaged(
+        "editing a Parquet file",
+        &|d| {
+            let f = table_file(d, "transactions");
+            let mut bytes = std::fs::read(&f).unwrap();
+            let mid = bytes.len() / 2;
+            bytes[mid] ^= 0xff;
+            std::fs::write(&f, bytes).unwrap();
+        },
+        "table transactions",
+    );
+    damaged(
+        "truncating the log",
+        &|d| {
+            let db = d.join("log/db");
+            let len = std::fs::metadata(&db).unwrap().len();
+            let f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
+            f.set_len(len / 2).unwrap();
+        },
+        "log",
+    );
+    damaged(
+        "adding a stray table file",
+        &|d| std::fs::copy(table_file(d, "guild_joins"), d.join("tables/guild_joins/part-999999999999-999999999999.parquet")).map(|_| ()).unwrap(),
+        "is not listed in the manifest",
+    );
+}
+
+#[test]
+fn time_travel_builds_tables_and_reports_as_of_an_offset() {
+    let d = tempfile::tempdir().unwrap();
+    let d = d.path();
+    questlog_ok(d, &["generate", "--seed", "9", "--events", "5000"]);
+    questlog_ok(d, &["project"]);
+    let out = d.join("as-of-1234");
+    let printed = questlog_ok(d, &["project", "--rebuild", "--to", "1234", "--out", out.to_str().unwrap()]);
+    assert!(printed.contains("tables as of offset 1234"), "{printed}");
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("_questlog_manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["offset"], 1234);
+    let rows: u64 = manifest["tables"].as_array().unwrap().iter().flat_map(|t| t.as_array().unwrap()).map(|f| f["rows"].as_u64().unwrap()).sum();
+    assert_eq!(rows, 1234);
+    // The live tables are untouched.
+    let live: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("tables/_questlog_manifest.json")).unwrap()).unwrap();
+    assert_eq!(live["offset"], 5000);
+    // The report as of 1234 equals the report of a log that stopped there.
+    let r = d.join("r");
+    questlog_ok(d, &["report", "--to", "1234", "--out", r.to_str().unwrap()]);
+    let other = tempfile::tempdir().unwrap();
+    questlog_ok(other.path(), &["generate", "--seed", "9", "--events", "1234"]);
+    questlog_ok(other.path(), &["project"]);
+    let r2 = other.path().join("r");
+    questlog_ok(other.path(), &["report", "--out", r2.to_str().unwrap()]);
+    assert!(std::fs::read(r.join("report.md")).unwrap() == std::fs::read(r2.join("report.md")).unwrap());
+    assert!(!questlog(d, &["project", "--rebuild", "--to", "99999", "--out", d.join("x").to_str().unwrap()]).status.success());
+}
