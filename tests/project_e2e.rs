@@ -40,22 +40,7 @@ fn manifest_offset(data_dir: &Path) -> u64 {
 }
 
 fn copy_log(from: &Path, to: &Path) {
-    let src = from.join("log");
-    let dst = to.join("log");
-    std::fs::create_dir_all(&dst).unwrap();
-    let mut stack = vec![(src, dst)];
-    while let Some((s, d)) = stack.pop() {
-        for e in std::fs::read_dir(&s).unwrap() {
-            let e = e.unwrap();
-            let target = d.join(e.file_name());
-            if e.file_type().unwrap().is_dir() {
-                std::fs::create_dir_all(&target).unwrap();
-                stack.push((e.path(), target));
-            } else {
-                std::fs::copy(e.path(), target).unwrap();
-            }
-        }
-    }
+    copy_dir(&from.join("log"), &to.join("log"));
 }
 
 fn project_crashing_at(data_dir: &Path, failpoint: &str, step_events: &str) {

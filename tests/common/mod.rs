@@ -203,3 +203,20 @@ pub fn replay_lines(data_dir: &Path) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).expect("replay line is JSON"))
         .collect()
 }
+
+/// Copies a directory tree (symlinks as symlinks).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        let ft = e.file_type().unwrap();
+        if ft.is_dir() {
+            copy_dir(&e.path(), &target);
+        } else if ft.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(e.path()).unwrap(), &target).unwrap();
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
