@@ -455,7 +455,11 @@ impl<'de> Deserialize<'de> for StrictObject {
                     if members.iter().any(|(k, _)| *k == key) {
                         return Err(de::Error::custom(format_args!("duplicate key `{key}`")));
                     }
-                    let value: Value = map.next_value()?;
+                    let value: Value = map.next_value().map_err(|e: A::Error| {
+                        // Name the field: serde_json's own message ("number out of range")
+                        // does not say which one.
+                        de::Error::custom(format_args!("field `{key}`: {e}"))
+                    })?;
                     members.push((key, value));
                 }
                 Ok(StrictObject(members))
@@ -484,14 +488,22 @@ pub fn validate_json(raw: &str) -> Result<ClientEvent, Rejection> {
             RejectReason::DuplicateKey
         } else if msg.starts_with("too many keys") {
             RejectReason::TooManyKeys
+        } else if msg.starts_with("field `") && msg.contains("number out of range") {
+            // 1e400 and the like: JSON has no infinity, but such a number would be one.
+            RejectReason::NonFinite
         } else {
             RejectReason::MalformedJson
         };
         // serde_json appends " at line L column C"; the key sits between the backticks.
-        let field = (reason == RejectReason::DuplicateKey)
+        let field = matches!(reason, RejectReason::DuplicateKey | RejectReason::NonFinite)
             .then(|| msg.split('`').nth(1).map(str::to_string))
             .flatten();
-        Rejection { reason, field, message: format!("malformed JSON: {msg}") }
+        let message = if reason == RejectReason::NonFinite {
+            format!("field `{}` is not a finite number ({msg})", field.as_deref().unwrap_or("?"))
+        } else {
+            format!("malformed JSON: {msg}")
+        };
+        Rejection { reason, field, message }
     })?;
     validate_object(&obj.0)
 }
@@ -871,6 +883,8 @@ mod tests {
         assert_eq!(reason(r#"{"event_type":"join_guild","guild_id":1,"name":"x","host":"h"}"#), RejectReason::ServerOwnedField);
         assert_eq!(reason(r#"{"event_type":"join_guild","guild_id":1,"guild_id":2,"name":"x"}"#), RejectReason::DuplicateKey);
         assert_eq!(reason(r#"[1]"#), RejectReason::NotAnObject);
+        let inf = validate_json(r#"{"event_type":"kill_enemy","enemy_id":1,"name":"x","level":1e400}"#).unwrap_err();
+        assert_eq!((inf.reason, inf.field.as_deref()), (RejectReason::NonFinite, Some("level")));
         assert_eq!(reason(r#"{"event_type":"#), RejectReason::MalformedJson);
         let err = validate_json(r#"{"event_type":"kill_enemy","enemy_id":1,"name":"x","level":40000}"#).unwrap_err();
         assert_eq!(err.field.as_deref(), Some("level"));

@@ -159,6 +159,10 @@ fn mixed_batch_reports_each_invalid_event_and_keeps_it() {
             r#"{"event_type":"buy_asset","store_id":1,"item_name":"a","inventory_id":1,"total_cost":1e39,"category":"c","on_hand_qty":1}"#.into(),
             Some(("out_of_range", Some("total_cost"))),
         ),
+        (
+            r#"{"event_type":"buy_asset","store_id":1,"item_name":"a","inventory_id":1,"total_cost":1e400,"category":"c","on_hand_qty":1}"#.into(),
+            Some(("non_finite", Some("total_cost"))),
+        ),
         (format!(r#"{{"event_type":"join_guild","guild_id":1,"name":"{long}"}}"#), Some(("string_too_long", Some("name")))),
         (r#"{"event_type":"join_guild","guild_id":1,"name":"x","event_time":"not a time"}"#.into(), Some(("bad_time", Some("event_time")))),
         (r#"{"event_type":"join_guild","guild_id":1,"name":"x","log_offset":5}"#.into(), Some(("server_owned_field", Some("log_offset")))),

@@ -1,0 +1,201 @@
+#!/usr/bin/env bash
+# Whole-pipeline benchmarks of questlog, side by side with the seed's stack (Flask under
+# gunicorn appending JSON lines; PySpark splitting them into five Parquet tables; Spark SQL
+# findings), on this machine, in one run. Prints a Markdown table (and writes it to
+# benches/results/latest.md): events/s, latency percentiles where they apply, peak RSS,
+# bytes on disk per event, and questlog/baseline ratios.
+#
+# usage: benches/run.sh [--smoke] [--sizes "100000 1000000 10000000"] [--no-baseline]
+#   --smoke        tiny sizes and short load phases: checks the script works (CI), asserts
+#                  nothing about speed
+#   --sizes        event counts for the per-size stages (default 10^5, 10^6, 10^7)
+#   --no-baseline  skip the Flask/PySpark baseline
+# Needs: a release build (cargo build --release), wrk, GNU time, and for the baseline
+# python3 with flask, gunicorn, pyspark (pip) and Java.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+bin="${QUESTLOG_BIN:-${CARGO_TARGET_DIR:-$root/target}/release/questlog}"
+sizes="100000 1000000 10000000"
+smoke=0
+baseline=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --smoke) smoke=1; sizes="20000" ;;
+    --sizes) sizes="$2"; shift ;;
+    --no-baseline) baseline=0 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+load_seconds=10
+baseline_events=100000
+if [ "$smoke" = 1 ]; then load_seconds=2; baseline_events=5000; fi
+[ -x "$bin" ] || { echo "no questlog binary at $bin: cargo build --release first" >&2; exit 1; }
+for tool in wrk /usr/bin/time; do command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install wrk time)" >&2; exit 1; }; done
+
+work="$(mktemp -d)"
+pids=()
+cleanup() { for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+mkdir -p "$root/benches/results"
+table="$work/table.md"
+: >"$table"
+
+row() { printf '| %s | %s | %s | %s | %s | %s |\n' "$@" >>"$table"; }
+rate() { python3 -c "import sys; n, s = float(sys.argv[1]), float(sys.argv[2]); print(f'{n / max(s, 1e-9):,.0f}')" "$1" "$2"; }
+mib() { python3 -c "import sys; print(f'{int(sys.argv[1]) / 1024:,.0f} MiB')" "$1"; }
+
+# measure NAME CMD... : runs CMD under GNU time; sets $secs and $rss_kb.
+measure() {
+  local name="$1"; shift
+  /usr/bin/time -f "%e %M" -o "$work/time.txt" "$@" >"$work/out.txt" 2>"$work/err.txt" || {
+    echo "$name failed:" >&2; tail -20 "$work/err.txt" >&2; exit 1; }
+  read -r secs rss_kb <"$work/time.txt"
+}
+
+# start_questlog DATA_DIR : serve on an ephemeral port; sets $qpid and $qaddr.
+start_questlog() {
+  "$bin" --data-dir "$1" serve --listen 127.0.0.1:0 >"$work/serve.out" 2>"$work/serve.err" &
+  qpid=$!; pids+=("$qpid")
+  qaddr=""
+  for _ in $(seq 1 300); do
+    qaddr=$(grep -o 'http://[0-9.:]*' "$work/serve.out" | head -n 1 || true)
+    [ -n "$qaddr" ] && break
+    sleep 0.1
+  done
+  [ -n "$qaddr" ] || { echo "serve did not start: $(cat "$work/serve.err")" >&2; exit 1; }
+  python3 "$root/tests/external/wait_healthy.py" "$qaddr"
+}
+
+stop_pid() { kill -TERM "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+peak_rss_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+
+# wrk_single URL : one event per request, keep-alive, 64 connections; sets $wrk_rps $wrk_p50 $wrk_p99 $wrk_errors.
+wrk_single() {
+  wrk -t2 -c64 -d"${load_seconds}s" --latency "$1" >"$work/wrk.txt" 2>&1
+  wrk_rps=$(awk '/^Requests\/sec/ {print $2}' "$work/wrk.txt")
+  wrk_p50=$(awk '$1 == "50%" {print $2}' "$work/wrk.txt")
+  wrk_p99=$(awk '$1 == "99%" {print $2}' "$work/wrk.txt")
+  wrk_errors=$(awk '/Non-2xx|Socket errors/ {print}' "$work/wrk.txt" | tr '\n' ' ')
+}
+
+# load_batched URL EVENTS : generate --url --batch 500; sets $lt_eps $lt_p50 $lt_p99.
+load_batched() {
+  "$bin" generate --seed 99 --events "$2" --url "$1" --batch 500 --concurrency 4 >"$work/load.txt" 2>&1 || {
+    cat "$work/load.txt" >&2; exit 1; }
+  lt_eps=$(awk '/^throughput/ {print $2}' "$work/load.txt")
+  lt_p50=$(awk '/^latency ms/ {print $4}' "$work/load.txt")
+  lt_p99=$(awk '/^latency ms/ {print $8}' "$work/load.txt")
+}
+
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -r); questlog $("$bin" --version)" | tee "$work/machine.txt"
+
+echo "| stage | events | events/s | latency | peak RSS | notes |" >>"$table"
+echo "|---|---:|---:|---|---:|---|" >>"$table"
+
+declare -A q
+for n in $sizes; do
+  d="$work/q$n"
+  echo "== questlog at $n events" >&2
+  measure generate "$bin" --data-dir "$d" generate --seed 1 --events "$n"
+  log_bytes=$(du -sb "$d/log" | cut -f1)
+  row "generate → log (durable)" "$n" "$(rate "$n" "$secs")" "" "$(mib "$rss_kb")" "$secs s"
+  q[gen_$n]=$(rate "$n" "$secs")
+
+  measure replay sh -c "'$bin' --data-dir '$d' replay --from 0 > /dev/null"
+  row "replay --from 0 > /dev/null" "$n" "$(rate "$n" "$secs")" "" "$(mib "$rss_kb")" "$secs s"
+
+  measure rebuild "$bin" --data-dir "$d" project --rebuild
+  q[proj_$n]=$secs
+  tables_bytes=$(du -sbL "$d/tables" | cut -f1)
+  row "project --rebuild (5 Parquet tables)" "$n" "$(rate "$n" "$secs")" "" "$(mib "$rss_kb")" "$secs s; tables $(python3 -c "print(f'{$tables_bytes / $n:.0f}')") B/event"
+
+  json_bytes=$("$bin" --data-dir "$d" sql "SELECT sum(b) AS b FROM (SELECT sum(length(raw_event)) AS b FROM guild_joins UNION ALL SELECT sum(length(raw_event)) AS b FROM enemy_kills UNION ALL SELECT sum(length(raw_event)) AS b FROM quests UNION ALL SELECT sum(length(raw_event)) AS b FROM take_damage UNION ALL SELECT sum(length(raw_event)) AS b FROM transactions)" --format csv | tail -n 1)
+  row "log on disk" "$n" "" "" "" "$(python3 -c "print(f'{$log_bytes / $n:.0f} B/event = {$log_bytes / max($json_bytes, 1):.2f}× the events\' JSON ({$json_bytes / $n:.0f} B/event)')")"
+
+  measure report "$bin" --data-dir "$d" report --out "$d/report"
+  q[report_$n]=$secs
+  row "report (Polars)" "$n" "" "$secs s" "$(mib "$rss_kb")" ""
+
+  for query in \
+      "SELECT category, count(*) AS units, sum(total_cost) AS revenue FROM transactions GROUP BY category ORDER BY revenue DESC" \
+      "SELECT name, count(*) AS kills, avg(level) AS mean_level FROM enemy_kills GROUP BY name ORDER BY kills DESC" \
+      "SELECT g.name, count(*) AS purchases FROM guild_joins g JOIN transactions t ON g.player_id = t.player_id GROUP BY g.name ORDER BY purchases DESC LIMIT 5"; do
+    measure sql "$bin" --data-dir "$d" sql "$query"
+    row "sql: ${query:0:60}…" "$n" "" "$secs s" "$(mib "$rss_kb")" ""
+  done
+
+  echo "== questlog HTTP batched ingest at $n events" >&2
+  start_questlog "$work/h$n"
+  load_batched "$qaddr" "$n"
+  row "HTTP batched (generate --url --batch 500, 4 conns)" "$n" "$lt_eps" "p50 ${lt_p50} ms, p99 ${lt_p99} ms" "$(mib "$(peak_rss_kb "$qpid")")" "durable before ack"
+  q[batched_$n]=$lt_eps
+  stop_pid "$qpid"
+  rm -rf "$d" "$work/h$n"
+done
+
+echo "== questlog HTTP one event per request" >&2
+start_questlog "$work/single"
+wrk_single "$qaddr/join_guild?guild_id=7&name=Knights"
+row "HTTP one event per request (wrk, 64 conns, ${load_seconds}s)" "-" "$wrk_rps" "p50 $wrk_p50, p99 $wrk_p99" "$(mib "$(peak_rss_kb "$qpid")")" "${wrk_errors:-no errors}"
+q_single=$wrk_rps
+stop_pid "$qpid"
+
+if [ "$baseline" = 1 ]; then
+  echo "== baseline: Flask + gunicorn, PySpark" >&2
+  python3 -c "import flask, gunicorn, pyspark" 2>/dev/null || { echo "baseline needs: pip install flask gunicorn pyspark" >&2; exit 1; }
+  blog="$work/baseline-events.jsonl"
+  (cd "$here/baseline" && QUESTLOG_BASELINE_LOG="$blog" gunicorn -w "$(nproc)" -b 127.0.0.1:5055 app:app >"$work/gunicorn.out" 2>&1) &
+  gpid=$!; pids+=("$gpid")
+  python3 - <<'PY'
+import time, urllib.request
+deadline = time.monotonic() + 30
+while time.monotonic() < deadline:
+    try:
+        urllib.request.urlopen("http://127.0.0.1:5055/join_guild?guild_id=1&name=x", timeout=2); break
+    except OSError:
+        time.sleep(0.1)
+PY
+  wrk_single "http://127.0.0.1:5055/join_guild?guild_id=7&name=Knights"
+  row "baseline HTTP one event per request (Flask/gunicorn, wrk)" "-" "$wrk_rps" "p50 $wrk_p50, p99 $wrk_p99" "" "${wrk_errors:-no errors}; no fsync"
+  b_single=$wrk_rps
+  : >"$blog"
+  load_batched "http://127.0.0.1:5055" "$baseline_events"
+  row "baseline HTTP batched (Flask/gunicorn)" "$baseline_events" "$lt_eps" "p50 ${lt_p50} ms, p99 ${lt_p99} ms" "" "no fsync"
+  b_batched=$lt_eps
+  pkill -TERM -f "gunicorn -w" || true
+  wait "$gpid" 2>/dev/null || true
+
+  measure spark python3 "$here/baseline/spark_job.py" "$blog" "$work/spark-tables"
+  spark_project=$(awk '$1 == "project" {print $2}' "$work/out.txt")
+  spark_report=$(awk '$1 == "report" {print $2}' "$work/out.txt")
+  row "baseline PySpark JSON → 5 Parquet tables" "$baseline_events" "$(rate "$baseline_events" "$spark_project")" "" "$(mib "$rss_kb")" "$spark_project s (plus JVM start)"
+  row "baseline Spark SQL findings (6 queries)" "$baseline_events" "" "$spark_report s" "" ""
+
+  # questlog at the baseline's size, for the projection ratio.
+  d="$work/qb"
+  "$bin" --data-dir "$d" generate --seed 1 --events "$baseline_events" >/dev/null
+  measure rebuild "$bin" --data-dir "$d" project --rebuild
+  q_proj_b=$secs
+  measure report "$bin" --data-dir "$d" report --out "$d/report"
+  q_report_b=$secs
+  first=${sizes%% *}
+  {
+    echo
+    echo "| ratio questlog / baseline | value |"
+    echo "|---|---:|"
+    echo "| HTTP batched ingest (events/s, ${first} vs ${baseline_events} events) | $(python3 -c "print(f'{float('${q[batched_$first]}'.replace(',', '')) / max(float('$b_batched'.replace(',', '')), 1e-9):.1f}×')") |"
+    echo "| HTTP one event per request (requests/s) | $(python3 -c "print(f'{float('$q_single'.replace(',', '')) / max(float('$b_single'.replace(',', '')), 1e-9):.1f}×')") |"
+    echo "| projection rate at ${baseline_events} events | $(python3 -c "print(f'{float('$spark_project') / max(float('$q_proj_b'), 1e-9):.1f}×')") |"
+    echo "| findings time at ${baseline_events} events (baseline / questlog) | $(python3 -c "print(f'{float('$spark_report') / max(float('$q_report_b'), 1e-9):.1f}×')") |"
+  } >>"$table"
+fi
+
+{
+  echo "Machine: $(cat "$work/machine.txt")"
+  echo "Command: benches/run.sh $([ "$smoke" = 1 ] && echo --smoke) --sizes \"$sizes\"$([ "$baseline" = 0 ] && echo ' --no-baseline')"
+  echo "Date: $(date -u +%Y-%m-%dT%H:%MZ)"
+  echo
+  cat "$table"
+} | tee "$root/benches/results/latest.md"
