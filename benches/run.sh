@@ -44,6 +44,7 @@ table="$work/table.md"
 
 row() { printf '| %s | %s | %s | %s | %s | %s |\n' "$@" >>"$table"; }
 rate() { python3 -c "import sys; n, s = float(sys.argv[1]), float(sys.argv[2]); print(f'{n / max(s, 1e-9):,.0f}')" "$1" "$2"; }
+ratio() { python3 -c "import sys; a, b = (float(x.replace(',', '')) for x in sys.argv[1:3]); print(f'{a / max(b, 1e-9):.1f}×')" "$1" "$2"; }
 mib() { python3 -c "import sys; print(f'{int(sys.argv[1]) / 1024:,.0f} MiB')" "$1"; }
 
 # measure NAME CMD... : runs CMD under GNU time; sets $secs and $rss_kb.
@@ -170,7 +171,7 @@ PY
   measure spark python3 "$here/baseline/spark_job.py" "$blog" "$work/spark-tables"
   spark_project=$(awk '$1 == "project" {print $2}' "$work/out.txt")
   spark_report=$(awk '$1 == "report" {print $2}' "$work/out.txt")
-  row "baseline PySpark JSON → 5 Parquet tables" "$baseline_events" "$(rate "$baseline_events" "$spark_project")" "" "$(mib "$rss_kb")" "$spark_project s (plus JVM start)"
+  row "baseline PySpark JSON → 5 Parquet tables" "$baseline_events" "$(rate "$baseline_events" "$spark_project")" "" "$(mib "$rss_kb")" "$spark_project s (JVM already up); RSS is the Python driver's only"
   row "baseline Spark SQL findings (6 queries)" "$baseline_events" "" "$spark_report s" "" ""
 
   # questlog at the baseline's size, for the projection ratio.
@@ -185,10 +186,10 @@ PY
     echo
     echo "| ratio questlog / baseline | value |"
     echo "|---|---:|"
-    echo "| HTTP batched ingest (events/s, ${first} vs ${baseline_events} events) | $(python3 -c "print(f'{float('${q[batched_$first]}'.replace(',', '')) / max(float('$b_batched'.replace(',', '')), 1e-9):.1f}×')") |"
-    echo "| HTTP one event per request (requests/s) | $(python3 -c "print(f'{float('$q_single'.replace(',', '')) / max(float('$b_single'.replace(',', '')), 1e-9):.1f}×')") |"
-    echo "| projection rate at ${baseline_events} events | $(python3 -c "print(f'{float('$spark_project') / max(float('$q_proj_b'), 1e-9):.1f}×')") |"
-    echo "| findings time at ${baseline_events} events (baseline / questlog) | $(python3 -c "print(f'{float('$spark_report') / max(float('$q_report_b'), 1e-9):.1f}×')") |"
+    echo "| HTTP batched ingest (events/s, ${first} vs ${baseline_events} events) | $(ratio "${q[batched_$first]}" "$b_batched") |"
+    echo "| HTTP one event per request (requests/s) | $(ratio "$q_single" "$b_single") |"
+    echo "| projection rate at ${baseline_events} events | $(ratio "$spark_project" "$q_proj_b") |"
+    echo "| findings time at ${baseline_events} events (baseline / questlog) | $(ratio "$spark_report" "$q_report_b") |"
   } >>"$table"
 fi
 

@@ -517,12 +517,19 @@ fn rejected_cmd(data_dir: &Path, from: u64, limit: usize) -> Result<()> {
 /// Loads the five tables from one consistent snapshot, retrying if a projector replaced
 /// files between reading the manifest and opening them.
 fn load_frames(data_dir: &Path) -> Result<(report::Frames, u64)> {
+    load_frames_with(data_dir, report::load_frames)
+}
+
+fn load_frames_with(
+    data_dir: &Path,
+    load: fn(&report::TableFiles) -> Result<report::Frames, report::ReportError>,
+) -> Result<(report::Frames, u64)> {
     let mut attempt = 0;
     loop {
         attempt += 1;
         let snap = project::snapshot(data_dir)?;
         let files = report::TableFiles::new(TABLES.iter().zip(snap.files).map(|(t, f)| (t.name, f)).collect());
-        match report::load_frames(&files) {
+        match load(&files) {
             Ok(frames) => return Ok((frames, snap.offset)),
             Err(report::ReportError::FileVanished(p)) if attempt < SNAPSHOT_ATTEMPTS => {
                 tracing::debug!(path = %p.display(), "table file replaced while reading; taking a new snapshot");
@@ -533,7 +540,7 @@ fn load_frames(data_dir: &Path) -> Result<(report::Frames, u64)> {
 }
 
 fn build_report(data_dir: &Path) -> Result<(report::Report, u64)> {
-    let (frames, offset) = load_frames(data_dir)?;
+    let (frames, offset) = load_frames_with(data_dir, report::load_frames_for_report)?;
     let report = report::build_report(&frames, &format!("log offsets 0..{offset}"))?;
     Ok((report, offset))
 }

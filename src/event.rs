@@ -334,10 +334,50 @@ pub fn truncate_utf8(s: &str, max: usize) -> &str {
 /// Formats microseconds since the epoch as RFC 3339 UTC with microseconds, e.g.
 /// `2026-01-01T00:00:00.000000Z`. Fixed width, so the strings sort as the times do.
 pub fn format_time_us(us: i64) -> String {
-    match DateTime::<Utc>::from_timestamp_micros(us) {
-        Some(t) => t.to_rfc3339_opts(SecondsFormat::Micros, true),
-        None => format!("invalid-time({us})"),
+    let mut s = String::with_capacity(27);
+    push_time_us(&mut s, us);
+    s
+}
+
+/// Appends [`format_time_us`]'s text to `out` without allocating (a hot path of replay and
+/// projection). Years outside 0000–9999 fall back to chrono's formatting.
+pub fn push_time_us(out: &mut String, us: i64) {
+    let secs = us.div_euclid(1_000_000);
+    let micros = us.rem_euclid(1_000_000) as u32;
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400) as u32;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    if !(0..=9999).contains(&year) {
+        match DateTime::<Utc>::from_timestamp_micros(us) {
+            Some(t) => out.push_str(&t.to_rfc3339_opts(SecondsFormat::Micros, true)),
+            None => out.push_str(&format!("invalid-time({us})")),
+        }
+        return;
     }
+    let mut buf = *b"0000-00-00T00:00:00.000000Z";
+    let mut put = |at: usize, width: usize, mut v: u32| {
+        for i in (at..at + width).rev() {
+            buf[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, year as u32);
+    put(5, 2, month);
+    put(8, 2, day);
+    put(11, 2, sod / 3600);
+    put(14, 2, sod / 60 % 60);
+    put(17, 2, sod % 60);
+    put(20, 6, micros);
+    out.push_str(std::str::from_utf8(&buf).expect("ASCII digits"));
 }
 
 /// Parses an RFC 3339 time into microseconds since the epoch (UTC).
@@ -900,6 +940,22 @@ mod tests {
         assert_eq!(members_to_json(&m), r#"{"event_type":"join_guild","guild_id":7,"name":"Knights"}"#);
         let bad = vec![("total_cost".to_string(), "inf".to_string())];
         assert_eq!(members_from_query("buy_asset", &bad).unwrap_err().reason, RejectReason::NonFinite);
+    }
+
+    #[test]
+    fn fast_time_format_matches_chrono() {
+        let mut rng = 0x1234_5678_9abc_def0u64;
+        for _ in 0..100_000 {
+            rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            // Years 1900..2200, any microsecond.
+            let us = -2_208_988_800_000_000 + (rng >> 1) as i64 % 9_467_280_000_000_000;
+            let chrono = DateTime::<Utc>::from_timestamp_micros(us).unwrap().to_rfc3339_opts(SecondsFormat::Micros, true);
+            assert_eq!(format_time_us(us), chrono, "{us}");
+        }
+        for us in [0, -1, 1, 951_782_400_000_000, 253_402_300_799_999_999] {
+            let chrono = DateTime::<Utc>::from_timestamp_micros(us).unwrap().to_rfc3339_opts(SecondsFormat::Micros, true);
+            assert_eq!(format_time_us(us), chrono, "{us}");
+        }
     }
 
     #[test]

@@ -167,6 +167,52 @@ pub trait EventLog: Send + Sync + 'static {
     fn close(&self) -> Result<(), LogError>;
 }
 
+/// Records per chunk handed from the prefetching thread to the consumer.
+const PREFETCH_CHUNK_RECORDS: usize = 1_024;
+/// Chunks in flight between the two threads: bounds the memory of a prefetch.
+const PREFETCH_CHUNKS: usize = 8;
+
+/// Runs `records` (decoding blocks) on a helper thread and gives each record to `f` on this
+/// thread, in order, so decoding and consuming use a core each. Stops at the first error
+/// from either side.
+pub fn for_each_prefetched<E: From<LogError>>(
+    records: RecordIter<'_>,
+    mut f: impl FnMut(u64, Record) -> Result<(), E>,
+) -> Result<(), E> {
+    std::thread::scope(|scope| {
+        let (tx, rx) = mpsc::sync_channel::<Result<Vec<(u64, Record)>, LogError>>(PREFETCH_CHUNKS);
+        scope.spawn(move || {
+            let mut chunk = Vec::with_capacity(PREFETCH_CHUNK_RECORDS);
+            for item in records {
+                match item {
+                    Ok(x) => {
+                        chunk.push(x);
+                        if chunk.len() == PREFETCH_CHUNK_RECORDS {
+                            let full = std::mem::replace(&mut chunk, Vec::with_capacity(PREFETCH_CHUNK_RECORDS));
+                            if tx.send(Ok(full)).is_err() {
+                                return; // the consumer stopped
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                }
+            }
+            if !chunk.is_empty() {
+                let _ = tx.send(Ok(chunk));
+            }
+        });
+        for chunk in rx {
+            for (offset, record) in chunk? {
+                f(offset, record)?;
+            }
+        }
+        Ok(())
+    })
+}
+
 struct Request {
     batch: AppendBatch,
     reply: oneshot::Sender<Result<Appended, LogError>>,
@@ -308,17 +354,9 @@ impl SledLog {
             Some((k, _)) => key_offset(&k)? + 1,
         };
 
-        // Refill the dedup window from the tail of the log.
-        let mut dedup = Dedup::new();
-        {
-            let reader = SledLog::reader_for(&blocks, end);
-            for item in reader.read(end.saturating_sub(DEDUP_WINDOW_EVENTS as u64), end)? {
-                if let Some(id) = &item?.1.event.event_id {
-                    dedup.insert(Dedup::key(id));
-                }
-            }
-            dedup.trim();
-        }
+        // The dedup window is refilled from the log's tail by the writer before its first
+        // append, so commands that only read never pay for it.
+        let dedup = Dedup::new();
         let (end_tx, end_rx) = watch::channel(end);
         let (tx, rx) = mpsc::sync_channel::<Request>(MAX_QUEUED_APPENDS);
         let counters = Arc::new(Counters::default());
@@ -584,8 +622,36 @@ impl Dedup {
 }
 
 impl Writer {
+    /// Fills the dedup window from the last [`DEDUP_WINDOW_EVENTS`] records.
+    fn refill_dedup(&mut self) -> Result<(), LogError> {
+        let end = self.next_offset;
+        let reader = SledLog::reader_for(&self.blocks, end);
+        let mut ids = Vec::new();
+        for_each_prefetched(reader.read(end.saturating_sub(DEDUP_WINDOW_EVENTS as u64), end)?, |_, r| -> Result<(), LogError> {
+            if let Some(id) = &r.event.event_id {
+                ids.push(Dedup::key(id));
+            }
+            Ok(())
+        })?;
+        for k in ids {
+            self.dedup.insert(k);
+        }
+        self.dedup.trim();
+        Ok(())
+    }
+
     fn run(mut self, rx: mpsc::Receiver<Request>) {
+        let mut refilled = false;
         while let Ok(first) = rx.recv() {
+            if !refilled {
+                if let Err(e) = self.refill_dedup() {
+                    // Without the window, duplicates could land: refuse to append.
+                    tracing::error!(error = %e, "cannot read the log's tail to refill the dedup window");
+                    let _ = first.reply.send(Err(LogError::Flush(format!("reading the log's tail: {e}"))));
+                    continue;
+                }
+                refilled = true;
+            }
             let mut group = vec![first];
             let mut records = group[0].batch.records.len();
             while records < MAX_GROUP_RECORDS {

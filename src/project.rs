@@ -38,7 +38,7 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
-use crate::event::{format_time_us, EventType, FieldKind, FieldValue, Record};
+use crate::event::{EventType, FieldKind, FieldValue, Record};
 use crate::log::{EventLog, LogError};
 
 /// Events one incremental step reads at most. Bounds a step's memory and time; catching
@@ -196,6 +196,8 @@ struct RowBuilder {
     session_id: StringBuilder,
     event_time: TimestampMicrosecondBuilder,
     rows: usize,
+    /// Reused buffer for formatting times.
+    scratch: String,
 }
 
 impl RowBuilder {
@@ -227,13 +229,16 @@ impl RowBuilder {
             session_id: s(),
             event_time: TimestampMicrosecondBuilder::with_capacity(BATCH_ROWS).with_timezone("UTC"),
             rows: 0,
+            scratch: String::with_capacity(32),
         }
     }
 
     fn push(&mut self, offset: u64, r: &Record) {
         debug_assert_eq!(r.event.event_type(), self.event_type);
         self.raw_event.append_value(&r.raw_event);
-        self.timestamp.append_value(format_time_us(r.received_at_us));
+        self.scratch.clear();
+        crate::event::push_time_us(&mut self.scratch, r.received_at_us);
+        self.timestamp.append_value(&self.scratch);
         self.accept.append_option(r.meta.accept.as_deref());
         self.host.append_option(r.meta.host.as_deref());
         self.user_agent.append_option(r.meta.user_agent.as_deref());
@@ -954,14 +959,14 @@ fn write_range(
     let mut outs: Vec<TableOutput> =
         TABLES.iter().zip(dirs).map(|(def, dir)| TableOutput::new(def, dir.clone(), codec, staged)).collect();
     let mut n = 0u64;
-    for item in log.read(from, to)? {
-        let (offset, record) = item?;
+    crate::log::for_each_prefetched(log.read(from, to)?, |offset, record| -> Result<(), ProjectError> {
         outs[record.event.event_type().index()].push(offset, &record)?;
         n += 1;
         if n % 16_384 == 0 {
             progress.inc(16_384);
         }
-    }
+        Ok(())
+    })?;
     progress.inc(n % 16_384);
     if n != to - from {
         return Err(ProjectError::Log(LogError::Corrupt {

@@ -6,7 +6,7 @@
 
 use std::io::Write;
 
-use crate::event::{format_time_us, push_json_str, Record, RejectedEvent};
+use crate::event::{format_time_us, push_json_str, push_time_us, Record, RejectedEvent};
 use crate::log::{EventLog, LogError};
 
 /// Appends the JSON line (with its `\n`) for the record at `offset`.
@@ -36,9 +36,17 @@ pub fn write_line(out: &mut String, offset: u64, r: &Record) {
     opt(out, "event_id", e.event_id.as_deref());
     opt(out, "player_id", e.player_id.as_deref());
     opt(out, "session_id", e.session_id.as_deref());
-    let event_time = e.event_time_us.map(format_time_us);
-    opt(out, "event_time", event_time.as_deref());
-    opt(out, "timestamp", Some(&format_time_us(r.received_at_us)));
+    match e.event_time_us {
+        Some(us) => {
+            out.push_str(",\"event_time\":\"");
+            push_time_us(out, us);
+            out.push('"');
+        }
+        None => out.push_str(",\"event_time\":null"),
+    }
+    out.push_str(",\"timestamp\":\"");
+    push_time_us(out, r.received_at_us);
+    out.push('"');
     opt(out, "accept", r.meta.accept.as_deref());
     opt(out, "host", r.meta.host.as_deref());
     opt(out, "user_agent", r.meta.user_agent.as_deref());
@@ -76,16 +84,22 @@ pub fn write_rejected_line(out: &mut String, seq: u64, r: &RejectedEvent) {
 pub fn replay_to(log: &dyn EventLog, from: u64, to: u64, out: &mut dyn Write) -> Result<u64, ReplayError> {
     let mut buf = String::with_capacity(64 * 1024);
     let mut n = 0u64;
-    for item in log.read(from, to)? {
-        let (offset, record) = item?;
+    let mut reader_gone = false;
+    let result = crate::log::for_each_prefetched(log.read(from, to)?, |offset, record| -> Result<(), ReplayError> {
         write_line(&mut buf, offset, &record);
         n += 1;
         if buf.len() >= 60 * 1024 {
             if !write_all(out, &buf)? {
-                return Ok(n);
+                reader_gone = true;
+                return Err(ReplayError::ReaderGone);
             }
             buf.clear();
         }
+        Ok(())
+    });
+    match result {
+        Err(ReplayError::ReaderGone) if reader_gone => return Ok(n),
+        other => other?,
     }
     write_all(out, &buf)?;
     out.flush().or_else(ignore_broken_pipe)?;
@@ -229,6 +243,8 @@ pub enum ReplayError {
     Io(#[from] std::io::Error),
     #[error("replay to another server: {0}")]
     Send(String),
+    #[error("the reader of the replay went away")]
+    ReaderGone,
 }
 
 #[cfg(test)]
