@@ -253,8 +253,9 @@ pub fn run(cli: Cli) -> Result<()> {
                         );
                     }
                     println!(
-                        "generated {} events (seed {seed}) into {} at offsets {}..{} in {:.2} s ({:.0} events/s), durable",
+                        "generated {} events (seed {seed}; {} bytes of event JSON) into {} at offsets {}..{} in {:.2} s ({:.0} events/s), durable",
                         s.events,
+                        s.json_bytes,
                         data_dir.join("log").display(),
                         s.first_offset,
                         s.end_offset,
@@ -376,7 +377,16 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Sql { query, format } => {
-            let frames = load_frames(&data_dir)?.0;
+            // Load only the tables the query names, without heavy columns it never uses.
+            let skip = sql::skippable_columns(&query);
+            let named = sql::named_tables(&query);
+            let frames = load_frames_with(&data_dir, |files| {
+                let files = report::TableFiles::new(
+                    files.tables.iter().filter(|(t, _)| named.contains(t)).map(|(t, f)| (*t, f.clone())).collect(),
+                );
+                report::load_frames_without(&files, &skip)
+            })?
+            .0;
             let mut df = sql::run_sql(&frames, &query)?;
             let fmt = match format {
                 Format::Table => sql::OutputFormat::Table,
@@ -516,13 +526,9 @@ fn rejected_cmd(data_dir: &Path, from: u64, limit: usize) -> Result<()> {
 
 /// Loads the five tables from one consistent snapshot, retrying if a projector replaced
 /// files between reading the manifest and opening them.
-fn load_frames(data_dir: &Path) -> Result<(report::Frames, u64)> {
-    load_frames_with(data_dir, report::load_frames)
-}
-
 fn load_frames_with(
     data_dir: &Path,
-    load: fn(&report::TableFiles) -> Result<report::Frames, report::ReportError>,
+    load: impl Fn(&report::TableFiles) -> Result<report::Frames, report::ReportError>,
 ) -> Result<(report::Frames, u64)> {
     let mut attempt = 0;
     loop {

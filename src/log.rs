@@ -302,8 +302,14 @@ pub fn decode_block<T: DeserializeOwned>(offset: u64, bytes: &[u8]) -> Result<Ve
     let plain_ref: &[u8] = match bytes[1] {
         CODEC_NONE => payload,
         CODEC_ZSTD => {
-            plain = zstd::bulk::decompress(payload, MAX_DECODED_BLOCK_BYTES)
-                .map_err(|e| corrupt(format!("zstd: {e}")))?;
+            // The frame says its decoded size; allocate exactly that (bounded), not the
+            // maximum, which would cost a huge zeroed allocation per block.
+            let size = match zstd::zstd_safe::get_frame_content_size(payload) {
+                Ok(Some(n)) if n <= MAX_DECODED_BLOCK_BYTES as u64 => n as usize,
+                Ok(Some(n)) => return Err(corrupt(format!("block decodes to {n} bytes, over the limit"))),
+                _ => return Err(corrupt("zstd frame without a content size".into())),
+            };
+            plain = zstd::bulk::decompress(payload, size).map_err(|e| corrupt(format!("zstd: {e}")))?;
             &plain
         }
         c => return Err(corrupt(format!("unknown codec {c}"))),

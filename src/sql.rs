@@ -97,6 +97,49 @@ pub fn run_sql(frames: &Frames, query: &str) -> Result<DataFrame, SqlError> {
     lf.collect().map_err(query_error)
 }
 
+/// Columns worth not loading for `query`: the heavy text columns (`raw_event` and the
+/// request headers) that the query never names, unless it selects `*`. A query can only
+/// use a column by naming it (or through a wildcard), so skipping the rest is safe, and
+/// it keeps a query's memory near that of the columns it reads.
+pub fn skippable_columns(query: &str) -> Vec<&'static str> {
+    let q = query.to_ascii_lowercase();
+    let bytes = q.as_bytes();
+    // A wildcard is a `*` that is not `count(*)`'s.
+    let wildcard = bytes.iter().enumerate().any(|(i, &b)| {
+        b == b'*' && {
+            let before = q[..i].trim_end();
+            let after = q[i + 1..].trim_start();
+            !(before.ends_with('(') && after.starts_with(')'))
+        }
+    });
+    if wildcard || q.contains("natural") {
+        return Vec::new();
+    }
+    let named = |col: &str| {
+        q.match_indices(col).any(|(i, _)| {
+            let ident = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+            !ident(q[..i].chars().next_back()) && !ident(q[i + col.len()..].chars().next())
+        })
+    };
+    crate::report::REPORT_SKIPS.iter().copied().filter(|c| !named(c)).collect()
+}
+
+/// The tables `query` names (as whole words); the others need not be loaded. `SHOW TABLES`
+/// and the like name none and get all five listed, empty.
+pub fn named_tables(query: &str) -> Vec<&'static str> {
+    let q = query.to_ascii_lowercase();
+    TABLE_NAMES
+        .iter()
+        .copied()
+        .filter(|t| {
+            q.match_indices(t).any(|(i, _)| {
+                let ident = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+                !ident(q[..i].chars().next_back()) && !ident(q[i + t.len()..].chars().next())
+            })
+        })
+        .collect()
+}
+
 /// Prints a query result.
 pub fn format_output(df: &mut DataFrame, format: OutputFormat) -> Result<String, SqlError> {
     match format {
@@ -291,6 +334,22 @@ fn format_table(df: &DataFrame) -> PolarsResult<String> {
         let _ = writeln!(out, "({total} {})", if total == 1 { "row" } else { "rows" });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod skip_tests {
+    use super::skippable_columns;
+
+    #[test]
+    fn skips_only_unnamed_heavy_columns() {
+        assert_eq!(skippable_columns("SELECT count(*) FROM transactions"), ["raw_event", "accept", "host", "user_agent"]);
+        assert!(skippable_columns("SELECT * FROM transactions").is_empty());
+        assert!(skippable_columns("SELECT t.* FROM transactions t").is_empty());
+        assert_eq!(skippable_columns("SELECT raw_event, host FROM quests"), ["accept", "user_agent"]);
+        assert_eq!(skippable_columns("SELECT hostname_x FROM quests"), ["raw_event", "accept", "host", "user_agent"]);
+        assert_eq!(super::named_tables("SELECT * FROM quests q JOIN take_damage d ON q.player_id = d.player_id"), ["quests", "take_damage"]);
+        assert!(super::named_tables("SELECT 1 AS quests_x").is_empty());
+    }
 }
 
 #[cfg(test)]

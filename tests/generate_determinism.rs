@@ -7,7 +7,7 @@ use common::*;
 fn generate_and_replay(seed: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let out = questlog_ok(dir.path(), &["generate", "--seed", seed, "--events", "20000"]);
-    assert!(out.contains("generated 20000 events"), "{out}");
+    assert!(out.contains("generated 20000 events (seed"), "{out}");
     questlog_ok(dir.path(), &["replay", "--from", "0"])
 }
 

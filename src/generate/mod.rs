@@ -58,6 +58,8 @@ pub struct DirectSummary {
     pub first_offset: u64,
     pub end_offset: u64,
     pub seconds: f64,
+    /// Bytes of the events' JSON (their `raw_event`s), to compare the log's size with.
+    pub json_bytes: u64,
 }
 
 /// Appends `events` events of `world` to `log`, pipelined, and returns once all are durable.
@@ -68,6 +70,7 @@ pub fn generate_into_log(log: &dyn EventLog, world: &mut World, events: u64, pro
     let mut first_offset = None;
     let mut end_offset = log.durable_end();
     let mut left = events;
+    let mut json_bytes = 0u64;
     let mut duplicates = 0u64;
     let mut settle = |p: Pending, first_offset: &mut Option<u64>, end_offset: &mut u64| -> Result<(), LogError> {
         let a = p.wait()?;
@@ -80,6 +83,7 @@ pub fn generate_into_log(log: &dyn EventLog, world: &mut World, events: u64, pro
     while left > 0 {
         let n = left.min(DIRECT_CHUNK_EVENTS as u64) as usize;
         let records: Vec<Record> = (0..n).map(|_| direct_record(world.next_event(), &meta)).collect();
+        json_bytes += records.iter().map(|r| r.raw_event.len() as u64).sum::<u64>();
         left -= n as u64;
         if window.len() == DIRECT_WINDOW {
             let p = window.pop_front().expect("window is full");
@@ -96,6 +100,7 @@ pub fn generate_into_log(log: &dyn EventLog, world: &mut World, events: u64, pro
         first_offset: first_offset.unwrap_or(end_offset),
         end_offset,
         seconds: started.elapsed().as_secs_f64(),
+        json_bytes,
     })
 }
 
