@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use arrow::util::display::{ArrayFormatter, FormatOptions};
@@ -397,7 +396,7 @@ fn hash_rows(files: &[PathBuf], rows: u64) -> Result<Stream, CheckError> {
     let options = FormatOptions::default().with_null("∅");
     let mut line = String::new();
     for path in files {
-        let file = File::open(path).map_err(run_err)?;
+        let file = project::open_table_file(path).map_err(run_err)?;
         let reader = ParquetRecordBatchReaderBuilder::try_new(file).and_then(|b| b.build()).map_err(run_err)?;
         for batch in reader {
             let batch = batch.map_err(run_err)?;

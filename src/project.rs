@@ -992,6 +992,23 @@ fn compaction_run(files: &[FileEntry]) -> Option<std::ops::Range<usize>> {
     (files.len() - start >= COMPACT_FANIN).then_some(start..files.len())
 }
 
+/// Opens a file listed in a manifest. Just after a commit, a listed file may still have its
+/// staged name (its content is already final): look there too, and once more under the
+/// final name in case the rename happened in between. `NotFound` means it is gone (merged
+/// away): take a new snapshot.
+pub fn open_table_file(path: &Path) -> std::io::Result<File> {
+    match File::open(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let staged = path.file_name().map(|n| path.with_file_name(staged_name(&n.to_string_lossy())));
+            match staged.map(File::open) {
+                Some(Ok(f)) => Ok(f),
+                _ => File::open(path),
+            }
+        }
+        other => other,
+    }
+}
+
 /// A consistent view of the published tables for readers in any process: the offset and
 /// the absolute path of every file, taken from one manifest of one generation.
 #[derive(Clone, Debug)]

@@ -277,7 +277,7 @@ pub fn load_frames_without(files: &TableFiles, skip: &[&str]) -> Result<Frames, 
     for (table, paths) in &files.tables {
         let mut handles = Vec::with_capacity(paths.len());
         for path in paths {
-            match File::open(path) {
+            match crate::project::open_table_file(path) {
                 Ok(file) => handles.push((path, file)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     return Err(ReportError::FileVanished(path.clone()));

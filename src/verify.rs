@@ -5,7 +5,6 @@
 //!
 //! Invariant: verify only reads the data dir (its scratch rebuild lives in a temp dir).
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use arrow::record_batch::RecordBatch;
@@ -139,7 +138,7 @@ impl Rows<'_> {
             }
             let Some(path) = self.files.next() else { return Ok(None) };
             let unreadable = |reason: String| VerifyError::Unreadable { table: self.table, path: path.clone(), reason };
-            let file = File::open(path).map_err(|e| unreadable(e.to_string()))?;
+            let file = project::open_table_file(path).map_err(|e| unreadable(e.to_string()))?;
             let reader = ParquetRecordBatchReaderBuilder::try_new(file)
                 .and_then(|b| b.with_batch_size(COMPARE_BATCH_ROWS).build())
                 .map_err(|e| unreadable(e.to_string()))?;
