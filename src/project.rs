@@ -351,11 +351,18 @@ struct FileWriter {
     last_offset: u64,
 }
 
+/// Columns whose values are (nearly) all distinct: a dictionary never pays off for them,
+/// and building one costs a hash per value before the writer falls back to plain encoding.
+const NO_DICTIONARY: [&str; 4] = ["raw_event", "event_id", "timestamp", "log_offset"];
+
 fn writer_props(codec: Codec) -> WriterProperties {
-    WriterProperties::builder()
+    let mut b = WriterProperties::builder()
         .set_compression(codec.parquet())
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .build()
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
+    for col in NO_DICTIONARY {
+        b = b.set_column_dictionary_enabled(parquet::schema::types::ColumnPath::from(col), false);
+    }
+    b.build()
 }
 
 impl FileWriter {
