@@ -62,10 +62,39 @@ const ROUTE_METRICS: usize = 3;
 const ROUTE_REJECTED: usize = 4;
 const ROUTE_REPLAY: usize = 5;
 
+/// Most open connections. Each costs a task, buffers (tens of KiB) and a file descriptor;
+/// 1,024 is well under the default descriptor limit and far above what the 64-connection
+/// load tests use. Past it a connection is answered 503 and closed at once.
+pub const MAX_CONNECTIONS: usize = 1_024;
+/// Time a client has to send a request's headers (and an idle keep-alive connection to
+/// start its next request): slow or stalled clients (slowloris) are cut off after it.
+pub const HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+/// Time a client has to send a request's body once its headers are in.
+pub const BODY_READ_TIMEOUT_MS: u64 = 30_000;
+
+/// Connection limits of a server; the defaults are the constants above.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub header_read_timeout_ms: u64,
+    pub body_read_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: MAX_CONNECTIONS,
+            header_read_timeout_ms: HEADER_READ_TIMEOUT_MS,
+            body_read_timeout_ms: BODY_READ_TIMEOUT_MS,
+        }
+    }
+}
+
 /// What every handler shares.
 pub struct AppState {
     pub log: Arc<dyn EventLog>,
     pub metrics: Arc<Metrics>,
+    pub limits: Limits,
 }
 
 /// Why a request failed as a whole. Mapped to a status in [`ApiError::status`] only.
@@ -79,6 +108,8 @@ pub enum ApiError {
     TooManyEvents,
     #[error("event {index} is {size} bytes, over the limit of {MAX_EVENT_BYTES} bytes")]
     EventTooLarge { index: usize, size: usize },
+    #[error("the request body did not arrive within {0} ms")]
+    BodyTimeout(u64),
     #[error("unsupported Content-Encoding `{0}`: send identity or gzip")]
     UnsupportedEncoding(String),
     #[error("unreadable body: {0}")]
@@ -104,6 +135,7 @@ impl ApiError {
             ApiError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unreadable(_) | ApiError::BadQuery(_) => StatusCode::BAD_REQUEST,
             ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Busy | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -158,12 +190,90 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 /// Serves the API on `listener` until `shutdown` resolves, then lets in-flight requests
 /// finish (their appends complete and are answered) before returning.
+///
+/// Each connection has [`Limits::header_read_timeout_ms`] to send its headers; past
+/// [`Limits::max_connections`] open connections a new one gets a 503 and is closed.
 pub async fn run(
     listener: TcpListener,
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    use std::sync::atomic::Ordering;
+
+    let limits = state.limits;
+    let metrics = state.metrics.clone();
+    let app = router(state);
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let (close_tx, close_rx) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        while connections.try_join_next().is_some() {}
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            metrics.connections_refused_total.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(refuse(stream, limits.max_connections));
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let mut close = close_rx.clone();
+        let metrics = metrics.clone();
+        connections.spawn(async move {
+            let _permit = permit;
+            metrics.connections_open.fetch_add(1, Ordering::Relaxed);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_millis(limits.header_read_timeout_ms))
+                .serve_connection(TokioIo::new(stream), service);
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = async {
+                    loop {
+                        if *close.borrow_and_update() {
+                            break;
+                        }
+                        if close.changed().await.is_err() {
+                            break;
+                        }
+                    }
+                } => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+            metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+    drop(listener);
+    let _ = close_tx.send(true);
+    while connections.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Answers a connection over the limit with a 503 and closes it, without waiting long.
+async fn refuse(mut stream: tokio::net::TcpStream, limit: usize) {
+    use tokio::io::AsyncWriteExt;
+    let body = format!("{{\"error\":\"too many connections (limit {limit}); retry shortly\"}}");
+    let resp = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), stream.write_all(resp.as_bytes())).await;
 }
 
 fn now_us() -> i64 {
@@ -291,14 +401,17 @@ async fn ingest(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bo
     finish(&state, ROUTE_EVENTS, started, resp)
 }
 
-async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+async fn read_body(headers: &HeaderMap, body: Body, body_timeout_ms: u64) -> Result<Bytes, ApiError> {
     if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
         if len > MAX_BODY_BYTES as u64 {
             return Err(ApiError::BodyTooLarge);
         }
     }
     let limited = http_body_util::Limited::new(body, MAX_BODY_BYTES);
-    let wire = match limited.collect().await {
+    let collected = tokio::time::timeout(std::time::Duration::from_millis(body_timeout_ms), limited.collect())
+        .await
+        .map_err(|_| ApiError::BodyTimeout(body_timeout_ms))?;
+    let wire = match collected {
         Ok(c) => c.to_bytes(),
         Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return Err(ApiError::BodyTooLarge),
         Err(e) => return Err(ApiError::Unreadable(format!("reading the body failed: {e}"))),
@@ -324,7 +437,7 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
 
 async fn ingest_inner(state: &AppState, headers: &HeaderMap, body: Body) -> Result<serde_json::Value, ApiError> {
     let meta = request_meta(headers);
-    let body = read_body(headers, body).await?;
+    let body = read_body(headers, body, state.limits.body_read_timeout_ms).await?;
     let now = now_us();
     let text = match std::str::from_utf8(&body) {
         Ok(t) => t,

@@ -65,6 +65,15 @@ pub enum Command {
         /// Parquet compression: snappy, zstd or none.
         #[arg(long, default_value = "snappy")]
         compression: String,
+        /// Most open HTTP connections; more are answered 503 and closed.
+        #[arg(long, default_value_t = api::MAX_CONNECTIONS)]
+        max_connections: usize,
+        /// Milliseconds a client has to send a request's headers.
+        #[arg(long, default_value_t = api::HEADER_READ_TIMEOUT_MS)]
+        header_read_timeout_ms: u64,
+        /// Milliseconds a client has to send a request's body.
+        #[arg(long, default_value_t = api::BODY_READ_TIMEOUT_MS)]
+        body_read_timeout_ms: u64,
     },
     /// Make seeded, reproducible game traffic: into the log, or over HTTP with --url.
     Generate {
@@ -210,9 +219,13 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 pub fn run(cli: Cli) -> Result<()> {
     let data_dir = cli.data_dir;
     match cli.command {
-        Command::Serve { listen, project_interval_ms, compression } => {
+        Command::Serve { listen, project_interval_ms, compression, max_connections, header_read_timeout_ms, body_read_timeout_ms } => {
             let codec = Codec::parse(&compression)?;
-            runtime()?.block_on(serve(&data_dir, &listen, project_interval_ms, codec, shutdown_signal()))
+            if max_connections == 0 || header_read_timeout_ms == 0 || body_read_timeout_ms == 0 {
+                bail!("--max-connections and the timeouts must be at least 1");
+            }
+            let limits = api::Limits { max_connections, header_read_timeout_ms, body_read_timeout_ms };
+            runtime()?.block_on(serve(&data_dir, &listen, project_interval_ms, codec, limits, shutdown_signal()))
         }
         Command::Quickstart { listen, seed, events, exit } => runtime()?.block_on(quickstart(&data_dir, &listen, seed, events, exit)),
         Command::Generate { seed, events, players, start_time, url, rate, concurrency, batch } => {
@@ -576,6 +589,7 @@ pub async fn shutdown_signal() {
 
 /// A running server's parts, for `serve` and `quickstart`.
 struct Server {
+    limits: api::Limits,
     log: Arc<SledLog>,
     metrics: Arc<Metrics>,
     addr: SocketAddr,
@@ -601,12 +615,12 @@ async fn start_server(data_dir: &Path, listen: &str, interval_ms: u64, codec: Co
     let projector = Continuous::start(projector, dyn_log, metrics.clone(), interval_ms);
     let info = serde_json::json!({ "addr": addr.to_string(), "pid": std::process::id() });
     std::fs::write(data_dir.join(SERVER_FILE), info.to_string()).context("writing serve.json")?;
-    Ok((Server { log, metrics, addr, projector, data_dir: data_dir.to_path_buf() }, listener))
+    Ok((Server { limits: api::Limits::default(), log, metrics, addr, projector, data_dir: data_dir.to_path_buf() }, listener))
 }
 
 impl Server {
     fn state(&self) -> Arc<AppState> {
-        Arc::new(AppState { log: self.log.clone(), metrics: self.metrics.clone() })
+        Arc::new(AppState { log: self.log.clone(), metrics: self.metrics.clone(), limits: self.limits })
     }
 
     /// Stops projection (after a last step) and closes the log.
@@ -619,8 +633,16 @@ impl Server {
     }
 }
 
-async fn serve(data_dir: &Path, listen: &str, interval_ms: u64, codec: Codec, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<()> {
-    let (server, listener) = start_server(data_dir, listen, interval_ms, codec, false).await?;
+async fn serve(
+    data_dir: &Path,
+    listen: &str,
+    interval_ms: u64,
+    codec: Codec,
+    limits: api::Limits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let (mut server, listener) = start_server(data_dir, listen, interval_ms, codec, false).await?;
+    server.limits = limits;
     println!("questlog serving on http://{} (data in {})", server.addr, data_dir.display());
     std::io::stdout().flush().ok();
     tracing::info!(addr = %server.addr, log_end_offset = server.log.durable_end(), "serving");

@@ -14,7 +14,7 @@ use crate::log::{LogStats, FLUSH_BATCH_BUCKETS};
 pub const ROUTES: [&str; 6] = ["events", "seed_style", "healthz", "metrics", "rejected", "replay"];
 
 /// HTTP status classes counted per route.
-const STATUSES: [u16; 9] = [200, 400, 401, 404, 413, 415, 429, 503, 500];
+const STATUSES: [u16; 10] = [200, 400, 401, 404, 408, 413, 415, 429, 503, 500];
 
 /// Upper bounds (seconds) of the request latency histogram.
 pub const LATENCY_BUCKETS_SECONDS: [f64; 12] =
@@ -44,6 +44,10 @@ pub struct Metrics {
     pub projected_offset: AtomicU64,
     pub projection_steps_total: AtomicU64,
     pub projection_errors_total: AtomicU64,
+    /// Connections turned away at the connection limit.
+    pub connections_refused_total: AtomicU64,
+    /// Connections open now.
+    pub connections_open: AtomicU64,
 }
 
 /// Names of the request limits counted in `questlog_requests_over_limit_total`.
@@ -165,6 +169,10 @@ impl Metrics {
         let _ = writeln!(o, "questlog_projection_steps_total {}", ld(&self.projection_steps_total));
         header(&mut o, "questlog_projection_errors_total", "counter", "Projection steps that failed (retried next interval).");
         let _ = writeln!(o, "questlog_projection_errors_total {}", ld(&self.projection_errors_total));
+        header(&mut o, "questlog_connections_open", "gauge", "HTTP connections open now.");
+        let _ = writeln!(o, "questlog_connections_open {}", ld(&self.connections_open));
+        header(&mut o, "questlog_connections_refused_total", "counter", "Connections answered 503 and closed at the connection limit.");
+        let _ = writeln!(o, "questlog_connections_refused_total {}", ld(&self.connections_refused_total));
         o
     }
 }
