@@ -110,6 +110,8 @@ pub enum ApiError {
     EventTooLarge { index: usize, size: usize },
     #[error("the request body did not arrive within {0} ms")]
     BodyTimeout(u64),
+    #[error("unsupported Content-Type `{0}`: send application/json (one event or an array) or application/x-ndjson (e.g. curl -H 'Content-Type: application/json')")]
+    UnsupportedMediaType(String),
     #[error("unsupported Content-Encoding `{0}`: send identity or gzip")]
     UnsupportedEncoding(String),
     #[error("unreadable body: {0}")]
@@ -132,7 +134,7 @@ impl ApiError {
             | ApiError::DecompressedTooLarge
             | ApiError::TooManyEvents
             | ApiError::EventTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::UnsupportedEncoding(_) | ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unreadable(_) | ApiError::BadQuery(_) => StatusCode::BAD_REQUEST,
             ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -435,7 +437,27 @@ async fn read_body(headers: &HeaderMap, body: Body, body_timeout_ms: u64) -> Res
     }
 }
 
+/// The body formats `/v1/events` reads, by `Content-Type` (none means JSON).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum BodyFormat {
+    Json,
+    Ndjson,
+}
+
+fn body_format(headers: &HeaderMap) -> Result<BodyFormat, ApiError> {
+    let Some(ct) = headers.get(header::CONTENT_TYPE) else { return Ok(BodyFormat::Json) };
+    let ct = String::from_utf8_lossy(ct.as_bytes()).to_ascii_lowercase();
+    let mime = ct.split(';').next().unwrap_or("").trim();
+    match mime {
+        "application/x-ndjson" | "application/ndjson" | "application/jsonlines" | "application/x-jsonlines" => Ok(BodyFormat::Ndjson),
+        "" | "application/json" | "text/json" | "text/plain" => Ok(BodyFormat::Json),
+        m if m.starts_with("application/") && m.ends_with("+json") => Ok(BodyFormat::Json),
+        other => Err(ApiError::UnsupportedMediaType(other.chars().take(64).collect())),
+    }
+}
+
 async fn ingest_inner(state: &AppState, headers: &HeaderMap, body: Body) -> Result<serde_json::Value, ApiError> {
+    let format = body_format(headers)?;
     let meta = request_meta(headers);
     let body = read_body(headers, body, state.limits.body_read_timeout_ms).await?;
     let now = now_us();
@@ -447,17 +469,8 @@ async fn ingest_inner(state: &AppState, headers: &HeaderMap, body: Body) -> Resu
             return Err(err);
         }
     };
-    let is_ndjson = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            let v = v.to_ascii_lowercase();
-            v.starts_with("application/x-ndjson") || v.starts_with("application/ndjson") || v.starts_with("application/jsonlines")
-        })
-        .unwrap_or(false);
-
     let mut out;
-    if is_ndjson {
+    if format == BodyFormat::Ndjson {
         let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
         if lines.len() > MAX_EVENTS_PER_REQUEST {
             return Err(ApiError::TooManyEvents);

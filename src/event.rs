@@ -735,12 +735,17 @@ fn check_integer(name: &str, kind: FieldKind, v: &Value) -> Result<i64, Rejectio
             format!("field `{name}` is {n}, beyond the INT64 range; expected {}", kind.expected()),
         ));
     }
-    // A float: a fraction or an exponent form; integers only here.
+    // A float: a fraction, an exponent form, or an integer too long for 64 bits.
     match n.as_f64() {
         Some(f) if !f.is_finite() => Err(Rejection::new(
             RejectReason::NonFinite,
             Some(name),
             format!("field `{name}` is not a finite number; expected {}", kind.expected()),
+        )),
+        Some(f) if f.fract() == 0.0 && f.abs() >= 9.2e18 => Err(Rejection::new(
+            if f < 0.0 { RejectReason::Negative } else { RejectReason::OutOfRange },
+            Some(name),
+            format!("field `{name}` is {n}, beyond the INT64 range; expected {}", kind.expected()),
         )),
         _ => Err(Rejection::new(
             RejectReason::WrongType,

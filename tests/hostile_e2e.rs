@@ -97,3 +97,38 @@ fn connections_over_the_limit_get_503_and_the_server_recovers() {
     assert!(!metrics.contains("questlog_connections_refused_total 0\n"), "refusals are counted");
     server.stop();
 }
+
+#[test]
+fn wrong_content_types_deep_nesting_and_bad_bytes_get_4xx() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let event = br#"{"event_type":"join_guild","guild_id":1,"name":"x"}"#;
+    for ct in ["application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "application/xml"] {
+        let r = server.post("/v1/events", &[("Content-Type", ct)], event);
+        assert_eq!(r.status, 415, "{ct}: {}", r.text());
+        assert!(r.json()["error"].as_str().unwrap().contains("application/json"));
+    }
+    for ct in ["application/json; charset=utf-8", "text/plain", "application/vnd.game+json"] {
+        assert_eq!(server.post("/v1/events", &[("Content-Type", ct)], event).status, 200, "{ct}");
+    }
+    // Deep nesting, up to the body limit: refused (unreadable, or an array that is not an
+    // event), nothing accepted, no crash.
+    for depth in [10_000, 7_000_000] {
+        let deep = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let r = server.post("/v1/events", &[], deep.as_bytes());
+        assert!(matches!(r.status, 400 | 413) || (r.status == 200 && r.json()["accepted"] == 0), "depth {depth}: {} {}", r.status, r.text());
+    }
+    let deep_field = format!(r#"{{"event_type":"join_guild","guild_id":1,"name":"x","extra":{}1{}}}"#, "[".repeat(5_000), "]".repeat(5_000));
+    let r = server.post("/v1/events", &[], format!("[{deep_field}]").as_bytes());
+    assert!(r.status == 400 || r.json()["rejected"][0]["reason"] == "malformed_json", "{}", r.text());
+    // Huge numbers and invalid UTF-8 inside an otherwise fine array.
+    let r = server.post("/v1/events", &[], br#"[{"event_type":"join_guild","guild_id":123456789012345678901234567890,"name":"x"}]"#);
+    assert_eq!(r.json()["rejected"][0]["reason"], "out_of_range", "{}", r.text());
+    let mut bad = b"[{\"event_type\":\"join_guild\",\"guild_id\":1,\"name\":\"".to_vec();
+    bad.extend_from_slice(&[0xc3, 0x28]);
+    bad.extend_from_slice(b"\"}]");
+    assert_eq!(server.post("/v1/events", &[], &bad).status, 400);
+    assert_eq!(server.get("/healthz").status, 200, "still serving");
+    server.stop();
+    assert_eq!(replay_lines(dir.path()).len(), 3);
+}
