@@ -205,6 +205,18 @@ PY
   } >>"$table"
 fi
 
+if [ "$smoke" = 0 ] && command -v cargo >/dev/null; then
+  echo "== criterion: the hot functions" >&2
+  (cd "$root" && cargo bench --bench hot -- --warm-up-time 1 --measurement-time 3) >"$work/criterion.txt" 2>&1 || {
+    tail -20 "$work/criterion.txt" >&2; exit 1; }
+  {
+    echo
+    echo "| criterion (cargo bench --bench hot) | time per iteration |"
+    echo "|---|---:|"
+    python3 "$here/criterion_table.py" "$work/criterion.txt"
+  } >>"$table"
+fi
+
 {
   echo "Machine: $(cat "$work/machine.txt")"
   echo "Command: benches/run.sh $([ "$smoke" = 1 ] && echo --smoke) --sizes \"$sizes\"$([ "$baseline" = 0 ] && echo ' --no-baseline')"
