@@ -352,7 +352,12 @@ pub fn run(cli: Cli) -> Result<()> {
                 log.close()?;
                 return Ok(());
             }
-            let mut projector = Projector::open(&data_dir, codec)?.with_step_events(step_events);
+            let mut projector = if rebuild {
+                Projector::open_for_rebuild(&data_dir, codec)?
+            } else {
+                Projector::open(&data_dir, codec)?
+            }
+            .with_step_events(step_events);
             let summary = if rebuild {
                 projector.rebuild(log.as_ref(), to.unwrap_or(u64::MAX), &pb)?
             } else {

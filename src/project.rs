@@ -108,6 +108,8 @@ pub enum ProjectError {
     Manifest { path: PathBuf, reason: String },
     #[error("table file {path} is listed in the manifest but missing; run `questlog project --rebuild`")]
     Missing { path: PathBuf },
+    #[error("table file {path} is damaged: {reason}; run `questlog project --rebuild` to rebuild the tables from the log")]
+    Damaged { path: PathBuf, reason: String },
     #[error("unknown compression `{0}`: use snappy, zstd or none")]
     BadCompression(String),
 }
@@ -577,6 +579,12 @@ impl LocalTables {
     /// recovers from a crash: finishes a committed step's renames and removes files no
     /// manifest lists.
     pub fn open(data_dir: &Path, codec: Codec) -> Result<LocalTables, ProjectError> {
+        LocalTables::open_checked(data_dir, codec, true)
+    }
+
+    /// Opens the tables; with `check` false, missing or damaged files of the live
+    /// generation are not errors (a rebuild is about to replace them).
+    pub fn open_checked(data_dir: &Path, codec: Codec, check: bool) -> Result<LocalTables, ProjectError> {
         fs::create_dir_all(data_dir).map_err(io_err(format!("creating {}", data_dir.display())))?;
         let link = data_dir.join(TABLES_LINK);
         let gen_dir = match fs::read_link(&link) {
@@ -590,11 +598,11 @@ impl LocalTables {
         };
         let manifest = Manifest::load(&gen_dir.join(MANIFEST))?;
         let tables = LocalTables { data_dir: data_dir.to_path_buf(), gen_dir, manifest };
-        tables.recover()?;
+        tables.recover(check)?;
         Ok(tables)
     }
 
-    fn recover(&self) -> Result<(), ProjectError> {
+    fn recover(&self, check: bool) -> Result<(), ProjectError> {
         for (def, files) in TABLES.iter().zip(&self.manifest.tables) {
             let dir = self.gen_dir.join(def.location);
             fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
@@ -604,9 +612,12 @@ impl LocalTables {
                     let staged = dir.join(staged_name(&f.name));
                     if staged.exists() {
                         fs::rename(&staged, &path).map_err(io_err(format!("finishing {}", path.display())))?;
-                    } else {
+                    } else if check {
                         return Err(ProjectError::Missing { path });
                     }
+                }
+                if check {
+                    check_file(&path, f)?;
                 }
             }
             // Anything of ours the manifest does not list is left over from a step that
@@ -647,6 +658,29 @@ impl LocalTables {
     pub fn dir(&self) -> &Path {
         &self.gen_dir
     }
+}
+
+/// A cheap start-up check of a table file: the size the manifest recorded and Parquet's
+/// magic bytes at both ends. It catches truncated, extended or replaced files; `verify`
+/// compares every row with the log.
+fn check_file(path: &Path, entry: &FileEntry) -> Result<(), ProjectError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let damaged = |reason: String| ProjectError::Damaged { path: path.to_path_buf(), reason };
+    let mut f = File::open(path).map_err(io_err(format!("opening {}", path.display())))?;
+    let len = f.metadata().map_err(io_err(format!("stat {}", path.display())))?.len();
+    if len != entry.bytes {
+        return Err(damaged(format!("it is {len} bytes, the manifest recorded {}", entry.bytes)));
+    }
+    let mut head = [0u8; 4];
+    let mut tail = [0u8; 4];
+    let read = f
+        .read_exact(&mut head)
+        .and_then(|_| f.seek(SeekFrom::End(-4)))
+        .and_then(|_| f.read_exact(&mut tail));
+    if read.is_err() || &head != b"PAR1" || &tail != b"PAR1" {
+        return Err(damaged("it does not start and end with Parquet's magic bytes".into()));
+    }
+    Ok(())
 }
 
 fn create_generation(dir: &Path, manifest: &Manifest) -> Result<(), ProjectError> {
@@ -715,6 +749,12 @@ impl Projector {
     /// written from now on.
     pub fn open(data_dir: &Path, codec: Codec) -> Result<Projector, ProjectError> {
         Ok(Projector { tables: LocalTables::open(data_dir, codec)?, codec, step_events: MAX_STEP_EVENTS })
+    }
+
+    /// Opens for [`Projector::rebuild`] only: the live tables may be missing files or
+    /// damaged, since the rebuild replaces them all.
+    pub fn open_for_rebuild(data_dir: &Path, codec: Codec) -> Result<Projector, ProjectError> {
+        Ok(Projector { tables: LocalTables::open_checked(data_dir, codec, false)?, codec, step_events: MAX_STEP_EVENTS })
     }
 
     /// Caps the events of one step (at most [`MAX_STEP_EVENTS`]); smaller steps publish

@@ -171,3 +171,24 @@ fn time_travel_builds_tables_and_reports_as_of_an_offset() {
     assert!(std::fs::read(r.join("report.md")).unwrap() == std::fs::read(r2.join("report.md")).unwrap());
     assert!(!questlog(d, &["project", "--rebuild", "--to", "99999", "--out", d.join("x").to_str().unwrap()]).status.success());
 }
+
+#[test]
+fn a_damaged_table_file_is_named_at_start_up_and_a_rebuild_repairs_it() {
+    let d = tempfile::tempdir().unwrap();
+    let d = d.path();
+    questlog_ok(d, &["generate", "--seed", "12", "--events", "4000"]);
+    questlog_ok(d, &["project"]);
+    let dir = d.join("tables/quest_accept");
+    let file = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|e| e == "parquet")).unwrap();
+    let len = std::fs::metadata(&file).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&file).unwrap().set_len(len - 100).unwrap();
+    for args in [&["project"][..], &["serve", "--listen", "127.0.0.1:0"][..]] {
+        let out = questlog(d, args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} started on a damaged table");
+        assert!(stderr.contains("is damaged") && stderr.contains(file.file_name().unwrap().to_str().unwrap()), "{args:?}: {stderr}");
+    }
+    // The log is the truth: a rebuild replaces the damaged generation.
+    assert!(questlog_ok(d, &["project", "--rebuild"]).contains("projected 4000 events"));
+    assert!(questlog_ok(d, &["verify"]).starts_with("ok:"));
+}
