@@ -11,7 +11,7 @@ const EVENT: &str = r#"{"event_type":"buy_asset","store_id":3,"item_name":"Oak L
 
 fn records(n: usize) -> Vec<Record> {
     let mut world = World::new(WorldConfig { seed: 1, players: 1_000, start_time_us: 1_767_225_600_000_000 });
-    let meta = RequestMeta { accept: Some("*/*".into()), host: Some("127.0.0.1:8080".into()), user_agent: Some("bench".into()) };
+    let meta = RequestMeta { accept: Some("*/*".into()), host: Some("127.0.0.1:8080".into()), user_agent: Some("bench".into()), app: None };
     (0..n).map(|_| direct_record(world.next_event(), &meta)).collect()
 }
 

@@ -95,6 +95,43 @@ pub struct AppState {
     pub log: Arc<dyn EventLog>,
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
+    /// API keys; `None` serves everyone (the default).
+    pub keys: Option<Arc<crate::auth::ApiKeys>>,
+}
+
+impl AppState {
+    /// The app of the request's key, when keys are configured; 401 otherwise.
+    fn app(&self, headers: &HeaderMap) -> Result<Option<&crate::auth::App>, ApiError> {
+        let Some(keys) = &self.keys else { return Ok(None) };
+        keys.app(headers).map(Some).map_err(|d| self.denied(d))
+    }
+
+    /// Takes `events` from the app's rate budget; 429 when over it.
+    fn charge(&self, app: Option<&crate::auth::App>, events: u64) -> Result<(), ApiError> {
+        match app {
+            Some(app) => app.take(events).map_err(|d| self.denied(d)),
+            None => Ok(()),
+        }
+    }
+
+    fn denied(&self, d: crate::auth::Denied) -> ApiError {
+        use crate::auth::Denied;
+        use std::sync::atomic::Ordering;
+        match d {
+            Denied::Missing | Denied::Unknown => {
+                self.metrics.unauthorized_total.fetch_add(1, Ordering::Relaxed);
+                ApiError::Unauthorized(if d == Denied::Missing {
+                    "missing API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`"
+                } else {
+                    "unknown API key"
+                })
+            }
+            Denied::RateLimited { retry_after_s } => {
+                self.metrics.rate_limited_total.fetch_add(1, Ordering::Relaxed);
+                ApiError::RateLimited(retry_after_s)
+            }
+        }
+    }
 }
 
 /// Why a request failed as a whole. Mapped to a status in [`ApiError::status`] only.
@@ -108,6 +145,10 @@ pub enum ApiError {
     TooManyEvents,
     #[error("event {index} is {size} bytes, over the limit of {MAX_EVENT_BYTES} bytes")]
     EventTooLarge { index: usize, size: usize },
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("over this API key's event rate; retry after {0} s")]
+    RateLimited(u64),
     #[error("the request body did not arrive within {0} ms")]
     BodyTimeout(u64),
     #[error("unsupported Content-Type `{0}`: send application/json (one event or an array) or application/x-ndjson (e.g. curl -H 'Content-Type: application/json')")]
@@ -138,6 +179,8 @@ impl ApiError {
             ApiError::Unreadable(_) | ApiError::BadQuery(_) => StatusCode::BAD_REQUEST,
             ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Busy | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -167,8 +210,17 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let body = serde_json::json!({ "error": self.to_string(), "accepted": 0 });
         let mut resp = (status, json_headers(), body.to_string()).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        match &self {
+            ApiError::Busy | ApiError::Unavailable(_) => {
+                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ApiError::RateLimited(s) => {
+                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*s));
+            }
+            ApiError::Unauthorized(_) => {
+                resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
         }
         resp
     }
@@ -286,7 +338,7 @@ fn request_meta(headers: &HeaderMap) -> RequestMeta {
     let get = |name: header::HeaderName| {
         headers.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).chars().take(event::MAX_STRING_BYTES).collect())
     };
-    RequestMeta { accept: get(header::ACCEPT), host: get(header::HOST), user_agent: get(header::USER_AGENT) }
+    RequestMeta { accept: get(header::ACCEPT), host: get(header::HOST), user_agent: get(header::USER_AGENT), app: None }
 }
 
 fn finish(state: &AppState, route: usize, started: Instant, resp: Response) -> Response {
@@ -457,8 +509,10 @@ fn body_format(headers: &HeaderMap) -> Result<BodyFormat, ApiError> {
 }
 
 async fn ingest_inner(state: &AppState, headers: &HeaderMap, body: Body) -> Result<serde_json::Value, ApiError> {
+    let app = state.app(headers)?;
     let format = body_format(headers)?;
-    let meta = request_meta(headers);
+    let mut meta = request_meta(headers);
+    meta.app = app.map(|a| a.name.clone());
     let body = read_body(headers, body, state.limits.body_read_timeout_ms).await?;
     let now = now_us();
     let text = match std::str::from_utf8(&body) {
@@ -476,6 +530,7 @@ async fn ingest_inner(state: &AppState, headers: &HeaderMap, body: Body) -> Resu
             return Err(ApiError::TooManyEvents);
         }
         check_sizes(lines.iter().copied())?;
+        state.charge(app, lines.len() as u64)?;
         out = Outcome::new(lines.len());
         for (i, line) in lines.iter().enumerate() {
             out.take(state, i, line, event::validate_json(line), now, &meta);
@@ -493,6 +548,7 @@ async fn ingest_inner(state: &AppState, headers: &HeaderMap, body: Body) -> Resu
                 }
             };
             check_sizes(items.iter().map(|r| r.get()))?;
+            state.charge(app, items.len() as u64)?;
             out = Outcome::new(items.len());
             for (i, raw) in items.iter().enumerate() {
                 out.take(state, i, raw.get(), event::validate_json(raw.get()), now, &meta);
@@ -504,6 +560,7 @@ async fn ingest_inner(state: &AppState, headers: &HeaderMap, body: Body) -> Resu
                 keep_unreadable(state, &body, &meta, &err).await;
                 return Err(err);
             }
+            state.charge(app, 1)?;
             out = Outcome::new(1);
             out.take(state, 0, trimmed, event::validate_json(trimmed), now, &meta);
         }
@@ -583,11 +640,14 @@ async fn seed_style_inner(
     if EventType::parse(event_type).is_none() {
         return Err(ApiError::NoRoute(format!("/{}", event_type.chars().take(64).collect::<String>())));
     }
+    let app = state.app(headers)?;
+    state.charge(app, 1)?;
     if query.len() > MAX_EVENT_BYTES {
         state.metrics.over_limit(3);
         return Err(ApiError::EventTooLarge { index: 0, size: query.len() });
     }
-    let meta = request_meta(headers);
+    let mut meta = request_meta(headers);
+    meta.app = app.map(|a| a.name.clone());
     let now = now_us();
     let params: Vec<(String, String)> =
         form_urlencoded::parse(query.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
@@ -637,8 +697,11 @@ struct RejectedQuery {
     limit: Option<usize>,
 }
 
-async fn list_rejected(State(state): State<Arc<AppState>>, RawQuery(q): RawQuery) -> Response {
+async fn list_rejected(State(state): State<Arc<AppState>>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
     let started = Instant::now();
+    if let Err(e) = state.app(&headers) {
+        return finish(&state, ROUTE_REJECTED, started, e.into_response());
+    }
     let resp = match serde_urlencoded_query::<RejectedQuery>(q.as_deref()) {
         Err(e) => e.into_response(),
         Ok(q) => {
@@ -685,8 +748,11 @@ struct ReplayQuery {
 }
 
 /// NDJSON replay of the log, for `questlog replay` while this server holds the log.
-async fn replay_stream(State(state): State<Arc<AppState>>, RawQuery(q): RawQuery) -> Response {
+async fn replay_stream(State(state): State<Arc<AppState>>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
     let started = Instant::now();
+    if let Err(e) = state.app(&headers) {
+        return finish(&state, ROUTE_REPLAY, started, e.into_response());
+    }
     let q = match serde_urlencoded_query::<ReplayQuery>(q.as_deref()) {
         Ok(q) => q,
         Err(e) => return finish(&state, ROUTE_REPLAY, started, e.into_response()),

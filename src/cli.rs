@@ -74,6 +74,10 @@ pub enum Command {
         /// Milliseconds a client has to send a request's body.
         #[arg(long, default_value_t = api::BODY_READ_TIMEOUT_MS)]
         body_read_timeout_ms: u64,
+        /// Require API keys: a TOML file of [[key]] tables (app, key, and optionally
+        /// events_per_second, burst). Without it, anyone may send events.
+        #[arg(long)]
+        api_keys: Option<PathBuf>,
     },
     /// Make seeded, reproducible game traffic: into the log, or over HTTP with --url.
     Generate {
@@ -219,13 +223,14 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 pub fn run(cli: Cli) -> Result<()> {
     let data_dir = cli.data_dir;
     match cli.command {
-        Command::Serve { listen, project_interval_ms, compression, max_connections, header_read_timeout_ms, body_read_timeout_ms } => {
+        Command::Serve { listen, project_interval_ms, compression, max_connections, header_read_timeout_ms, body_read_timeout_ms, api_keys } => {
             let codec = Codec::parse(&compression)?;
+            let keys = api_keys.as_deref().map(crate::auth::ApiKeys::load).transpose()?.map(Arc::new);
             if max_connections == 0 || header_read_timeout_ms == 0 || body_read_timeout_ms == 0 {
                 bail!("--max-connections and the timeouts must be at least 1");
             }
             let limits = api::Limits { max_connections, header_read_timeout_ms, body_read_timeout_ms };
-            runtime()?.block_on(serve(&data_dir, &listen, project_interval_ms, codec, limits, shutdown_signal()))
+            runtime()?.block_on(serve(&data_dir, &listen, project_interval_ms, codec, limits, keys, shutdown_signal()))
         }
         Command::Quickstart { listen, seed, events, exit } => runtime()?.block_on(quickstart(&data_dir, &listen, seed, events, exit)),
         Command::Generate { seed, events, players, start_time, url, rate, concurrency, batch } => {
@@ -595,6 +600,7 @@ pub async fn shutdown_signal() {
 /// A running server's parts, for `serve` and `quickstart`.
 struct Server {
     limits: api::Limits,
+    keys: Option<Arc<crate::auth::ApiKeys>>,
     log: Arc<SledLog>,
     metrics: Arc<Metrics>,
     addr: SocketAddr,
@@ -620,12 +626,12 @@ async fn start_server(data_dir: &Path, listen: &str, interval_ms: u64, codec: Co
     let projector = Continuous::start(projector, dyn_log, metrics.clone(), interval_ms);
     let info = serde_json::json!({ "addr": addr.to_string(), "pid": std::process::id() });
     std::fs::write(data_dir.join(SERVER_FILE), info.to_string()).context("writing serve.json")?;
-    Ok((Server { limits: api::Limits::default(), log, metrics, addr, projector, data_dir: data_dir.to_path_buf() }, listener))
+    Ok((Server { limits: api::Limits::default(), keys: None, log, metrics, addr, projector, data_dir: data_dir.to_path_buf() }, listener))
 }
 
 impl Server {
     fn state(&self) -> Arc<AppState> {
-        Arc::new(AppState { log: self.log.clone(), metrics: self.metrics.clone(), limits: self.limits })
+        Arc::new(AppState { log: self.log.clone(), metrics: self.metrics.clone(), limits: self.limits, keys: self.keys.clone() })
     }
 
     /// Stops projection (after a last step) and closes the log.
@@ -644,10 +650,12 @@ async fn serve(
     interval_ms: u64,
     codec: Codec,
     limits: api::Limits,
+    keys: Option<Arc<crate::auth::ApiKeys>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let (mut server, listener) = start_server(data_dir, listen, interval_ms, codec, false).await?;
     server.limits = limits;
+    server.keys = keys;
     println!("questlog serving on http://{} (data in {})", server.addr, data_dir.display());
     std::io::stdout().flush().ok();
     tracing::info!(addr = %server.addr, log_end_offset = server.log.durable_end(), "serving");

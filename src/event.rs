@@ -282,12 +282,69 @@ impl ClientEvent {
     }
 }
 
-/// Request metadata the server records with each event (the seed's `request.headers`).
+/// Request metadata the server records with each event (the seed's `request.headers`),
+/// and the app whose API key sent it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestMeta {
     pub accept: Option<String>,
     pub host: Option<String>,
     pub user_agent: Option<String>,
+    /// The name of the API key's app (`serve --api-keys`); `None` without keys.
+    pub app: Option<String>,
+}
+
+/// Version 1 of the stored formats (before `RequestMeta::app`), still read.
+pub mod v1 {
+    use super::{ClientEvent, Rejection};
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    pub struct RequestMeta {
+        pub accept: Option<String>,
+        pub host: Option<String>,
+        pub user_agent: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Record {
+        pub received_at_us: i64,
+        pub meta: RequestMeta,
+        pub raw_event: String,
+        pub event: ClientEvent,
+    }
+
+    #[derive(Deserialize)]
+    pub struct RejectedEvent {
+        pub received_at_us: i64,
+        pub meta: RequestMeta,
+        pub index: u32,
+        pub raw: String,
+        pub rejection: Rejection,
+    }
+
+    impl From<RequestMeta> for super::RequestMeta {
+        fn from(m: RequestMeta) -> super::RequestMeta {
+            super::RequestMeta { accept: m.accept, host: m.host, user_agent: m.user_agent, app: None }
+        }
+    }
+
+    impl From<Record> for super::Record {
+        fn from(r: Record) -> super::Record {
+            super::Record { received_at_us: r.received_at_us, meta: r.meta.into(), raw_event: r.raw_event, event: r.event }
+        }
+    }
+
+    impl From<RejectedEvent> for super::RejectedEvent {
+        fn from(r: RejectedEvent) -> super::RejectedEvent {
+            super::RejectedEvent {
+                received_at_us: r.received_at_us,
+                meta: r.meta.into(),
+                index: r.index,
+                raw: r.raw,
+                rejection: r.rejection,
+            }
+        }
+    }
 }
 
 /// One log record: a validated event plus everything the server owns. Its `log_offset` is

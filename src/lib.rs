@@ -7,6 +7,7 @@
 //! prove the log and what is derived from it reproducible; [`cli`] wires them.
 
 pub mod api;
+pub mod auth;
 pub mod check;
 pub mod cli;
 pub mod event;

@@ -23,8 +23,23 @@ use tokio::sync::{oneshot, watch};
 use crate::event::{Record, RejectedEvent};
 
 /// Format of a stored block. Bumped when [`Record`]'s encoding changes; readers refuse
-/// versions they do not know instead of misreading them.
-pub const BLOCK_FORMAT_VERSION: u8 = 1;
+/// versions they do not know instead of misreading them. Version 1 (before the API key's
+/// app name) is still read; version 2 is written.
+pub const BLOCK_FORMAT_VERSION: u8 = 2;
+const OLDEST_READ_VERSION: u8 = 1;
+
+/// What blocks hold: the current form, and how to read the form of version 1.
+pub trait Stored: Serialize + DeserializeOwned {
+    type V1: DeserializeOwned + Into<Self>;
+}
+
+impl Stored for Record {
+    type V1 = crate::event::v1::Record;
+}
+
+impl Stored for RejectedEvent {
+    type V1 = crate::event::v1::RejectedEvent;
+}
 
 /// Most records in one block. Measured on sled 0.34: blocks of ~100–1,000 events reach
 /// 0.3–0.7M durable events/s and scan at GB/s, one key per event only 55–80k/s.
@@ -280,9 +295,9 @@ pub fn block_count(offset: u64, bytes: &[u8]) -> Result<u32, LogError> {
     if bytes.len() < BLOCK_HEADER_BYTES {
         return Err(corrupt(format!("block of {} bytes is shorter than its header", bytes.len())));
     }
-    if bytes[0] != BLOCK_FORMAT_VERSION {
+    if !(OLDEST_READ_VERSION..=BLOCK_FORMAT_VERSION).contains(&bytes[0]) {
         return Err(corrupt(format!(
-            "unknown block format version {} (this questlog reads version {BLOCK_FORMAT_VERSION})",
+            "unknown block format version {} (this questlog reads versions {OLDEST_READ_VERSION} to {BLOCK_FORMAT_VERSION})",
             bytes[0]
         )));
     }
@@ -290,7 +305,7 @@ pub fn block_count(offset: u64, bytes: &[u8]) -> Result<u32, LogError> {
 }
 
 /// Decodes a block, checking version, CRC and count.
-pub fn decode_block<T: DeserializeOwned>(offset: u64, bytes: &[u8]) -> Result<Vec<T>, LogError> {
+pub fn decode_block<T: Stored>(offset: u64, bytes: &[u8]) -> Result<Vec<T>, LogError> {
     let corrupt = |reason: String| LogError::Corrupt { offset, reason };
     let count = block_count(offset, bytes)? as usize;
     let crc = u32::from_le_bytes([bytes[6], bytes[7], bytes[8], bytes[9]]);
@@ -314,8 +329,13 @@ pub fn decode_block<T: DeserializeOwned>(offset: u64, bytes: &[u8]) -> Result<Ve
         }
         c => return Err(corrupt(format!("unknown codec {c}"))),
     };
-    let (items, used): (Vec<T>, usize) = bincode::serde::decode_from_slice(plain_ref, bincode_config())
-        .map_err(|e| corrupt(format!("decode: {e}")))?;
+    let (items, used): (Vec<T>, usize) = if bytes[0] == 1 {
+        let (old, used): (Vec<T::V1>, usize) = bincode::serde::decode_from_slice(plain_ref, bincode_config())
+            .map_err(|e| corrupt(format!("decode (format 1): {e}")))?;
+        (old.into_iter().map(Into::into).collect(), used)
+    } else {
+        bincode::serde::decode_from_slice(plain_ref, bincode_config()).map_err(|e| corrupt(format!("decode: {e}")))?
+    };
     if used != plain_ref.len() {
         return Err(corrupt(format!("{} trailing bytes", plain_ref.len() - used)));
     }
@@ -844,6 +864,37 @@ mod tests {
         no_id.event.event_id = None;
         let c = log.append(AppendBatch { records: vec![no_id.clone(), no_id], rejected: vec![] }).unwrap().wait().unwrap();
         assert_eq!(c.offsets, 3..5, "events without an id are never deduplicated");
+    }
+
+    #[test]
+    fn format_1_blocks_are_still_read() {
+        // A block as questlog wrote it before `RequestMeta::app`.
+        #[derive(serde::Serialize)]
+        struct MetaV1 {
+            accept: Option<String>,
+            host: Option<String>,
+            user_agent: Option<String>,
+        }
+        #[derive(serde::Serialize)]
+        struct RecordV1 {
+            received_at_us: i64,
+            meta: MetaV1,
+            raw_event: String,
+            event: ClientEvent,
+        }
+        let r = record(7);
+        let old = vec![RecordV1 {
+            received_at_us: r.received_at_us,
+            meta: MetaV1 { accept: Some("*/*".into()), host: None, user_agent: None },
+            raw_event: r.raw_event.clone(),
+            event: r.event.clone(),
+        }];
+        let mut bytes = encode_block(&old);
+        bytes[0] = 1;
+        let got: Vec<Record> = decode_block(3, &bytes).unwrap();
+        assert_eq!(got[0].event, r.event);
+        assert_eq!(got[0].meta.accept.as_deref(), Some("*/*"));
+        assert_eq!(got[0].meta.app, None);
     }
 
     #[test]

@@ -48,6 +48,10 @@ pub struct Metrics {
     pub connections_refused_total: AtomicU64,
     /// Connections open now.
     pub connections_open: AtomicU64,
+    /// Requests refused for a missing or unknown API key.
+    pub unauthorized_total: AtomicU64,
+    /// Requests refused over an API key's rate.
+    pub rate_limited_total: AtomicU64,
 }
 
 /// Names of the request limits counted in `questlog_requests_over_limit_total`.
@@ -169,6 +173,10 @@ impl Metrics {
         let _ = writeln!(o, "questlog_projection_steps_total {}", ld(&self.projection_steps_total));
         header(&mut o, "questlog_projection_errors_total", "counter", "Projection steps that failed (retried next interval).");
         let _ = writeln!(o, "questlog_projection_errors_total {}", ld(&self.projection_errors_total));
+        header(&mut o, "questlog_requests_unauthorized_total", "counter", "Requests answered 401: missing or unknown API key (nothing appended).");
+        let _ = writeln!(o, "questlog_requests_unauthorized_total {}", ld(&self.unauthorized_total));
+        header(&mut o, "questlog_requests_rate_limited_total", "counter", "Requests answered 429: over an API key's event rate (nothing appended).");
+        let _ = writeln!(o, "questlog_requests_rate_limited_total {}", ld(&self.rate_limited_total));
         header(&mut o, "questlog_connections_open", "gauge", "HTTP connections open now.");
         let _ = writeln!(o, "questlog_connections_open {}", ld(&self.connections_open));
         header(&mut o, "questlog_connections_refused_total", "counter", "Connections answered 503 and closed at the connection limit.");

@@ -50,6 +50,9 @@ pub fn write_line(out: &mut String, offset: u64, r: &Record) {
     opt(out, "accept", r.meta.accept.as_deref());
     opt(out, "host", r.meta.host.as_deref());
     opt(out, "user_agent", r.meta.user_agent.as_deref());
+    if let Some(app) = &r.meta.app {
+        opt(out, "app", Some(app));
+    }
     opt(out, "raw_event", Some(&r.raw_event));
     out.push_str("}\n");
 }
@@ -257,7 +260,7 @@ mod tests {
         let raw = r#"{"event_type":"kill_enemy","enemy_id":3,"name":"Orc \"Big\"","level":7}"#;
         let r = Record {
             received_at_us: 0,
-            meta: RequestMeta { accept: Some("*/*".into()), host: None, user_agent: Some("ab".into()) },
+            meta: RequestMeta { accept: Some("*/*".into()), host: None, user_agent: Some("ab".into()), app: None },
             raw_event: raw.into(),
             event: validate_json(raw).unwrap(),
         };

@@ -132,3 +132,48 @@ fn wrong_content_types_deep_nesting_and_bad_bytes_get_4xx() {
     server.stop();
     assert_eq!(replay_lines(dir.path()).len(), 3);
 }
+
+#[test]
+fn api_keys_gate_appends_name_the_app_and_limit_its_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.toml");
+    std::fs::write(
+        &keys,
+        "[[key]]\napp = \"mobile-game\"\nkey = \"qk_mobile_0123456789abcdef\"\n\n\
+         [[key]]\napp = \"tiny-game\"\nkey = \"qk_tiny_0123456789abcdef\"\nevents_per_second = 5\nburst = 10\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start_with(&data, &["--api-keys", keys.to_str().unwrap()]);
+    let event = br#"{"event_type":"join_guild","guild_id":1,"name":"x"}"#;
+    // No key, a wrong key: 401, nothing appended.
+    let r = server.post("/v1/events", &[], event);
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert!(r.headers.iter().any(|(k, v)| k == "www-authenticate" && v == "Bearer"));
+    assert_eq!(server.post("/v1/events", &[("Authorization", "Bearer qk_wrong_0123456789abcdef")], event).status, 401);
+    assert_eq!(server.get("/join_guild?guild_id=1&name=x").status, 401);
+    assert_eq!(server.get("/v1/replay?from=0").status, 401, "reading the log needs a key too");
+    // A good key: accepted, recorded under its app.
+    let r = server.post("/v1/events", &[("Authorization", "Bearer qk_mobile_0123456789abcdef")], event);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = http(server.addr, "GET", "/kill_enemy?enemy_id=1&name=Orc&level=2", &[("X-API-Key", "qk_mobile_0123456789abcdef")], b"").unwrap();
+    assert_eq!(r.status, 200);
+    // Over the tiny app's rate (burst 10): 429 with Retry-After, nothing appended.
+    let batch = format!("[{}]", vec![std::str::from_utf8(event).unwrap(); 8].join(","));
+    let tiny = [("Authorization", "Bearer qk_tiny_0123456789abcdef")];
+    assert_eq!(server.post("/v1/events", &tiny, batch.as_bytes()).status, 200);
+    let r = server.post("/v1/events", &tiny, batch.as_bytes());
+    assert_eq!(r.status, 429, "{}", r.text());
+    let retry: u64 = r.headers.iter().find(|(k, _)| k == "retry-after").unwrap().1.parse().unwrap();
+    assert!((1..=2).contains(&retry), "retry after {retry}");
+    let metrics = server.get("/metrics").text();
+    assert!(metrics.contains("questlog_requests_unauthorized_total 4"), "{metrics}");
+    assert!(metrics.contains("questlog_requests_rate_limited_total 1"), "{metrics}");
+    assert!(!metrics.contains("qk_"), "keys never appear in metrics");
+    server.stop();
+    let lines = replay_lines(&data);
+    assert_eq!(lines.len(), 10);
+    assert_eq!(lines[0]["app"], "mobile-game");
+    assert_eq!(lines[1]["app"], "mobile-game");
+    assert!(lines[2..].iter().all(|l| l["app"] == "tiny-game"));
+}

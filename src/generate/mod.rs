@@ -39,6 +39,7 @@ pub fn direct_meta() -> RequestMeta {
         accept: Some("application/json".into()),
         host: Some("questlog-generate".into()),
         user_agent: Some("questlog-generate".into()),
+        app: None,
     }
 }
 
