@@ -165,6 +165,8 @@ pub enum ApiError {
     Busy,
     #[error("the log could not make the events durable: {0}")]
     Unavailable(String),
+    #[error("the disk is full: nothing was acknowledged; free space, then restart `questlog serve` ({0})")]
+    NoSpace(String),
 }
 
 impl ApiError {
@@ -182,6 +184,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Busy | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NoSpace(_) => StatusCode::INSUFFICIENT_STORAGE,
         }
     }
 
@@ -200,6 +203,8 @@ impl From<LogError> for ApiError {
     fn from(e: LogError) -> ApiError {
         match e {
             LogError::Busy => ApiError::Busy,
+            LogError::NoSpace(m) => ApiError::NoSpace(m),
+            LogError::Flush(m) => ApiError::Unavailable(m),
             other => ApiError::Unavailable(other.to_string()),
         }
     }
@@ -211,7 +216,7 @@ impl IntoResponse for ApiError {
         let body = serde_json::json!({ "error": self.to_string(), "accepted": 0 });
         let mut resp = (status, json_headers(), body.to_string()).into_response();
         match &self {
-            ApiError::Busy | ApiError::Unavailable(_) => {
+            ApiError::Busy | ApiError::Unavailable(_) | ApiError::NoSpace(_) => {
                 resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ApiError::RateLimited(s) => {

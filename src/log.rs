@@ -89,6 +89,8 @@ pub enum LogError {
     Storage(#[from] sled::Error),
     #[error("the log could not make the batch durable: {0}")]
     Flush(String),
+    #[error("the disk is full; nothing of the batch was acknowledged ({0})")]
+    NoSpace(String),
     #[error("the log's append queue is full ({MAX_QUEUED_APPENDS} appends waiting); retry shortly")]
     Busy,
     #[error("the log is shut down")]
@@ -99,6 +101,19 @@ pub enum LogError {
     TooLarge(usize),
     #[error("offset {requested} is past the end of the log ({end})")]
     OutOfRange { requested: u64, end: u64 },
+}
+
+impl LogError {
+    /// True when the storage failed for lack of space (ENOSPC).
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            LogError::NoSpace(_) => true,
+            LogError::Storage(sled::Error::Io(e)) => {
+                e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(28)
+            }
+            _ => false,
+        }
+    }
 }
 
 /// What one append carries: accepted records (to get offsets) and rejected events (kept
@@ -751,7 +766,7 @@ impl Writer {
         }
         let total = offset - base;
         if result.is_ok() && (total > 0 || rejected_seq > base_rejected) {
-            result = self.db.flush().map(|_| ()).map_err(|e| LogError::Flush(e.to_string()));
+            result = self.db.flush().map(|_| ()).map_err(LogError::Storage);
         }
         let c = &self.counters;
         match result {
@@ -785,9 +800,14 @@ impl Writer {
                     let _ = self.rejected.remove(block_key(k));
                 }
                 let _ = self.db.flush();
-                let msg = e.to_string();
+                let no_space = e.is_no_space();
+                let msg = match &e {
+                    LogError::Flush(m) => m.clone(),
+                    other => other.to_string(),
+                };
                 for reply in reply_to {
-                    let _ = reply.send(Err(LogError::Flush(msg.clone())));
+                    let err = if no_space { LogError::NoSpace(msg.clone()) } else { LogError::Flush(msg.clone()) };
+                    let _ = reply.send(Err(err));
                 }
                 // Do not spin on a failing disk.
                 std::thread::sleep(Duration::from_millis(50));

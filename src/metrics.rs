@@ -14,7 +14,7 @@ use crate::log::{LogStats, FLUSH_BATCH_BUCKETS};
 pub const ROUTES: [&str; 6] = ["events", "seed_style", "healthz", "metrics", "rejected", "replay"];
 
 /// HTTP status classes counted per route.
-const STATUSES: [u16; 10] = [200, 400, 401, 404, 408, 413, 415, 429, 503, 500];
+const STATUSES: [u16; 11] = [200, 400, 401, 404, 408, 413, 415, 429, 503, 507, 500];
 
 /// Upper bounds (seconds) of the request latency histogram.
 pub const LATENCY_BUCKETS_SECONDS: [f64; 12] =
