@@ -243,6 +243,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/replay", get(replay_stream))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
         .route("/{event_type}", get(seed_style).post(seed_style))
         .with_state(state)
 }
@@ -671,6 +672,13 @@ async fn seed_style_inner(
     let failed = !out.rejected.is_empty();
     let v = out.commit(state).await?;
     Ok((if failed { StatusCode::BAD_REQUEST } else { StatusCode::OK }, v))
+}
+
+/// The OpenAPI description of this API (checked by schemathesis in CI).
+pub const OPENAPI_JSON: &str = include_str!("openapi.json");
+
+async fn openapi() -> Response {
+    (StatusCode::OK, json_headers(), OPENAPI_JSON).into_response()
 }
 
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {

@@ -250,6 +250,9 @@ fn limits_and_unreadable_bodies() {
     }
     assert_eq!(server.post("/v1/events", &[("Content-Encoding", "br")], b"{}").status, 415);
     assert_eq!(server.get("/no_such_type?x=1").status, 404);
+    let spec = server.get("/openapi.json");
+    assert_eq!(spec.status, 200);
+    assert!(spec.json()["paths"]["/v1/events"]["post"].is_object(), "the OpenAPI description lists the routes");
     let m = server.get("/metrics").text();
     assert!(m.contains(r#"questlog_requests_over_limit_total{limit="events_per_request"} 1"#), "{m}");
     server.stop();

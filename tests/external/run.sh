@@ -4,6 +4,8 @@
 #     requests and exactly 2000 new events in the log.
 #  2. pyarrow and DuckDB read all five tables: row counts equal the log's counts per
 #     event type; column names and Parquet physical/logical types match the contract.
+#  3. quickstart --exit, and headless Chromium renders the report's charts.
+#  4. schemathesis, driven by GET /openapi.json, finds no 5xx.
 # Usage: tests/external/run.sh [path/to/questlog]
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -67,6 +69,14 @@ timeout 120 chromium --headless --no-sandbox --disable-gpu --disable-quic --no-f
   --user-data-dir="$work/chromium" --dump-dom "file://$work/qs/report/report.html" \
   >"$work/dom.html" 2>"$work/chromium.err" || { tail -5 "$work/chromium.err"; fail "chromium could not open the report"; }
 python3 "$here/check_html.py" "$work/dom.html" "$work/qs/report/report.html"
+passed=$((passed + 1))
+
+echo "-- schemathesis against GET /openapi.json: no 5xx"
+start_server "$work/st"
+(cd "$work" && schemathesis run "$addr/openapi.json" --checks not_a_server_error --max-examples 50 --seed 1 >"$work/st.out" 2>&1) \
+  || { tail -40 "$work/st.out"; fail "schemathesis found server errors"; }
+grep -E "Test cases|generated" "$work/st.out" | tail -n 1
+stop_server
 passed=$((passed + 1))
 
 echo "$passed passed, 0 failed"
