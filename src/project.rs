@@ -899,12 +899,16 @@ impl Projector {
 /// (like the seed's Spark streaming job) and once more when stopped.
 pub struct Continuous {
     stop: Arc<std::sync::atomic::AtomicBool>,
+    wake: Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 /// Named so the interval's unit is in the name: the default keeps tables within about a
 /// second of the log without re-reading the manifest too often.
 pub const DEFAULT_PROJECT_INTERVAL_MS: u64 = 1_000;
+/// Longest wait between projection attempts after repeated failures: a minute keeps a
+/// failing disk from costing CPU while noticing a fix quickly enough.
+pub const MAX_PROJECT_BACKOFF_MS: u64 = 60_000;
 
 impl Continuous {
     pub fn start(
@@ -916,23 +920,28 @@ impl Continuous {
         use std::sync::atomic::Ordering;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stop2 = stop.clone();
+        let wake = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let wake2 = wake.clone();
         metrics.projected_offset.store(projector.offset(), Ordering::Relaxed);
         let thread = std::thread::Builder::new()
             .name("questlog-projector".into())
             .spawn(move || {
                 let hidden = ProgressBar::hidden();
+                let mut failures: u32 = 0;
                 loop {
                     let stopping = stop2.load(Ordering::SeqCst);
                     while projector.offset() < log.durable_end() {
                         match projector.step(log.as_ref(), &hidden) {
                             Ok(s) => {
+                                failures = 0;
                                 metrics.projected_offset.store(projector.offset(), Ordering::Relaxed);
                                 metrics.projection_steps_total.fetch_add(1, Ordering::Relaxed);
                                 tracing::debug!(from = s.from_offset, to = s.to_offset, files = s.files_written, "projection step");
                             }
                             Err(e) => {
                                 metrics.projection_errors_total.fetch_add(1, Ordering::Relaxed);
-                                tracing::error!(error = %e, "projection step failed; retrying next interval");
+                                failures = failures.saturating_add(1);
+                                tracing::error!(error = %e, failures, "projection step failed; retrying with backoff");
                                 break;
                             }
                         }
@@ -943,15 +952,30 @@ impl Continuous {
                     if stopping {
                         return;
                     }
-                    std::thread::park_timeout(std::time::Duration::from_millis(interval_ms.max(1)));
+                    // After failures (a full disk, say), wait longer each time instead of
+                    // re-reading and re-encoding the same range every interval.
+                    let wait_ms = if failures == 0 {
+                        interval_ms.max(1)
+                    } else {
+                        (interval_ms.max(1) << failures.min(16)).min(MAX_PROJECT_BACKOFF_MS)
+                    };
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(wait_ms);
+                    while !stop2.load(Ordering::SeqCst) && !wake2.swap(false, Ordering::SeqCst) {
+                        let now = std::time::Instant::now();
+                        if now >= deadline {
+                            break;
+                        }
+                        std::thread::park_timeout(deadline - now);
+                    }
                 }
             })
             .expect("spawning the projector thread");
-        Continuous { stop, thread: Some(thread) }
+        Continuous { stop, wake, thread: Some(thread) }
     }
 
     /// Asks for one more step now (e.g. after a batch was appended).
     pub fn nudge(&self) {
+        self.wake.store(true, std::sync::atomic::Ordering::SeqCst);
         if let Some(t) = &self.thread {
             t.thread().unpark();
         }
