@@ -61,9 +61,9 @@ fn a_changed_event_is_located_by_line() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let log_line = stdout.lines().position(|l| l.trim_start().starts_with("log ")).unwrap();
     assert!(stdout.lines().nth(log_line).unwrap().contains("MISMATCH"), "{stdout}");
-    let located = stdout.lines().find(|l| l.contains("first difference within lines")).expect("a located difference");
+    let located = stdout.lines().find(|l| l.contains("first difference at line")).expect("a located difference");
     // The changed event is the last line of the log (3,000 generated + 11 literal).
-    assert!(located.contains("..3011"), "{located}");
+    assert!(located.contains("at line 3011,") && located.contains("Nickel"), "{located}");
 }
 
 #[test]
