@@ -786,21 +786,10 @@ async fn replay_stream(State(state): State<Arc<AppState>>, headers: HeaderMap, R
             let end = log.durable_end().min(to);
             if next < end {
                 let upto = end.min(next + REPLAY_CHUNK_EVENTS);
-                let log2 = log.clone();
-                let chunk = tokio::task::spawn_blocking(move || -> Result<String, LogError> {
-                    let mut s = String::new();
-                    for item in log2.read(next, upto)? {
-                        let (o, r) = item?;
-                        replay::write_line(&mut s, o, &r);
-                    }
-                    Ok(s)
-                })
-                .await;
-                let chunk = match chunk {
-                    Ok(Ok(s)) => Ok(Bytes::from(s)),
-                    Ok(Err(e)) => Err(std::io::Error::other(e.to_string())),
-                    Err(e) => Err(std::io::Error::other(e.to_string())),
-                };
+                let chunk = replay::render_chunk(log.clone(), next, upto, replay::write_line)
+                    .await
+                    .map(Bytes::from)
+                    .map_err(|e| std::io::Error::other(e.to_string()));
                 let failed = chunk.is_err();
                 if tx.send(chunk).await.is_err() || failed {
                     return;

@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use indicatif::ProgressBar;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -402,9 +401,7 @@ fn hash_rows(files: &[PathBuf], rows: u64) -> Result<Stream, CheckError> {
     let options = FormatOptions::default().with_null("∅");
     let mut line = String::new();
     for path in files {
-        let file = project::open_table_file(path).map_err(run_err)?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file).and_then(|b| b.build()).map_err(run_err)?;
-        for batch in reader {
+        for batch in project::batch_reader(path).map_err(run_err)? {
             let batch = batch.map_err(run_err)?;
             let columns: Vec<arrow::array::ArrayRef> = batch.columns().iter().map(printable).collect();
             let formatters: Vec<ArrayFormatter> =

@@ -401,7 +401,6 @@ impl FileWriter {
 
 /// Routes rows of one table into a rolling sequence of files.
 struct TableOutput {
-    def: &'static TableDef,
     dir: PathBuf,
     codec: Codec,
     staged: bool,
@@ -414,9 +413,8 @@ struct TableOutput {
 }
 
 impl TableOutput {
-    fn new(def: &'static TableDef, dir: PathBuf, codec: Codec, staged: bool) -> TableOutput {
+    fn new(def: &TableDef, dir: PathBuf, codec: Codec, staged: bool) -> TableOutput {
         TableOutput {
-            def,
             dir,
             codec,
             staged,
@@ -845,17 +843,13 @@ impl Projector {
         }
     }
 
-    fn merge(&self, def: &'static TableDef, inputs: &[FileEntry], level: u8) -> Result<Vec<FileEntry>, ProjectError> {
+    fn merge(&self, def: &TableDef, inputs: &[FileEntry], level: u8) -> Result<Vec<FileEntry>, ProjectError> {
         let dir = self.tables.staging_dir(def);
         let offset_col = schema(def.event_type).index_of("log_offset")?;
         let mut out = TableOutput::new(def, dir, self.codec, true);
         for f in inputs {
             let path = self.tables.file_path(def, &f.name);
-            let file = File::open(&path).map_err(io_err(format!("opening {}", path.display())))?;
-            let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-                .and_then(|b| b.with_batch_size(BATCH_ROWS).build())
-                .map_err(|source| ProjectError::Parquet { path: path.clone(), source })?;
-            for batch in reader {
+            for batch in batch_reader(&path)? {
                 let batch = batch?;
                 let offsets = batch
                     .column(offset_col)
@@ -944,9 +938,6 @@ impl Continuous {
                                 tracing::error!(error = %e, failures, "projection step failed; retrying with backoff");
                                 break;
                             }
-                        }
-                        if stop2.load(Ordering::SeqCst) && !stopping {
-                            break;
                         }
                     }
                     if stopping {
@@ -1045,10 +1036,7 @@ fn write_range(
             reason: format!("expected {} records from offset {from}, read {n}", to - from),
         }));
     }
-    outs.into_iter().map(|o| {
-        debug_assert!(o.def.location.len() > 0);
-        o.finish()
-    }).collect()
+    outs.into_iter().map(TableOutput::finish).collect()
 }
 
 /// The trailing run of files to merge: the last [`COMPACT_FANIN`] or more files, if they
@@ -1078,6 +1066,15 @@ pub fn open_table_file(path: &Path) -> std::io::Result<File> {
         }
         other => other,
     }
+}
+
+/// Reads a table file a batch of `BATCH_ROWS` rows at a time (opened with
+/// [`open_table_file`]); the one way projection, `verify` and `check` read Parquet back.
+pub fn batch_reader(path: &Path) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReader, ProjectError> {
+    let file = open_table_file(path).map_err(io_err(format!("opening {}", path.display())))?;
+    ParquetRecordBatchReaderBuilder::try_new(file)
+        .and_then(|b| b.with_batch_size(BATCH_ROWS).build())
+        .map_err(|source| ProjectError::Parquet { path: path.to_path_buf(), source })
 }
 
 /// A consistent view of the published tables for readers in any process: the offset and

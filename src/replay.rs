@@ -126,6 +126,26 @@ fn ignore_broken_pipe(e: std::io::Error) -> Result<(), std::io::Error> {
     }
 }
 
+/// Renders records `from..to` of `log` into one string with `render`, on a blocking
+/// thread (reading the log is synchronous); for the async paths that stream the log.
+pub async fn render_chunk(
+    log: std::sync::Arc<dyn EventLog>,
+    from: u64,
+    to: u64,
+    render: fn(&mut String, u64, &Record),
+) -> Result<String, ReplayError> {
+    tokio::task::spawn_blocking(move || -> Result<String, ReplayError> {
+        let mut s = String::new();
+        for item in log.read(from, to)? {
+            let (offset, record) = item?;
+            render(&mut s, offset, &record);
+        }
+        Ok(s)
+    })
+    .await
+    .map_err(|e| ReplayError::Io(std::io::Error::other(e.to_string())))?
+}
+
 /// Events per request when replaying to another server: one log block's worth.
 pub const SEND_BATCH_EVENTS: u64 = 1_000;
 /// Attempts per request; retrying is safe because the receiver drops repeated `event_id`s.
@@ -182,17 +202,11 @@ pub async fn replay_to_url(
     let mut next = from;
     while next < to {
         let upto = to.min(next + SEND_BATCH_EVENTS);
-        let l = log.clone();
-        let body = tokio::task::spawn_blocking(move || -> Result<String, LogError> {
-            let mut s = String::new();
-            for item in l.read(next, upto)? {
-                s.push_str(&item?.1.raw_event);
-                s.push('\n');
-            }
-            Ok(s)
+        let body = render_chunk(log.clone(), next, upto, |s, _, r| {
+            s.push_str(&r.raw_event);
+            s.push('\n');
         })
-        .await
-        .map_err(|e| ReplayError::Send(e.to_string()))??;
+        .await?;
         if let Some(rate) = rate.filter(|r| *r > 0.0) {
             let due = started + std::time::Duration::from_secs_f64((next - from) as f64 / rate);
             tokio::time::sleep_until(due.into()).await;

@@ -9,13 +9,9 @@ use std::path::{Path, PathBuf};
 
 use arrow::record_batch::RecordBatch;
 use indicatif::ProgressBar;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::log::{EventLog, LogError};
 use crate::project::{self, Codec, ProjectError, Snapshot, TABLES};
-
-/// Rows compared per slice when checking a table against its rebuild.
-const COMPARE_BATCH_ROWS: usize = 8_192;
 
 /// A divergence, said precisely.
 #[derive(Debug, thiserror::Error)]
@@ -137,11 +133,8 @@ impl Rows<'_> {
                 }
             }
             let Some(path) = self.files.next() else { return Ok(None) };
-            let unreadable = |reason: String| VerifyError::Unreadable { table: self.table, path: path.clone(), reason };
-            let file = project::open_table_file(path).map_err(|e| unreadable(e.to_string()))?;
-            let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-                .and_then(|b| b.with_batch_size(COMPARE_BATCH_ROWS).build())
-                .map_err(|e| unreadable(e.to_string()))?;
+            let reader = project::batch_reader(path)
+                .map_err(|e| VerifyError::Unreadable { table: self.table, path: path.clone(), reason: e.to_string() })?;
             self.reader = Some((path.clone(), reader));
         }
     }

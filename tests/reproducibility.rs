@@ -112,9 +112,6 @@ fn verify_passes_when_healthy_and_names_each_kind_of_damage() {
         assert!(!out.status.success(), "verify passed after {name}");
         assert!(stderr.contains(expect), "after {name}: {stderr}");
     };
-    let table_file = |data: &Path, dir: &str| -> PathBuf {
-        std::fs::read_dir(data.join("tables").join(dir)).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|e| e == "parquet")).unwrap()
-    };
     damaged("deleting a table file", &|d| std::fs::remove_file(table_file(d, "enemies_killed")).unwrap(), "is listed in the manifest but missing");
     damaged(
         "editing a Parquet file",
@@ -178,8 +175,7 @@ fn a_damaged_table_file_is_named_at_start_up_and_a_rebuild_repairs_it() {
     let d = d.path();
     questlog_ok(d, &["generate", "--seed", "12", "--events", "4000"]);
     questlog_ok(d, &["project"]);
-    let dir = d.join("tables/quest_accept");
-    let file = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|e| e == "parquet")).unwrap();
+    let file = table_file(d, "quest_accept");
     let len = std::fs::metadata(&file).unwrap().len();
     std::fs::OpenOptions::new().write(true).open(&file).unwrap().set_len(len - 100).unwrap();
     for args in [&["project"][..], &["serve", "--listen", "127.0.0.1:0"][..]] {

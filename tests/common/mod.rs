@@ -220,3 +220,12 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A Parquet file of the table in `DATA_DIR/tables/<dir>`.
+pub fn table_file(data_dir: &Path, dir: &str) -> PathBuf {
+    std::fs::read_dir(data_dir.join("tables").join(dir))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .unwrap_or_else(|| panic!("no Parquet file in tables/{dir}"))
+}
