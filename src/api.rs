@@ -16,7 +16,7 @@
 use std::future::Future;
 use std::io::Read;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
@@ -71,6 +71,10 @@ pub const MAX_CONNECTIONS: usize = 1_024;
 pub const HEADER_READ_TIMEOUT_MS: u64 = 10_000;
 /// Time a client has to send a request's body once its headers are in.
 pub const BODY_READ_TIMEOUT_MS: u64 = 30_000;
+/// Longest wait for the log to confirm an append. Past it the client gets 503 and
+/// retries; the retry is safe (the log drops a repeated `event_id`). A healthy group
+/// commit takes milliseconds; this only bounds a storage that stopped answering.
+pub const APPEND_CONFIRM_TIMEOUT_MS: u64 = 15_000;
 
 /// Connection limits of a server; the defaults are the constants above.
 #[derive(Clone, Copy, Debug)]
@@ -163,9 +167,11 @@ pub enum ApiError {
     BadQuery(String),
     #[error("the log is busy; retry shortly")]
     Busy,
+    #[error("the log did not confirm the events within {0} ms; they may or may not be stored: retry with the same event_ids (repeats are dropped)")]
+    Unconfirmed(u64),
     #[error("the log could not make the events durable: {0}")]
     Unavailable(String),
-    #[error("the disk is full: nothing was acknowledged; free space, then restart `questlog serve` ({0})")]
+    #[error("the disk is full: nothing was acknowledged; free space and retry, appends resume by themselves ({0})")]
     NoSpace(String),
 }
 
@@ -183,7 +189,7 @@ impl ApiError {
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Busy | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Busy | ApiError::Unavailable(_) | ApiError::Unconfirmed(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NoSpace(_) => StatusCode::INSUFFICIENT_STORAGE,
         }
     }
@@ -216,8 +222,12 @@ impl IntoResponse for ApiError {
         let body = serde_json::json!({ "error": self.to_string(), "accepted": 0 });
         let mut resp = (status, json_headers(), body.to_string()).into_response();
         match &self {
-            ApiError::Busy | ApiError::Unavailable(_) | ApiError::NoSpace(_) => {
+            ApiError::Busy | ApiError::Unavailable(_) | ApiError::Unconfirmed(_) => {
                 resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ApiError::NoSpace(_) => {
+                // Space comes back by an operator's hand, not within a second.
+                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
             }
             ApiError::RateLimited(s) => {
                 resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*s));
@@ -395,7 +405,10 @@ impl Outcome {
                 })
             })
             .collect();
-        let appended = state.log.append(AppendBatch { records: self.records, rejected: self.rejected })?.wait_async().await?;
+        let pending = state.log.append(AppendBatch { records: self.records, rejected: self.rejected })?;
+        let appended = tokio::time::timeout(Duration::from_millis(APPEND_CONFIRM_TIMEOUT_MS), pending.wait_async())
+            .await
+            .map_err(|_| ApiError::Unconfirmed(APPEND_CONFIRM_TIMEOUT_MS))??;
         for &i in &appended.duplicates {
             if let Some(t) = types.get_mut(i as usize).and_then(Option::take) {
                 state.metrics.duplicate(t);
@@ -443,7 +456,7 @@ async fn keep_unreadable(state: &AppState, body: &[u8], meta: &RequestMeta, err:
         rejection: Rejection { reason, field: None, message: err.to_string() },
     };
     if let Ok(p) = state.log.append(AppendBatch { records: vec![], rejected: vec![rejected] }) {
-        let _ = p.wait_async().await;
+        let _ = tokio::time::timeout(Duration::from_millis(APPEND_CONFIRM_TIMEOUT_MS), p.wait_async()).await;
     }
 }
 
@@ -681,14 +694,24 @@ async fn openapi() -> Response {
     (StatusCode::OK, json_headers(), OPENAPI_JSON).into_response()
 }
 
+/// `200 {"status":"ok"}` while the log takes appends; `503 {"status":"degraded","reason":…}`
+/// while it cannot (disk full, storage reopening), so a load balancer steers games away.
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     let started = Instant::now();
-    let body = serde_json::json!({
-        "status": "ok",
+    let unwritable = state.log.unwritable();
+    let mut body = serde_json::json!({
+        "status": if unwritable.is_some() { "degraded" } else { "ok" },
         "log_end_offset": state.log.durable_end(),
         "projected_offset": state.metrics.projected_offset.load(std::sync::atomic::Ordering::Relaxed),
     });
-    let resp = (StatusCode::OK, json_headers(), body.to_string()).into_response();
+    let status = match unwritable {
+        Some(reason) => {
+            body["reason"] = serde_json::Value::String(reason);
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        None => StatusCode::OK,
+    };
+    let resp = (status, json_headers(), body.to_string()).into_response();
     finish(&state, ROUTE_HEALTHZ, started, resp)
 }
 

@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::api::{self, AppState};
 use crate::event;
 use crate::generate::{self, World, WorldConfig};
-use crate::log::{EventLog, LogError, SledLog};
+use crate::log::{EventLog, LogError, LogOptions, SledLog};
 use crate::metrics::Metrics;
 use crate::project::{self, Codec, Continuous, Projector, TABLES};
 use crate::replay;
@@ -36,6 +36,10 @@ pub struct Cli {
     /// Where the log, tables and reports live.
     #[arg(long, global = true, default_value = "./questlog-data", env = "QUESTLOG_DATA_DIR")]
     pub data_dir: PathBuf,
+    /// MiB the log's filesystem must keep free: appends below it answer 507 (disk full)
+    /// and resume by themselves once there is room. 0 turns the check off.
+    #[arg(long, global = true, default_value_t = crate::log::DEFAULT_MIN_FREE_BYTES / (1024 * 1024), env = "QUESTLOG_MIN_FREE_MB")]
+    pub min_free_mb: u64,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -220,8 +224,13 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
 }
 
+/// Log options from the command line, set once in [`run`].
+static LOG_OPTIONS: std::sync::OnceLock<LogOptions> = std::sync::OnceLock::new();
+
 pub fn run(cli: Cli) -> Result<()> {
     let data_dir = cli.data_dir;
+    let min_free_bytes = cli.min_free_mb.checked_mul(1024 * 1024).ok_or_else(|| anyhow!("--min-free-mb {} is too large", cli.min_free_mb))?;
+    let _ = LOG_OPTIONS.set(LogOptions { min_free_bytes });
     match cli.command {
         Command::Serve { listen, project_interval_ms, compression, max_connections, header_read_timeout_ms, body_read_timeout_ms, api_keys } => {
             let codec = Codec::parse(&compression)?;
@@ -362,7 +371,8 @@ pub fn run(cli: Cli) -> Result<()> {
             } else {
                 Projector::open(&data_dir, codec)?
             }
-            .with_step_events(step_events);
+            .with_step_events(step_events)
+            .with_min_free_bytes(log_options().min_free_bytes);
             let summary = if rebuild {
                 projector.rebuild(log.as_ref(), to.unwrap_or(u64::MAX), &pb)?
             } else {
@@ -436,9 +446,13 @@ fn absolute(p: &Path) -> Result<PathBuf> {
     std::path::absolute(p).with_context(|| format!("resolving {}", p.display()))
 }
 
+fn log_options() -> LogOptions {
+    LOG_OPTIONS.get().cloned().unwrap_or_default()
+}
+
 /// Opens the log, or explains who holds it.
 fn open_log_for(data_dir: &Path, what: &str) -> Result<Arc<SledLog>> {
-    match SledLog::open(&data_dir.join("log")) {
+    match SledLog::open_with(&data_dir.join("log"), log_options()) {
         Ok(log) => Ok(log),
         Err(LogError::Locked { .. }) => {
             let who = running_server(data_dir).map(|a| format!(" (`questlog serve` at http://{a})")).unwrap_or_default();
@@ -610,7 +624,7 @@ struct Server {
 
 async fn start_server(data_dir: &Path, listen: &str, interval_ms: u64, codec: Codec, fallback_port: bool) -> Result<(Server, tokio::net::TcpListener)> {
     let log = open_log_for(data_dir, "serve")?;
-    let projector = Projector::open(data_dir, codec)?;
+    let projector = Projector::open(data_dir, codec)?.with_min_free_bytes(log_options().min_free_bytes);
     let metrics = Arc::new(Metrics::default());
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,

@@ -13,7 +13,7 @@
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -61,6 +61,33 @@ pub const MAX_APPEND_RECORDS: usize = 1_000_000;
 /// a set and a queue each) and cover minutes of peak ingest or days of a game's traffic.
 pub const DEDUP_WINDOW_EVENTS: usize = 1_000_000;
 
+/// Free bytes the log's filesystem must keep after an append, by default. Below it, appends
+/// fail with [`LogError::NoSpace`] before sled writes a byte: sled 0.34 latches an I/O
+/// error for the life of the database, so running it into ENOSPC costs a reopen (see
+/// [`Writer::recover`]). 64 MiB holds a full group commit of ~300-byte events ten times
+/// over and leaves the projector room to publish a step.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// How often the writer retries reopening the store after a storage failure when no
+/// append asks it to. Short enough that `/healthz` turns `ok` within a second or two of
+/// space returning; long enough that a dead disk costs nothing measurable.
+const RECOVER_RETRY_INTERVAL_MS: u64 = 1_000;
+
+/// How long one reopen attempt waits for readers to drop their handles on the old store
+/// (sled locks its files, so the new store cannot open while one lives).
+const REOPEN_WAIT_MS: u64 = 2_000;
+
+/// A group flush that has not returned after this long is "kicked": the watchdog calls
+/// flush on the same store from its own thread. sled 0.34 can leave a flush waiting for
+/// good after a write error (it re-checks its error only when woken); a second flush
+/// wakes it, and both return the error. A healthy fsync takes milliseconds, so 2 s never
+/// kicks a working disk.
+const FLUSH_KICK_MS: u64 = 2_000;
+
+/// A group flush that has not returned after this long makes the log report itself
+/// unwritable (`/healthz` 503) until it returns.
+const FLUSH_STUCK_MS: u64 = 10_000;
+
 /// zstd level for block payloads: level 1 compresses JSON-heavy blocks 4–6× at several
 /// hundred MB/s per core, far faster than the disk syncs it saves.
 const ZSTD_LEVEL: i32 = 1;
@@ -101,6 +128,8 @@ pub enum LogError {
     TooLarge(usize),
     #[error("offset {requested} is past the end of the log ({end})")]
     OutOfRange { requested: u64, end: u64 },
+    #[error("the log is reopening its storage after a failure ({0}); retry shortly")]
+    Recovering(String),
 }
 
 impl LogError {
@@ -162,6 +191,11 @@ pub struct LogStats {
     /// Histogram of records per flush: counts for `<= FLUSH_BATCH_BUCKETS[i]`.
     pub flush_batch_buckets: Vec<u64>,
     pub flush_seconds_total: f64,
+    /// Why appends fail right now (disk full, storage failed and not yet reopened), or
+    /// `None` when the log takes appends.
+    pub unwritable: Option<String>,
+    /// Times the writer reopened the store after a storage failure.
+    pub reopens_total: u64,
 }
 
 /// Upper bounds of the flush batch size histogram.
@@ -193,6 +227,9 @@ pub trait EventLog: Send + Sync + 'static {
     /// Rejected events with sequence numbers `>= from_seq`, at most `limit` of them.
     fn rejected(&self, from_seq: u64, limit: usize) -> Result<Vec<(u64, RejectedEvent)>, LogError>;
     fn stats(&self) -> LogStats;
+    /// Why appends fail right now (disk under the reserve, storage failed and reopening),
+    /// or `None` when they can succeed. Cheap: for health checks.
+    fn unwritable(&self) -> Option<String>;
     /// Finishes queued appends, flushes, and stops the writer. Later appends fail.
     fn close(&self) -> Result<(), LogError>;
 }
@@ -256,15 +293,130 @@ struct Counters {
     flush_batch_buckets: [AtomicU64; FLUSH_BATCH_BUCKETS.len()],
     flush_nanos_total: AtomicU64,
     rejected_total: AtomicU64,
+    reopens_total: AtomicU64,
+    /// Why the log cannot take appends now; `None` when it can.
+    unwritable: Mutex<Option<String>>,
+}
+
+impl Counters {
+    /// Records whether appends can succeed, logging each change (not each refusal).
+    fn set_unwritable(&self, why: Option<String>) {
+        let mut current = self.unwritable.lock().unwrap_or_else(|p| p.into_inner());
+        match (&*current, &why) {
+            (None, Some(reason)) => tracing::warn!(%reason, "the log cannot take appends"),
+            (Some(_), None) => tracing::info!("the log takes appends again"),
+            _ => {}
+        }
+        *current = why;
+    }
+
+    fn is_unwritable(&self) -> bool {
+        self.unwritable.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+}
+
+/// The open sled database and its two trees. Readers clone it (cheap: handles) for the
+/// length of one read; the writer swaps it when it reopens after a storage failure.
+#[derive(Clone)]
+struct Store {
+    db: sled::Db,
+    blocks: sled::Tree,
+    rejected: sled::Tree,
+}
+
+impl Store {
+    fn open(dir: &Path) -> Result<Store, LogError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(64 * 1024 * 1024)
+            .flush_every_ms(None)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|e| match &e {
+                sled::Error::Io(io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.to_string().contains("lock") =>
+                {
+                    LogError::Locked { path: dir.to_path_buf() }
+                }
+                _ => LogError::Open { path: dir.to_path_buf(), source: e },
+            })?;
+        let blocks = db.open_tree(BLOCKS_TREE)?;
+        let rejected = db.open_tree(REJECTED_TREE)?;
+        Ok(Store { db, blocks, rejected })
+    }
+
+    /// One past the last stored offset, and the next rejected-event sequence number.
+    fn ends(&self) -> Result<(u64, u64), LogError> {
+        let end = match self.blocks.last()? {
+            None => 0,
+            Some((k, v)) => {
+                let first = key_offset(&k)?;
+                first + u64::from(block_count(first, &v)?)
+            }
+        };
+        let next_rejected = match self.rejected.last()? {
+            None => 0,
+            Some((k, _)) => key_offset(&k)? + 1,
+        };
+        Ok((end, next_rejected))
+    }
+}
+
+/// The store readers use; `None` while the writer reopens it.
+type SharedStore = Arc<RwLock<Option<Store>>>;
+
+/// What the flush watchdog watches: when the writer's current flush began.
+#[derive(Default)]
+struct FlushWatch {
+    /// Milliseconds since `epoch` when the running flush began, plus one; 0 when idle.
+    started_ms: AtomicU64,
+    stop: AtomicBool,
+}
+
+/// Runs until `watch.stop`: kicks a flush that has run longer than [`FLUSH_KICK_MS`].
+fn flush_watchdog(watch: Arc<FlushWatch>, shared: SharedStore, counters: Arc<Counters>, epoch: Instant) {
+    while !watch.stop.load(Ordering::SeqCst) {
+        std::thread::park_timeout(Duration::from_millis(FLUSH_KICK_MS / 4));
+        let started = watch.started_ms.load(Ordering::SeqCst);
+        let now = epoch.elapsed().as_millis() as u64 + 1;
+        if started != 0 && now.saturating_sub(started) > FLUSH_KICK_MS {
+            let store = shared.read().unwrap_or_else(|p| p.into_inner()).clone();
+            if let Some(store) = store {
+                tracing::warn!(waited_ms = now - started, "a log flush is stuck; kicking it");
+                let _ = store.db.flush();
+            }
+            if now.saturating_sub(started) > FLUSH_STUCK_MS && watch.started_ms.load(Ordering::SeqCst) == started {
+                counters.set_unwritable(Some(format!(
+                    "a log flush has not returned for {} s; if it stays so, restart `questlog serve` (acknowledged events are safe on disk)",
+                    (now - started) / 1000
+                )));
+            }
+        }
+    }
+}
+
+/// Options of [`SledLog::open_with`].
+#[derive(Clone, Debug)]
+pub struct LogOptions {
+    /// Appends fail with [`LogError::NoSpace`] when the log's filesystem has fewer free
+    /// bytes than this (0 turns the check off).
+    pub min_free_bytes: u64,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions { min_free_bytes: DEFAULT_MIN_FREE_BYTES }
+    }
 }
 
 /// The sled-backed log under `DATA_DIR/log`.
 pub struct SledLog {
-    db: sled::Db,
-    blocks: sled::Tree,
-    rejected: sled::Tree,
+    store: SharedStore,
     tx: Mutex<Option<mpsc::SyncSender<Request>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    watchdog: Mutex<Option<JoinHandle<()>>>,
+    flush_watch: Arc<FlushWatch>,
     end_rx: watch::Receiver<u64>,
     counters: Arc<Counters>,
     closed: AtomicBool,
@@ -361,39 +513,17 @@ pub fn decode_block<T: Stored>(offset: u64, bytes: &[u8]) -> Result<Vec<T>, LogE
 }
 
 impl SledLog {
-    /// Opens (or creates) the log in `dir` and starts its writer thread.
+    /// Opens (or creates) the log in `dir` with default options and starts its writer.
     pub fn open(dir: &Path) -> Result<Arc<SledLog>, LogError> {
+        SledLog::open_with(dir, LogOptions::default())
+    }
+
+    /// Opens (or creates) the log in `dir` and starts its writer thread.
+    pub fn open_with(dir: &Path, options: LogOptions) -> Result<Arc<SledLog>, LogError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| LogError::Open { path: dir.to_path_buf(), source: sled::Error::Io(e) })?;
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(64 * 1024 * 1024)
-            .flush_every_ms(None)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|e| match &e {
-                sled::Error::Io(io)
-                    if io.kind() == std::io::ErrorKind::WouldBlock
-                        || io.to_string().contains("lock") =>
-                {
-                    LogError::Locked { path: dir.to_path_buf() }
-                }
-                _ => LogError::Open { path: dir.to_path_buf(), source: e },
-            })?;
-        let blocks = db.open_tree(BLOCKS_TREE)?;
-        let rejected = db.open_tree(REJECTED_TREE)?;
-
-        let end = match blocks.last()? {
-            None => 0,
-            Some((k, v)) => {
-                let first = key_offset(&k)?;
-                first + u64::from(block_count(first, &v)?)
-            }
-        };
-        let next_rejected = match rejected.last()? {
-            None => 0,
-            Some((k, _)) => key_offset(&k)? + 1,
-        };
+        let store = Store::open(dir)?;
+        let (end, next_rejected) = store.ends()?;
 
         // The dedup window is refilled from the log's tail by the writer before its first
         // append, so commands that only read never pay for it.
@@ -402,39 +532,58 @@ impl SledLog {
         let (tx, rx) = mpsc::sync_channel::<Request>(MAX_QUEUED_APPENDS);
         let counters = Arc::new(Counters::default());
         counters.rejected_total.store(next_rejected, Ordering::Relaxed);
+        let shared: SharedStore = Arc::new(RwLock::new(Some(store.clone())));
+        let flush_watch = Arc::new(FlushWatch::default());
+        let epoch = Instant::now();
         let writer = Writer {
-            db: db.clone(),
-            blocks: blocks.clone(),
-            rejected: rejected.clone(),
+            flush_watch: flush_watch.clone(),
+            epoch,
+            dir: dir.to_path_buf(),
+            min_free_bytes: options.min_free_bytes,
+            store: Some(store),
+            shared: shared.clone(),
+            failed: None,
             next_offset: end,
             next_rejected,
             end_tx,
             counters: counters.clone(),
             dedup,
+            refilled: false,
+            stuck: false,
         };
         let handle = std::thread::Builder::new()
             .name("questlog-log-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| LogError::Open { path: dir.to_path_buf(), source: sled::Error::Io(e) })?;
+        let (watch2, shared2, counters2) = (flush_watch.clone(), shared.clone(), counters.clone());
+        let watchdog = std::thread::Builder::new()
+            .name("questlog-log-watchdog".into())
+            .spawn(move || flush_watchdog(watch2, shared2, counters2, epoch))
+            .map_err(|e| LogError::Open { path: dir.to_path_buf(), source: sled::Error::Io(e) })?;
         tracing::info!(path = %dir.display(), durable_end = end, "log opened");
         Ok(Arc::new(SledLog {
-            db,
-            blocks,
-            rejected,
+            store: shared,
             tx: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(handle)),
+            watchdog: Mutex::new(Some(watchdog)),
+            flush_watch,
             end_rx,
             counters,
             closed: AtomicBool::new(false),
         }))
     }
-}
 
-impl SledLog {
-    fn reader_for(blocks: &sled::Tree, end: u64) -> TreeReader<'_> {
-        TreeReader { blocks, end }
+    /// The current store, for one read.
+    fn store(&self) -> Result<Store, LogError> {
+        let guard = self.store.read().unwrap_or_else(|p| p.into_inner());
+        guard.clone().ok_or_else(|| {
+            LogError::Recovering(
+                self.counters.unwritable.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default(),
+            )
+        })
     }
 }
+
 
 impl EventLog for SledLog {
     fn append(&self, batch: AppendBatch) -> Result<Pending, LogError> {
@@ -460,12 +609,13 @@ impl EventLog for SledLog {
     }
 
     fn read(&self, from: u64, to: u64) -> Result<RecordIter<'_>, LogError> {
-        SledLog::reader_for(&self.blocks, self.durable_end()).read(from, to)
+        TreeReader { blocks: self.store()?.blocks, end: self.durable_end() }.read(from, to)
     }
 
     fn rejected(&self, from_seq: u64, limit: usize) -> Result<Vec<(u64, RejectedEvent)>, LogError> {
         let mut out = Vec::new();
-        for kv in self.rejected.range(block_key(from_seq)..).take(limit) {
+        let store = self.store()?;
+        for kv in store.rejected.range(block_key(from_seq)..).take(limit) {
             let (k, v) = kv?;
             let seq = key_offset(&k)?;
             let mut items: Vec<RejectedEvent> = decode_block(seq, &v)?;
@@ -483,13 +633,19 @@ impl EventLog for SledLog {
         LogStats {
             durable_end: self.durable_end(),
             rejected_total: c.rejected_total.load(Ordering::Relaxed),
-            size_on_disk_bytes: self.db.size_on_disk().unwrap_or(0),
+            size_on_disk_bytes: self.store().ok().and_then(|s| s.db.size_on_disk().ok()).unwrap_or(0),
             flushes_total: c.flushes_total.load(Ordering::Relaxed),
             flush_errors_total: c.flush_errors_total.load(Ordering::Relaxed),
             flushed_records_total: c.flushed_records_total.load(Ordering::Relaxed),
             flush_batch_buckets: c.flush_batch_buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect(),
             flush_seconds_total: c.flush_nanos_total.load(Ordering::Relaxed) as f64 / 1e9,
+            unwritable: c.unwritable.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            reopens_total: c.reopens_total.load(Ordering::Relaxed),
         }
+    }
+
+    fn unwritable(&self) -> Option<String> {
+        self.counters.unwritable.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn close(&self) -> Result<(), LogError> {
@@ -501,7 +657,18 @@ impl EventLog for SledLog {
         if let Some(h) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = h.join();
         }
-        self.db.flush()?;
+        self.flush_watch.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.watchdog.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            h.thread().unpark();
+            let _ = h.join();
+        }
+        // Every acknowledged group is already flushed; after a storage failure a flush can
+        // block for good (sled 0.34), so only a healthy store is flushed once more.
+        if self.unwritable().is_none() {
+            if let Ok(store) = self.store() {
+                store.db.flush()?;
+            }
+        }
         Ok(())
     }
 }
@@ -513,13 +680,13 @@ impl Drop for SledLog {
 }
 
 /// Reads a sled block tree up to a durable end.
-struct TreeReader<'a> {
-    blocks: &'a sled::Tree,
+struct TreeReader {
+    blocks: sled::Tree,
     end: u64,
 }
 
-impl<'a> TreeReader<'a> {
-    fn read(&self, from: u64, to: u64) -> Result<RecordIter<'a>, LogError> {
+impl TreeReader {
+    fn read(&self, from: u64, to: u64) -> Result<RecordIter<'static>, LogError> {
         let end = self.end;
         let to = to.min(end);
         if from > end {
@@ -606,14 +773,26 @@ impl Iterator for BlockReader {
 /// The writer thread: takes queued appends, gives offsets, writes blocks, flushes once
 /// per group, answers every append of the group.
 struct Writer {
-    db: sled::Db,
-    blocks: sled::Tree,
-    rejected: sled::Tree,
+    flush_watch: Arc<FlushWatch>,
+    epoch: Instant,
+    dir: PathBuf,
+    min_free_bytes: u64,
+    /// The writer's handle on the store; `None` from a storage failure until reopened.
+    store: Option<Store>,
+    /// The handle readers clone; the writer empties it while it reopens the store.
+    shared: SharedStore,
+    /// The storage failure that latched the store (sled 0.34 fails every later operation
+    /// after an I/O error), until [`Writer::recover`] reopens it.
+    failed: Option<String>,
     next_offset: u64,
     next_rejected: u64,
     end_tx: watch::Sender<u64>,
     counters: Arc<Counters>,
     dedup: Dedup,
+    /// Whether `dedup` holds the log's tail yet.
+    refilled: bool,
+    /// The failed store could not be released: only a restart recovers.
+    stuck: bool,
 }
 
 /// The recent `event_id`s, as 128-bit hashes, oldest first in `order`.
@@ -662,11 +841,28 @@ impl Dedup {
     }
 }
 
+/// Why a group cannot be written: the error each of its appends gets.
+struct Refusal {
+    no_space: bool,
+    message: String,
+}
+
+impl Refusal {
+    fn error(&self) -> LogError {
+        if self.no_space {
+            LogError::NoSpace(self.message.clone())
+        } else {
+            LogError::Flush(self.message.clone())
+        }
+    }
+}
+
 impl Writer {
     /// Fills the dedup window from the last [`DEDUP_WINDOW_EVENTS`] records.
     fn refill_dedup(&mut self) -> Result<(), LogError> {
+        let store = self.store.as_ref().ok_or_else(|| LogError::Recovering("store not open".into()))?;
         let end = self.next_offset;
-        let reader = SledLog::reader_for(&self.blocks, end);
+        let reader = TreeReader { blocks: store.blocks.clone(), end };
         let mut ids = Vec::new();
         for_each_prefetched(reader.read(end.saturating_sub(DEDUP_WINDOW_EVENTS as u64), end)?, |_, r| -> Result<(), LogError> {
             if let Some(id) = &r.event.event_id {
@@ -681,18 +877,142 @@ impl Writer {
         Ok(())
     }
 
-    fn run(mut self, rx: mpsc::Receiver<Request>) {
-        let mut refilled = false;
-        while let Ok(first) = rx.recv() {
-            if !refilled {
-                if let Err(e) = self.refill_dedup() {
-                    // Without the window, duplicates could land: refuse to append.
-                    tracing::error!(error = %e, "cannot read the log's tail to refill the dedup window");
-                    let _ = first.reply.send(Err(LogError::Flush(format!("reading the log's tail: {e}"))));
-                    continue;
-                }
-                refilled = true;
+    /// `Err` with the reason when the log's filesystem has less than the reserve free.
+    fn check_space(&self) -> Result<(), String> {
+        if self.min_free_bytes == 0 {
+            return Ok(());
+        }
+        match fs2::available_space(&self.dir) {
+            Ok(free) if free < self.min_free_bytes => Err(format!(
+                "{free} bytes free on the filesystem of {}, under the reserve of {} bytes; appends resume by themselves once it has that much free",
+                self.dir.display(),
+                self.min_free_bytes
+            )),
+            // A filesystem that cannot say leaves the decision to the write itself.
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the next group may be written; on `Err`, what its appends are told.
+    fn ready(&mut self) -> Result<(), Refusal> {
+        if self.failed.is_some() {
+            self.recover();
+        }
+        if let Some(why) = &self.failed {
+            let no_space = self.check_space().is_err() || why.contains("No space left");
+            return Err(Refusal { no_space, message: why.clone() });
+        }
+        if let Err(why) = self.check_space() {
+            self.counters.set_unwritable(Some(format!("disk full: {why}")));
+            return Err(Refusal { no_space: true, message: why });
+        }
+        if !self.refilled {
+            if let Err(e) = self.refill_dedup() {
+                // Without the window, duplicates could land: refuse to append.
+                tracing::error!(error = %e, "cannot read the log's tail to refill the dedup window");
+                return Err(Refusal { no_space: false, message: format!("reading the log's tail: {e}") });
             }
+            self.refilled = true;
+        }
+        Ok(())
+    }
+
+    /// After a storage failure: once the reserve is free again, drops every handle on the
+    /// failed store, reopens it (sled recovers what reached the disk) and carries on from
+    /// what the reopened store holds. Records of the failed group that did reach the disk
+    /// keep their offsets (they were never acknowledged; a client's retry is then dropped
+    /// as a duplicate).
+    fn recover(&mut self) {
+        if self.stuck {
+            return;
+        }
+        if let Err(why) = self.check_space() {
+            // Keep the failed store for readers until there is room to reopen.
+            self.counters.set_unwritable(Some(format!("disk full: {why}")));
+            return;
+        }
+        tracing::info!(path = %self.dir.display(), "reopening the log's storage after a failure");
+        // Readers get `Recovering` until the new store is in place. Dropping sled's last
+        // handle flushes, and after a write error that flush can wait for good (sled
+        // 0.34): drop on a thread of its own, and give up on reopening if it never ends.
+        let old = (self.shared.write().unwrap_or_else(|p| p.into_inner()).take(), self.store.take());
+        let (dropped_tx, dropped_rx) = mpsc::channel::<()>();
+        let spawned = std::thread::Builder::new().name("questlog-log-reaper".into()).spawn(move || {
+            drop(old);
+            let _ = dropped_tx.send(());
+        });
+        if spawned.is_err() || dropped_rx.recv_timeout(Duration::from_millis(REOPEN_WAIT_MS)).is_err() {
+            let why = "the log's storage is stuck after an I/O error (sled cannot release it); restart `questlog serve` (acknowledged events are safe on disk)".to_string();
+            tracing::error!(path = %self.dir.display(), "{why}");
+            self.stuck = true;
+            self.counters.set_unwritable(Some(why.clone()));
+            self.failed = Some(why);
+            return;
+        }
+        let deadline = Instant::now() + Duration::from_millis(REOPEN_WAIT_MS);
+        let opened = loop {
+            match Store::open(&self.dir).and_then(|s| s.ends().map(|ends| (s, ends))) {
+                // A reader still holds the old store (sled locks its files): wait for it.
+                Err(LogError::Locked { .. }) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                other => break other,
+            }
+        };
+        match opened {
+            Ok((store, (end, next_rejected))) => {
+                if end != self.next_offset {
+                    tracing::warn!(
+                        acknowledged_end = self.next_offset,
+                        stored_end = end,
+                        "records of a failed, unacknowledged group reached the disk; they keep their offsets"
+                    );
+                }
+                self.next_offset = end;
+                self.next_rejected = next_rejected;
+                self.counters.rejected_total.store(next_rejected, Ordering::Relaxed);
+                self.dedup = Dedup::new();
+                self.refilled = false;
+                *self.shared.write().unwrap_or_else(|p| p.into_inner()) = Some(store.clone());
+                self.store = Some(store);
+                self.end_tx.send_replace(end);
+                self.failed = None;
+                self.counters.set_unwritable(None);
+                self.counters.reopens_total.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(durable_end = end, "log storage reopened; appends resume");
+            }
+            Err(e) => {
+                let why = format!("reopening the log's storage: {e}");
+                tracing::warn!(error = %e, "cannot reopen the log's storage yet");
+                self.counters.set_unwritable(Some(why.clone()));
+                self.failed = Some(why);
+            }
+        }
+    }
+
+    fn run(mut self, rx: mpsc::Receiver<Request>) {
+        loop {
+            let first = if self.counters.is_unwritable() {
+                // Look again on a timer too, so the log heals (and `/healthz` says so)
+                // without waiting for traffic.
+                match rx.recv_timeout(Duration::from_millis(RECOVER_RETRY_INTERVAL_MS)) {
+                    Ok(req) => req,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        if self.failed.is_some() {
+                            self.recover();
+                        } else if self.check_space().is_ok() {
+                            self.counters.set_unwritable(None);
+                        }
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match rx.recv() {
+                    Ok(req) => req,
+                    Err(_) => break,
+                }
+            };
             let mut group = vec![first];
             let mut records = group[0].batch.records.len();
             while records < MAX_GROUP_RECORDS {
@@ -704,12 +1024,26 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.commit(group);
+            match self.ready() {
+                Ok(()) => self.commit(group),
+                Err(refusal) => {
+                    self.counters.flush_errors_total.fetch_add(1, Ordering::Relaxed);
+                    for req in group {
+                        let _ = req.reply.send(Err(refusal.error()));
+                    }
+                }
+            }
         }
         tracing::debug!("log writer stopped");
     }
 
     fn commit(&mut self, group: Vec<Request>) {
+        let Some(store) = self.store.clone() else {
+            for req in group {
+                let _ = req.reply.send(Err(LogError::Recovering("store not open".into())));
+            }
+            return;
+        };
         let started = Instant::now();
         let base = self.next_offset;
         let base_rejected = self.next_rejected;
@@ -722,7 +1056,7 @@ impl Writer {
         let mut result: Result<(), LogError> = Ok(());
         let mut write_block = |pending: &mut Vec<Record>, first: u64| -> Result<(), LogError> {
             let bytes = encode_block(pending);
-            self.blocks.insert(block_key(first), bytes)?;
+            store.blocks.insert(block_key(first), bytes)?;
             block_keys.push(first);
             pending.clear();
             Ok(())
@@ -753,7 +1087,7 @@ impl Writer {
             for rej in req.batch.rejected {
                 if result.is_ok() {
                     let bytes = encode_block(std::slice::from_ref(&rej));
-                    result = self.rejected.insert(block_key(rejected_seq), bytes).map(|_| ()).map_err(Into::into);
+                    result = store.rejected.insert(block_key(rejected_seq), bytes).map(|_| ()).map_err(Into::into);
                     rejected_keys.push(rejected_seq);
                 }
                 rejected_seq += 1;
@@ -766,7 +1100,9 @@ impl Writer {
         }
         let total = offset - base;
         if result.is_ok() && (total > 0 || rejected_seq > base_rejected) {
-            result = self.db.flush().map(|_| ()).map_err(LogError::Storage);
+            self.flush_watch.started_ms.store(self.epoch.elapsed().as_millis() as u64 + 1, Ordering::SeqCst);
+            result = store.db.flush().map(|_| ()).map_err(LogError::Storage);
+            self.flush_watch.started_ms.store(0, Ordering::SeqCst);
         }
         let c = &self.counters;
         match result {
@@ -779,6 +1115,9 @@ impl Writer {
                 c.flush_batch_buckets[bucket].fetch_add(1, Ordering::Relaxed);
                 c.flush_nanos_total.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
                 c.rejected_total.store(rejected_seq, Ordering::Relaxed);
+                if c.is_unwritable() {
+                    c.set_unwritable(None);
+                }
                 self.end_tx.send_replace(offset);
                 self.dedup.trim();
                 for ((reply, range), duplicates) in reply_to.into_iter().zip(ranges).zip(duplicates_of) {
@@ -793,13 +1132,18 @@ impl Writer {
                 for k in remembered.into_iter().rev() {
                     self.dedup.forget(k);
                 }
-                for k in block_keys {
-                    let _ = self.blocks.remove(block_key(k));
+                // After a storage error sled 0.34 fails every later operation, and a flush
+                // can block for good waiting on the write that failed: leave the store
+                // alone; `recover` reopens it and takes whatever reached the disk.
+                if !matches!(e, LogError::Storage(_)) {
+                    for k in block_keys {
+                        let _ = store.blocks.remove(block_key(k));
+                    }
+                    for k in rejected_keys {
+                        let _ = store.rejected.remove(block_key(k));
+                    }
+                    let _ = store.db.flush();
                 }
-                for k in rejected_keys {
-                    let _ = self.rejected.remove(block_key(k));
-                }
-                let _ = self.db.flush();
                 let no_space = e.is_no_space();
                 let msg = match &e {
                     LogError::Flush(m) => m.clone(),
@@ -809,8 +1153,12 @@ impl Writer {
                     let err = if no_space { LogError::NoSpace(msg.clone()) } else { LogError::Flush(msg.clone()) };
                     let _ = reply.send(Err(err));
                 }
-                // Do not spin on a failing disk.
-                std::thread::sleep(Duration::from_millis(50));
+                if matches!(e, LogError::Storage(_)) {
+                    // sled keeps failing after an I/O error: reopen before the next group.
+                    let why = if no_space { format!("disk full: {msg}") } else { format!("storage failed: {msg}") };
+                    self.counters.set_unwritable(Some(why.clone()));
+                    self.failed = Some(why);
+                }
             }
         }
     }

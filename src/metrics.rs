@@ -152,6 +152,10 @@ impl Metrics {
         let _ = writeln!(o, "questlog_log_flushes_total {}", log.flushes_total);
         header(&mut o, "questlog_log_flush_errors_total", "counter", "Group commits that failed; none of their events were acknowledged.");
         let _ = writeln!(o, "questlog_log_flush_errors_total {}", log.flush_errors_total);
+        header(&mut o, "questlog_log_writable", "gauge", "1 while the log takes appends; 0 while the disk is full or its storage is reopening.");
+        let _ = writeln!(o, "questlog_log_writable {}", u8::from(log.unwritable.is_none()));
+        header(&mut o, "questlog_log_reopens_total", "counter", "Times the log reopened its storage after a failure (disk full, I/O error).");
+        let _ = writeln!(o, "questlog_log_reopens_total {}", log.reopens_total);
         header(&mut o, "questlog_log_flush_seconds_total", "counter", "Time spent writing and syncing groups.");
         let _ = writeln!(o, "questlog_log_flush_seconds_total {}", log.flush_seconds_total);
         header(&mut o, "questlog_log_flush_batch_records", "histogram", "Records per group commit.");

@@ -112,7 +112,26 @@ pub enum ProjectError {
     Damaged { path: PathBuf, reason: String },
     #[error("unknown compression `{0}`: use snappy, zstd or none")]
     BadCompression(String),
+    #[error("not enough free disk for {what}: {free_bytes} bytes free, {needed_bytes} needed (twice the log's reserve plus the step's estimate); projection resumes once there is room")]
+    NoSpace { what: &'static str, free_bytes: u64, needed_bytes: u64 },
 }
+
+impl ProjectError {
+    /// True when the step failed for lack of disk space (its own check, or ENOSPC from a
+    /// write, however deep in the Parquet writer it surfaced).
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            ProjectError::NoSpace { .. } => true,
+            ProjectError::Io { source, .. } => source.raw_os_error() == Some(28),
+            ProjectError::Log(e) => e.is_no_space(),
+            other => other.to_string().contains("os error 28"),
+        }
+    }
+}
+
+/// After a step failed for lack of space, the projector retries as soon as the free space
+/// has grown by this much, instead of sitting out its backoff.
+const SPACE_REGAINED_BYTES: u64 = 4 * 1024 * 1024;
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ProjectError {
     let context = context.into();
@@ -483,7 +502,21 @@ impl TableOutput {
     fn finish(mut self) -> Result<Vec<FileEntry>, ProjectError> {
         self.flush_batch()?;
         self.close_file()?;
-        Ok(self.done)
+        Ok(std::mem::take(&mut self.done))
+    }
+}
+
+impl Drop for TableOutput {
+    /// On an error path (a full disk, say), removes what this output wrote and no
+    /// manifest will list, so a failing step does not keep the space it took.
+    fn drop(&mut self) {
+        if let Some(w) = self.current.take() {
+            let _ = fs::remove_file(&w.path);
+        }
+        for f in self.done.drain(..) {
+            let name = if self.staged { staged_name(&f.name) } else { f.name.clone() };
+            let _ = fs::remove_file(self.dir.join(name));
+        }
     }
 }
 
@@ -740,19 +773,26 @@ pub struct Projector {
     tables: LocalTables,
     codec: Codec,
     step_events: u64,
+    /// Free bytes to leave on the tables' filesystem before writing; see
+    /// [`Projector::with_min_free_bytes`].
+    min_free_bytes: u64,
 }
+
+/// Estimated Parquet bytes per projected event, for the free-space check of a step
+/// (measured: 90–200 bytes with SNAPPY; the estimate leaves some slack).
+const EST_PARQUET_BYTES_PER_EVENT: u64 = 256;
 
 impl Projector {
     /// Opens the tables of `data_dir` (recovering from a crash). `codec` applies to files
     /// written from now on.
     pub fn open(data_dir: &Path, codec: Codec) -> Result<Projector, ProjectError> {
-        Ok(Projector { tables: LocalTables::open(data_dir, codec)?, codec, step_events: MAX_STEP_EVENTS })
+        Ok(Projector { tables: LocalTables::open(data_dir, codec)?, codec, step_events: MAX_STEP_EVENTS, min_free_bytes: 0 })
     }
 
     /// Opens for [`Projector::rebuild`] only: the live tables may be missing files or
     /// damaged, since the rebuild replaces them all.
     pub fn open_for_rebuild(data_dir: &Path, codec: Codec) -> Result<Projector, ProjectError> {
-        Ok(Projector { tables: LocalTables::open_checked(data_dir, codec, false)?, codec, step_events: MAX_STEP_EVENTS })
+        Ok(Projector { tables: LocalTables::open_checked(data_dir, codec, false)?, codec, step_events: MAX_STEP_EVENTS, min_free_bytes: 0 })
     }
 
     /// Caps the events of one step (at most [`MAX_STEP_EVENTS`]); smaller steps publish
@@ -760,6 +800,30 @@ impl Projector {
     pub fn with_step_events(mut self, n: u64) -> Projector {
         self.step_events = n.clamp(1, MAX_STEP_EVENTS);
         self
+    }
+
+    /// Leaves room for the log: a step or merge starts only when the filesystem has twice
+    /// `log_reserve_bytes` free besides what it expects to write, so when a disk fills,
+    /// the tables stop growing before the log (whose appends are acknowledged) runs out.
+    pub fn with_min_free_bytes(mut self, log_reserve_bytes: u64) -> Projector {
+        self.min_free_bytes = log_reserve_bytes.saturating_mul(2);
+        self
+    }
+
+    /// Free bytes on the tables' filesystem, if it says.
+    fn free_bytes(&self) -> Option<u64> {
+        fs2::available_space(self.tables.dir()).ok()
+    }
+
+    fn check_space(&self, what: &'static str, estimate_bytes: u64) -> Result<(), ProjectError> {
+        if self.min_free_bytes == 0 {
+            return Ok(());
+        }
+        let needed_bytes = self.min_free_bytes.saturating_add(estimate_bytes);
+        match fs2::available_space(self.tables.dir()) {
+            Ok(free_bytes) if free_bytes < needed_bytes => Err(ProjectError::NoSpace { what, free_bytes, needed_bytes }),
+            _ => Ok(()),
+        }
     }
 
     /// The log offset the published tables reach.
@@ -776,7 +840,18 @@ impl Projector {
     pub fn step(&mut self, log: &dyn EventLog, progress: &ProgressBar) -> Result<ProjectSummary, ProjectError> {
         let started = Instant::now();
         let from = self.offset();
-        let to = log.durable_end().min(from + self.step_events);
+        let mut to = log.durable_end().min(from + self.step_events);
+        if to > from && self.min_free_bytes > 0 {
+            // On a filling disk, a shorter step that fits beats none.
+            let estimate = (to - from).saturating_mul(EST_PARQUET_BYTES_PER_EVENT);
+            if let Err(ProjectError::NoSpace { free_bytes, .. }) = self.check_space("a projection step", estimate) {
+                let room = free_bytes.saturating_sub(self.min_free_bytes) / EST_PARQUET_BYTES_PER_EVENT;
+                if room == 0 {
+                    return Err(ProjectError::NoSpace { what: "a projection step", free_bytes, needed_bytes: self.min_free_bytes + EST_PARQUET_BYTES_PER_EVENT });
+                }
+                to = from + room.min(to - from);
+            }
+        }
         let mut summary = ProjectSummary { from_offset: from, to_offset: to, ..Default::default() };
         if to <= from {
             return Ok(summary);
@@ -826,6 +901,12 @@ impl Projector {
                 let files = &self.tables.manifest().tables[i];
                 let Some(run) = compaction_run(files) else { continue };
                 let inputs: Vec<FileEntry> = files[run.clone()].to_vec();
+                let input_bytes = inputs.iter().map(|f| f.bytes).sum();
+                if let Err(e) = self.check_space("merging table files", input_bytes) {
+                    // The step itself is published; merging waits for room.
+                    tracing::warn!(error = %e, table = def.name, "compaction postponed");
+                    continue;
+                }
                 let merged = self.merge(def, &inputs, inputs[0].level.saturating_add(1))?;
                 let mut next = self.tables.manifest().clone();
                 next.tables[i].splice(run, merged.iter().cloned());
@@ -922,12 +1003,15 @@ impl Continuous {
             .spawn(move || {
                 let hidden = ProgressBar::hidden();
                 let mut failures: u32 = 0;
+                // Free bytes when the last step failed for lack of space.
+                let mut free_at_failure: Option<u64> = None;
                 loop {
                     let stopping = stop2.load(Ordering::SeqCst);
                     while projector.offset() < log.durable_end() {
                         match projector.step(log.as_ref(), &hidden) {
                             Ok(s) => {
                                 failures = 0;
+                                free_at_failure = None;
                                 metrics.projected_offset.store(projector.offset(), Ordering::Relaxed);
                                 metrics.projection_steps_total.fetch_add(1, Ordering::Relaxed);
                                 tracing::debug!(from = s.from_offset, to = s.to_offset, files = s.files_written, "projection step");
@@ -935,6 +1019,7 @@ impl Continuous {
                             Err(e) => {
                                 metrics.projection_errors_total.fetch_add(1, Ordering::Relaxed);
                                 failures = failures.saturating_add(1);
+                                free_at_failure = if e.is_no_space() { projector.free_bytes() } else { None };
                                 tracing::error!(error = %e, failures, "projection step failed; retrying with backoff");
                                 break;
                             }
@@ -956,7 +1041,12 @@ impl Continuous {
                         if now >= deadline {
                             break;
                         }
-                        std::thread::park_timeout(deadline - now);
+                        if let (Some(before), Some(free)) = (free_at_failure, projector.free_bytes()) {
+                            if free >= before.saturating_add(SPACE_REGAINED_BYTES) {
+                                break; // space came back: no need to sit out the backoff
+                            }
+                        }
+                        std::thread::park_timeout((deadline - now).min(std::time::Duration::from_millis(interval_ms.max(1))));
                     }
                 }
             })

@@ -42,6 +42,8 @@ pub fn questlog_ok(data_dir: &Path, args: &[&str]) -> String {
 pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
+    /// What the server printed on stdout after its first line.
+    pub output: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Server {
@@ -50,11 +52,15 @@ impl Server {
     }
 
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(bin())
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(extra)
+        let mut cmd = Command::new(bin());
+        cmd.arg("--data-dir").arg(data_dir).args(["serve", "--listen", "127.0.0.1:0"]).args(extra);
+        Server::start_command(cmd)
+    }
+
+    /// Starts `cmd`, a command that ends up running `questlog serve` on a port it prints
+    /// on the first line of stdout, and waits until it is healthy.
+    pub fn start_command(mut cmd: Command) -> Server {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -71,12 +77,17 @@ impl Server {
             .and_then(|rest| rest.split_whitespace().next())
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("no address in server output {line:?}"));
-        // Keep draining stdout so the server never blocks on a full pipe.
+        // Keep draining stdout so the server never blocks on a full pipe; keep what it says.
+        let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = output.clone();
         std::thread::spawn(move || {
-            let mut sink = String::new();
-            let _ = reader.read_to_string(&mut sink);
+            let mut line = String::new();
+            while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                sink.lock().unwrap().push_str(&line);
+                line.clear();
+            }
         });
-        let server = Server { child, addr };
+        let server = Server { child, addr, output };
         server.wait_healthy();
         server
     }
