@@ -566,6 +566,29 @@ impl<'de> Deserialize<'de> for StrictObject {
     }
 }
 
+/// The body of the `event` fuzz target (`fuzz/`) and of the test that replays its
+/// corpus: whatever the bytes, validation gives an event or a rejection, never a panic,
+/// and an accepted event's canonical JSON validates to the same event. The first byte
+/// picks the way in: even for a JSON body's event, odd for seed-style
+/// `event_type?key=value&…` query parameters.
+pub fn fuzz_event(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else { return };
+    let text = String::from_utf8_lossy(rest);
+    let result = if mode % 2 == 0 {
+        validate_json(&text)
+    } else {
+        let (event_type, query) = text.split_once('?').unwrap_or((&text, ""));
+        let params: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+        members_from_query(event_type, &params).and_then(|m| validate_object(&m))
+    };
+    if let Ok(event) = result {
+        let canonical = event.to_json_string();
+        let again = validate_json(&canonical)
+            .unwrap_or_else(|r| panic!("the canonical JSON {canonical} of an accepted event is rejected: {}", r.message));
+        assert_eq!(again.to_json_string(), canonical, "canonical JSON is not a fixed point");
+    }
+}
+
 /// Validates one event given as JSON text (`raw` is kept verbatim as `raw_event`).
 pub fn validate_json(raw: &str) -> Result<ClientEvent, Rejection> {
     let trimmed = raw.trim_start();

@@ -177,3 +177,126 @@ fn api_keys_gate_appends_name_the_app_and_limit_its_rate() {
     assert_eq!(lines[1]["app"], "mobile-game");
     assert!(lines[2..].iter().all(|l| l["app"] == "tiny-game"));
 }
+
+/// The server's resident memory, from /proc.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Waits (bounded) until the tables have caught up with the log, so that projection
+/// work does not move the memory figures.
+fn wait_projected(server: &Server) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let h = server.get("/healthz").json();
+        if h["projected_offset"] == h["log_end_offset"] {
+            return;
+        }
+        assert!(Instant::now() < deadline, "projection did not catch up: {h}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Every hostile input of the issue, several rounds against one server: each gets its
+/// 4xx (a refused connection over the limit gets 503, a slow one is cut off), the server
+/// keeps serving, and its memory after the suite is within 20% of before.
+#[test]
+fn hostile_suite_answers_4xx_and_memory_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        &["--max-connections", "32", "--header-read-timeout-ms", "300", "--body-read-timeout-ms", "300"],
+    );
+    let pid = server.child.id();
+    // Ordinary traffic first: the baseline is a server that has done its normal work.
+    let ok_event = r#"{"event_type":"join_guild","guild_id":1,"name":"Knights"}"#;
+    let batch = format!("[{}]", vec![ok_event; 500].join(","));
+    for _ in 0..20 {
+        assert_eq!(server.post("/v1/events", &[], batch.as_bytes()).status, 200);
+    }
+    wait_projected(&server);
+    let before = rss_kib(pid);
+
+    let over_body = vec![b' '; 17 * 1024 * 1024];
+    let bomb = gzip(&vec![b' '; 80 * 1024 * 1024]);
+    let too_many = format!("[{}]", vec![ok_event; 10_001].join(","));
+    let too_big = format!(r#"{{"event_type":"join_guild","guild_id":1,"name":"{}"}}"#, "x".repeat(70 * 1024));
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let mut bad_utf8 = br#"{"event_type":"join_guild","guild_id":1,"name":""#.to_vec();
+    bad_utf8.extend_from_slice(&[0xff, 0xfe, 0xc3, 0x28]);
+    bad_utf8.extend_from_slice(b"\"}");
+    let dup_key = r#"{"event_type":"join_guild","guild_id":1,"guild_id":2,"name":"x"}"#;
+    let huge_number = r#"{"event_type":"join_guild","guild_id":123456789012345678901234567890,"name":"x"}"#;
+    let non_finite = r#"{"event_type":"buy_asset","store_id":1,"item_name":"a","inventory_id":1,"total_cost":1e400,"category":"c","on_hand_qty":1}"#;
+
+    for round in 0..5 {
+        let expect = |what: &str, r: Response, status: u16| {
+            assert_eq!(r.status, status, "round {round}, {what}: {}", r.text());
+        };
+        // A body over the limit, announced by Content-Length: refused before it is sent.
+        let mut big = TcpStream::connect(server.addr).unwrap();
+        write!(big, "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n", over_body.len()).unwrap();
+        let answer = read_until(big, "}");
+        assert!(answer.starts_with("HTTP/1.1 413"), "round {round}, body over the limit: {answer:?}");
+        expect("gzip bomb", server.post("/v1/events", &[("Content-Encoding", "gzip")], &bomb), 413);
+        expect("too many events", server.post("/v1/events", &[], too_many.as_bytes()), 413);
+        expect("event too large", server.post("/v1/events", &[], too_big.as_bytes()), 413);
+        expect("invalid UTF-8", server.post("/v1/events", &[], &bad_utf8), 400);
+        expect("malformed JSON", server.post("/v1/events", &[], br#"{"event_type":"#), 400);
+        expect("wrong content type", server.post("/v1/events", &[("Content-Type", "application/xml")], ok_event.as_bytes()), 415);
+        expect("unknown encoding", server.post("/v1/events", &[("Content-Encoding", "br")], ok_event.as_bytes()), 415);
+        expect("unknown route", server.post("/v1/nothing", &[], ok_event.as_bytes()), 404);
+        // Seed-style routes carry one event: a refused one is a 400.
+        expect("duplicate parameter", server.get("/join_guild?guild_id=1&guild_id=2&name=x"), 400);
+        expect("huge number", server.get("/join_guild?guild_id=123456789012345678901234567890&name=x"), 400);
+        expect("non-finite number", server.get("/buy_asset?store_id=1&item_name=a&inventory_id=1&total_cost=inf&category=c&on_hand_qty=1"), 400);
+        // In a readable JSON body, the contract answers 200 and refuses each bad event
+        // in `rejected` with its reason; nothing of it is accepted.
+        for (what, body, reason) in [
+            ("duplicate key", dup_key, "duplicate_key"),
+            ("huge number", huge_number, "out_of_range"),
+            ("non-finite number", non_finite, "non_finite"),
+        ] {
+            let r = server.post("/v1/events", &[], body.as_bytes());
+            assert_eq!(r.status, 200, "{what}: {}", r.text());
+            let j = r.json();
+            assert_eq!(j["accepted"], 0, "{what}: {j}");
+            assert_eq!(j["rejected"][0]["reason"], reason, "{what}: {j}");
+        }
+        let r = server.post("/v1/events", &[], deep.as_bytes());
+        assert!(matches!(r.status, 400 | 413) || (r.status == 200 && r.json()["accepted"] == 0), "deep nesting: {} {}", r.status, r.text());
+
+        // Slow clients: headers or a body trickled past the timeouts are cut off.
+        let mut slow_head = TcpStream::connect(server.addr).unwrap();
+        slow_head.write_all(b"POST /v1/events HTTP/1.1\r\nHo").unwrap();
+        let mut slow_body = TcpStream::connect(server.addr).unwrap();
+        slow_body.write_all(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"event").unwrap();
+        let head_answer = read_all(slow_head);
+        assert!(head_answer.is_empty() || head_answer.starts_with("HTTP/1.1 408"), "slow headers: {head_answer:?}");
+        assert!(read_all(slow_body).starts_with("HTTP/1.1 408"), "slow body");
+
+        // More connections than the limit: the extra ones are refused with 503 at once.
+        let held: Vec<TcpStream> = (0..40).map(|_| TcpStream::connect(server.addr).unwrap()).collect();
+        let mut refused = 0;
+        for s in held {
+            s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+            let mut buf = [0u8; 12];
+            if matches!((&s).read(&mut buf), Ok(n) if n > 0 && buf.starts_with(b"HTTP/1.1 503")) {
+                refused += 1;
+            }
+        }
+        assert!(refused >= 1, "round {round}: no connection over the limit was refused");
+        assert_eq!(server.get("/healthz").status, 200, "round {round}: still serving");
+    }
+
+    // Other clients were served all along, and still are.
+    assert_eq!(server.post("/v1/events", &[], ok_event.as_bytes()).status, 200);
+    wait_projected(&server);
+    let after = rss_kib(pid);
+    eprintln!("hostile suite: RSS {before} KiB before, {after} KiB after ({:+.1}%)", (after as f64 / before as f64 - 1.0) * 100.0);
+    assert!(after as f64 <= before as f64 * 1.2, "RSS grew from {before} KiB to {after} KiB over the hostile suite");
+    server.stop();
+    assert_eq!(replay_lines(dir.path()).len(), 20 * 500 + 1, "only the ordinary events were appended");
+}

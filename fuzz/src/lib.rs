@@ -1,0 +1,10 @@
+//! The decoders under fuzzing, compiled from questlog's own sources (the same files, not
+//! copies): `event` (validation of JSON and query-parameter events) and `log` (block
+//! decoding). Each target calls the module's `fuzz_*` function, which the main crate's
+//! `tests/fuzz_corpus.rs` also runs over the committed corpus.
+#![allow(dead_code)]
+
+#[path = "../../src/event.rs"]
+pub mod event;
+#[path = "../../src/log.rs"]
+pub mod log;

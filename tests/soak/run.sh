@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Soak: `serve` under steady HTTP load at a fraction of its measured maximum for a while,
+# sampling its memory, open files and projection lag. Then: no request may have failed,
+# RSS and open files must be flat (last third of the run vs the first third after warm-up),
+# the tables must catch up, and `verify` must pass. RELIABILITY.md quotes a 10-minute run.
+#
+# usage: tests/soak/run.sh [--minutes 10] [--fraction 0.7] [--batch 100] [--concurrency 4]
+#   --minutes may be fractional (CI runs a short one: --minutes 0.5)
+# Needs a release build (cargo build --release).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+bin="${QUESTLOG_BIN:-${CARGO_TARGET_DIR:-$root/target}/release/questlog}"
+minutes=10 fraction=0.7 batch=100 concurrency=4
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --minutes) minutes="$2"; shift ;;
+    --fraction) fraction="$2"; shift ;;
+    --batch) batch="$2"; shift ;;
+    --concurrency) concurrency="$2"; shift ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+[ -x "$bin" ] || { echo "no questlog binary at $bin: cargo build --release first" >&2; exit 1; }
+
+work="$(mktemp -d)"
+serve_pid=""
+cleanup() { [ -n "$serve_pid" ] && kill "$serve_pid" 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+"$bin" --data-dir "$work/data" serve --listen 127.0.0.1:0 >"$work/serve.out" 2>"$work/serve.err" &
+serve_pid=$!
+for _ in $(seq 200); do grep -q "serving on" "$work/serve.out" 2>/dev/null && break; sleep 0.05; done
+addr="$(grep -o 'http://[0-9.:]*' "$work/serve.out" | head -1)"
+[ -n "$addr" ] || { echo "serve did not start:"; cat "$work/serve.err"; exit 1; }
+health() { curl -sf "$addr/healthz" || true; }
+field() { python3 -c "import json,sys; print(json.loads(sys.argv[1] or '{}').get(sys.argv[2], 0))" "$1" "$2"; }
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$serve_pid/status"; }
+fds() { ls "/proc/$serve_pid/fd" | wc -l; }
+
+# 1. The maximum: an unpaced run of the same shape.
+probe_seconds=15
+python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) >= 2 else 1)" "$minutes" || probe_seconds=3
+probe_events=$(( probe_seconds * 150000 ))
+"$bin" generate --url "$addr" --seed 1 --events "$probe_events" --batch "$batch" --concurrency "$concurrency" >"$work/probe.txt"
+max_rate="$(grep -o 'throughput [0-9]*' "$work/probe.txt" | awk '{print $2}')"
+rate="$(python3 -c "import sys; print(int(float(sys.argv[1]) * float(sys.argv[2])))" "$max_rate" "$fraction")"
+seconds="$(python3 -c "import sys; print(int(float(sys.argv[1]) * 60))" "$minutes")"
+events=$(( rate * seconds ))
+echo "soak: maximum $max_rate events/s (batch $batch, concurrency $concurrency); soaking at $rate events/s ($fraction) for $seconds s: $events events"
+
+# 2. The soak, sampled every tenth of the run (at least every 10 s).
+"$bin" generate --url "$addr" --seed 2 --events "$events" --rate "$rate" --batch "$batch" --concurrency "$concurrency" >"$work/soak.txt" 2>"$work/soak.err" &
+gen_pid=$!
+interval="$(python3 -c "import sys; print(max(1.0, min(10.0, float(sys.argv[1]) / 10)))" "$seconds")"
+samples="$work/samples.tsv"
+printf 't_s\trss_mib\topen_files\tlog_end\tprojected\tlag_events\n' | tee "$samples"
+t0=$(date +%s.%N)
+while kill -0 "$gen_pid" 2>/dev/null; do
+  sleep "$interval"
+  h="$(health)"
+  end="$(field "$h" log_end_offset)"; proj="$(field "$h" projected_offset)"
+  printf '%.0f\t%.0f\t%s\t%s\t%s\t%s\n' "$(python3 -c "import time,sys; print(time.time() - float(sys.argv[1]))" "$t0")" \
+    "$(( $(rss_kib) / 1024 ))" "$(fds)" "$end" "$proj" "$(( end - proj ))" | tee -a "$samples"
+done
+gen_status=0; wait "$gen_pid" || gen_status=$?
+cat "$work/soak.txt"
+
+# 3. The tables catch up.
+caught_up=0
+for _ in $(seq 600); do
+  h="$(health)"
+  if [ "$(field "$h" log_end_offset)" = "$(field "$h" projected_offset)" ]; then caught_up=1; break; fi
+  sleep 0.2
+done
+
+# 4. Verdicts.
+python3 - "$samples" <<'PY' || verdict=1
+import sys, csv
+rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
+if len(rows) < 6:
+    print("soak: too few samples"); sys.exit(1)
+third = max(1, len(rows) // 3)
+early, late = rows[1:1 + third], rows[-third:]   # the first sample is warm-up
+rss_early = max(float(r["rss_mib"]) for r in early); rss_late = max(float(r["rss_mib"]) for r in late)
+fd_early = max(int(r["open_files"]) for r in early); fd_late = max(int(r["open_files"]) for r in late)
+lag_max = max(int(r["lag_events"]) for r in rows)
+print(f"soak: RSS {rss_early:.0f} MiB early, {rss_late:.0f} MiB late ({(rss_late / rss_early - 1) * 100:+.1f}%); "
+      f"open files {fd_early} early, {fd_late} late; largest projection lag {lag_max} events")
+ok = rss_late <= rss_early * 1.2 and fd_late <= fd_early + 8
+print("soak: RSS and open files flat" if ok else "soak: RSS or open files grew")
+sys.exit(0 if ok else 1)
+PY
+verdict=${verdict:-0}
+kill -TERM "$serve_pid"; wait "$serve_pid" || true; serve_pid=""
+verify_status=0; "$bin" --data-dir "$work/data" verify || verify_status=$?
+failed="$(grep -o '[0-9]* failed requests' "$work/soak.txt" | awk '{print $1}')"
+echo "soak: generate exit $gen_status, failed requests ${failed:-?}, tables caught up: $caught_up, verify exit $verify_status"
+[ "$gen_status" = 0 ] && [ "${failed:-1}" = 0 ] && [ "$caught_up" = 1 ] && [ "$verdict" = 0 ] && [ "$verify_status" = 0 ] \
+  && echo "soak: PASSED" || { echo "soak: FAILED"; exit 1; }
