@@ -496,11 +496,23 @@ async fn read_body(headers: &HeaderMap, body: Body, body_timeout_ms: u64) -> Res
     match encoding.as_str() {
         "" | "identity" => Ok(wire),
         "gzip" | "x-gzip" => {
-            let mut out = Vec::with_capacity((wire.len() * 4).min(MAX_DECOMPRESSED_BYTES));
-            let mut dec = flate2::read::MultiGzDecoder::new(&wire[..]).take(MAX_DECOMPRESSED_BYTES as u64 + 1);
-            dec.read_to_end(&mut out).map_err(|e| ApiError::Unreadable(format!("bad gzip body: {e}")))?;
-            if out.len() > MAX_DECOMPRESSED_BYTES {
-                return Err(ApiError::DecompressedTooLarge);
+            // Grown by hand so a bomb costs at most the limit, not the next power of two
+            // past it (`read_to_end` would double to 128 MiB to find the 64 MiB + 1st byte).
+            let mut out: Vec<u8> = Vec::with_capacity((wire.len() * 4).min(MAX_DECOMPRESSED_BYTES));
+            let mut dec = flate2::read::MultiGzDecoder::new(&wire[..]);
+            let mut chunk = vec![0u8; 64 * 1024];
+            loop {
+                let n = dec.read(&mut chunk).map_err(|e| ApiError::Unreadable(format!("bad gzip body: {e}")))?;
+                if n == 0 {
+                    break;
+                }
+                if out.len() + n > MAX_DECOMPRESSED_BYTES {
+                    return Err(ApiError::DecompressedTooLarge);
+                }
+                if out.capacity() - out.len() < n {
+                    out.reserve_exact(out.capacity().max(n).min(MAX_DECOMPRESSED_BYTES - out.len()));
+                }
+                out.extend_from_slice(&chunk[..n]);
             }
             Ok(Bytes::from(out))
         }
