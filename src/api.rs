@@ -64,7 +64,7 @@ const ROUTE_REPLAY: usize = 5;
 
 /// Most open connections. Each costs a task, buffers (tens of KiB) and a file descriptor;
 /// 1,024 is well under the default descriptor limit and far above what the 64-connection
-/// load tests use. Past it a connection is answered 503 and closed at once.
+/// load tests use. Past it a connection is answered 429 and closed at once.
 pub const MAX_CONNECTIONS: usize = 1_024;
 /// Time a client has to send a request's headers (and an idle keep-alive connection to
 /// start its next request): slow or stalled clients (slowloris) are cut off after it.
@@ -262,7 +262,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// finish (their appends complete and are answered) before returning.
 ///
 /// Each connection has [`Limits::header_read_timeout_ms`] to send its headers; past
-/// [`Limits::max_connections`] open connections a new one gets a 503 and is closed.
+/// [`Limits::max_connections`] open connections a new one gets a 429 and is closed.
 pub async fn run(
     listener: TcpListener,
     state: Arc<AppState>,
@@ -335,12 +335,14 @@ pub async fn run(
     Ok(())
 }
 
-/// Answers a connection over the limit with a 503 and closes it, without waiting long.
+/// Answers a connection over the limit with a 429 (with `Retry-After`) and closes it,
+/// without waiting long. 429 rather than 503: whoever opens the connection past the limit
+/// is, at that moment, the client asking for too much, and clients back off on either.
 async fn refuse(mut stream: tokio::net::TcpStream, limit: usize) {
     use tokio::io::AsyncWriteExt;
     let body = format!("{{\"error\":\"too many connections (limit {limit}); retry shortly\"}}");
     let resp = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
     );
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), stream.write_all(resp.as_bytes())).await;

@@ -183,7 +183,7 @@ impl Metrics {
         let _ = writeln!(o, "questlog_requests_rate_limited_total {}", ld(&self.rate_limited_total));
         header(&mut o, "questlog_connections_open", "gauge", "HTTP connections open now.");
         let _ = writeln!(o, "questlog_connections_open {}", ld(&self.connections_open));
-        header(&mut o, "questlog_connections_refused_total", "counter", "Connections answered 503 and closed at the connection limit.");
+        header(&mut o, "questlog_connections_refused_total", "counter", "Connections answered 429 and closed at the connection limit.");
         let _ = writeln!(o, "questlog_connections_refused_total {}", ld(&self.connections_refused_total));
         o
     }

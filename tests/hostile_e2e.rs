@@ -67,7 +67,7 @@ fn slow_bodies_get_408_and_nothing_is_appended() {
 }
 
 #[test]
-fn connections_over_the_limit_get_503_and_the_server_recovers() {
+fn connections_over_the_limit_get_429_and_the_server_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start_with(dir.path(), &["--max-connections", "4", "--header-read-timeout-ms", "60000"]);
     // Four idle connections hold every slot…
@@ -76,10 +76,10 @@ fn connections_over_the_limit_get_503_and_the_server_recovers() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let refused = loop {
         let answer = read_all(TcpStream::connect(server.addr).unwrap());
-        if answer.starts_with("HTTP/1.1 503") {
+        if answer.starts_with("HTTP/1.1 429") {
             break answer;
         }
-        assert!(Instant::now() < deadline, "no 503 at the limit: {answer:?}");
+        assert!(Instant::now() < deadline, "no 429 at the limit: {answer:?}");
     };
     assert!(refused.contains("retry-after: 1") && refused.contains("too many connections (limit 4)"), "{refused}");
     drop(held);
@@ -200,7 +200,7 @@ fn wait_projected(server: &Server) {
 }
 
 /// Every hostile input of the issue, several rounds against one server: each gets its
-/// 4xx (a refused connection over the limit gets 503, a slow one is cut off), the server
+/// 4xx (a connection over the limit gets 429, a slow one is cut off), the server
 /// keeps serving, and its memory after the suite is within 20% of before.
 #[test]
 fn hostile_suite_answers_4xx_and_memory_returns() {
@@ -277,13 +277,13 @@ fn hostile_suite_answers_4xx_and_memory_returns() {
         assert!(head_answer.is_empty() || head_answer.starts_with("HTTP/1.1 408"), "slow headers: {head_answer:?}");
         assert!(read_all(slow_body).starts_with("HTTP/1.1 408"), "slow body");
 
-        // More connections than the limit: the extra ones are refused with 503 at once.
+        // More connections than the limit: the extra ones are refused with 429 at once.
         let held: Vec<TcpStream> = (0..40).map(|_| TcpStream::connect(server.addr).unwrap()).collect();
         let mut refused = 0;
         for s in held {
             s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
             let mut buf = [0u8; 12];
-            if matches!((&s).read(&mut buf), Ok(n) if n > 0 && buf.starts_with(b"HTTP/1.1 503")) {
+            if matches!((&s).read(&mut buf), Ok(n) if n > 0 && buf.starts_with(b"HTTP/1.1 429")) {
                 refused += 1;
             }
         }
