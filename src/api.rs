@@ -171,7 +171,7 @@ pub enum ApiError {
     Unconfirmed(u64),
     #[error("the log could not make the events durable: {0}")]
     Unavailable(String),
-    #[error("the disk is full: nothing was acknowledged; free space and retry, appends resume by themselves ({0})")]
+    #[error("the disk is full: nothing was acknowledged; retry once space is freed ({0})")]
     NoSpace(String),
 }
 
