@@ -73,6 +73,13 @@ pub const DEFAULT_MIN_FREE_BYTES: u64 = 64 * 1024 * 1024;
 /// space returning; long enough that a dead disk costs nothing measurable.
 const RECOVER_RETRY_INTERVAL_MS: u64 = 1_000;
 
+/// Free bytes the log's filesystem needs before the log is opened, and before the writer
+/// drops and reopens a failed store, whatever the reserve: sled writes a snapshot and new
+/// segments (512 KiB each) when it closes and opens, and doing so on a full disk once left
+/// a corrupt snapshot that made a later open read the log as empty (tests/disk_full.rs,
+/// with the reserve off).
+const REOPEN_MIN_FREE_BYTES: u64 = 16 * 1024 * 1024;
+
 /// How long one reopen attempt waits for readers to drop their handles on the old store
 /// (sled locks its files, so the new store cannot open while one lives).
 const REOPEN_WAIT_MS: u64 = 2_000;
@@ -118,6 +125,8 @@ pub enum LogError {
     Flush(String),
     #[error("the disk is full; nothing of the batch was acknowledged ({0})")]
     NoSpace(String),
+    #[error("cannot open the log at {path}: {free_bytes} bytes free on its filesystem, {REOPEN_MIN_FREE_BYTES} needed to open it safely (sled writes while it opens); free space first")]
+    NoSpaceToOpen { path: PathBuf, free_bytes: u64 },
     #[error("the log's append queue is full ({MAX_QUEUED_APPENDS} appends waiting); retry shortly")]
     Busy,
     #[error("the log is shut down")]
@@ -136,7 +145,7 @@ impl LogError {
     /// True when the storage failed for lack of space (ENOSPC).
     pub fn is_no_space(&self) -> bool {
         match self {
-            LogError::NoSpace(_) => true,
+            LogError::NoSpace(_) | LogError::NoSpaceToOpen { .. } => true,
             LogError::Storage(sled::Error::Io(e)) => {
                 e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(28)
             }
@@ -558,6 +567,13 @@ impl SledLog {
     pub fn open_with(dir: &Path, options: LogOptions) -> Result<Arc<SledLog>, LogError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| LogError::Open { path: dir.to_path_buf(), source: sled::Error::Io(e) })?;
+        // sled writes while it opens; opened on a full disk it can leave a corrupt snapshot
+        // and then read the log as empty. Refuse instead.
+        if let Ok(free) = fs2::available_space(dir) {
+            if free < REOPEN_MIN_FREE_BYTES {
+                return Err(LogError::NoSpaceToOpen { path: dir.to_path_buf(), free_bytes: free });
+            }
+        }
         let store = Store::open(dir)?;
         let (end, next_rejected) = store.ends()?;
 
@@ -962,9 +978,16 @@ impl Writer {
         if self.stuck {
             return;
         }
-        if let Err(why) = self.check_space() {
-            // Keep the failed store for readers until there is room to reopen.
-            self.counters.set_unwritable(Some(format!("disk full: {why}")));
+        // Keep the failed store (for readers) until there is room: sled 0.34 dropped or
+        // opened on a full disk can leave a corrupt snapshot behind (seen in
+        // tests/disk_full.rs), so this waits for room even with the reserve off.
+        let free = fs2::available_space(&self.dir).unwrap_or(u64::MAX);
+        let needed = self.min_free_bytes.max(REOPEN_MIN_FREE_BYTES);
+        if free < needed {
+            self.counters.set_unwritable(Some(format!(
+                "disk full: {free} bytes free on the filesystem of {}, {needed} needed to reopen the log's storage; appends resume by themselves once it has that much free",
+                self.dir.display()
+            )));
             return;
         }
         tracing::info!(path = %self.dir.display(), "reopening the log's storage after a failure");

@@ -820,8 +820,9 @@ impl Projector {
             return Ok(());
         }
         let needed_bytes = self.min_free_bytes.saturating_add(estimate_bytes);
-        match fs2::available_space(self.tables.dir()) {
-            Ok(free_bytes) if free_bytes < needed_bytes => Err(ProjectError::NoSpace { what, free_bytes, needed_bytes }),
+        match self.free_bytes() {
+            Some(free_bytes) if free_bytes < needed_bytes => Err(ProjectError::NoSpace { what, free_bytes, needed_bytes }),
+            // A filesystem that cannot say leaves the decision to the write itself.
             _ => Ok(()),
         }
     }
