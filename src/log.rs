@@ -146,7 +146,7 @@ impl LogError {
     pub fn is_no_space(&self) -> bool {
         match self {
             LogError::NoSpace(_) | LogError::NoSpaceToOpen { .. } => true,
-            LogError::Storage(sled::Error::Io(e)) => {
+            LogError::Storage(sled::Error::Io(e)) | LogError::Open { source: sled::Error::Io(e), .. } => {
                 e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(28)
             }
             _ => false,
@@ -835,7 +835,7 @@ struct Writer {
     shared: SharedStore,
     /// The storage failure that latched the store (sled 0.34 fails every later operation
     /// after an I/O error), until [`Writer::recover`] reopens it.
-    failed: Option<String>,
+    failed: Option<Refusal>,
     next_offset: u64,
     next_rejected: u64,
     end_tx: watch::Sender<u64>,
@@ -894,6 +894,7 @@ impl Dedup {
 }
 
 /// Why a group cannot be written: the error each of its appends gets.
+#[derive(Clone)]
 struct Refusal {
     no_space: bool,
     message: String,
@@ -929,6 +930,12 @@ impl Writer {
         Ok(())
     }
 
+    /// Marks the store failed (appends refused until `recover` reopens it) and says why.
+    fn fail(&mut self, no_space: bool, why: String) {
+        self.counters.set_unwritable(Some(why.clone()));
+        self.failed = Some(Refusal { no_space, message: why });
+    }
+
     /// `Err` with the reason when the log's filesystem has less than the reserve free.
     fn check_space(&self) -> Result<(), String> {
         if self.min_free_bytes == 0 {
@@ -950,9 +957,9 @@ impl Writer {
         if self.failed.is_some() {
             self.recover();
         }
-        if let Some(why) = &self.failed {
-            let no_space = self.check_space().is_err() || why.contains("No space left");
-            return Err(Refusal { no_space, message: why.clone() });
+        if let Some(failed) = &self.failed {
+            let no_space = failed.no_space || self.check_space().is_err();
+            return Err(Refusal { no_space, message: failed.message.clone() });
         }
         if let Err(why) = self.check_space() {
             self.counters.set_unwritable(Some(format!("disk full: {why}")));
@@ -1004,8 +1011,7 @@ impl Writer {
             let why = "the log's storage is stuck after an I/O error (sled cannot release it); restart `questlog serve` (acknowledged events are safe on disk)".to_string();
             tracing::error!(path = %self.dir.display(), "{why}");
             self.stuck = true;
-            self.counters.set_unwritable(Some(why.clone()));
-            self.failed = Some(why);
+            self.fail(false, why);
             return;
         }
         let deadline = Instant::now() + Duration::from_millis(REOPEN_WAIT_MS);
@@ -1043,14 +1049,12 @@ impl Writer {
             Err(LogError::Locked { .. }) => {
                 let why = "reopening the log's storage: it is still in use (a long read, or sled stuck after the I/O error); if this lasts, restart `questlog serve` (acknowledged events are safe on disk)".to_string();
                 tracing::warn!("{why}");
-                self.counters.set_unwritable(Some(why.clone()));
-                self.failed = Some(why);
+                self.fail(false, why);
             }
             Err(e) => {
                 let why = format!("reopening the log's storage: {e}");
                 tracing::warn!(error = %e, "cannot reopen the log's storage yet");
-                self.counters.set_unwritable(Some(why.clone()));
-                self.failed = Some(why);
+                self.fail(e.is_no_space(), why);
             }
         }
     }
@@ -1221,8 +1225,7 @@ impl Writer {
                 if matches!(e, LogError::Storage(_)) {
                     // sled keeps failing after an I/O error: reopen before the next group.
                     let why = if no_space { format!("disk full: {msg}") } else { format!("storage failed: {msg}") };
-                    self.counters.set_unwritable(Some(why.clone()));
-                    self.failed = Some(why);
+                    self.fail(no_space, why);
                 }
             }
         }
