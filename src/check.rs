@@ -350,8 +350,8 @@ pub fn run(path: &Path, exe: &Path, progress: &ProgressBar) -> Result<CheckOutco
 
     // The report, from the incremental tables.
     let files = report::TableFiles::new(TABLES.iter().zip(live.files.clone()).map(|(t, f)| (t.name, f)).collect());
-    let frames = report::load_frames_for_report(&files).map_err(run_err)?;
-    let rep = report::build_report(&frames, &format!("log offsets 0..{end}")).map_err(run_err)?;
+    let snapshot = report::open_snapshot(&files).map_err(run_err)?;
+    let rep = report::build_report_from(&snapshot, &format!("log offsets 0..{end}")).map_err(run_err)?;
     let mut h = StreamHash::new(rep.markdown.lines().count() as u64);
     for l in rep.markdown.lines() {
         h.line(l);

@@ -563,10 +563,10 @@ fn rejected_cmd(data_dir: &Path, from: u64, limit: usize) -> Result<()> {
 
 /// Loads the five tables from one consistent snapshot, retrying if a projector replaced
 /// files between reading the manifest and opening them.
-fn load_frames_with(
+fn load_frames_with<T>(
     data_dir: &Path,
-    load: impl Fn(&report::TableFiles) -> Result<report::Frames, report::ReportError>,
-) -> Result<(report::Frames, u64)> {
+    load: impl Fn(&report::TableFiles) -> Result<T, report::ReportError>,
+) -> Result<(T, u64)> {
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -583,8 +583,9 @@ fn load_frames_with(
 }
 
 fn build_report(data_dir: &Path) -> Result<(report::Report, u64)> {
-    let (frames, offset) = load_frames_with(data_dir, report::load_frames_for_report)?;
-    let report = report::build_report(&frames, &format!("log offsets 0..{offset}"))?;
+    // Opened, not loaded: each section reads only the columns it uses.
+    let (snapshot, offset) = load_frames_with(data_dir, report::open_snapshot)?;
+    let report = report::build_report_from(&snapshot, &format!("log offsets 0..{offset}"))?;
     Ok((report, offset))
 }
 

@@ -223,6 +223,11 @@ fn table_fields(table: &str) -> Option<Vec<(&'static str, DataType)>> {
     Some(fields)
 }
 
+/// The column names of a table in file order (none for an unknown table).
+pub fn column_names(table: &str) -> Vec<&'static str> {
+    table_fields(table).unwrap_or_default().into_iter().map(|(n, _)| n).collect()
+}
+
 /// The Polars schema of a table (columns in file order).
 pub fn table_schema(table: &str) -> Option<Schema> {
     table_fields(table).map(|fields| {
@@ -249,21 +254,79 @@ pub fn load_frames(files: &TableFiles) -> Result<Frames, ReportError> {
     load_frames_without(files, &[])
 }
 
-/// Columns the report never reads: the request's raw text and headers. Skipping them
-/// leaves about a third of the bytes to load (`raw_event` alone is most of a row).
-pub const REPORT_SKIPS: [&str; 4] = ["raw_event", "accept", "host", "user_agent"];
-
-/// Columns [`build_report`] does not use: [`REPORT_SKIPS`], and the ids it never groups
-/// by. At 10^7 events `event_id` alone is ~0.5 GB in memory.
-const REPORT_UNUSED: [&str; 6] = ["raw_event", "accept", "host", "user_agent", "event_id", "event_type"];
-
-/// Loads the tables for [`build_report`], without the columns it does not use.
-pub fn load_frames_for_report(files: &TableFiles) -> Result<Frames, ReportError> {
-    load_frames_without(files, &REPORT_UNUSED)
-}
-
 /// Like [`load_frames`], reading only the columns not named in `skip`.
 pub fn load_frames_without(files: &TableFiles, skip: &[&str]) -> Result<Frames, ReportError> {
+    let snapshot = open_snapshot(files)?;
+    let mut frames = Frames::empty();
+    for table in TABLE_NAMES {
+        let names: Vec<&str> =
+            table_fields(table).unwrap_or_default().into_iter().map(|(n, _)| n).filter(|n| !skip.contains(n)).collect();
+        // One chunk per file is kept: the queries do not need one chunk, and copying a table
+        // into one would briefly hold it twice.
+        *frames.get_mut(table).expect("known table") = snapshot.columns(table, &names)?;
+    }
+    Ok(frames)
+}
+
+/// The name under which a [`TableSource`] gives the event's time in µs since the epoch
+/// (`Int64`): `event_time`, or the server receive `timestamp` when the event carried no
+/// `event_time` (see [`time_expr`]).
+pub const TIME: &str = "t";
+
+/// Where the report's sections read their columns: [`Frames`] already in memory, or a
+/// [`Snapshot`]'s open files, read again by each section so that only the columns one
+/// section needs are in memory at a time (at 10^7 events, all the columns the report uses
+/// are ~2 GB at once).
+pub trait TableSource {
+    /// How many rows `table` has.
+    fn rows(&self, table: &'static str) -> Result<usize, ReportError>;
+
+    /// `table` with only `columns`, in that order. [`TIME`] names the event time, computed
+    /// from `event_time` and `timestamp`.
+    fn columns(&self, table: &'static str, columns: &[&str]) -> Result<DataFrame, ReportError>;
+}
+
+/// The stored columns needed to give `columns` (`TIME` needs two), each once.
+fn stored_columns<'a>(columns: &[&'a str]) -> Vec<&'a str> {
+    let mut stored: Vec<&str> = Vec::with_capacity(columns.len() + 1);
+    for &c in columns {
+        let needs: &[&str] = if c == TIME { &["event_time", "timestamp"] } else { std::slice::from_ref(&c) };
+        for &n in needs {
+            if !stored.contains(&n) {
+                stored.push(n);
+            }
+        }
+    }
+    stored
+}
+
+/// Selects `columns` from a frame holding their [`stored_columns`].
+fn select_columns(df: DataFrame, columns: &[&str]) -> PolarsResult<DataFrame> {
+    let exprs: Vec<Expr> = columns.iter().map(|&c| if c == TIME { time_expr() } else { col(c) }).collect();
+    df.lazy().select(exprs).collect()
+}
+
+impl TableSource for Frames {
+    fn rows(&self, table: &'static str) -> Result<usize, ReportError> {
+        self.get(table).map(DataFrame::height).ok_or_else(|| ReportError::UnknownTable(table.to_string()))
+    }
+
+    fn columns(&self, table: &'static str, columns: &[&str]) -> Result<DataFrame, ReportError> {
+        let df = self.get(table).ok_or_else(|| ReportError::UnknownTable(table.to_string()))?;
+        Ok(select_columns(df.clone(), columns)?)
+    }
+}
+
+/// A snapshot of the tables with every file already open: compaction may delete the files
+/// afterwards, and they can still be read, as often as needed, until this is dropped.
+#[derive(Debug)]
+pub struct Snapshot {
+    tables: Vec<(&'static str, Vec<(PathBuf, File)>)>,
+}
+
+/// Opens every file of the snapshot before reading any of them. A file that is already
+/// gone gives [`ReportError::FileVanished`]: take a fresh snapshot and retry.
+pub fn open_snapshot(files: &TableFiles) -> Result<Snapshot, ReportError> {
     // Validate the table names first.
     let mut seen: Vec<&str> = Vec::new();
     for (table, _) in &files.tables {
@@ -275,14 +338,12 @@ pub fn load_frames_without(files: &TableFiles, skip: &[&str]) -> Result<Frames, 
         }
         seen.push(table);
     }
-
-    // Open every file of the snapshot before reading any of them.
-    let mut opened: Vec<(&'static str, Vec<(&PathBuf, File)>)> = Vec::new();
+    let mut tables = Vec::with_capacity(files.tables.len());
     for (table, paths) in &files.tables {
         let mut handles = Vec::with_capacity(paths.len());
         for path in paths {
             match crate::project::open_table_file(path) {
-                Ok(file) => handles.push((path, file)),
+                Ok(file) => handles.push((path.clone(), file)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     return Err(ReportError::FileVanished(path.clone()));
                 }
@@ -295,39 +356,79 @@ pub fn load_frames_without(files: &TableFiles, skip: &[&str]) -> Result<Frames, 
                 }
             }
         }
-        opened.push((table, handles));
+        tables.push((*table, handles));
+    }
+    Ok(Snapshot { tables })
+}
+
+impl Snapshot {
+    fn files(&self, table: &str) -> &[(PathBuf, File)] {
+        self.tables.iter().find(|(t, _)| *t == table).map(|(_, f)| f.as_slice()).unwrap_or_default()
     }
 
-    let reduced = |table: &str| -> (Vec<(&'static str, DataType)>, Schema) {
-        let fields: Vec<(&'static str, DataType)> =
-            table_fields(table).unwrap_or_default().into_iter().filter(|(n, _)| !skip.contains(n)).collect();
-        let schema: Schema = fields.iter().map(|(n, d)| (PlSmallStr::from_static(n), d.clone())).collect();
-        (fields, schema)
-    };
-    let mut frames = Frames::empty();
-    for table in TABLE_NAMES {
-        *frames.get_mut(table).expect("known table") = DataFrame::empty_with_schema(&reduced(table).1);
+    /// A reader over an open file (a duplicate handle: the snapshot keeps its own).
+    fn reader(path: &Path, file: &File) -> Result<ParquetReader<File>, ReportError> {
+        let file = file.try_clone().map_err(|source| ReportError::Io {
+            action: "could not reopen table file",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(ParquetReader::new(file))
     }
-    for (table, handles) in opened {
-        let (fields, schema) = reduced(table);
-        let names: Vec<String> = fields.iter().map(|(n, _)| n.to_string()).collect();
-        let mut combined = DataFrame::empty_with_schema(&schema);
-        for (path, file) in handles {
-            let df = ParquetReader::new(file)
+}
+
+impl TableSource for Snapshot {
+    fn rows(&self, table: &'static str) -> Result<usize, ReportError> {
+        let mut rows = 0;
+        for (path, file) in self.files(table) {
+            rows += Self::reader(path, file)?.num_rows().map_err(|source| ReportError::Parquet {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        Ok(rows)
+    }
+
+    fn columns(&self, table: &'static str, columns: &[&str]) -> Result<DataFrame, ReportError> {
+        let all = table_fields(table).ok_or_else(|| ReportError::UnknownTable(table.to_string()))?;
+        let stored = stored_columns(columns);
+        let mut fields = Vec::with_capacity(stored.len());
+        for name in &stored {
+            match all.iter().find(|(n, _)| n == name) {
+                Some(field) => fields.push(field.clone()),
+                None => {
+                    return Err(PolarsError::ColumnNotFound(format!("`{name}` is not a column of `{table}`").into()).into());
+                }
+            }
+        }
+        let names: Vec<String> = stored.iter().map(|n| n.to_string()).collect();
+        let mut combined: Option<DataFrame> = None;
+        // File by file, so that columns only needed to compute others (the text `timestamp`
+        // behind TIME) are held for one file at a time.
+        for (path, file) in self.files(table) {
+            let df = Self::reader(path, file)?
                 .with_columns(Some(names.clone()))
                 .finish()
                 .map_err(|source| ReportError::Parquet {
                     path: path.clone(),
                     source,
                 })?;
-            let df = conform(table, path, &fields, df)?;
-            combined.vstack_mut_owned(df)?;
+            let df = select_columns(conform(table, path, &fields, df)?, columns)?;
+            match combined.as_mut() {
+                None => combined = Some(df),
+                Some(c) => {
+                    c.vstack_mut_owned(df)?;
+                }
+            }
         }
-        // No rechunk: one chunk per file is fine for the queries, and copying a table into
-        // one chunk would briefly hold it twice.
-        *frames.get_mut(table).expect("known table") = combined;
+        match combined {
+            Some(df) => Ok(df),
+            None => {
+                let schema: Schema = fields.iter().map(|(n, d)| (PlSmallStr::from_static(n), d.clone())).collect();
+                Ok(select_columns(DataFrame::empty_with_schema(&schema), columns)?)
+            }
+        }
     }
-    Ok(frames)
 }
 
 /// Puts a file's columns in the table's order and types (extra columns are dropped).
@@ -399,16 +500,24 @@ fn cut_note(blocks: &mut Vec<Block>, total: usize, what: &str) {
 /// Builds the report from the five tables. `title_note` says which snapshot this is
 /// (e.g. "log offsets 0..20000") and appears under the title.
 pub fn build_report(frames: &Frames, title_note: &str) -> Result<Report, ReportError> {
+    build_report_from(frames, title_note)
+}
+
+/// Builds the report from any [`TableSource`]; from a [`Snapshot`], each section reads
+/// only the columns it uses, so memory is bounded by the largest section rather than by all
+/// the columns at once. Frames and a snapshot of the same tables give the same report.
+pub fn build_report_from(src: &dyn TableSource, title_note: &str) -> Result<Report, ReportError> {
     let mut summary = Vec::new();
+    let people = People::count(src)?;
     let sections = vec![
-        overview_section(frames, &mut summary)?,
-        revenue_section(frames, &mut summary)?,
-        stock_section(frames, &mut summary)?,
-        guild_section(frames, &mut summary)?,
-        kills_section(frames, &mut summary)?,
-        damage_section(frames, &mut summary)?,
-        quests_section(frames, &mut summary)?,
-        activity_section(frames, &mut summary)?,
+        overview_section(src, &people, &mut summary)?,
+        revenue_section(src, &mut summary)?,
+        stock_section(src, &mut summary)?,
+        guild_section(src, &mut summary)?,
+        kills_section(src, &mut summary)?,
+        damage_section(src, &mut summary)?,
+        quests_section(src, &mut summary)?,
+        activity_section(&people, &mut summary)?,
     ];
     let markdown = render_markdown(title_note, &summary, &sections);
     let html = render_html(title_note, &summary, &sections);
@@ -825,55 +934,90 @@ fn cents_expr() -> Expr {
         .alias("cents")
 }
 
-/// `player_id`, `session_id`, `kind` (event type by table) and `t` of all events.
-fn all_events(frames: &Frames) -> PolarsResult<LazyFrame> {
-    let parts: Vec<LazyFrame> = frames
-        .iter()
-        .iter()
-        .zip(EVENT_TYPES)
-        .map(|((_, df), kind)| {
-            (*df).clone().lazy().select([
-                col("player_id"),
-                col("session_id"),
-                lit(kind).alias("kind"),
-                time_expr(),
-            ])
+/// Events per player and per session over all five tables, counted table by table so that
+/// only one table's ids are in memory at a time (the ids of all tables together are
+/// ~0.5 GB at 10^7 events).
+struct People {
+    /// `player_id`, `events`, `kinds` (how many of the five event types): one row per
+    /// player.
+    per_player: DataFrame,
+    /// `session_id`, `events`: one row per session.
+    per_session: DataFrame,
+    /// Distinct players per table, in [`TABLE_NAMES`] order.
+    players_by_table: [i64; 5],
+    /// Events without a `player_id`.
+    no_player: i64,
+}
+
+impl People {
+    fn count(src: &dyn TableSource) -> Result<People, ReportError> {
+        let mut player_parts = Vec::with_capacity(TABLE_NAMES.len());
+        let mut session_parts = Vec::with_capacity(TABLE_NAMES.len());
+        let mut players_by_table = [0; 5];
+        let mut no_player = 0;
+        for (i, table) in TABLE_NAMES.into_iter().enumerate() {
+            let ids = src.columns(table, &["player_id"])?;
+            no_player += ids.column("player_id")?.null_count() as i64;
+            let per = ids
+                .lazy()
+                .filter(col("player_id").is_not_null())
+                .group_by([col("player_id")])
+                .agg([count_as("events")])
+                .collect()?;
+            players_by_table[i] = per.height() as i64;
+            player_parts.push(per.lazy());
+            session_parts.push(
+                src.columns(table, &["session_id"])?
+                    .lazy()
+                    .filter(col("session_id").is_not_null())
+                    .group_by([col("session_id")])
+                    .agg([count_as("events")])
+                    .collect()?
+                    .lazy(),
+            );
+        }
+        // A player's kinds is the number of tables it occurs in: each table is one type.
+        let per_player = concat(player_parts, UnionArgs::default())?
+            .group_by([col("player_id")])
+            .agg([col("events").sum().cast(DataType::Int64).alias("events"), count_as("kinds")])
+            .collect()?;
+        let per_session = concat(session_parts, UnionArgs::default())?
+            .group_by([col("session_id")])
+            .agg([col("events").sum().cast(DataType::Int64).alias("events")])
+            .collect()?;
+        Ok(People {
+            per_player,
+            per_session,
+            players_by_table,
+            no_player,
         })
-        .collect();
-    concat(parts, UnionArgs::default())
+    }
 }
 
 // ---------------------------------------------------------------------------------------
 // Sections
 // ---------------------------------------------------------------------------------------
 
-fn overview_section(frames: &Frames, summary: &mut Vec<String>) -> PolarsResult<Section> {
-    let counts: Vec<i64> = frames.iter().iter().map(|(_, df)| df.height() as i64).collect();
+fn overview_section(src: &dyn TableSource, people: &People, summary: &mut Vec<String>) -> Result<Section, ReportError> {
+    let mut counts: Vec<i64> = Vec::with_capacity(TABLE_NAMES.len());
+    let (mut first, mut last): (Option<i64>, Option<i64>) = (None, None);
+    let mut no_event_time = 0i64;
+    for table in TABLE_NAMES {
+        let times = src.columns(table, &["event_time", TIME])?;
+        counts.push(times.height() as i64);
+        no_event_time += times.column("event_time")?.null_count() as i64;
+        let range = times.lazy().select([col(TIME).min().alias("min"), col(TIME).max().alias("max")]).collect()?;
+        if let Some(min) = scalar_i64(&range, "min")? {
+            first = Some(first.map_or(min, |f| f.min(min)));
+        }
+        if let Some(max) = scalar_i64(&range, "max")? {
+            last = Some(last.map_or(max, |l| l.max(max)));
+        }
+    }
     let total: i64 = counts.iter().sum();
-
-    let stats = all_events(frames)?
-        .select([
-            distinct("player_id").alias("players"),
-            distinct("session_id").alias("sessions"),
-            col("t").min().alias("first"),
-            col("t").max().alias("last"),
-            col("player_id").null_count().cast(DataType::Int64).alias("no_player"),
-        ])
-        .collect()?;
-    let players = scalar_i64(&stats, "players")?.unwrap_or(0);
-    let sessions = scalar_i64(&stats, "sessions")?.unwrap_or(0);
-    let first = scalar_i64(&stats, "first")?;
-    let last = scalar_i64(&stats, "last")?;
-    let no_player = scalar_i64(&stats, "no_player")?.unwrap_or(0);
-    let no_event_time: i64 = frames
-        .iter()
-        .iter()
-        .map(|(_, df)| {
-            df.column("event_time")
-                .map(|c| c.null_count() as i64)
-                .unwrap_or(0)
-        })
-        .sum();
+    let players = people.per_player.height() as i64;
+    let sessions = people.per_session.height() as i64;
+    let no_player = people.no_player;
 
     let mut blocks = Vec::new();
     if total == 0 {
@@ -964,10 +1108,10 @@ fn overview_section(frames: &Frames, summary: &mut Vec<String>) -> PolarsResult<
     })
 }
 
-fn revenue_section(frames: &Frames, summary: &mut Vec<String>) -> PolarsResult<Section> {
-    let tx = frames.transactions.clone().lazy().with_column(cents_expr());
+fn revenue_section(src: &dyn TableSource, summary: &mut Vec<String>) -> Result<Section, ReportError> {
+    let tx = src.columns("transactions", &["category", "item_name", "store_id", "total_cost"])?.lazy().with_column(cents_expr());
     let mut blocks = Vec::new();
-    if frames.transactions.height() == 0 {
+    if src.rows("transactions")? == 0 {
         blocks.push(Block::Para(format!("{NO_EVENTS} No purchases (buy_asset) so far.")));
         summary.push("Revenue: no purchases yet.".to_string());
         return Ok(Section {
@@ -1095,10 +1239,10 @@ fn revenue_section(frames: &Frames, summary: &mut Vec<String>) -> PolarsResult<S
     })
 }
 
-fn stock_section(frames: &Frames, summary: &mut Vec<String>) -> PolarsResult<Section> {
+fn stock_section(src: &dyn TableSource, summary: &mut Vec<String>) -> Result<Section, ReportError> {
     let mut blocks = Vec::new();
     let title = "3. Store stock running out".to_string();
-    if frames.transactions.height() == 0 {
+    if src.rows("transactions")? == 0 {
         blocks.push(Block::Para(format!("{NO_EVENTS} Stock levels are reported with purchases.")));
         return Ok(Section {
             id: "stock",
@@ -1106,9 +1250,8 @@ fn stock_section(frames: &Frames, summary: &mut Vec<String>) -> PolarsResult<Sec
             blocks,
         });
     }
-    let items = frames
-        .transactions
-        .clone()
+    let items = src
+        .columns("transactions", &["store_id", "item_name", "on_hand_qty", "log_offset"])?
         .lazy()
         .group_by([col("store_id"), col("item_name")])
         .agg([
@@ -1173,10 +1316,10 @@ fn stock_section(frames: &Frames, summary: &mut Vec<String>) -> PolarsResult<Sec
     })
 }
 
-fn guild_section(frames: &Frames, summary: &mut Vec<String>) -> PolarsResult<Section> {
+fn guild_section(src: &dyn TableSource, summary: &mut Vec<String>) -> Result<Section, ReportError> {
     let mut blocks = Vec::new();
     let title = "4. Guilds".to_string();
-    if frames.guild_joins.height() == 0 {
+    if src.rows("guild_joins")? == 0 {
         blocks.push(Block::Para(format!("{NO_EVENTS} Nobody has joined a guild.")));
         summary.push("Guilds: no joins yet.".to_string());
         return Ok(Section {
@@ -1185,7 +1328,7 @@ fn guild_section(frames: &Frames, summary: &mut Vec<String>) -> PolarsResult<Sec
             blocks,
         });
     }
-    let joins = frames.guild_joins.clone().lazy();
+    let joins = src.columns("guild_joins", &["name", "guild_id", "player_id", TIME])?.lazy();
     let sizes = joins
         .clone()
         .group_by([col("name"), col("guild_id")])
@@ -1199,7 +1342,7 @@ fn guild_section(frames: &Frames, summary: &mut Vec<String>) -> PolarsResult<Sec
     let ids = ints(&sizes, "guild_id")?;
     let members = ints(&sizes, "members")?;
     let joins_n = ints(&sizes, "joins")?;
-    let total_joins = frames.guild_joins.height() as i64;
+    let total_joins = src.rows("guild_joins")? as i64;
 
     let lead = or_none(&names[0]);
     blocks.push(Block::Para(format!(
@@ -1244,7 +1387,7 @@ fn guild_section(frames: &Frames, summary: &mut Vec<String>) -> PolarsResult<Sec
     blocks.push(Block::Table(table));
 
     // Growth over time.
-    let timed = joins.select([col("player_id"), time_expr()]).filter(col("t").is_not_null());
+    let timed = joins.select([col("player_id"), col(TIME)]).filter(col(TIME).is_not_null());
     let range = timed
         .clone()
         .select([col("t").min().alias("min"), col("t").max().alias("max")])
@@ -1306,10 +1449,10 @@ fn guild_section(frames: &Frames, summary: &mut Vec<String>) -> PolarsResult<Sec
     })
 }
 
-fn kills_section(frames: &Frames, summary: &mut Vec<String>) -> PolarsResult<Section> {
+fn kills_section(src: &dyn TableSource, summary: &mut Vec<String>) -> Result<Section, ReportError> {
     let mut blocks = Vec::new();
     let title = "5. Kills".to_string();
-    if frames.enemy_kills.height() == 0 {
+    if src.rows("enemy_kills")? == 0 {
         blocks.push(Block::Para(format!("{NO_EVENTS} No enemies killed.")));
         summary.push("Kills: none yet.".to_string());
         return Ok(Section {
@@ -1318,7 +1461,7 @@ fn kills_section(frames: &Frames, summary: &mut Vec<String>) -> PolarsResult<Sec
             blocks,
         });
     }
-    let kills = frames.enemy_kills.clone().lazy();
+    let kills = src.columns("enemy_kills", &["name", "level"])?.lazy();
     let by_enemy = kills
         .clone()
         .group_by([col("name")])
@@ -1343,7 +1486,7 @@ fn kills_section(frames: &Frames, summary: &mut Vec<String>) -> PolarsResult<Sec
             _ => "–".into(),
         }
     };
-    let total = frames.enemy_kills.height() as i64;
+    let total = src.rows("enemy_kills")? as i64;
     let lead = or_none(&names[0]);
     blocks.push(Block::Para(format!(
         "{} kills of {} kinds of enemy; {lead} is killed most ({}, {} of kills, mean level {}).",
@@ -1420,10 +1563,10 @@ fn kills_section(frames: &Frames, summary: &mut Vec<String>) -> PolarsResult<Sec
     })
 }
 
-fn damage_section(frames: &Frames, summary: &mut Vec<String>) -> PolarsResult<Section> {
+fn damage_section(src: &dyn TableSource, summary: &mut Vec<String>) -> Result<Section, ReportError> {
     let mut blocks = Vec::new();
     let title = "6. Damage taken".to_string();
-    if frames.take_damage.height() == 0 {
+    if src.rows("take_damage")? == 0 {
         blocks.push(Block::Para(format!("{NO_EVENTS} No damage taken.")));
         summary.push("Damage: none taken yet.".to_string());
         return Ok(Section {
@@ -1432,7 +1575,7 @@ fn damage_section(frames: &Frames, summary: &mut Vec<String>) -> PolarsResult<Se
             blocks,
         });
     }
-    let dmg = frames.take_damage.clone().lazy();
+    let dmg = src.columns("take_damage", &["name", "damage"])?.lazy();
     let by_enemy = dmg
         .clone()
         .group_by([col("name")])
@@ -1465,7 +1608,7 @@ fn damage_section(frames: &Frames, summary: &mut Vec<String>) -> PolarsResult<Se
             col("damage").cast(DataType::Int64).sum().alias("total"),
         ])
         .collect()?;
-    let total_hits = frames.take_damage.height() as i64;
+    let total_hits = src.rows("take_damage")? as i64;
     // Hardest hitter: highest p90, then highest max, then name.
     let mut order: Vec<usize> = (0..by_enemy.height()).collect();
     order.sort_by(|&a, &b| {
@@ -1565,10 +1708,10 @@ fn damage_section(frames: &Frames, summary: &mut Vec<String>) -> PolarsResult<Se
     })
 }
 
-fn quests_section(frames: &Frames, summary: &mut Vec<String>) -> PolarsResult<Section> {
+fn quests_section(src: &dyn TableSource, summary: &mut Vec<String>) -> Result<Section, ReportError> {
     let mut blocks = Vec::new();
     let title = "7. Quests by contact".to_string();
-    if frames.quests.height() == 0 {
+    if src.rows("quests")? == 0 {
         blocks.push(Block::Para(format!("{NO_EVENTS} No quests accepted.")));
         summary.push("Quests: none accepted yet.".to_string());
         return Ok(Section {
@@ -1577,9 +1720,8 @@ fn quests_section(frames: &Frames, summary: &mut Vec<String>) -> PolarsResult<Se
             blocks,
         });
     }
-    let by_contact = frames
-        .quests
-        .clone()
+    let by_contact = src
+        .columns("quests", &["contact", "quest_id", "player_id"])?
         .lazy()
         .group_by([col("contact")])
         .agg([
@@ -1596,7 +1738,7 @@ fn quests_section(frames: &Frames, summary: &mut Vec<String>) -> PolarsResult<Se
     let accepted = ints(&by_contact, "accepted")?;
     let quests = ints(&by_contact, "quests")?;
     let players = ints(&by_contact, "players")?;
-    let total = frames.quests.height() as i64;
+    let total = src.rows("quests")? as i64;
     let lead = or_none(&contacts[0]);
     blocks.push(Block::Para(format!(
         "{} quests accepted from {} contacts; {lead} hands out the most ({}, {}).",
@@ -1638,20 +1780,11 @@ fn quests_section(frames: &Frames, summary: &mut Vec<String>) -> PolarsResult<Se
     })
 }
 
-fn activity_section(frames: &Frames, summary: &mut Vec<String>) -> PolarsResult<Section> {
+fn activity_section(people: &People, summary: &mut Vec<String>) -> Result<Section, ReportError> {
     let mut blocks = Vec::new();
     let title = "8. Player activity".to_string();
-    let events = all_events(frames)?;
-    let per_player = events
-        .clone()
-        .filter(col("player_id").is_not_null())
-        .group_by([col("player_id")])
-        .agg([count_as("events"), col("kind").n_unique().cast(DataType::Int64).alias("kinds")]);
-    let per_session = events
-        .clone()
-        .filter(col("session_id").is_not_null())
-        .group_by([col("session_id")])
-        .agg([count_as("events")]);
+    let per_player = people.per_player.clone().lazy();
+    let per_session = people.per_session.clone().lazy();
     let dist = |lf: LazyFrame| -> PolarsResult<DataFrame> {
         lf.select([
             count_as("n"),
@@ -1737,20 +1870,8 @@ fn activity_section(frames: &Frames, summary: &mut Vec<String>) -> PolarsResult<
     blocks.push(Block::Table(table));
 
     // Funnel.
-    let by_kind = events
-        .filter(col("player_id").is_not_null())
-        .group_by([col("kind")])
-        .agg([distinct("player_id").alias("players")])
-        .collect()?;
-    let kind_names = strs(&by_kind, "kind")?;
-    let kind_players = ints(&by_kind, "players")?;
     let players_of = |kind: &str| -> i64 {
-        kind_names
-            .iter()
-            .zip(&kind_players)
-            .find(|(k, _)| k.as_deref() == Some(kind))
-            .and_then(|(_, n)| *n)
-            .unwrap_or(0)
+        EVENT_TYPES.iter().position(|k| *k == kind).map_or(0, |i| people.players_by_table[i])
     };
     let all_five = per_player
         .filter(col("kinds").eq(lit(5i64)))
@@ -2204,11 +2325,7 @@ mod tests {
         let player = Column::new("player_id".into(), [Some("a"), Some("b"), None]);
         let session = Column::new("session_id".into(), [None::<&str>, None, None]);
         frames.quests = DataFrame::new(3, vec![timestamp, event_time, player, session]).unwrap();
-        let t = all_events(&frames)
-            .unwrap()
-            .select([col("t")])
-            .collect()
-            .unwrap();
+        let t = frames.columns("quests", &[TIME]).unwrap();
         assert_eq!(
             ints(&t, "t").unwrap(),
             vec![
