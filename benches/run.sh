@@ -6,10 +6,12 @@
 # bytes on disk per event, and questlog/baseline ratios.
 #
 # usage: benches/run.sh [--smoke] [--sizes "100000 1000000 10000000"] [--no-baseline]
+#                       [--baseline-sizes "100000 1000000"]
 #   --smoke        tiny sizes and short load phases: checks the script works (CI), asserts
 #                  nothing about speed
 #   --sizes        event counts for the per-size stages (default 10^5, 10^6, 10^7)
 #   --no-baseline  skip the Flask/PySpark baseline
+#   --baseline-sizes  event counts for the baseline (default 10^5 and 10^6)
 # Needs: a release build (cargo build --release), wrk, GNU time, and for the baseline
 # python3 with flask, gunicorn, pyspark (pip) and Java.
 set -euo pipefail
@@ -24,13 +26,18 @@ while [ $# -gt 0 ]; do
     --smoke) smoke=1; sizes="20000" ;;
     --sizes) sizes="$2"; shift ;;
     --no-baseline) baseline=0 ;;
+    --baseline-sizes) baseline_sizes_arg="$2"; shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
   shift
 done
+baseline_sizes_arg="${baseline_sizes_arg:-}"
 load_seconds=10
-baseline_events=100000
-if [ "$smoke" = 1 ]; then load_seconds=2; baseline_events=5000; fi
+# The baseline at 10^5 and 10^6 events; 10^7 would take PySpark ~10 minutes and a
+# 2.4 GB JSON file for one more column of ratios (--baseline-sizes to change).
+baseline_sizes="100000 1000000"
+if [ "$smoke" = 1 ]; then load_seconds=2; baseline_sizes="5000"; fi
+if [ -n "$baseline_sizes_arg" ]; then baseline_sizes="$baseline_sizes_arg"; fi
 [ -x "$bin" ] || { echo "no questlog binary at $bin: cargo build --release first" >&2; exit 1; }
 for tool in wrk /usr/bin/time; do command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install wrk time)" >&2; exit 1; }; done
 
@@ -173,35 +180,49 @@ PY
   wrk_single "http://127.0.0.1:5055/join_guild?guild_id=7&name=Knights"
   row "baseline HTTP one event per request (Flask/gunicorn, wrk)" "-" "$wrk_rps" "p50 $wrk_p50, p99 $wrk_p99" "" "${wrk_errors:-no errors}; no fsync"
   b_single=$wrk_rps
-  : >"$blog"
-  load_batched "http://127.0.0.1:5055" "$baseline_events"
-  row "baseline HTTP batched (Flask/gunicorn)" "$baseline_events" "$lt_eps" "p50 ${lt_p50} ms, p99 ${lt_p99} ms" "" "no fsync"
-  b_batched=$lt_eps
+  declare -A b
+  for bn in $baseline_sizes; do
+    : >"$blog"
+    load_batched "http://127.0.0.1:5055" "$bn"
+    row "baseline HTTP batched (Flask/gunicorn)" "$bn" "$lt_eps" "p50 ${lt_p50} ms, p99 ${lt_p99} ms" "" "no fsync"
+    b[batched_$bn]=$lt_eps
+    cp "$blog" "$work/baseline-$bn.jsonl"  # (the app keeps the file open: copy, then truncate)
+  done
   pkill -TERM -f "gunicorn -w" || true
   wait "$gpid" 2>/dev/null || true
 
-  measure spark python3 "$here/baseline/spark_job.py" "$blog" "$work/spark-tables"
-  spark_project=$(awk '$1 == "project" {print $2}' "$work/out.txt")
-  spark_report=$(awk '$1 == "report" {print $2}' "$work/out.txt")
-  row "baseline PySpark JSON → 5 Parquet tables" "$baseline_events" "$(rate "$baseline_events" "$spark_project")" "" "$(mib "$rss_kb")" "$spark_project s (JVM already up); RSS is the Python driver's only"
-  row "baseline Spark SQL findings (6 queries)" "$baseline_events" "" "$spark_report s" "" ""
-
-  # questlog at the baseline's size, for the projection ratio.
-  d="$work/qb"
-  "$bin" --data-dir "$d" generate --seed 1 --events "$baseline_events" >/dev/null
-  measure rebuild "$bin" --data-dir "$d" project --rebuild
-  q_proj_b=$secs
-  measure report "$bin" --data-dir "$d" report --out "$d/report"
-  q_report_b=$secs
-  first=${sizes%% *}
+  for bn in $baseline_sizes; do
+    measure spark python3 "$here/baseline/spark_job.py" "$work/baseline-$bn.jsonl" "$work/spark-tables-$bn"
+    b[project_$bn]=$(awk '$1 == "project" {print $2}' "$work/out.txt")
+    b[report_$bn]=$(awk '$1 == "report" {print $2}' "$work/out.txt")
+    row "baseline PySpark JSON → 5 Parquet tables" "$bn" "$(rate "$bn" "${b[project_$bn]}")" "" "$(mib "$rss_kb")" "${b[project_$bn]} s (JVM already up); RSS is the Python driver's only"
+    row "baseline Spark SQL findings (6 queries)" "$bn" "" "${b[report_$bn]} s" "" ""
+    rm -rf "$work/baseline-$bn.jsonl" "$work/spark-tables-$bn"
+    # questlog at the same size, unless measured above.
+    if [ -z "${q[proj_$bn]:-}" ]; then
+      d="$work/qb$bn"
+      "$bin" --data-dir "$d" generate --seed 1 --events "$bn" >/dev/null
+      measure rebuild "$bin" --data-dir "$d" project --rebuild
+      q[proj_$bn]=$secs
+      measure report "$bin" --data-dir "$d" report --out "$d/report"
+      q[report_$bn]=$secs
+      start_questlog "$work/qh$bn"
+      load_batched "$qaddr" "$bn"
+      q[batched_$bn]=$lt_eps
+      stop_pid "$qpid"
+      rm -rf "$d" "$work/qh$bn"
+    fi
+  done
   {
     echo
-    echo "| ratio questlog / baseline | value |"
-    echo "|---|---:|"
-    echo "| HTTP batched ingest (events/s, ${first} vs ${baseline_events} events) | $(ratio "${q[batched_$first]}" "$b_batched") |"
-    echo "| HTTP one event per request (requests/s) | $(ratio "$q_single" "$b_single") |"
-    echo "| projection rate at ${baseline_events} events | $(ratio "$spark_project" "$q_proj_b") |"
-    echo "| findings time at ${baseline_events} events (baseline / questlog) | $(ratio "$spark_report" "$q_report_b") |"
+    echo "| ratio questlog / baseline | events | value |"
+    echo "|---|---:|---:|"
+    echo "| HTTP one event per request (requests/s) | - | $(ratio "$q_single" "$b_single") |"
+    for bn in $baseline_sizes; do
+      echo "| HTTP batched ingest (events/s) | $bn | $(ratio "${q[batched_$bn]}" "${b[batched_$bn]}") |"
+      echo "| projection rate | $bn | $(ratio "${b[project_$bn]}" "${q[proj_$bn]}") |"
+      echo "| findings time (baseline / questlog) | $bn | $(ratio "${b[report_$bn]}" "${q[report_$bn]}") |"
+    done
   } >>"$table"
 fi
 

@@ -224,6 +224,24 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
 }
 
+/// mimalloc's `mi_option_purge_delay` (its position in `mi_option_e`, the same in mimalloc
+/// v2 and v3; libmimalloc-sys has no constant for it).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Tells mimalloc (the binary's allocator) never to give freed memory back to the OS, for
+/// commands that run to an end (everything but `serve` and `quickstart`). Projection and
+/// replay free and allocate ~1 GB/s; memory given back is zeroed by the kernel when taken
+/// again, which cost `project --rebuild` 18% of its time (`perf`: `clear_page_erms`) and
+/// 20–25% of its wall time side by side (BENCHMARKS.md). Peak memory is unchanged: what is
+/// kept was in use before. A server keeps mimalloc's default, so that memory a burst took
+/// goes back.
+fn keep_freed_memory() {
+    // SAFETY: `mi_option_set` stores a number in mimalloc's option table; mimalloc
+    // documents it as callable at any time from any thread. With another global allocator
+    // (the library's tests) it has no effect.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
+}
+
 /// Log options from the command line, set once in [`run`].
 static LOG_OPTIONS: std::sync::OnceLock<LogOptions> = std::sync::OnceLock::new();
 
@@ -231,6 +249,9 @@ pub fn run(cli: Cli) -> Result<()> {
     let data_dir = cli.data_dir;
     let min_free_bytes = cli.min_free_mb.checked_mul(1024 * 1024).ok_or_else(|| anyhow!("--min-free-mb {} is too large", cli.min_free_mb))?;
     let _ = LOG_OPTIONS.set(LogOptions { min_free_bytes });
+    if !matches!(cli.command, Command::Serve { .. } | Command::Quickstart { .. }) {
+        keep_freed_memory();
+    }
     match cli.command {
         Command::Serve { listen, project_interval_ms, compression, max_connections, header_read_timeout_ms, body_read_timeout_ms, api_keys } => {
             let codec = Codec::parse(&compression)?;

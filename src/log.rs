@@ -333,10 +333,33 @@ struct Store {
     rejected: sled::Tree,
 }
 
+/// sled segment size for new logs: 16× sled's default, so that a page (a tree leaf of up to
+/// ~17 blocks of ~90 KB) stays under a quarter segment and is kept inline, where sled's
+/// cache counts and evicts it, instead of in a blob file it never evicts (see
+/// [`SLED_LRU_TOUCHES`]). Costs ~25% more disk (old page versions wait in segments for
+/// sled's cleaner; 110 instead of 87 bytes per event at 10^7, still under half the
+/// events' JSON).
+const SEGMENT_BYTES: usize = 8 * 1024 * 1024;
+
+/// The segment size to open the log in `dir` with: the one it was created with, from the
+/// `conf` file sled writes (it refuses to open with another), or [`SEGMENT_BYTES`] for a
+/// new log. Logs made before this setting keep sled's default of 512 KiB.
+fn segment_size_for(dir: &Path) -> usize {
+    std::fs::read(dir.join("conf"))
+        .ok()
+        .and_then(|conf| {
+            String::from_utf8_lossy(&conf)
+                .lines()
+                .find_map(|l| l.strip_prefix("segment_size: ").and_then(|n| n.trim().parse().ok()))
+        })
+        .unwrap_or(SEGMENT_BYTES)
+}
+
 impl Store {
     fn open(dir: &Path) -> Result<Store, LogError> {
         let db = sled::Config::new()
             .path(dir)
+            .segment_size(segment_size_for(dir))
             .cache_capacity(64 * 1024 * 1024)
             .flush_every_ms(None)
             .mode(sled::Mode::HighThroughput)
@@ -731,6 +754,24 @@ impl Drop for SledLog {
     }
 }
 
+/// How often a block just read is looked up again, so that sled's cache can evict.
+///
+/// sled 0.34's cache (`cache_capacity`) did not bound a scan of the log: replaying 10^7
+/// events grew to ~700 MB, ~70 bytes per event read, without end (spacejam/sled#1036).
+/// Two causes, one fix each:
+///
+/// * sled counts page accesses in 256 queues (by page id) and only looks at a queue, and
+///   evicts, once it holds 64 accesses. A scan reads each of the log's few large pages a
+///   handful of times, so most queues never filled. Looking each block up again fills
+///   them as the scan goes; a lookup is a cached descent of a shallow tree, far cheaper
+///   than decoding the block's ~1,000 records.
+/// * Pages over a quarter of a segment are stored as separate blob files, and the cache
+///   counts a blob page as the few bytes of its pointer, so it never evicted them. New
+///   logs use [`SEGMENT_BYTES`] segments, which keep the log's pages inline.
+///
+/// With both, replaying 10^7 events peaks at ~300 MB (BENCHMARKS.md).
+const SLED_LRU_TOUCHES: usize = 16;
+
 /// Reads a sled block tree up to a durable end.
 struct TreeReader {
     blocks: sled::Tree,
@@ -753,13 +794,23 @@ impl TreeReader {
             None => 0,
         };
         let inner = self.blocks.range(block_key(start)..block_key(to));
-        Ok(Box::new(BlockReader { inner, from, to, expected: start, current: (0..).zip(Vec::new()), failed: false }))
+        Ok(Box::new(BlockReader {
+            inner,
+            tree: self.blocks.clone(),
+            from,
+            to,
+            expected: start,
+            current: (0..).zip(Vec::new()),
+            failed: false,
+        }))
     }
 }
 
 /// Streams records block by block, checking density as it goes.
 struct BlockReader {
     inner: sled::Iter,
+    /// The tree `inner` reads, to touch each block read (see [`SLED_LRU_TOUCHES`]).
+    tree: sled::Tree,
     from: u64,
     to: u64,
     /// Key the next block must have (dense offsets).
@@ -772,6 +823,9 @@ impl BlockReader {
     fn next_block(&mut self) -> Result<bool, LogError> {
         let Some(kv) = self.inner.next() else { return Ok(false) };
         let (k, v) = kv?;
+        for _ in 0..SLED_LRU_TOUCHES {
+            self.tree.get(&k)?;
+        }
         let first = key_offset(&k)?;
         if first != self.expected {
             return Err(LogError::Corrupt {
