@@ -1337,6 +1337,32 @@ mod tests {
     }
 
     #[test]
+    fn logs_keep_the_segment_size_they_were_made_with() {
+        let conf = |dir: &Path| String::from_utf8_lossy(&std::fs::read(dir.join("conf")).unwrap()).into_owned();
+        let new = tempfile::tempdir().unwrap();
+        SledLog::open(new.path()).unwrap().close().unwrap();
+        assert!(conf(new.path()).contains(&format!("segment_size: {SEGMENT_BYTES}")), "{}", conf(new.path()));
+
+        // A log made with sled's default segments (before SEGMENT_BYTES) still opens.
+        let old = tempfile::tempdir().unwrap();
+        {
+            let db = sled::Config::new().path(old.path()).open().unwrap();
+            db.open_tree(BLOCKS_TREE).unwrap();
+            db.flush().unwrap();
+        }
+        assert!(conf(old.path()).contains("segment_size: 524288"), "{}", conf(old.path()));
+        for round in 0..2 {
+            let log = SledLog::open(old.path()).unwrap();
+            let records = (0..3).map(|i| record(round * 3 + i)).collect();
+            log.append(AppendBatch { records, rejected: vec![] }).unwrap().wait().unwrap();
+            let got: Vec<_> = log.read(0, u64::MAX).unwrap().map(|r| r.unwrap().1).collect();
+            assert_eq!(got, (0..round * 3 + 3).map(record).collect::<Vec<_>>());
+            log.close().unwrap();
+        }
+        assert!(conf(old.path()).contains("segment_size: 524288"));
+    }
+
+    #[test]
     fn duplicate_event_ids_are_dropped_across_batches_and_reopens() {
         let dir = tempfile::tempdir().unwrap();
         {

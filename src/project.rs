@@ -49,9 +49,12 @@ const BATCH_ROWS: usize = 8_192;
 /// Arrow batches queued for the Parquet writer thread (~3 MB each at [`BATCH_ROWS`]): enough
 /// to even out the two threads' pace, little memory.
 const WRITER_QUEUE_BATCHES: usize = 4;
-/// Rows per Parquet row group: large enough for good compression and fast scans, small
-/// enough that five tables' open row groups stay well under 100 MiB.
-pub const ROW_GROUP_ROWS: usize = 128 * 1024;
+/// Rows per Parquet row group (~8 MB of a table's columns): large enough for good
+/// compression and fast scans, small enough that five tables' open row groups stay well
+/// under 100 MiB. Halving it from 128K rows cut a rebuild's peak memory by ~55 MiB and,
+/// since fresh memory is zeroed by the kernel, its system time, for files within 0.01% of
+/// the size (10^6 events, side by side).
+pub const ROW_GROUP_ROWS: usize = 64 * 1024;
 /// A file is closed and a new one started after this many rows, so files stay in the
 /// tens of MiB that Spark, Trino and DuckDB split and read well.
 pub const ROWS_PER_FILE: usize = 1_000_000;
