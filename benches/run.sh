@@ -73,6 +73,9 @@ measure_soft() {
 
 # start_questlog DATA_DIR : serve on an ephemeral port; sets $qpid and $qaddr.
 start_questlog() {
+  # Write back what earlier stages left dirty, so that their writeback does not stall
+  # this stage's fsyncs.
+  sync
   "$bin" --data-dir "$1" serve --listen 127.0.0.1:0 >"$work/serve.out" 2>"$work/serve.err" &
   qpid=$!; pids+=("$qpid")
   qaddr=""
