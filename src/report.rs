@@ -1,6 +1,8 @@
-//! The findings report: loads the five Parquet tables of a snapshot into Polars
-//! [`DataFrame`]s and turns them into a human-readable report (`report.md` and a
-//! self-contained `report.html` with inline SVG charts).
+//! The findings report: reads the five Parquet tables of a snapshot with Polars and turns
+//! them into a human-readable report (`report.md` and a self-contained `report.html` with
+//! inline SVG charts). Sections read through a [`TableSource`]: a [`Snapshot`] of open
+//! files gives each section only the columns it uses (`questlog report`), and [`Frames`]
+//! in memory give the same report (tests, `sql`).
 //!
 //! This fills in the seed pipeline's empty "Summary of Findings": an overview, revenue,
 //! store stock, guilds, kills, damage, quests and player activity, each with a short
@@ -19,8 +21,9 @@
 //!
 //! # Snapshots and compaction
 //!
-//! [`load_frames`] opens *every* file of the snapshot before reading any of them, so a
-//! compaction that deletes files afterwards cannot tear the snapshot. A file that was
+//! [`open_snapshot`] (and [`load_frames`], which uses it) opens *every* file of the
+//! snapshot before reading any of them, so a compaction that deletes files afterwards
+//! cannot tear the snapshot. A file that was
 //! already gone gives [`ReportError::FileVanished`]: take a fresh snapshot and retry.
 
 use std::fmt::Write as _;
