@@ -54,21 +54,23 @@ rate() { python3 -c "import sys; n, s = float(sys.argv[1]), float(sys.argv[2]); 
 ratio() { python3 -c "import sys; a, b = (float(x.replace(',', '')) for x in sys.argv[1:3]); print(f'{a / max(b, 1e-9):.1f}×')" "$1" "$2"; }
 mib() { python3 -c "import sys; print(f'{int(sys.argv[1]) / 1024:,.0f} MiB')" "$1"; }
 
-# measure NAME CMD... : runs CMD under GNU time; sets $secs and $rss_kb.
+# measure NAME CMD... : runs CMD under GNU time; sets $secs, $rss_kb and $cores (CPU time
+# over wall time: how much of the machine's cores the stage kept busy).
 measure() {
   local name="$1"; shift
-  /usr/bin/time -f "%e %M" -o "$work/time.txt" "$@" >"$work/out.txt" 2>"$work/err.txt" || {
+  /usr/bin/time -f "%e %M %U %S" -o "$work/time.txt" "$@" >"$work/out.txt" 2>"$work/err.txt" || {
     echo "$name failed:" >&2; tail -20 "$work/err.txt" >&2; exit 1; }
-  read -r secs rss_kb <"$work/time.txt"
+  read -r secs rss_kb user_s sys_s <"$work/time.txt"
+  cores=$(python3 -c "import sys; w, u, s = map(float, sys.argv[1:]); print(f'{(u + s) / max(w, 0.01):.1f}')" "$secs" "$user_s" "$sys_s")
 }
 
 # measure_soft NAME CMD... : like measure, but a failure is returned, not fatal ($status).
 measure_soft() {
   local name="$1"; shift
   status=0
-  /usr/bin/time -f "%e %M" -o "$work/time.txt" "$@" >"$work/out.txt" 2>"$work/err.txt" || status=$?
+  /usr/bin/time -f "%e %M %U %S" -o "$work/time.txt" "$@" >"$work/out.txt" 2>"$work/err.txt" || status=$?
   [ "$status" = 0 ] || return 1
-  read -r secs rss_kb <"$work/time.txt"
+  read -r secs rss_kb user_s sys_s <"$work/time.txt"
 }
 
 # start_questlog DATA_DIR : serve on an ephemeral port; sets $qpid and $qaddr.
@@ -89,6 +91,10 @@ start_questlog() {
 }
 
 stop_pid() { kill -TERM "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+# cpu_seconds PID : CPU time (user + system) the process has used so far.
+cpu_seconds() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }
+# server_cores PID CPU_BEFORE SECONDS : cores the server kept busy over a load phase.
+server_cores() { python3 -c "import sys; a, b, s = map(float, sys.argv[1:]); print(f'{(b - a) / max(s, 0.01):.1f}')" "$2" "$(cpu_seconds "$1")" "$3"; }
 peak_rss_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 
 # wrk_single URL : one event per request, keep-alive, 64 connections; sets $wrk_rps $wrk_p50 $wrk_p99 $wrk_errors.
@@ -121,22 +127,22 @@ for n in $sizes; do
   measure generate "$bin" --data-dir "$d" generate --seed 1 --events "$n"
   log_bytes=$(du -sb "$d/log" | cut -f1)
   json_bytes=$(grep -o '[0-9]* bytes of event JSON' "$work/out.txt" | cut -d' ' -f1)
-  row "generate → log (durable)" "$n" "$(rate "$n" "$secs")" "" "$(mib "$rss_kb")" "$secs s"
+  row "generate → log (durable)" "$n" "$(rate "$n" "$secs")" "" "$(mib "$rss_kb")" "$secs s; $cores cores"
   q[gen_$n]=$(rate "$n" "$secs")
 
   measure replay sh -c "'$bin' --data-dir '$d' replay --from 0 > /dev/null"
-  row "replay --from 0 > /dev/null" "$n" "$(rate "$n" "$secs")" "" "$(mib "$rss_kb")" "$secs s"
+  row "replay --from 0 > /dev/null" "$n" "$(rate "$n" "$secs")" "" "$(mib "$rss_kb")" "$secs s; $cores cores"
 
   measure rebuild "$bin" --data-dir "$d" project --rebuild
   q[proj_$n]=$secs
   tables_bytes=$(du -sbL "$d/tables" | cut -f1)
-  row "project --rebuild (5 Parquet tables)" "$n" "$(rate "$n" "$secs")" "" "$(mib "$rss_kb")" "$secs s; tables $(python3 -c "print(f'{$tables_bytes / $n:.0f}')") B/event"
+  row "project --rebuild (5 Parquet tables)" "$n" "$(rate "$n" "$secs")" "" "$(mib "$rss_kb")" "$secs s; $cores cores; tables $(python3 -c "print(f'{$tables_bytes / $n:.0f}')") B/event"
 
   row "log on disk" "$n" "" "" "" "$(python3 -c "print(f'{$log_bytes / $n:.0f} B/event = {$log_bytes / max($json_bytes, 1):.2f}× the events\' JSON ({$json_bytes / $n:.0f} B/event)')")"
 
   measure report "$bin" --data-dir "$d" report --out "$d/report"
   q[report_$n]=$secs
-  row "report (Polars)" "$n" "" "$secs s" "$(mib "$rss_kb")" ""
+  row "report (Polars)" "$n" "" "$secs s" "$(mib "$rss_kb")" "$cores cores"
 
   for query in \
       "SELECT category, count(*) AS units, sum(total_cost) AS revenue FROM transactions GROUP BY category ORDER BY revenue DESC" \
@@ -151,8 +157,10 @@ for n in $sizes; do
 
   echo "== questlog HTTP batched ingest at $n events" >&2
   start_questlog "$work/h$n"
+  cpu0=$(cpu_seconds "$qpid"); t0=$(date +%s.%N)
   load_batched "$qaddr" "$n"
-  row "HTTP batched (generate --url --batch 500, 4 conns)" "$n" "$lt_eps" "p50 ${lt_p50} ms, p99 ${lt_p99} ms" "$(mib "$(peak_rss_kb "$qpid")")" "durable before ack"
+  busy=$(server_cores "$qpid" "$cpu0" "$(python3 -c "import sys; print(float(sys.argv[2]) - float(sys.argv[1]))" "$t0" "$(date +%s.%N)")")
+  row "HTTP batched (generate --url --batch 500, 4 conns)" "$n" "$lt_eps" "p50 ${lt_p50} ms, p99 ${lt_p99} ms" "$(mib "$(peak_rss_kb "$qpid")")" "durable before ack; server $busy cores"
   q[batched_$n]=$lt_eps
   stop_pid "$qpid"
   rm -rf "$d" "$work/h$n"
@@ -160,8 +168,10 @@ done
 
 echo "== questlog HTTP one event per request" >&2
 start_questlog "$work/single"
+cpu0=$(cpu_seconds "$qpid")
 wrk_single "$qaddr/join_guild?guild_id=7&name=Knights"
-row "HTTP one event per request (wrk, 64 conns, ${load_seconds}s)" "-" "$wrk_rps" "p50 $wrk_p50, p99 $wrk_p99" "$(mib "$(peak_rss_kb "$qpid")")" "${wrk_errors:-no errors}"
+busy=$(server_cores "$qpid" "$cpu0" "$load_seconds")
+row "HTTP one event per request (wrk, 64 conns, ${load_seconds}s)" "-" "$wrk_rps" "p50 $wrk_p50, p99 $wrk_p99" "$(mib "$(peak_rss_kb "$qpid")")" "${wrk_errors:-no errors}; server $busy cores"
 q_single=$wrk_rps
 stop_pid "$qpid"
 
