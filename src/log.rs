@@ -336,8 +336,8 @@ struct Store {
 /// sled segment size for new logs: 16× sled's default, so that a page (a tree leaf of up to
 /// ~17 blocks of ~90 KB) stays under a quarter segment and is kept inline, where sled's
 /// cache counts and evicts it, instead of in a blob file it never evicts (see
-/// [`SLED_LRU_TOUCHES`]). Costs ~25% more disk (old page versions wait in segments for
-/// sled's cleaner; 110 instead of 87 bytes per event at 10^7, still under half the
+/// [`SLED_LRU_TOUCHES`]). Costs ~30% more disk (old page versions wait in segments for
+/// sled's cleaner; 113 instead of 87 bytes per event at 10^7, still under half the
 /// events' JSON).
 const SEGMENT_BYTES: usize = 8 * 1024 * 1024;
 
