@@ -232,33 +232,32 @@ struct RowBuilder {
 
 impl RowBuilder {
     fn new(t: EventType) -> RowBuilder {
-        let rows = BATCH_ROWS;
         let fields = t
             .fields()
             .iter()
             .map(|(_, k)| match k {
-                FieldKind::Id => Col::I64(Int64Builder::with_capacity(rows)),
-                FieldKind::Text => Col::Str(StringBuilder::with_capacity(rows, rows * 16)),
-                FieldKind::SmallInt => Col::I16(Int16Builder::with_capacity(rows)),
-                FieldKind::Cost => Col::F32(Float32Builder::with_capacity(rows)),
+                FieldKind::Id => Col::I64(Int64Builder::with_capacity(BATCH_ROWS)),
+                FieldKind::Text => Col::Str(StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 16)),
+                FieldKind::SmallInt => Col::I16(Int16Builder::with_capacity(BATCH_ROWS)),
+                FieldKind::Cost => Col::F32(Float32Builder::with_capacity(BATCH_ROWS)),
             })
             .collect();
-        let s = || StringBuilder::with_capacity(rows, rows * 24);
+        let s = || StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 24);
         RowBuilder {
             event_type: t,
             schema: schema(t),
-            raw_event: StringBuilder::with_capacity(rows, rows * 256),
+            raw_event: StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 256),
             timestamp: s(),
             accept: s(),
             host: s(),
             user_agent: s(),
             event_type_col: s(),
             fields,
-            log_offset: Int64Builder::with_capacity(rows),
+            log_offset: Int64Builder::with_capacity(BATCH_ROWS),
             event_id: s(),
             player_id: s(),
             session_id: s(),
-            event_time: TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC"),
+            event_time: TimestampMicrosecondBuilder::with_capacity(BATCH_ROWS).with_timezone("UTC"),
             rows: 0,
             scratch: String::with_capacity(32),
         }
@@ -1113,8 +1112,8 @@ fn write_range(
     // encoding and compressing them into Parquet (the writer below), which alone took
     // about half of this thread's time. Each table's batches reach the writer in order, so
     // the files are the same bytes as when written on one thread.
-    let mut builders: Vec<(RowBuilder, u64, u64)> =
-        TABLES.iter().map(|def| (RowBuilder::new(def.event_type), u64::MAX, 0)).collect();
+    let mut builders: Vec<Building> =
+        TABLES.iter().map(|def| Building { rows: RowBuilder::new(def.event_type), first: u64::MAX, last: 0 }).collect();
     let mut n = 0u64;
     std::thread::scope(|scope| -> Result<Vec<Vec<FileEntry>>, ProjectError> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<ToWriter>(WRITER_QUEUE_BATCHES);
@@ -1131,19 +1130,19 @@ fn write_range(
             Err(ProjectError::WriterStopped)
         });
         // A send fails only when the writer stopped on an error, which joining returns.
-        let send = |table: usize, b: &mut (RowBuilder, u64, u64)| -> Result<(), ProjectError> {
-            let batch = b.0.finish()?;
-            let (first, last) = (b.1, b.2);
-            b.1 = u64::MAX;
+        let send = |table: usize, b: &mut Building| -> Result<(), ProjectError> {
+            let batch = b.rows.finish()?;
+            let (first, last) = (b.first, b.last);
+            b.first = u64::MAX;
             tx.send(ToWriter::Batch { table, batch, first, last }).map_err(|_| ProjectError::WriterStopped)
         };
         let built = crate::log::for_each_prefetched(log.read(from, to)?, |offset, record| -> Result<(), ProjectError> {
             let i = record.event.event_type().index();
             let b = &mut builders[i];
-            b.0.push(offset, &record);
-            b.1 = b.1.min(offset);
-            b.2 = offset;
-            if b.0.rows >= BATCH_ROWS {
+            b.rows.push(offset, &record);
+            b.first = b.first.min(offset);
+            b.last = offset;
+            if b.rows.rows >= BATCH_ROWS {
                 send(i, b)?;
             }
             n += 1;
@@ -1160,7 +1159,7 @@ fn write_range(
                 }));
             }
             for (i, b) in builders.iter_mut().enumerate() {
-                if b.0.rows > 0 {
+                if b.rows.rows > 0 {
                     send(i, b)?;
                 }
             }
@@ -1178,6 +1177,13 @@ fn write_range(
             }
         }
     })
+}
+
+/// One table's rows being built into the next batch, with their log offsets.
+struct Building {
+    rows: RowBuilder,
+    first: u64,
+    last: u64,
 }
 
 /// What the row builder hands the Parquet writer thread.
