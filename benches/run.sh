@@ -33,8 +33,8 @@ while [ $# -gt 0 ]; do
 done
 baseline_sizes_arg="${baseline_sizes_arg:-}"
 load_seconds=10
-# The baseline at 10^5 and 10^6 events; 10^7 would take PySpark ~10 minutes and a
-# 2.4 GB JSON file for one more column of ratios (--baseline-sizes to change).
+# The baseline at 10^5 and 10^6 events; 10^7 would write a JSON file of over 2.4 GB and
+# add minutes for one more column of ratios (--baseline-sizes to change).
 baseline_sizes="100000 1000000"
 if [ "$smoke" = 1 ]; then load_seconds=2; baseline_sizes="5000"; fi
 if [ -n "$baseline_sizes_arg" ]; then baseline_sizes="$baseline_sizes_arg"; fi
