@@ -434,7 +434,7 @@ pub fn run(cli: Cli) -> Result<()> {
             // Load only the tables the query names, without heavy columns it never uses.
             let skip = sql::skippable_columns(&query);
             let named = sql::named_tables(&query);
-            let frames = load_frames_with(&data_dir, |files| {
+            let frames = read_snapshot(&data_dir, |files| {
                 let files = report::TableFiles::new(
                     files.tables.iter().filter(|(t, _)| named.contains(t)).map(|(t, f)| (*t, f.clone())).collect(),
                 );
@@ -582,9 +582,9 @@ fn rejected_cmd(data_dir: &Path, from: u64, limit: usize) -> Result<()> {
     }
 }
 
-/// Loads the five tables from one consistent snapshot, retrying if a projector replaced
-/// files between reading the manifest and opening them.
-fn load_frames_with<T>(
+/// Runs `load` (which opens, and may read, the five tables) on one consistent snapshot,
+/// retrying if a projector replaced files between reading the manifest and opening them.
+fn read_snapshot<T>(
     data_dir: &Path,
     load: impl Fn(&report::TableFiles) -> Result<T, report::ReportError>,
 ) -> Result<(T, u64)> {
@@ -605,7 +605,7 @@ fn load_frames_with<T>(
 
 fn build_report(data_dir: &Path) -> Result<(report::Report, u64)> {
     // Opened, not loaded: each section reads only the columns it uses.
-    let (snapshot, offset) = load_frames_with(data_dir, report::open_snapshot)?;
+    let (snapshot, offset) = read_snapshot(data_dir, report::open_snapshot)?;
     let report = report::build_report_from(&snapshot, &format!("log offsets 0..{offset}"))?;
     Ok((report, offset))
 }

@@ -769,7 +769,8 @@ impl Drop for SledLog {
 ///   counts a blob page as the few bytes of its pointer, so it never evicted them. New
 ///   logs use [`SEGMENT_BYTES`] segments, which keep the log's pages inline.
 ///
-/// With both, replaying 10^7 events peaks at ~300 MB (BENCHMARKS.md).
+/// With both, replaying 10^7 events peaks at ~250–310 MB (BENCHMARKS.md; benches/HISTORY.md,
+/// item 13).
 const SLED_LRU_TOUCHES: usize = 16;
 
 /// Reads a sled block tree up to a durable end.

@@ -1,6 +1,6 @@
 /// mimalloc: replay and projection allocate many small strings on one thread and free
 /// them on another; glibc's allocator spent over a third of replay's time there
-/// (`perf record`, see BENCHMARKS.md).
+/// (`perf record`, see benches/HISTORY.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -947,8 +947,8 @@ impl Projector {
 /// Nice value of the continuous projector's thread, and of the decode and Parquet writer
 /// threads it starts (Linux threads inherit it). Ingest answers clients that wait and
 /// projection can lag a little, so under load the scheduler runs the API first: on 2 cores
-/// with `wrk` at 64 connections, a step at equal priority held p99 latency at ~5 ms where
-/// without projection it was ~3 ms (BENCHMARKS.md).
+/// with `wrk` at 64 connections, p99 latency was 4.8–5.7 ms at nice 10 against 5.5–54 ms
+/// at equal priority, and ~3 ms without projection (benches/HISTORY.md, item 15).
 const PROJECTOR_NICE: libc::c_int = 10;
 
 /// Lowers the calling thread's scheduling priority to [`PROJECTOR_NICE`]. Best effort: a

@@ -262,8 +262,7 @@ pub fn load_frames_without(files: &TableFiles, skip: &[&str]) -> Result<Frames, 
     let snapshot = open_snapshot(files)?;
     let mut frames = Frames::empty();
     for table in TABLE_NAMES {
-        let names: Vec<&str> =
-            table_fields(table).unwrap_or_default().into_iter().map(|(n, _)| n).filter(|n| !skip.contains(n)).collect();
+        let names: Vec<&str> = column_names(table).into_iter().filter(|n| !skip.contains(n)).collect();
         // One chunk per file is kept: the queries do not need one chunk, and copying a table
         // into one would briefly hold it twice.
         *frames.get_mut(table).expect("known table") = snapshot.columns(table, &names)?;
@@ -405,7 +404,8 @@ impl TableSource for Snapshot {
             }
         }
         let names: Vec<String> = stored.iter().map(|n| n.to_string()).collect();
-        let mut combined: Option<DataFrame> = None;
+        let schema: Schema = fields.iter().map(|(n, d)| (PlSmallStr::from_static(n), d.clone())).collect();
+        let mut combined = select_columns(DataFrame::empty_with_schema(&schema), columns)?;
         // File by file, so that columns only needed to compute others (the text `timestamp`
         // behind TIME) are held for one file at a time.
         for (path, file) in self.files(table) {
@@ -416,21 +416,9 @@ impl TableSource for Snapshot {
                     path: path.clone(),
                     source,
                 })?;
-            let df = select_columns(conform(table, path, &fields, df)?, columns)?;
-            match combined.as_mut() {
-                None => combined = Some(df),
-                Some(c) => {
-                    c.vstack_mut_owned(df)?;
-                }
-            }
+            combined.vstack_mut_owned(select_columns(conform(table, path, &fields, df)?, columns)?)?;
         }
-        match combined {
-            Some(df) => Ok(df),
-            None => {
-                let schema: Schema = fields.iter().map(|(n, d)| (PlSmallStr::from_static(n), d.clone())).collect();
-                Ok(select_columns(DataFrame::empty_with_schema(&schema), columns)?)
-            }
-        }
+        Ok(combined)
     }
 }
 
@@ -1322,7 +1310,8 @@ fn stock_section(src: &dyn TableSource, summary: &mut Vec<String>) -> Result<Sec
 fn guild_section(src: &dyn TableSource, summary: &mut Vec<String>) -> Result<Section, ReportError> {
     let mut blocks = Vec::new();
     let title = "4. Guilds".to_string();
-    if src.rows("guild_joins")? == 0 {
+    let total_joins = src.rows("guild_joins")? as i64;
+    if total_joins == 0 {
         blocks.push(Block::Para(format!("{NO_EVENTS} Nobody has joined a guild.")));
         summary.push("Guilds: no joins yet.".to_string());
         return Ok(Section {
@@ -1345,7 +1334,6 @@ fn guild_section(src: &dyn TableSource, summary: &mut Vec<String>) -> Result<Sec
     let ids = ints(&sizes, "guild_id")?;
     let members = ints(&sizes, "members")?;
     let joins_n = ints(&sizes, "joins")?;
-    let total_joins = src.rows("guild_joins")? as i64;
 
     let lead = or_none(&names[0]);
     blocks.push(Block::Para(format!(
@@ -1455,7 +1443,8 @@ fn guild_section(src: &dyn TableSource, summary: &mut Vec<String>) -> Result<Sec
 fn kills_section(src: &dyn TableSource, summary: &mut Vec<String>) -> Result<Section, ReportError> {
     let mut blocks = Vec::new();
     let title = "5. Kills".to_string();
-    if src.rows("enemy_kills")? == 0 {
+    let total = src.rows("enemy_kills")? as i64;
+    if total == 0 {
         blocks.push(Block::Para(format!("{NO_EVENTS} No enemies killed.")));
         summary.push("Kills: none yet.".to_string());
         return Ok(Section {
@@ -1489,7 +1478,6 @@ fn kills_section(src: &dyn TableSource, summary: &mut Vec<String>) -> Result<Sec
             _ => "–".into(),
         }
     };
-    let total = src.rows("enemy_kills")? as i64;
     let lead = or_none(&names[0]);
     blocks.push(Block::Para(format!(
         "{} kills of {} kinds of enemy; {lead} is killed most ({}, {} of kills, mean level {}).",
@@ -1569,7 +1557,8 @@ fn kills_section(src: &dyn TableSource, summary: &mut Vec<String>) -> Result<Sec
 fn damage_section(src: &dyn TableSource, summary: &mut Vec<String>) -> Result<Section, ReportError> {
     let mut blocks = Vec::new();
     let title = "6. Damage taken".to_string();
-    if src.rows("take_damage")? == 0 {
+    let total_hits = src.rows("take_damage")? as i64;
+    if total_hits == 0 {
         blocks.push(Block::Para(format!("{NO_EVENTS} No damage taken.")));
         summary.push("Damage: none taken yet.".to_string());
         return Ok(Section {
@@ -1611,7 +1600,6 @@ fn damage_section(src: &dyn TableSource, summary: &mut Vec<String>) -> Result<Se
             col("damage").cast(DataType::Int64).sum().alias("total"),
         ])
         .collect()?;
-    let total_hits = src.rows("take_damage")? as i64;
     // Hardest hitter: highest p90, then highest max, then name.
     let mut order: Vec<usize> = (0..by_enemy.height()).collect();
     order.sort_by(|&a, &b| {
@@ -1714,7 +1702,8 @@ fn damage_section(src: &dyn TableSource, summary: &mut Vec<String>) -> Result<Se
 fn quests_section(src: &dyn TableSource, summary: &mut Vec<String>) -> Result<Section, ReportError> {
     let mut blocks = Vec::new();
     let title = "7. Quests by contact".to_string();
-    if src.rows("quests")? == 0 {
+    let total = src.rows("quests")? as i64;
+    if total == 0 {
         blocks.push(Block::Para(format!("{NO_EVENTS} No quests accepted.")));
         summary.push("Quests: none accepted yet.".to_string());
         return Ok(Section {
@@ -1741,7 +1730,6 @@ fn quests_section(src: &dyn TableSource, summary: &mut Vec<String>) -> Result<Se
     let accepted = ints(&by_contact, "accepted")?;
     let quests = ints(&by_contact, "quests")?;
     let players = ints(&by_contact, "players")?;
-    let total = src.rows("quests")? as i64;
     let lead = or_none(&contacts[0]);
     blocks.push(Block::Para(format!(
         "{} quests accepted from {} contacts; {lead} hands out the most ({}, {}).",
