@@ -75,6 +75,14 @@ pub const BODY_READ_TIMEOUT_MS: u64 = 30_000;
 /// retries; the retry is safe (the log drops a repeated `event_id`). A healthy group
 /// commit takes milliseconds; this only bounds a storage that stopped answering.
 pub const APPEND_CONFIRM_TIMEOUT_MS: u64 = 15_000;
+/// Most bytes the bodies of all requests in flight may hold at once: the bytes read off the
+/// wire (until inflated or joined), the bytes gzip inflates them to, and the copy of each
+/// event's text its record keeps. Past it a request gets 503 (`Retry-After: 1`) and gives
+/// back what it held. A body at the decompression limit holds 128 MiB at its peak (inflated
+/// and copied), so two fit; an ordinary 10,000-event batch (~3 MiB) holds ~6 MiB, so ~40
+/// fit at once, more than the 64-connection load tests keep in the handler at a time.
+/// Without it 1,024 connections could each hold 128 MiB (128 GiB).
+pub const MAX_BODY_MEMORY_BYTES: usize = 256 * 1024 * 1024;
 
 /// Connection limits of a server; the defaults are the constants above.
 #[derive(Clone, Copy, Debug)]
@@ -82,6 +90,8 @@ pub struct Limits {
     pub max_connections: usize,
     pub header_read_timeout_ms: u64,
     pub body_read_timeout_ms: u64,
+    /// See [`MAX_BODY_MEMORY_BYTES`].
+    pub max_body_memory_bytes: usize,
 }
 
 impl Default for Limits {
@@ -90,6 +100,7 @@ impl Default for Limits {
             max_connections: MAX_CONNECTIONS,
             header_read_timeout_ms: HEADER_READ_TIMEOUT_MS,
             body_read_timeout_ms: BODY_READ_TIMEOUT_MS,
+            max_body_memory_bytes: MAX_BODY_MEMORY_BYTES,
         }
     }
 }
@@ -101,9 +112,69 @@ pub struct AppState {
     pub limits: Limits,
     /// API keys; `None` serves everyone (the default).
     pub keys: Option<Arc<crate::auth::ApiKeys>>,
+    /// Bytes of request bodies in flight: one permit per byte, [`Limits::max_body_memory_bytes`] in all.
+    body_memory: Arc<tokio::sync::Semaphore>,
+}
+
+/// Bytes of [`AppState::body_memory`] one request holds; given back when dropped.
+struct BodyMemory {
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    budget: Arc<tokio::sync::Semaphore>,
+}
+
+/// A request whose body held at least this much memory asks the allocator to give freed
+/// memory back to the OS when it ends. mimalloc (the binary's allocator) otherwise keeps
+/// freed memory until later allocations trigger a purge, so after a burst of large bodies
+/// an idle server kept ~40 MB more for as long as it stayed idle. 8 MiB: well above
+/// ordinary batches (~3 MiB for 10,000 events), so they never pay for the collection.
+const RETURN_MEMORY_AFTER_BYTES: usize = 8 * 1024 * 1024;
+
+impl Drop for BodyMemory {
+    fn drop(&mut self) {
+        let held = self.permit.as_ref().map_or(0, |p| p.num_permits());
+        // The body's buffers are dropped before this (declared after it in the handler).
+        drop(self.permit.take());
+        if held >= RETURN_MEMORY_AFTER_BYTES {
+            // SAFETY: mi_collect takes a flag and touches only mimalloc's own state; it is
+            // callable from any thread at any time (a no-op for memory it does not manage).
+            unsafe { libmimalloc_sys::mi_collect(true) };
+        }
+    }
+}
+
+impl BodyMemory {
+    fn new(budget: &Arc<tokio::sync::Semaphore>) -> BodyMemory {
+        BodyMemory { permit: None, budget: budget.clone() }
+    }
+
+    /// Takes `bytes` more from the budget, or [`ApiError::OverMemoryBudget`] at once.
+    fn take(&mut self, bytes: usize) -> Result<(), ApiError> {
+        if bytes == 0 {
+            return Ok(());
+        }
+        let n = u32::try_from(bytes).map_err(|_| ApiError::OverMemoryBudget)?;
+        let more = self.budget.clone().try_acquire_many_owned(n).map_err(|_| ApiError::OverMemoryBudget)?;
+        match &mut self.permit {
+            Some(p) => p.merge(more),
+            None => self.permit = Some(more),
+        }
+        Ok(())
+    }
+
+    /// Gives `bytes` back to the budget (memory this request has freed).
+    fn give_back(&mut self, bytes: usize) {
+        if let Some(p) = &mut self.permit {
+            drop(p.split(bytes.min(p.num_permits())));
+        }
+    }
 }
 
 impl AppState {
+    pub fn new(log: Arc<dyn EventLog>, metrics: Arc<Metrics>, limits: Limits, keys: Option<Arc<crate::auth::ApiKeys>>) -> AppState {
+        let body_memory = Arc::new(tokio::sync::Semaphore::new(limits.max_body_memory_bytes.min(tokio::sync::Semaphore::MAX_PERMITS)));
+        AppState { log, metrics, limits, keys, body_memory }
+    }
+
     /// The app of the request's key, when keys are configured; 401 otherwise.
     fn app(&self, headers: &HeaderMap) -> Result<Option<&crate::auth::App>, ApiError> {
         let Some(keys) = &self.keys else { return Ok(None) };
@@ -167,6 +238,8 @@ pub enum ApiError {
     BadQuery(String),
     #[error("the log is busy; retry shortly")]
     Busy,
+    #[error("the server holds too many request bodies in memory right now (limit {} MiB in all); retry shortly", MAX_BODY_MEMORY_BYTES / (1024 * 1024))]
+    OverMemoryBudget,
     #[error("the log did not confirm the events within {0} ms; they may or may not be stored: retry with the same event_ids (repeats are dropped)")]
     Unconfirmed(u64),
     #[error("the log could not make the events durable: {0}")]
@@ -189,7 +262,9 @@ impl ApiError {
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Busy | ApiError::Unavailable(_) | ApiError::Unconfirmed(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Busy | ApiError::OverMemoryBudget | ApiError::Unavailable(_) | ApiError::Unconfirmed(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::NoSpace(_) => StatusCode::INSUFFICIENT_STORAGE,
         }
     }
@@ -222,7 +297,7 @@ impl IntoResponse for ApiError {
         let body = serde_json::json!({ "error": self.to_string(), "accepted": 0 });
         let mut resp = (status, json_headers(), body.to_string()).into_response();
         match &self {
-            ApiError::Busy | ApiError::Unavailable(_) | ApiError::Unconfirmed(_) => {
+            ApiError::Busy | ApiError::OverMemoryBudget | ApiError::Unavailable(_) | ApiError::Unconfirmed(_) => {
                 resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ApiError::NoSpace(_) => {
@@ -470,27 +545,25 @@ async fn ingest(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bo
             if let Some(i) = e.limit_index() {
                 state.metrics.over_limit(i);
             }
+            if matches!(e, ApiError::OverMemoryBudget) {
+                state.metrics.over_body_memory_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             e.into_response()
         }
     };
     finish(&state, ROUTE_EVENTS, started, resp)
 }
 
-async fn read_body(headers: &HeaderMap, body: Body, body_timeout_ms: u64) -> Result<Bytes, ApiError> {
+/// Reads the whole body (inflating gzip), charging every byte it keeps to `memory`.
+async fn read_body(headers: &HeaderMap, body: Body, body_timeout_ms: u64, memory: &mut BodyMemory) -> Result<Bytes, ApiError> {
     if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
         if len > MAX_BODY_BYTES as u64 {
             return Err(ApiError::BodyTooLarge);
         }
     }
-    let limited = http_body_util::Limited::new(body, MAX_BODY_BYTES);
-    let collected = tokio::time::timeout(std::time::Duration::from_millis(body_timeout_ms), limited.collect())
+    let wire = tokio::time::timeout(std::time::Duration::from_millis(body_timeout_ms), collect_body(body, memory))
         .await
-        .map_err(|_| ApiError::BodyTimeout(body_timeout_ms))?;
-    let wire = match collected {
-        Ok(c) => c.to_bytes(),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return Err(ApiError::BodyTooLarge),
-        Err(e) => return Err(ApiError::Unreadable(format!("reading the body failed: {e}"))),
-    };
+        .map_err(|_| ApiError::BodyTimeout(body_timeout_ms))??;
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_ascii_lowercase())
@@ -498,28 +571,92 @@ async fn read_body(headers: &HeaderMap, body: Body, body_timeout_ms: u64) -> Res
     match encoding.as_str() {
         "" | "identity" => Ok(wire),
         "gzip" | "x-gzip" => {
-            // Grown by hand so a bomb costs at most the limit, not the next power of two
-            // past it (`read_to_end` would double to 128 MiB to find the 64 MiB + 1st byte).
-            let mut out: Vec<u8> = Vec::with_capacity((wire.len() * 4).min(MAX_DECOMPRESSED_BYTES));
-            let mut dec = flate2::read::MultiGzDecoder::new(&wire[..]);
-            let mut chunk = vec![0u8; 64 * 1024];
-            loop {
-                let n = dec.read(&mut chunk).map_err(|e| ApiError::Unreadable(format!("bad gzip body: {e}")))?;
-                if n == 0 {
-                    break;
-                }
-                if out.len() + n > MAX_DECOMPRESSED_BYTES {
-                    return Err(ApiError::DecompressedTooLarge);
-                }
-                if out.capacity() - out.len() < n {
-                    out.reserve_exact(out.capacity().max(n).min(MAX_DECOMPRESSED_BYTES - out.len()));
-                }
-                out.extend_from_slice(&chunk[..n]);
-            }
-            Ok(Bytes::from(out))
+            // Inflating 64 MiB takes a core for ~0.1 s: on the blocking pool, so the async
+            // workers keep serving other connections meanwhile. The request's memory
+            // charge travels with it and comes back.
+            let mut charge = BodyMemory { permit: memory.permit.take(), budget: memory.budget.clone() };
+            let (result, mut charge) = tokio::task::spawn_blocking(move || {
+                let result = inflate(wire, &mut charge);
+                (result, charge)
+            })
+            .await
+            .map_err(|e| ApiError::Unreadable(format!("inflating the body failed: {e}")))?;
+            memory.permit = charge.permit.take();
+            result
         }
         other => Err(ApiError::UnsupportedEncoding(other.chars().take(64).collect())),
     }
+}
+
+/// Inflates a gzip body, charging what it keeps to `memory`.
+///
+/// The output is sized once from the gzip trailer's ISIZE (the inflated length of the last
+/// member, mod 2^32) when that is plausible, so an honest body never reallocates — each
+/// reallocation holds the old and the new buffer at once, memory the budget cannot see.
+/// A body whose trailer lies grows by doubling, bounded by the limit (not the next power of
+/// two past it, as `read_to_end` would: 128 MiB to find the 64 MiB + 1st byte).
+fn inflate(wire: Bytes, memory: &mut BodyMemory) -> Result<Bytes, ApiError> {
+    let trailer_len = (wire.len() >= 18)
+        .then(|| u32::from_le_bytes([wire[wire.len() - 4], wire[wire.len() - 3], wire[wire.len() - 2], wire[wire.len() - 1]]) as usize)
+        .unwrap_or(0);
+    // The trailer is a hint from the client: it cannot make us take more than the limit.
+    let first = trailer_len.max(wire.len() * 4).min(MAX_DECOMPRESSED_BYTES);
+    memory.take(first)?;
+    let mut out: Vec<u8> = Vec::with_capacity(first);
+    let mut dec = flate2::read::MultiGzDecoder::new(&wire[..]);
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let n = dec.read(&mut chunk).map_err(|e| ApiError::Unreadable(format!("bad gzip body: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        if out.len() + n > MAX_DECOMPRESSED_BYTES {
+            return Err(ApiError::DecompressedTooLarge);
+        }
+        if out.capacity() - out.len() < n {
+            let grow = out.capacity().max(n).min(MAX_DECOMPRESSED_BYTES - out.len());
+            memory.take(grow)?;
+            out.reserve_exact(grow);
+        }
+        out.extend_from_slice(&chunk[..n]);
+    }
+    let wire_len = wire.len();
+    drop(dec);
+    drop(wire);
+    memory.give_back(wire_len);
+    Ok(Bytes::from(out))
+}
+
+/// Collects a body's frames up to [`MAX_BODY_BYTES`], charging each to `memory` as it
+/// arrives (so a request over the budget stops reading at once).
+async fn collect_body(body: Body, memory: &mut BodyMemory) -> Result<Bytes, ApiError> {
+    let mut body = body;
+    let mut parts: Vec<Bytes> = Vec::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::Unreadable(format!("reading the body failed: {e}")))?;
+        let Ok(data) = frame.into_data() else { continue };
+        total += data.len();
+        if total > MAX_BODY_BYTES {
+            return Err(ApiError::BodyTooLarge);
+        }
+        memory.take(data.len())?;
+        parts.push(data);
+    }
+    Ok(match parts.len() {
+        0 => Bytes::new(),
+        1 => parts.pop().unwrap_or_default(),
+        _ => {
+            // Joining needs the parts and the whole at once for a moment.
+            memory.take(total)?;
+            let mut all = Vec::with_capacity(total);
+            for p in parts {
+                all.extend_from_slice(&p);
+            }
+            memory.give_back(total);
+            Bytes::from(all)
+        }
+    })
 }
 
 /// The body formats `/v1/events` reads, by `Content-Type` (none means JSON).
@@ -546,7 +683,8 @@ async fn ingest_inner(state: &AppState, headers: &HeaderMap, body: Body) -> Resu
     let format = body_format(headers)?;
     let mut meta = request_meta(headers);
     meta.app = app.map(|a| a.name.clone());
-    let body = read_body(headers, body, state.limits.body_read_timeout_ms).await?;
+    let mut memory = BodyMemory::new(&state.body_memory);
+    let body = read_body(headers, body, state.limits.body_read_timeout_ms, &mut memory).await?;
     let now = now_us();
     let text = match std::str::from_utf8(&body) {
         Ok(t) => t,
@@ -558,11 +696,18 @@ async fn ingest_inner(state: &AppState, headers: &HeaderMap, body: Body) -> Resu
     };
     let mut out;
     if format == BodyFormat::Ndjson {
-        let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-        if lines.len() > MAX_EVENTS_PER_REQUEST {
-            return Err(ApiError::TooManyEvents);
+        // Counted as they are split, stopping past the limit: a body of millions of
+        // tiny lines must not become a vector of millions of slices first.
+        let mut lines: Vec<&str> = Vec::new();
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            if lines.len() == MAX_EVENTS_PER_REQUEST {
+                return Err(ApiError::TooManyEvents);
+            }
+            lines.push(line);
         }
         check_sizes(lines.iter().copied())?;
+        // The records keep a copy of each event's text.
+        memory.take(body.len())?;
         state.charge(app, lines.len() as u64)?;
         out = Outcome::new(lines.len());
         for (i, line) in lines.iter().enumerate() {
@@ -581,6 +726,7 @@ async fn ingest_inner(state: &AppState, headers: &HeaderMap, body: Body) -> Resu
                 }
             };
             check_sizes(items.iter().map(|r| r.get()))?;
+            memory.take(body.len())?;
             state.charge(app, items.len() as u64)?;
             out = Outcome::new(items.len());
             for (i, raw) in items.iter().enumerate() {
@@ -710,14 +856,22 @@ async fn openapi() -> Response {
 
 /// `200 {"status":"ok"}` while the log takes appends; `503 {"status":"degraded","reason":…}`
 /// while it cannot (disk full, storage reopening), so a load balancer steers games away.
+///
+/// Projection failing (a step's error, a panic) makes the status `degraded` with
+/// `projection_error` saying why, but stays 200: appends still succeed, and the log keeps
+/// every event for the tables to catch up once the cause is fixed.
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     let started = Instant::now();
     let unwritable = state.log.unwritable();
+    let projection_error = state.metrics.projection_error();
     let mut body = serde_json::json!({
-        "status": if unwritable.is_some() { "degraded" } else { "ok" },
+        "status": if unwritable.is_some() || projection_error.is_some() { "degraded" } else { "ok" },
         "log_end_offset": state.log.durable_end(),
         "projected_offset": state.metrics.projected_offset.load(std::sync::atomic::Ordering::Relaxed),
     });
+    if let Some(why) = projection_error {
+        body["projection_error"] = serde_json::Value::String(why);
+    }
     let status = match unwritable {
         Some(reason) => {
             body["reason"] = serde_json::Value::String(reason);
@@ -794,7 +948,20 @@ fn serde_urlencoded_query<T: serde::de::DeserializeOwned>(q: Option<&str>) -> Re
 struct ReplayQuery {
     from: Option<u64>,
     to: Option<u64>,
+    #[serde(default, deserialize_with = "flag")]
     follow: Option<bool>,
+}
+
+/// A yes/no query parameter: `true`/`false`, `1`/`0`, `yes`/`no`.
+fn flag<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    match <serde_json::Value as serde::Deserialize>::deserialize(d)? {
+        serde_json::Value::Bool(b) => Ok(Some(b)),
+        serde_json::Value::Number(n) if n.as_u64() == Some(1) => Ok(Some(true)),
+        serde_json::Value::Number(n) if n.as_u64() == Some(0) => Ok(Some(false)),
+        serde_json::Value::String(s) if s.eq_ignore_ascii_case("yes") => Ok(Some(true)),
+        serde_json::Value::String(s) if s.eq_ignore_ascii_case("no") => Ok(Some(false)),
+        other => Err(de::Error::custom(format!("expected true/false, 1/0 or yes/no, got {other}"))),
+    }
 }
 
 /// NDJSON replay of the log, for `questlog replay` while this server holds the log.

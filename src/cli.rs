@@ -69,7 +69,7 @@ pub enum Command {
         /// Parquet compression: snappy, zstd or none.
         #[arg(long, default_value = "snappy")]
         compression: String,
-        /// Most open HTTP connections; more are answered 503 and closed.
+        /// Most open HTTP connections; more are answered 429 (with Retry-After) and closed.
         #[arg(long, default_value_t = api::MAX_CONNECTIONS)]
         max_connections: usize,
         /// Milliseconds a client has to send a request's headers.
@@ -202,6 +202,10 @@ pub fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
+    if let Err(e) = setup_failpoints() {
+        eprintln!("questlog: {e}");
+        return ExitCode::FAILURE;
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -242,6 +246,26 @@ fn keep_freed_memory() {
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
 }
 
+/// Crash testing: configures failpoints from `QUESTLOG_FAILPOINTS`, in the fail crate's
+/// syntax (`name=actions;name=actions`, e.g. `publish.after_commit=2*off->return` fires on
+/// the third pass), and `QUESTLOG_FAILPOINT=name` as a shorthand for `name=return`. A
+/// point fires as its module says: projection points abort the process, `log.after_sync`
+/// fails the group commit whose data just reached the disk.
+fn setup_failpoints() -> Result<()> {
+    let mut specs: Vec<String> = Vec::new();
+    if let Some(name) = std::env::var_os("QUESTLOG_FAILPOINT") {
+        specs.push(format!("{}=return", name.to_string_lossy()));
+    }
+    if let Some(list) = std::env::var_os("QUESTLOG_FAILPOINTS") {
+        specs.extend(list.to_string_lossy().split(';').filter(|s| !s.trim().is_empty()).map(str::to_string));
+    }
+    for spec in specs {
+        let (name, actions) = spec.split_once('=').ok_or_else(|| anyhow!("QUESTLOG_FAILPOINTS: `{spec}` is not name=actions"))?;
+        fail::cfg(name.trim(), actions.trim()).map_err(|e| anyhow!("QUESTLOG_FAILPOINTS: `{spec}`: {e}"))?;
+    }
+    Ok(())
+}
+
 /// Log options from the command line, set once in [`run`].
 static LOG_OPTIONS: std::sync::OnceLock<LogOptions> = std::sync::OnceLock::new();
 
@@ -259,7 +283,10 @@ pub fn run(cli: Cli) -> Result<()> {
             if max_connections == 0 || header_read_timeout_ms == 0 || body_read_timeout_ms == 0 {
                 bail!("--max-connections and the timeouts must be at least 1");
             }
-            let limits = api::Limits { max_connections, header_read_timeout_ms, body_read_timeout_ms };
+            if !(1..=project::MAX_PROJECT_INTERVAL_MS).contains(&project_interval_ms) {
+                bail!("--project-interval-ms must be between 1 and {} (a day)", project::MAX_PROJECT_INTERVAL_MS);
+            }
+            let limits = api::Limits { max_connections, header_read_timeout_ms, body_read_timeout_ms, ..api::Limits::default() };
             runtime()?.block_on(serve(&data_dir, &listen, project_interval_ms, codec, limits, keys, shutdown_signal()))
         }
         Command::Quickstart { listen, seed, events, exit } => runtime()?.block_on(quickstart(&data_dir, &listen, seed, events, exit)),
@@ -449,9 +476,9 @@ pub fn run(cli: Cli) -> Result<()> {
             };
             let text = sql::format_output(&mut df, fmt)?;
             let mut out = std::io::stdout().lock();
-            replay::write_all(&mut out, &text)?;
+            replay::write_all(&mut out, text.as_bytes())?;
             if !text.ends_with('\n') {
-                replay::write_all(&mut out, "\n")?;
+                replay::write_all(&mut out, b"\n")?;
             }
             Ok(())
         }
@@ -554,7 +581,8 @@ async fn stream_http(url: &str) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     while let Some(chunk) = resp.chunk().await.context("reading the replay stream")? {
-        if !replay::write_all(&mut out, std::str::from_utf8(&chunk).unwrap_or_default())? {
+        // The chunk's bytes as they came: a chunk may end inside a character.
+        if !replay::write_all(&mut out, &chunk)? {
             return Ok(());
         }
         out.flush().ok();
@@ -570,7 +598,7 @@ fn rejected_cmd(data_dir: &Path, from: u64, limit: usize) -> Result<()> {
                 replay::write_rejected_line(&mut s, seq, &r);
             }
             let mut out = std::io::stdout().lock();
-            replay::write_all(&mut out, &s)?;
+            replay::write_all(&mut out, s.as_bytes())?;
             log.close()?;
             Ok(())
         }
@@ -667,7 +695,7 @@ async fn start_server(data_dir: &Path, listen: &str, interval_ms: u64, codec: Co
 
 impl Server {
     fn state(&self) -> Arc<AppState> {
-        Arc::new(AppState { log: self.log.clone(), metrics: self.metrics.clone(), limits: self.limits, keys: self.keys.clone() })
+        Arc::new(AppState::new(self.log.clone(), self.metrics.clone(), self.limits, self.keys.clone()))
     }
 
     /// Stops projection (after a last step) and closes the log.

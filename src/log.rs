@@ -200,6 +200,8 @@ pub struct LogStats {
     /// Histogram of records per flush: counts for `<= FLUSH_BATCH_BUCKETS[i]`.
     pub flush_batch_buckets: Vec<u64>,
     pub flush_seconds_total: f64,
+    /// Of `flush_seconds_total`, the time in `fdatasync`/`fsync` after sled's own flush.
+    pub fsync_seconds_total: f64,
     /// Why appends fail right now (disk full, storage failed and not yet reopened), or
     /// `None` when the log takes appends.
     pub unwritable: Option<String>,
@@ -301,6 +303,8 @@ struct Counters {
     flushed_records_total: AtomicU64,
     flush_batch_buckets: [AtomicU64; FLUSH_BATCH_BUCKETS.len()],
     flush_nanos_total: AtomicU64,
+    /// Time in the `fdatasync`/`fsync` calls after sled's flush (part of `flush_nanos_total`).
+    fsync_nanos_total: AtomicU64,
     rejected_total: AtomicU64,
     reopens_total: AtomicU64,
     /// Why the log cannot take appends now; `None` when it can.
@@ -331,6 +335,52 @@ struct Store {
     db: sled::Db,
     blocks: sled::Tree,
     rejected: sled::Tree,
+    /// sled's segment file (`db`), for the `fdatasync` after each flush (see [`Store::sync`]).
+    segments: Arc<std::fs::File>,
+    dir: PathBuf,
+}
+
+/// Blob files already synced, with the length they had then.
+type BlobsSeen = std::collections::BTreeMap<std::ffi::OsString, u64>;
+
+/// sled's segment file in the log directory: every page sled writes goes there, except
+/// pages over a quarter segment, which go to files under [`SLED_BLOBS_DIR`].
+const SLED_SEGMENT_FILE: &str = "db";
+const SLED_BLOBS_DIR: &str = "blobs";
+
+/// Deletes snapshot files sled was still writing when its process died
+/// (`snap.<lsn>.generating`). sled 0.34 takes them for finished snapshots (it skips only
+/// `.in___motion` names), and one cut short fails its checksum and stops the log from
+/// opening. The snapshot before it is removed only after the rename, so nothing is lost.
+///
+/// Only while no process holds the log (sled's lock on `db`, taken here for the moment of
+/// looking): a process that holds it may be writing its snapshot right now.
+fn remove_partial_snapshots(dir: &Path) {
+    use fs2::FileExt;
+    let Ok(db) = std::fs::File::open(dir.join(SLED_SEGMENT_FILE)) else { return };
+    if db.try_lock_exclusive().is_err() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => tracing::warn!(file = %entry.path().display(), "removed a snapshot sled did not finish writing"),
+                Err(e) => tracing::warn!(file = %entry.path().display(), error = %e, "cannot remove an unfinished sled snapshot"),
+            }
+        }
+    }
+}
+
+/// `fsync` of a directory, so that the entries created or renamed in it survive power loss.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+fn io_error(e: std::io::Error) -> LogError {
+    LogError::Storage(sled::Error::Io(e))
 }
 
 /// sled segment size for new logs: 16× sled's default, so that a page (a tree leaf of up to
@@ -357,6 +407,7 @@ fn segment_size_for(dir: &Path) -> usize {
 
 impl Store {
     fn open(dir: &Path) -> Result<Store, LogError> {
+        remove_partial_snapshots(dir);
         let db = sled::Config::new()
             .path(dir)
             .segment_size(segment_size_for(dir))
@@ -375,7 +426,82 @@ impl Store {
             })?;
         let blocks = db.open_tree(BLOCKS_TREE)?;
         let rejected = db.open_tree(REJECTED_TREE)?;
-        Ok(Store { db, blocks, rejected })
+        // sled (0.34) creates its files and renames its snapshot without syncing their
+        // directories, and writes `conf` without an fsync: make all of that durable once,
+        // here, before anything is acknowledged.
+        let open_err = |e: std::io::Error| LogError::Open { path: dir.to_path_buf(), source: sled::Error::Io(e) };
+        db.flush()?;
+        let segments = std::fs::File::open(dir.join(SLED_SEGMENT_FILE)).map_err(open_err)?;
+        segments.sync_data().map_err(open_err)?;
+        if let Ok(conf) = std::fs::File::open(dir.join("conf")) {
+            conf.sync_all().map_err(open_err)?;
+        }
+        let blobs = dir.join(SLED_BLOBS_DIR);
+        if blobs.is_dir() {
+            for entry in std::fs::read_dir(&blobs).map_err(open_err)? {
+                std::fs::File::open(entry.map_err(open_err)?.path()).and_then(|f| f.sync_all()).map_err(open_err)?;
+            }
+            sync_dir(&blobs).map_err(open_err)?;
+        }
+        sync_dir(dir).map_err(open_err)?;
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent).map_err(open_err)?;
+        }
+        Ok(Store { db, blocks, rejected, segments: Arc::new(segments), dir: dir.to_path_buf() })
+    }
+
+    /// Flushes what sled holds and makes it durable: on return `Ok`, every write sled made
+    /// so far is on stable storage, as far as the disk honours `fdatasync`.
+    ///
+    /// sled 0.34's own `flush` on Linux ends in `sync_file_range`, which neither flushes
+    /// the disk's write cache nor the file's size (segments are appended at its end), nor
+    /// syncs the blob files it writes for pages over a quarter segment (spacejam/sled#1452).
+    /// So after it: `fdatasync` of the segment file, then `fsync` of every blob file not
+    /// seen before and of the blobs directory. One call per group commit.
+    ///
+    /// A blob is synced again whenever its length changed since it was last synced (sled
+    /// may be writing one from another thread while this runs); sled writes a blob whole
+    /// before the log entry that points to it, so the flush that makes it live finds it
+    /// complete. A blob sled deleted meanwhile is skipped.
+    fn sync(&self, blobs_seen: &mut BlobsSeen, fsync_nanos: &AtomicU64) -> Result<(), LogError> {
+        self.db.flush()?;
+        let started = Instant::now();
+        self.segments.sync_data().map_err(io_error)?;
+        let blobs = self.dir.join(SLED_BLOBS_DIR);
+        let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+        match std::fs::read_dir(&blobs) {
+            Ok(entries) => {
+                let mut present = BlobsSeen::new();
+                let mut new = false;
+                for entry in entries {
+                    let entry = entry.map_err(io_error)?;
+                    let name = entry.file_name();
+                    let synced = std::fs::File::open(entry.path()).and_then(|f| {
+                        let len = f.metadata()?.len();
+                        if blobs_seen.get(&name) != Some(&len) {
+                            f.sync_all()?;
+                            new = true;
+                        }
+                        Ok(len)
+                    });
+                    match synced {
+                        Ok(len) => {
+                            present.insert(name, len);
+                        }
+                        Err(e) if gone(&e) => {}
+                        Err(e) => return Err(io_error(e)),
+                    }
+                }
+                if new {
+                    sync_dir(&blobs).map_err(io_error)?;
+                }
+                *blobs_seen = present;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error(e)),
+        }
+        fsync_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        Ok(())
     }
 
     /// One past the last stored offset, and the next rejected-event sequence number.
@@ -625,6 +751,7 @@ impl SledLog {
             dedup,
             refilled: false,
             stuck: false,
+            blobs_seen: Default::default(),
         };
         let handle = std::thread::Builder::new()
             .name("questlog-log-writer".into())
@@ -714,6 +841,7 @@ impl EventLog for SledLog {
             flushed_records_total: c.flushed_records_total.load(Ordering::Relaxed),
             flush_batch_buckets: c.flush_batch_buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect(),
             flush_seconds_total: c.flush_nanos_total.load(Ordering::Relaxed) as f64 / 1e9,
+            fsync_seconds_total: c.fsync_nanos_total.load(Ordering::Relaxed) as f64 / 1e9,
             unwritable: c.unwritable.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             reopens_total: c.reopens_total.load(Ordering::Relaxed),
         }
@@ -741,7 +869,7 @@ impl EventLog for SledLog {
         // block for good (sled 0.34), so only a healthy store is flushed once more.
         if self.unwritable().is_none() {
             if let Ok(store) = self.store() {
-                store.db.flush()?;
+                store.sync(&mut Default::default(), &self.counters.fsync_nanos_total)?;
             }
         }
         Ok(())
@@ -900,6 +1028,8 @@ struct Writer {
     refilled: bool,
     /// The failed store could not be released: only a restart recovers.
     stuck: bool,
+    /// sled's blob files already synced (see [`Store::sync`]).
+    blobs_seen: BlobsSeen,
 }
 
 /// The recent `event_id`s, as 128-bit hashes, oldest first in `order`.
@@ -916,13 +1046,16 @@ impl Dedup {
         Dedup { set: Default::default(), order: Default::default() }
     }
 
-    fn key(event_id: &str) -> u128 {
+    /// The key of `event_id` as sent by `app` (the API key's app; `None` without keys):
+    /// ids are scoped by app, so two games that both number their events from "evt-1"
+    /// never drop each other's events.
+    fn key(app: Option<&str>, event_id: &str) -> u128 {
         use std::hash::{Hash, Hasher};
         // SipHash with fixed keys: the same id hashes the same in every process.
         let mut a = std::hash::DefaultHasher::new();
-        (0u8, event_id).hash(&mut a);
+        (0u8, app, event_id).hash(&mut a);
         let mut b = std::hash::DefaultHasher::new();
-        (1u8, event_id).hash(&mut b);
+        (1u8, app, event_id).hash(&mut b);
         (u128::from(a.finish()) << 64) | u128::from(b.finish())
     }
 
@@ -977,7 +1110,7 @@ impl Writer {
         let mut ids = Vec::new();
         for_each_prefetched(reader.read(end.saturating_sub(DEDUP_WINDOW_EVENTS as u64), end)?, |_, r| -> Result<(), LogError> {
             if let Some(id) = &r.event.event_id {
-                ids.push(Dedup::key(id));
+                ids.push(Dedup::key(r.meta.app.as_deref(), id));
             }
             Ok(())
         })?;
@@ -1035,10 +1168,9 @@ impl Writer {
     }
 
     /// After a storage failure: once the reserve is free again, drops every handle on the
-    /// failed store, reopens it (sled recovers what reached the disk) and carries on from
-    /// what the reopened store holds. Records of the failed group that did reach the disk
-    /// keep their offsets (they were never acknowledged; a client's retry is then dropped
-    /// as a duplicate).
+    /// failed store, reopens it (sled recovers what reached the disk), removes what the
+    /// failed group left there ([`Writer::drop_unacknowledged`]) and carries on from the
+    /// last acknowledged offset; a client's retry of the failed group is then new to the log.
     fn recover(&mut self) {
         if self.stuck {
             return;
@@ -1082,15 +1214,12 @@ impl Writer {
                 other => break other,
             }
         };
+        let opened = opened.and_then(|(store, ends)| {
+            let ends = self.drop_unacknowledged(&store, ends)?;
+            Ok((store, ends))
+        });
         match opened {
             Ok((store, (end, next_rejected))) => {
-                if end != self.next_offset {
-                    tracing::warn!(
-                        acknowledged_end = self.next_offset,
-                        stored_end = end,
-                        "records of a failed, unacknowledged group reached the disk; they keep their offsets"
-                    );
-                }
                 self.next_offset = end;
                 self.next_rejected = next_rejected;
                 self.counters.rejected_total.store(next_rejected, Ordering::Relaxed);
@@ -1115,6 +1244,43 @@ impl Writer {
                 self.fail(e.is_no_space(), why);
             }
         }
+    }
+
+    /// After a reopen: removes what the store holds past the last acknowledged group (the
+    /// failed group's records, which may have reached the disk although their flush
+    /// failed) and makes the removal durable, so that the log holds exactly what was
+    /// acknowledged and readers and the projector never see a record whose append
+    /// answered `Err`. Returns the store's ends afterwards.
+    fn drop_unacknowledged(&self, store: &Store, (end, next_rejected): (u64, u64)) -> Result<(u64, u64), LogError> {
+        let (acked, acked_rejected) = (self.next_offset, self.next_rejected);
+        if end < acked || next_rejected < acked_rejected {
+            // fsync said these were on disk; say so loudly rather than carry on quietly.
+            tracing::error!(acknowledged_end = acked, stored_end = end, "the reopened log holds less than was acknowledged");
+            return Ok((end, next_rejected));
+        }
+        if end == acked && next_rejected == acked_rejected {
+            return Ok((end, next_rejected));
+        }
+        tracing::warn!(
+            acknowledged_end = acked,
+            stored_end = end,
+            "records of a failed, unacknowledged group reached the disk; removing them"
+        );
+        for kv in store.blocks.range(block_key(acked)..) {
+            store.blocks.remove(kv?.0)?;
+        }
+        for kv in store.rejected.range(block_key(acked_rejected)..) {
+            store.rejected.remove(kv?.0)?;
+        }
+        store.sync(&mut Default::default(), &self.counters.fsync_nanos_total)?;
+        let ends = store.ends()?;
+        if ends != (acked, acked_rejected) {
+            return Err(LogError::Corrupt {
+                offset: ends.0,
+                reason: format!("after removing the unacknowledged tail the log ends at {ends:?}, expected ({acked}, {acked_rejected})"),
+            });
+        }
+        Ok(ends)
     }
 
     fn run(mut self, rx: mpsc::Receiver<Request>) {
@@ -1196,7 +1362,7 @@ impl Writer {
             let mut duplicates = Vec::new();
             for (i, r) in req.batch.records.into_iter().enumerate() {
                 if let Some(id) = &r.event.event_id {
-                    let k = Dedup::key(id);
+                    let k = Dedup::key(r.meta.app.as_deref(), id);
                     if !self.dedup.insert(k) {
                         duplicates.push(i as u32);
                         continue;
@@ -1228,7 +1394,11 @@ impl Writer {
         let total = offset - base;
         if result.is_ok() && (total > 0 || rejected_seq > base_rejected) {
             self.flush_watch.started_ms.store(self.epoch.elapsed().as_millis() as u64 + 1, Ordering::SeqCst);
-            result = store.db.flush().map(|_| ()).map_err(LogError::Storage);
+            result = store.sync(&mut self.blobs_seen, &self.counters.fsync_nanos_total);
+            if result.is_ok() && fail::eval("log.after_sync", |_| ()).is_some() {
+                // Crash tests: the group is on disk, but its appends are told it failed.
+                result = Err(io_error(std::io::Error::other("failpoint log.after_sync")));
+            }
             self.flush_watch.started_ms.store(0, Ordering::SeqCst);
         }
         let c = &self.counters;
@@ -1384,6 +1554,30 @@ mod tests {
         no_id.event.event_id = None;
         let c = log.append(AppendBatch { records: vec![no_id.clone(), no_id], rejected: vec![] }).unwrap().wait().unwrap();
         assert_eq!(c.offsets, 3..5, "events without an id are never deduplicated");
+    }
+
+    #[test]
+    fn duplicate_event_ids_are_scoped_by_app() {
+        let dir = tempfile::tempdir().unwrap();
+        let of_app = |app: Option<&str>, i| {
+            let mut r = record(i);
+            r.meta.app = app.map(str::to_string);
+            r
+        };
+        {
+            let log = SledLog::open(dir.path()).unwrap();
+            let records = vec![of_app(Some("a"), 1), of_app(Some("b"), 1), of_app(None, 1), of_app(Some("a"), 1)];
+            let got = log.append(AppendBatch { records, rejected: vec![] }).unwrap().wait().unwrap();
+            assert_eq!(got.offsets, 0..3, "the same id from apps a, b and no app: three events");
+            assert_eq!(got.duplicates, vec![3]);
+            log.close().unwrap();
+        }
+        // The window refilled from the log keeps the apps apart too.
+        let log = SledLog::open(dir.path()).unwrap();
+        let records = vec![of_app(Some("b"), 1), of_app(Some("c"), 1)];
+        let got = log.append(AppendBatch { records, rejected: vec![] }).unwrap().wait().unwrap();
+        assert_eq!(got.offsets, 3..4);
+        assert_eq!(got.duplicates, vec![0]);
     }
 
     #[test]

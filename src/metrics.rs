@@ -44,6 +44,11 @@ pub struct Metrics {
     pub projected_offset: AtomicU64,
     pub projection_steps_total: AtomicU64,
     pub projection_errors_total: AtomicU64,
+    /// Projector panics caught (each restarts the projector from the published tables).
+    pub projection_panics_total: AtomicU64,
+    /// Why projection is failing now (the last step's error or panic); `None` while its
+    /// steps succeed.
+    projection_error: std::sync::Mutex<Option<String>>,
     /// Connections turned away at the connection limit.
     pub connections_refused_total: AtomicU64,
     /// Connections open now.
@@ -52,12 +57,23 @@ pub struct Metrics {
     pub unauthorized_total: AtomicU64,
     /// Requests refused over an API key's rate.
     pub rate_limited_total: AtomicU64,
+    /// Requests answered 503 because the bodies in flight held the whole memory budget.
+    pub over_body_memory_total: AtomicU64,
 }
 
 /// Names of the request limits counted in `questlog_requests_over_limit_total`.
 pub const LIMITS: [&str; 4] = ["body_bytes", "decompressed_bytes", "events_per_request", "event_bytes"];
 
 impl Metrics {
+    /// Records why projection fails now, or `None` once a step succeeds again.
+    pub fn set_projection_error(&self, why: Option<String>) {
+        *self.projection_error.lock().unwrap_or_else(|p| p.into_inner()) = why;
+    }
+
+    pub fn projection_error(&self) -> Option<String> {
+        self.projection_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     pub fn accepted(&self, t: EventType) {
         self.accepted[t.index()].fetch_add(1, Ordering::Relaxed);
     }
@@ -148,7 +164,7 @@ impl Metrics {
         let _ = writeln!(o, "questlog_log_size_bytes {}", log.size_on_disk_bytes);
         header(&mut o, "questlog_rejected_events_stored_total", "counter", "Rejected events kept in the log's rejected store.");
         let _ = writeln!(o, "questlog_rejected_events_stored_total {}", log.rejected_total);
-        header(&mut o, "questlog_log_flushes_total", "counter", "Group commits (one fsync each).");
+        header(&mut o, "questlog_log_flushes_total", "counter", "Group commits (one fdatasync of the log each).");
         let _ = writeln!(o, "questlog_log_flushes_total {}", log.flushes_total);
         header(&mut o, "questlog_log_flush_errors_total", "counter", "Group commits that failed; none of their events were acknowledged.");
         let _ = writeln!(o, "questlog_log_flush_errors_total {}", log.flush_errors_total);
@@ -158,6 +174,8 @@ impl Metrics {
         let _ = writeln!(o, "questlog_log_reopens_total {}", log.reopens_total);
         header(&mut o, "questlog_log_flush_seconds_total", "counter", "Time spent writing and syncing groups.");
         let _ = writeln!(o, "questlog_log_flush_seconds_total {}", log.flush_seconds_total);
+        header(&mut o, "questlog_log_fsync_seconds_total", "counter", "Of the flush time, the time in fdatasync/fsync after sled's own flush (which stops at sync_file_range).");
+        let _ = writeln!(o, "questlog_log_fsync_seconds_total {}", log.fsync_seconds_total);
         header(&mut o, "questlog_log_flush_batch_records", "histogram", "Records per group commit.");
         let mut cumulative = 0;
         for (i, b) in FLUSH_BATCH_BUCKETS.iter().enumerate() {
@@ -175,12 +193,18 @@ impl Metrics {
         let _ = writeln!(o, "questlog_projected_offset {}", ld(&self.projected_offset));
         header(&mut o, "questlog_projection_steps_total", "counter", "Projection steps published.");
         let _ = writeln!(o, "questlog_projection_steps_total {}", ld(&self.projection_steps_total));
-        header(&mut o, "questlog_projection_errors_total", "counter", "Projection steps that failed (retried next interval).");
+        header(&mut o, "questlog_projection_errors_total", "counter", "Projection steps that failed or panicked (retried with backoff).");
         let _ = writeln!(o, "questlog_projection_errors_total {}", ld(&self.projection_errors_total));
+        header(&mut o, "questlog_projection_panics_total", "counter", "Projector panics caught; each restarts the projector from the published tables.");
+        let _ = writeln!(o, "questlog_projection_panics_total {}", ld(&self.projection_panics_total));
+        header(&mut o, "questlog_projection_failing", "gauge", "1 while projection steps fail (see /healthz for why), else 0.");
+        let _ = writeln!(o, "questlog_projection_failing {}", u8::from(self.projection_error().is_some()));
         header(&mut o, "questlog_requests_unauthorized_total", "counter", "Requests answered 401: missing or unknown API key (nothing appended).");
         let _ = writeln!(o, "questlog_requests_unauthorized_total {}", ld(&self.unauthorized_total));
         header(&mut o, "questlog_requests_rate_limited_total", "counter", "Requests answered 429: over an API key's event rate (nothing appended).");
         let _ = writeln!(o, "questlog_requests_rate_limited_total {}", ld(&self.rate_limited_total));
+        header(&mut o, "questlog_requests_over_body_memory_total", "counter", "Requests answered 503 because the request bodies in flight held the server's body memory budget (nothing appended).");
+        let _ = writeln!(o, "questlog_requests_over_body_memory_total {}", ld(&self.over_body_memory_total));
         header(&mut o, "questlog_connections_open", "gauge", "HTTP connections open now.");
         let _ = writeln!(o, "questlog_connections_open {}", ld(&self.connections_open));
         header(&mut o, "questlog_connections_refused_total", "counter", "Connections answered 429 and closed at the connection limit.");

@@ -70,12 +70,21 @@ const MANIFEST_FORMAT: u32 = 1;
 const TABLES_LINK: &str = "tables";
 const GEN_PREFIX: &str = "tables.gen-";
 
-/// Crash testing: when `QUESTLOG_FAILPOINT` names this point, the process aborts here, as
-/// abruptly as a SIGKILL, so tests can crash a projection at each step of its protocol.
-fn failpoint(name: &str) {
-    if std::env::var_os("QUESTLOG_FAILPOINT").is_some_and(|v| v == name) {
-        eprintln!("questlog: failpoint {name} reached; aborting");
-        std::process::abort();
+/// Crash testing: when `QUESTLOG_FAILPOINTS` makes this point fire (`name=return`, or
+/// `name=3*off->return` for its fourth hit; see `cli::setup_failpoints`), the process
+/// aborts here, as abruptly as a SIGKILL, so tests can crash a projection at each step of
+/// its protocol, every time it passes there.
+///
+/// `name=return(message)` instead fails the operation there with an I/O error carrying
+/// `message` (the process goes on), and `name=panic` panics there.
+fn failpoint(name: &str) -> Result<(), ProjectError> {
+    match fail::eval(name, |arg| arg) {
+        None => Ok(()),
+        Some(None) => {
+            eprintln!("questlog: failpoint {name} reached; aborting");
+            std::process::abort();
+        }
+        Some(Some(message)) => Err(ProjectError::Io { context: format!("failpoint {name}"), source: std::io::Error::other(message) }),
     }
 }
 
@@ -411,6 +420,7 @@ impl FileWriter {
     }
 
     fn write(&mut self, batch: &RecordBatch, first: u64, last: u64) -> Result<(), ProjectError> {
+        failpoint("stage.write")?;
         self.writer.write(batch).map_err(|source| ProjectError::Parquet { path: self.path.clone(), source })?;
         self.rows += batch.num_rows() as u64;
         self.first_offset = self.first_offset.min(first);
@@ -430,6 +440,7 @@ impl FileWriter {
         let name = file_name(self.first_offset, self.last_offset);
         let target = dir.join(name_of(&name));
         fs::rename(&path, &target).map_err(io_err(format!("renaming {} to {}", path.display(), target.display())))?;
+        failpoint("stage.finished")?;
         Ok(FileEntry { name, level: 0, rows: self.rows, bytes, first_offset: self.first_offset, last_offset: self.last_offset })
     }
 }
@@ -713,10 +724,18 @@ impl TableSink for LocalTables {
     }
 
     fn publish(&mut self, next: Manifest, added: &[Vec<String>], removed: &[Vec<String>]) -> Result<(), ProjectError> {
-        failpoint("publish.before_commit");
+        // The staged files' data was synced when they were finished; their directory
+        // entries must be durable too before the manifest names them, or power loss could
+        // leave a committed manifest listing files that are gone.
+        for (i, def) in TABLES.iter().enumerate() {
+            if added.get(i).is_some_and(|a| !a.is_empty()) {
+                fsync_dir(&self.gen_dir.join(def.location))?;
+            }
+        }
+        failpoint("publish.before_commit")?;
         write_manifest(&self.gen_dir, &next)?;
         self.manifest = next;
-        failpoint("publish.after_commit");
+        failpoint("publish.after_commit")?;
         for (i, def) in TABLES.iter().enumerate() {
             let dir = self.gen_dir.join(def.location);
             for name in added.get(i).into_iter().flatten() {
@@ -730,7 +749,7 @@ impl TableSink for LocalTables {
             }
             fsync_dir(&dir)?;
             if i == 0 {
-                failpoint("publish.mid_rename");
+                failpoint("publish.mid_rename")?;
             }
         }
         Ok(())
@@ -738,6 +757,26 @@ impl TableSink for LocalTables {
 
     fn file_path(&self, table: &TableDef, name: &str) -> PathBuf {
         self.gen_dir.join(table.location).join(name)
+    }
+}
+
+/// A projector's tables and settings, to open it again from disk (recovering whatever a
+/// failed step left): how the continuous projector restarts after a panic.
+struct Restart {
+    data_dir: PathBuf,
+    codec: Codec,
+    step_events: u64,
+    min_free_bytes: u64,
+}
+
+impl Restart {
+    fn reopen(&self) -> Result<Projector, ProjectError> {
+        Ok(Projector {
+            tables: LocalTables::open(&self.data_dir, self.codec)?,
+            codec: self.codec,
+            step_events: self.step_events,
+            min_free_bytes: self.min_free_bytes,
+        })
     }
 }
 
@@ -766,6 +805,11 @@ impl Projector {
     /// damaged, since the rebuild replaces them all.
     pub fn open_for_rebuild(data_dir: &Path, codec: Codec) -> Result<Projector, ProjectError> {
         Ok(Projector { tables: LocalTables::open_checked(data_dir, codec, false)?, codec, step_events: MAX_STEP_EVENTS, min_free_bytes: 0 })
+    }
+
+    /// What it takes to open this projector again (see [`Restart`]).
+    fn restart(&self) -> Restart {
+        Restart { data_dir: self.tables.data_dir.clone(), codec: self.codec, step_events: self.step_events, min_free_bytes: self.min_free_bytes }
     }
 
     /// Caps the events of one step (at most [`MAX_STEP_EVENTS`]); smaller steps publish
@@ -813,6 +857,7 @@ impl Projector {
     /// publishes them, then merges small files when a level is full.
     pub fn step(&mut self, log: &dyn EventLog, progress: &ProgressBar) -> Result<ProjectSummary, ProjectError> {
         let started = Instant::now();
+        failpoint("project.step")?;
         let from = self.offset();
         let mut to = log.durable_end().min(from + self.step_events);
         if to > from && self.min_free_bytes > 0 {
@@ -888,6 +933,7 @@ impl Projector {
                 added[i] = merged.iter().map(|f| f.name.clone()).collect();
                 let mut removed = vec![Vec::new(); TABLES.len()];
                 removed[i] = inputs.iter().map(|f| f.name.clone()).collect();
+                failpoint("compact.publish")?;
                 self.tables.publish(next, &added, &removed)?;
                 merged_files += inputs.len() as u64;
                 did = true;
@@ -935,7 +981,7 @@ impl Projector {
         let gen_dir = data_dir.join(gen_dir_name(generation));
         let _ = fs::remove_dir_all(&gen_dir);
         let summary = rebuild_into(log, to, &gen_dir, self.codec, progress)?;
-        failpoint("rebuild.before_swap");
+        failpoint("rebuild.before_swap")?;
         swap_link(&data_dir, &gen_dir_name(generation))?;
         let old = std::mem::replace(&mut self.tables.gen_dir, gen_dir);
         self.tables.manifest = Manifest::load(&self.tables.gen_dir.join(MANIFEST))?;
@@ -982,10 +1028,22 @@ pub const DEFAULT_PROJECT_INTERVAL_MS: u64 = 1_000;
 /// Longest wait between projection attempts after repeated failures: a minute keeps a
 /// failing disk from costing CPU while noticing a fix quickly enough.
 pub const MAX_PROJECT_BACKOFF_MS: u64 = 60_000;
+/// Longest interval `serve --project-interval-ms` takes: a day. Longer would mean tables
+/// that never follow the log; the bound also keeps deadline arithmetic far from overflow.
+pub const MAX_PROJECT_INTERVAL_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// The message of a caught panic.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
 
 impl Continuous {
     pub fn start(
-        mut projector: Projector,
+        projector: Projector,
         log: Arc<dyn EventLog>,
         metrics: Arc<crate::metrics::Metrics>,
         interval_ms: u64,
@@ -996,6 +1054,7 @@ impl Continuous {
         let wake = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let wake2 = wake.clone();
         metrics.projected_offset.store(projector.offset(), Ordering::Relaxed);
+        let restart = projector.restart();
         let thread = std::thread::Builder::new()
             .name("questlog-projector".into())
             .spawn(move || {
@@ -1004,22 +1063,84 @@ impl Continuous {
                 let mut failures: u32 = 0;
                 // Free bytes when the last step failed for lack of space.
                 let mut free_at_failure: Option<u64> = None;
+                // `None` after a panic, until the projector is reopened from disk.
+                let mut projector = Some(projector);
+                let mut compaction_failed = false;
                 loop {
                     let stopping = stop2.load(Ordering::SeqCst);
-                    while projector.offset() < log.durable_end() {
-                        match projector.step(log.as_ref(), &hidden) {
-                            Ok(s) => {
+                    if projector.is_none() {
+                        match restart.reopen() {
+                            Ok(p) => {
+                                tracing::warn!(projected_offset = p.offset(), "projector restarted after a panic");
+                                metrics.projected_offset.store(p.offset(), Ordering::Relaxed);
+                                metrics.set_projection_error(None);
+                                projector = Some(p);
+                            }
+                            Err(e) => {
+                                failures = failures.saturating_add(1);
+                                metrics.set_projection_error(Some(format!("restarting the projector after a panic: {e}")));
+                                tracing::error!(error = %e, failures, "cannot restart the projector; retrying with backoff");
+                            }
+                        }
+                    }
+                    // A compaction that failed after its step was published is retried when
+                    // there is no new step to run it after.
+                    if let Some(p) = projector.as_mut().filter(|p| compaction_failed && p.offset() >= log.durable_end()) {
+                        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.compact())) {
+                            Ok(Ok(_)) => {
+                                compaction_failed = false;
+                                failures = 0;
+                                metrics.set_projection_error(None);
+                            }
+                            Ok(Err(e)) => {
+                                metrics.projection_errors_total.fetch_add(1, Ordering::Relaxed);
+                                metrics.set_projection_error(Some(e.to_string()));
+                                failures = failures.saturating_add(1);
+                                tracing::error!(error = %e, failures, "compaction failed; retrying with backoff");
+                            }
+                            Err(panic) => {
+                                let why = format!("the projector panicked: {}; it restarts from the published tables", panic_message(panic.as_ref()));
+                                metrics.projection_panics_total.fetch_add(1, Ordering::Relaxed);
+                                metrics.set_projection_error(Some(why.clone()));
+                                failures = failures.saturating_add(1);
+                                tracing::error!(failures, "{why}");
+                                projector = None;
+                            }
+                        }
+                    }
+                    while let Some(p) = projector.as_mut().filter(|p| p.offset() < log.durable_end()) {
+                        let before = p.offset();
+                        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.step(log.as_ref(), &hidden)));
+                        // Whatever happened after it, a published step moved the tables.
+                        metrics.projected_offset.store(p.offset(), Ordering::Relaxed);
+                        match result {
+                            Ok(Ok(s)) => {
                                 failures = 0;
                                 free_at_failure = None;
-                                metrics.projected_offset.store(projector.offset(), Ordering::Relaxed);
+                                compaction_failed = false;
+                                metrics.set_projection_error(None);
                                 metrics.projection_steps_total.fetch_add(1, Ordering::Relaxed);
                                 tracing::debug!(from = s.from_offset, to = s.to_offset, files = s.files_written, "projection step");
                             }
-                            Err(e) => {
+                            Ok(Err(e)) => {
                                 metrics.projection_errors_total.fetch_add(1, Ordering::Relaxed);
+                                metrics.set_projection_error(Some(e.to_string()));
                                 failures = failures.saturating_add(1);
-                                free_at_failure = if e.is_no_space() { projector.free_bytes() } else { None };
+                                free_at_failure = if e.is_no_space() { p.free_bytes() } else { None };
+                                // The step was published; what failed came after it.
+                                compaction_failed = p.offset() > before;
                                 tracing::error!(error = %e, failures, "projection step failed; retrying with backoff");
+                                break;
+                            }
+                            Err(panic) => {
+                                let why = format!("the projector panicked: {}; it restarts from the published tables", panic_message(panic.as_ref()));
+                                metrics.projection_panics_total.fetch_add(1, Ordering::Relaxed);
+                                metrics.projection_errors_total.fetch_add(1, Ordering::Relaxed);
+                                metrics.set_projection_error(Some(why.clone()));
+                                failures = failures.saturating_add(1);
+                                free_at_failure = None;
+                                tracing::error!(failures, "{why}");
+                                projector = None;
                                 break;
                             }
                         }
@@ -1034,18 +1155,20 @@ impl Continuous {
                     } else {
                         (interval_ms.max(1) << failures.min(16)).min(MAX_PROJECT_BACKOFF_MS)
                     };
-                    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(wait_ms);
+                    let deadline = std::time::Instant::now().checked_add(std::time::Duration::from_millis(wait_ms));
                     while !stop2.load(Ordering::SeqCst) && !wake2.swap(false, Ordering::SeqCst) {
                         let now = std::time::Instant::now();
-                        if now >= deadline {
+                        // No deadline (past what the clock can add) means: until woken.
+                        let left = deadline.map_or(std::time::Duration::MAX, |d| d.saturating_duration_since(now));
+                        if left.is_zero() {
                             break;
                         }
-                        if let (Some(before), Some(free)) = (free_at_failure, projector.free_bytes()) {
+                        if let (Some(before), Some(free)) = (free_at_failure, projector.as_ref().and_then(|p| p.free_bytes())) {
                             if free >= before.saturating_add(SPACE_REGAINED_BYTES) {
                                 break; // space came back: no need to sit out the backoff
                             }
                         }
-                        std::thread::park_timeout((deadline - now).min(std::time::Duration::from_millis(interval_ms.max(1))));
+                        std::thread::park_timeout(left.min(std::time::Duration::from_millis(interval_ms.clamp(1, MAX_PROJECT_INTERVAL_MS))));
                     }
                 }
             })

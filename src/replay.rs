@@ -92,7 +92,7 @@ pub fn replay_to(log: &dyn EventLog, from: u64, to: u64, out: &mut dyn Write) ->
         write_line(&mut buf, offset, &record);
         n += 1;
         if buf.len() >= 60 * 1024 {
-            if !write_all(out, &buf)? {
+            if !write_all(out, buf.as_bytes())? {
                 reader_gone = true;
                 return Err(ReplayError::ReaderGone);
             }
@@ -104,14 +104,17 @@ pub fn replay_to(log: &dyn EventLog, from: u64, to: u64, out: &mut dyn Write) ->
         Err(ReplayError::ReaderGone) if reader_gone => return Ok(n),
         other => other?,
     }
-    write_all(out, &buf)?;
+    write_all(out, buf.as_bytes())?;
     out.flush().or_else(ignore_broken_pipe)?;
     Ok(n)
 }
 
-/// Writes `s`; `Ok(false)` when the reader went away.
-pub fn write_all(out: &mut dyn Write, s: &str) -> Result<bool, ReplayError> {
-    match out.write_all(s.as_bytes()) {
+/// Writes `bytes` as they are; `Ok(false)` when the reader went away.
+///
+/// Bytes, not `&str`: a replay streamed from a server arrives in chunks that can end
+/// inside a multi-byte character, and every byte must reach the reader unchanged.
+pub fn write_all(out: &mut dyn Write, bytes: &[u8]) -> Result<bool, ReplayError> {
+    match out.write_all(bytes) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
         Err(e) => Err(ReplayError::Io(e)),

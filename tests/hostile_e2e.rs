@@ -304,3 +304,89 @@ fn hostile_suite_answers_4xx_and_memory_returns() {
     server.stop();
     assert_eq!(replay_lines(dir.path()).len(), 40 * 500, "only the ordinary events were appended");
 }
+
+/// The server's peak resident memory so far (VmHWM), from /proc.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Bound on what the line bombs may add to the server's peak memory: the body memory
+/// budget (256 MiB, `api::MAX_BODY_MEMORY_BYTES`) plus 128 MiB for what the budget does
+/// not count (a growing buffer's old copy while it moves, allocator slack).
+const LINE_BOMB_PEAK_GROWTH_KIB: u64 = (256 + 128) * 1024;
+
+/// NDJSON line bombs, concurrently: each a 64 KB gzip of 32M lines `a\n` (64 MiB inflated,
+/// under the decompression limit). Each is refused — 413 past 10,000 events, or 503 when
+/// the bodies in flight hold the whole memory budget — the peak stays within the budget,
+/// and the memory is given back. (Before the budget and the bounded line count, four of
+/// these took a server from 57 MB to 1.98 GB and it stayed there.)
+#[test]
+fn ndjson_line_bombs_in_parallel_stay_within_the_memory_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let pid = server.child.id();
+    let ok_event = r#"{"event_type":"join_guild","guild_id":1,"name":"Knights"}"#;
+    let batch = format!("[{}]", vec![ok_event; 500].join(","));
+    for _ in 0..20 {
+        assert_eq!(server.post("/v1/events", &[], batch.as_bytes()).status, 200);
+    }
+    wait_projected(&server);
+    let before = rss_kib(pid);
+    let peak_before = peak_rss_kib(pid);
+
+    let bomb = std::sync::Arc::new(gzip(&b"a\n".repeat(32 * 1024 * 1024)));
+    assert!(bomb.len() < 1024 * 1024, "the bomb is small on the wire: {} bytes", bomb.len());
+    let addr = server.addr;
+    for round in 0..3 {
+        let senders: Vec<_> = (0..8)
+            .map(|_| {
+                let bomb = bomb.clone();
+                std::thread::spawn(move || {
+                    http(addr, "POST", "/v1/events", &[("Content-Type", "application/x-ndjson"), ("Content-Encoding", "gzip")], &bomb).unwrap()
+                })
+            })
+            .collect();
+        let mut statuses = Vec::new();
+        for s in senders {
+            let r = s.join().unwrap();
+            assert!(matches!(r.status, 413 | 503), "round {round}: a line bomb got {}: {}", r.status, r.text());
+            if r.status == 503 {
+                assert!(r.text().contains("too many request bodies in memory"), "{}", r.text());
+                assert!(r.headers.iter().any(|(k, v)| k == "retry-after" && v == "1"));
+            } else {
+                assert!(r.text().contains("more than 10000 events"), "{}", r.text());
+            }
+            statuses.push(r.status);
+        }
+        assert!(statuses.contains(&413), "round {round}: at least one bomb is read and refused for its size: {statuses:?}");
+        assert_eq!(server.get("/healthz").status, 200, "still serving");
+    }
+    let peak = peak_rss_kib(pid);
+    let metrics = server.get("/metrics").text();
+    let refused = metrics.lines().find(|l| l.starts_with("questlog_requests_over_body_memory_total ")).unwrap().to_string();
+
+    // Ordinary traffic again, then the same measurement as before.
+    for _ in 0..20 {
+        assert_eq!(server.post("/v1/events", &[], batch.as_bytes()).status, 200);
+    }
+    wait_projected(&server);
+    // Each large body gives its memory back to the OS as its request ends
+    // (api::RETURN_MEMORY_AFTER_BYTES); allow the last ones a moment, bounded.
+    let bound = (before as f64 * 1.2) as u64;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut after = rss_kib(pid);
+    while after > bound && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        after = rss_kib(pid);
+    }
+    eprintln!(
+        "line bombs: RSS {before} KiB before, peak {peak} KiB (was {peak_before}), {after} KiB after ({:+.1}%); {refused}",
+        (after as f64 / before as f64 - 1.0) * 100.0
+    );
+    assert!(peak <= peak_before.max(before) + LINE_BOMB_PEAK_GROWTH_KIB, "peak RSS {peak} KiB, from {before} KiB: over the budget");
+    assert!(after <= bound, "RSS grew from {before} KiB to {after} KiB and stayed for 10 s");
+    server.stop();
+    assert_eq!(replay_lines(dir.path()).len(), 40 * 500, "only the ordinary events were appended");
+}

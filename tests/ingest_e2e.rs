@@ -343,5 +343,95 @@ fn replay_follow_streams_new_events_from_a_running_server() {
     }
     follower.kill().unwrap();
     follower.wait().unwrap();
+    // `follow` takes 1/0 and yes/no as well as true/false (1 was once a 400).
+    for flag in ["1", "true", "yes"] {
+        let r = server.get(&format!("/v1/replay?from=0&to=2&follow={flag}"));
+        assert_eq!(r.status, 200, "follow={flag}: {}", r.text());
+        assert_eq!(r.text().lines().count(), 2, "follow={flag}");
+    }
+    assert_eq!(server.get("/v1/replay?from=0&follow=maybe").status, 400);
     server.stop();
+}
+
+/// `replay` and `rejected` through a running server write the same bytes as from the data
+/// dir once it is free, with text whose characters are mostly 4 bytes long: over ~1.5 MB
+/// of it, the chunks a client reads end inside characters many times over (a chunk cut
+/// in a character was once dropped whole, silently).
+#[test]
+fn replay_and_rejected_through_a_server_are_byte_identical_with_multibyte_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let names = ["🐉龍ドラゴン🔥", "Ωmega 🛡️ Σ", "ñandú 🦤 ŁÓDŹ", "𝔊𝔲𝔦𝔩𝔡 𝔬𝔣 𝔐𝔦𝔫𝔡𝔰"];
+    for batch in 0..10 {
+        let events: Vec<Value> = (0..500)
+            .map(|i| {
+                let n = batch * 500 + i;
+                let name = names[n % names.len()].repeat(1 + n % 7);
+                json!({"event_type": "join_guild", "event_id": format!("mb-{n}"), "guild_id": n, "name": name})
+            })
+            .collect();
+        let r = server.post("/v1/events", &[], Value::Array(events).to_string().as_bytes());
+        assert_eq!(r.status, 200, "{}", r.text());
+        // Refused events keep their raw text, multi-byte included.
+        let bad: Vec<Value> = (0..50)
+            .map(|i| json!({"event_type": "join_guild", "guild_id": -1 - i, "name": names[i as usize % names.len()].repeat(20)}))
+            .collect();
+        assert_eq!(server.post("/v1/events", &[], Value::Array(bad).to_string().as_bytes()).status, 200);
+    }
+    let through_server = questlog_ok(dir.path(), &["replay", "--from", "0"]);
+    let rejected_through_server = questlog_ok(dir.path(), &["rejected", "--limit", "10000"]);
+    server.stop();
+    let from_dir = questlog_ok(dir.path(), &["replay", "--from", "0"]);
+    let rejected_from_dir = questlog_ok(dir.path(), &["rejected", "--limit", "10000"]);
+    assert_eq!(from_dir.lines().count(), 5_000);
+    assert_eq!(rejected_from_dir.lines().count(), 500);
+    assert!(from_dir.len() > 1_000_000, "{} bytes is too little to cut chunks in characters", from_dir.len());
+    assert!(through_server == from_dir, "replay through the server differs ({} vs {} bytes)", through_server.len(), from_dir.len());
+    assert!(rejected_through_server == rejected_from_dir, "rejected through the server differs");
+}
+
+/// A group commit whose data reached the disk but whose appends were answered with an
+/// error (here: a failpoint right after the fsync) is taken back when the log reopens its
+/// storage: the log, its readers and the tables hold exactly what was acknowledged, and
+/// the client's retry of the refused event is accepted (not dropped as a duplicate).
+#[test]
+fn a_failed_group_that_reached_the_disk_is_not_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(bin());
+    cmd.arg("--data-dir").arg(dir.path()).args(["serve", "--listen", "127.0.0.1:0", "--project-interval-ms", "20"]);
+    // The fourth group commit fails after its fsync.
+    cmd.env("QUESTLOG_FAILPOINTS", "log.after_sync=3*off->1*return");
+    let server = Server::start_command(cmd);
+    let mut acknowledged = Vec::new();
+    let mut refused = Vec::new();
+    for i in 0..8 {
+        let e = event("join_guild", i);
+        let r = server.post("/v1/events", &[], e.to_string().as_bytes());
+        match r.status {
+            200 => acknowledged.push(e["event_id"].as_str().unwrap().to_string()),
+            503 => refused.push(e),
+            other => panic!("event {i}: {other} {}", r.text()),
+        }
+    }
+    assert_eq!(refused.len(), 1, "exactly the fourth append failed");
+    assert_eq!(acknowledged.len(), 7);
+    let h = server.get("/healthz").json();
+    assert_eq!(h["log_end_offset"], 7, "the failed group is not in the log: {h}");
+    // The retry of the refused event is new to the log.
+    let r = server.post("/v1/events", &[], refused[0].to_string().as_bytes());
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["accepted"], 1, "the retry was taken for a duplicate of an event the log took back: {}", r.text());
+    acknowledged.push(refused[0]["event_id"].as_str().unwrap().to_string());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while server.get("/healthz").json()["projected_offset"] != 8 {
+        assert!(std::time::Instant::now() < deadline, "projection did not catch up");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let metrics = server.get("/metrics").text();
+    assert!(metrics.contains("questlog_log_reopens_total 1"), "{metrics}");
+    server.stop();
+    let ids: Vec<String> = replay_lines(dir.path()).iter().map(|l| l["event_id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(ids, acknowledged, "the log holds exactly the acknowledged events, in order");
+    let verified = questlog_ok(dir.path(), &["verify"]);
+    assert!(verified.contains("tables at offset 8"), "{verified}");
 }

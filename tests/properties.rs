@@ -3,7 +3,10 @@
 //! - generation is a pure function of its arguments;
 //! - replay from any offset (to any offset) is exactly that slice of a replay from 0;
 //! - projecting incrementally, crashing anywhere in the publish protocol, gives the same
-//!   tables as a rebuild (`verify` rebuilds and compares row by row).
+//!   tables as a rebuild (`verify` rebuilds and compares row by row);
+//! - and so does crashing at every pass of every crash point, in turn: each staged write,
+//!   each finished file, each publish of a step or of a compaction (counted failpoints,
+//!   `QUESTLOG_FAILPOINTS=name=N*off->return` crashes the N+1st time the point is reached).
 //!
 //! The cases come from a ChaCha stream: `QUESTLOG_PROPTEST_SEED` picks another stream,
 //! `QUESTLOG_PROPTEST_CASES` runs more cases. A failure prints the case to reproduce it.
@@ -16,7 +19,18 @@ use common::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-const FAILPOINTS: [&str; 3] = ["publish.before_commit", "publish.after_commit", "publish.mid_rename"];
+/// Points where a projection can crash (each aborts the process like a SIGKILL).
+const FAILPOINTS: [&str; 5] = ["stage.write", "stage.finished", "publish.before_commit", "publish.after_commit", "publish.mid_rename"];
+
+/// The `QUESTLOG_FAILPOINTS` value that crashes at the `pass`th time `point` is reached
+/// (from 0).
+fn crash_at(point: &str, pass: u32) -> String {
+    if pass == 0 {
+        format!("{point}=return")
+    } else {
+        format!("{point}={pass}*off->return")
+    }
+}
 
 fn cases() -> (u64, usize) {
     let seed = std::env::var("QUESTLOG_PROPTEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(20_261_128);
@@ -74,17 +88,20 @@ fn incremental_projection_with_random_crashes_equals_a_rebuild() {
             questlog_ok(d, &["generate", "--seed", &seed.to_string(), "--events", &events.to_string(), "--players", "40"]);
             let step = rng.random_range(1..900u64).to_string();
             if rng.random_bool(0.5) {
-                let fp = FAILPOINTS[rng.random_range(0..FAILPOINTS.len())];
-                schedule.push(format!("round {round}: +{events} events, project --step-events {step} crashing at {fp}"));
+                let fp = crash_at(FAILPOINTS[rng.random_range(0..FAILPOINTS.len())], rng.random_range(0..4));
                 let out = Command::new(bin())
                     .arg("--data-dir")
                     .arg(d)
                     .args(["project", "--step-events", &step])
-                    .env("QUESTLOG_FAILPOINT", fp)
+                    .env("QUESTLOG_FAILPOINTS", &fp)
                     .stdin(Stdio::null())
                     .output()
                     .unwrap();
-                assert!(!out.status.success(), "case {case}: {schedule:?}: expected a crash");
+                let crashed = !out.status.success();
+                schedule.push(format!("round {round}: +{events} events, project --step-events {step} with {fp}: {}", if crashed { "crashed" } else { "not reached" }));
+                if crashed {
+                    assert!(String::from_utf8_lossy(&out.stderr).contains("reached; aborting"), "case {case}: {schedule:?}: {}", String::from_utf8_lossy(&out.stderr));
+                }
             } else {
                 schedule.push(format!("round {round}: +{events} events, project --step-events {step}"));
                 questlog_ok(d, &["project", "--step-events", &step]);
@@ -97,4 +114,49 @@ fn incremental_projection_with_random_crashes_equals_a_rebuild() {
         let ok = String::from_utf8_lossy(&out.stdout);
         assert!(ok.contains(&format!("tables at offset {total}")), "{ctx}\n{ok}");
     }
+}
+
+/// Every pass of every crash point, in turn: for each point and N = 0, 1, 2, … a copy of
+/// the same data dir is projected in small steps (so compactions happen) crashing the
+/// N+1st time the point is reached, then projected to the end and verified against a
+/// rebuild — until N passes the number of times the point is reached at all.
+#[test]
+fn crashing_at_every_pass_of_every_point_recovers_to_a_rebuild() {
+    const EVENTS: u64 = 150;
+    const STEP: &str = "15";
+    let base = tempfile::tempdir().unwrap();
+    questlog_ok(base.path(), &["generate", "--seed", "77", "--events", &EVENTS.to_string(), "--players", "30"]);
+    // How many times each point is reached, by a run that does not crash, for the bound.
+    let mut totals = Vec::new();
+    for point in FAILPOINTS.iter().chain(&["compact.publish"]) {
+        let mut pass = 0u32;
+        loop {
+            let case = tempfile::tempdir().unwrap();
+            let d = case.path().join("data");
+            copy_dir(base.path(), &d);
+            let spec = crash_at(point, pass);
+            let out = Command::new(bin())
+                .arg("--data-dir")
+                .arg(&d)
+                .args(["project", "--step-events", STEP])
+                .env("QUESTLOG_FAILPOINTS", &spec)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            if out.status.success() {
+                break; // the point is reached only `pass` times
+            }
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(stderr.contains(&format!("failpoint {point} reached; aborting")), "{spec}: {stderr}");
+            questlog_ok(&d, &["project", "--step-events", STEP]);
+            let verified = questlog(&d, &["verify"]);
+            assert!(verified.status.success(), "after a crash with {spec}: {}", String::from_utf8_lossy(&verified.stderr));
+            assert!(String::from_utf8_lossy(&verified.stdout).contains(&format!("tables at offset {EVENTS}")), "{spec}");
+            pass += 1;
+            assert!(pass < 500, "{point} reached over 500 times: the loop is not ending");
+        }
+        totals.push(format!("{point}: {pass}"));
+        assert!(pass > 0, "{point} was never reached: the scenario does not exercise it");
+    }
+    eprintln!("crashed at every pass: {}", totals.join(", "));
 }

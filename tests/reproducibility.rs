@@ -191,3 +191,45 @@ fn a_damaged_table_file_is_named_at_start_up_and_a_rebuild_repairs_it() {
     assert!(questlog_ok(d, &["project", "--rebuild"]).contains("projected 4000 events"));
     assert!(questlog_ok(d, &["verify"]).starts_with("ok:"));
 }
+
+/// A block whose bytes changed on disk (sled's own checks pass; questlog's CRC does not)
+/// is reported with its offset by `replay`, by `verify` and through a running server —
+/// never served as data, and never a silent exit 0.
+#[test]
+fn a_corrupt_log_block_is_reported_never_served() {
+    let d = tempfile::tempdir().unwrap();
+    let d = d.path();
+    questlog_ok(d, &["generate", "--seed", "31", "--events", "5000"]);
+    let clean = questlog_ok(d, &["replay"]);
+    // Flip one payload byte of the block that starts at offset 2000 (blocks hold 1,000
+    // records), through sled, as a bad sector or a stray write would.
+    {
+        let db = sled::Config::new().path(d.join("log")).segment_size(8 * 1024 * 1024).open().unwrap();
+        let blocks = db.open_tree("blocks").unwrap();
+        let key = 2000u64.to_be_bytes();
+        let mut block = blocks.get(key).unwrap().expect("a block at offset 2000").to_vec();
+        let last = block.len() - 1;
+        block[last] ^= 0x5a;
+        blocks.insert(key, block).unwrap();
+        db.flush().unwrap();
+    }
+    let out = questlog(d, &["replay"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "replay exited 0 over a corrupt block");
+    assert!(stderr.contains("corrupt log block at offset 2000: checksum mismatch"), "{stderr}");
+    let served = String::from_utf8_lossy(&out.stdout);
+    assert!(clean.starts_with(served.as_ref()), "what replay wrote before the error is the log's prefix");
+    assert!(served.lines().count() <= 2000, "no record of the corrupt block was served");
+
+    let out = questlog(d, &["verify"]);
+    assert!(!out.status.success(), "verify passed over a corrupt block");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("corrupt log block at offset 2000"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Through a running server: the stream breaks off and the client says so.
+    let server = Server::start(d);
+    let out = questlog(d, &["replay"]);
+    assert!(!out.status.success(), "replay through the server exited 0 over a corrupt block");
+    assert!(clean.starts_with(String::from_utf8_lossy(&out.stdout).as_ref()));
+    assert!(String::from_utf8_lossy(&out.stdout).lines().count() <= 2000);
+    server.stop();
+}
