@@ -14,6 +14,9 @@
 #   --baseline-sizes  event counts for the baseline (default 10^5 and 10^6)
 # Needs: a release build (cargo build --release), wrk, GNU time, and for the baseline
 # python3 with flask, gunicorn, pyspark (pip) and Java.
+# Profiles: the release binary keeps symbol names, so `perf record -g` on it names
+# functions; for source lines build `cargo build --profile profiling` (the same code with
+# line tables) and run this with QUESTLOG_BIN=target/profiling/questlog.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"

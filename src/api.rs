@@ -1,7 +1,7 @@
 //! The HTTP API (axum): takes events from games and load generators, validates them,
 //! appends them to the log and answers only once they are durable.
 //!
-//! Routes (see CONTRACT.md): `POST /v1/events` (JSON object, JSON array, NDJSON, gzip),
+//! Routes (see docs/CONTRACT.md): `POST /v1/events` (JSON object, JSON array, NDJSON, gzip),
 //! `GET|POST /{event_type}?field=value&…` (the seed's Flask style), `GET /healthz`,
 //! `GET /metrics`, `GET /v1/rejected`, `GET /v1/replay`.
 //!
@@ -34,20 +34,10 @@ use crate::event::{
     self, EventType, Record, RejectReason, Rejection, RejectedEvent, RequestMeta, MAX_REJECTED_RAW_BYTES,
 };
 use crate::log::{AppendBatch, EventLog, LogError};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ProjectionSource};
 use crate::replay;
 
-/// Largest request body on the wire. 16 MiB holds a batch of 10,000 typical events
-/// (~300 bytes each) many times over, yet bounds what one request can make us buffer.
-pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
-/// Largest body after gzip decompression: 4× the wire limit, so ordinary JSON (which
-/// compresses 5–10×) fits while a gzip bomb stops at 64 MiB.
-pub const MAX_DECOMPRESSED_BYTES: usize = 64 * 1024 * 1024;
-/// Most events in one request; matches the log's block size scale so one request is at
-/// most a handful of blocks and its latency stays bounded.
-pub const MAX_EVENTS_PER_REQUEST: usize = 10_000;
-/// Largest single event (its JSON text). Seed events are ~200 bytes; 64 KiB is generous.
-pub const MAX_EVENT_BYTES: usize = 64 * 1024;
+pub use crate::wire::{MAX_BODY_BYTES, MAX_DECOMPRESSED_BYTES, MAX_EVENTS_PER_REQUEST, MAX_EVENT_BYTES};
 /// Response header of the seed-style routes naming the accepted event's log offset.
 pub const OFFSET_HEADER: &str = "x-questlog-offset";
 /// Most events a `/v1/replay` response sends per read of the log.
@@ -114,6 +104,8 @@ pub struct AppState {
     pub keys: Option<Arc<crate::auth::ApiKeys>>,
     /// Bytes of request bodies in flight: one permit per byte, [`Limits::max_body_memory_bytes`] in all.
     body_memory: Arc<tokio::sync::Semaphore>,
+    /// The projector's figures, for `/healthz` and `/metrics`.
+    pub projection: Arc<dyn ProjectionSource>,
 }
 
 /// Bytes of [`AppState::body_memory`] one request holds; given back when dropped.
@@ -170,9 +162,15 @@ impl BodyMemory {
 }
 
 impl AppState {
-    pub fn new(log: Arc<dyn EventLog>, metrics: Arc<Metrics>, limits: Limits, keys: Option<Arc<crate::auth::ApiKeys>>) -> AppState {
+    pub fn new(
+        log: Arc<dyn EventLog>,
+        metrics: Arc<Metrics>,
+        projection: Arc<dyn ProjectionSource>,
+        limits: Limits,
+        keys: Option<Arc<crate::auth::ApiKeys>>,
+    ) -> AppState {
         let body_memory = Arc::new(tokio::sync::Semaphore::new(limits.max_body_memory_bytes.min(tokio::sync::Semaphore::MAX_PERMITS)));
-        AppState { log, metrics, limits, keys, body_memory }
+        AppState { log, metrics, limits, keys, body_memory, projection }
     }
 
     /// The app of the request's key, when keys are configured; 401 otherwise.
@@ -863,13 +861,13 @@ async fn openapi() -> Response {
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     let started = Instant::now();
     let unwritable = state.log.unwritable();
-    let projection_error = state.metrics.projection_error();
+    let projection = state.projection.figures();
     let mut body = serde_json::json!({
-        "status": if unwritable.is_some() || projection_error.is_some() { "degraded" } else { "ok" },
+        "status": if unwritable.is_some() || projection.error.is_some() { "degraded" } else { "ok" },
         "log_end_offset": state.log.durable_end(),
-        "projected_offset": state.metrics.projected_offset.load(std::sync::atomic::Ordering::Relaxed),
+        "projected_offset": projection.projected_offset,
     });
-    if let Some(why) = projection_error {
+    if let Some(why) = projection.error {
         body["projection_error"] = serde_json::Value::String(why);
     }
     let status = match unwritable {
@@ -885,7 +883,7 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let started = Instant::now();
-    let text = state.metrics.render(&state.log.stats());
+    let text = state.metrics.render(&state.log.stats(), &state.projection.figures());
     let resp = (
         StatusCode::OK,
         [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))],

@@ -1,5 +1,5 @@
 //! The command line: parses arguments and wires the modules into the commands of
-//! CONTRACT.md. The only place that uses `anyhow`, prints for people, and exits.
+//! docs/CONTRACT.md. The only place that uses `anyhow`, prints for people, and exits.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -16,7 +16,7 @@ use crate::event;
 use crate::generate::{self, World, WorldConfig};
 use crate::log::{EventLog, LogError, LogOptions, SledLog};
 use crate::metrics::Metrics;
-use crate::project::{self, Codec, Continuous, Projector, TABLES};
+use crate::project::{self, Codec, Continuous, ProjectionStats, Projector, TABLES};
 use crate::replay;
 use crate::report;
 use crate::sql;
@@ -661,12 +661,28 @@ pub async fn shutdown_signal() {
     tracing::info!("shutdown requested; finishing in-flight requests");
 }
 
+/// The projector's figures as the API reads them: this impl is the only place that knows
+/// both sides, so `project` and `api` need not import each other.
+impl crate::metrics::ProjectionSource for ProjectionStats {
+    fn figures(&self) -> crate::metrics::ProjectionFigures {
+        use std::sync::atomic::Ordering::Relaxed;
+        crate::metrics::ProjectionFigures {
+            projected_offset: self.projected_offset.load(Relaxed),
+            steps_total: self.steps_total.load(Relaxed),
+            errors_total: self.errors_total.load(Relaxed),
+            panics_total: self.panics_total.load(Relaxed),
+            error: self.error(),
+        }
+    }
+}
+
 /// A running server's parts, for `serve` and `quickstart`.
 struct Server {
     limits: api::Limits,
     keys: Option<Arc<crate::auth::ApiKeys>>,
     log: Arc<SledLog>,
     metrics: Arc<Metrics>,
+    projection: Arc<ProjectionStats>,
     addr: SocketAddr,
     projector: Continuous,
     data_dir: PathBuf,
@@ -676,6 +692,7 @@ async fn start_server(data_dir: &Path, listen: &str, interval_ms: u64, codec: Co
     let log = open_log_for(data_dir, "serve")?;
     let projector = Projector::open(data_dir, codec)?.with_min_free_bytes(log_options().min_free_bytes);
     let metrics = Arc::new(Metrics::default());
+    let projection = Arc::new(ProjectionStats::default());
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) if fallback_port && e.kind() == std::io::ErrorKind::AddrInUse => {
@@ -687,15 +704,15 @@ async fn start_server(data_dir: &Path, listen: &str, interval_ms: u64, codec: Co
     };
     let addr = listener.local_addr()?;
     let dyn_log: Arc<dyn EventLog> = log.clone();
-    let projector = Continuous::start(projector, dyn_log, metrics.clone(), interval_ms);
+    let projector = Continuous::start(projector, dyn_log, projection.clone(), interval_ms);
     let info = serde_json::json!({ "addr": addr.to_string(), "pid": std::process::id() });
     std::fs::write(data_dir.join(SERVER_FILE), info.to_string()).context("writing serve.json")?;
-    Ok((Server { limits: api::Limits::default(), keys: None, log, metrics, addr, projector, data_dir: data_dir.to_path_buf() }, listener))
+    Ok((Server { limits: api::Limits::default(), keys: None, log, metrics, projection, addr, projector, data_dir: data_dir.to_path_buf() }, listener))
 }
 
 impl Server {
     fn state(&self) -> Arc<AppState> {
-        Arc::new(AppState::new(self.log.clone(), self.metrics.clone(), self.limits, self.keys.clone()))
+        Arc::new(AppState::new(self.log.clone(), self.metrics.clone(), self.projection.clone(), self.limits, self.keys.clone()))
     }
 
     /// Stops projection (after a last step) and closes the log.
@@ -751,7 +768,7 @@ async fn quickstart(data_dir: &Path, listen: &str, seed: u64, events: u64, exit:
     let target = server.log.durable_end();
     server.projector.nudge();
     let deadline = Instant::now() + Duration::from_millis(CATCH_UP_TIMEOUT_MS);
-    while server.metrics.projected_offset.load(std::sync::atomic::Ordering::Relaxed) < target {
+    while server.projection.projected_offset.load(std::sync::atomic::Ordering::Relaxed) < target {
         if Instant::now() > deadline {
             bail!("tables did not catch up with the log within {} s", CATCH_UP_TIMEOUT_MS / 1000);
         }

@@ -1,7 +1,8 @@
 //! questlog: a deterministic, replayable event store for game telemetry.
 //!
 //! The data flows through the modules in this order (see ARCHITECTURE.md):
-//! [`event`] (model, validation) → [`log`] (durable append, read from offset) →
+//! [`event`] (model, validation) → [`wire`] (limits, URLs and JSON lines shared by the
+//! HTTP sides) → [`log`] (durable append, read from offset) →
 //! [`api`] (HTTP in) / [`generate`] (seeded traffic) → [`project`] (Parquet tables) →
 //! [`report`] / [`sql`] (Polars); [`replay`] prints the log; [`verify`] and [`check`]
 //! prove the log and what is derived from it reproducible; [`cli`] wires them.
@@ -19,3 +20,4 @@ pub mod replay;
 pub mod report;
 pub mod sql;
 pub mod verify;
+pub mod wire;

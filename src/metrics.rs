@@ -40,15 +40,6 @@ pub struct Metrics {
     latency: [Histogram; ROUTES.len()],
     /// Requests refused before reading them, by limit name.
     refused_over_limit: [AtomicU64; 4],
-    /// Projection figures, updated by the projector.
-    pub projected_offset: AtomicU64,
-    pub projection_steps_total: AtomicU64,
-    pub projection_errors_total: AtomicU64,
-    /// Projector panics caught (each restarts the projector from the published tables).
-    pub projection_panics_total: AtomicU64,
-    /// Why projection is failing now (the last step's error or panic); `None` while its
-    /// steps succeed.
-    projection_error: std::sync::Mutex<Option<String>>,
     /// Connections turned away at the connection limit.
     pub connections_refused_total: AtomicU64,
     /// Connections open now.
@@ -61,19 +52,31 @@ pub struct Metrics {
     pub over_body_memory_total: AtomicU64,
 }
 
+/// What the projector reports, read when `/metrics` or `/healthz` is asked. The projector
+/// keeps its own counters (`project::ProjectionStats`); `cli` hands them to the API through
+/// [`ProjectionSource`], so neither module imports the other.
+#[derive(Clone, Debug, Default)]
+pub struct ProjectionFigures {
+    /// Log offset the published tables reach.
+    pub projected_offset: u64,
+    pub steps_total: u64,
+    /// Steps (or compactions) that failed or panicked.
+    pub errors_total: u64,
+    /// Panics caught; each restarts the projector from the published tables.
+    pub panics_total: u64,
+    /// Why projection fails now; `None` while it works.
+    pub error: Option<String>,
+}
+
+/// Where the API reads the projector's figures.
+pub trait ProjectionSource: Send + Sync {
+    fn figures(&self) -> ProjectionFigures;
+}
+
 /// Names of the request limits counted in `questlog_requests_over_limit_total`.
 pub const LIMITS: [&str; 4] = ["body_bytes", "decompressed_bytes", "events_per_request", "event_bytes"];
 
 impl Metrics {
-    /// Records why projection fails now, or `None` once a step succeeds again.
-    pub fn set_projection_error(&self, why: Option<String>) {
-        *self.projection_error.lock().unwrap_or_else(|p| p.into_inner()) = why;
-    }
-
-    pub fn projection_error(&self) -> Option<String> {
-        self.projection_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
     pub fn accepted(&self, t: EventType) {
         self.accepted[t.index()].fetch_add(1, Ordering::Relaxed);
     }
@@ -109,7 +112,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of these metrics and the log's.
-    pub fn render(&self, log: &LogStats) -> String {
+    pub fn render(&self, log: &LogStats, projection: &ProjectionFigures) -> String {
         let mut o = String::with_capacity(16 * 1024);
         let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
 
@@ -190,15 +193,15 @@ impl Metrics {
         let _ = writeln!(o, "questlog_log_flush_batch_records_count {}", log.flushes_total);
 
         header(&mut o, "questlog_projected_offset", "gauge", "Log offset the published tables reach.");
-        let _ = writeln!(o, "questlog_projected_offset {}", ld(&self.projected_offset));
+        let _ = writeln!(o, "questlog_projected_offset {}", projection.projected_offset);
         header(&mut o, "questlog_projection_steps_total", "counter", "Projection steps published.");
-        let _ = writeln!(o, "questlog_projection_steps_total {}", ld(&self.projection_steps_total));
-        header(&mut o, "questlog_projection_errors_total", "counter", "Projection steps that failed or panicked (retried with backoff).");
-        let _ = writeln!(o, "questlog_projection_errors_total {}", ld(&self.projection_errors_total));
+        let _ = writeln!(o, "questlog_projection_steps_total {}", projection.steps_total);
+        header(&mut o, "questlog_projection_errors_total", "counter", "Projection steps or compactions that failed or panicked (retried with backoff).");
+        let _ = writeln!(o, "questlog_projection_errors_total {}", projection.errors_total);
         header(&mut o, "questlog_projection_panics_total", "counter", "Projector panics caught; each restarts the projector from the published tables.");
-        let _ = writeln!(o, "questlog_projection_panics_total {}", ld(&self.projection_panics_total));
-        header(&mut o, "questlog_projection_failing", "gauge", "1 while projection steps fail (see /healthz for why), else 0.");
-        let _ = writeln!(o, "questlog_projection_failing {}", u8::from(self.projection_error().is_some()));
+        let _ = writeln!(o, "questlog_projection_panics_total {}", projection.panics_total);
+        header(&mut o, "questlog_projection_failing", "gauge", "1 while projection fails (see /healthz for why), else 0.");
+        let _ = writeln!(o, "questlog_projection_failing {}", u8::from(projection.error.is_some()));
         header(&mut o, "questlog_requests_unauthorized_total", "counter", "Requests answered 401: missing or unknown API key (nothing appended).");
         let _ = writeln!(o, "questlog_requests_unauthorized_total {}", ld(&self.unauthorized_total));
         header(&mut o, "questlog_requests_rate_limited_total", "counter", "Requests answered 429: over an API key's event rate (nothing appended).");

@@ -1014,6 +1014,32 @@ fn lower_thread_priority() {
     }
 }
 
+/// The continuous projector's own figures: what it has published and whether it fails.
+/// `cli` hands them to the API for `/healthz` and `/metrics`.
+#[derive(Default)]
+pub struct ProjectionStats {
+    /// Log offset the published tables reach.
+    pub projected_offset: std::sync::atomic::AtomicU64,
+    pub steps_total: std::sync::atomic::AtomicU64,
+    /// Steps or compactions that failed or panicked.
+    pub errors_total: std::sync::atomic::AtomicU64,
+    /// Panics caught (each restarts the projector from the published tables).
+    pub panics_total: std::sync::atomic::AtomicU64,
+    /// Why projection fails now; `None` while it works.
+    error: std::sync::Mutex<Option<String>>,
+}
+
+impl ProjectionStats {
+    /// Records why projection fails now, or `None` once it works again.
+    pub fn set_error(&self, why: Option<String>) {
+        *self.error.lock().unwrap_or_else(|p| p.into_inner()) = why;
+    }
+
+    pub fn error(&self) -> Option<String> {
+        self.error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
 /// Continuous projection for `serve`: a thread that steps the projector every interval
 /// (like the seed's Spark streaming job) and once more when stopped.
 pub struct Continuous {
@@ -1045,7 +1071,7 @@ impl Continuous {
     pub fn start(
         projector: Projector,
         log: Arc<dyn EventLog>,
-        metrics: Arc<crate::metrics::Metrics>,
+        stats: Arc<ProjectionStats>,
         interval_ms: u64,
     ) -> Continuous {
         use std::sync::atomic::Ordering;
@@ -1053,7 +1079,7 @@ impl Continuous {
         let stop2 = stop.clone();
         let wake = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let wake2 = wake.clone();
-        metrics.projected_offset.store(projector.offset(), Ordering::Relaxed);
+        stats.projected_offset.store(projector.offset(), Ordering::Relaxed);
         let restart = projector.restart();
         let thread = std::thread::Builder::new()
             .name("questlog-projector".into())
@@ -1072,13 +1098,13 @@ impl Continuous {
                         match restart.reopen() {
                             Ok(p) => {
                                 tracing::warn!(projected_offset = p.offset(), "projector restarted after a panic");
-                                metrics.projected_offset.store(p.offset(), Ordering::Relaxed);
-                                metrics.set_projection_error(None);
+                                stats.projected_offset.store(p.offset(), Ordering::Relaxed);
+                                stats.set_error(None);
                                 projector = Some(p);
                             }
                             Err(e) => {
                                 failures = failures.saturating_add(1);
-                                metrics.set_projection_error(Some(format!("restarting the projector after a panic: {e}")));
+                                stats.set_error(Some(format!("restarting the projector after a panic: {e}")));
                                 tracing::error!(error = %e, failures, "cannot restart the projector; retrying with backoff");
                             }
                         }
@@ -1090,18 +1116,18 @@ impl Continuous {
                             Ok(Ok(_)) => {
                                 compaction_failed = false;
                                 failures = 0;
-                                metrics.set_projection_error(None);
+                                stats.set_error(None);
                             }
                             Ok(Err(e)) => {
-                                metrics.projection_errors_total.fetch_add(1, Ordering::Relaxed);
-                                metrics.set_projection_error(Some(e.to_string()));
+                                stats.errors_total.fetch_add(1, Ordering::Relaxed);
+                                stats.set_error(Some(e.to_string()));
                                 failures = failures.saturating_add(1);
                                 tracing::error!(error = %e, failures, "compaction failed; retrying with backoff");
                             }
                             Err(panic) => {
                                 let why = format!("the projector panicked: {}; it restarts from the published tables", panic_message(panic.as_ref()));
-                                metrics.projection_panics_total.fetch_add(1, Ordering::Relaxed);
-                                metrics.set_projection_error(Some(why.clone()));
+                                stats.panics_total.fetch_add(1, Ordering::Relaxed);
+                                stats.set_error(Some(why.clone()));
                                 failures = failures.saturating_add(1);
                                 tracing::error!(failures, "{why}");
                                 projector = None;
@@ -1112,19 +1138,19 @@ impl Continuous {
                         let before = p.offset();
                         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.step(log.as_ref(), &hidden)));
                         // Whatever happened after it, a published step moved the tables.
-                        metrics.projected_offset.store(p.offset(), Ordering::Relaxed);
+                        stats.projected_offset.store(p.offset(), Ordering::Relaxed);
                         match result {
                             Ok(Ok(s)) => {
                                 failures = 0;
                                 free_at_failure = None;
                                 compaction_failed = false;
-                                metrics.set_projection_error(None);
-                                metrics.projection_steps_total.fetch_add(1, Ordering::Relaxed);
+                                stats.set_error(None);
+                                stats.steps_total.fetch_add(1, Ordering::Relaxed);
                                 tracing::debug!(from = s.from_offset, to = s.to_offset, files = s.files_written, "projection step");
                             }
                             Ok(Err(e)) => {
-                                metrics.projection_errors_total.fetch_add(1, Ordering::Relaxed);
-                                metrics.set_projection_error(Some(e.to_string()));
+                                stats.errors_total.fetch_add(1, Ordering::Relaxed);
+                                stats.set_error(Some(e.to_string()));
                                 failures = failures.saturating_add(1);
                                 free_at_failure = if e.is_no_space() { p.free_bytes() } else { None };
                                 // The step was published; what failed came after it.
@@ -1134,9 +1160,9 @@ impl Continuous {
                             }
                             Err(panic) => {
                                 let why = format!("the projector panicked: {}; it restarts from the published tables", panic_message(panic.as_ref()));
-                                metrics.projection_panics_total.fetch_add(1, Ordering::Relaxed);
-                                metrics.projection_errors_total.fetch_add(1, Ordering::Relaxed);
-                                metrics.set_projection_error(Some(why.clone()));
+                                stats.panics_total.fetch_add(1, Ordering::Relaxed);
+                                stats.errors_total.fetch_add(1, Ordering::Relaxed);
+                                stats.set_error(Some(why.clone()));
                                 failures = failures.saturating_add(1);
                                 free_at_failure = None;
                                 tracing::error!(failures, "{why}");

@@ -6,81 +6,9 @@
 
 use std::io::Write;
 
-use crate::event::{format_time_us, push_json_str, push_time_us, Record, RejectedEvent};
+use crate::event::Record;
 use crate::log::{EventLog, LogError};
-
-/// Appends the JSON line (with its `\n`) for the record at `offset`.
-///
-/// Members: `log_offset`, `event_type`, the type fields, `event_id`, `player_id`,
-/// `session_id`, `event_time` (null when unset), `timestamp`, `accept`, `host`,
-/// `user_agent` (null when the header was absent), `raw_event`.
-pub fn write_line(out: &mut String, offset: u64, r: &Record) {
-    use std::fmt::Write as _;
-    let e = &r.event;
-    let _ = write!(out, "{{\"log_offset\":{offset},\"event_type\":\"{}\"", e.event_type().as_str());
-    e.payload.visit_fields(|name, value| {
-        out.push_str(",\"");
-        out.push_str(name);
-        out.push_str("\":");
-        value.write_json(out);
-    });
-    let opt = |out: &mut String, name: &str, v: Option<&str>| {
-        out.push_str(",\"");
-        out.push_str(name);
-        out.push_str("\":");
-        match v {
-            Some(s) => push_json_str(out, s),
-            None => out.push_str("null"),
-        }
-    };
-    opt(out, "event_id", e.event_id.as_deref());
-    opt(out, "player_id", e.player_id.as_deref());
-    opt(out, "session_id", e.session_id.as_deref());
-    match e.event_time_us {
-        Some(us) => {
-            out.push_str(",\"event_time\":\"");
-            push_time_us(out, us);
-            out.push('"');
-        }
-        None => out.push_str(",\"event_time\":null"),
-    }
-    out.push_str(",\"timestamp\":\"");
-    push_time_us(out, r.received_at_us);
-    out.push('"');
-    opt(out, "accept", r.meta.accept.as_deref());
-    opt(out, "host", r.meta.host.as_deref());
-    opt(out, "user_agent", r.meta.user_agent.as_deref());
-    if let Some(app) = &r.meta.app {
-        opt(out, "app", Some(app));
-    }
-    opt(out, "raw_event", Some(&r.raw_event));
-    out.push_str("}\n");
-}
-
-/// Appends the JSON line (with its `\n`) for rejected event number `seq`: `seq`,
-/// `received_at`, `index`, `reason`, `field`, `error`, `accept`, `host`, `user_agent`, `raw`.
-pub fn write_rejected_line(out: &mut String, seq: u64, r: &RejectedEvent) {
-    use std::fmt::Write as _;
-    let _ = write!(out, "{{\"seq\":{seq},\"received_at\":");
-    push_json_str(out, &format_time_us(r.received_at_us));
-    let _ = write!(out, ",\"index\":{},\"reason\":\"{}\",\"field\":", r.index, r.rejection.reason.as_str());
-    match &r.rejection.field {
-        Some(f) => push_json_str(out, f),
-        None => out.push_str("null"),
-    }
-    out.push_str(",\"error\":");
-    push_json_str(out, &r.rejection.message);
-    for (name, v) in [("accept", &r.meta.accept), ("host", &r.meta.host), ("user_agent", &r.meta.user_agent)] {
-        let _ = write!(out, ",\"{name}\":");
-        match v {
-            Some(s) => push_json_str(out, s),
-            None => out.push_str("null"),
-        }
-    }
-    out.push_str(",\"raw\":");
-    push_json_str(out, &r.raw);
-    out.push_str("}\n");
-}
+pub use crate::wire::{write_line, write_rejected_line};
 
 /// Writes records `from..to` of `log` to `out` as JSON lines; returns how many.
 /// A closed pipe (`questlog replay | head`) ends the replay quietly.
@@ -193,7 +121,7 @@ pub async fn replay_to_url(
     rate: Option<f64>,
     progress: &indicatif::ProgressBar,
 ) -> Result<SendReport, ReplayError> {
-    let url = crate::generate::events_url(url).map_err(|e| ReplayError::Send(e.to_string()))?;
+    let url = crate::wire::events_url(url).map_err(|e| ReplayError::Send(e.to_string()))?;
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_millis(SEND_TIMEOUT_MS))
         .build()

@@ -66,6 +66,11 @@ pub enum SqlError {
         source: PolarsError,
     },
 
+    /// The query names a column that no table it reads has. Polars' own error is not kept
+    /// as the source: it lists only the columns loaded for the query, which misleads.
+    #[error("SQL query failed: {0}\n  tables: {TABLES_HINT}")]
+    UnknownColumn(String),
+
     /// The result could not be written in the requested format.
     #[error("could not format the result as {format}: {source}")]
     Output {
@@ -93,8 +98,65 @@ pub fn run_sql(frames: &Frames, query: &str) -> Result<DataFrame, SqlError> {
         debug_assert!(TABLE_NAMES.contains(&name));
         ctx.register(name, df.clone().lazy());
     }
-    let lf = ctx.execute(query).map_err(query_error)?;
-    lf.collect().map_err(query_error)
+    let explain = |e: PolarsError| match missing_column(&e) {
+        Some(missing) => SqlError::UnknownColumn(unknown_column(query, &missing)),
+        None => query_error(e),
+    };
+    let lf = ctx.execute(query).map_err(explain)?;
+    lf.collect().map_err(explain)
+}
+
+/// Why a query named a column no table has: the name, the closest real column, and the
+/// real columns of every table the query names (all five when it names none). Polars'
+/// own message lists only the columns loaded for the query (`sql` loads only the columns
+/// a query names), which misleads.
+fn unknown_column(query: &str, missing: &str) -> String {
+    let mut tables = named_tables(query);
+    if tables.is_empty() {
+        tables = TABLE_NAMES.to_vec();
+    }
+    let candidates: Vec<&str> = tables.iter().flat_map(|t| crate::report::column_names(t)).collect();
+    let closest = candidates
+        .iter()
+        .map(|c| (edit_distance(&missing.to_ascii_lowercase(), c), *c))
+        .min()
+        .filter(|(d, c)| *d <= (c.len().max(missing.len()) / 3).max(1))
+        .map(|(_, c)| c);
+    let mut out = format!("unknown column \"{missing}\"");
+    if let Some(c) = closest {
+        out.push_str(&format!("; did you mean \"{c}\"?"));
+    }
+    for t in tables {
+        out.push_str(&format!("\n  columns of {t}: {}", crate::report::column_names(t).join(", ")));
+    }
+    out
+}
+
+/// The column a Polars error says it could not find: `unable to find column "x"` (a bare
+/// name) or `no column named 'x' found in table 't'` (a qualified one).
+fn missing_column(e: &PolarsError) -> Option<String> {
+    let msg = e.to_string();
+    if let PolarsError::ColumnNotFound(_) = e {
+        return msg.split('"').nth(1).map(str::to_string);
+    }
+    let rest = msg.split("no column named '").nth(1)?;
+    rest.split('\'').next().map(str::to_string)
+}
+
+/// Levenshtein distance between two short strings (column names).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 /// Columns not worth loading for `query`: every column it never names, unless it selects
@@ -444,9 +506,25 @@ mod tests {
             let err = run_sql(&frames, q).unwrap_err();
             let msg = err.to_string();
             assert!(msg.contains("transactions") && msg.contains("guild_joins"), "{msg}");
-            assert!(matches!(err, SqlError::Query { .. }), "{msg}");
+            assert!(matches!(err, SqlError::Query { .. } | SqlError::UnknownColumn(_)), "{msg}");
         }
         assert!(matches!(run_sql(&frames, "  ; "), Err(SqlError::EmptyQuery)));
+    }
+
+    #[test]
+    fn an_unknown_column_names_the_tables_real_columns_and_the_closest() {
+        // As `questlog sql` loads them for a query naming no real column: `log_offset` only.
+        let mut frames = Frames::empty();
+        for df in [&mut frames.guild_joins, &mut frames.enemy_kills, &mut frames.quests, &mut frames.take_damage, &mut frames.transactions] {
+            *df = df.select(["log_offset"]).unwrap();
+        }
+        let msg = run_sql(&frames, "SELECT item_nme FROM transactions").unwrap_err().to_string();
+        assert!(msg.contains("unknown column \"item_nme\"; did you mean \"item_name\"?"), "{msg}");
+        assert!(msg.contains("columns of transactions: raw_event,") && msg.contains("item_name, inventory_id, total_cost"), "{msg}");
+        assert!(!msg.contains("columns of quests"), "only the tables the query names: {msg}");
+        let msg = run_sql(&frames, "SELECT q.nope FROM quests q JOIN guild_joins g ON q.log_offset = g.log_offset").unwrap_err().to_string();
+        assert!(msg.contains("unknown column \"nope\"") && msg.contains("columns of quests:") && msg.contains("columns of guild_joins:"), "{msg}");
+        assert!(!msg.contains("did you mean"), "nothing is close to `nope`: {msg}");
     }
 
     #[test]

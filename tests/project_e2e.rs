@@ -160,3 +160,19 @@ fn a_crash_before_the_link_swap_keeps_the_old_tables() {
     let gens = std::fs::read_dir(d).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("tables.gen-")).count();
     assert_eq!(gens, 1, "the unfinished generation is cleaned up");
 }
+
+/// `sql` naming a column no table has says which, suggests the closest, and lists the real
+/// columns of the tables the query reads (not only the columns it loaded for the query).
+#[test]
+fn sql_names_the_real_columns_of_the_tables_a_query_reads() {
+    let d = tempfile::tempdir().unwrap();
+    questlog_ok(d.path(), &["generate", "--seed", "5", "--events", "500"]);
+    questlog_ok(d.path(), &["project"]);
+    let out = questlog(d.path(), &["sql", "SELECT categry, count(*) FROM transactions GROUP BY categry"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown column \"categry\"; did you mean \"category\"?"), "{stderr}");
+    assert!(stderr.contains("columns of transactions: raw_event, timestamp,") && stderr.contains("total_cost, category, on_hand_qty"), "{stderr}");
+    assert!(!stderr.contains("valid columns"), "Polars' list of the loaded columns misleads: {stderr}");
+    assert!(!stderr.contains("columns of quests"), "only the tables the query reads: {stderr}");
+}

@@ -25,7 +25,7 @@ const DIRECT_CHUNK_EVENTS: usize = crate::log::MAX_BLOCK_RECORDS;
 /// queue limit.
 const DIRECT_WINDOW: usize = 64;
 /// Most events in one HTTP request from the load generator (the API's own limit).
-pub const MAX_BATCH: usize = crate::api::MAX_EVENTS_PER_REQUEST;
+pub const MAX_BATCH: usize = crate::wire::MAX_EVENTS_PER_REQUEST;
 /// Most concurrent HTTP requests the load generator keeps open.
 pub const MAX_CONCURRENCY: usize = 1_024;
 /// Attempts per request when the server answers 503 or the connection fails.
@@ -191,7 +191,7 @@ pub enum LoadError {
 
 /// Sends `events` events of `world` to a questlog server over HTTP.
 pub async fn load_test(world: World, events: u64, settings: LoadSettings, progress: ProgressBar) -> Result<LoadReport, LoadError> {
-    let url = events_url(&settings.url)?;
+    let url = crate::wire::events_url(&settings.url).map_err(|e| LoadError::BadUrl(e.0))?;
     let concurrency = settings.concurrency.clamp(1, MAX_CONCURRENCY);
     let batch = settings.batch.clamp(1, MAX_BATCH);
     let client = reqwest::Client::builder()
@@ -335,23 +335,6 @@ fn error_kind(e: &reqwest::Error) -> &'static str {
     }
 }
 
-/// `http://host:port` → `http://host:port/v1/events`; a URL already naming a path is kept.
-pub fn events_url(base: &str) -> Result<String, LoadError> {
-    let trimmed = base.trim_end_matches('/');
-    let rest = trimmed
-        .strip_prefix("http://")
-        .or_else(|| trimmed.strip_prefix("https://"))
-        .ok_or_else(|| LoadError::BadUrl(base.to_string()))?;
-    if rest.is_empty() {
-        return Err(LoadError::BadUrl(base.to_string()));
-    }
-    if rest.contains('/') {
-        Ok(trimmed.to_string())
-    } else {
-        Ok(format!("{trimmed}/v1/events"))
-    }
-}
-
 /// A progress bar on stderr that draws only when stderr is a terminal.
 pub fn progress_bar(len: u64, what: &str) -> ProgressBar {
     let pb = ProgressBar::new(len);
@@ -362,16 +345,4 @@ pub fn progress_bar(len: u64, what: &str) -> ProgressBar {
     );
     pb.set_message(what.to_string());
     pb
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls() {
-        assert_eq!(events_url("http://127.0.0.1:8080").unwrap(), "http://127.0.0.1:8080/v1/events");
-        assert_eq!(events_url("http://h:1/v1/events").unwrap(), "http://h:1/v1/events");
-        assert!(events_url("127.0.0.1:8080").is_err());
-    }
 }

@@ -1,0 +1,130 @@
+//! What crosses the wire between questlog and its clients (games, load generators, other
+//! questlog processes): the per-request limits, the events URL, and the JSON line of a
+//! record or of a rejected event (replay output, `/v1/replay`, `/v1/rejected`).
+//!
+//! Below `api`, `generate` and `replay`, which all use it; it uses only `event`.
+//!
+//! Invariant: the line for a record is a pure function of its offset and contents, with
+//! members in a fixed order, so the same log always replays to the same bytes.
+
+use crate::event::{format_time_us, push_json_str, push_time_us, Record, RejectedEvent};
+
+/// Largest request body on the wire. 16 MiB holds a batch of 10,000 typical events
+/// (~300 bytes each) many times over, yet bounds what one request can make us buffer.
+pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// Largest body after gzip decompression: 4× the wire limit, so ordinary JSON (which
+/// compresses 5–10×) fits while a gzip bomb stops at 64 MiB.
+pub const MAX_DECOMPRESSED_BYTES: usize = 64 * 1024 * 1024;
+/// Most events in one request; matches the log's block size scale so one request is at
+/// most a handful of blocks and its latency stays bounded.
+pub const MAX_EVENTS_PER_REQUEST: usize = 10_000;
+/// Largest single event (its JSON text). Seed events are ~200 bytes; 64 KiB is generous.
+pub const MAX_EVENT_BYTES: usize = 64 * 1024;
+
+/// A server address that is not an `http://` or `https://` URL.
+#[derive(Debug, thiserror::Error)]
+#[error("`{0}` is not an http:// URL (e.g. http://127.0.0.1:8080)")]
+pub struct BadUrl(pub String);
+
+/// `http://host:port` → `http://host:port/v1/events`; a URL already naming a path is kept.
+pub fn events_url(base: &str) -> Result<String, BadUrl> {
+    let trimmed = base.trim_end_matches('/');
+    let rest = trimmed
+        .strip_prefix("http://")
+        .or_else(|| trimmed.strip_prefix("https://"))
+        .ok_or_else(|| BadUrl(base.to_string()))?;
+    if rest.is_empty() {
+        return Err(BadUrl(base.to_string()));
+    }
+    if rest.contains('/') {
+        Ok(trimmed.to_string())
+    } else {
+        Ok(format!("{trimmed}/v1/events"))
+    }
+}
+
+/// Appends the JSON line (with its `\n`) for the record at `offset`.
+///
+/// Members: `log_offset`, `event_type`, the type fields, `event_id`, `player_id`,
+/// `session_id`, `event_time` (null when unset), `timestamp`, `accept`, `host`,
+/// `user_agent` (null when the header was absent), `app` (only when the event came with
+/// an API key), `raw_event`.
+pub fn write_line(out: &mut String, offset: u64, r: &Record) {
+    use std::fmt::Write as _;
+    let e = &r.event;
+    let _ = write!(out, "{{\"log_offset\":{offset},\"event_type\":\"{}\"", e.event_type().as_str());
+    e.payload.visit_fields(|name, value| {
+        out.push_str(",\"");
+        out.push_str(name);
+        out.push_str("\":");
+        value.write_json(out);
+    });
+    let opt = |out: &mut String, name: &str, v: Option<&str>| {
+        out.push_str(",\"");
+        out.push_str(name);
+        out.push_str("\":");
+        match v {
+            Some(s) => push_json_str(out, s),
+            None => out.push_str("null"),
+        }
+    };
+    opt(out, "event_id", e.event_id.as_deref());
+    opt(out, "player_id", e.player_id.as_deref());
+    opt(out, "session_id", e.session_id.as_deref());
+    match e.event_time_us {
+        Some(us) => {
+            out.push_str(",\"event_time\":\"");
+            push_time_us(out, us);
+            out.push('"');
+        }
+        None => out.push_str(",\"event_time\":null"),
+    }
+    out.push_str(",\"timestamp\":\"");
+    push_time_us(out, r.received_at_us);
+    out.push('"');
+    opt(out, "accept", r.meta.accept.as_deref());
+    opt(out, "host", r.meta.host.as_deref());
+    opt(out, "user_agent", r.meta.user_agent.as_deref());
+    if let Some(app) = &r.meta.app {
+        opt(out, "app", Some(app));
+    }
+    opt(out, "raw_event", Some(&r.raw_event));
+    out.push_str("}\n");
+}
+
+/// Appends the JSON line (with its `\n`) for rejected event number `seq`: `seq`,
+/// `received_at`, `index`, `reason`, `field`, `error`, `accept`, `host`, `user_agent`, `raw`.
+pub fn write_rejected_line(out: &mut String, seq: u64, r: &RejectedEvent) {
+    use std::fmt::Write as _;
+    let _ = write!(out, "{{\"seq\":{seq},\"received_at\":");
+    push_json_str(out, &format_time_us(r.received_at_us));
+    let _ = write!(out, ",\"index\":{},\"reason\":\"{}\",\"field\":", r.index, r.rejection.reason.as_str());
+    match &r.rejection.field {
+        Some(f) => push_json_str(out, f),
+        None => out.push_str("null"),
+    }
+    out.push_str(",\"error\":");
+    push_json_str(out, &r.rejection.message);
+    for (name, v) in [("accept", &r.meta.accept), ("host", &r.meta.host), ("user_agent", &r.meta.user_agent)] {
+        let _ = write!(out, ",\"{name}\":");
+        match v {
+            Some(s) => push_json_str(out, s),
+            None => out.push_str("null"),
+        }
+    }
+    out.push_str(",\"raw\":");
+    push_json_str(out, &r.raw);
+    out.push_str("}\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(events_url("http://127.0.0.1:8080").unwrap(), "http://127.0.0.1:8080/v1/events");
+        assert_eq!(events_url("http://h:1/v1/events").unwrap(), "http://h:1/v1/events");
+        assert!(events_url("127.0.0.1:8080").is_err());
+    }
+}

@@ -1,0 +1,93 @@
+//! The modules follow the data one way (ARCHITECTURE.md): no module of `src/` imports,
+//! directly or through others, a module that imports it. Read from the source, so a new
+//! `crate::` path that closes a circle fails here.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+/// `module → modules it names as crate::module`, for every module of src/ but the
+/// entry points (`lib`, `main`) and `cli`, which wires everything and nothing imports.
+fn imports() -> BTreeMap<String, BTreeSet<String>> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut modules: BTreeMap<String, String> = BTreeMap::new();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_stem().unwrap().to_string_lossy().to_string();
+        if path.is_dir() {
+            let mut text = String::new();
+            for f in std::fs::read_dir(&path).unwrap() {
+                let f = f.unwrap().path();
+                if f.extension().is_some_and(|e| e == "rs") {
+                    text.push_str(&std::fs::read_to_string(f).unwrap());
+                }
+            }
+            modules.insert(name, text);
+        } else if path.extension().is_some_and(|e| e == "rs") && !["lib", "main", "cli"].contains(&name.as_str()) {
+            modules.insert(name, std::fs::read_to_string(&path).unwrap());
+        }
+    }
+    let names: BTreeSet<String> = modules.keys().cloned().collect();
+    modules
+        .iter()
+        .map(|(m, text)| {
+            let used = text
+                .match_indices("crate::")
+                .filter_map(|(i, _)| {
+                    let rest = &text[i + "crate::".len()..];
+                    let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+                    let target = &rest[..end];
+                    (names.contains(target) && target != m).then(|| target.to_string())
+                })
+                .collect();
+            (m.clone(), used)
+        })
+        .collect()
+}
+
+#[test]
+fn no_module_imports_itself_through_others() {
+    let graph = imports();
+    assert!(graph.len() >= 10, "found the modules: {:?}", graph.keys());
+    // Depth-first search for a cycle, reporting its path.
+    fn visit(m: &str, graph: &BTreeMap<String, BTreeSet<String>>, path: &mut Vec<String>, done: &mut BTreeSet<String>) {
+        if let Some(pos) = path.iter().position(|p| p == m) {
+            panic!("import circle: {} → {m}", path[pos..].join(" → "));
+        }
+        if done.contains(m) {
+            return;
+        }
+        path.push(m.to_string());
+        for next in &graph[m] {
+            visit(next, graph, path, done);
+        }
+        path.pop();
+        done.insert(m.to_string());
+    }
+    let mut done = BTreeSet::new();
+    for m in graph.keys() {
+        visit(m, &graph, &mut Vec::new(), &mut done);
+    }
+}
+
+#[test]
+fn the_code_map_names_every_module() {
+    let map = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("ARCHITECTURE.md")).unwrap();
+    for m in imports().keys() {
+        assert!(map.contains(&format!("`src/{m}.rs`")) || map.contains(&format!("`src/{m}/")), "ARCHITECTURE.md's code map does not name src/{m}");
+    }
+}
+
+#[test]
+fn the_imports_table_of_architecture_md_matches_the_source() {
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("ARCHITECTURE.md")).unwrap();
+    let section = doc.split("### Imports").nth(1).expect("ARCHITECTURE.md has an Imports section");
+    let section = section.split("\n## ").next().unwrap();
+    let mut table: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for line in section.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let module = cells[1].trim_matches('`').to_string();
+        let imports = cells[2].split(',').map(|c| c.trim().trim_matches('`').to_string()).filter(|c| !c.is_empty() && c != "—").collect();
+        table.insert(module, imports);
+    }
+    assert_eq!(table, imports(), "ARCHITECTURE.md's Imports table (left) against the source (right)");
+}
