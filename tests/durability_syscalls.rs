@@ -5,6 +5,9 @@
 //! request was read and ended before the answer was written — and, for the requests sent
 //! one at a time, one that began after the last write of the log made for that request.
 //!
+//! The same for the tables: every table directory that gained a file is synced before the
+//! manifest rename that commits it, and the manifest's directory after it.
+//!
 //! SIGKILL tests cannot catch a missing fsync (the page cache survives them); sled 0.34's
 //! own flush ends in `sync_file_range`, which this test does not count as durable. It
 //! fails if the fsync after sled's flush is removed, or moved after the answer or before
@@ -78,10 +81,14 @@ fn parse_trace(text: &str) -> Vec<Call> {
     calls
 }
 
-/// `args) = ret <duration>` into the arguments and the return value.
+/// `args) = ret <duration>` into the arguments and the return value (with `-yy` a returned
+/// fd carries its path, `7</tmp/x>`: the number is what counts).
 fn split_result(s: &str) -> Option<(String, i64)> {
-    let (args, result) = s.rsplit_once(") = ")?;
-    let ret = result.split_whitespace().next()?.parse().ok()?;
+    // strace pads short calls: `fsync(3</x/db>)         = 0`.
+    let (args, result) = s.rsplit_once(" = ")?;
+    let args = args.trim_end().strip_suffix(')')?;
+    let digits: String = result.chars().take_while(|c| c.is_ascii_digit() || *c == '-').collect();
+    let ret = digits.parse().ok()?;
     Some((args.to_string(), ret))
 }
 
@@ -229,4 +236,89 @@ fn every_acknowledgement_follows_an_fsync_of_the_log_covering_it() {
         syncs.len(),
         SEQUENTIAL_REQUESTS + CLIENTS * REQUESTS_PER_CLIENT
     );
+}
+
+/// The string arguments of a call (`"…"`), in order.
+fn paths(args: &str) -> Vec<&str> {
+    args.split('"').skip(1).step_by(2).collect()
+}
+
+/// The tables' commit, checked in the system calls of `questlog project`: every change to
+/// a table directory's entries (a staged file created or renamed into it) is followed by
+/// an `fsync` of that directory before the manifest rename that commits the step names
+/// the file, and every manifest rename by an `fsync` of its directory. A power loss then
+/// cannot leave a committed manifest naming files whose directory entries were lost.
+#[test]
+fn every_table_commit_follows_an_fsync_of_the_directories_it_names() {
+    if !strace_usable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    questlog_ok(&data, &["generate", "--seed", "3", "--events", "6000"]);
+    let trace_path = dir.path().join("trace.txt");
+    let out = Command::new("strace")
+        .args(["-f", "-ttt", "-yy", "-s", "256", "-o"])
+        .arg(&trace_path)
+        .args(["-e", "trace=openat,rename,renameat,renameat2,fsync,fdatasync"])
+        .arg(bin())
+        .arg("--data-dir")
+        .arg(&data)
+        // Twelve steps of 500 events: ten files per table, so compaction commits too.
+        .args(["project", "--step-events", "500"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let calls = parse_trace(&std::fs::read_to_string(&trace_path).unwrap());
+    let tables_root = std::fs::canonicalize(data.join("tables")).unwrap();
+    let gen = tables_root.to_string_lossy().to_string();
+    // Directory entry changes in the table directories, as (position, directory).
+    let mut changes: Vec<(f64, String)> = Vec::new();
+    let mut commits: Vec<f64> = Vec::new();
+    let mut dir_syncs: Vec<(f64, f64, String)> = Vec::new();
+    for c in calls.iter().filter(|c| c.ret >= 0) {
+        match c.name.as_str() {
+            "openat" if c.args.contains("O_CREAT") => {
+                if let Some(p) = paths(&c.args).first().filter(|p| p.starts_with(&gen)) {
+                    let parent = Path::new(p).parent().unwrap().to_string_lossy().to_string();
+                    if parent != gen {
+                        changes.push((c.end, parent));
+                    }
+                }
+            }
+            "rename" | "renameat" | "renameat2" => {
+                let ps = paths(&c.args);
+                let Some(to) = ps.last() else { continue };
+                if to.ends_with("/_questlog_manifest.json") {
+                    commits.push(c.start);
+                } else if to.starts_with(&gen) {
+                    changes.push((c.end, Path::new(to).parent().unwrap().to_string_lossy().to_string()));
+                }
+            }
+            "fsync" | "fdatasync" => {
+                let fd = fd_arg(&c.args);
+                if let Some(path) = fd.split_once('<').map(|x| x.1.trim_end_matches('>')) {
+                    dir_syncs.push((c.start, c.end, path.to_string()));
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(commits.len() >= 13, "twelve steps and at least one compaction commit: {} commits", commits.len());
+    let mut checked = 0;
+    for (i, &commit) in commits.iter().enumerate() {
+        let since = if i == 0 { f64::MIN } else { commits[i - 1] };
+        for (at, d) in changes.iter().filter(|(at, _)| *at > since && *at < commit) {
+            assert!(
+                dir_syncs.iter().any(|(start, end, p)| p == d && *start > *at && *end < commit),
+                "commit {i} (trace line {commit}) names a file in {d} whose directory entry (line {at}) was never synced before it"
+            );
+            checked += 1;
+        }
+        assert!(
+            dir_syncs.iter().any(|(start, _, p)| *p == gen && *start > commit),
+            "commit {i} (trace line {commit}): the manifest's directory is never synced after its rename"
+        );
+    }
+    assert!(checked >= 60, "only {checked} directory changes were checked");
 }

@@ -96,6 +96,9 @@ fn connections_over_the_limit_get_429_and_the_server_recovers() {
     let metrics = server.get("/metrics").text();
     assert!(!metrics.contains("questlog_connections_refused_total 0\n"), "refusals are counted");
     server.stop();
+    // The help says what happens past the limit (it once said 503).
+    let help = String::from_utf8(std::process::Command::new(bin()).args(["serve", "--help"]).output().unwrap().stdout).unwrap();
+    assert!(help.contains("more are answered 429"), "{help}");
 }
 
 #[test]

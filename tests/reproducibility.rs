@@ -135,7 +135,8 @@ fn verify_passes_when_healthy_and_names_each_kind_of_damage() {
             let f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
             f.set_len(written as u64 / 2).unwrap();
         },
-        "log",
+        // sled's recovery finds its snapshot ahead of the cut file and refuses to open.
+        "cannot open the log at",
     );
     damaged(
         "adding a stray table file",
