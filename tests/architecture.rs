@@ -27,18 +27,22 @@ fn imports() -> BTreeMap<String, BTreeSet<String>> {
         }
     }
     let names: BTreeSet<String> = modules.keys().cloned().collect();
+    let ident = |s: &str| -> String { s.trim().chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect() };
     modules
         .iter()
         .map(|(m, text)| {
-            let used = text
-                .match_indices("crate::")
-                .filter_map(|(i, _)| {
-                    let rest = &text[i + "crate::".len()..];
-                    let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
-                    let target = &rest[..end];
-                    (names.contains(target) && target != m).then(|| target.to_string())
-                })
-                .collect();
+            // Code only: a comment that mentions a module is not an import.
+            let code: String = text.lines().map(|l| l.split("//").next().unwrap_or("")).collect::<Vec<_>>().join("\n");
+            let mut used = BTreeSet::new();
+            for (i, _) in code.match_indices("crate::") {
+                let rest = &code[i + "crate::".len()..];
+                // `crate::{a, b::c}` names several.
+                let targets: Vec<String> = match rest.strip_prefix('{') {
+                    Some(group) => group.split('}').next().unwrap_or("").split(',').map(ident).collect(),
+                    None => vec![ident(rest)],
+                };
+                used.extend(targets.into_iter().filter(|t| names.contains(t) && t != m));
+            }
             (m.clone(), used)
         })
         .collect()
