@@ -257,7 +257,7 @@ fn every_table_commit_follows_an_fsync_of_the_directories_it_names() {
     let data = dir.path().join("data");
     questlog_ok(&data, &["generate", "--seed", "3", "--events", "6000"]);
     let trace_path = dir.path().join("trace.txt");
-    let out = Command::new("strace")
+    let mut traced = Command::new("strace")
         .args(["-f", "-ttt", "-yy", "-s", "256", "-o"])
         .arg(&trace_path)
         .args(["-e", "trace=openat,rename,renameat,renameat2,fsync,fdatasync"])
@@ -266,9 +266,23 @@ fn every_table_commit_follows_an_fsync_of_the_directories_it_names() {
         .arg(&data)
         // Twelve steps of 500 events: ten files per table, so compaction commits too.
         .args(["project", "--step-events", "500"])
-        .output()
+        .stdout(std::process::Stdio::null())
+        .spawn()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = traced.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = traced.kill();
+            let trace = std::fs::read_to_string(&trace_path).unwrap_or_default();
+            let tail: Vec<&str> = trace.lines().rev().take(20).collect();
+            panic!("project under strace did not finish within 120 s; the trace ends:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "project under strace exited with {status}");
     let calls = parse_trace(&std::fs::read_to_string(&trace_path).unwrap());
     let tables_root = std::fs::canonicalize(data.join("tables")).unwrap();
     let gen = tables_root.to_string_lossy().to_string();

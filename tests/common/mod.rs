@@ -67,10 +67,20 @@ impl Server {
             .spawn()
             .expect("starting questlog serve");
         // The first line of stdout names the address: "questlog serving on http://ADDR (…)".
+        // Read on a thread so that a server that never prints fails the test in bounded time.
         let stdout = child.stdout.take().expect("piped stdout");
-        let mut reader = BufReader::new(stdout);
-        let mut line = String::new();
-        reader.read_line(&mut line).expect("reading the server's first line");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let _ = tx.send((line, reader));
+        });
+        let Ok((line, mut reader)) = rx.recv_timeout(Duration::from_millis(STARTUP_TIMEOUT_MS)) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server printed no first line within {STARTUP_TIMEOUT_MS} ms");
+        };
         let addr: SocketAddr = line
             .split("http://")
             .nth(1)
