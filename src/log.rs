@@ -430,24 +430,18 @@ impl Store {
         // directories, and writes `conf` without an fsync: make all of that durable once,
         // here, before anything is acknowledged.
         let open_err = |e: std::io::Error| LogError::Open { path: dir.to_path_buf(), source: sled::Error::Io(e) };
-        db.flush()?;
         let segments = std::fs::File::open(dir.join(SLED_SEGMENT_FILE)).map_err(open_err)?;
-        segments.sync_data().map_err(open_err)?;
+        let store = Store { db, blocks, rejected, segments: Arc::new(segments), dir: dir.to_path_buf() };
+        // The segment file and every blob (none seen yet), as after each group commit.
+        store.sync(&mut BlobsSeen::new(), &AtomicU64::new(0))?;
         if let Ok(conf) = std::fs::File::open(dir.join("conf")) {
             conf.sync_all().map_err(open_err)?;
-        }
-        let blobs = dir.join(SLED_BLOBS_DIR);
-        if blobs.is_dir() {
-            for entry in std::fs::read_dir(&blobs).map_err(open_err)? {
-                std::fs::File::open(entry.map_err(open_err)?.path()).and_then(|f| f.sync_all()).map_err(open_err)?;
-            }
-            sync_dir(&blobs).map_err(open_err)?;
         }
         sync_dir(dir).map_err(open_err)?;
         if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
             sync_dir(parent).map_err(open_err)?;
         }
-        Ok(Store { db, blocks, rejected, segments: Arc::new(segments), dir: dir.to_path_buf() })
+        Ok(store)
     }
 
     /// Flushes what sled holds and makes it durable: on return `Ok`, every write sled made

@@ -1058,6 +1058,41 @@ pub const MAX_PROJECT_BACKOFF_MS: u64 = 60_000;
 /// that never follow the log; the bound also keeps deadline arithmetic far from overflow.
 pub const MAX_PROJECT_INTERVAL_MS: u64 = 24 * 60 * 60 * 1000;
 
+/// How a step or compaction of the continuous projector failed (already counted and
+/// reported by [`guarded`]).
+enum Failure {
+    Error(ProjectError),
+    /// The projector is in an unknown state: it is reopened from the published tables.
+    Panic,
+}
+
+/// Runs one step or compaction of the continuous projector, catching a panic, and records
+/// the outcome in `stats`: success clears the reported error; an error or a panic is
+/// counted and becomes the reported error.
+fn guarded<T>(stats: &ProjectionStats, what: &str, work: impl FnOnce() -> Result<T, ProjectError>) -> Result<T, Failure> {
+    use std::sync::atomic::Ordering;
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
+        Ok(Ok(v)) => {
+            stats.set_error(None);
+            Ok(v)
+        }
+        Ok(Err(e)) => {
+            stats.errors_total.fetch_add(1, Ordering::Relaxed);
+            stats.set_error(Some(e.to_string()));
+            tracing::error!(error = %e, "{what} failed; retrying with backoff");
+            Err(Failure::Error(e))
+        }
+        Err(panic) => {
+            let why = format!("the projector panicked: {}; it restarts from the published tables", panic_message(panic.as_ref()));
+            stats.panics_total.fetch_add(1, Ordering::Relaxed);
+            stats.errors_total.fetch_add(1, Ordering::Relaxed);
+            stats.set_error(Some(why.clone()));
+            tracing::error!("{why}");
+            Err(Failure::Panic)
+        }
+    }
+}
+
 /// The message of a caught panic.
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic
@@ -1112,60 +1147,42 @@ impl Continuous {
                     // A compaction that failed after its step was published is retried when
                     // there is no new step to run it after.
                     if let Some(p) = projector.as_mut().filter(|p| compaction_failed && p.offset() >= log.durable_end()) {
-                        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.compact())) {
-                            Ok(Ok(_)) => {
+                        match guarded(&stats, "compaction", || p.compact()) {
+                            Ok(_) => {
                                 compaction_failed = false;
                                 failures = 0;
-                                stats.set_error(None);
                             }
-                            Ok(Err(e)) => {
-                                stats.errors_total.fetch_add(1, Ordering::Relaxed);
-                                stats.set_error(Some(e.to_string()));
+                            Err(failure) => {
                                 failures = failures.saturating_add(1);
-                                tracing::error!(error = %e, failures, "compaction failed; retrying with backoff");
-                            }
-                            Err(panic) => {
-                                let why = format!("the projector panicked: {}; it restarts from the published tables", panic_message(panic.as_ref()));
-                                stats.panics_total.fetch_add(1, Ordering::Relaxed);
-                                stats.set_error(Some(why.clone()));
-                                failures = failures.saturating_add(1);
-                                tracing::error!(failures, "{why}");
-                                projector = None;
+                                if matches!(failure, Failure::Panic) {
+                                    projector = None;
+                                }
                             }
                         }
                     }
                     while let Some(p) = projector.as_mut().filter(|p| p.offset() < log.durable_end()) {
                         let before = p.offset();
-                        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.step(log.as_ref(), &hidden)));
+                        let result = guarded(&stats, "projection step", || p.step(log.as_ref(), &hidden));
                         // Whatever happened after it, a published step moved the tables.
                         stats.projected_offset.store(p.offset(), Ordering::Relaxed);
                         match result {
-                            Ok(Ok(s)) => {
+                            Ok(s) => {
                                 failures = 0;
                                 free_at_failure = None;
                                 compaction_failed = false;
-                                stats.set_error(None);
                                 stats.steps_total.fetch_add(1, Ordering::Relaxed);
                                 tracing::debug!(from = s.from_offset, to = s.to_offset, files = s.files_written, "projection step");
                             }
-                            Ok(Err(e)) => {
-                                stats.errors_total.fetch_add(1, Ordering::Relaxed);
-                                stats.set_error(Some(e.to_string()));
+                            Err(Failure::Error(e)) => {
                                 failures = failures.saturating_add(1);
                                 free_at_failure = if e.is_no_space() { p.free_bytes() } else { None };
                                 // The step was published; what failed came after it.
                                 compaction_failed = p.offset() > before;
-                                tracing::error!(error = %e, failures, "projection step failed; retrying with backoff");
                                 break;
                             }
-                            Err(panic) => {
-                                let why = format!("the projector panicked: {}; it restarts from the published tables", panic_message(panic.as_ref()));
-                                stats.panics_total.fetch_add(1, Ordering::Relaxed);
-                                stats.errors_total.fetch_add(1, Ordering::Relaxed);
-                                stats.set_error(Some(why.clone()));
+                            Err(Failure::Panic) => {
                                 failures = failures.saturating_add(1);
                                 free_at_failure = None;
-                                tracing::error!(failures, "{why}");
                                 projector = None;
                                 break;
                             }

@@ -21,7 +21,7 @@ mod common;
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -103,11 +103,7 @@ fn strace_usable() -> bool {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
-    if !ok {
-        assert!(std::env::var_os("CI").is_none(), "CI must have strace and ptrace (apt-get install strace; run as root)");
-        eprintln!("SKIPPED: strace is missing or ptrace is not allowed here");
-    }
-    ok
+    can_run(ok, "strace with ptrace allowed (apt-get install strace; run as root)")
 }
 
 fn event(i: usize) -> String {
@@ -121,15 +117,8 @@ fn stop_traced(server: Server, data_dir: &Path) {
     let pid = info["pid"].as_u64().unwrap().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let mut server = server;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(status) = server.child.try_wait().unwrap() {
-            assert!(status.success(), "strace (and serve) exited with {status}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "serve did not stop");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let status = wait_exit(&mut server.child, Duration::from_secs(60), "serve under strace, after SIGTERM,");
+    assert!(status.success(), "strace (and serve) exited with {status}");
 }
 
 #[test]
@@ -269,19 +258,7 @@ fn every_table_commit_follows_an_fsync_of_the_directories_it_names() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(status) = traced.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = traced.kill();
-            let trace = std::fs::read_to_string(&trace_path).unwrap_or_default();
-            let tail: Vec<&str> = trace.lines().rev().take(20).collect();
-            panic!("project under strace did not finish within 120 s; the trace ends:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_exit(&mut traced, Duration::from_secs(120), "project under strace");
     assert!(status.success(), "project under strace exited with {status}");
     let calls = parse_trace(&std::fs::read_to_string(&trace_path).unwrap());
     let tables_root = std::fs::canonicalize(data.join("tables")).unwrap();

@@ -188,6 +188,19 @@ fn rss_kib(pid: u32) -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
+/// The ordinary traffic the memory measurements are taken after: 20 batches of 500
+/// events (`ORDINARY_EVENTS` in all), then the tables caught up.
+fn ordinary_traffic(server: &Server) {
+    let ok_event = r#"{"event_type":"join_guild","guild_id":1,"name":"Knights"}"#;
+    let batch = format!("[{}]", vec![ok_event; 500].join(","));
+    for _ in 0..20 {
+        assert_eq!(server.post("/v1/events", &[], batch.as_bytes()).status, 200);
+    }
+    wait_projected(server);
+}
+
+const ORDINARY_EVENTS: usize = 20 * 500;
+
 /// Waits (bounded) until the tables have caught up with the log, so that projection
 /// work does not move the memory figures.
 fn wait_projected(server: &Server) {
@@ -215,11 +228,7 @@ fn hostile_suite_answers_4xx_and_memory_returns() {
     let pid = server.child.id();
     // Ordinary traffic first: the baseline is a server that has done its normal work.
     let ok_event = r#"{"event_type":"join_guild","guild_id":1,"name":"Knights"}"#;
-    let batch = format!("[{}]", vec![ok_event; 500].join(","));
-    for _ in 0..20 {
-        assert_eq!(server.post("/v1/events", &[], batch.as_bytes()).status, 200);
-    }
-    wait_projected(&server);
+    ordinary_traffic(&server);
     let before = rss_kib(pid);
 
     // Announced, never sent: one byte over the 16 MiB body limit.
@@ -297,15 +306,12 @@ fn hostile_suite_answers_4xx_and_memory_returns() {
 
     // Other clients were served all along, and still are: the same ordinary traffic as
     // before the suite, then the same measurement.
-    for _ in 0..20 {
-        assert_eq!(server.post("/v1/events", &[], batch.as_bytes()).status, 200);
-    }
-    wait_projected(&server);
+    ordinary_traffic(&server);
     let after = rss_kib(pid);
     eprintln!("hostile suite: RSS {before} KiB before, {after} KiB after ({:+.1}%)", (after as f64 / before as f64 - 1.0) * 100.0);
     assert!(after as f64 <= before as f64 * 1.2, "RSS grew from {before} KiB to {after} KiB over the hostile suite");
     server.stop();
-    assert_eq!(replay_lines(dir.path()).len(), 40 * 500, "only the ordinary events were appended");
+    assert_eq!(replay_lines(dir.path()).len(), 2 * ORDINARY_EVENTS, "only the ordinary events were appended");
 }
 
 /// The server's peak resident memory so far (VmHWM), from /proc.
@@ -330,12 +336,7 @@ fn ndjson_line_bombs_in_parallel_stay_within_the_memory_budget() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
     let pid = server.child.id();
-    let ok_event = r#"{"event_type":"join_guild","guild_id":1,"name":"Knights"}"#;
-    let batch = format!("[{}]", vec![ok_event; 500].join(","));
-    for _ in 0..20 {
-        assert_eq!(server.post("/v1/events", &[], batch.as_bytes()).status, 200);
-    }
-    wait_projected(&server);
+    ordinary_traffic(&server);
     let before = rss_kib(pid);
     let peak_before = peak_rss_kib(pid);
 
@@ -371,10 +372,7 @@ fn ndjson_line_bombs_in_parallel_stay_within_the_memory_budget() {
     let refused = metrics.lines().find(|l| l.starts_with("questlog_requests_over_body_memory_total ")).unwrap().to_string();
 
     // Ordinary traffic again, then the same measurement as before.
-    for _ in 0..20 {
-        assert_eq!(server.post("/v1/events", &[], batch.as_bytes()).status, 200);
-    }
-    wait_projected(&server);
+    ordinary_traffic(&server);
     // Each large body gives its memory back to the OS as its request ends
     // (api::RETURN_MEMORY_AFTER_BYTES); allow the last ones a moment, bounded.
     let bound = (before as f64 * 1.2) as u64;
@@ -391,5 +389,5 @@ fn ndjson_line_bombs_in_parallel_stay_within_the_memory_budget() {
     assert!(peak <= peak_before.max(before) + LINE_BOMB_PEAK_GROWTH_KIB, "peak RSS {peak} KiB, from {before} KiB: over the budget");
     assert!(after <= bound, "RSS grew from {before} KiB to {after} KiB and stayed for 10 s");
     server.stop();
-    assert_eq!(replay_lines(dir.path()).len(), 40 * 500, "only the ordinary events were appended");
+    assert_eq!(replay_lines(dir.path()).len(), 2 * ORDINARY_EVENTS, "only the ordinary events were appended");
 }

@@ -397,11 +397,8 @@ fn replay_and_rejected_through_a_server_are_byte_identical_with_multibyte_text()
 #[test]
 fn a_failed_group_that_reached_the_disk_is_not_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = std::process::Command::new(bin());
-    cmd.arg("--data-dir").arg(dir.path()).args(["serve", "--listen", "127.0.0.1:0", "--project-interval-ms", "20"]);
     // The fourth group commit fails after its fsync.
-    cmd.env("QUESTLOG_FAILPOINTS", "log.after_sync=3*off->1*return");
-    let server = Server::start_command(cmd);
+    let server = Server::start_with_failpoints(dir.path(), &["--project-interval-ms", "20"], "log.after_sync=3*off->1*return");
     let mut acknowledged = Vec::new();
     let mut refused = Vec::new();
     for i in 0..8 {

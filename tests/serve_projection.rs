@@ -132,10 +132,7 @@ fn batch(from: usize, n: usize) -> Vec<u8> {
 #[test]
 fn a_projector_panic_is_reported_and_restarted() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = std::process::Command::new(bin());
-    cmd.arg("--data-dir").arg(dir.path()).args(["serve", "--listen", "127.0.0.1:0", "--project-interval-ms", "20"]);
-    cmd.env("QUESTLOG_FAILPOINTS", "project.step=panic");
-    let server = Server::start_command(cmd);
+    let server = Server::start_with_failpoints(dir.path(), &["--project-interval-ms", "20"], "project.step=panic");
     assert_eq!(server.post("/v1/events", &[], &batch(0, 50)).status, 200);
     let h = wait_for(&server, "the panic is reported", |h| h["projection_error"].as_str().is_some_and(|e| e.contains("panicked")));
     assert_eq!(h["status"], "degraded", "{h}");
@@ -168,10 +165,7 @@ fn a_projector_panic_is_reported_and_restarted() {
 #[test]
 fn a_failed_compaction_after_a_published_step_is_reported_and_the_offset_is_current() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = std::process::Command::new(bin());
-    cmd.arg("--data-dir").arg(dir.path()).args(["serve", "--listen", "127.0.0.1:0", "--project-interval-ms", "10"]);
-    cmd.env("QUESTLOG_FAILPOINTS", "compact.publish=return(injected compaction failure)");
-    let server = Server::start_command(cmd);
+    let server = Server::start_with_failpoints(dir.path(), &["--project-interval-ms", "10"], "compact.publish=return(injected compaction failure)");
     // Ten steps of ten events (two of each type): the tenth makes ten files per table,
     // so compaction runs, and fails.
     for b in 0..10 {

@@ -57,6 +57,14 @@ impl Server {
         Server::start_command(cmd)
     }
 
+    /// `start_with`, with failpoints set (`QUESTLOG_FAILPOINTS`, the fail crate's syntax).
+    pub fn start_with_failpoints(data_dir: &Path, extra: &[&str], failpoints: &str) -> Server {
+        let mut cmd = Command::new(bin());
+        cmd.arg("--data-dir").arg(data_dir).args(["serve", "--listen", "127.0.0.1:0"]).args(extra);
+        cmd.env("QUESTLOG_FAILPOINTS", failpoints);
+        Server::start_command(cmd)
+    }
+
     /// Starts `cmd`, a command that ends up running `questlog serve` on a port it prints
     /// on the first line of stdout, and waits until it is healthy.
     pub fn start_command(mut cmd: Command) -> Server {
@@ -249,4 +257,29 @@ pub fn table_file(data_dir: &Path, dir: &str) -> PathBuf {
         .map(|e| e.unwrap().path())
         .find(|p| p.extension().is_some_and(|e| e == "parquet"))
         .unwrap_or_else(|| panic!("no Parquet file in tables/{dir}"))
+}
+
+/// Whether a test that needs `what` of the machine can run. Where it cannot, the test says
+/// so and passes without running — except under CI (`CI` set), which must be able to.
+pub fn can_run(available: bool, what: &str) -> bool {
+    if !available {
+        assert!(std::env::var_os("CI").is_none(), "CI must have {what}");
+        eprintln!("SKIPPED: this machine lacks {what}");
+    }
+    available
+}
+
+/// Waits for `child` to exit, at most `timeout`; panics naming `what` past it.
+pub fn wait_exit(child: &mut Child, timeout: Duration, what: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("waiting for a child") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what} did not finish within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
