@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use crate::event::{self, Record};
 use crate::generate::{self, World, WorldConfig};
 use crate::log::{AppendBatch, EventLog, SledLog};
-use crate::project::{self, Codec, Projector, TABLES};
+use crate::project::{self, Codec, Projector, TablesRoot, DELTA_DIR, TABLES};
 use crate::replay;
 use crate::report;
 
@@ -257,7 +257,7 @@ pub fn run(path: &Path, exe: &Path, progress: &ProgressBar) -> Result<CheckOutco
     let total = scenario.events + extra.len() as u64;
     progress.set_length(total);
     let mut log = Some(SledLog::open(&data.join("log")).map_err(run_err)?);
-    let mut projector = Some(Projector::open(&data, Codec::Snappy).map_err(run_err)?.with_step_events(every));
+    let mut projector = Some(Projector::open(&TablesRoot::Local(data.join(DELTA_DIR)), &data, Codec::Snappy).map_err(run_err)?.with_step_events(every));
     let mut extra = extra.into_iter();
     let mut appended = 0u64;
     let mut step = 0u64;
@@ -296,7 +296,7 @@ pub fn run(path: &Path, exe: &Path, progress: &ProgressBar) -> Result<CheckOutco
                 return Err(CheckError::Run(format!("the projection meant to crash at {point} finished instead")));
             }
             log = Some(SledLog::open(&data.join("log")).map_err(run_err)?);
-            projector = Some(Projector::open(&data, Codec::Snappy).map_err(run_err)?.with_step_events(every));
+            projector = Some(Projector::open(&TablesRoot::Local(data.join(DELTA_DIR)), &data, Codec::Snappy).map_err(run_err)?.with_step_events(every));
         } else {
             let p = projector.as_mut().expect("projector open");
             p.step(log.as_ref().expect("log open").as_ref(), &hidden).map_err(run_err)?;
@@ -320,13 +320,13 @@ pub fn run(path: &Path, exe: &Path, progress: &ProgressBar) -> Result<CheckOutco
     streams.push(("log".into(), h.finish()));
 
     // Each table's rows, from the incremental tables and from a rebuild.
-    let live = project::snapshot(&data).map_err(run_err)?;
-    let rebuilt_dir = tmp.path().join("rebuild");
-    project::rebuild_into(log.as_ref(), end, &rebuilt_dir, Codec::Snappy, &hidden).map_err(run_err)?;
-    let rebuilt = project::snapshot(&rebuilt_dir).map_err(run_err)?;
+    let live = project::snapshot(&TablesRoot::Local(data.join(DELTA_DIR)), &data).map_err(run_err)?;
+    let rebuilt_root = TablesRoot::Local(tmp.path().join("rebuild"));
+    project::rebuild_into(log.as_ref(), end, &rebuilt_root, tmp.path(), Codec::Snappy, &hidden).map_err(run_err)?;
+    let rebuilt = project::snapshot(&rebuilt_root, tmp.path()).map_err(run_err)?;
     let mut incremental_equals_rebuild = true;
     for (i, def) in TABLES.iter().enumerate() {
-        let rows = live.manifest.tables[i].iter().map(|f| f.rows).sum();
+        let rows = live.rows()[i];
         let a = hash_rows(&live.files[i], rows)?;
         let b = hash_rows(&rebuilt.files[i], rows)?;
         incremental_equals_rebuild &= a.digest == b.digest;

@@ -16,7 +16,7 @@ use crate::event;
 use crate::generate::{self, World, WorldConfig};
 use crate::log::{EventLog, LogError, LogOptions, SledLog};
 use crate::metrics::Metrics;
-use crate::project::{self, Codec, Continuous, ProjectionStats, Projector, TABLES};
+use crate::project::{self, Codec, Continuous, ProjectionStats, Projector, TablesRoot, TABLES};
 use crate::replay;
 use crate::report;
 use crate::sql;
@@ -40,8 +40,37 @@ pub struct Cli {
     /// and resume by themselves once there is room. 0 turns the check off.
     #[arg(long, global = true, default_value_t = crate::log::DEFAULT_MIN_FREE_BYTES / (1024 * 1024), env = "QUESTLOG_MIN_FREE_MB")]
     pub min_free_mb: u64,
+    /// Where the Delta tables are: a directory, file:///dir, or s3://bucket/prefix, with
+    /// the S3 settings in AWS_* variables (AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP). Default: DATA_DIR/delta.
+    #[arg(long, global = true, env = "QUESTLOG_TABLES")]
+    pub tables: Option<String>,
+    /// How long a file removed from a table (merged by compaction, replaced by a rebuild)
+    /// stays for readers of older snapshots before it is deleted.
+    #[arg(long, global = true, default_value_t = project::DEFAULT_VACUUM_RETENTION_MS, env = "QUESTLOG_VACUUM_RETENTION_MS")]
+    pub vacuum_retention_ms: u64,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--tables` and `--vacuum-retention-ms`, set once by [`run`].
+static TABLES_OPTIONS: std::sync::OnceLock<(Option<TablesRoot>, u64)> = std::sync::OnceLock::new();
+
+/// Where the tables of `data_dir` are (`--tables`, else `DATA_DIR/delta`).
+fn tables_root(data_dir: &Path) -> Result<TablesRoot> {
+    match TABLES_OPTIONS.get().and_then(|(root, _)| root.clone()) {
+        Some(root) => Ok(root),
+        None => Ok(TablesRoot::Local(absolute(data_dir)?.join(project::DELTA_DIR))),
+    }
+}
+
+fn vacuum_retention_ms() -> u64 {
+    TABLES_OPTIONS.get().map(|(_, ms)| *ms).unwrap_or(project::DEFAULT_VACUUM_RETENTION_MS)
+}
+
+/// The projector of `data_dir`'s tables; `check` as in [`Projector::open_with_retention`].
+fn open_projector(data_dir: &Path, codec: Codec, check: bool) -> Result<Projector> {
+    Ok(Projector::open_with_retention(&tables_root(data_dir)?, data_dir, codec, vacuum_retention_ms(), check)?)
 }
 
 #[derive(Subcommand, Debug)]
@@ -145,10 +174,10 @@ pub enum Command {
         /// With --rebuild: build the tables as they were at this log offset.
         #[arg(long, requires = "rebuild")]
         to: Option<u64>,
-        /// With --rebuild: write the tables into this directory instead of replacing the
-        /// data dir's (time travel without touching the live tables).
+        /// With --rebuild: write the tables into this new place (a directory or
+        /// s3://bucket/prefix) instead of the live ones (time travel without touching them).
         #[arg(long, requires = "rebuild")]
-        out: Option<PathBuf>,
+        out: Option<String>,
     },
     /// Compute the findings report from the tables with Polars.
     Report {
@@ -273,6 +302,8 @@ pub fn run(cli: Cli) -> Result<()> {
     let data_dir = cli.data_dir;
     let min_free_bytes = cli.min_free_mb.checked_mul(1024 * 1024).ok_or_else(|| anyhow!("--min-free-mb {} is too large", cli.min_free_mb))?;
     let _ = LOG_OPTIONS.set(LogOptions { min_free_bytes });
+    let root = cli.tables.as_deref().map(TablesRoot::parse).transpose()?;
+    let _ = TABLES_OPTIONS.set((root, cli.vacuum_retention_ms));
     if !matches!(cli.command, Command::Serve { .. } | Command::Quickstart { .. }) {
         keep_freed_memory();
     }
@@ -355,7 +386,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Verify => {
             let log = open_log_for(&data_dir, "verify")?;
             let pb = generate::progress_bar(0, "verifying");
-            let result = crate::verify::verify(log.as_ref(), &data_dir, &pb);
+            let result = crate::verify::verify(log.as_ref(), &tables_root(&data_dir)?, &data_dir, &pb);
             pb.finish_and_clear();
             log.close()?;
             println!("{}", result?.render());
@@ -403,22 +434,23 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             let pb = generate::progress_bar(0, if rebuild { "rebuilding" } else { "projecting" });
             if let Some(out) = out {
-                // Time travel into another directory; the live tables are not touched.
-                if out.join("_questlog_manifest.json").exists() || out.read_dir().is_ok_and(|mut d| d.next().is_some()) {
-                    bail!("--out {} exists and is not empty; choose a new directory", out.display());
+                // Time travel into another place; the live tables are not touched.
+                let out_root = TablesRoot::parse(&out)?;
+                let taken = match &out_root {
+                    TablesRoot::Local(dir) => dir.read_dir().is_ok_and(|mut d| d.next().is_some()),
+                    TablesRoot::S3 { .. } => project::snapshot(&out_root, &data_dir)?.versions.iter().any(Option::is_some),
+                };
+                if taken {
+                    bail!("--out {out} already holds files or tables; choose a new place");
                 }
-                let summary = project::rebuild_into(log.as_ref(), to.unwrap_or(end), &out, codec, &pb)?;
+                let summary = project::rebuild_into(log.as_ref(), to.unwrap_or(end), &out_root, &data_dir, codec, &pb)?;
                 pb.finish_and_clear();
                 println!("{}", summary.render());
-                println!("tables as of offset {} in {}", summary.to_offset, out.display());
+                println!("tables as of offset {} in {out_root}", summary.to_offset);
                 log.close()?;
                 return Ok(());
             }
-            let mut projector = if rebuild {
-                Projector::open_for_rebuild(&data_dir, codec)?
-            } else {
-                Projector::open(&data_dir, codec)?
-            }
+            let mut projector = open_projector(&data_dir, codec, !rebuild)?
             .with_step_events(step_events)
             .with_min_free_bytes(log_options().min_free_bytes);
             let summary = if rebuild {
@@ -428,14 +460,14 @@ pub fn run(cli: Cli) -> Result<()> {
             };
             pb.finish_and_clear();
             println!("{}", summary.render());
-            println!("tables at offset {} in {}", projector.offset(), data_dir.join("tables").display());
+            println!("tables at offset {} in {}", projector.offset(), tables_root(&data_dir)?);
             log.close()?;
             Ok(())
         }
         Command::Report { out, to } => {
             let out = out.unwrap_or_else(|| data_dir.join("report"));
             let (report, offset) = match to {
-                None => build_report(&data_dir)?,
+                None => build_report(&tables_root(&data_dir)?, &data_dir)?,
                 Some(to) => {
                     // As of offset `to`: rebuild the tables that far in a temp dir.
                     let log = open_log_for(&data_dir, "report as of an offset")?;
@@ -444,10 +476,10 @@ pub fn run(cli: Cli) -> Result<()> {
                         bail!("--to {to} is past the end of the log ({end} events)");
                     }
                     let tmp = tempfile::tempdir().context("creating a temp dir")?;
-                    let dir = tmp.path().join("tables");
-                    project::rebuild_into(log.as_ref(), to, &dir, Codec::Snappy, &indicatif::ProgressBar::hidden())?;
+                    let root = TablesRoot::Local(tmp.path().join("tables"));
+                    project::rebuild_into(log.as_ref(), to, &root, tmp.path(), Codec::Snappy, &indicatif::ProgressBar::hidden())?;
                     log.close()?;
-                    build_report(&dir)?
+                    build_report(&root, tmp.path())?
                 }
             };
             let (md, html) = report::write_report(&report, &out)?;
@@ -461,7 +493,7 @@ pub fn run(cli: Cli) -> Result<()> {
             // Load only the tables the query names, without heavy columns it never uses.
             let skip = sql::skippable_columns(&query);
             let named = sql::named_tables(&query);
-            let frames = read_snapshot(&data_dir, |files| {
+            let frames = read_snapshot(&tables_root(&data_dir)?, &data_dir, |files| {
                 let files = report::TableFiles::new(
                     files.tables.iter().filter(|(t, _)| named.contains(t)).map(|(t, f)| (*t, f.clone())).collect(),
                 );
@@ -483,8 +515,12 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Ddl => {
-            let dir = absolute(&data_dir)?.join("tables");
-            print!("{}", project::hive_ddl(&dir));
+            let root = tables_root(&data_dir)?;
+            if root.is_local() {
+                println!("-- Hive, or Spark without Delta Lake: the plain-directory view DATA_DIR/tables");
+                print!("{}", project::hive_ddl(&absolute(&data_dir)?.join(project::plain::LINK)));
+            }
+            print!("{}", project::delta_ddl(&root)?);
             Ok(())
         }
     }
@@ -613,13 +649,14 @@ fn rejected_cmd(data_dir: &Path, from: u64, limit: usize) -> Result<()> {
 /// Runs `load` (which opens, and may read, the five tables) on one consistent snapshot,
 /// retrying if a projector replaced files between reading the manifest and opening them.
 fn read_snapshot<T>(
+    root: &TablesRoot,
     data_dir: &Path,
     load: impl Fn(&report::TableFiles) -> Result<T, report::ReportError>,
 ) -> Result<(T, u64)> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let snap = project::snapshot(data_dir)?;
+        let snap = project::snapshot(root, data_dir)?;
         let files = report::TableFiles::new(TABLES.iter().zip(snap.files).map(|(t, f)| (t.name, f)).collect());
         match load(&files) {
             Ok(frames) => return Ok((frames, snap.offset)),
@@ -631,9 +668,9 @@ fn read_snapshot<T>(
     }
 }
 
-fn build_report(data_dir: &Path) -> Result<(report::Report, u64)> {
+fn build_report(root: &TablesRoot, data_dir: &Path) -> Result<(report::Report, u64)> {
     // Opened, not loaded: each section reads only the columns it uses.
-    let (snapshot, offset) = read_snapshot(data_dir, report::open_snapshot)?;
+    let (snapshot, offset) = read_snapshot(root, data_dir, report::open_snapshot)?;
     let report = report::build_report_from(&snapshot, &format!("log offsets 0..{offset}"))?;
     Ok((report, offset))
 }
@@ -690,7 +727,7 @@ struct Server {
 
 async fn start_server(data_dir: &Path, listen: &str, interval_ms: u64, codec: Codec, fallback_port: bool) -> Result<(Server, tokio::net::TcpListener)> {
     let log = open_log_for(data_dir, "serve")?;
-    let projector = Projector::open(data_dir, codec)?.with_min_free_bytes(log_options().min_free_bytes);
+    let projector = open_projector(data_dir, codec, true)?.with_min_free_bytes(log_options().min_free_bytes);
     let metrics = Arc::new(Metrics::default());
     let projection = Arc::new(ProjectionStats::default());
     let listener = match tokio::net::TcpListener::bind(listen).await {
@@ -775,7 +812,8 @@ async fn quickstart(data_dir: &Path, listen: &str, seed: u64, events: u64, exit:
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let dd = data_dir.to_path_buf();
-    let (report, offset) = tokio::task::spawn_blocking(move || build_report(&dd)).await??;
+    let root = tables_root(data_dir)?;
+    let (report, offset) = tokio::task::spawn_blocking(move || build_report(&root, &dd)).await??;
     let out = data_dir.join("report");
     let (md, html) = report::write_report(&report, &out)?;
 
@@ -787,7 +825,10 @@ async fn quickstart(data_dir: &Path, listen: &str, seed: u64, events: u64, exit:
     println!("\n== Where everything is ==");
     println!("  API        http://{addr}  (POST /v1/events, GET /{{event_type}}?…, /healthz, /metrics)");
     println!("  log        {}", abs.join("log").display());
-    println!("  tables     {}/{{guild_joins,enemies_killed,quest_accept,damage_taken,transactions}}", abs.join("tables").display());
+    println!("  tables     {}/{{guild_joins,enemies_killed,quest_accept,damage_taken,transactions}}  (Delta Lake)", tables_root(data_dir)?);
+    if tables_root(data_dir)?.is_local() {
+        println!("             {}/…  (the same as plain Parquet directories)", abs.join(project::plain::LINK).display());
+    }
     println!("  report     {}", absolute(&md)?.display());
     println!("             {}", absolute(&html)?.display());
     println!("\n== Try next ==");

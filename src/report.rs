@@ -344,7 +344,7 @@ pub fn open_snapshot(files: &TableFiles) -> Result<Snapshot, ReportError> {
     for (table, paths) in &files.tables {
         let mut handles = Vec::with_capacity(paths.len());
         for path in paths {
-            match crate::project::open_table_file(path) {
+            match std::fs::File::open(path) {
                 Ok(file) => handles.push((path.clone(), file)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     return Err(ReportError::FileVanished(path.clone()));

@@ -11,7 +11,7 @@ use arrow::record_batch::RecordBatch;
 use indicatif::ProgressBar;
 
 use crate::log::{EventLog, LogError};
-use crate::project::{self, Codec, ProjectError, Snapshot, TABLES};
+use crate::project::{self, Codec, ProjectError, Snapshot, TablesRoot, TABLES};
 
 /// A divergence, said precisely.
 #[derive(Debug, thiserror::Error)]
@@ -22,10 +22,8 @@ pub enum VerifyError {
     Project(#[from] ProjectError),
     #[error("tables are published at log offset {tables} but the log ends at {log}: the log lost records (truncated?)")]
     TablesAheadOfLog { tables: u64, log: u64 },
-    #[error("table {table}: file {path} is listed in the manifest but missing")]
+    #[error("table {table}: file {path} is in the Delta log but missing")]
     MissingFile { table: &'static str, path: PathBuf },
-    #[error("table {table}: file {path} is not listed in the manifest")]
-    StrayFile { table: &'static str, path: PathBuf },
     #[error("table {table}: cannot read {path}: {reason}")]
     Unreadable { table: &'static str, path: PathBuf, reason: String },
     #[error("table {table}: row {row} (log offset {offset}) differs from the log's projection{detail}")]
@@ -58,7 +56,7 @@ impl VerifyReport {
 }
 
 /// Verifies the log and the tables of `data_dir`.
-pub fn verify(log: &dyn EventLog, data_dir: &Path, progress: &ProgressBar) -> Result<VerifyReport, VerifyError> {
+pub fn verify(log: &dyn EventLog, root: &TablesRoot, data_dir: &Path, progress: &ProgressBar) -> Result<VerifyReport, VerifyError> {
     let end = log.durable_end();
     progress.set_length(end);
     let mut n = 0u64;
@@ -76,15 +74,15 @@ pub fn verify(log: &dyn EventLog, data_dir: &Path, progress: &ProgressBar) -> Re
         return Err(LogError::Corrupt { offset: n, reason: format!("log ends at {n}, expected {end}") }.into());
     }
 
-    let snap = project::snapshot(data_dir)?;
+    let snap = project::snapshot(root, data_dir)?;
     if snap.offset > end {
         return Err(VerifyError::TablesAheadOfLog { tables: snap.offset, log: end });
     }
     check_files(&snap)?;
     let scratch = tempfile::tempdir().map_err(|e| VerifyError::Io(format!("creating a scratch dir: {e}")))?;
-    let rebuilt_dir = scratch.path().join("tables");
-    project::rebuild_into(log, snap.offset, &rebuilt_dir, Codec::Snappy, &ProgressBar::hidden())?;
-    let rebuilt = project::snapshot(&rebuilt_dir)?;
+    let rebuilt_root = TablesRoot::Local(scratch.path().join("tables"));
+    project::rebuild_into(log, snap.offset, &rebuilt_root, scratch.path(), Codec::Snappy, &ProgressBar::hidden())?;
+    let rebuilt = project::snapshot(&rebuilt_root, scratch.path())?;
     let mut rows = Vec::new();
     for (i, def) in TABLES.iter().enumerate() {
         rows.push(compare_table(def.name, &snap.files[i], &rebuilt.files[i], snap.offset)?);
@@ -92,21 +90,20 @@ pub fn verify(log: &dyn EventLog, data_dir: &Path, progress: &ProgressBar) -> Re
     Ok(VerifyReport { log_records: n, tables_offset: snap.offset, rows, files: snap.files.iter().map(Vec::len).sum() })
 }
 
-/// Every listed file exists; no part file is unlisted.
+/// Every file the Delta log lists exists with the size it recorded.
 fn check_files(snap: &Snapshot) -> Result<(), VerifyError> {
-    for (def, files) in TABLES.iter().zip(&snap.files) {
-        for f in files {
-            if !f.exists() {
-                return Err(VerifyError::MissingFile { table: def.name, path: f.clone() });
-            }
-        }
-        let dir = snap.dir.join(def.location);
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if name.ends_with(".parquet") && !files.iter().any(|f| f.file_name() == Some(e.file_name().as_os_str())) {
-                    return Err(VerifyError::StrayFile { table: def.name, path: dir.join(name) });
+    for ((def, files), entries) in TABLES.iter().zip(&snap.files).zip(&snap.entries) {
+        for (f, entry) in files.iter().zip(entries) {
+            match std::fs::metadata(f) {
+                Err(_) => return Err(VerifyError::MissingFile { table: def.name, path: f.clone() }),
+                Ok(m) if m.len() != entry.bytes => {
+                    return Err(VerifyError::Unreadable {
+                        table: def.name,
+                        path: f.clone(),
+                        reason: format!("it is {} bytes; the Delta log recorded {}", m.len(), entry.bytes),
+                    })
                 }
+                Ok(_) => {}
             }
         }
     }

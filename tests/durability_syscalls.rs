@@ -6,7 +6,7 @@
 //! one at a time, one that began after the last write of the log made for that request.
 //!
 //! The same for the tables: every table directory that gained a file is synced before the
-//! manifest rename that commits it, and the manifest's directory after it.
+//! Delta commit that names it, and the commit's log entry and directory after it.
 //!
 //! SIGKILL tests cannot catch a missing fsync (the page cache survives them); sled 0.34's
 //! own flush ends in `sync_file_range`, which this test does not count as durable. It
@@ -234,9 +234,10 @@ fn paths(args: &str) -> Vec<&str> {
 
 /// The tables' commit, checked in the system calls of `questlog project`: every change to
 /// a table directory's entries (a staged file created or renamed into it) is followed by
-/// an `fsync` of that directory before the manifest rename that commits the step names
-/// the file, and every manifest rename by an `fsync` of its directory. A power loss then
-/// cannot leave a committed manifest naming files whose directory entries were lost.
+/// an `fsync` of that directory before the Delta commit that may name the file, and every
+/// commit is followed by an `fsync` of its log entry and of the `_delta_log` directory. A
+/// power loss then cannot leave a commit naming files whose directory entries were lost,
+/// nor take a commit that was reported done.
 #[test]
 fn every_table_commit_follows_an_fsync_of_the_directories_it_names() {
     if !strace_usable() {
@@ -249,7 +250,7 @@ fn every_table_commit_follows_an_fsync_of_the_directories_it_names() {
     let mut traced = Command::new("strace")
         .args(["-f", "-ttt", "-yy", "-s", "256", "-o"])
         .arg(&trace_path)
-        .args(["-e", "trace=openat,rename,renameat,renameat2,fsync,fdatasync"])
+        .args(["-e", "trace=openat,rename,renameat,renameat2,link,linkat,fsync,fdatasync"])
         .arg(bin())
         .arg("--data-dir")
         .arg(&data)
@@ -261,54 +262,65 @@ fn every_table_commit_follows_an_fsync_of_the_directories_it_names() {
     let status = wait_exit(&mut traced, Duration::from_secs(120), "project under strace");
     assert!(status.success(), "project under strace exited with {status}");
     let calls = parse_trace(&std::fs::read_to_string(&trace_path).unwrap());
-    let tables_root = std::fs::canonicalize(data.join("tables")).unwrap();
-    let gen = tables_root.to_string_lossy().to_string();
-    // Directory entry changes in the table directories, as (position, directory).
+    let root = std::fs::canonicalize(data.join("delta")).unwrap().to_string_lossy().to_string();
+    // A Delta commit is the creation of `<table>/_delta_log/<version>.json` (object_store's
+    // local put-if-absent links a written temporary file to that name).
+    let commit_of = |p: &str| -> Option<String> {
+        let (table, file) = p.strip_prefix(&root)?.trim_start_matches('/').split_once("/_delta_log/")?;
+        let version = file.strip_suffix(".json")?;
+        (!version.is_empty() && version.bytes().all(|b| b.is_ascii_digit())).then(|| format!("{root}/{table}"))
+    };
+    // Directory entry changes in the table directories (not their logs), as (position, directory).
     let mut changes: Vec<(f64, String)> = Vec::new();
-    let mut commits: Vec<f64> = Vec::new();
-    let mut dir_syncs: Vec<(f64, f64, String)> = Vec::new();
+    let mut commits: Vec<(f64, f64, String, String)> = Vec::new();
+    let mut syncs: Vec<(f64, f64, String)> = Vec::new();
     for c in calls.iter().filter(|c| c.ret >= 0) {
         match c.name.as_str() {
             "openat" if c.args.contains("O_CREAT") => {
-                if let Some(p) = paths(&c.args).first().filter(|p| p.starts_with(&gen)) {
+                if let Some(p) = paths(&c.args).first().filter(|p| p.starts_with(&root)) {
                     let parent = Path::new(p).parent().unwrap().to_string_lossy().to_string();
-                    if parent != gen {
+                    if !parent.ends_with("/_delta_log") && parent != root {
                         changes.push((c.end, parent));
                     }
                 }
             }
-            "rename" | "renameat" | "renameat2" => {
+            "rename" | "renameat" | "renameat2" | "link" | "linkat" => {
                 let ps = paths(&c.args);
                 let Some(to) = ps.last() else { continue };
-                if to.ends_with("/_questlog_manifest.json") {
-                    commits.push(c.start);
-                } else if to.starts_with(&gen) {
+                if let Some(table) = commit_of(to) {
+                    commits.push((c.start, c.end, table, to.to_string()));
+                } else if to.starts_with(&root) && !to.contains("/_delta_log/") {
                     changes.push((c.end, Path::new(to).parent().unwrap().to_string_lossy().to_string()));
                 }
             }
             "fsync" | "fdatasync" => {
                 let fd = fd_arg(&c.args);
                 if let Some(path) = fd.split_once('<').map(|x| x.1.trim_end_matches('>')) {
-                    dir_syncs.push((c.start, c.end, path.to_string()));
+                    syncs.push((c.start, c.end, path.to_string()));
                 }
             }
             _ => {}
         }
     }
-    assert!(commits.len() >= 13, "twelve steps and at least one compaction commit: {} commits", commits.len());
+    // Five tables created, twelve steps each, and compaction.
+    assert!(commits.len() >= 5 * 13 + 1, "only {} Delta commits in the trace", commits.len());
     let mut checked = 0;
-    for (i, &commit) in commits.iter().enumerate() {
-        let since = if i == 0 { f64::MIN } else { commits[i - 1] };
-        for (at, d) in changes.iter().filter(|(at, _)| *at > since && *at < commit) {
+    for (i, (start, end, table, entry)) in commits.iter().enumerate() {
+        let since = commits[..i].iter().rev().find(|c| &c.2 == table).map_or(f64::MIN, |c| c.1);
+        for (at, d) in changes.iter().filter(|(at, d)| *at > since && *at < *start && d == table) {
             assert!(
-                dir_syncs.iter().any(|(start, end, p)| p == d && *start > *at && *end < commit),
-                "commit {i} (trace line {commit}) names a file in {d} whose directory entry (line {at}) was never synced before it"
+                syncs.iter().any(|(s, e, p)| p == d && *s > *at && *e < *start),
+                "commit {entry} (trace line {start}) may name a file in {d} whose directory entry (line {at}) was never synced before it"
             );
             checked += 1;
         }
+        if entry.ends_with("00000000000000000000.json") {
+            continue; // the table's creation: nothing was acknowledged by it
+        }
+        let log_dir = format!("{table}/_delta_log");
         assert!(
-            dir_syncs.iter().any(|(start, _, p)| *p == gen && *start > commit),
-            "commit {i} (trace line {commit}): the manifest's directory is never synced after its rename"
+            syncs.iter().any(|(s, _, p)| p == entry && *s > *end) && syncs.iter().any(|(s, _, p)| *p == log_dir && *s > *end),
+            "commit {entry} (trace line {start}): the entry and its directory are not synced after it"
         );
     }
     assert!(checked >= 60, "only {checked} directory changes were checked");

@@ -20,7 +20,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 /// Points where a projection can crash (each aborts the process like a SIGKILL).
-const FAILPOINTS: [&str; 5] = ["stage.write", "stage.finished", "publish.before_commit", "publish.after_commit", "publish.mid_rename"];
+const FAILPOINTS: [&str; 5] = ["stage.write", "stage.finished", "publish.before_commit", "publish.after_commit", "publish.before_view"];
 
 /// The `QUESTLOG_FAILPOINTS` value that crashes at the `pass`th time `point` is reached
 /// (from 0).

@@ -112,7 +112,7 @@ fn verify_passes_when_healthy_and_names_each_kind_of_damage() {
         assert!(!out.status.success(), "verify passed after {name}");
         assert!(stderr.contains(expect), "after {name}: {stderr}");
     };
-    damaged("deleting a table file", &|d| std::fs::remove_file(table_file(d, "enemies_killed")).unwrap(), "is listed in the manifest but missing");
+    damaged("deleting a table file", &|d| std::fs::remove_file(table_file(d, "enemies_killed")).unwrap(), "is in the Delta log but missing");
     damaged(
         "editing a Parquet file",
         &|d| {
@@ -139,9 +139,13 @@ fn verify_passes_when_healthy_and_names_each_kind_of_damage() {
         "cannot open the log at",
     );
     damaged(
-        "adding a stray table file",
-        &|d| std::fs::copy(table_file(d, "guild_joins"), d.join("tables/guild_joins/part-999999999999-999999999999.parquet")).map(|_| ()).unwrap(),
-        "is not listed in the manifest",
+        "truncating a table file",
+        &|d| {
+            let f = table_file(d, "guild_joins");
+            let len = std::fs::metadata(&f).unwrap().len();
+            std::fs::OpenOptions::new().write(true).open(&f).unwrap().set_len(len - 10).unwrap();
+        },
+        "the Delta log recorded",
     );
 }
 
@@ -154,13 +158,20 @@ fn time_travel_builds_tables_and_reports_as_of_an_offset() {
     let out = d.join("as-of-1234");
     let printed = questlog_ok(d, &["project", "--rebuild", "--to", "1234", "--out", out.to_str().unwrap()]);
     assert!(printed.contains("tables as of offset 1234"), "{printed}");
-    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("_questlog_manifest.json")).unwrap()).unwrap();
-    assert_eq!(manifest["offset"], 1234);
-    let rows: u64 = manifest["tables"].as_array().unwrap().iter().flat_map(|t| t.as_array().unwrap()).map(|f| f["rows"].as_u64().unwrap()).sum();
-    assert_eq!(rows, 1234);
+    // Delta tables as of 1234, read through `--tables`.
+    for dir in TABLE_DIRS {
+        assert_eq!(delta_table_offset(&out.join(dir)), 1234, "{dir}");
+    }
+    let counted: u64 = ["guild_joins", "enemy_kills", "quests", "take_damage", "transactions"]
+        .iter()
+        .map(|t| {
+            let csv = questlog_ok(d, &["--tables", out.to_str().unwrap(), "sql", &format!("select count(*) as n from {t}"), "--format", "csv"]);
+            csv.lines().last().unwrap().parse::<u64>().unwrap()
+        })
+        .sum();
+    assert_eq!(counted, 1234);
     // The live tables are untouched.
-    let live: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("tables/_questlog_manifest.json")).unwrap()).unwrap();
-    assert_eq!(live["offset"], 5000);
+    assert_eq!(tables_offset(d), 5000);
     // The report as of 1234 equals the report of a log that stopped there.
     let r = d.join("r");
     questlog_ok(d, &["report", "--to", "1234", "--out", r.to_str().unwrap()]);

@@ -250,13 +250,43 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// A Parquet file of the table in `DATA_DIR/tables/<dir>`.
+/// The table directories, in contract order.
+pub const TABLE_DIRS: [&str; 5] = ["guild_joins", "enemies_killed", "quest_accept", "damage_taken", "transactions"];
+
+/// The log offset a Delta table at `table_dir` reaches, read straight from its newest
+/// commit's `txn` action (every projector commit carries one; 0 before the first).
+pub fn delta_table_offset(table_dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(table_dir.join("_delta_log")) else { return 0 };
+    let newest = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let v: u64 = name.strip_suffix(".json")?.parse().ok()?;
+            Some((v, e.path()))
+        })
+        .max();
+    let Some((_, path)) = newest else { return 0 };
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|v| v["txn"]["version"].as_u64())
+        .unwrap_or(0)
+}
+
+/// The offset all five local Delta tables of `data_dir` reach (`DATA_DIR/delta`).
+pub fn tables_offset(data_dir: &Path) -> u64 {
+    TABLE_DIRS.iter().map(|d| delta_table_offset(&data_dir.join("delta").join(d))).min().unwrap_or(0)
+}
+
+/// A file of the local Delta table `DATA_DIR/delta/<dir>` that the table holds now (one
+/// the plain-directory view `DATA_DIR/tables/<dir>` lists).
 pub fn table_file(data_dir: &Path, dir: &str) -> PathBuf {
-    std::fs::read_dir(data_dir.join("tables").join(dir))
+    let name = std::fs::read_dir(data_dir.join("tables").join(dir))
         .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "parquet"))
-        .unwrap_or_else(|| panic!("no Parquet file in tables/{dir}"))
+        .map(|e| e.unwrap().file_name())
+        .find(|n| n.to_string_lossy().ends_with(".parquet"))
+        .unwrap_or_else(|| panic!("no Parquet file in tables/{dir}"));
+    data_dir.join("delta").join(dir).join(name)
 }
 
 /// Whether a test that needs `what` of the machine can run. Where it cannot, the test says

@@ -1,24 +1,23 @@
-//! Projections: the log turned into the five seed tables as Parquet, incrementally (a
-//! step from the published offset to the end of the log) or rebuilt from offset 0.
+//! Projections: the log turned into the five seed tables, incrementally (a step from the
+//! tables' offset to the end of the log) or rebuilt from offset 0.
 //!
-//! Layout under `DATA_DIR`: `tables` is a symlink to a generation directory
-//! `tables.gen-NNNNNN/`, which holds `_questlog_manifest.json` and one directory per table
-//! (`guild_joins/`, `enemies_killed/`, …) of `part-<first>-<last>.parquet` files, named by
-//! the first and last log offset of their rows.
+//! The tables are Delta Lake tables ([`delta`]) under a root given by `--tables`: a local
+//! directory (by default `DATA_DIR/delta`) or `s3://bucket/prefix`, one table per seed
+//! location (`guild_joins/`, `enemies_killed/`, …). Local tables also get a plain-directory
+//! view at `DATA_DIR/tables` ([`plain`]) for readers that list directories.
 //!
 //! Invariants:
-//! - The manifest is the truth: a step writes its files under hidden staging names
-//!   (`.part-….parquet.tmp`, which Hive, Spark and `*.parquet` globs skip), then commits
-//!   by atomically replacing the manifest (files and offset together), then renames the
-//!   staged files into place. A crash before the commit leaves the old manifest, and the
-//!   staged files are removed on the next open; after it, the next open finishes the
-//!   renames. So no event is written twice or skipped, and readers that go through the
-//!   manifest ([`snapshot`]) never see half a step.
-//! - A rebuild writes a whole new generation directory and swaps the `tables` symlink in
-//!   one rename, so even readers that glob the directory see the old or the new tables.
+//! - The Delta log is the truth. A step finishes its Parquet files (synced, under names
+//!   no commit uses yet), then commits each table once with the log offset it reaches as
+//!   its `txn` version. A crash before a table's commit leaves that table where it was,
+//!   and the next step writes its events again; after it, they are never written again.
+//!   Files no commit names are removed on a later open.
+//! - A commit lands at exactly the next Delta version or not at all: two projectors on one
+//!   set of tables cannot both commit a step.
 //! - Output is a pure function of the log range and the options: no wall-clock times,
-//!   random names or hash-map order, so two rebuilds are byte-identical.
-//! - Only the projector writes under `tables*`; it only deletes files it named.
+//!   random names or hash-map order in the data files, so two rebuilds write the same
+//!   files byte for byte.
+//! - Only the projector writes the tables; it only deletes files it named.
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
@@ -40,6 +39,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::{EventType, FieldKind, FieldValue, Record};
 use crate::log::{EventLog, LogError};
+
+pub mod delta;
+pub mod plain;
+
+/// The default place of the Delta tables: `DATA_DIR/delta`.
+pub const DELTA_DIR: &str = "delta";
+
+pub use delta::{CommitKind, DeltaTables, TablesRoot, DEFAULT_VACUUM_RETENTION_MS};
+use plain::PlainView;
 
 /// Events one incremental step reads at most. Bounds a step's memory and time; catching
 /// up runs as many steps as it takes.
@@ -65,10 +73,6 @@ pub const ROWS_PER_FILE: usize = 1_000_000;
 /// each row is rewritten once per level — log10 of the number of steps in all.
 pub const COMPACT_FANIN: usize = 10;
 
-const MANIFEST: &str = "_questlog_manifest.json";
-const MANIFEST_FORMAT: u32 = 1;
-const TABLES_LINK: &str = "tables";
-const GEN_PREFIX: &str = "tables.gen-";
 
 /// Crash testing: when `QUESTLOG_FAILPOINTS` makes this point fire (`name=return`, or
 /// `name=3*off->return` for its fourth hit; see `cli::setup_failpoints`), the process
@@ -119,12 +123,22 @@ pub enum ProjectError {
     Parquet { path: PathBuf, source: parquet::errors::ParquetError },
     #[error("building Arrow batch: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
-    #[error("bad table manifest {path}: {reason}")]
-    Manifest { path: PathBuf, reason: String },
-    #[error("table file {path} is listed in the manifest but missing; run `questlog project --rebuild`")]
-    Missing { path: PathBuf },
+    #[error("table {table} at {url}: {source}")]
+    Delta { table: &'static str, url: String, source: Box<deltalake_core::DeltaTableError> },
+    #[error("tables at {location}: {reason}")]
+    Location { location: String, reason: String },
+    #[error("table {table}: {reason}")]
+    Schema { table: &'static str, reason: String },
     #[error("table file {path} is damaged: {reason}; run `questlog project --rebuild` to rebuild the tables from the log")]
     Damaged { path: PathBuf, reason: String },
+    #[error("table {table} is not consistent with the others: {reason}")]
+    Inconsistent { table: &'static str, reason: String },
+    #[error(
+        "table {table} was changed by another writer: this projector read version {read_version} and meant to commit \
+         log offsets up to {wanted_offset}, but the table is now at version {version} with log offsets up to {offset}; \
+         nothing was committed twice. Run one projector per set of tables (stop the other `serve` or `project`)"
+    )]
+    Conflict { table: &'static str, read_version: u64, version: u64, offset: u64, wanted_offset: u64 },
     #[error("unknown compression `{0}`: use snappy, zstd or none")]
     BadCompression(String),
     /// The Parquet writer thread of a step stopped; its own error is the one reported.
@@ -332,12 +346,11 @@ impl RowBuilder {
     }
 }
 
-/// One file in the manifest.
+/// One committed table file (a Delta `add` action).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileEntry {
     pub name: String,
     /// Compaction level: 0 for a step's file, k+1 for a merge of level-k files.
-    #[serde(default)]
     pub level: u8,
     pub rows: u64,
     pub bytes: u64,
@@ -345,53 +358,28 @@ pub struct FileEntry {
     pub last_offset: u64,
 }
 
-fn file_name(first: u64, last: u64) -> String {
-    format!("part-{first:012}-{last:012}.parquet")
+/// A `Write` that hashes what passes through it (SHA-256), for content-named files.
+struct Hashing<W> {
+    inner: W,
+    hash: sha2::Sha256,
 }
 
-fn staged_name(name: &str) -> String {
-    format!(".{name}.tmp")
-}
-
-/// The published state of the tables: the log offset they reach and their files.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Manifest {
-    pub format: u32,
-    /// Every event at an offset below this is in the tables, and none above.
-    pub offset: u64,
-    pub compression: Codec,
-    /// Files per table, in [`TABLES`] order, each list in offset order.
-    pub tables: Vec<Vec<FileEntry>>,
-}
-
-impl Manifest {
-    fn empty(compression: Codec) -> Manifest {
-        Manifest { format: MANIFEST_FORMAT, offset: 0, compression, tables: vec![Vec::new(); TABLES.len()] }
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        use sha2::Digest as _;
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
     }
-
-    fn load(path: &Path) -> Result<Manifest, ProjectError> {
-        let bytes = fs::read(path).map_err(io_err(format!("reading {}", path.display())))?;
-        let m: Manifest = serde_json::from_slice(&bytes)
-            .map_err(|e| ProjectError::Manifest { path: path.to_path_buf(), reason: e.to_string() })?;
-        if m.format != MANIFEST_FORMAT || m.tables.len() != TABLES.len() {
-            return Err(ProjectError::Manifest {
-                path: path.to_path_buf(),
-                reason: format!("format {} with {} tables; expected format {MANIFEST_FORMAT} with 5", m.format, m.tables.len()),
-            });
-        }
-        Ok(m)
-    }
-
-    /// Rows per table, in [`TABLES`] order.
-    pub fn rows(&self) -> Vec<u64> {
-        self.tables.iter().map(|files| files.iter().map(|f| f.rows).sum()).collect()
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 
 /// Writes one Parquet file a batch at a time.
 struct FileWriter {
     path: PathBuf,
-    writer: ArrowWriter<BufWriter<File>>,
+    writer: ArrowWriter<Hashing<BufWriter<File>>>,
     rows: u64,
     first_offset: u64,
     last_offset: u64,
@@ -414,7 +402,8 @@ fn writer_props(codec: Codec) -> WriterProperties {
 impl FileWriter {
     fn create(path: PathBuf, schema: SchemaRef, codec: Codec) -> Result<FileWriter, ProjectError> {
         let file = File::create(&path).map_err(io_err(format!("creating {}", path.display())))?;
-        let writer = ArrowWriter::try_new(BufWriter::with_capacity(1 << 20, file), schema, Some(writer_props(codec)))
+        let out = Hashing { inner: BufWriter::with_capacity(1 << 20, file), hash: Default::default() };
+        let writer = ArrowWriter::try_new(out, schema, Some(writer_props(codec)))
             .map_err(|source| ProjectError::Parquet { path: path.clone(), source })?;
         Ok(FileWriter { path, writer, rows: 0, first_offset: u64::MAX, last_offset: 0 })
     }
@@ -428,20 +417,24 @@ impl FileWriter {
         Ok(())
     }
 
-    /// Finishes the file, syncs it, and renames it to `dir/name_of(first,last)`.
-    fn finish(self, dir: &Path, name_of: impl Fn(&str) -> String) -> Result<FileEntry, ProjectError> {
+    /// Finishes the file, syncs it, and renames it to its final name in `dir` (see
+    /// [`delta::file_name`]). The file is not part of any table until a commit adds it.
+    fn finish(self, dir: &Path, level: u8) -> Result<FileEntry, ProjectError> {
+        use sha2::Digest as _;
         let path = self.path.clone();
         let perr = |source| ProjectError::Parquet { path: path.clone(), source };
-        // `into_inner` writes the footer and hands back the file.
-        let buf = self.writer.into_inner().map_err(perr)?;
-        let file = buf.into_inner().map_err(|e| ProjectError::Io { context: format!("writing {}", path.display()), source: e.into_error() })?;
+        // `into_inner` writes the footer and hands back the writer.
+        let hashing = self.writer.into_inner().map_err(perr)?;
+        let digest = hashing.hash.finalize();
+        let file = hashing.inner.into_inner().map_err(|e| ProjectError::Io { context: format!("writing {}", path.display()), source: e.into_error() })?;
         file.sync_all().map_err(io_err(format!("syncing {}", path.display())))?;
         let bytes = file.metadata().map_err(io_err(format!("stat {}", path.display())))?.len();
-        let name = file_name(self.first_offset, self.last_offset);
-        let target = dir.join(name_of(&name));
+        let hash_hex16: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        let name = delta::file_name(self.first_offset, self.last_offset, level, &hash_hex16);
+        let target = dir.join(&name);
         fs::rename(&path, &target).map_err(io_err(format!("renaming {} to {}", path.display(), target.display())))?;
         failpoint("stage.finished")?;
-        Ok(FileEntry { name, level: 0, rows: self.rows, bytes, first_offset: self.first_offset, last_offset: self.last_offset })
+        Ok(FileEntry { name, level, rows: self.rows, bytes, first_offset: self.first_offset, last_offset: self.last_offset })
     }
 }
 
@@ -449,7 +442,7 @@ impl FileWriter {
 struct TableOutput {
     dir: PathBuf,
     codec: Codec,
-    staged: bool,
+    level: u8,
     schema: SchemaRef,
     current: Option<FileWriter>,
     done: Vec<FileEntry>,
@@ -457,15 +450,17 @@ struct TableOutput {
 }
 
 impl TableOutput {
-    fn new(def: &TableDef, dir: PathBuf, codec: Codec, staged: bool) -> TableOutput {
-        TableOutput { dir, codec, staged, schema: schema(def.event_type), current: None, done: Vec::new(), seq: 0 }
+    fn new(def: &TableDef, dir: PathBuf, codec: Codec, level: u8) -> TableOutput {
+        TableOutput { dir, codec, level, schema: schema(def.event_type), current: None, done: Vec::new(), seq: 0 }
     }
 
     /// Writes a batch of rows with log offsets `first..=last`, after those written so far.
     fn write_batch(&mut self, batch: &RecordBatch, first: u64, last: u64) -> Result<(), ProjectError> {
         if self.current.is_none() {
             self.seq += 1;
-            let path = self.dir.join(format!(".writing-{}.tmp", self.seq));
+            // The process id keeps two projectors' unfinished files apart, and tells a
+            // later open whether the writer of one is gone.
+            let path = self.dir.join(format!(".writing-{}-{}.tmp", std::process::id(), self.seq));
             self.current = Some(FileWriter::create(path, self.schema.clone(), self.codec)?);
         }
         let w = self.current.as_mut().expect("just created");
@@ -478,8 +473,7 @@ impl TableOutput {
 
     fn close_file(&mut self) -> Result<(), ProjectError> {
         if let Some(w) = self.current.take() {
-            let staged = self.staged;
-            self.done.push(w.finish(&self.dir, |n| if staged { staged_name(n) } else { n.to_string() })?);
+            self.done.push(w.finish(&self.dir, self.level)?);
         }
         Ok(())
     }
@@ -491,31 +485,18 @@ impl TableOutput {
 }
 
 impl Drop for TableOutput {
-    /// On an error path (a full disk, say), removes what this output wrote and no
-    /// manifest will list, so a failing step does not keep the space it took.
+    /// On an error path (a full disk, say), removes the unfinished file, so a failing step
+    /// does not keep the space it took. Finished files may already be named by a commit
+    /// (a name is its content), so they stay: the next open removes them if none does.
     fn drop(&mut self) {
         if let Some(w) = self.current.take() {
             let _ = fs::remove_file(&w.path);
-        }
-        for f in self.done.drain(..) {
-            let name = if self.staged { staged_name(&f.name) } else { f.name.clone() };
-            let _ = fs::remove_file(self.dir.join(name));
         }
     }
 }
 
 fn fsync_dir(dir: &Path) -> Result<(), ProjectError> {
     File::open(dir).and_then(|f| f.sync_all()).map_err(io_err(format!("syncing directory {}", dir.display())))
-}
-
-fn write_manifest(dir: &Path, m: &Manifest) -> Result<(), ProjectError> {
-    let tmp = dir.join(".manifest.tmp");
-    let mut bytes = serde_json::to_vec_pretty(m).expect("manifest serialises");
-    bytes.push(b'\n');
-    let mut f = File::create(&tmp).map_err(io_err(format!("creating {}", tmp.display())))?;
-    f.write_all(&bytes).and_then(|_| f.sync_all()).map_err(io_err(format!("writing {}", tmp.display())))?;
-    fs::rename(&tmp, dir.join(MANIFEST)).map_err(io_err(format!("publishing {}", dir.join(MANIFEST).display())))?;
-    fsync_dir(dir)
 }
 
 /// What a projection run did, for the user.
@@ -529,6 +510,7 @@ pub struct ProjectSummary {
     pub files_written: u64,
     pub bytes_written: u64,
     pub files_compacted: u64,
+    pub files_vacuumed: u64,
     pub seconds: f64,
 }
 
@@ -540,6 +522,9 @@ impl ProjectSummary {
         );
         if self.files_compacted > 0 {
             s.push_str(&format!(", {} small files merged", self.files_compacted));
+        }
+        if self.files_vacuumed > 0 {
+            s.push_str(&format!(", {} removed files deleted", self.files_vacuumed));
         }
         for (t, rows) in TABLES.iter().zip(self.rows) {
             s.push_str(&format!("\n  {:<13} +{rows} rows", t.name));
@@ -559,235 +544,155 @@ impl ProjectSummary {
         self.files_written += other.files_written;
         self.bytes_written += other.bytes_written;
         self.files_compacted += other.files_compacted;
+        self.files_vacuumed += other.files_vacuumed;
     }
 }
 
-/// The seam between projection and storage: where table files are staged and how a new
-/// set of files is published. [`LocalTables`] keeps them under `DATA_DIR`; an object
-/// store would stage locally and publish by uploading files, then the manifest.
-pub trait TableSink {
-    /// The published manifest.
-    fn manifest(&self) -> &Manifest;
-    /// The directory where new files of `table` are written (under staged names).
+/// The seam between projection and storage: what the tables hold, where new files are
+/// written, and how a change is committed. [`Tables`] implements it with Delta Lake tables
+/// on a local disk or S3-protocol object storage.
+pub trait TableSink: Send {
+    /// The log offset each table reaches, in [`TABLES`] order.
+    fn offsets(&self) -> Vec<u64>;
+    /// The committed files of table `i`, in offset order.
+    fn files(&self, i: usize) -> &[FileEntry];
+    /// A local directory where new files of `table` are finished before a commit.
     fn staging_dir(&self, table: &TableDef) -> PathBuf;
-    /// Atomically publishes `next`, whose new files (listed in `added`, per table) were
-    /// staged with [`staged_name`]; files in `removed` are deleted after the commit.
-    /// `Ok` means `next` is durable and visible to readers.
-    fn publish(&mut self, next: Manifest, added: &[Vec<String>], removed: &[Vec<String>]) -> Result<(), ProjectError>;
-    /// Path of a published file, for reading.
-    fn file_path(&self, table: &TableDef, name: &str) -> PathBuf;
+    /// Commits `added` (finished in the staging directory) and `removed` files of table
+    /// `i`, which then reaches log offset `offset`. `Ok` means the change is durable and
+    /// visible to readers; an error, that it was not made (or, for
+    /// [`ProjectError::Conflict`], that another writer's change was).
+    fn commit(&mut self, i: usize, kind: CommitKind, added: &[FileEntry], removed: &[FileEntry], offset: u64) -> Result<(), ProjectError>;
+    /// A local path to read a committed file of table `i`.
+    fn local_file(&self, i: usize, name: &str) -> Result<PathBuf, ProjectError>;
+    /// Called after a step's (or a merge's) commits: derived views catch up, at once with
+    /// `force`, else at their own pace (see [`plain::MIN_INTERVAL_MS`]).
+    fn published(&mut self, force: bool) -> Result<(), ProjectError>;
+    /// Deletes files removed longer ago than the retention period; returns how many.
+    fn vacuum(&mut self, force: bool) -> Result<u64, ProjectError>;
+    /// Free bytes where new files are written, if known.
+    fn free_bytes(&self) -> Option<u64>;
 }
 
-/// Tables in the local file system under `DATA_DIR` (see the module docs).
-pub struct LocalTables {
+/// The projector's tables: Delta tables under a [`TablesRoot`], with the plain-directory
+/// view `DATA_DIR/tables` when they are local.
+pub struct Tables {
+    delta: DeltaTables,
+    plain: Option<PlainView>,
+    /// A publish of the plain view was held back (see [`TableSink::published`]).
+    view_pending: bool,
     data_dir: PathBuf,
-    gen_dir: PathBuf,
-    manifest: Manifest,
 }
 
-fn gen_dir_name(generation: u64) -> String {
-    format!("{GEN_PREFIX}{generation:06}")
-}
-
-impl LocalTables {
-    /// Opens the tables of `data_dir`, creating empty ones if there are none, and
-    /// recovers from a crash: finishes a committed step's renames and removes files no
-    /// manifest lists.
-    pub fn open(data_dir: &Path, codec: Codec) -> Result<LocalTables, ProjectError> {
-        LocalTables::open_checked(data_dir, codec, true)
-    }
-
-    /// Opens the tables; with `check` false, missing or damaged files of the live
-    /// generation are not errors (a rebuild is about to replace them).
-    pub fn open_checked(data_dir: &Path, codec: Codec, check: bool) -> Result<LocalTables, ProjectError> {
+impl Tables {
+    /// Opens (creating what is missing) the tables at `root`; `data_dir` is where the
+    /// plain view (local tables) or the staging and cache directories (S3) go.
+    /// With `check`, local files are checked against the Delta log (see [`DeltaTables::open`]).
+    pub fn open(root: &TablesRoot, data_dir: &Path, vacuum_retention_ms: u64, check: bool) -> Result<Tables, ProjectError> {
         fs::create_dir_all(data_dir).map_err(io_err(format!("creating {}", data_dir.display())))?;
-        let link = data_dir.join(TABLES_LINK);
-        let gen_dir = match fs::read_link(&link) {
-            Ok(target) => data_dir.join(target),
-            Err(_) => {
-                let dir = data_dir.join(gen_dir_name(1));
-                create_generation(&dir, &Manifest::empty(codec))?;
-                swap_link(data_dir, &gen_dir_name(1))?;
-                dir
-            }
-        };
-        let manifest = Manifest::load(&gen_dir.join(MANIFEST))?;
-        let tables = LocalTables { data_dir: data_dir.to_path_buf(), gen_dir, manifest };
-        tables.recover(check)?;
+        let delta = DeltaTables::open(root, data_dir, vacuum_retention_ms, check)?;
+        let plain = root.is_local().then(|| PlainView::new(data_dir));
+        let mut tables = Tables { delta, plain, view_pending: false, data_dir: data_dir.to_path_buf() };
+        tables.published(true)?;
         Ok(tables)
     }
 
-    fn recover(&self, check: bool) -> Result<(), ProjectError> {
-        for (def, files) in TABLES.iter().zip(&self.manifest.tables) {
-            let dir = self.gen_dir.join(def.location);
-            fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
-            for f in files {
-                let path = dir.join(&f.name);
-                if !path.exists() {
-                    let staged = dir.join(staged_name(&f.name));
-                    if staged.exists() {
-                        fs::rename(&staged, &path).map_err(io_err(format!("finishing {}", path.display())))?;
-                    } else if check {
-                        return Err(ProjectError::Missing { path });
-                    }
-                }
-                if check {
-                    check_file(&path, f)?;
-                }
-            }
-            // Anything of ours the manifest does not list is left over from a step that
-            // never committed, or from a merge whose old files were not yet removed.
-            let entries = fs::read_dir(&dir).map_err(io_err(format!("listing {}", dir.display())))?;
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let ours = (name.starts_with("part-") && name.ends_with(".parquet"))
-                    || (name.starts_with(".part-") || name.starts_with(".writing-")) && name.ends_with(".tmp");
-                if ours && !files.iter().any(|f| f.name == name) {
-                    let _ = fs::remove_file(entry.path());
-                }
-            }
-            fsync_dir(&dir)?;
-        }
-        // Generations other than the live one are old or unfinished rebuilds.
-        let live = self.gen_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        if let Ok(entries) = fs::read_dir(&self.data_dir) {
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if name.starts_with(GEN_PREFIX) && name != live {
-                    let _ = fs::remove_dir_all(entry.path());
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn generation(&self) -> u64 {
-        self.gen_dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_prefix(GEN_PREFIX))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(1)
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.gen_dir
+    pub fn root(&self) -> &TablesRoot {
+        self.delta.root()
     }
 }
 
-/// A cheap start-up check of a table file: the size the manifest recorded and Parquet's
-/// magic bytes at both ends. It catches truncated, extended or replaced files; `verify`
-/// compares every row with the log.
-fn check_file(path: &Path, entry: &FileEntry) -> Result<(), ProjectError> {
-    use std::io::{Read, Seek, SeekFrom};
-    let damaged = |reason: String| ProjectError::Damaged { path: path.to_path_buf(), reason };
-    let mut f = File::open(path).map_err(io_err(format!("opening {}", path.display())))?;
-    let len = f.metadata().map_err(io_err(format!("stat {}", path.display())))?.len();
-    if len != entry.bytes {
-        return Err(damaged(format!("it is {len} bytes, the manifest recorded {}", entry.bytes)));
+impl TableSink for Tables {
+    fn offsets(&self) -> Vec<u64> {
+        self.delta.offsets()
     }
-    let mut head = [0u8; 4];
-    let mut tail = [0u8; 4];
-    let read = f
-        .read_exact(&mut head)
-        .and_then(|_| f.seek(SeekFrom::End(-4)))
-        .and_then(|_| f.read_exact(&mut tail));
-    if read.is_err() || &head != b"PAR1" || &tail != b"PAR1" {
-        return Err(damaged("it does not start and end with Parquet's magic bytes".into()));
-    }
-    Ok(())
-}
 
-fn create_generation(dir: &Path, manifest: &Manifest) -> Result<(), ProjectError> {
-    for def in &TABLES {
-        fs::create_dir_all(dir.join(def.location)).map_err(io_err(format!("creating {}", dir.display())))?;
-    }
-    write_manifest(dir, manifest)
-}
-
-/// Points `DATA_DIR/tables` at `target` in one rename.
-fn swap_link(data_dir: &Path, target: &str) -> Result<(), ProjectError> {
-    let tmp = data_dir.join(".tables.link.tmp");
-    let _ = fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(target, &tmp).map_err(io_err(format!("creating link {}", tmp.display())))?;
-    fs::rename(&tmp, data_dir.join(TABLES_LINK)).map_err(io_err("swapping the tables link"))?;
-    fsync_dir(data_dir)
-}
-
-impl TableSink for LocalTables {
-    fn manifest(&self) -> &Manifest {
-        &self.manifest
+    fn files(&self, i: usize) -> &[FileEntry] {
+        self.delta.files(i)
     }
 
     fn staging_dir(&self, table: &TableDef) -> PathBuf {
-        self.gen_dir.join(table.location)
+        self.delta.staging_dir(table)
     }
 
-    fn publish(&mut self, next: Manifest, added: &[Vec<String>], removed: &[Vec<String>]) -> Result<(), ProjectError> {
-        // The staged files' data was synced when they were finished; their directory
-        // entries must be durable too before the manifest names them, or power loss could
-        // leave a committed manifest listing files that are gone.
-        for (i, def) in TABLES.iter().enumerate() {
-            if added.get(i).is_some_and(|a| !a.is_empty()) {
-                fsync_dir(&self.gen_dir.join(def.location))?;
-            }
+    fn commit(&mut self, i: usize, kind: CommitKind, added: &[FileEntry], removed: &[FileEntry], offset: u64) -> Result<(), ProjectError> {
+        // The new files' directory entries must be durable before a commit names them.
+        if !added.is_empty() {
+            fsync_dir(&self.delta.staging_dir(&TABLES[i]))?;
         }
-        failpoint("publish.before_commit")?;
-        write_manifest(&self.gen_dir, &next)?;
-        self.manifest = next;
-        failpoint("publish.after_commit")?;
+        self.delta.commit(i, kind, added, removed, offset)
+    }
+
+    fn local_file(&self, i: usize, name: &str) -> Result<PathBuf, ProjectError> {
+        self.delta.local_file(i, name)
+    }
+
+    fn published(&mut self, force: bool) -> Result<(), ProjectError> {
+        let Some(plain) = &mut self.plain else { return Ok(()) };
+        if !force && plain.too_soon() {
+            self.view_pending = true;
+            return Ok(());
+        }
+        self.view_pending = false;
+        failpoint("publish.before_view")?;
+        let mut view = Vec::with_capacity(TABLES.len());
         for (i, def) in TABLES.iter().enumerate() {
-            let dir = self.gen_dir.join(def.location);
-            for name in added.get(i).into_iter().flatten() {
-                fs::rename(dir.join(staged_name(name)), dir.join(name))
-                    .map_err(io_err(format!("publishing {}", dir.join(name).display())))?;
-            }
-            for name in removed.get(i).into_iter().flatten() {
-                if !added.get(i).is_some_and(|a| a.contains(name)) {
-                    let _ = fs::remove_file(dir.join(name));
-                }
-            }
-            fsync_dir(&dir)?;
-            if i == 0 {
-                failpoint("publish.mid_rename")?;
-            }
+            let files = self.delta.files(i).iter().map(|f| Ok((self.delta.local_file(i, &f.name)?, f.name.clone()))).collect::<Result<Vec<_>, ProjectError>>()?;
+            view.push((def, files));
+        }
+        if let Err(e) = plain.publish(&view) {
+            // The view is derived; the Delta tables are correct without it.
+            tracing::warn!(error = %e, data_dir = %self.data_dir.display(), "cannot update the plain-directory view of the tables; turning it off");
+            self.plain = None;
         }
         Ok(())
     }
 
-    fn file_path(&self, table: &TableDef, name: &str) -> PathBuf {
-        self.gen_dir.join(table.location).join(name)
+    fn vacuum(&mut self, force: bool) -> Result<u64, ProjectError> {
+        self.delta.vacuum(force)
+    }
+
+    fn free_bytes(&self) -> Option<u64> {
+        fs2::available_space(&self.delta.staging_dir(&TABLES[0])).ok()
     }
 }
 
-/// A projector's tables and settings, to open it again from disk (recovering whatever a
-/// failed step left): how the continuous projector restarts after a panic.
+/// A projector's tables and settings, to open it again (recovering whatever a failed step
+/// left): how the continuous projector restarts after a panic.
 struct Restart {
+    root: TablesRoot,
     data_dir: PathBuf,
     codec: Codec,
     step_events: u64,
     min_free_bytes: u64,
+    vacuum_retention_ms: u64,
 }
 
 impl Restart {
     fn reopen(&self) -> Result<Projector, ProjectError> {
         Ok(Projector {
-            tables: LocalTables::open(&self.data_dir, self.codec)?,
+            tables: Box::new(Tables::open(&self.root, &self.data_dir, self.vacuum_retention_ms, true)?),
+            root: self.root.clone(),
+            data_dir: self.data_dir.clone(),
             codec: self.codec,
             step_events: self.step_events,
             min_free_bytes: self.min_free_bytes,
+            vacuum_retention_ms: self.vacuum_retention_ms,
         })
     }
 }
 
 /// Reads the log and keeps the tables up to date.
 pub struct Projector {
-    tables: LocalTables,
+    tables: Box<dyn TableSink>,
+    root: TablesRoot,
+    data_dir: PathBuf,
     codec: Codec,
     step_events: u64,
     /// Free bytes to leave on the tables' filesystem before writing; see
     /// [`Projector::with_min_free_bytes`].
     min_free_bytes: u64,
+    vacuum_retention_ms: u64,
 }
 
 /// Estimated Parquet bytes per projected event, for the free-space check of a step
@@ -795,21 +700,37 @@ pub struct Projector {
 const EST_PARQUET_BYTES_PER_EVENT: u64 = 256;
 
 impl Projector {
-    /// Opens the tables of `data_dir` (recovering from a crash). `codec` applies to files
-    /// written from now on.
-    pub fn open(data_dir: &Path, codec: Codec) -> Result<Projector, ProjectError> {
-        Ok(Projector { tables: LocalTables::open(data_dir, codec)?, codec, step_events: MAX_STEP_EVENTS, min_free_bytes: 0 })
+    /// Opens the tables at `root` (recovering from a crash); `data_dir` holds the
+    /// plain-directory view or the S3 staging area. `codec` applies to files written from
+    /// now on.
+    pub fn open(root: &TablesRoot, data_dir: &Path, codec: Codec) -> Result<Projector, ProjectError> {
+        Projector::open_with_retention(root, data_dir, codec, DEFAULT_VACUUM_RETENTION_MS, true)
     }
 
-    /// Opens for [`Projector::rebuild`] only: the live tables may be missing files or
-    /// damaged, since the rebuild replaces them all.
-    pub fn open_for_rebuild(data_dir: &Path, codec: Codec) -> Result<Projector, ProjectError> {
-        Ok(Projector { tables: LocalTables::open_checked(data_dir, codec, false)?, codec, step_events: MAX_STEP_EVENTS, min_free_bytes: 0 })
+    /// With `check` false, damaged or missing files are not errors (for a rebuild, which
+    /// replaces them all).
+    pub fn open_with_retention(root: &TablesRoot, data_dir: &Path, codec: Codec, vacuum_retention_ms: u64, check: bool) -> Result<Projector, ProjectError> {
+        Ok(Projector {
+            tables: Box::new(Tables::open(root, data_dir, vacuum_retention_ms, check)?),
+            root: root.clone(),
+            data_dir: data_dir.to_path_buf(),
+            codec,
+            step_events: MAX_STEP_EVENTS,
+            min_free_bytes: 0,
+            vacuum_retention_ms,
+        })
     }
 
     /// What it takes to open this projector again (see [`Restart`]).
     fn restart(&self) -> Restart {
-        Restart { data_dir: self.tables.data_dir.clone(), codec: self.codec, step_events: self.step_events, min_free_bytes: self.min_free_bytes }
+        Restart {
+            root: self.root.clone(),
+            data_dir: self.data_dir.clone(),
+            codec: self.codec,
+            step_events: self.step_events,
+            min_free_bytes: self.min_free_bytes,
+            vacuum_retention_ms: self.vacuum_retention_ms,
+        }
     }
 
     /// Caps the events of one step (at most [`MAX_STEP_EVENTS`]); smaller steps publish
@@ -827,9 +748,15 @@ impl Projector {
         self
     }
 
-    /// Free bytes on the tables' filesystem, if it says.
-    fn free_bytes(&self) -> Option<u64> {
-        fs2::available_space(self.tables.dir()).ok()
+    /// Brings views held back by their pace up to date (the continuous projector calls
+    /// it when idle).
+    pub fn publish_views(&mut self) -> Result<(), ProjectError> {
+        self.tables.published(true)
+    }
+
+    /// Free bytes where new table files are written, if known.
+    pub fn free_bytes(&self) -> Option<u64> {
+        self.tables.free_bytes()
     }
 
     fn check_space(&self, what: &'static str, estimate_bytes: u64) -> Result<(), ProjectError> {
@@ -837,20 +764,21 @@ impl Projector {
             return Ok(());
         }
         let needed_bytes = self.min_free_bytes.saturating_add(estimate_bytes);
-        match self.free_bytes() {
+        match self.tables.free_bytes() {
             Some(free_bytes) if free_bytes < needed_bytes => Err(ProjectError::NoSpace { what, free_bytes, needed_bytes }),
             // A filesystem that cannot say leaves the decision to the write itself.
             _ => Ok(()),
         }
     }
 
-    /// The log offset the published tables reach.
+    /// The log offset all five tables reach (the smallest of theirs).
     pub fn offset(&self) -> u64 {
-        self.tables.manifest().offset
+        self.tables.offsets().into_iter().min().unwrap_or(0)
     }
 
-    pub fn manifest(&self) -> &Manifest {
-        self.tables.manifest()
+    /// Rows per table, in [`TABLES`] order.
+    pub fn rows(&self) -> Vec<u64> {
+        (0..TABLES.len()).map(|i| self.tables.files(i).iter().map(|f| f.rows).sum()).collect()
     }
 
     /// Projects at most `step_events` events past the published offset and
@@ -858,6 +786,7 @@ impl Projector {
     pub fn step(&mut self, log: &dyn EventLog, progress: &ProgressBar) -> Result<ProjectSummary, ProjectError> {
         let started = Instant::now();
         failpoint("project.step")?;
+        let offsets = self.tables.offsets();
         let from = self.offset();
         let mut to = log.durable_end().min(from + self.step_events);
         if to > from && self.min_free_bytes > 0 {
@@ -876,22 +805,24 @@ impl Projector {
             return Ok(summary);
         }
         let dirs: Vec<PathBuf> = TABLES.iter().map(|d| self.tables.staging_dir(d)).collect();
-        let outputs = write_range(log, from, to, &dirs, self.codec, true, progress)?;
-        let mut next = self.tables.manifest().clone();
-        next.offset = to;
-        let mut added = vec![Vec::new(); TABLES.len()];
+        // A table that is ahead of the others (a step that stopped between the tables'
+        // commits) takes only the events past its own offset.
+        let outputs = write_range(log, from, to, &offsets, &dirs, self.codec, progress)?;
         for (i, files) in outputs.into_iter().enumerate() {
-            for f in files {
+            if offsets[i] >= to {
+                continue;
+            }
+            for f in &files {
                 summary.rows[i] += f.rows;
                 summary.files_written += 1;
                 summary.bytes_written += f.bytes;
-                added[i].push(f.name.clone());
-                next.tables[i].push(f);
             }
+            self.tables.commit(i, CommitKind::Append, &files, &[], to)?;
         }
         summary.events = to - from;
-        self.tables.publish(next, &added, &[])?;
+        self.tables.published(false)?;
         summary.files_compacted = self.compact()?;
+        summary.files_vacuumed = self.tables.vacuum(false)?;
         summary.seconds = started.elapsed().as_secs_f64();
         Ok(summary)
     }
@@ -906,6 +837,7 @@ impl Projector {
             let s = self.step(log, progress)?;
             total.add(&s);
         }
+        self.tables.published(true)?;
         total.seconds = started.elapsed().as_secs_f64();
         Ok(total)
     }
@@ -917,24 +849,20 @@ impl Projector {
         loop {
             let mut did = false;
             for (i, def) in TABLES.iter().enumerate() {
-                let files = &self.tables.manifest().tables[i];
+                let files = self.tables.files(i);
                 let Some(run) = compaction_run(files) else { continue };
-                let inputs: Vec<FileEntry> = files[run.clone()].to_vec();
+                let inputs: Vec<FileEntry> = files[run].to_vec();
                 let input_bytes = inputs.iter().map(|f| f.bytes).sum();
                 if let Err(e) = self.check_space("merging table files", input_bytes) {
                     // The step itself is published; merging waits for room.
                     tracing::warn!(error = %e, table = def.name, "compaction postponed");
                     continue;
                 }
-                let merged = self.merge(def, &inputs, inputs[0].level.saturating_add(1))?;
-                let mut next = self.tables.manifest().clone();
-                next.tables[i].splice(run, merged.iter().cloned());
-                let mut added = vec![Vec::new(); TABLES.len()];
-                added[i] = merged.iter().map(|f| f.name.clone()).collect();
-                let mut removed = vec![Vec::new(); TABLES.len()];
-                removed[i] = inputs.iter().map(|f| f.name.clone()).collect();
+                let merged = self.merge(i, def, &inputs, inputs[0].level.saturating_add(1))?;
                 failpoint("compact.publish")?;
-                self.tables.publish(next, &added, &removed)?;
+                let offset = self.tables.offsets()[i];
+                self.tables.commit(i, CommitKind::Compact, &merged, &inputs, offset)?;
+                self.tables.published(false)?;
                 merged_files += inputs.len() as u64;
                 did = true;
             }
@@ -944,19 +872,19 @@ impl Projector {
         }
     }
 
-    fn merge(&self, def: &TableDef, inputs: &[FileEntry], level: u8) -> Result<Vec<FileEntry>, ProjectError> {
+    fn merge(&self, i: usize, def: &TableDef, inputs: &[FileEntry], level: u8) -> Result<Vec<FileEntry>, ProjectError> {
         let dir = self.tables.staging_dir(def);
         let offset_col = schema(def.event_type).index_of("log_offset")?;
-        let mut out = TableOutput::new(def, dir, self.codec, true);
+        let mut out = TableOutput::new(def, dir, self.codec, level);
         for f in inputs {
-            let path = self.tables.file_path(def, &f.name);
+            let path = self.tables.local_file(i, &f.name)?;
             for batch in batch_reader(&path)? {
                 let batch = batch?;
                 let offsets = batch
                     .column(offset_col)
                     .as_any()
                     .downcast_ref::<arrow::array::Int64Array>()
-                    .ok_or_else(|| ProjectError::Manifest { path: path.clone(), reason: "log_offset is not INT64".into() })?;
+                    .ok_or_else(|| ProjectError::Schema { table: def.name, reason: format!("log_offset is not INT64 in {}", path.display()) })?;
                 if offsets.is_empty() {
                     continue;
                 }
@@ -965,29 +893,46 @@ impl Projector {
                 out.write_batch(&batch, first, last)?;
             }
         }
-        let mut files = out.finish()?;
-        for f in &mut files {
-            f.level = level;
-        }
-        Ok(files)
+        out.finish()
     }
 
-    /// Rebuilds all five tables from offset 0 up to `to` (clamped to the log's end) into a
-    /// new generation and swaps it in atomically.
+    /// Rebuilds all five tables from offset 0 up to `to` (clamped to the log's end): one
+    /// commit per table replaces its files with the rebuilt ones.
     pub fn rebuild(&mut self, log: &dyn EventLog, to: u64, progress: &ProgressBar) -> Result<ProjectSummary, ProjectError> {
-        let to = to.min(log.durable_end());
-        let generation = self.tables.generation() + 1;
-        let data_dir = self.tables.data_dir.clone();
-        let gen_dir = data_dir.join(gen_dir_name(generation));
-        let _ = fs::remove_dir_all(&gen_dir);
-        let summary = rebuild_into(log, to, &gen_dir, self.codec, progress)?;
-        failpoint("rebuild.before_swap")?;
-        swap_link(&data_dir, &gen_dir_name(generation))?;
-        let old = std::mem::replace(&mut self.tables.gen_dir, gen_dir);
-        self.tables.manifest = Manifest::load(&self.tables.gen_dir.join(MANIFEST))?;
-        let _ = fs::remove_dir_all(old);
-        Ok(summary)
+        rebuild_tables(self.tables.as_mut(), log, to, self.codec, progress)
     }
+}
+
+/// Writes the tables for log offsets `0..to` and commits each table's files in place of
+/// what it held.
+fn rebuild_tables(tables: &mut dyn TableSink, log: &dyn EventLog, to: u64, codec: Codec, progress: &ProgressBar) -> Result<ProjectSummary, ProjectError> {
+    let started = Instant::now();
+    let to = to.min(log.durable_end());
+    progress.set_length(to);
+    let dirs: Vec<PathBuf> = TABLES.iter().map(|d| tables.staging_dir(d)).collect();
+    let outputs = write_range(log, 0, to, &[0; 5], &dirs, codec, progress)?;
+    failpoint("rebuild.before_commit")?;
+    let mut summary = ProjectSummary { from_offset: 0, to_offset: to, events: to, ..Default::default() };
+    for (i, files) in outputs.into_iter().enumerate() {
+        for f in &files {
+            summary.rows[i] += f.rows;
+            summary.files_written += 1;
+            summary.bytes_written += f.bytes;
+        }
+        let old = tables.files(i).to_vec();
+        tables.commit(i, CommitKind::Replace, &files, &old, to)?;
+    }
+    tables.published(true)?;
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// Writes the tables for log offsets `0..to` as Delta tables under `root` (time travel
+/// into another place: `project --out`, `report --to`, `verify`). `work_dir` holds
+/// staging files for S3.
+pub fn rebuild_into(log: &dyn EventLog, to: u64, root: &TablesRoot, work_dir: &Path, codec: Codec, progress: &ProgressBar) -> Result<ProjectSummary, ProjectError> {
+    let mut tables = Tables { delta: DeltaTables::open(root, work_dir, DEFAULT_VACUUM_RETENTION_MS, false)?, plain: None, view_pending: false, data_dir: work_dir.to_path_buf() };
+    rebuild_tables(&mut tables, log, to, codec, progress)
 }
 
 /// Nice value of the continuous projector's thread, and of the decode and Parquet writer
@@ -1132,7 +1077,7 @@ impl Continuous {
                     if projector.is_none() {
                         match restart.reopen() {
                             Ok(p) => {
-                                tracing::warn!(projected_offset = p.offset(), "projector restarted after a panic");
+                                tracing::warn!(projected_offset = p.offset(), "projector reopened the tables after a panic or a conflicting commit");
                                 stats.projected_offset.store(p.offset(), Ordering::Relaxed);
                                 stats.set_error(None);
                                 projector = Some(p);
@@ -1178,6 +1123,10 @@ impl Continuous {
                                 free_at_failure = if e.is_no_space() { p.free_bytes() } else { None };
                                 // The step was published; what failed came after it.
                                 compaction_failed = p.offset() > before;
+                                if matches!(e, ProjectError::Conflict { .. }) {
+                                    // Another writer moved the tables: read them again.
+                                    projector = None;
+                                }
                                 break;
                             }
                             Err(Failure::Panic) => {
@@ -1186,6 +1135,12 @@ impl Continuous {
                                 projector = None;
                                 break;
                             }
+                        }
+                    }
+                    // Caught up (or failing): the plain view shows the last commit.
+                    if let Some(p) = projector.as_mut() {
+                        if let Err(e) = p.publish_views() {
+                            tracing::warn!(error = %e, "cannot update the plain-directory view");
                         }
                     }
                     if stopping {
@@ -1237,40 +1192,15 @@ impl Continuous {
     }
 }
 
-/// Writes the tables for log offsets `0..to` into `dir` (its table directories and
-/// manifest), not published anywhere: the caller decides what `dir` becomes.
-pub fn rebuild_into(log: &dyn EventLog, to: u64, dir: &Path, codec: Codec, progress: &ProgressBar) -> Result<ProjectSummary, ProjectError> {
-    let started = Instant::now();
-    let to = to.min(log.durable_end());
-    progress.set_length(to);
-    create_generation(dir, &Manifest::empty(codec))?;
-    let dirs: Vec<PathBuf> = TABLES.iter().map(|d| dir.join(d.location)).collect();
-    let outputs = write_range(log, 0, to, &dirs, codec, false, progress)?;
-    let mut manifest = Manifest::empty(codec);
-    manifest.offset = to;
-    let mut summary = ProjectSummary { from_offset: 0, to_offset: to, events: to, ..Default::default() };
-    for (i, files) in outputs.into_iter().enumerate() {
-        for f in &files {
-            summary.rows[i] += f.rows;
-            summary.files_written += 1;
-            summary.bytes_written += f.bytes;
-        }
-        manifest.tables[i] = files;
-        fsync_dir(&dirs[i])?;
-    }
-    write_manifest(dir, &manifest)?;
-    summary.seconds = started.elapsed().as_secs_f64();
-    Ok(summary)
-}
-
-/// Reads `from..to` from the log and writes each table's rows into files in `dirs`.
+/// Reads `from..to` from the log and writes each table's rows into files in `dirs`;
+/// table `i` takes only the events at or past `starts[i]`.
 fn write_range(
     log: &dyn EventLog,
     from: u64,
     to: u64,
+    starts: &[u64],
     dirs: &[PathBuf],
     codec: Codec,
-    staged: bool,
     progress: &ProgressBar,
 ) -> Result<Vec<Vec<FileEntry>>, ProjectError> {
     // Three stages on their own threads, so that the two cores share the work: decoding
@@ -1285,7 +1215,7 @@ fn write_range(
         let (tx, rx) = std::sync::mpsc::sync_channel::<ToWriter>(WRITER_QUEUE_BATCHES);
         let writer = scope.spawn(move || -> Result<Vec<Vec<FileEntry>>, ProjectError> {
             let mut outs: Vec<TableOutput> =
-                TABLES.iter().zip(dirs).map(|(def, dir)| TableOutput::new(def, dir.clone(), codec, staged)).collect();
+                TABLES.iter().zip(dirs).map(|(def, dir)| TableOutput::new(def, dir.clone(), codec, 0)).collect();
             for message in rx {
                 match message {
                     ToWriter::Batch { table, batch, first, last } => outs[table].write_batch(&batch, first, last)?,
@@ -1304,16 +1234,19 @@ fn write_range(
         };
         let built = crate::log::for_each_prefetched(log.read(from, to)?, |offset, record| -> Result<(), ProjectError> {
             let i = record.event.event_type().index();
+            n += 1;
+            if n % 16_384 == 0 {
+                progress.inc(16_384);
+            }
+            if offset < starts[i] {
+                return Ok(());
+            }
             let b = &mut builders[i];
             b.rows.push(offset, &record);
             b.first = b.first.min(offset);
             b.last = offset;
             if b.rows.rows >= BATCH_ROWS {
                 send(i, b)?;
-            }
-            n += 1;
-            if n % 16_384 == 0 {
-                progress.inc(16_384);
             }
             Ok(())
         })
@@ -1371,68 +1304,52 @@ fn compaction_run(files: &[FileEntry]) -> Option<std::ops::Range<usize>> {
     (files.len() - start >= COMPACT_FANIN).then_some(start..files.len())
 }
 
-/// Opens a file listed in a manifest. Just after a commit, a listed file may still have its
-/// staged name (its content is already final): look there too, and once more under the
-/// final name in case the rename happened in between. `NotFound` means it is gone (merged
-/// away): take a new snapshot.
-pub fn open_table_file(path: &Path) -> std::io::Result<File> {
-    match File::open(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let staged = path.file_name().map(|n| path.with_file_name(staged_name(&n.to_string_lossy())));
-            match staged.map(File::open) {
-                Some(Ok(f)) => Ok(f),
-                _ => File::open(path),
-            }
-        }
-        other => other,
-    }
-}
-
-/// Reads a table file a batch of `BATCH_ROWS` rows at a time (opened with
-/// [`open_table_file`]); the one way projection, `verify` and `check` read Parquet back.
+/// Reads a table file a batch of `BATCH_ROWS` rows at a time; the one way projection,
+/// `verify` and `check` read Parquet back.
 pub fn batch_reader(path: &Path) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReader, ProjectError> {
-    let file = open_table_file(path).map_err(io_err(format!("opening {}", path.display())))?;
+    let file = File::open(path).map_err(io_err(format!("opening {}", path.display())))?;
     ParquetRecordBatchReaderBuilder::try_new(file)
         .and_then(|b| b.with_batch_size(BATCH_ROWS).build())
         .map_err(|source| ProjectError::Parquet { path: path.to_path_buf(), source })
 }
 
-/// A consistent view of the published tables for readers in any process: the offset and
-/// the absolute path of every file, taken from one manifest of one generation.
+/// A consistent view of the tables for readers in any process: each table at the Delta
+/// version where it reaches the offset all five share, with a local path for every file
+/// (for S3 tables, a cached copy).
 #[derive(Clone, Debug)]
 pub struct Snapshot {
     pub offset: u64,
-    pub dir: PathBuf,
+    /// Where the tables are, for messages.
+    pub root: String,
     /// Files per table, in [`TABLES`] order.
     pub files: Vec<Vec<PathBuf>>,
-    pub manifest: Manifest,
+    pub entries: Vec<Vec<FileEntry>>,
+    /// The Delta version of each table the snapshot reads (`None`: no table yet).
+    pub versions: Vec<Option<u64>>,
 }
 
-/// Takes a [`Snapshot`] of `DATA_DIR/tables` (or of a directory written by
-/// [`rebuild_into`], when `dir` holds a manifest itself). No tables yet is an empty snapshot.
-pub fn snapshot(dir: &Path) -> Result<Snapshot, ProjectError> {
-    let gen_dir = if dir.join(MANIFEST).exists() {
-        dir.to_path_buf()
-    } else {
-        match fs::canonicalize(dir.join(TABLES_LINK)) {
-            Ok(p) => p,
-            Err(_) => {
-                return Ok(Snapshot {
-                    offset: 0,
-                    dir: dir.join(TABLES_LINK),
-                    files: vec![Vec::new(); TABLES.len()],
-                    manifest: Manifest::empty(Codec::Snappy),
-                })
-            }
-        }
-    };
-    let manifest = Manifest::load(&gen_dir.join(MANIFEST))?;
-    let files = TABLES
-        .iter()
-        .zip(&manifest.tables)
-        .map(|(def, fs)| fs.iter().map(|f| gen_dir.join(def.location).join(&f.name)).collect())
-        .collect();
-    Ok(Snapshot { offset: manifest.offset, dir: gen_dir, files, manifest })
+impl Snapshot {
+    /// Rows per table, in [`TABLES`] order.
+    pub fn rows(&self) -> Vec<u64> {
+        self.entries.iter().map(|files| files.iter().map(|f| f.rows).sum()).collect()
+    }
+}
+
+/// Takes a [`Snapshot`] of the tables at `root`. No tables yet is an empty snapshot;
+/// nothing is created. `work_dir` holds the cache of S3 files.
+pub fn snapshot(root: &TablesRoot, work_dir: &Path) -> Result<Snapshot, ProjectError> {
+    let mut tables = DeltaTables::open_read_only(root, work_dir)?;
+    let offset = tables.consistent_offset()?;
+    let mut files = Vec::with_capacity(TABLES.len());
+    let mut entries = Vec::with_capacity(TABLES.len());
+    let mut versions = Vec::with_capacity(TABLES.len());
+    for i in 0..TABLES.len() {
+        let es = tables.files(i).to_vec();
+        files.push(es.iter().map(|f| tables.local_file(i, &f.name)).collect::<Result<Vec<_>, _>>()?);
+        entries.push(es);
+        versions.push(tables.version(i));
+    }
+    Ok(Snapshot { offset, root: root.to_string(), files, entries, versions })
 }
 
 /// The Hive `CREATE EXTERNAL TABLE` statements for the five tables at `tables_dir`
@@ -1464,6 +1381,29 @@ pub fn hive_ddl(tables_dir: &Path) -> String {
         ));
     }
     out
+}
+
+/// The statements that register the five Delta tables at `root` in Spark (Delta Lake's
+/// `USING DELTA`), Trino's Delta Lake connector, and DuckDB (`delta_scan`).
+pub fn delta_ddl(root: &TablesRoot) -> Result<String, ProjectError> {
+    let mut spark = String::from("-- Spark with Delta Lake (spark-sql --packages io.delta:delta-spark_2.13:<version>)\n");
+    let mut trino = String::from("-- Trino, Delta Lake connector (catalog `delta`)\n");
+    let mut duck = String::from("-- DuckDB (INSTALL delta; LOAD delta; for s3:// also httpfs and a CREATE SECRET)\n");
+    for def in &TABLES {
+        let url = root.table_url(def)?;
+        let location = match root {
+            TablesRoot::Local(dir) => dir.join(def.location).display().to_string(),
+            TablesRoot::S3 { .. } => url.as_str().trim_end_matches('/').to_string(),
+        };
+        let quoted = location.replace('\'', "''");
+        spark.push_str(&format!("create table if not exists default.{} using delta location '{quoted}';\n", def.name));
+        trino.push_str(&format!(
+            "call delta.system.register_table(schema_name => 'default', table_name => '{}', table_location => '{quoted}');\n",
+            def.name
+        ));
+        duck.push_str(&format!("create or replace view {} as select * from delta_scan('{quoted}');\n", def.name));
+    }
+    Ok(format!("{spark}\n{trino}\n{duck}"))
 }
 
 fn quote_hive(name: &str) -> String {

@@ -1,0 +1,826 @@
+//! The five tables as Delta Lake tables under one root — a local directory or
+//! `s3://bucket/prefix` — committed through delta-rs (`deltalake-core`, no DataFusion).
+//!
+//! The Delta log of each table is the one record of what it holds. questlog writes the
+//! Parquet files itself (byte-identical on every rebuild) and commits them with `add`,
+//! `remove` and `txn` actions:
+//! - every projection step is one commit per table carrying `txn(app = APP_ID, version =
+//!   the log offset the table now reaches)`; a projector that opens the tables reads those
+//!   versions and resumes there;
+//! - a commit must land at exactly the version after the one the projector read
+//!   (no retries): if another writer moved the table, the commit is refused and the
+//!   projector reloads and says so, so no event lands twice;
+//! - compaction is one commit of `remove`s and `add`s (`dataChange = false`) with the same
+//!   `txn`; removed files are deleted by [`DeltaTables::vacuum`] once they have been
+//!   removed for the retention period;
+//! - on S3 a commit is a conditional put (`If-None-Match: *`) of the next log entry, so two
+//!   writers cannot both win a version, with no lock service.
+//!
+//! File names are `part-<first>-<last>-<level>-<hash>.parquet`: the first and last log
+//! offset of the rows, the compaction level, and 16 hex digits of the SHA-256 of the
+//! bytes, so a name never stands for two different files (a rebuild that writes the same
+//! rows in another layout gets another name).
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use deltalake_core::kernel::engine::arrow_conversion::TryIntoKernel as _;
+use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties, TableReference, TransactionError};
+use deltalake_core::kernel::{Action, Add, Remove, StructType, Transaction};
+use deltalake_core::logstore::{default_logstore, LogStoreRef, ObjectStoreRef, StorageConfig};
+use deltalake_core::operations::create::CreateBuilder;
+use deltalake_core::protocol::{DeltaOperation, SaveMode};
+use deltalake_core::{DeltaTable, DeltaTableError, TableProperty};
+use futures_util::TryStreamExt as _;
+use object_store::path::Path as StorePath;
+use object_store::ObjectStoreExt as _;
+use url::Url;
+
+use super::{failpoint, io_err, schema, FileEntry, ProjectError, TableDef, TABLES};
+
+/// The Delta application-transaction id under which the projector records the log offset
+/// each table reaches (`questlog/<log>/<partition>`; the sled log is one partition).
+pub const APP_ID: &str = "questlog/log/0";
+
+/// A checkpoint every this many commits keeps the Delta log short to read: at one step a
+/// second, a reader replays at most 20 JSON commits after the last checkpoint.
+pub const CHECKPOINT_INTERVAL_COMMITS: u64 = 20;
+
+/// Log entries older than this (and before a checkpoint) are deleted, every
+/// [`LOG_CLEANUP_EVERY_COMMITS`] commits. One hour of history for time travel by version;
+/// at a step a second that is at most ~3,600 small files per table.
+pub const LOG_RETENTION: &str = "interval 1 hours";
+pub const LOG_CLEANUP_EVERY_COMMITS: u64 = 100;
+
+/// Default time a file removed by compaction or a rebuild stays before it is deleted, so
+/// readers still holding an older snapshot can read it: 1 hour (Delta's own default is a
+/// week, which on a busy embedded store keeps every compaction's inputs for days).
+pub const DEFAULT_VACUUM_RETENTION_MS: u64 = 60 * 60 * 1000;
+
+/// At most one vacuum pass per table in this long: it lists the tombstones, which costs
+/// one read of the log.
+pub const VACUUM_INTERVAL_MS: u64 = 60 * 1000;
+
+/// A reader's snapshot walks back at most this many versions of a table to find the one
+/// at the offset all five tables share (the tables are committed one after another, so
+/// normally it is 0 or 1 versions).
+pub const MAX_SNAPSHOT_WALKBACK_VERSIONS: u64 = 64;
+
+/// Where the tables are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TablesRoot {
+    /// A local directory (absolute); each table is `<dir>/<location>`.
+    Local(PathBuf),
+    /// `s3://bucket/prefix`; each table is `s3://bucket/prefix/<location>`.
+    S3 { bucket: String, prefix: String },
+}
+
+impl TablesRoot {
+    /// Parses `--tables`: `s3://bucket/prefix`, `file:///abs/dir`, or a path.
+    pub fn parse(s: &str) -> Result<TablesRoot, ProjectError> {
+        let bad = |reason: &str| ProjectError::Location { location: s.to_string(), reason: reason.to_string() };
+        if let Some(rest) = s.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(bad("no bucket: write s3://BUCKET/PREFIX"));
+            }
+            return Ok(TablesRoot::S3 { bucket: bucket.to_string(), prefix: prefix.trim_matches('/').to_string() });
+        }
+        if s.contains("://") {
+            let url = Url::parse(s).map_err(|e| bad(&e.to_string()))?;
+            if url.scheme() != "file" {
+                return Err(bad("the tables can be a local path, file:///path or s3://bucket/prefix"));
+            }
+            let path = url.to_file_path().map_err(|()| bad("not a local file URL"))?;
+            return Ok(TablesRoot::Local(path));
+        }
+        let path = std::path::absolute(s).map_err(|e| bad(&e.to_string()))?;
+        Ok(TablesRoot::Local(path))
+    }
+
+    pub fn is_local(&self) -> bool {
+        matches!(self, TablesRoot::Local(_))
+    }
+
+    /// The URL of one table.
+    pub fn table_url(&self, def: &TableDef) -> Result<Url, ProjectError> {
+        let url = match self {
+            TablesRoot::Local(dir) => Url::from_directory_path(dir.join(def.location)).ok(),
+            TablesRoot::S3 { bucket, prefix } => {
+                let key = if prefix.is_empty() { def.location.to_string() } else { format!("{prefix}/{}", def.location) };
+                Url::parse(&format!("s3://{bucket}/{key}/")).ok()
+            }
+        };
+        url.ok_or_else(|| ProjectError::Location { location: self.to_string(), reason: "cannot make a URL of it".into() })
+    }
+
+    /// The store at the root of the URLs (a bucket, or the local file system).
+    fn root_store(&self) -> Result<ObjectStoreRef, ProjectError> {
+        match self {
+            TablesRoot::Local(_) => Ok(Arc::new(object_store::local::LocalFileSystem::new())),
+            TablesRoot::S3 { bucket, .. } => {
+                let store = object_store::aws::AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .with_retry(object_store::RetryConfig {
+                        max_retries: S3_MAX_RETRIES,
+                        retry_timeout: Duration::from_millis(S3_RETRY_TIMEOUT_MS),
+                        ..Default::default()
+                    })
+                    .build()
+                    .map_err(|e| ProjectError::Location { location: self.to_string(), reason: e.to_string() })?;
+                Ok(Arc::new(store))
+            }
+        }
+    }
+}
+
+/// Retries of one S3 request (5xx, 429, time-outs), and the time they may take in all:
+/// a store that is down fails a step within a minute, which `serve` reports in `/healthz`
+/// and retries with backoff.
+const S3_MAX_RETRIES: usize = 4;
+const S3_RETRY_TIMEOUT_MS: u64 = 60_000;
+
+impl std::fmt::Display for TablesRoot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TablesRoot::Local(dir) => write!(f, "{}", dir.display()),
+            TablesRoot::S3 { bucket, prefix } if prefix.is_empty() => write!(f, "s3://{bucket}"),
+            TablesRoot::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+        }
+    }
+}
+
+/// The name of a table file (see the module docs).
+pub fn file_name(first: u64, last: u64, level: u8, hash_hex16: &str) -> String {
+    format!("part-{first:012}-{last:012}-{level}-{hash_hex16}.parquet")
+}
+
+/// Reads first offset, last offset and level back from a name of [`file_name`]'s form.
+fn parse_file_name(name: &str) -> Option<(u64, u64, u8)> {
+    let stem = name.strip_prefix("part-")?.strip_suffix(".parquet")?;
+    let mut parts = stem.split('-');
+    let first = parts.next()?.parse().ok()?;
+    let last = parts.next()?.parse().ok()?;
+    let level = parts.next()?.parse().ok()?;
+    let hash = parts.next()?;
+    (hash.len() == 16 && parts.next().is_none()).then_some((first, last, level))
+}
+
+/// What one commit does to a table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitKind {
+    /// A projection step: new files (`dataChange = true`).
+    Append,
+    /// A compaction: the same rows in fewer files (`dataChange = false`).
+    Compact,
+    /// A rebuild: the table's files replaced (`dataChange = true`).
+    Replace,
+}
+
+/// Runs async delta-rs calls from synchronous code, on a runtime of its own. From inside
+/// another runtime (the server's), the call runs on a fresh thread, since a runtime
+/// cannot block inside another.
+pub(crate) struct Blocking {
+    /// Always `Some` until dropped.
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Blocking {
+    /// A runtime dropped inside another (an error while the server starts) must not block.
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Blocking {
+    pub(crate) fn new() -> Result<Blocking, ProjectError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(io_err("starting the runtime for Delta commits"))?;
+        Ok(Blocking { rt: Some(rt) })
+    }
+
+    pub(crate) fn run<F: std::future::Future + Send>(&self, fut: F) -> F::Output
+    where
+        F::Output: Send,
+    {
+        let rt = self.rt.as_ref().expect("runtime present until drop");
+        if tokio::runtime::Handle::try_current().is_ok() {
+            std::thread::scope(|s| s.spawn(|| rt.block_on(fut)).join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+        } else {
+            rt.block_on(fut)
+        }
+    }
+}
+
+fn delta_err(table: &TableDef, url: &Url) -> impl FnOnce(DeltaTableError) -> ProjectError {
+    let (table, url) = (table.name, url.to_string());
+    move |source| ProjectError::Delta { table, url, source: Box::new(source) }
+}
+
+/// One Delta table as the projector sees it.
+struct Table {
+    def: &'static TableDef,
+    url: Url,
+    log_store: LogStoreRef,
+    table: DeltaTable,
+    /// The log offset the table reaches (its `txn` version for [`APP_ID`]; 0 if none).
+    offset: u64,
+    files: Vec<FileEntry>,
+    last_vacuum: Option<std::time::Instant>,
+}
+
+/// The five Delta tables under one [`TablesRoot`].
+pub struct DeltaTables {
+    root: TablesRoot,
+    store: ObjectStoreRef,
+    blocking: Blocking,
+    tables: Vec<Table>,
+    /// Local directory for files before they are committed (S3), or `None` to write them
+    /// into the table directories themselves (local tables).
+    staging: Option<PathBuf>,
+    /// Local copies of S3 table files, by name (names are content hashes: never stale).
+    cache: Option<PathBuf>,
+    vacuum_retention_ms: u64,
+}
+
+fn log_store_for(root: &ObjectStoreRef, url: &Url) -> Result<LogStoreRef, DeltaTableError> {
+    let cfg = StorageConfig::default();
+    let prefixed: ObjectStoreRef = cfg.decorate_store(root.clone(), url)?.into();
+    Ok(default_logstore(prefixed, root.clone(), url, &cfg))
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// The Delta schema of a table, from its Arrow schema.
+fn delta_schema(def: &TableDef) -> Result<StructType, ProjectError> {
+    let arrow = schema(def.event_type);
+    arrow.as_ref().try_into_kernel().map_err(|e| ProjectError::Schema { table: def.name, reason: e.to_string() })
+}
+
+impl DeltaTables {
+    /// Opens the five tables under `root`, creating the missing ones. `work_dir` holds
+    /// local staging and cache directories when the tables are on S3.
+    /// With `check`, each file of local tables must have the size the Delta log recorded
+    /// and Parquet's magic bytes at both ends (a cheap start-up check; `verify` compares
+    /// every row with the log).
+    pub fn open(root: &TablesRoot, work_dir: &Path, vacuum_retention_ms: u64, check: bool) -> Result<DeltaTables, ProjectError> {
+        let me = Self::open_with(root, work_dir, vacuum_retention_ms, true)?;
+        if check {
+            if let TablesRoot::Local(dir) = root {
+                for t in &me.tables {
+                    for f in &t.files {
+                        check_file(&dir.join(t.def.location).join(&f.name), f)?;
+                    }
+                }
+            }
+        }
+        Ok(me)
+    }
+
+    /// Opens the tables for reading only: missing tables are empty, nothing is created.
+    pub fn open_read_only(root: &TablesRoot, work_dir: &Path) -> Result<DeltaTables, ProjectError> {
+        Self::open_with(root, work_dir, DEFAULT_VACUUM_RETENTION_MS, false)
+    }
+
+    fn open_with(root: &TablesRoot, work_dir: &Path, vacuum_retention_ms: u64, create: bool) -> Result<DeltaTables, ProjectError> {
+        let store = root.root_store()?;
+        let blocking = Blocking::new()?;
+        let (staging, cache) = match root {
+            TablesRoot::Local(dir) => {
+                if create {
+                    fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
+                }
+                (None, None)
+            }
+            TablesRoot::S3 { .. } => {
+                let staging = work_dir.join(".tables-staging");
+                let cache = work_dir.join(".tables-cache");
+                if create {
+                    let _ = fs::remove_dir_all(&staging);
+                }
+                for def in &TABLES {
+                    for d in [staging.join(def.location), cache.join(def.location)] {
+                        fs::create_dir_all(&d).map_err(io_err(format!("creating {}", d.display())))?;
+                    }
+                }
+                (Some(staging), Some(cache))
+            }
+        };
+        let mut tables = Vec::with_capacity(TABLES.len());
+        for def in &TABLES {
+            let url = root.table_url(def)?;
+            let log_store = log_store_for(&store, &url).map_err(delta_err(def, &url))?;
+            let mut table = Table {
+                def,
+                url: url.clone(),
+                log_store: log_store.clone(),
+                table: DeltaTable::new(log_store),
+                offset: 0,
+                files: Vec::new(),
+                last_vacuum: None,
+            };
+            blocking.run(load_or_create(&mut table, create))?;
+            tables.push(table);
+        }
+        let me = DeltaTables { root: root.clone(), store, blocking, tables, staging, cache, vacuum_retention_ms };
+        if create {
+            me.remove_leftovers();
+        }
+        Ok(me)
+    }
+
+    pub fn root(&self) -> &TablesRoot {
+        &self.root
+    }
+
+    /// The log offset each table reaches, in [`TABLES`] order.
+    pub fn offsets(&self) -> Vec<u64> {
+        self.tables.iter().map(|t| t.offset).collect()
+    }
+
+    /// The committed files of table `i`, in offset order.
+    pub fn files(&self, i: usize) -> &[FileEntry] {
+        &self.tables[i].files
+    }
+
+    /// The Delta version of table `i` as last read or committed.
+    pub fn version(&self, i: usize) -> Option<u64> {
+        self.tables[i].table.version()
+    }
+
+    /// Where new files of `def` are written before they are committed.
+    pub fn staging_dir(&self, def: &TableDef) -> PathBuf {
+        match (&self.staging, &self.root) {
+            (Some(s), _) => s.join(def.location),
+            (None, TablesRoot::Local(dir)) => dir.join(def.location),
+            (None, TablesRoot::S3 { .. }) => unreachable!("S3 tables always stage locally"),
+        }
+    }
+
+    /// A local path to read a committed file of table `i` (for S3, a cached copy,
+    /// downloaded if needed).
+    pub fn local_file(&self, i: usize, name: &str) -> Result<PathBuf, ProjectError> {
+        let t = &self.tables[i];
+        match (&self.root, &self.cache) {
+            (TablesRoot::Local(dir), _) => Ok(dir.join(t.def.location).join(name)),
+            (TablesRoot::S3 { .. }, Some(cache)) => {
+                let path = cache.join(t.def.location).join(name);
+                if !path.exists() {
+                    self.blocking.run(download(&self.store, &t.url, name, &path))?;
+                }
+                Ok(path)
+            }
+            (TablesRoot::S3 { .. }, None) => unreachable!("S3 tables always have a cache"),
+        }
+    }
+
+    /// Commits one change to table `i`: `added` files (finished in [`Self::staging_dir`]),
+    /// `removed` files, and the log offset the table now reaches. `Ok` means the commit is
+    /// durable and visible to every reader; an error means nothing was committed — or, if
+    /// the error is [`ProjectError::Conflict`], that another writer moved the table.
+    pub fn commit(&mut self, i: usize, kind: CommitKind, added: &[FileEntry], removed: &[FileEntry], offset: u64) -> Result<(), ProjectError> {
+        let staging = self.staging.clone();
+        let store = self.store.clone();
+        let t = &mut self.tables[i];
+        if let Some(staging) = &staging {
+            for f in added {
+                let local = staging.join(t.def.location).join(&f.name);
+                self.blocking.run(upload(&store, &t.url, &local, &f.name))?;
+            }
+        }
+        failpoint("publish.before_commit")?;
+        let version = self.blocking.run(commit_table(t, kind, added, removed, offset))?;
+        if let TablesRoot::Local(dir) = &self.root {
+            // Power loss must not take a commit that was reported done: the log entry and
+            // its directory entry are synced (the data files were, before the commit).
+            let log_dir = dir.join(t.def.location).join("_delta_log");
+            let entry = log_dir.join(format!("{version:020}.json"));
+            File::open(&entry).and_then(|f| f.sync_all()).map_err(io_err(format!("syncing {}", entry.display())))?;
+            super::fsync_dir(&log_dir)?;
+        }
+        if let (Some(staging), Some(cache)) = (&staging, &self.cache) {
+            // The uploaded files become the cache's copies.
+            let dir = cache.join(t.def.location);
+            let _ = fs::create_dir_all(&dir);
+            for f in added {
+                let _ = fs::rename(staging.join(t.def.location).join(&f.name), dir.join(&f.name));
+            }
+        }
+        failpoint("publish.after_commit")?;
+        Ok(())
+    }
+
+    /// Deletes files removed more than the retention period ago (from every table whose
+    /// last pass is over [`VACUUM_INTERVAL_MS`] old, or all with `force`); returns how many.
+    pub fn vacuum(&mut self, force: bool) -> Result<u64, ProjectError> {
+        let retention_ms = self.vacuum_retention_ms as i64;
+        let mut deleted = 0;
+        for t in &mut self.tables {
+            if !force && t.last_vacuum.is_some_and(|at| at.elapsed() < Duration::from_millis(VACUUM_INTERVAL_MS)) {
+                continue;
+            }
+            t.last_vacuum = Some(std::time::Instant::now());
+            deleted += self.blocking.run(vacuum_table(t, retention_ms))?;
+        }
+        if let Some(cache) = &self.cache {
+            // Cached copies of files no longer in a table.
+            for t in &self.tables {
+                let live: BTreeSet<&str> = t.files.iter().map(|f| f.name.as_str()).collect();
+                if let Ok(entries) = fs::read_dir(cache.join(t.def.location)) {
+                    for e in entries.flatten() {
+                        if !live.contains(e.file_name().to_string_lossy().as_ref()) {
+                            let _ = fs::remove_file(e.path());
+                        }
+                    }
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Removes what a crashed writer of this process's kind left in local table
+    /// directories: unfinished files (`.writing-<pid>-…` of a process that is gone) and
+    /// finished files that no commit names, once older than the vacuum retention (a
+    /// concurrent projector may be about to commit a younger one).
+    fn remove_leftovers(&self) {
+        let TablesRoot::Local(root) = &self.root else { return };
+        let retention = Duration::from_millis(self.vacuum_retention_ms);
+        for t in &self.tables {
+            let dir = root.join(t.def.location);
+            let Ok(entries) = fs::read_dir(&dir) else { continue };
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let old = e.metadata().and_then(|m| m.modified()).ok().and_then(|m| m.elapsed().ok()).is_some_and(|age| age > retention);
+                let remove = if let Some(rest) = name.strip_prefix(".writing-") {
+                    let pid: Option<i32> = rest.split('-').next().and_then(|p| p.parse().ok());
+                    old || pid.is_some_and(|pid| pid != std::process::id() as i32 && !process_alive(pid))
+                } else {
+                    parse_file_name(&name).is_some() && old && !t.files.iter().any(|f| f.name == name) && !self.is_tombstoned(t, &name)
+                };
+                if remove {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+
+    fn is_tombstoned(&self, t: &Table, name: &str) -> bool {
+        // Tombstoned files are the vacuum's to delete, after the retention period.
+        self.blocking.run(async {
+            match t.table.snapshot() {
+                Ok(state) => state
+                    .all_tombstones(t.log_store.as_ref())
+                    .try_any(|ts| std::future::ready(ts.path() == name))
+                    .await
+                    .unwrap_or(true),
+                Err(_) => true,
+            }
+        })
+    }
+
+    /// Re-reads every table (after a conflict, or for a reader that wants the newest).
+    pub fn reload(&mut self) -> Result<(), ProjectError> {
+        for t in &mut self.tables {
+            self.blocking.run(load_or_create(t, false))?;
+        }
+        Ok(())
+    }
+
+    /// A consistent view for readers: each table at the version whose offset is the
+    /// smallest of the five (a step commits the tables one after another; a reader in
+    /// between takes the earlier versions of those already committed).
+    pub fn consistent_offset(&mut self) -> Result<u64, ProjectError> {
+        let offset = self.tables.iter().map(|t| t.offset).min().unwrap_or(0);
+        for t in &mut self.tables {
+            if t.offset == offset {
+                continue;
+            }
+            let mut steps = 0;
+            while t.offset != offset {
+                let Some(v) = t.table.version().filter(|&v| v > 0) else { break };
+                steps += 1;
+                if steps > MAX_SNAPSHOT_WALKBACK_VERSIONS {
+                    break;
+                }
+                self.blocking.run(load_version(t, v - 1))?;
+            }
+            if t.offset != offset {
+                return Err(ProjectError::Inconsistent {
+                    table: t.def.name,
+                    reason: format!(
+                        "no version of it in the last {MAX_SNAPSHOT_WALKBACK_VERSIONS} holds exactly the log offsets 0..{offset} the other tables share (a rebuild or a projector stopped half-way?); run `questlog project`"
+                    ),
+                });
+            }
+        }
+        Ok(offset)
+    }
+}
+
+/// The size the Delta log recorded and Parquet's magic bytes at both ends: catches
+/// truncated, extended, replaced and missing files.
+fn check_file(path: &Path, entry: &FileEntry) -> Result<(), ProjectError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let damaged = |reason: String| ProjectError::Damaged { path: path.to_path_buf(), reason };
+    let mut f = File::open(path).map_err(|e| damaged(format!("cannot open it: {e}")))?;
+    let len = f.metadata().map_err(io_err(format!("stat {}", path.display())))?.len();
+    if len != entry.bytes {
+        return Err(damaged(format!("it is {len} bytes, the Delta log recorded {}", entry.bytes)));
+    }
+    let mut head = [0u8; 4];
+    let mut tail = [0u8; 4];
+    let read = f.read_exact(&mut head).and_then(|_| f.seek(SeekFrom::End(-4))).and_then(|_| f.read_exact(&mut tail));
+    if read.is_err() || &head != b"PAR1" || &tail != b"PAR1" {
+        return Err(damaged("it does not start and end with Parquet's magic bytes".into()));
+    }
+    Ok(())
+}
+
+#[cfg(target_os = "linux")]
+fn process_alive(pid: i32) -> bool {
+    // Signal 0 checks the process exists; EPERM means it does, owned by someone else.
+    unsafe { libc::kill(pid, 0) == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn process_alive(_pid: i32) -> bool {
+    true
+}
+
+/// Loads the newest version of `t` (creating the table when `create` and there is none),
+/// and reads its offset and files.
+async fn load_or_create(t: &mut Table, create: bool) -> Result<(), ProjectError> {
+    if create && t.url.scheme() == "file" {
+        if let Ok(dir) = t.url.to_file_path() {
+            fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+        }
+    }
+    let exists = match t.url.to_file_path() {
+        // A local table that is not there is not an error for a reader.
+        Ok(dir) if !dir.join("_delta_log").is_dir() => false,
+        _ => t.table.verify_deltatable_existence().await.map_err(delta_err(t.def, &t.url))?,
+    };
+    let loaded = if exists { t.table.load().await } else { Err(DeltaTableError::NotATable(t.url.to_string())) };
+    match loaded {
+        Ok(()) => {}
+        Err(DeltaTableError::NotATable(_)) if create => {
+            let created = CreateBuilder::new()
+                .with_log_store(t.log_store.clone())
+                .with_table_name(t.def.name)
+                .with_columns(delta_schema(t.def)?.fields().cloned())
+                .with_configuration_property(TableProperty::CheckpointInterval, Some(CHECKPOINT_INTERVAL_COMMITS.to_string()))
+                .with_configuration_property(TableProperty::LogRetentionDuration, Some(LOG_RETENTION))
+                .with_save_mode(SaveMode::ErrorIfExists)
+                .with_commit_properties(CommitProperties::default().with_max_retries(0))
+                .await;
+            match created {
+                Ok(table) => t.table = table,
+                // Another process created it first: use theirs.
+                Err(_) => t.table.load().await.map_err(delta_err(t.def, &t.url))?,
+            }
+        }
+        Err(DeltaTableError::NotATable(_)) => {
+            t.offset = 0;
+            t.files.clear();
+            return Ok(());
+        }
+        Err(e) => return Err(delta_err(t.def, &t.url)(e)),
+    }
+    read_state(t).await
+}
+
+async fn load_version(t: &mut Table, version: u64) -> Result<(), ProjectError> {
+    t.table.load_version(version).await.map_err(delta_err(t.def, &t.url))?;
+    read_state(t).await
+}
+
+/// Reads offset and files from `t`'s loaded snapshot, checking its columns are ours.
+async fn read_state(t: &mut Table) -> Result<(), ProjectError> {
+    let err = delta_err(t.def, &t.url);
+    let state = t.table.snapshot().map_err(delta_err(t.def, &t.url))?;
+    let expected = delta_schema(t.def)?;
+    let got: Vec<String> = state.schema().fields().map(|f| f.name().to_string()).collect();
+    let want: Vec<String> = expected.fields().map(|f| f.name().to_string()).collect();
+    if got != want {
+        return Err(ProjectError::Schema {
+            table: t.def.name,
+            reason: format!("the Delta table at {} has columns [{}]; questlog's are [{}]", t.url, got.join(", "), want.join(", ")),
+        });
+    }
+    let offset = state.transaction_version(t.log_store.as_ref(), APP_ID).await.map_err(err)?;
+    let mut files = Vec::new();
+    for f in state.log_data() {
+        let name = f.path().into_owned();
+        let Some((first, last, level)) = parse_file_name(&name) else {
+            return Err(ProjectError::Schema {
+                table: t.def.name,
+                reason: format!("the Delta table at {} holds {name}, a file questlog did not write; questlog must be the only writer of its tables", t.url),
+            });
+        };
+        let rows = f.num_records().unwrap_or(0) as u64;
+        files.push(FileEntry { name, level, rows, bytes: f.size() as u64, first_offset: first, last_offset: last });
+    }
+    files.sort_by_key(|f| (f.first_offset, f.last_offset));
+    t.offset = offset.unwrap_or(0).max(0) as u64;
+    t.files = files;
+    Ok(())
+}
+
+fn stats_json(f: &FileEntry) -> String {
+    serde_json::json!({
+        "numRecords": f.rows,
+        "minValues": { "log_offset": f.first_offset },
+        "maxValues": { "log_offset": f.last_offset },
+        "nullCount": { "log_offset": 0 },
+    })
+    .to_string()
+}
+
+async fn commit_table(t: &mut Table, kind: CommitKind, added: &[FileEntry], removed: &[FileEntry], offset: u64) -> Result<u64, ProjectError> {
+    let now = now_ms();
+    let data_change = kind != CommitKind::Compact;
+    // A file both removed and added (a rebuild writing an unchanged file: same name,
+    // same bytes) stays; the Delta protocol allows a path once per commit.
+    let keep: BTreeSet<&str> = added.iter().map(|f| f.name.as_str()).filter(|n| removed.iter().any(|r| r.name == *n)).collect();
+    let mut actions: Vec<Action> = Vec::with_capacity(added.len() + removed.len());
+    for f in removed.iter().filter(|f| !keep.contains(f.name.as_str())) {
+        actions.push(Action::Remove(Remove {
+            path: f.name.clone(),
+            data_change,
+            deletion_timestamp: Some(now),
+            extended_file_metadata: Some(true),
+            partition_values: Some(HashMap::new()),
+            size: Some(f.bytes as i64),
+            ..Default::default()
+        }));
+    }
+    for f in added.iter().filter(|f| !keep.contains(f.name.as_str()) && !t.files.iter().any(|have| have.name == f.name)) {
+        actions.push(Action::Add(Add {
+            path: f.name.clone(),
+            partition_values: HashMap::new(),
+            size: f.bytes as i64,
+            modification_time: now,
+            data_change,
+            stats: Some(stats_json(f)),
+            ..Default::default()
+        }));
+    }
+    let op = match kind {
+        CommitKind::Append => DeltaOperation::Write { mode: SaveMode::Append, partition_by: None, predicate: None },
+        CommitKind::Compact => DeltaOperation::Optimize { predicate: None, target_size: 0 },
+        CommitKind::Replace => DeltaOperation::Write { mode: SaveMode::Overwrite, partition_by: None, predicate: None },
+    };
+    let read_version = t.table.version();
+    let next_version = read_version.map(|v| v + 1).unwrap_or(0);
+    let props = CommitProperties::default()
+        .with_application_transaction(Transaction::new(APP_ID, offset as i64))
+        // Exactly the version after the one read, or refused: a projector never commits
+        // over a change it did not see (the conflict check for a `txn` compares ids, not
+        // versions, and data-change-free removes are not checked at all).
+        .with_max_retries(0)
+        .with_create_checkpoint(true)
+        .with_cleanup_expired_logs(Some(next_version % LOG_CLEANUP_EVERY_COMMITS == 0));
+    let state = t.table.snapshot().map_err(delta_err(t.def, &t.url))?;
+    let prepared = CommitBuilder::from(props)
+        .with_actions(actions)
+        .build(Some(state as &dyn TableReference), t.log_store.clone(), op)
+        .into_prepared_commit_future()
+        .await;
+    let post = match prepared {
+        Ok(prepared) => prepared.await,
+        Err(e) => Err(e),
+    };
+    let post = match post {
+        Ok(post) => post,
+        Err(e) => {
+            let moved = matches!(
+                &e,
+                DeltaTableError::Transaction { source: TransactionError::MaxCommitAttempts(_) | TransactionError::VersionAlreadyExists(_) | TransactionError::CommitConflict(_) }
+            );
+            if moved {
+                // Say who moved it: read the table again.
+                let mine = (t.offset, read_version);
+                load_or_create(t, false).await?;
+                return Err(ProjectError::Conflict {
+                    table: t.def.name,
+                    read_version: mine.1.unwrap_or(0),
+                    version: t.table.version().unwrap_or(0),
+                    offset: t.offset,
+                    wanted_offset: offset,
+                });
+            }
+            return Err(delta_err(t.def, &t.url)(e));
+        }
+    };
+    let version = post.version;
+    // The commit has landed; a checkpoint or log clean-up that fails after it is reported,
+    // not taken for a failed commit.
+    match post.await {
+        Ok(finalized) => t.table.state = Some(finalized.snapshot),
+        Err(e) => {
+            tracing::warn!(table = t.def.name, version, error = %e, "Delta post-commit work (checkpoint, log clean-up) failed");
+            t.table.load().await.map_err(delta_err(t.def, &t.url))?;
+        }
+    }
+    read_state(t).await?;
+    Ok(version)
+}
+
+async fn vacuum_table(t: &mut Table, retention_ms: i64) -> Result<u64, ProjectError> {
+    let Ok(state) = t.table.snapshot() else { return Ok(0) };
+    let cutoff = now_ms() - retention_ms;
+    let live: BTreeSet<String> = t.files.iter().map(|f| f.name.clone()).collect();
+    let expired: Vec<String> = state
+        .all_tombstones(t.log_store.as_ref())
+        .try_filter(|ts| std::future::ready(ts.deletion_timestamp().unwrap_or(0) < cutoff))
+        .map_ok(|ts| ts.path().into_owned())
+        .try_collect()
+        .await
+        .map_err(delta_err(t.def, &t.url))?;
+    let store = t.log_store.object_store(None);
+    let mut deleted = 0;
+    for name in expired.into_iter().filter(|n| !live.contains(n)) {
+        match store.delete(&StorePath::from(name.as_str())).await {
+            Ok(()) => deleted += 1,
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => tracing::warn!(table = t.def.name, file = %name, error = %e, "vacuum could not delete a removed file"),
+        }
+    }
+    Ok(deleted)
+}
+
+/// Uploads a finished local file as `<table url>/<name>` (multipart when large).
+async fn upload(store: &ObjectStoreRef, table: &Url, local: &Path, name: &str) -> Result<(), ProjectError> {
+    use tokio::io::AsyncWriteExt as _;
+    let key = StorePath::from(format!("{}{name}", table.path().trim_start_matches('/')));
+    let err = |e: std::io::Error| ProjectError::Io { context: format!("uploading {} to {table}{name}", local.display()), source: e };
+    let mut file = tokio::fs::File::open(local).await.map_err(err)?;
+    let mut out = object_store::buffered::BufWriter::new(store.clone(), key);
+    tokio::io::copy(&mut file, &mut out).await.map_err(err)?;
+    out.shutdown().await.map_err(err)?;
+    Ok(())
+}
+
+/// Downloads `<table url>/<name>` to `path` (via a temporary name, so a half-written copy
+/// is never taken for the file).
+async fn download(store: &ObjectStoreRef, table: &Url, name: &str, path: &Path) -> Result<(), ProjectError> {
+    use futures_util::StreamExt as _;
+    use tokio::io::AsyncWriteExt as _;
+    let key = StorePath::from(format!("{}{name}", table.path().trim_start_matches('/')));
+    let io = |e: std::io::Error| ProjectError::Io { context: format!("downloading {table}{name} to {}", path.display()), source: e };
+    let got = match store.get(&key).await {
+        Ok(got) => got,
+        Err(object_store::Error::NotFound { .. }) => {
+            return Err(ProjectError::Io {
+                context: format!("reading {table}{name}"),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "the file is gone (removed and vacuumed); take a new snapshot"),
+            })
+        }
+        Err(e) => return Err(io(std::io::Error::other(e))),
+    };
+    if let Some(dir) = path.parent() {
+        tokio::fs::create_dir_all(dir).await.map_err(io)?;
+    }
+    let tmp = path.with_extension(format!("download-{}", std::process::id()));
+    let mut out = tokio::fs::File::create(&tmp).await.map_err(io)?;
+    let mut stream = got.into_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| io(std::io::Error::other(e)))?;
+        out.write_all(&chunk).await.map_err(io)?;
+    }
+    out.flush().await.map_err(io)?;
+    drop(out);
+    tokio::fs::rename(&tmp, path).await.map_err(io)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_round_trip() {
+        let n = file_name(12, 3456, 2, "0123456789abcdef");
+        assert_eq!(n, "part-000000000012-000000003456-2-0123456789abcdef.parquet");
+        assert_eq!(parse_file_name(&n), Some((12, 3456, 2)));
+        assert_eq!(parse_file_name("part-000000000012-000000003456.parquet"), None);
+    }
+
+    #[test]
+    fn tables_roots_parse() {
+        assert_eq!(TablesRoot::parse("s3://b/p/q/").unwrap(), TablesRoot::S3 { bucket: "b".into(), prefix: "p/q".into() });
+        assert_eq!(TablesRoot::parse("s3://b").unwrap(), TablesRoot::S3 { bucket: "b".into(), prefix: "".into() });
+        assert_eq!(TablesRoot::parse("file:///x/y").unwrap(), TablesRoot::Local("/x/y".into()));
+        assert!(TablesRoot::parse("gs://b/p").is_err());
+        assert!(TablesRoot::parse("s3:///p").is_err());
+    }
+}

@@ -1,0 +1,422 @@
+"""questlog's tables as Delta Lake, local and on an S3-protocol server (moto), read back by
+clients questlog did not write: Python `deltalake` (delta-rs's Python binding), DuckDB's
+`delta_scan` (the `delta` and `httpfs` extensions from their wheels), DuckDB and pyarrow
+globs over the plain-directory view.
+
+usage: check_delta.py QUESTLOG_BIN WORK_DIR S3_ENDPOINT [section ...]
+sections: s3 crash two rebuild readers (default: all)
+
+Each check asserts behaviour; timings are printed for information only.
+"""
+import collections
+import hashlib
+import json
+import os
+import random
+import signal
+import site
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import boto3
+import deltalake
+import duckdb
+import pyarrow.dataset as pads
+
+BIN, WORK, ENDPOINT = sys.argv[1], sys.argv[2], sys.argv[3]
+SECTIONS = sys.argv[4:] or ["s3", "crash", "two", "rebuild", "readers"]
+BUCKET = "questlog-test"
+S3_ENV = {
+    "AWS_ENDPOINT_URL": ENDPOINT,
+    "AWS_ACCESS_KEY_ID": "test",
+    "AWS_SECRET_ACCESS_KEY": "test",
+    "AWS_REGION": "us-east-1",
+    "AWS_ALLOW_HTTP": "true",
+}
+STORAGE = dict(S3_ENV)
+# (table, location, event_type)
+TABLES = [
+    ("guild_joins", "guild_joins", "join_guild"),
+    ("enemy_kills", "enemies_killed", "kill_enemy"),
+    ("quests", "quest_accept", "accept_quest"),
+    ("take_damage", "damage_taken", "take_damage"),
+    ("transactions", "transactions", "buy_asset"),
+]
+COMMON_HEAD = [("raw_event", "string"), ("timestamp", "string"), ("accept", "string"), ("host", "string"),
+               ("user_agent", "string"), ("event_type", "string")]
+COMMON_TAIL = [("log_offset", "int64"), ("event_id", "string"), ("player_id", "string"), ("session_id", "string"),
+               ("event_time", "timestamp[us, tz=UTC]")]
+FIELDS = {
+    "guild_joins": [("guild_id", "int64"), ("name", "string")],
+    "enemy_kills": [("enemy_id", "int64"), ("name", "string"), ("level", "int16")],
+    "quests": [("quest_id", "int64"), ("name", "string"), ("contact", "string")],
+    "take_damage": [("enemy_id", "int64"), ("name", "string"), ("damage", "int16")],
+    "transactions": [("store_id", "int64"), ("item_name", "string"), ("inventory_id", "int64"), ("total_cost", "float"),
+                     ("category", "string"), ("on_hand_qty", "int16")],
+}
+
+
+def fail(msg):
+    print("FAIL: " + msg, file=sys.stderr)
+    sys.exit(1)
+
+
+def ql(data_dir, *args, tables=None, env=None, check=True, timeout=600):
+    cmd = [BIN, "--data-dir", data_dir]
+    if tables:
+        cmd += ["--tables", tables]
+    cmd += list(args)
+    full_env = dict(os.environ, **S3_ENV, **(env or {}))
+    p = subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    if check and p.returncode != 0:
+        fail(f"{' '.join(cmd)} exited {p.returncode}:\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+def log_counts(data_dir):
+    counts = collections.Counter()
+    out = ql(data_dir, "replay").stdout
+    for line in out.splitlines():
+        counts[json.loads(line)["event_type"]] += 1
+    return counts
+
+
+def duck():
+    ext = os.path.join(site.getsitepackages()[0], "duckdb_ext", "extensions")
+    con = duckdb.connect(config={"extension_directory": ext, "autoinstall_known_extensions": False,
+                                 "autoload_known_extensions": False})
+    con.execute("LOAD httpfs; LOAD delta;")
+    host = ENDPOINT.split("://", 1)[1]
+    con.execute(f"CREATE SECRET (TYPE S3, KEY_ID 'test', SECRET 'test', REGION 'us-east-1', ENDPOINT '{host}', "
+                "URL_STYLE 'path', USE_SSL false)")
+    return con
+
+
+def table_url(root, location):
+    return f"{root.rstrip('/')}/{location}"
+
+
+def check_delta_tables(root, counts, what, storage=None):
+    """deltalake and DuckDB delta_scan: contract types, rows = log counts, each offset once."""
+    con = duck()
+    for table, location, event_type in TABLES:
+        url = table_url(root, location)
+        dt = deltalake.DeltaTable(url, storage_options=storage)
+        t = dt.to_pyarrow_table()
+        want = COMMON_HEAD + FIELDS[table] + COMMON_TAIL
+        got = [(f.name, str(f.type).replace("large_string", "string").replace("string_view", "string")) for f in t.schema]
+        if got != want:
+            fail(f"{what}: deltalake reads {table} with columns {got}, the contract says {want}")
+        offsets = t.column("log_offset").to_pylist()
+        if len(offsets) != counts[event_type] or len(set(offsets)) != len(offsets):
+            fail(f"{what}: deltalake: {table} has {len(offsets)} rows ({len(set(offsets))} distinct offsets); "
+                 f"the log has {counts[event_type]} {event_type} events")
+        n, distinct = con.execute(f"select count(*), count(distinct log_offset) from delta_scan('{url}')").fetchone()
+        if n != counts[event_type] or distinct != n:
+            fail(f"{what}: DuckDB delta_scan: {table} has {n} rows ({distinct} distinct); the log has {counts[event_type]}")
+    print(f"ok: {what}: deltalake and DuckDB delta_scan read all five tables, types as the contract, rows = log")
+
+
+def reset_bucket():
+    s3 = boto3.client("s3", endpoint_url=ENDPOINT, aws_access_key_id="test", aws_secret_access_key="test",
+                      region_name="us-east-1")
+    try:
+        s3.create_bucket(Bucket=BUCKET)
+    except s3.exceptions.BucketAlreadyOwnedByYou:
+        pass
+    return s3
+
+
+def section_s3():
+    s3 = reset_bucket()
+    d = os.path.join(WORK, "s3")
+    ql(d, "generate", "--seed", "21", "--events", "30000")
+    counts = log_counts(d)
+    root = f"s3://{BUCKET}/s3"
+    t0 = time.time()
+    ql(d, "project", "--step-events", "2000", tables=root)
+    print(f"   project of 30000 events to S3 in {time.time() - t0:.1f} s (15 steps, with compaction)")
+    check_delta_tables(root, counts, "project to S3", STORAGE)
+    # questlog's own readers against the same S3 tables.
+    got = ql(d, "sql", "select count(*) as n from transactions", "--format", "csv", tables=root).stdout.split()
+    if got[-1] != str(counts["buy_asset"]):
+        fail(f"sql over S3 counted {got} transactions; the log has {counts['buy_asset']}")
+    out = ql(d, "verify", tables=root).stdout
+    if "tables at offset 30000" not in out:
+        fail(f"verify over S3 said: {out}")
+    ql(d, "report", tables=root)
+    # The DuckDB statements `ddl` prints register the tables.
+    ddl = ql(d, "ddl", tables=root).stdout
+    con = duck()
+    duck_lines = [l for l in ddl.splitlines() if "delta_scan" in l]
+    if len(duck_lines) != 5:
+        fail(f"ddl printed {len(duck_lines)} DuckDB statements:\n{ddl}")
+    for l in duck_lines:
+        con.execute(l)
+    n = con.execute("select count(*) from transactions").fetchone()[0]
+    if n != counts["buy_asset"]:
+        fail(f"the DuckDB view from ddl counts {n} transactions, the log has {counts['buy_asset']}")
+    if f"using delta location 's3://{BUCKET}/s3/guild_joins'" not in ddl or "register_table" not in ddl:
+        fail(f"ddl lacks the Spark or Trino statements:\n{ddl}")
+    objects = s3.list_objects_v2(Bucket=BUCKET, Prefix="s3/guild_joins/_delta_log/")["KeyCount"]
+    print(f"ok: sql, verify, report and ddl's DuckDB views over S3; guild_joins has {objects} log objects")
+
+
+def reader_counts(root, counts, what, storage=None):
+    """After a crash: every event at most once in every reader; returns rows per table."""
+    con = duck()
+    rows = {}
+    for table, location, event_type in TABLES:
+        url = table_url(root, location)
+        try:
+            t = deltalake.DeltaTable(url, storage_options=storage).to_pyarrow_table(columns=["log_offset"])
+        except deltalake.exceptions.TableNotFoundError:
+            rows[table] = 0  # killed before the tables were created
+            continue
+        offsets = t.column("log_offset").to_pylist()
+        if len(set(offsets)) != len(offsets):
+            fail(f"{what}: deltalake sees {len(offsets) - len(set(offsets))} events twice in {table}")
+        if len(offsets) > counts[event_type]:
+            fail(f"{what}: deltalake sees {len(offsets)} rows in {table}, more than the log's {counts[event_type]}")
+        n, distinct = con.execute(f"select count(*), count(distinct log_offset) from delta_scan('{url}')").fetchone()
+        if n != len(offsets) or distinct != n:
+            fail(f"{what}: DuckDB sees {n} rows ({distinct} distinct) in {table}; deltalake {len(offsets)}")
+        rows[table] = n
+    return rows
+
+
+def section_crash():
+    """SIGKILL (a real one at a random moment, and failpoints that abort the process at
+    each point of the commit protocol) during steps and compaction commits, many times."""
+    for kind in ["local", "s3"]:
+        reset_bucket()
+        d = os.path.join(WORK, f"crash-{kind}")
+        ql(d, "generate", "--seed", "22", "--events", "12000")
+        counts = log_counts(d)
+        root = f"s3://{BUCKET}/crash" if kind == "s3" else None
+        read_root = root or os.path.join(d, "delta")
+        storage = STORAGE if kind == "s3" else None
+        rng = random.Random(7)
+        kills = aborts = 0
+        points = ["publish.before_commit", "publish.after_commit", "compact.publish", "stage.finished",
+                  "publish.before_view"]
+        for i in range(16):
+            if i % 2 == 0:
+                point = points[(i // 2) % len(points)]
+                skip = rng.randrange(0, 12)
+                p = ql(d, "project", "--step-events", "300", tables=root,
+                       env={"QUESTLOG_FAILPOINTS": f"{point}={skip}*off->return"}, check=False)
+                if p.returncode == 0:
+                    continue  # the point was not reached that often: the run finished
+                aborts += 1
+            else:
+                cmd = [BIN, "--data-dir", d] + (["--tables", root] if root else []) + ["project", "--step-events", "300"]
+                proc = subprocess.Popen(cmd, env=dict(os.environ, **S3_ENV), stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+                time.sleep(rng.uniform(0.05, 0.6))
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                kills += 1
+            reader_counts(read_root, counts, f"{kind} after crash {i}", storage)
+            sql = ql(d, "sql", "select count(*) - count(distinct log_offset) as dup from take_damage", "--format", "csv",
+                     tables=root).stdout.split()[-1]
+            if sql != "0":
+                fail(f"{kind}: after crash {i}, `sql` sees {sql} duplicate take_damage rows")
+        ql(d, "project", tables=root)
+        check_delta_tables(read_root, counts, f"{kind}: after {kills} SIGKILLs and {aborts} aborts, then project", storage)
+        out = ql(d, "verify", tables=root).stdout
+        if "tables at offset 12000" not in out:
+            fail(f"{kind}: verify after the crashes said: {out}")
+        print(f"ok: {kind}: {kills} SIGKILLs and {aborts} failpoint aborts; every reader saw each event at most once, "
+              "all of them after a last project; verify passed")
+
+
+def section_two():
+    """Two projectors (two machines: two data dirs with the same log) on one set of tables."""
+    for kind in ["local", "s3"]:
+        reset_bucket()
+        a, b = os.path.join(WORK, f"two-{kind}-a"), os.path.join(WORK, f"two-{kind}-b")
+        for d in (a, b):
+            ql(d, "generate", "--seed", "23", "--events", "20000")
+        counts = log_counts(a)
+        root = f"s3://{BUCKET}/two" if kind == "s3" else os.path.join(WORK, f"two-{kind}-tables")
+        procs = [subprocess.Popen([BIN, "--data-dir", d, "--tables", root, "project", "--step-events", "150"],
+                                  env=dict(os.environ, **S3_ENV), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True, stdin=subprocess.DEVNULL) for d in (a, b)]
+        results = [(p.wait(timeout=600), p.stdout.read(), p.stderr.read()) for p in procs]
+        losers = [r for r in results if r[0] != 0]
+        if not losers:
+            fail(f"{kind}: both projectors finished without meeting; make the steps smaller")
+        for code, out, err in losers:
+            if "changed by another writer" not in err:
+                fail(f"{kind}: a projector failed without saying why (exit {code}):\n{err}")
+        storage = STORAGE if kind == "s3" else None
+        reader_counts(root, counts, f"{kind}: two projectors", storage)
+        ql(a, "project", tables=root)
+        check_delta_tables(root, counts, f"{kind}: two projectors, then one more project", storage)
+        reason = losers[0][2].strip().splitlines()[-1]
+        print(f"ok: {kind}: {len(losers)} of 2 projectors stopped, saying: {reason[:160]}…")
+
+
+def active_files(root, storage=None):
+    files = {}
+    for table, location, _ in TABLES:
+        dt = deltalake.DeltaTable(table_url(root, location), storage_options=storage)
+        for f in dt.file_uris():
+            files[f"{location}/{f.rsplit('/', 1)[-1]}"] = f
+    return files
+
+
+def s3_bytes(s3, uri):
+    key = uri.split(f"s3://{BUCKET}/", 1)[1]
+    return s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+
+
+def section_rebuild():
+    s3 = reset_bucket()
+    d = os.path.join(WORK, "rebuild")
+    ql(d, "generate", "--seed", "24", "--events", "25000")
+    counts = log_counts(d)
+    root = f"s3://{BUCKET}/rebuild"
+    digests = []
+    for i in range(2):
+        ql(d, "project", "--rebuild", tables=root)
+        files = active_files(root, STORAGE)
+        digests.append({k: hashlib.sha256(s3_bytes(s3, v)).hexdigest() for k, v in files.items()})
+    if digests[0] != digests[1]:
+        fail(f"two rebuilds to S3 differ: {sorted(set(digests[0].items()) ^ set(digests[1].items()))}")
+    # A rebuild of the local tables writes the same files, byte for byte.
+    ql(d, "project", "--rebuild")
+    local = {k: hashlib.sha256(open(v.removeprefix("file://"), "rb").read()).hexdigest()
+             for k, v in active_files(os.path.join(d, "delta")).items()}
+    if local != digests[0]:
+        fail("a local rebuild's files differ from the S3 rebuild's")
+    check_delta_tables(root, counts, "rebuilt twice on S3", STORAGE)
+    print(f"ok: two rebuilds to S3 and one local wrote the same {len(local)} files byte for byte")
+
+
+def section_readers():
+    """Readers poll the tables while `serve` projects under load: counts never go down,
+    never exceed the log's end, and no file goes missing under a reader."""
+    d = os.path.join(WORK, "readers")
+    out = open(os.path.join(WORK, "readers-serve.out"), "w")
+    err = open(os.path.join(WORK, "readers-serve.err"), "w")
+    serve = subprocess.Popen([BIN, "--data-dir", d, "serve", "--listen", "127.0.0.1:0", "--project-interval-ms", "20"],
+                             stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+    try:
+        addr = None
+        for _ in range(300):  # bounded: 30 s
+            text = open(os.path.join(WORK, "readers-serve.out")).read()
+            if "http://" in text:
+                addr = "http://" + text.split("http://", 1)[1].split()[0]
+                break
+            if serve.poll() is not None:
+                fail("serve exited: " + open(os.path.join(WORK, "readers-serve.err")).read())
+            time.sleep(0.1)
+        if not addr:
+            fail("serve printed no address")
+
+        def log_end():
+            with urllib.request.urlopen(addr + "/healthz", timeout=10) as r:
+                return json.load(r)["log_end_offset"]
+
+        delta_root = os.path.join(d, "delta")
+        plain = os.path.join(d, "tables")
+        stop = threading.Event()
+        problems, reads = [], collections.Counter()
+
+        def poll(name, count):
+            last = {}
+            while not stop.is_set():
+                try:
+                    got = count()
+                except Exception as e:  # a reader that fails is a finding, not a crash of the check
+                    if "No files found" in str(e) or "no such file" in str(e).lower() and not last:
+                        continue  # the tables do not exist yet
+                    problems.append(f"{name}: {type(e).__name__}: {e}")
+                    continue
+                end = log_end()
+                total = sum(got.values())
+                if total > end:
+                    problems.append(f"{name}: counted {total} rows, the log ends at {end}")
+                for k, v in got.items():
+                    if v < last.get(k, 0):
+                        problems.append(f"{name}: {k} went down from {last[k]} to {v}")
+                last = got
+                reads[name] += 1
+
+        def deltalake_count():
+            return {t: deltalake.DeltaTable(table_url(delta_root, loc)).to_pyarrow_dataset().count_rows()
+                    for t, loc, _ in TABLES}
+
+        dcon = duck()
+
+        def duck_delta_count():
+            c = dcon.cursor()
+            return {t: c.execute(f"select count(*) from delta_scan('{table_url(delta_root, loc)}')").fetchone()[0]
+                    for t, loc, _ in TABLES}
+
+        gcon = duckdb.connect()
+
+        def duck_glob_count():
+            c = gcon.cursor()
+            return {"all": c.execute(f"select count(*) from read_parquet('{plain}/*/*.parquet')").fetchone()[0]}
+
+        def pyarrow_glob_count():
+            return {"all": pads.dataset(plain + "/", format="parquet", exclude_invalid_files=False).count_rows()}
+
+        # Wait for the first tables, then start the readers and the load.
+        subprocess.run([BIN, "generate", "--url", addr, "--seed", "25", "--events", "2000"], check=True,
+                       capture_output=True)
+        for _ in range(300):
+            if os.path.islink(plain) and log_end() == 2000:
+                break
+            time.sleep(0.1)
+        threads = [threading.Thread(target=poll, args=(n, f), daemon=True) for n, f in [
+            ("deltalake", deltalake_count), ("duckdb delta_scan", duck_delta_count),
+            ("duckdb glob", duck_glob_count), ("pyarrow glob", pyarrow_glob_count)]]
+        for t in threads:
+            t.start()
+        t0 = time.time()
+        load = subprocess.run([BIN, "generate", "--url", addr, "--seed", "26", "--events", "300000",
+                               "--concurrency", "4", "--batch", "500"], capture_output=True, text=True)
+        if load.returncode != 0:
+            fail("load failed: " + load.stderr)
+        seconds = time.time() - t0
+        # Let the projector catch up, still polling.
+        for _ in range(600):
+            with urllib.request.urlopen(addr + "/healthz", timeout=10) as r:
+                h = json.load(r)
+            if h["projected_offset"] == h["log_end_offset"]:
+                break
+            time.sleep(0.1)
+        time.sleep(1)
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+        if problems:
+            fail(f"{len(problems)} inconsistent reads, first: " + "; ".join(problems[:5]))
+        if min(reads.values(), default=0) < 5:
+            fail(f"too few reads to mean anything: {dict(reads)}")
+        print(f"ok: while serve projected 300000 events sent in {seconds:.1f} s, {dict(reads)} reads: "
+              "no count went down or past the log's end, no file went missing")
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        try:
+            serve.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            serve.kill()
+
+
+def main():
+    os.makedirs(WORK, exist_ok=True)
+    for s in SECTIONS:
+        print(f"-- {s}", flush=True)
+        globals()[f"section_{s}"]()
+
+
+if __name__ == "__main__":
+    main()
