@@ -516,11 +516,14 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Ddl => {
             let root = tables_root(&data_dir)?;
+            let mut text = String::new();
             if root.is_local() {
-                println!("-- Hive, or Spark without Delta Lake: the plain-directory view DATA_DIR/tables");
-                print!("{}", project::hive_ddl(&absolute(&data_dir)?.join(project::plain::LINK)));
+                text.push_str("-- Hive, or Spark without Delta Lake: the plain-directory view DATA_DIR/tables\n");
+                text.push_str(&project::hive_ddl(&absolute(&data_dir)?.join(project::plain::LINK)));
             }
-            print!("{}", project::delta_ddl(&root)?);
+            text.push_str(&project::delta_ddl(&root)?);
+            // Through write_all: a closed pipe (`questlog ddl | head`) ends quietly.
+            replay::write_all(&mut std::io::stdout().lock(), text.as_bytes())?;
             Ok(())
         }
     }

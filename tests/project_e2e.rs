@@ -166,3 +166,30 @@ fn sql_names_the_real_columns_of_the_tables_a_query_reads() {
     assert!(!stderr.contains("valid columns"), "Polars' list of the loaded columns misleads: {stderr}");
     assert!(!stderr.contains("columns of quests"), "only the tables the query reads: {stderr}");
 }
+
+/// Files removed by compaction stay for readers of older snapshots until the retention
+/// period has passed, then the projector deletes them; the plain view always shows only
+/// the committed files.
+#[test]
+fn removed_files_are_vacuumed_after_the_retention_period() {
+    let d = tempfile::tempdir().unwrap();
+    let d = d.path();
+    questlog_ok(d, &["generate", "--seed", "13", "--events", "12000"]);
+    let parquet_in = |dir: &Path| -> usize {
+        std::fs::read_dir(dir).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".parquet")).count()
+    };
+    // Twelve steps: ten level-0 files of each table merged into one.
+    questlog_ok(d, &["project", "--step-events", "1000"]);
+    for t in TABLE_DIRS {
+        let (stored, committed) = (parquet_in(&d.join("delta").join(t)), parquet_in(&d.join("tables").join(t)));
+        assert!(stored >= committed + 10, "{t}: the merged files are kept for an hour: {stored} stored, {committed} committed");
+    }
+    // With no retention, the next run deletes them.
+    questlog_ok(d, &["generate", "--seed", "14", "--events", "10"]);
+    let out = questlog_ok(d, &["--vacuum-retention-ms", "0", "project"]);
+    assert!(out.contains("removed files deleted"), "{out}");
+    for t in TABLE_DIRS {
+        assert_eq!(parquet_in(&d.join("delta").join(t)), parquet_in(&d.join("tables").join(t)), "{t}: only committed files remain");
+    }
+    assert!(questlog_ok(d, &["verify"]).starts_with("ok:"));
+}

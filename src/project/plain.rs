@@ -5,11 +5,13 @@
 //! `DATA_DIR/tables` is a symlink to a generation directory `tables.gen-NNNNNN/`, which
 //! holds one directory per table (`guild_joins/`, …) of hard links to exactly the files
 //! of one committed state of the Delta tables. Each publish that changes the files builds
-//! a new generation and swaps the symlink in one rename, so a reader that lists a table's
-//! directory sees one state: never a compaction's inputs beside its output. A superseded
-//! generation is deleted [`GRACE_MS`] after it was superseded, so a file a reader listed
-//! is still there for that long. The view is derived (the Delta log is the record); it
-//! is rebuilt on open and never synced.
+//! a new generation (at most every [`MIN_INTERVAL_MS`]) and swaps the symlink in one
+//! rename, so a reader that lists a table's directory sees one state: never a compaction's
+//! inputs beside its output. A superseded generation is deleted [`GRACE_MS`] after it was
+//! superseded, so a reader that resolved the symlink once still finds the files it listed
+//! for that long (one that goes through the symlink for each file may not, if the view
+//! moved in between). The view is derived (the Delta log is the record); it is rebuilt on
+//! open and never synced.
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -25,3 +25,8 @@ for _ in $(seq 1 100); do  # bounded: 20 s
   sleep 0.2
 done
 "$venv/bin/python" "$here/check_delta.py" "$bin" "$work/w" "http://127.0.0.1:$port" "$@"
+if [ $# -eq 0 ]; then
+  # The seed's Hive DDL in Spark over local tables that were projected in steps, crashed
+  # and compacted (the crash section's data dir), with the python that has pyspark.
+  python3 "$here/check_spark_hive.py" "$bin" "$work/w/crash-local" "$work/spark"
+fi
