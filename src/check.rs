@@ -239,11 +239,22 @@ fn sidecar_path(path: &Path) -> PathBuf {
 }
 
 /// Runs the scenario at `path` in a temp dir. `exe` is this program, used to crash a
-/// projection in a child process.
-pub fn run(path: &Path, exe: &Path, progress: &ProgressBar) -> Result<CheckOutcome, CheckError> {
+/// projection in a child process. With `tables` on S3, the scenario's tables go to a new
+/// prefix under it (`…/check-<name>-<pid>-<nanos>`), so the digests cover S3 tables too.
+pub fn run(path: &Path, exe: &Path, tables: Option<&TablesRoot>, progress: &ProgressBar) -> Result<CheckOutcome, CheckError> {
     let scenario = load(path)?;
     let tmp = tempfile::tempdir().map_err(run_err)?;
     let data = tmp.path().join("data");
+    let root = match tables {
+        Some(TablesRoot::S3 { bucket, prefix }) => {
+            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+            let name = path.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let sub = format!("check-{name}-{}-{nanos}", std::process::id());
+            let prefix = if prefix.is_empty() { sub } else { format!("{prefix}/{sub}") };
+            TablesRoot::S3 { bucket: bucket.clone(), prefix }
+        }
+        _ => TablesRoot::Local(data.join(DELTA_DIR)),
+    };
     let start_time_us = event::parse_time_us(scenario.start_time.as_deref().unwrap_or(generate::world::DEFAULT_START_TIME))
         .map_err(|e| CheckError::Scenario { path: path.to_path_buf(), reason: format!("start_time: {e}") })?;
     let extra: Vec<Record> = match &scenario.extra_events {
@@ -257,7 +268,7 @@ pub fn run(path: &Path, exe: &Path, progress: &ProgressBar) -> Result<CheckOutco
     let total = scenario.events + extra.len() as u64;
     progress.set_length(total);
     let mut log = Some(SledLog::open(&data.join("log")).map_err(run_err)?);
-    let mut projector = Some(Projector::open(&TablesRoot::Local(data.join(DELTA_DIR)), &data, Codec::Snappy).map_err(run_err)?.with_step_events(every));
+    let mut projector = Some(Projector::open(&root, &data, Codec::Snappy).map_err(run_err)?.with_step_events(every));
     let mut extra = extra.into_iter();
     let mut appended = 0u64;
     let mut step = 0u64;
@@ -287,6 +298,8 @@ pub fn run(path: &Path, exe: &Path, progress: &ProgressBar) -> Result<CheckOutco
             let out = std::process::Command::new(exe)
                 .arg("--data-dir")
                 .arg(&data)
+                .arg("--tables")
+                .arg(root.to_string())
                 .args(["project", "--step-events", &every.to_string()])
                 .env("QUESTLOG_FAILPOINT", point)
                 .stdin(std::process::Stdio::null())
@@ -296,7 +309,7 @@ pub fn run(path: &Path, exe: &Path, progress: &ProgressBar) -> Result<CheckOutco
                 return Err(CheckError::Run(format!("the projection meant to crash at {point} finished instead")));
             }
             log = Some(SledLog::open(&data.join("log")).map_err(run_err)?);
-            projector = Some(Projector::open(&TablesRoot::Local(data.join(DELTA_DIR)), &data, Codec::Snappy).map_err(run_err)?.with_step_events(every));
+            projector = Some(Projector::open(&root, &data, Codec::Snappy).map_err(run_err)?.with_step_events(every));
         } else {
             let p = projector.as_mut().expect("projector open");
             p.step(log.as_ref().expect("log open").as_ref(), &hidden).map_err(run_err)?;
@@ -320,7 +333,7 @@ pub fn run(path: &Path, exe: &Path, progress: &ProgressBar) -> Result<CheckOutco
     streams.push(("log".into(), h.finish()));
 
     // Each table's rows, from the incremental tables and from a rebuild.
-    let live = project::snapshot(&TablesRoot::Local(data.join(DELTA_DIR)), &data).map_err(run_err)?;
+    let live = project::snapshot(&root, &data).map_err(run_err)?;
     let rebuilt_root = TablesRoot::Local(tmp.path().join("rebuild"));
     project::rebuild_into(log.as_ref(), end, &rebuilt_root, tmp.path(), Codec::Snappy, &hidden).map_err(run_err)?;
     let rebuilt = project::snapshot(&rebuilt_root, tmp.path()).map_err(run_err)?;

@@ -406,7 +406,8 @@ pub fn run(cli: Cli) -> Result<()> {
                     scenario.schedule.crash_at_step.map(|s| format!(", crash in step {s}")).unwrap_or_default()
                 );
                 let pb = generate::progress_bar(0, "running");
-                let outcome = crate::check::run(path, &exe, &pb)?;
+                let tables = TABLES_OPTIONS.get().and_then(|(root, _)| root.as_ref());
+                let outcome = crate::check::run(path, &exe, tables, &pb)?;
                 pb.finish_and_clear();
                 println!("{}", outcome.render());
                 if bless {

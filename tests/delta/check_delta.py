@@ -164,6 +164,13 @@ def section_s3():
     objects = s3.list_objects_v2(Bucket=BUCKET, Prefix="s3/guild_joins/_delta_log/")["KeyCount"]
     print(f"ok: sql, verify, report and ddl's DuckDB views over S3; guild_joins has {objects} log objects")
 
+    # The golden scenario, its tables on S3: the same digests as on a local disk.
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = ql(d, "check", os.path.join(repo, "replay", "smoke.toml"), tables=f"s3://{BUCKET}/checks").stdout
+    if "8 of 8 digests match" not in out:
+        fail(f"check replay/smoke.toml with S3 tables:\n{out}")
+    print("ok: check replay/smoke.toml with its tables on S3: 8 of 8 digests match")
+
     # Time travel into S3: the tables as of offset 12345, beside the live ones.
     ql(d, "project", "--rebuild", "--to", "12345", "--out", f"s3://{BUCKET}/asof")
     replay = ql(d, "replay", "--to", "12345").stdout.splitlines()

@@ -7,6 +7,7 @@ usage: check_spark_hive.py QUESTLOG_BIN DATA_DIR WORK_DIR
 """
 import collections
 import json
+import os
 import subprocess
 import sys
 
@@ -32,9 +33,16 @@ def main():
     statements = [s.strip() for s in hive.split(";") if "create external table" in s]
     if len(statements) != 5:
         fail(f"ddl printed {len(statements)} Hive statements:\n{ddl}")
+    # Loopback only, and the metastore (Derby) and its log in the work dir, not the cwd.
+    os.makedirs(WORK, exist_ok=True)
+    os.chdir(WORK)
+    os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
     spark = (SparkSession.builder.master("local[1]").appName("questlog-hive-ddl")
+             .config("spark.driver.host", "127.0.0.1")
+             .config("spark.driver.bindAddress", "127.0.0.1")
              .config("spark.sql.warehouse.dir", WORK + "/warehouse")
-             .config("javax.jdo.option.ConnectionURL", f"jdbc:derby:;databaseName={WORK}/metastore;create=true")
+             .config("spark.hadoop.javax.jdo.option.ConnectionURL", f"jdbc:derby:;databaseName={WORK}/metastore;create=true")
+             .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={WORK}")
              .config("spark.ui.enabled", "false")
              .enableHiveSupport().getOrCreate())
     spark.sparkContext.setLogLevel("ERROR")
