@@ -47,7 +47,8 @@ pub struct Cli {
     pub tables: Option<String>,
     /// How long a file removed from a table (merged by compaction, replaced by a rebuild)
     /// stays for readers of older snapshots before it is deleted.
-    #[arg(long, global = true, default_value_t = project::DEFAULT_VACUUM_RETENTION_MS, env = "QUESTLOG_VACUUM_RETENTION_MS")]
+    #[arg(long, global = true, default_value_t = project::DEFAULT_VACUUM_RETENTION_MS, env = "QUESTLOG_VACUUM_RETENTION_MS",
+          value_parser = clap::value_parser!(u64).range(0..=project::delta::MAX_VACUUM_RETENTION_MS))]
     pub vacuum_retention_ms: u64,
     #[command(subcommand)]
     pub command: Command,
@@ -518,9 +519,12 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Ddl => {
             let root = tables_root(&data_dir)?;
             let mut text = String::new();
-            if root.is_local() {
+            // The plain view exists once a projector has opened local tables (and is gone if
+            // it could not be kept up to date, e.g. tables on another filesystem).
+            let view = absolute(&data_dir)?.join(project::plain::LINK);
+            if root.is_local() && std::fs::read_link(&view).is_ok() {
                 text.push_str("-- Hive, or Spark without Delta Lake: the plain-directory view DATA_DIR/tables\n");
-                text.push_str(&project::hive_ddl(&absolute(&data_dir)?.join(project::plain::LINK)));
+                text.push_str(&project::hive_ddl(&view));
             }
             text.push_str(&project::delta_ddl(&root)?);
             // Through write_all: a closed pipe (`questlog ddl | head`) ends quietly.

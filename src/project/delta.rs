@@ -60,6 +60,15 @@ pub const LOG_CLEANUP_EVERY_COMMITS: u64 = 100;
 /// week, which on a busy embedded store keeps every compaction's inputs for days).
 pub const DEFAULT_VACUUM_RETENTION_MS: u64 = 60 * 60 * 1000;
 
+/// Files in a table directory that no commit names are deleted only when at least this
+/// old (and older than the vacuum retention), so a concurrent projector's finished,
+/// not yet committed files survive even a long rebuild.
+const LEFTOVER_MIN_AGE_MS: u64 = 60 * 60 * 1000;
+
+/// The longest `--vacuum-retention-ms` (ten years): beyond, the cutoff arithmetic in
+/// milliseconds since 1970 would overflow.
+pub const MAX_VACUUM_RETENTION_MS: u64 = 10 * 365 * 24 * 60 * 60 * 1000;
+
 /// At most one vacuum pass per table in this long: it lists the tombstones, which costs
 /// one read of the log.
 pub const VACUUM_INTERVAL_MS: u64 = 60 * 1000;
@@ -239,7 +248,6 @@ struct Table {
 /// The five Delta tables under one [`TablesRoot`].
 pub struct DeltaTables {
     root: TablesRoot,
-    store: ObjectStoreRef,
     blocking: Blocking,
     tables: Vec<Table>,
     /// Local directory for files before they are committed (S3), or `None` to write them
@@ -331,7 +339,7 @@ impl DeltaTables {
             blocking.run(load_or_create(&mut table, create))?;
             tables.push(table);
         }
-        let me = DeltaTables { root: root.clone(), store, blocking, tables, staging, cache, vacuum_retention_ms };
+        let me = DeltaTables { root: root.clone(), blocking, tables, staging, cache, vacuum_retention_ms };
         if create {
             me.remove_leftovers();
         }
@@ -375,7 +383,7 @@ impl DeltaTables {
             (TablesRoot::S3 { .. }, Some(cache)) => {
                 let path = cache.join(t.def.location).join(name);
                 if !path.exists() {
-                    self.blocking.run(download(&self.store, &t.url, name, &path))?;
+                    self.blocking.run(download(&t.log_store.object_store(None), &t.url, name, &path))?;
                 }
                 Ok(path)
             }
@@ -389,24 +397,16 @@ impl DeltaTables {
     /// the error is [`ProjectError::Conflict`], that another writer moved the table.
     pub fn commit(&mut self, i: usize, kind: CommitKind, added: &[FileEntry], removed: &[FileEntry], offset: u64) -> Result<(), ProjectError> {
         let staging = self.staging.clone();
-        let store = self.store.clone();
         let t = &mut self.tables[i];
         if let Some(staging) = &staging {
+            let store = t.log_store.object_store(None);
             for f in added {
                 let local = staging.join(t.def.location).join(&f.name);
                 self.blocking.run(upload(&store, &t.url, &local, &f.name))?;
             }
         }
         failpoint("publish.before_commit")?;
-        let version = self.blocking.run(commit_table(t, kind, added, removed, offset))?;
-        if let TablesRoot::Local(dir) = &self.root {
-            // Power loss must not take a commit that was reported done: the log entry and
-            // its directory entry are synced (the data files were, before the commit).
-            let log_dir = dir.join(t.def.location).join("_delta_log");
-            let entry = log_dir.join(format!("{version:020}.json"));
-            File::open(&entry).and_then(|f| f.sync_all()).map_err(io_err(format!("syncing {}", entry.display())))?;
-            super::fsync_dir(&log_dir)?;
-        }
+        self.blocking.run(commit_table(t, kind, added, removed, offset))?;
         if let (Some(staging), Some(cache)) = (&staging, &self.cache) {
             // The uploaded files become the cache's copies.
             let dir = cache.join(t.def.location);
@@ -432,12 +432,17 @@ impl DeltaTables {
             deleted += self.blocking.run(vacuum_table(t, retention_ms))?;
         }
         if let Some(cache) = &self.cache {
-            // Cached copies of files no longer in a table.
+            // Cached copies of files no longer in a table, once a reader of an older
+            // snapshot could no longer find them in the store either; never a download
+            // in progress (another process's temporary name).
+            let retention = Duration::from_millis(self.vacuum_retention_ms);
             for t in &self.tables {
                 let live: BTreeSet<&str> = t.files.iter().map(|f| f.name.as_str()).collect();
                 if let Ok(entries) = fs::read_dir(cache.join(t.def.location)) {
                     for e in entries.flatten() {
-                        if !live.contains(e.file_name().to_string_lossy().as_ref()) {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        let old = e.metadata().and_then(|m| m.modified()).ok().and_then(|m| m.elapsed().ok()).is_some_and(|age| age > retention);
+                        if parse_file_name(&name).is_some() && !live.contains(name.as_str()) && old {
                             let _ = fs::remove_file(e.path());
                         }
                     }
@@ -453,7 +458,9 @@ impl DeltaTables {
     /// concurrent projector may be about to commit a younger one).
     fn remove_leftovers(&self) {
         let TablesRoot::Local(root) = &self.root else { return };
-        let retention = Duration::from_millis(self.vacuum_retention_ms);
+        // Never younger than an hour: a concurrent projector's finished files wait for its
+        // commit, which a long rebuild can take that long to reach.
+        let retention = Duration::from_millis(self.vacuum_retention_ms.max(LEFTOVER_MIN_AGE_MS));
         for t in &self.tables {
             let dir = root.join(t.def.location);
             let Ok(entries) = fs::read_dir(&dir) else { continue };
@@ -462,7 +469,12 @@ impl DeltaTables {
                 let old = e.metadata().and_then(|m| m.modified()).ok().and_then(|m| m.elapsed().ok()).is_some_and(|age| age > retention);
                 let remove = if let Some(rest) = name.strip_prefix(".writing-") {
                     let pid: Option<i32> = rest.split('-').next().and_then(|p| p.parse().ok());
-                    old || pid.is_some_and(|pid| pid != std::process::id() as i32 && !process_alive(pid))
+                    // A live writer's file stays; a dead one's goes (or, with no readable
+                    // pid, an old one's).
+                    match pid {
+                        Some(pid) => pid != std::process::id() as i32 && !process_alive(pid),
+                        None => old,
+                    }
                 } else {
                     parse_file_name(&name).is_some() && old && !t.files.iter().any(|f| f.name == name) && !self.is_tombstoned(t, &name)
                 };
@@ -499,30 +511,33 @@ impl DeltaTables {
     /// smallest of the five (a step commits the tables one after another; a reader in
     /// between takes the earlier versions of those already committed).
     pub fn consistent_offset(&mut self) -> Result<u64, ProjectError> {
-        let offset = self.tables.iter().map(|t| t.offset).min().unwrap_or(0);
-        for t in &mut self.tables {
-            if t.offset == offset {
-                continue;
-            }
-            let mut steps = 0;
-            while t.offset != offset {
-                let Some(v) = t.table.version().filter(|&v| v > 0) else { break };
-                steps += 1;
-                if steps > MAX_SNAPSHOT_WALKBACK_VERSIONS {
-                    break;
+        // The target only goes down: a table with no version at exactly the target (a step
+        // that stopped half-way, then shorter steps) lowers it to the offset it has, and
+        // the others walk back to that.
+        let mut target = self.tables.iter().map(|t| t.offset).min().unwrap_or(0);
+        let mut steps = vec![0u64; self.tables.len()];
+        'again: loop {
+            for (i, t) in self.tables.iter_mut().enumerate() {
+                while t.offset > target {
+                    let Some(v) = t.table.version().filter(|&v| v > 0) else { break };
+                    steps[i] += 1;
+                    if steps[i] > MAX_SNAPSHOT_WALKBACK_VERSIONS {
+                        return Err(ProjectError::Inconsistent {
+                            table: t.def.name,
+                            reason: format!(
+                                "no version of it in the last {MAX_SNAPSHOT_WALKBACK_VERSIONS} holds the log offsets 0..{target} the other tables share (a rebuild or a projector stopped half-way?); run `questlog project`"
+                            ),
+                        });
+                    }
+                    self.blocking.run(load_version(t, v - 1))?;
                 }
-                self.blocking.run(load_version(t, v - 1))?;
+                if t.offset < target {
+                    target = t.offset;
+                    continue 'again;
+                }
             }
-            if t.offset != offset {
-                return Err(ProjectError::Inconsistent {
-                    table: t.def.name,
-                    reason: format!(
-                        "no version of it in the last {MAX_SNAPSHOT_WALKBACK_VERSIONS} holds exactly the log offsets 0..{offset} the other tables share (a rebuild or a projector stopped half-way?); run `questlog project`"
-                    ),
-                });
-            }
+            return Ok(target);
         }
-        Ok(offset)
     }
 }
 
@@ -583,9 +598,21 @@ async fn load_or_create(t: &mut Table, create: bool) -> Result<(), ProjectError>
                 .with_commit_properties(CommitProperties::default().with_max_retries(0))
                 .await;
             match created {
-                Ok(table) => t.table = table,
-                // Another process created it first: use theirs.
-                Err(_) => t.table.load().await.map_err(delta_err(t.def, &t.url))?,
+                Ok(table) => {
+                    t.table = table;
+                    if let Ok(dir) = t.url.to_file_path() {
+                        sync_log_entry(&dir, 0)?;
+                    }
+                }
+                // Another process created it first (the error that reports it depends on
+                // where delta-rs noticed): use theirs. Otherwise the creation failed.
+                Err(e) => {
+                    if t.table.verify_deltatable_existence().await.unwrap_or(false) {
+                        t.table.load().await.map_err(delta_err(t.def, &t.url))?;
+                    } else {
+                        return Err(delta_err(t.def, &t.url)(e));
+                    }
+                }
             }
         }
         Err(DeltaTableError::NotATable(_)) => {
@@ -704,7 +731,10 @@ async fn commit_table(t: &mut Table, kind: CommitKind, added: &[FileEntry], remo
         Err(e) => {
             let moved = matches!(
                 &e,
-                DeltaTableError::Transaction { source: TransactionError::MaxCommitAttempts(_) | TransactionError::VersionAlreadyExists(_) | TransactionError::CommitConflict(_) }
+                DeltaTableError::VersionAlreadyExists(_)
+                    | DeltaTableError::Transaction {
+                        source: TransactionError::MaxCommitAttempts(_) | TransactionError::VersionAlreadyExists(_) | TransactionError::CommitConflict(_)
+                    }
             );
             if moved {
                 // Say who moved it: read the table again.
@@ -722,17 +752,42 @@ async fn commit_table(t: &mut Table, kind: CommitKind, added: &[FileEntry], remo
         }
     };
     let version = post.version;
-    // The commit has landed; a checkpoint or log clean-up that fails after it is reported,
-    // not taken for a failed commit.
-    match post.await {
-        Ok(finalized) => t.table.state = Some(finalized.snapshot),
-        Err(e) => {
-            tracing::warn!(table = t.def.name, version, error = %e, "Delta post-commit work (checkpoint, log clean-up) failed");
-            t.table.load().await.map_err(delta_err(t.def, &t.url))?;
+    // The commit has landed. From here on nothing may make the projector forget it: the
+    // offset and files are what it committed, whatever reading the table back does.
+    t.offset = offset;
+    t.files.retain(|f| !removed.iter().any(|r| r.name == f.name) || keep.contains(f.name.as_str()));
+    for f in added {
+        if !t.files.iter().any(|have| have.name == f.name) {
+            t.files.push(f.clone());
         }
     }
-    read_state(t).await?;
+    t.files.sort_by_key(|f| (f.first_offset, f.last_offset));
+    // Power loss must not take a commit that is reported done: the log entry and its
+    // directory entry are synced (the data files and theirs were, before the commit).
+    if let Ok(dir) = t.url.to_file_path() {
+        sync_log_entry(&dir, version)?;
+    }
+    // A checkpoint or log clean-up that fails after the commit is reported, not taken for
+    // a failed commit; if the table cannot be read back, the next commit (built on the
+    // version before) is refused and the projector reopens the tables.
+    match post.await {
+        Ok(finalized) => t.table.state = Some(finalized.snapshot),
+        Err(e) => tracing::warn!(table = t.def.name, version, error = %e, "Delta post-commit work (checkpoint, log clean-up) failed"),
+    }
+    if t.table.version() == Some(version) {
+        if let Err(e) = read_state(t).await {
+            tracing::warn!(table = t.def.name, version, error = %e, "cannot read a table back after its commit");
+        }
+    }
     Ok(version)
+}
+
+/// Syncs `<table dir>/_delta_log/<version>.json` and `_delta_log/`.
+fn sync_log_entry(table_dir: &Path, version: u64) -> Result<(), ProjectError> {
+    let log_dir = table_dir.join("_delta_log");
+    let entry = log_dir.join(format!("{version:020}.json"));
+    File::open(&entry).and_then(|f| f.sync_all()).map_err(io_err(format!("syncing {}", entry.display())))?;
+    super::fsync_dir(&log_dir)
 }
 
 async fn vacuum_table(t: &mut Table, retention_ms: i64) -> Result<u64, ProjectError> {
@@ -758,10 +813,11 @@ async fn vacuum_table(t: &mut Table, retention_ms: i64) -> Result<u64, ProjectEr
     Ok(deleted)
 }
 
-/// Uploads a finished local file as `<table url>/<name>` (multipart when large).
+/// Uploads a finished local file as `<name>` in `store`, the table's own (prefixed) store
+/// (multipart when large); `table` is for messages.
 async fn upload(store: &ObjectStoreRef, table: &Url, local: &Path, name: &str) -> Result<(), ProjectError> {
     use tokio::io::AsyncWriteExt as _;
-    let key = StorePath::from(format!("{}{name}", table.path().trim_start_matches('/')));
+    let key = StorePath::from(name);
     let err = |e: std::io::Error| ProjectError::Io { context: format!("uploading {} to {table}{name}", local.display()), source: e };
     let mut file = tokio::fs::File::open(local).await.map_err(err)?;
     let mut out = object_store::buffered::BufWriter::new(store.clone(), key);
@@ -770,12 +826,12 @@ async fn upload(store: &ObjectStoreRef, table: &Url, local: &Path, name: &str) -
     Ok(())
 }
 
-/// Downloads `<table url>/<name>` to `path` (via a temporary name, so a half-written copy
-/// is never taken for the file).
+/// Downloads `<name>` of the table's own store to `path` (via a temporary name, so a
+/// half-written copy is never taken for the file).
 async fn download(store: &ObjectStoreRef, table: &Url, name: &str, path: &Path) -> Result<(), ProjectError> {
     use futures_util::StreamExt as _;
     use tokio::io::AsyncWriteExt as _;
-    let key = StorePath::from(format!("{}{name}", table.path().trim_start_matches('/')));
+    let key = StorePath::from(name);
     let io = |e: std::io::Error| ProjectError::Io { context: format!("downloading {table}{name} to {}", path.display()), source: e };
     let got = match store.get(&key).await {
         Ok(got) => got,

@@ -641,8 +641,10 @@ impl TableSink for Tables {
             view.push((def, files));
         }
         if let Err(e) = plain.publish(&view) {
-            // The view is derived; the Delta tables are correct without it.
-            tracing::warn!(error = %e, data_dir = %self.data_dir.display(), "cannot update the plain-directory view of the tables; turning it off");
+            // The view is derived; the Delta tables are correct without it. A view that no
+            // longer follows them must not stay behind looking current.
+            tracing::warn!(error = %e, data_dir = %self.data_dir.display(), "cannot update the plain-directory view of the tables; removing it");
+            let _ = fs::remove_file(self.data_dir.join(plain::LINK));
             self.plain = None;
         }
         Ok(())
@@ -1086,8 +1088,8 @@ impl Continuous {
                             }
                             Err(e) => {
                                 failures = failures.saturating_add(1);
-                                stats.set_error(Some(format!("restarting the projector after a panic: {e}")));
-                                tracing::error!(error = %e, failures, "cannot restart the projector; retrying with backoff");
+                                stats.set_error(Some(format!("reopening the tables: {e}")));
+                                tracing::error!(error = %e, failures, "cannot reopen the tables; retrying with backoff");
                             }
                         }
                     }
@@ -1101,7 +1103,7 @@ impl Continuous {
                             }
                             Err(failure) => {
                                 failures = failures.saturating_add(1);
-                                if matches!(failure, Failure::Panic) {
+                                if matches!(failure, Failure::Panic) || matches!(&failure, Failure::Error(e) if !e.is_no_space()) {
                                     projector = None;
                                 }
                             }
@@ -1125,8 +1127,9 @@ impl Continuous {
                                 free_at_failure = if e.is_no_space() { p.free_bytes() } else { None };
                                 // The step was published; what failed came after it.
                                 compaction_failed = p.offset() > before;
-                                if matches!(e, ProjectError::Conflict { .. }) {
-                                    // Another writer moved the tables: read them again.
+                                if !e.is_no_space() {
+                                    // Another writer may have moved the tables, or a commit
+                                    // landed that could not be read back: read them again.
                                     projector = None;
                                 }
                                 break;
