@@ -655,7 +655,7 @@ fn rejected_cmd(data_dir: &Path, from: u64, limit: usize) -> Result<()> {
 }
 
 /// Runs `load` (which opens, and may read, the five tables) on one consistent snapshot,
-/// retrying if a projector replaced files between reading the manifest and opening them.
+/// retrying if a projector's vacuum deleted a file between taking the snapshot and opening it.
 fn read_snapshot<T>(
     root: &TablesRoot,
     data_dir: &Path,

@@ -998,7 +998,7 @@ pub struct Continuous {
 }
 
 /// Named so the interval's unit is in the name: the default keeps tables within about a
-/// second of the log without re-reading the manifest too often.
+/// second of the log without a Delta commit per table more often than that.
 pub const DEFAULT_PROJECT_INTERVAL_MS: u64 = 1_000;
 /// Longest wait between projection attempts after repeated failures: a minute keeps a
 /// failing disk from costing CPU while noticing a fix quickly enough.
