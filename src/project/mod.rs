@@ -659,34 +659,11 @@ impl TableSink for Tables {
     }
 }
 
-/// A projector's tables and settings, to open it again (recovering whatever a failed step
-/// left): how the continuous projector restarts after a panic.
-struct Restart {
-    root: TablesRoot,
-    data_dir: PathBuf,
-    codec: Codec,
-    step_events: u64,
-    min_free_bytes: u64,
-    vacuum_retention_ms: u64,
-}
-
-impl Restart {
-    fn reopen(&self) -> Result<Projector, ProjectError> {
-        Ok(Projector {
-            tables: Box::new(Tables::open(&self.root, &self.data_dir, self.vacuum_retention_ms, true)?),
-            root: self.root.clone(),
-            data_dir: self.data_dir.clone(),
-            codec: self.codec,
-            step_events: self.step_events,
-            min_free_bytes: self.min_free_bytes,
-            vacuum_retention_ms: self.vacuum_retention_ms,
-        })
-    }
-}
-
-/// Reads the log and keeps the tables up to date.
-pub struct Projector {
-    tables: Box<dyn TableSink>,
+/// A projector's settings: with them it can open its tables again (recovering whatever a
+/// failed step left), which is how the continuous projector restarts after a panic or a
+/// failed step.
+#[derive(Clone)]
+struct Settings {
     root: TablesRoot,
     data_dir: PathBuf,
     codec: Codec,
@@ -695,6 +672,23 @@ pub struct Projector {
     /// [`Projector::with_min_free_bytes`].
     min_free_bytes: u64,
     vacuum_retention_ms: u64,
+}
+
+impl Settings {
+    fn reopen(&self) -> Result<Projector, ProjectError> {
+        self.open(true)
+    }
+
+    fn open(&self, check: bool) -> Result<Projector, ProjectError> {
+        let tables = Tables::open(&self.root, &self.data_dir, self.vacuum_retention_ms, check)?;
+        Ok(Projector { tables: Box::new(tables), settings: self.clone() })
+    }
+}
+
+/// Reads the log and keeps the tables up to date.
+pub struct Projector {
+    tables: Box<dyn TableSink>,
+    settings: Settings,
 }
 
 /// Estimated Parquet bytes per projected event, for the free-space check of a step
@@ -712,33 +706,26 @@ impl Projector {
     /// With `check` false, damaged or missing files are not errors (for a rebuild, which
     /// replaces them all).
     pub fn open_with_retention(root: &TablesRoot, data_dir: &Path, codec: Codec, vacuum_retention_ms: u64, check: bool) -> Result<Projector, ProjectError> {
-        Ok(Projector {
-            tables: Box::new(Tables::open(root, data_dir, vacuum_retention_ms, check)?),
+        let settings = Settings {
             root: root.clone(),
             data_dir: data_dir.to_path_buf(),
             codec,
             step_events: MAX_STEP_EVENTS,
             min_free_bytes: 0,
             vacuum_retention_ms,
-        })
+        };
+        settings.open(check)
     }
 
-    /// What it takes to open this projector again (see [`Restart`]).
-    fn restart(&self) -> Restart {
-        Restart {
-            root: self.root.clone(),
-            data_dir: self.data_dir.clone(),
-            codec: self.codec,
-            step_events: self.step_events,
-            min_free_bytes: self.min_free_bytes,
-            vacuum_retention_ms: self.vacuum_retention_ms,
-        }
+    /// What it takes to open this projector again (see [`Settings`]).
+    fn restart(&self) -> Settings {
+        self.settings.clone()
     }
 
     /// Caps the events of one step (at most [`MAX_STEP_EVENTS`]); smaller steps publish
     /// more often and make more small files for compaction to merge.
     pub fn with_step_events(mut self, n: u64) -> Projector {
-        self.step_events = n.clamp(1, MAX_STEP_EVENTS);
+        self.settings.step_events = n.clamp(1, MAX_STEP_EVENTS);
         self
     }
 
@@ -746,7 +733,7 @@ impl Projector {
     /// `log_reserve_bytes` free besides what it expects to write, so when a disk fills,
     /// the tables stop growing before the log (whose appends are acknowledged) runs out.
     pub fn with_min_free_bytes(mut self, log_reserve_bytes: u64) -> Projector {
-        self.min_free_bytes = log_reserve_bytes.saturating_mul(2);
+        self.settings.min_free_bytes = log_reserve_bytes.saturating_mul(2);
         self
     }
 
@@ -762,10 +749,10 @@ impl Projector {
     }
 
     fn check_space(&self, what: &'static str, estimate_bytes: u64) -> Result<(), ProjectError> {
-        if self.min_free_bytes == 0 {
+        if self.settings.min_free_bytes == 0 {
             return Ok(());
         }
-        let needed_bytes = self.min_free_bytes.saturating_add(estimate_bytes);
+        let needed_bytes = self.settings.min_free_bytes.saturating_add(estimate_bytes);
         match self.tables.free_bytes() {
             Some(free_bytes) if free_bytes < needed_bytes => Err(ProjectError::NoSpace { what, free_bytes, needed_bytes }),
             // A filesystem that cannot say leaves the decision to the write itself.
@@ -790,14 +777,14 @@ impl Projector {
         failpoint("project.step")?;
         let offsets = self.tables.offsets();
         let from = self.offset();
-        let mut to = log.durable_end().min(from + self.step_events);
-        if to > from && self.min_free_bytes > 0 {
+        let mut to = log.durable_end().min(from + self.settings.step_events);
+        if to > from && self.settings.min_free_bytes > 0 {
             // On a filling disk, a shorter step that fits beats none.
             let estimate = (to - from).saturating_mul(EST_PARQUET_BYTES_PER_EVENT);
             if let Err(ProjectError::NoSpace { free_bytes, .. }) = self.check_space("a projection step", estimate) {
-                let room = free_bytes.saturating_sub(self.min_free_bytes) / EST_PARQUET_BYTES_PER_EVENT;
+                let room = free_bytes.saturating_sub(self.settings.min_free_bytes) / EST_PARQUET_BYTES_PER_EVENT;
                 if room == 0 {
-                    return Err(ProjectError::NoSpace { what: "a projection step", free_bytes, needed_bytes: self.min_free_bytes + EST_PARQUET_BYTES_PER_EVENT });
+                    return Err(ProjectError::NoSpace { what: "a projection step", free_bytes, needed_bytes: self.settings.min_free_bytes + EST_PARQUET_BYTES_PER_EVENT });
                 }
                 to = from + room.min(to - from);
             }
@@ -809,7 +796,7 @@ impl Projector {
         let dirs: Vec<PathBuf> = TABLES.iter().map(|d| self.tables.staging_dir(d)).collect();
         // A table that is ahead of the others (a step that stopped between the tables'
         // commits) takes only the events past its own offset.
-        let outputs = write_range(log, from, to, &offsets, &dirs, self.codec, progress)?;
+        let outputs = write_range(log, from, to, &offsets, &dirs, self.settings.codec, progress)?;
         for (i, files) in outputs.into_iter().enumerate() {
             if offsets[i] >= to {
                 continue;
@@ -879,7 +866,7 @@ impl Projector {
     fn merge(&self, i: usize, def: &TableDef, inputs: &[FileEntry], level: u8) -> Result<Vec<FileEntry>, ProjectError> {
         let dir = self.tables.staging_dir(def);
         let offset_col = schema(def.event_type).index_of("log_offset")?;
-        let mut out = TableOutput::new(def, dir, self.codec, level);
+        let mut out = TableOutput::new(def, dir, self.settings.codec, level);
         for f in inputs {
             let path = self.tables.local_file(i, &f.name)?;
             for batch in batch_reader(&path)? {
@@ -903,7 +890,7 @@ impl Projector {
     /// Rebuilds all five tables from offset 0 up to `to` (clamped to the log's end): one
     /// commit per table replaces its files with the rebuilt ones.
     pub fn rebuild(&mut self, log: &dyn EventLog, to: u64, progress: &ProgressBar) -> Result<ProjectSummary, ProjectError> {
-        rebuild_tables(self.tables.as_mut(), log, to, self.codec, progress)
+        rebuild_tables(self.tables.as_mut(), log, to, self.settings.codec, progress)
     }
 }
 
