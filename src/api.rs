@@ -492,8 +492,10 @@ impl Outcome {
         for t in types.into_iter().flatten() {
             state.metrics.accepted(t);
         }
-        let accepted = (appended.offsets.end - appended.offsets.start) as usize;
-        let (first, last) = if accepted > 0 {
+        // A partitioned (Kafka) log gives each record a (partition, offset) instead of
+        // one contiguous range: `first_offset`/`last_offset` are then null.
+        let accepted = (appended.offsets.end - appended.offsets.start) as usize + appended.positions.len();
+        let (first, last) = if appended.offsets.end > appended.offsets.start {
             (Some(appended.offsets.start), Some(appended.offsets.end - 1))
         } else {
             (None, None)

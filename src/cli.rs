@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::api::{self, AppState};
 use crate::event;
 use crate::generate::{self, World, WorldConfig};
-use crate::log::{EventLog, LogError, LogOptions, SledLog};
+use crate::log::{EventLog, KafkaLog, KafkaTarget, LogError, LogOptions, SledLog};
 use crate::metrics::Metrics;
 use crate::project::{self, Codec, Continuous, ProjectionStats, Projector, TablesRoot, TABLES};
 use crate::replay;
@@ -50,8 +50,34 @@ pub struct Cli {
     #[arg(long, global = true, default_value_t = project::DEFAULT_VACUUM_RETENTION_MS, env = "QUESTLOG_VACUUM_RETENTION_MS",
           value_parser = clap::value_parser!(u64).range(0..=project::delta::MAX_VACUUM_RETENTION_MS))]
     pub vacuum_retention_ms: u64,
+    /// Where the event log is: `sled` (DATA_DIR/log, the embedded default) or a Kafka
+    /// topic, kafka://HOST:PORT[,HOST:PORT]/TOPIC (which must exist).
+    #[arg(long = "log", global = true, default_value = "sled", env = "QUESTLOG_LOG_URL")]
+    pub log_url: String,
+    /// A librdkafka setting for the Kafka log, KEY=VALUE (repeatable; in the environment,
+    /// comma-separated), e.g. security.protocol=SASL_SSL.
+    #[arg(long = "kafka-option", global = true, env = "QUESTLOG_KAFKA_OPTIONS", value_delimiter = ',')]
+    pub kafka_options: Vec<String>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--log kafka://…` and its `--kafka-option`s, set once by [`run`]; `None` for the sled log.
+static KAFKA: std::sync::OnceLock<Option<(KafkaTarget, Vec<(String, String)>)>> = std::sync::OnceLock::new();
+
+fn kafka() -> Option<&'static (KafkaTarget, Vec<(String, String)>)> {
+    KAFKA.get().and_then(Option::as_ref)
+}
+
+/// Fails for commands that need the sled log (projection and what builds on it) when the
+/// log is a Kafka topic.
+fn sled_only(what: &str) -> Result<()> {
+    match kafka() {
+        Some((target, _)) => bail!(
+            "cannot {what} with --log {target}: projecting a Kafka topic into the tables is not supported yet; read the topic with `questlog --log {target} replay`"
+        ),
+        None => Ok(()),
+    }
 }
 
 /// `--tables` and `--vacuum-retention-ms`, set once by [`run`].
@@ -144,6 +170,10 @@ pub enum Command {
         /// Stop before this offset.
         #[arg(long)]
         to: Option<u64>,
+        /// With a Kafka log: only this partition (--from and --to are offsets in it).
+        /// Without it, every partition in turn, each from --from to --to.
+        #[arg(long)]
+        partition: Option<u32>,
         /// Keep printing new events as they arrive.
         #[arg(long)]
         follow: bool,
@@ -304,6 +334,24 @@ pub fn run(cli: Cli) -> Result<()> {
     let min_free_bytes = cli.min_free_mb.checked_mul(1024 * 1024).ok_or_else(|| anyhow!("--min-free-mb {} is too large", cli.min_free_mb))?;
     let _ = LOG_OPTIONS.set(LogOptions { min_free_bytes });
     let root = cli.tables.as_deref().map(TablesRoot::parse).transpose()?;
+    let kafka_log = match cli.log_url.as_str() {
+        "sled" => {
+            if !cli.kafka_options.is_empty() {
+                bail!("--kafka-option needs --log kafka://…");
+            }
+            None
+        }
+        url => {
+            let target = KafkaTarget::parse(url)?;
+            let options = cli
+                .kafka_options
+                .iter()
+                .map(|o| o.split_once('=').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).ok_or_else(|| anyhow!("--kafka-option `{o}` is not KEY=VALUE")))
+                .collect::<Result<Vec<_>>>()?;
+            Some((target, options))
+        }
+    };
+    let _ = KAFKA.set(kafka_log);
     let _ = TABLES_OPTIONS.set((root, cli.vacuum_retention_ms));
     if !matches!(cli.command, Command::Serve { .. } | Command::Quickstart { .. }) {
         keep_freed_memory();
@@ -321,7 +369,12 @@ pub fn run(cli: Cli) -> Result<()> {
             let limits = api::Limits { max_connections, header_read_timeout_ms, body_read_timeout_ms, ..api::Limits::default() };
             runtime()?.block_on(serve(&data_dir, &listen, project_interval_ms, codec, limits, keys, shutdown_signal()))
         }
-        Command::Quickstart { listen, seed, events, exit } => runtime()?.block_on(quickstart(&data_dir, &listen, seed, events, exit)),
+        Command::Quickstart { listen, seed, events, exit } => {
+            if kafka().is_some() {
+                bail!("quickstart runs the embedded default (the sled log); use `serve --log kafka://…` with a broker");
+            }
+            runtime()?.block_on(quickstart(&data_dir, &listen, seed, events, exit))
+        }
         Command::Generate { seed, events, players, start_time, url, rate, concurrency, batch } => {
             if players == 0 {
                 bail!("--players must be at least 1");
@@ -347,7 +400,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     Ok(())
                 }
                 None => {
-                    let log = open_log_for(&data_dir, "generate into the log")?;
+                    let log = open_event_log(&data_dir, "generate into the log")?;
                     let mut world = world;
                     let pb = generate::progress_bar(events, "generating");
                     let s = generate::generate_into_log(log.as_ref(), &mut world, events, &pb)?;
@@ -359,13 +412,14 @@ pub fn run(cli: Cli) -> Result<()> {
                             s.duplicates
                         );
                     }
+                    let place = match kafka() {
+                        Some((target, _)) => format!("{target} ({} partitions; acknowledged by the brokers)", log.partitions()),
+                        None => format!("{} at offsets {}..{}", log_name(&data_dir), s.first_offset, s.end_offset),
+                    };
                     println!(
-                        "generated {} events (seed {seed}; {} bytes of event JSON) into {} at offsets {}..{} in {:.2} s ({:.0} events/s), durable",
+                        "generated {} events (seed {seed}; {} bytes of event JSON) into {place} in {:.2} s ({:.0} events/s), durable",
                         s.events,
                         s.json_bytes,
-                        data_dir.join("log").display(),
-                        s.first_offset,
-                        s.end_offset,
                         s.seconds,
                         s.events as f64 / s.seconds.max(1e-9)
                     );
@@ -373,7 +427,8 @@ pub fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Command::Replay { from, to, follow: _, url: Some(url), rate } => {
+        Command::Replay { from, to, follow: _, url: Some(url), rate, .. } => {
+            sled_only("replay to another server")?;
             let log = open_log_for(&data_dir, "replay to another server")?;
             let pb = generate::progress_bar(0, "replaying");
             let dyn_log: Arc<dyn EventLog> = log.clone();
@@ -383,8 +438,22 @@ pub fn run(cli: Cli) -> Result<()> {
             log.close()?;
             Ok(())
         }
-        Command::Replay { from, to, follow, url: None, .. } => replay_cmd(&data_dir, from, to, follow),
+        Command::Replay { from, to, follow, url: None, partition, .. } => match kafka() {
+            Some(_) => {
+                if follow {
+                    bail!("replay --follow is not supported on a Kafka log yet; read the topic with a Kafka consumer");
+                }
+                kafka_replay(&data_dir, from, to.unwrap_or(u64::MAX), partition)
+            }
+            None => {
+                if partition.is_some_and(|p| p != 0) {
+                    bail!("--partition {}: the sled log has one partition, 0", partition.unwrap_or(0));
+                }
+                replay_cmd(&data_dir, from, to, follow)
+            }
+        },
         Command::Verify => {
+            sled_only("verify")?;
             let log = open_log_for(&data_dir, "verify")?;
             let pb = generate::progress_bar(0, "verifying");
             let result = crate::verify::verify(log.as_ref(), &tables_root(&data_dir)?, &data_dir, &pb);
@@ -394,6 +463,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Check { scenarios, bless } => {
+            sled_only("run scenarios")?;
             let exe = std::env::current_exe().context("locating the questlog binary")?;
             let mut failed = Vec::new();
             for path in &scenarios {
@@ -428,6 +498,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Rejected { from, limit } => rejected_cmd(&data_dir, from, limit),
         Command::Project { rebuild, compression, step_events, to, out } => {
+            sled_only("project")?;
             let codec = Codec::parse(&compression)?;
             let log = open_log_for(&data_dir, "project")?;
             let end = log.durable_end();
@@ -472,6 +543,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 None => build_report(&tables_root(&data_dir)?, &data_dir)?,
                 Some(to) => {
                     // As of offset `to`: rebuild the tables that far in a temp dir.
+                    sled_only("report as of an offset")?;
                     let log = open_log_for(&data_dir, "report as of an offset")?;
                     let end = log.durable_end();
                     if to > end {
@@ -557,6 +629,61 @@ fn open_log_for(data_dir: &Path, what: &str) -> Result<Arc<SledLog>> {
     }
 }
 
+/// Opens the event log `--log` names: the sled log of `data_dir`, or the Kafka topic (with
+/// this node's rejected-event store in `data_dir`).
+fn open_event_log(data_dir: &Path, what: &str) -> Result<Arc<dyn EventLog>> {
+    match kafka() {
+        Some((target, options)) => match KafkaLog::open(target, options, data_dir, log_options()) {
+            Ok(log) => Ok(log),
+            Err(LogError::Locked { .. }) => bail!(
+                "cannot {what}: the rejected-event store in {} is held by another process; give each questlog process on a Kafka log its own --data-dir",
+                data_dir.display()
+            ),
+            Err(e) => Err(e.into()),
+        },
+        None => Ok(open_log_for(data_dir, what)?),
+    }
+}
+
+/// How `--log` reads for people: the sled log's directory or the topic's URL.
+fn log_name(data_dir: &Path) -> String {
+    match kafka() {
+        Some((target, _)) => target.to_string(),
+        None => data_dir.join("log").display().to_string(),
+    }
+}
+
+/// `replay` of a Kafka log: JSON lines with `log_partition` and `log_offset`, partition by
+/// partition (each in offset order), from `from` to `to` in each.
+fn kafka_replay(data_dir: &Path, from: u64, to: u64, partition: Option<u32>) -> Result<()> {
+    let log = open_event_log(data_dir, "replay")?;
+    let partitions: Vec<u32> = match partition {
+        Some(p) if p >= log.partitions() => bail!("--partition {p}: the topic has {} partitions", log.partitions()),
+        Some(p) => vec![p],
+        None => (0..log.partitions()).collect(),
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(256 * 1024, stdout.lock());
+    let mut buf = String::with_capacity(64 * 1024);
+    'partitions: for p in partitions {
+        for item in log.read_partition(p, from, to)? {
+            let (offset, record) = item?;
+            replay::write_partitioned_line(&mut buf, p, offset, &record);
+            if buf.len() >= 60 * 1024 {
+                if !replay::write_all(&mut out, buf.as_bytes())? {
+                    break 'partitions;
+                }
+                buf.clear();
+            }
+        }
+    }
+    if replay::write_all(&mut out, buf.as_bytes())? {
+        out.flush().ok();
+    }
+    log.close()?;
+    Ok(())
+}
+
 /// The address of the server holding `data_dir`, if one says it runs.
 fn running_server(data_dir: &Path) -> Option<SocketAddr> {
     let text = std::fs::read_to_string(data_dir.join(SERVER_FILE)).ok()?;
@@ -635,7 +762,9 @@ async fn stream_http(url: &str) -> Result<()> {
 }
 
 fn rejected_cmd(data_dir: &Path, from: u64, limit: usize) -> Result<()> {
-    match SledLog::open(&data_dir.join("log")) {
+    // With a Kafka log, the events this node rejected are in its local store.
+    let dir = if kafka().is_some() { data_dir.join(crate::log::kafka::REJECTED_DIR) } else { data_dir.join("log") };
+    match SledLog::open(&dir) {
         Ok(log) => {
             let mut s = String::new();
             for (seq, r) in log.rejected(from, limit)? {
@@ -725,17 +854,21 @@ impl crate::metrics::ProjectionSource for ProjectionStats {
 struct Server {
     limits: api::Limits,
     keys: Option<Arc<crate::auth::ApiKeys>>,
-    log: Arc<SledLog>,
+    log: Arc<dyn EventLog>,
     metrics: Arc<Metrics>,
     projection: Arc<ProjectionStats>,
     addr: SocketAddr,
-    projector: Continuous,
+    /// The continuous projector; none on a Kafka log (not supported there yet).
+    projector: Option<Continuous>,
     data_dir: PathBuf,
 }
 
 async fn start_server(data_dir: &Path, listen: &str, interval_ms: u64, codec: Codec, fallback_port: bool) -> Result<(Server, tokio::net::TcpListener)> {
-    let log = open_log_for(data_dir, "serve")?;
-    let projector = open_projector(data_dir, codec, true)?.with_min_free_bytes(log_options().min_free_bytes);
+    let log = open_event_log(data_dir, "serve")?;
+    let projector = match kafka() {
+        Some(_) => None,
+        None => Some(open_projector(data_dir, codec, true)?.with_min_free_bytes(log_options().min_free_bytes)),
+    };
     let metrics = Arc::new(Metrics::default());
     let projection = Arc::new(ProjectionStats::default());
     let listener = match tokio::net::TcpListener::bind(listen).await {
@@ -748,8 +881,7 @@ async fn start_server(data_dir: &Path, listen: &str, interval_ms: u64, codec: Co
         Err(e) => return Err(anyhow!(e).context(format!("binding {listen}"))),
     };
     let addr = listener.local_addr()?;
-    let dyn_log: Arc<dyn EventLog> = log.clone();
-    let projector = Continuous::start(projector, dyn_log, projection.clone(), interval_ms);
+    let projector = projector.map(|p| Continuous::start(p, log.clone(), projection.clone(), interval_ms));
     let info = serde_json::json!({ "addr": addr.to_string(), "pid": std::process::id() });
     std::fs::write(data_dir.join(SERVER_FILE), info.to_string()).context("writing serve.json")?;
     Ok((Server { limits: api::Limits::default(), keys: None, log, metrics, projection, addr, projector, data_dir: data_dir.to_path_buf() }, listener))
@@ -762,7 +894,9 @@ impl Server {
 
     /// Stops projection (after a last step) and closes the log.
     fn stop(self) -> Result<()> {
-        self.projector.stop();
+        if let Some(p) = self.projector {
+            p.stop();
+        }
         self.log.close()?;
         let _ = std::fs::remove_file(self.data_dir.join(SERVER_FILE));
         tracing::info!(log_end_offset = self.log.durable_end(), "stopped");
@@ -782,7 +916,10 @@ async fn serve(
     let (mut server, listener) = start_server(data_dir, listen, interval_ms, codec, false).await?;
     server.limits = limits;
     server.keys = keys;
-    println!("questlog serving on http://{} (data in {})", server.addr, data_dir.display());
+    println!("questlog serving on http://{} (data in {}; log {})", server.addr, data_dir.display(), log_name(data_dir));
+    if let Some((target, _)) = kafka() {
+        println!("events go to {target}; rejected ones stay in {}", data_dir.join(crate::log::kafka::REJECTED_DIR).display());
+    }
     std::io::stdout().flush().ok();
     tracing::info!(addr = %server.addr, log_end_offset = server.log.durable_end(), "serving");
     api::run(listener, server.state(), shutdown).await.context("serving HTTP")?;
@@ -811,7 +948,9 @@ async fn quickstart(data_dir: &Path, listen: &str, seed: u64, events: u64, exit:
 
     // Wait for the continuous projection to reach the end of the log.
     let target = server.log.durable_end();
-    server.projector.nudge();
+    if let Some(p) = &server.projector {
+        p.nudge();
+    }
     let deadline = Instant::now() + Duration::from_millis(CATCH_UP_TIMEOUT_MS);
     while server.projection.projected_offset.load(std::sync::atomic::Ordering::Relaxed) < target {
         if Instant::now() > deadline {

@@ -8,7 +8,7 @@ use std::io::Write;
 
 use crate::event::Record;
 use crate::log::{EventLog, LogError};
-pub use crate::wire::{write_line, write_rejected_line};
+pub use crate::wire::{write_line, write_partitioned_line, write_rejected_line};
 
 /// Writes records `from..to` of `log` to `out` as JSON lines; returns how many.
 /// A closed pipe (`questlog replay | head`) ends the replay quietly.

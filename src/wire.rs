@@ -51,8 +51,33 @@ pub fn events_url(base: &str) -> Result<String, BadUrl> {
 /// an API key), `raw_event`.
 pub fn write_line(out: &mut String, offset: u64, r: &Record) {
     use std::fmt::Write as _;
+    let _ = write!(out, "{{\"log_offset\":{offset},");
+    write_members(out, r);
+    out.push_str("}\n");
+}
+
+/// Appends the JSON line (with its `\n`) for the record at `offset` of partition
+/// `partition` of a partitioned (Kafka) log: `log_partition`, then as [`write_line`].
+pub fn write_partitioned_line(out: &mut String, partition: u32, offset: u64, r: &Record) {
+    use std::fmt::Write as _;
+    let _ = write!(out, "{{\"log_partition\":{partition},\"log_offset\":{offset},");
+    write_members(out, r);
+    out.push_str("}\n");
+}
+
+/// Appends a record as it is stored in a Kafka topic: the members of [`write_line`]
+/// without `log_offset` (the record's position is its place in the topic), no newline.
+pub fn write_value(out: &mut String, r: &Record) {
+    out.push('{');
+    write_members(out, r);
+    out.push('}');
+}
+
+/// The members of a record's line from `event_type` on, without the braces.
+fn write_members(out: &mut String, r: &Record) {
+    use std::fmt::Write as _;
     let e = &r.event;
-    let _ = write!(out, "{{\"log_offset\":{offset},\"event_type\":\"{}\"", e.event_type().as_str());
+    let _ = write!(out, "\"event_type\":\"{}\"", e.event_type().as_str());
     e.payload.visit_fields(|name, value| {
         out.push_str(",\"");
         out.push_str(name);
@@ -89,7 +114,6 @@ pub fn write_line(out: &mut String, offset: u64, r: &Record) {
         opt(out, "app", Some(app));
     }
     opt(out, "raw_event", Some(&r.raw_event));
-    out.push_str("}\n");
 }
 
 /// Appends the JSON line (with its `\n`) for rejected event number `seq`: `seq`,

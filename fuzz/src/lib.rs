@@ -6,5 +6,5 @@
 
 #[path = "../../src/event.rs"]
 pub mod event;
-#[path = "../../src/log.rs"]
+#[path = "../../src/log/mod.rs"]
 pub mod log;

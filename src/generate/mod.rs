@@ -78,7 +78,7 @@ pub fn generate_into_log(log: &dyn EventLog, world: &mut World, events: u64, pro
         first_offset.get_or_insert(a.offsets.start);
         *end_offset = a.offsets.end;
         duplicates += a.duplicates.len() as u64;
-        progress.inc(a.offsets.end - a.offsets.start + a.duplicates.len() as u64);
+        progress.inc(a.offsets.end - a.offsets.start + a.positions.len() as u64 + a.duplicates.len() as u64);
         Ok(())
     };
     while left > 0 {

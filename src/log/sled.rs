@@ -1,65 +1,21 @@
-//! The durable, append-only event log: offsets dense from 0, records grouped in blocks
-//! keyed by their first offset (as Kafka groups records in batches), group commit.
+//! The sled-backed log under `DATA_DIR/log`, the embedded default: one partition, offsets
+//! dense from 0, records grouped in blocks keyed by their first offset, group commit.
 //!
 //! Invariants:
-//! - Only this module writes the log, and only its single writer thread does.
+//! - Only its single writer thread writes the store.
 //! - Offsets are dense: block `k` holds offsets `k..k+count`, and the next block's key is
-//!   `k+count`. Nothing is ever rewritten in place.
-//! - Readers never see a record that is not yet durable: reads stop at
-//!   [`EventLog::durable_end`], which moves only after the flush that covers it.
-//! - Every block carries a format version, a codec and a CRC32; a block that fails either
-//!   check is reported as [`LogError::Corrupt`] with its offset, never returned as data.
+//!   `k+count`.
+//! - `durable_end` moves only after the `fdatasync`/`fsync` that covers it (sled 0.34's
+//!   own flush is `sync_file_range`, which does not survive power loss).
 
-use std::ops::Range;
+use super::*;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-use serde::{de::DeserializeOwned, Serialize};
 use tokio::sync::{oneshot, watch};
 
-use crate::event::{Record, RejectedEvent};
-
-/// Format of a stored block. Bumped when [`Record`]'s encoding changes; readers refuse
-/// versions they do not know instead of misreading them. Version 1 (before the API key's
-/// app name) is still read; version 2 is written.
-pub const BLOCK_FORMAT_VERSION: u8 = 2;
-const OLDEST_READ_VERSION: u8 = 1;
-
-/// What blocks hold: the current form, and how to read the form of version 1.
-pub trait Stored: Serialize + DeserializeOwned {
-    type V1: DeserializeOwned + Into<Self>;
-}
-
-impl Stored for Record {
-    type V1 = crate::event::v1::Record;
-}
-
-impl Stored for RejectedEvent {
-    type V1 = crate::event::v1::RejectedEvent;
-}
-
-/// Most records in one block. Measured on sled 0.34: blocks of ~100–1,000 events reach
-/// 0.3–0.7M durable events/s and scan at GB/s, one key per event only 55–80k/s.
-pub const MAX_BLOCK_RECORDS: usize = 1_000;
-
-/// Most records one group commit (one flush) covers. Bounds the writer's memory and the
-/// latency the first waiter of a group can see.
-pub const MAX_GROUP_RECORDS: usize = 64 * 1024;
-
-/// Most appends waiting for the writer. Past this, [`EventLog::append`] answers
-/// [`LogError::Busy`] at once (the API turns it into 503) instead of queueing without bound.
-pub const MAX_QUEUED_APPENDS: usize = 4_096;
-
-/// Most records one append may carry (the API's per-request limit is below this).
-pub const MAX_APPEND_RECORDS: usize = 1_000_000;
-
-/// How many of the most recent `event_id`s the log remembers to drop re-sent events
-/// (a client retry, a second `replay --url`). 1M ids cost about 48 MiB (a 128-bit hash in
-/// a set and a queue each) and cover minutes of peak ingest or days of a game's traffic.
-pub const DEDUP_WINDOW_EVENTS: usize = 1_000_000;
 
 /// Free bytes the log's filesystem must keep after an append, by default. Below it, appends
 /// fail with [`LogError::NoSpace`] before sled writes a byte: sled 0.34 latches an I/O
@@ -78,7 +34,7 @@ const RECOVER_RETRY_INTERVAL_MS: u64 = 1_000;
 /// segments (512 KiB each) when it closes and opens, and doing so on a full disk once left
 /// a corrupt snapshot that made a later open read the log as empty (tests/disk_full.rs,
 /// with the reserve off).
-const REOPEN_MIN_FREE_BYTES: u64 = 16 * 1024 * 1024;
+pub(crate) const REOPEN_MIN_FREE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// How long one reopen attempt waits for readers to drop their handles on the old store
 /// (sled locks its files, so the new store cannot open while one lives).
@@ -95,201 +51,9 @@ const FLUSH_KICK_MS: u64 = 2_000;
 /// unwritable (`/healthz` 503) until it returns.
 const FLUSH_STUCK_MS: u64 = 10_000;
 
-/// zstd level for block payloads: level 1 compresses JSON-heavy blocks 4–6× at several
-/// hundred MB/s per core, far faster than the disk syncs it saves.
-const ZSTD_LEVEL: i32 = 1;
-
-/// Largest decoded block accepted from disk; guards the decoder against a corrupt length.
-const MAX_DECODED_BLOCK_BYTES: usize = 256 * 1024 * 1024;
-
-const CODEC_NONE: u8 = 0;
-const CODEC_ZSTD: u8 = 1;
-/// version (1) + codec (1) + record count (4) + CRC32 of the stored payload (4).
-const BLOCK_HEADER_BYTES: usize = 10;
 
 const BLOCKS_TREE: &str = "blocks";
 const REJECTED_TREE: &str = "rejected";
-
-/// Errors of the log, with the context a user needs to act.
-#[derive(Debug, thiserror::Error)]
-pub enum LogError {
-    #[error("cannot open the log at {path}: {source}")]
-    Open { path: PathBuf, source: sled::Error },
-    #[error(
-        "the log at {path} is in use by another process (is `questlog serve` running on this data dir?)"
-    )]
-    Locked { path: PathBuf },
-    #[error("log storage error: {0}")]
-    Storage(#[from] sled::Error),
-    #[error("the log could not make the batch durable: {0}")]
-    Flush(String),
-    #[error("the disk is full; nothing of the batch was acknowledged ({0})")]
-    NoSpace(String),
-    #[error("cannot open the log at {path}: {free_bytes} bytes free on its filesystem, {REOPEN_MIN_FREE_BYTES} needed to open it safely (sled writes while it opens); free space first")]
-    NoSpaceToOpen { path: PathBuf, free_bytes: u64 },
-    #[error("the log's append queue is full ({MAX_QUEUED_APPENDS} appends waiting); retry shortly")]
-    Busy,
-    #[error("the log is shut down")]
-    Closed,
-    #[error("corrupt log block at offset {offset}: {reason}")]
-    Corrupt { offset: u64, reason: String },
-    #[error("an append of {0} records is over the limit of {MAX_APPEND_RECORDS}")]
-    TooLarge(usize),
-    #[error("offset {requested} is past the end of the log ({end})")]
-    OutOfRange { requested: u64, end: u64 },
-    #[error("the log is reopening its storage after a failure ({0}); retry shortly")]
-    Recovering(String),
-}
-
-impl LogError {
-    /// True when the storage failed for lack of space (ENOSPC).
-    pub fn is_no_space(&self) -> bool {
-        match self {
-            LogError::NoSpace(_) | LogError::NoSpaceToOpen { .. } => true,
-            LogError::Storage(sled::Error::Io(e)) | LogError::Open { source: sled::Error::Io(e), .. } => {
-                e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(28)
-            }
-            _ => false,
-        }
-    }
-}
-
-/// What one append carries: accepted records (to get offsets) and rejected events (kept
-/// as dead letters). Both are made durable by the same flush.
-#[derive(Debug, Default)]
-pub struct AppendBatch {
-    pub records: Vec<Record>,
-    pub rejected: Vec<RejectedEvent>,
-}
-
-/// The result of a successful append.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Appended {
-    /// Offsets given to the batch's new records, contiguous, in the order given.
-    pub offsets: Range<u64>,
-    /// Indices (in the batch) of records skipped because their `event_id` was already
-    /// in the log within the last [`DEDUP_WINDOW_EVENTS`] events.
-    pub duplicates: Vec<u32>,
-}
-
-/// A pending append; resolves when the flush covering it has finished.
-pub struct Pending(oneshot::Receiver<Result<Appended, LogError>>);
-
-impl Pending {
-    /// Waits on this thread (not for use inside an async task).
-    pub fn wait(self) -> Result<Appended, LogError> {
-        self.0.blocking_recv().unwrap_or(Err(LogError::Closed))
-    }
-
-    /// Waits asynchronously.
-    pub async fn wait_async(self) -> Result<Appended, LogError> {
-        self.0.await.unwrap_or(Err(LogError::Closed))
-    }
-}
-
-/// Counters and figures of the log, for `/metrics`.
-#[derive(Clone, Debug, Default)]
-pub struct LogStats {
-    pub durable_end: u64,
-    pub rejected_total: u64,
-    pub size_on_disk_bytes: u64,
-    pub flushes_total: u64,
-    pub flush_errors_total: u64,
-    /// Sum of records per flush (with `flushes_total`, the mean group size).
-    pub flushed_records_total: u64,
-    /// Histogram of records per flush: counts for `<= FLUSH_BATCH_BUCKETS[i]`.
-    pub flush_batch_buckets: Vec<u64>,
-    pub flush_seconds_total: f64,
-    /// Of `flush_seconds_total`, the time in `fdatasync`/`fsync` after sled's own flush.
-    pub fsync_seconds_total: f64,
-    /// Why appends fail right now (disk full, storage failed and not yet reopened), or
-    /// `None` when the log takes appends.
-    pub unwritable: Option<String>,
-    /// Times the writer reopened the store after a storage failure.
-    pub reopens_total: u64,
-}
-
-/// Upper bounds of the flush batch size histogram.
-pub const FLUSH_BATCH_BUCKETS: [u64; 8] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, u64::MAX];
-
-/// An iterator over `(offset, record)` in offset order.
-pub type RecordIter<'a> = Box<dyn Iterator<Item = Result<(u64, Record), LogError>> + Send + 'a>;
-
-/// A durable, ordered log of [`Record`]s. The seam where another log (Kafka, say) plugs in.
-///
-/// Durability: when the [`Pending`] of [`append`](EventLog::append) resolves to `Ok`,
-/// every record of that batch (and every rejected event in it) has been written and the
-/// storage has confirmed a flush to stable storage (`fsync`) that covers it; the records
-/// hold exactly the offsets in `Appended::offsets`, are visible to readers, and survive a
-/// crash or power loss of a disk that honours `fsync`. An `Err` acknowledges nothing:
-/// none of the records may be assumed stored (after a crash some may be found, never
-/// at other offsets than those the log would give them).
-pub trait EventLog: Send + Sync + 'static {
-    /// Queues `batch` for the next group commit. Fails at once with [`LogError::Busy`]
-    /// when [`MAX_QUEUED_APPENDS`] appends are already waiting.
-    fn append(&self, batch: AppendBatch) -> Result<Pending, LogError>;
-    /// One past the last durable offset: the number of durable records.
-    fn durable_end(&self) -> u64;
-    /// Watches `durable_end`, for followers.
-    fn subscribe(&self) -> watch::Receiver<u64>;
-    /// Records from `from` up to `to` (exclusive; clamped to `durable_end`), streamed a
-    /// block at a time.
-    fn read(&self, from: u64, to: u64) -> Result<RecordIter<'_>, LogError>;
-    /// Rejected events with sequence numbers `>= from_seq`, at most `limit` of them.
-    fn rejected(&self, from_seq: u64, limit: usize) -> Result<Vec<(u64, RejectedEvent)>, LogError>;
-    fn stats(&self) -> LogStats;
-    /// Why appends fail right now (disk under the reserve, storage failed and reopening),
-    /// or `None` when they can succeed. Cheap: for health checks.
-    fn unwritable(&self) -> Option<String>;
-    /// Finishes queued appends, flushes, and stops the writer. Later appends fail.
-    fn close(&self) -> Result<(), LogError>;
-}
-
-/// Records per chunk handed from the prefetching thread to the consumer.
-const PREFETCH_CHUNK_RECORDS: usize = 1_024;
-/// Chunks in flight between the two threads: bounds the memory of a prefetch.
-const PREFETCH_CHUNKS: usize = 8;
-
-/// Runs `records` (decoding blocks) on a helper thread and gives each record to `f` on this
-/// thread, in order, so decoding and consuming use a core each. Stops at the first error
-/// from either side.
-pub fn for_each_prefetched<E: From<LogError>>(
-    records: RecordIter<'_>,
-    mut f: impl FnMut(u64, Record) -> Result<(), E>,
-) -> Result<(), E> {
-    std::thread::scope(|scope| {
-        let (tx, rx) = mpsc::sync_channel::<Result<Vec<(u64, Record)>, LogError>>(PREFETCH_CHUNKS);
-        scope.spawn(move || {
-            let mut chunk = Vec::with_capacity(PREFETCH_CHUNK_RECORDS);
-            for item in records {
-                match item {
-                    Ok(x) => {
-                        chunk.push(x);
-                        if chunk.len() == PREFETCH_CHUNK_RECORDS {
-                            let full = std::mem::replace(&mut chunk, Vec::with_capacity(PREFETCH_CHUNK_RECORDS));
-                            if tx.send(Ok(full)).is_err() {
-                                return; // the consumer stopped
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        return;
-                    }
-                }
-            }
-            if !chunk.is_empty() {
-                let _ = tx.send(Ok(chunk));
-            }
-        });
-        for chunk in rx {
-            for (offset, record) in chunk? {
-                f(offset, record)?;
-            }
-        }
-        Ok(())
-    })
-}
 
 struct Request {
     batch: AppendBatch,
@@ -332,9 +96,9 @@ impl Counters {
 /// length of one read; the writer swaps it when it reopens after a storage failure.
 #[derive(Clone)]
 struct Store {
-    db: sled::Db,
-    blocks: sled::Tree,
-    rejected: sled::Tree,
+    db: ::sled::Db,
+    blocks: ::sled::Tree,
+    rejected: ::sled::Tree,
     /// sled's segment file (`db`), for the `fdatasync` after each flush (see [`Store::sync`]).
     segments: Arc<std::fs::File>,
     dir: PathBuf,
@@ -380,7 +144,7 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 fn io_error(e: std::io::Error) -> LogError {
-    LogError::Storage(sled::Error::Io(e))
+    LogError::Storage(::sled::Error::Io(e))
 }
 
 /// sled segment size for new logs: 16× sled's default, so that a page (a tree leaf of up to
@@ -408,15 +172,15 @@ fn segment_size_for(dir: &Path) -> usize {
 impl Store {
     fn open(dir: &Path) -> Result<Store, LogError> {
         remove_partial_snapshots(dir);
-        let db = sled::Config::new()
+        let db = ::sled::Config::new()
             .path(dir)
             .segment_size(segment_size_for(dir))
             .cache_capacity(64 * 1024 * 1024)
             .flush_every_ms(None)
-            .mode(sled::Mode::HighThroughput)
+            .mode(::sled::Mode::HighThroughput)
             .open()
             .map_err(|e| match &e {
-                sled::Error::Io(io)
+                ::sled::Error::Io(io)
                     if io.kind() == std::io::ErrorKind::WouldBlock
                         || io.to_string().contains("lock") =>
                 {
@@ -429,7 +193,7 @@ impl Store {
         // sled (0.34) creates its files and renames its snapshot without syncing their
         // directories, and writes `conf` without an fsync: make all of that durable once,
         // here, before anything is acknowledged.
-        let open_err = |e: std::io::Error| LogError::Open { path: dir.to_path_buf(), source: sled::Error::Io(e) };
+        let open_err = |e: std::io::Error| LogError::Open { path: dir.to_path_buf(), source: ::sled::Error::Io(e) };
         let segments = std::fs::File::open(dir.join(SLED_SEGMENT_FILE)).map_err(open_err)?;
         let store = Store { db, blocks, rejected, segments: Arc::new(segments), dir: dir.to_path_buf() };
         // The segment file and every blob (none seen yet), as after each group commit.
@@ -596,110 +360,6 @@ fn key_offset(key: &[u8]) -> Result<u64, LogError> {
     Ok(u64::from_be_bytes(bytes))
 }
 
-fn bincode_config() -> impl bincode::config::Config {
-    bincode::config::standard().with_limit::<MAX_DECODED_BLOCK_BYTES>()
-}
-
-/// Encodes records as a block: header, then the (compressed) bincode payload.
-pub fn encode_block<T: Serialize>(items: &[T]) -> Vec<u8> {
-    let plain = bincode::serde::encode_to_vec(items, bincode_config())
-        .expect("bincode encoding of in-memory records cannot fail");
-    let (codec, payload) = match zstd::bulk::compress(&plain, ZSTD_LEVEL) {
-        Ok(z) if z.len() < plain.len() => (CODEC_ZSTD, z),
-        _ => (CODEC_NONE, plain),
-    };
-    let count = u32::try_from(items.len()).expect("a block holds at most MAX_BLOCK_RECORDS");
-    let mut out = Vec::with_capacity(BLOCK_HEADER_BYTES + payload.len());
-    out.push(BLOCK_FORMAT_VERSION);
-    out.push(codec);
-    out.extend_from_slice(&count.to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    out.extend_from_slice(&payload);
-    out
-}
-
-/// The body of the `log_block` fuzz target (`fuzz/`) and of the test that replays its
-/// corpus: whatever bytes a block holds, decoding gives records or
-/// [`LogError::Corrupt`], never a panic or an allocation past
-/// [`MAX_DECODED_BLOCK_BYTES`]; a block that decodes re-encodes to bytes that decode and
-/// re-encode to the same bytes. When the first byte is odd, the CRC is fixed up first, so
-/// the fuzzer reaches the zstd and bincode decoders behind it.
-pub fn fuzz_block(data: &[u8]) {
-    let Some((&mode, rest)) = data.split_first() else { return };
-    let mut block = rest.to_vec();
-    if mode % 2 == 1 && block.len() >= BLOCK_HEADER_BYTES {
-        let crc = crc32fast::hash(&block[BLOCK_HEADER_BYTES..]);
-        block[6..10].copy_from_slice(&crc.to_le_bytes());
-    }
-    let _ = block_count(0, &block);
-    if let Ok(records) = decode_block::<Record>(0, &block) {
-        let first = encode_block(&records);
-        let again: Vec<Record> = decode_block(0, &first).expect("a re-encoded block decodes");
-        assert_eq!(encode_block(&again), first, "block encoding is not a fixed point");
-    }
-    if let Ok(rejected) = decode_block::<RejectedEvent>(0, &block) {
-        let first = encode_block(&rejected);
-        let again: Vec<RejectedEvent> = decode_block(0, &first).expect("a re-encoded block decodes");
-        assert_eq!(encode_block(&again), first, "block encoding is not a fixed point");
-    }
-}
-
-/// The record count in a block's header, checked.
-pub fn block_count(offset: u64, bytes: &[u8]) -> Result<u32, LogError> {
-    let corrupt = |reason: String| LogError::Corrupt { offset, reason };
-    if bytes.len() < BLOCK_HEADER_BYTES {
-        return Err(corrupt(format!("block of {} bytes is shorter than its header", bytes.len())));
-    }
-    if !(OLDEST_READ_VERSION..=BLOCK_FORMAT_VERSION).contains(&bytes[0]) {
-        return Err(corrupt(format!(
-            "unknown block format version {} (this questlog reads versions {OLDEST_READ_VERSION} to {BLOCK_FORMAT_VERSION})",
-            bytes[0]
-        )));
-    }
-    Ok(u32::from_le_bytes([bytes[2], bytes[3], bytes[4], bytes[5]]))
-}
-
-/// Decodes a block, checking version, CRC and count.
-pub fn decode_block<T: Stored>(offset: u64, bytes: &[u8]) -> Result<Vec<T>, LogError> {
-    let corrupt = |reason: String| LogError::Corrupt { offset, reason };
-    let count = block_count(offset, bytes)? as usize;
-    let crc = u32::from_le_bytes([bytes[6], bytes[7], bytes[8], bytes[9]]);
-    let payload = &bytes[BLOCK_HEADER_BYTES..];
-    if crc32fast::hash(payload) != crc {
-        return Err(corrupt("checksum mismatch".into()));
-    }
-    let plain;
-    let plain_ref: &[u8] = match bytes[1] {
-        CODEC_NONE => payload,
-        CODEC_ZSTD => {
-            // The frame says its decoded size; allocate exactly that (bounded), not the
-            // maximum, which would cost a huge zeroed allocation per block.
-            let size = match zstd::zstd_safe::get_frame_content_size(payload) {
-                Ok(Some(n)) if n <= MAX_DECODED_BLOCK_BYTES as u64 => n as usize,
-                Ok(Some(n)) => return Err(corrupt(format!("block decodes to {n} bytes, over the limit"))),
-                _ => return Err(corrupt("zstd frame without a content size".into())),
-            };
-            plain = zstd::bulk::decompress(payload, size).map_err(|e| corrupt(format!("zstd: {e}")))?;
-            &plain
-        }
-        c => return Err(corrupt(format!("unknown codec {c}"))),
-    };
-    let (items, used): (Vec<T>, usize) = if bytes[0] == 1 {
-        let (old, used): (Vec<T::V1>, usize) = bincode::serde::decode_from_slice(plain_ref, bincode_config())
-            .map_err(|e| corrupt(format!("decode (format 1): {e}")))?;
-        (old.into_iter().map(Into::into).collect(), used)
-    } else {
-        bincode::serde::decode_from_slice(plain_ref, bincode_config()).map_err(|e| corrupt(format!("decode: {e}")))?
-    };
-    if used != plain_ref.len() {
-        return Err(corrupt(format!("{} trailing bytes", plain_ref.len() - used)));
-    }
-    if items.len() != count {
-        return Err(corrupt(format!("header says {count} records, payload has {}", items.len())));
-    }
-    Ok(items)
-}
-
 impl SledLog {
     /// Opens (or creates) the log in `dir` with default options and starts its writer.
     pub fn open(dir: &Path) -> Result<Arc<SledLog>, LogError> {
@@ -709,7 +369,7 @@ impl SledLog {
     /// Opens (or creates) the log in `dir` and starts its writer thread.
     pub fn open_with(dir: &Path, options: LogOptions) -> Result<Arc<SledLog>, LogError> {
         std::fs::create_dir_all(dir)
-            .map_err(|e| LogError::Open { path: dir.to_path_buf(), source: sled::Error::Io(e) })?;
+            .map_err(|e| LogError::Open { path: dir.to_path_buf(), source: ::sled::Error::Io(e) })?;
         // sled writes while it opens; opened on a full disk it can leave a corrupt snapshot
         // and then read the log as empty. Refuse instead.
         if let Ok(free) = fs2::available_space(dir) {
@@ -750,12 +410,12 @@ impl SledLog {
         let handle = std::thread::Builder::new()
             .name("questlog-log-writer".into())
             .spawn(move || writer.run(rx))
-            .map_err(|e| LogError::Open { path: dir.to_path_buf(), source: sled::Error::Io(e) })?;
+            .map_err(|e| LogError::Open { path: dir.to_path_buf(), source: ::sled::Error::Io(e) })?;
         let (watch2, shared2, counters2) = (flush_watch.clone(), shared.clone(), counters.clone());
         let watchdog = std::thread::Builder::new()
             .name("questlog-log-watchdog".into())
             .spawn(move || flush_watchdog(watch2, shared2, counters2, epoch))
-            .map_err(|e| LogError::Open { path: dir.to_path_buf(), source: sled::Error::Io(e) })?;
+            .map_err(|e| LogError::Open { path: dir.to_path_buf(), source: ::sled::Error::Io(e) })?;
         tracing::info!(path = %dir.display(), durable_end = end, "log opened");
         Ok(Arc::new(SledLog {
             store: shared,
@@ -790,7 +450,7 @@ impl EventLog for SledLog {
         let guard = self.tx.lock().unwrap_or_else(|p| p.into_inner());
         let tx = guard.as_ref().ok_or(LogError::Closed)?;
         match tx.try_send(Request { batch, reply }) {
-            Ok(()) => Ok(Pending(rx)),
+            Ok(()) => Ok(Pending::new(rx)),
             Err(mpsc::TrySendError::Full(_)) => Err(LogError::Busy),
             Err(mpsc::TrySendError::Disconnected(_)) => Err(LogError::Closed),
         }
@@ -897,7 +557,7 @@ const SLED_LRU_TOUCHES: usize = 16;
 
 /// Reads a sled block tree up to a durable end.
 struct TreeReader {
-    blocks: sled::Tree,
+    blocks: ::sled::Tree,
     end: u64,
 }
 
@@ -931,9 +591,9 @@ impl TreeReader {
 
 /// Streams records block by block, checking density as it goes.
 struct BlockReader {
-    inner: sled::Iter,
+    inner: ::sled::Iter,
     /// The tree `inner` reads, to touch each block read (see [`SLED_LRU_TOUCHES`]).
-    tree: sled::Tree,
+    tree: ::sled::Tree,
     from: u64,
     to: u64,
     /// Key the next block must have (dense offsets).
@@ -1412,7 +1072,7 @@ impl Writer {
                 self.end_tx.send_replace(offset);
                 self.dedup.trim();
                 for ((reply, range), duplicates) in reply_to.into_iter().zip(ranges).zip(duplicates_of) {
-                    let _ = reply.send(Ok(Appended { offsets: range, duplicates }));
+                    let _ = reply.send(Ok(Appended { offsets: range, positions: Vec::new(), duplicates }));
                 }
             }
             Err(e) => {
@@ -1514,7 +1174,7 @@ mod tests {
         // A log made with sled's default segments (before SEGMENT_BYTES) still opens.
         let old = tempfile::tempdir().unwrap();
         {
-            let db = sled::Config::new().path(old.path()).open().unwrap();
+            let db = ::sled::Config::new().path(old.path()).open().unwrap();
             db.open_tree(BLOCKS_TREE).unwrap();
             db.flush().unwrap();
         }

@@ -1,0 +1,558 @@
+//! The log on a Kafka-protocol topic (`--log kafka://HOST:PORT[,HOST:PORT]/TOPIC`): the
+//! second implementation of [`EventLog`], for several stateless `serve` nodes in front of
+//! one topic, and for reading the topic back (`replay`).
+//!
+//! - Each accepted event is one Kafka record. Its value is the event as JSON, the line
+//!   `questlog replay` prints without `log_offset` ([`crate::wire::write_value`]), so any
+//!   Kafka client reads the topic without questlog; the header `questlog-format` says
+//!   which form it is ([`VALUE_FORMAT`]). Its key is the `player_id` (else the `event_id`,
+//!   else none), and the partitioner is Java's (`murmur2_random`), which other clients
+//!   share: a player's events stay in order, and a re-sent event lands in the partition
+//!   of its first copy.
+//! - The producer is idempotent (`enable.idempotence=true`, `acks=all`). An append is
+//!   `Ok` only once the brokers acknowledged every record of it (written to every in-sync
+//!   replica); an error or a timeout ([`DELIVERY_TIMEOUT_MS`]) acknowledges nothing,
+//!   although some of the batch's records may have been stored (a retry may then store
+//!   them twice: the projector drops re-sent events by `event_id`).
+//! - Rejected events stay on the node that refused them, in a sled store under
+//!   `DATA_DIR/rejected-log` ([`REJECTED_DIR`]): they are that node's dead letters, not
+//!   part of the topic.
+//! - Reads assign partitions directly (no consumer group, no committed offsets) and stop
+//!   at the end of the partition as the broker reports it in its fetch answers.
+//!
+//! Invariant: nothing here commits consumer offsets; where a reader is in the topic is
+//! the reader's own business (the projector keeps it in its Delta commits).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::sync::{oneshot, watch};
+
+use super::{AppendBatch, Appended, EventLog, LogError, LogOptions, LogStats, Pending, RecordIter, SledLog, MAX_APPEND_RECORDS};
+use crate::event::{Record, RejectedEvent, RequestMeta};
+
+/// The header naming the form of a record's value, and the form this questlog writes:
+/// `json-1`, the JSON object of [`crate::wire::write_value`].
+pub const VALUE_FORMAT_HEADER: &str = "questlog-format";
+pub const VALUE_FORMAT: &str = "json-1";
+
+/// Where a Kafka-mode node keeps the events it rejected, under its data dir.
+pub const REJECTED_DIR: &str = "rejected-log";
+
+/// How long the brokers have to acknowledge a record (librdkafka's
+/// `delivery.timeout.ms`) before its append fails with a 503. Long enough for a broker
+/// to fail over (a leader election takes seconds), and under the API's own wait
+/// (`api::APPEND_CONFIRM_TIMEOUT_MS`, 15 s), so a client hears the broker's reason.
+pub const DELIVERY_TIMEOUT_MS: u64 = 10_000;
+
+/// How long a metadata request (partitions of the topic) may take.
+pub const METADATA_TIMEOUT_MS: u64 = 10_000;
+
+/// How long a read waits for the broker to answer a fetch before it fails: a partition
+/// that has nothing new still answers (with its end) within a fetch wait (500 ms).
+pub const READ_TIMEOUT_MS: u64 = 30_000;
+
+/// Most records waiting in the producer for the brokers' acknowledgement. Past it,
+/// appends fail at once with [`LogError::Busy`] (a 503) instead of queueing without
+/// bound: about 100k events of ~300 bytes, 30 MB.
+pub const MAX_QUEUED_RECORDS: usize = 100_000;
+
+/// A topic on some brokers, parsed from `kafka://HOST:PORT[,HOST:PORT]/TOPIC`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KafkaTarget {
+    /// `HOST:PORT[,HOST:PORT]`, as librdkafka's `bootstrap.servers`.
+    pub brokers: String,
+    pub topic: String,
+}
+
+impl KafkaTarget {
+    pub fn parse(url: &str) -> Result<KafkaTarget, LogError> {
+        let bad = |why: &str| LogError::BadLogUrl(format!("--log `{url}`: {why} (expected kafka://HOST:PORT[,HOST:PORT]/TOPIC)"));
+        let rest = url.strip_prefix("kafka://").ok_or_else(|| bad("not a kafka:// URL"))?;
+        let (brokers, topic) = rest.split_once('/').ok_or_else(|| bad("no topic"))?;
+        if brokers.is_empty() || brokers.split(',').any(|b| b.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())) {
+            return Err(bad("each broker must be HOST:PORT"));
+        }
+        // Kafka's own rule for topic names.
+        if topic.is_empty() || topic.len() > 249 || !topic.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+            return Err(bad("a topic name is 1 to 249 of a-z, A-Z, 0-9, '.', '_' and '-'"));
+        }
+        Ok(KafkaTarget { brokers: brokers.to_string(), topic: topic.to_string() })
+    }
+}
+
+impl std::fmt::Display for KafkaTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "kafka://{}/{}", self.brokers, self.topic)
+    }
+}
+
+/// One append in flight: the records still waiting for the brokers, and what each got.
+struct InFlight {
+    waiting: AtomicUsize,
+    positions: Mutex<Vec<(u32, u64)>>,
+    error: Mutex<Option<String>>,
+    reply: Mutex<Option<oneshot::Sender<Result<Appended, LogError>>>>,
+    counters: Arc<Counters>,
+}
+
+impl InFlight {
+    /// One record is settled (acknowledged, or failed with `error`).
+    fn settle(&self, index: usize, position: Result<(u32, u64), String>) {
+        match position {
+            Ok(pos) => {
+                self.counters.note_end(pos);
+                if let Some(slot) = self.positions.lock().unwrap_or_else(|p| p.into_inner()).get_mut(index) {
+                    *slot = pos;
+                }
+            }
+            Err(e) => {
+                self.error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+            }
+        }
+        if self.waiting.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.finish();
+        }
+    }
+
+    fn finish(&self) {
+        let error = self.error.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let positions = std::mem::take(&mut *self.positions.lock().unwrap_or_else(|p| p.into_inner()));
+        let result = match error {
+            Some(e) => {
+                self.counters.delivery_errors_total.fetch_add(1, Ordering::Relaxed);
+                Err(LogError::NotAcknowledged(e))
+            }
+            None => {
+                self.counters.acknowledged_total.fetch_add(positions.len() as u64, Ordering::Relaxed);
+                self.counters.batches_total.fetch_add(1, Ordering::Relaxed);
+                Ok(Appended { offsets: 0..0, positions, duplicates: Vec::new() })
+            }
+        };
+        if let Some(tx) = self.reply.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = tx.send(result);
+        }
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    acknowledged_total: AtomicU64,
+    batches_total: AtomicU64,
+    delivery_errors_total: AtomicU64,
+    /// Per partition, one past the highest offset this process has seen acknowledged or read.
+    ends: Mutex<Vec<u64>>,
+    end_tx: Mutex<Option<watch::Sender<u64>>>,
+}
+
+impl Counters {
+    fn note_end(&self, (partition, offset): (u32, u64)) {
+        let mut ends = self.ends.lock().unwrap_or_else(|p| p.into_inner());
+        let p = partition as usize;
+        if ends.len() <= p {
+            ends.resize(p + 1, 0);
+        }
+        if ends[p] <= offset {
+            ends[p] = offset + 1;
+            let total = ends.iter().sum();
+            if let Some(tx) = &*self.end_tx.lock().unwrap_or_else(|p| p.into_inner()) {
+                tx.send_replace(total);
+            }
+        }
+    }
+
+    fn total_end(&self) -> u64 {
+        self.ends.lock().unwrap_or_else(|p| p.into_inner()).iter().sum()
+    }
+}
+
+/// The producer's context: delivery reports settle their append.
+struct Delivery;
+
+impl ClientContext for Delivery {}
+
+impl ProducerContext for Delivery {
+    type DeliveryOpaque = Box<(Arc<InFlight>, usize)>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: Self::DeliveryOpaque) {
+        let (inflight, index) = *opaque;
+        let position = match result {
+            Ok(m) => match (u32::try_from(m.partition()), u64::try_from(m.offset())) {
+                (Ok(p), Ok(o)) => Ok((p, o)),
+                _ => Err(format!("the broker acknowledged a record without a position ({} {})", m.partition(), m.offset())),
+            },
+            Err((e, _)) => Err(e.to_string()),
+        };
+        inflight.settle(index, position);
+    }
+}
+
+/// The Kafka log of one process. See the module docs for what it promises.
+pub struct KafkaLog {
+    target: KafkaTarget,
+    options: Vec<(String, String)>,
+    producer: ThreadedProducer<Delivery>,
+    partitions: u32,
+    rejected: Arc<SledLog>,
+    counters: Arc<Counters>,
+    end_rx: watch::Receiver<u64>,
+}
+
+/// librdkafka settings questlog sets; `--kafka-option` may not change them, because the
+/// promises of this module rest on them.
+const FIXED_PRODUCER_OPTIONS: [(&str, &str); 3] =
+    [("enable.idempotence", "true"), ("acks", "all"), ("partitioner", "murmur2_random")];
+
+impl KafkaLog {
+    /// Connects to the topic (which must exist) and opens the local rejected-event store
+    /// under `data_dir`. `options` are librdkafka settings (`--kafka-option KEY=VALUE`).
+    pub fn open(target: &KafkaTarget, options: &[(String, String)], data_dir: &Path, log_options: LogOptions) -> Result<Arc<KafkaLog>, LogError> {
+        let err = |message: String| LogError::Kafka { brokers: target.brokers.clone(), topic: target.topic.clone(), message };
+        for (k, _) in options {
+            if FIXED_PRODUCER_OPTIONS.iter().any(|(fixed, _)| fixed == k) {
+                return Err(err(format!("--kafka-option {k} cannot be changed: questlog's delivery promise rests on it")));
+            }
+        }
+        let mut config = client_config(target, options);
+        config
+            .set("delivery.timeout.ms", DELIVERY_TIMEOUT_MS.to_string())
+            .set("queue.buffering.max.messages", MAX_QUEUED_RECORDS.to_string())
+            .set("linger.ms", "2")
+            // A mistyped topic is an error, not a new topic with the broker's defaults.
+            .set("allow.auto.create.topics", "false");
+        for (k, v) in FIXED_PRODUCER_OPTIONS {
+            config.set(k, v);
+        }
+        let producer: ThreadedProducer<Delivery> =
+            config.create_with_context(Delivery).map_err(|e| err(format!("cannot create a producer: {e}")))?;
+        let partitions = topic_partitions(producer.client(), target)?;
+        let rejected = SledLog::open_with(&data_dir.join(REJECTED_DIR), log_options)?;
+        let counters = Arc::new(Counters::default());
+        let (end_tx, end_rx) = watch::channel(0);
+        *counters.end_tx.lock().unwrap_or_else(|p| p.into_inner()) = Some(end_tx);
+        counters.ends.lock().unwrap_or_else(|p| p.into_inner()).resize(partitions as usize, 0);
+        Ok(Arc::new(KafkaLog { target: target.clone(), options: options.to_vec(), producer, partitions, rejected, counters, end_rx }))
+    }
+
+    pub fn target(&self) -> &KafkaTarget {
+        &self.target
+    }
+
+    fn err(&self, message: String) -> LogError {
+        LogError::Kafka { brokers: self.target.brokers.clone(), topic: self.target.topic.clone(), message }
+    }
+}
+
+/// The settings every client of `target` shares: brokers, then the user's options.
+fn client_config(target: &KafkaTarget, options: &[(String, String)]) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &target.brokers).set("socket.timeout.ms", METADATA_TIMEOUT_MS.to_string());
+    for (k, v) in options {
+        config.set(k, v);
+    }
+    config
+}
+
+/// The number of partitions of `target`'s topic, or an error that says how to create it.
+fn topic_partitions<C: ClientContext>(client: &rdkafka::client::Client<C>, target: &KafkaTarget) -> Result<u32, LogError> {
+    let err = |message: String| LogError::Kafka { brokers: target.brokers.clone(), topic: target.topic.clone(), message };
+    let metadata = client
+        .fetch_metadata(Some(&target.topic), Duration::from_millis(METADATA_TIMEOUT_MS))
+        .map_err(|e| err(format!("cannot reach the brokers within {METADATA_TIMEOUT_MS} ms: {e}")))?;
+    let topic = metadata.topics().iter().find(|t| t.name() == target.topic).ok_or_else(|| err("the brokers do not know the topic".into()))?;
+    if let Some(e) = topic.error() {
+        return Err(err(format!(
+            "the topic is not available ({:?}); create it first, e.g. kafka-topics.sh --create --topic {} --partitions 3",
+            RDKafkaErrorCode::from(e),
+            target.topic
+        )));
+    }
+    match topic.partitions().len() {
+        0 => Err(err(format!("the topic has no partitions; create it first, e.g. kafka-topics.sh --create --topic {} --partitions 3", target.topic))),
+        n => Ok(n as u32),
+    }
+}
+
+/// The key of a record: its player, else its event id, else none.
+fn record_key(r: &Record) -> Option<&str> {
+    r.event.player_id.as_deref().or(r.event.event_id.as_deref())
+}
+
+impl EventLog for KafkaLog {
+    fn append(&self, batch: AppendBatch) -> Result<Pending, LogError> {
+        if batch.records.len() > MAX_APPEND_RECORDS {
+            return Err(LogError::TooLarge(batch.records.len()));
+        }
+        let rejected = if batch.rejected.is_empty() {
+            None
+        } else {
+            Some(self.rejected.append(AppendBatch { records: Vec::new(), rejected: batch.rejected })?)
+        };
+        let (tx, rx) = oneshot::channel();
+        let n = batch.records.len();
+        let inflight = Arc::new(InFlight {
+            waiting: AtomicUsize::new(n),
+            positions: Mutex::new(vec![(0, 0); n]),
+            error: Mutex::new(None),
+            reply: Mutex::new(Some(tx)),
+            counters: self.counters.clone(),
+        });
+        if n == 0 {
+            inflight.finish();
+        }
+        let mut value = String::with_capacity(512);
+        let headers = OwnedHeaders::new().insert(Header { key: VALUE_FORMAT_HEADER, value: Some(VALUE_FORMAT) });
+        for (i, r) in batch.records.iter().enumerate() {
+            value.clear();
+            crate::wire::write_value(&mut value, r);
+            let mut record = BaseRecord::with_opaque_to(&self.target.topic, Box::new((inflight.clone(), i)))
+                .payload(value.as_str())
+                .headers(headers.clone());
+            if let Some(key) = record_key(r) {
+                record = record.key(key);
+            }
+            if let Err((e, record)) = self.producer.send(record) {
+                // Not queued: settle it here, and every record after it too, so that the
+                // append ends once the queued ones are settled.
+                let busy = matches!(e, KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull));
+                let why = if busy { format!("the producer queue is full ({MAX_QUEUED_RECORDS} records)") } else { e.to_string() };
+                drop(record);
+                for j in i..n {
+                    inflight.settle(j, Err(why.clone()));
+                }
+                if busy {
+                    // Nothing of this batch is acknowledged either way; say "busy" so the
+                    // client is told to retry (503 with Retry-After).
+                    return Err(LogError::Busy);
+                }
+                break;
+            }
+        }
+        let mut pending = Pending::new(rx);
+        pending.rejected = rejected.map(|p| p.records);
+        Ok(pending)
+    }
+
+    /// Kafka has no single end: the sum over partitions of one past the highest offset
+    /// this process has seen acknowledged or read (a node sees its own appends, not other
+    /// nodes'). For `/healthz` and metrics; readers use [`EventLog::read_partition`].
+    fn durable_end(&self) -> u64 {
+        self.counters.total_end()
+    }
+
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        self.end_rx.clone()
+    }
+
+    fn read(&self, from: u64, to: u64) -> Result<RecordIter<'_>, LogError> {
+        if self.partitions != 1 {
+            return Err(LogError::Partitioned(self.partitions));
+        }
+        self.read_partition(0, from, to)
+    }
+
+    fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    fn read_partition(&self, p: u32, from: u64, to: u64) -> Result<RecordIter<'_>, LogError> {
+        if p >= self.partitions {
+            return Err(self.err(format!("partition {p} does not exist (the topic has {})", self.partitions)));
+        }
+        let reader = PartitionReader::open(&self.target, &self.options, p, from, to, self.counters.clone())?;
+        Ok(Box::new(reader))
+    }
+
+    fn rejected(&self, from_seq: u64, limit: usize) -> Result<Vec<(u64, RejectedEvent)>, LogError> {
+        self.rejected.rejected(from_seq, limit)
+    }
+
+    fn stats(&self) -> LogStats {
+        let local = self.rejected.stats();
+        LogStats {
+            durable_end: self.durable_end(),
+            rejected_total: local.rejected_total,
+            size_on_disk_bytes: local.size_on_disk_bytes,
+            flushes_total: self.counters.batches_total.load(Ordering::Relaxed),
+            flush_errors_total: self.counters.delivery_errors_total.load(Ordering::Relaxed),
+            flushed_records_total: self.counters.acknowledged_total.load(Ordering::Relaxed),
+            unwritable: local.unwritable.clone(),
+            ..LogStats::default()
+        }
+    }
+
+    fn unwritable(&self) -> Option<String> {
+        self.rejected.unwritable()
+    }
+
+    fn close(&self) -> Result<(), LogError> {
+        let flushed = self.producer.flush(Duration::from_millis(DELIVERY_TIMEOUT_MS));
+        self.rejected.close()?;
+        flushed.map_err(|e| self.err(format!("records still unacknowledged at shutdown: {e}")))
+    }
+}
+
+/// The readers' context: the end of a partition is how a read ends, not an error to log
+/// (librdkafka reports it as one); other client errors are logged as warnings.
+struct Reading;
+
+impl ClientContext for Reading {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)) {
+            tracing::warn!(error = %error, reason, "Kafka client error");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for Reading {}
+
+/// Reads one partition from an offset to its end (or `to`), decoding each value.
+struct PartitionReader {
+    consumer: BaseConsumer<Reading>,
+    partition: u32,
+    to: u64,
+    done: bool,
+    counters: Arc<Counters>,
+    target: KafkaTarget,
+}
+
+impl PartitionReader {
+    fn open(target: &KafkaTarget, options: &[(String, String)], p: u32, from: u64, to: u64, counters: Arc<Counters>) -> Result<PartitionReader, LogError> {
+        let err = |message: String| LogError::Kafka { brokers: target.brokers.clone(), topic: target.topic.clone(), message };
+        let consumer: BaseConsumer<Reading> = client_config(target, options)
+            // librdkafka wants a group id even for assigned partitions; nothing joins
+            // or commits with it.
+            .set("group.id", "questlog-reader")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "true")
+            .set("auto.offset.reset", "earliest")
+            .create_with_context(Reading)
+            .map_err(|e| err(format!("cannot create a consumer: {e}")))?;
+        let start = i64::try_from(from).map_err(|_| err(format!("offset {from} is out of Kafka's range")))?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&target.topic, p as i32, Offset::Offset(start))
+            .map_err(|e| err(format!("partition {p} at {from}: {e}")))?;
+        consumer.assign(&tpl).map_err(|e| err(format!("cannot read partition {p}: {e}")))?;
+        Ok(PartitionReader { consumer, partition: p, to, done: from >= to, counters, target: target.clone() })
+    }
+
+    fn err(&self, message: String) -> LogError {
+        LogError::Kafka { brokers: self.target.brokers.clone(), topic: self.target.topic.clone(), message }
+    }
+}
+
+impl Iterator for PartitionReader {
+    type Item = Result<(u64, Record), LogError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let deadline = Instant::now() + Duration::from_millis(READ_TIMEOUT_MS);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                self.done = true;
+                return Some(Err(self.err(format!("partition {}: no answer from the brokers within {READ_TIMEOUT_MS} ms", self.partition))));
+            }
+            match self.consumer.poll(left.min(Duration::from_millis(500))) {
+                None => continue,
+                Some(Err(KafkaError::PartitionEOF(_))) => {
+                    self.done = true;
+                    return None;
+                }
+                Some(Err(e)) => {
+                    self.done = true;
+                    return Some(Err(self.err(format!("partition {}: {e}", self.partition))));
+                }
+                Some(Ok(m)) => {
+                    let Ok(offset) = u64::try_from(m.offset()) else { continue };
+                    if offset >= self.to {
+                        self.done = true;
+                        return None;
+                    }
+                    self.counters.note_end((self.partition, offset));
+                    let format = m.headers().and_then(|h| h.iter().find(|h| h.key == VALUE_FORMAT_HEADER).and_then(|h| h.value));
+                    let decoded = match format {
+                        None | Some(b"json-1") => decode_value(m.payload().unwrap_or_default()),
+                        Some(other) => Err(format!("unknown value format {:?} in header {VALUE_FORMAT_HEADER}", String::from_utf8_lossy(other))),
+                    };
+                    return Some(match decoded {
+                        Ok(record) => Ok((offset, record)),
+                        Err(reason) => {
+                            self.done = true;
+                            Err(LogError::Corrupt { offset, reason: format!("partition {}: {reason}", self.partition) })
+                        }
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// The members of a stored value that [`decode_value`] needs; the event itself is
+/// validated again from `raw_event`, exactly as the API validated it.
+#[derive(serde::Deserialize)]
+struct StoredValue {
+    timestamp: String,
+    accept: Option<String>,
+    host: Option<String>,
+    user_agent: Option<String>,
+    app: Option<String>,
+    raw_event: String,
+}
+
+/// A record from the value [`crate::wire::write_value`] wrote.
+pub fn decode_value(payload: &[u8]) -> Result<Record, String> {
+    let v: StoredValue = serde_json::from_slice(payload).map_err(|e| format!("value is not a questlog record: {e}"))?;
+    let received_at_us = crate::event::parse_time_us(&v.timestamp).map_err(|e| format!("timestamp: {e}"))?;
+    let event = crate::event::validate_json(&v.raw_event).map_err(|r| format!("raw_event does not validate: {}", r.message))?;
+    Ok(Record {
+        received_at_us,
+        meta: RequestMeta { accept: v.accept, host: v.host, user_agent: v.user_agent, app: v.app },
+        raw_event: v.raw_event,
+        event,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let t = KafkaTarget::parse("kafka://127.0.0.1:9092,h2:9093/events").unwrap();
+        assert_eq!(t.brokers, "127.0.0.1:9092,h2:9093");
+        assert_eq!(t.topic, "events");
+        assert_eq!(t.to_string(), "kafka://127.0.0.1:9092,h2:9093/events");
+        for bad in ["kafka://h:1", "kafka://h/events", "kafka://h:x/events", "http://h:1/e", "kafka://h:1/a b", "kafka:///e"] {
+            assert!(KafkaTarget::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn values_round_trip() {
+        let raw = r#"{"event_type":"join_guild","guild_id":7,"name":"Knights","player_id":"p1","event_id":"e1"}"#;
+        let record = Record {
+            received_at_us: 1_700_000_000_123_456,
+            meta: RequestMeta { accept: Some("*/*".into()), host: Some("h".into()), user_agent: None, app: Some("studio".into()) },
+            raw_event: raw.into(),
+            event: crate::event::validate_json(raw).unwrap(),
+        };
+        let mut value = String::new();
+        crate::wire::write_value(&mut value, &record);
+        assert!(!value.contains("log_offset") && !value.ends_with('\n'));
+        assert_eq!(decode_value(value.as_bytes()).unwrap(), record);
+        assert_eq!(record_key(&record), Some("p1"));
+        assert!(decode_value(b"{}").is_err());
+    }
+}

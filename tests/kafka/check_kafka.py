@@ -1,0 +1,348 @@
+"""questlog's log on a real Kafka-protocol broker (Tansu, in memory, on loopback), read
+back by clients questlog did not write: confluent-kafka (librdkafka, as kcat would) and
+kafka-python (pure Python).
+
+usage: check_kafka.py QUESTLOG_BIN TANSU_BIN WORK_DIR [section ...]
+sections: nodes kill broker (default: all)
+
+- nodes:  two `serve` nodes on one topic of 3 partitions take seeded load over HTTP at the
+          same time; the topic then holds every accepted event once, as JSON that both
+          clients read, keyed by player (a player's events in one partition, in order);
+          `questlog replay` reads the same records at the same positions; a rejected
+          event stays on the node that refused it.
+- kill:   SIGKILL of a serve node under load, several times: every event the node
+          acknowledged (200) is in the topic.
+- broker: with the broker gone, an append answers 503 with Retry-After, and nothing is
+          acknowledged; `serve` on a topic that does not exist fails with a clear error.
+
+Each check asserts behaviour; timings are printed for information only.
+"""
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import kafka
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+BIN, TANSU, WORK = sys.argv[1], sys.argv[2], sys.argv[3]
+SECTIONS = sys.argv[4:] or ["nodes", "kill", "broker"]
+TOPIC = "events"
+PARTITIONS = 3
+
+
+def fail(msg):
+    print(f"FAIL: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Broker:
+    """A Tansu broker with in-memory storage on a free loopback port."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.addr = f"127.0.0.1:{self.port}"
+        url = f"tcp://{self.addr}"
+        self.log = open(os.path.join(WORK, f"tansu-{self.port}.log"), "w")
+        self.proc = subprocess.Popen([TANSU, "broker", "--listener-url", url, "--advertised-listener-url", url,
+                                      "--storage-engine", "memory://tansu/", "--cluster-id", "questlog-test"],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                fail(f"tansu exited with {self.proc.returncode}; see {self.log.name}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            fail("tansu did not listen within 20 s")
+
+    def create_topic(self, name=TOPIC, partitions=PARTITIONS):
+        admin = AdminClient({"bootstrap.servers": self.addr})
+        for f in admin.create_topics([NewTopic(name, partitions, 1)]).values():
+            f.result(timeout=30)
+
+    def url(self, topic=TOPIC):
+        return f"kafka://{self.addr}/{topic}"
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Node:
+    """A `questlog serve --log kafka://…` on a free port, in its own data dir."""
+
+    def __init__(self, broker, name):
+        self.broker, self.data = broker, os.path.join(WORK, name)
+        self.start()
+
+    def start(self):
+        self.err = open(self.data + ".stderr", "a")
+        self.proc = subprocess.Popen([BIN, "--data-dir", self.data, "--log", self.broker.url(), "serve", "--listen", "127.0.0.1:0"],
+                                     stdout=subprocess.PIPE, stderr=self.err, text=True, stdin=subprocess.DEVNULL)
+        line = self.proc.stdout.readline()
+        if "serving on http://" not in line:
+            fail(f"serve did not start: {line!r}; see {self.err.name}")
+        self.base = line.split("serving on ", 1)[1].split()[0]
+        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(self.base + "/healthz", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.1)
+        fail("serve did not answer /healthz within 20 s")
+
+    def kill(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=60)
+
+
+def post(base, events, timeout=30):
+    """POSTs a JSON array; returns (status, body dict or None, headers)."""
+    req = urllib.request.Request(base + "/v1/events", data=json.dumps(events).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read()), r.headers
+    except urllib.error.HTTPError as e:
+        body = e.read()
+        try:
+            return e.code, json.loads(body), e.headers
+        except ValueError:
+            return e.code, None, e.headers
+
+
+def read_topic_confluent(broker, topic=TOPIC):
+    """Every record of the topic, with confluent-kafka: assigned partitions, no group
+    commits, read to each partition's end."""
+    c = Consumer({"bootstrap.servers": broker.addr, "group.id": "check-confluent", "enable.auto.commit": False,
+                  "enable.partition.eof": True, "auto.offset.reset": "earliest"})
+    meta = c.list_topics(topic, timeout=10)
+    parts = sorted(meta.topics[topic].partitions)
+    c.assign([TopicPartition(topic, p, 0) for p in parts])
+    records, done = [], set()
+    deadline = time.time() + 120
+    while len(done) < len(parts):
+        if time.time() > deadline:
+            fail(f"confluent-kafka did not reach the end of {topic} within 120 s")
+        m = c.poll(1.0)
+        if m is None:
+            continue
+        if m.error():
+            if m.error().code() == -191:  # _PARTITION_EOF
+                done.add(m.partition())
+                continue
+            fail(f"confluent-kafka: {m.error()}")
+        records.append(m)
+    c.close()
+    return records
+
+
+def read_topic_kafka_python(broker, topic=TOPIC):
+    """Every record's value and position, with kafka-python (no group)."""
+    c = kafka.KafkaConsumer(bootstrap_servers=broker.addr, enable_auto_commit=False, consumer_timeout_ms=5000)
+    parts = [kafka.TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic))]
+    c.assign(parts)
+    c.seek_to_beginning(*parts)
+    out = {}
+    for m in c:
+        out[(m.partition, m.offset)] = m.value
+    c.close()
+    return out
+
+
+def questlog(data, *args, log=None, check=True, timeout=300):
+    cmd = [BIN, "--data-dir", data] + (["--log", log] if log else []) + list(args)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    if check and p.returncode != 0:
+        fail(f"{' '.join(cmd)} exited {p.returncode}:\n{p.stderr}")
+    return p
+
+
+def section_nodes():
+    broker = Broker()
+    try:
+        broker.create_topic()
+        a, b = Node(broker, "node-a"), Node(broker, "node-b")
+        started = time.time()
+        loads = [subprocess.Popen([BIN, "generate", "--seed", str(seed), "--events", "20000", "--url", node.base, "--batch", "250"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for seed, node in [(1, a), (2, b)]]
+        outs = [p.communicate(timeout=300) for p in loads]
+        for p, (out, err) in zip(loads, outs):
+            if p.returncode != 0 or "20000 accepted" not in out:
+                fail(f"load against two nodes: exit {p.returncode}\n{out}\n{err}")
+        seconds = time.time() - started
+        # One valid and one invalid event to node b: the invalid one stays on node b.
+        status, body, _ = post(b.base, [{"event_type": "join_guild", "guild_id": 7, "name": "Knights", "player_id": "p-manual",
+                                         "event_id": "manual-1"}, {"event_type": "dance", "player_id": "p-manual"}])
+        if status != 200 or body["accepted"] != 1 or len(body["rejected"]) != 1:
+            fail(f"a batch with one invalid event: {status} {body}")
+        if body["first_offset"] is not None:
+            fail(f"a Kafka node gave a dense offset range: {body}")
+        rejected_b = questlog(b.data, "rejected", log=broker.url()).stdout
+        rejected_a = questlog(a.data, "rejected", log=broker.url()).stdout
+        if "unknown_event_type" not in rejected_b or rejected_a.strip():
+            fail(f"rejected events: node b {rejected_b!r}, node a {rejected_a!r}")
+        a.stop()
+        b.stop()
+
+        expected = 40001
+        records = read_topic_confluent(broker)
+        if len(records) != expected:
+            fail(f"confluent-kafka read {len(records)} records, {expected} were accepted")
+        ids, partition_of, last_offset = set(), {}, {}
+        for m in records:
+            headers = dict(m.headers() or [])
+            if headers.get("questlog-format") != b"json-1":
+                fail(f"record at {m.partition()}/{m.offset()} has headers {headers}")
+            v = json.loads(m.value())
+            if "log_offset" in v or "raw_event" not in v or "timestamp" not in v:
+                fail(f"record value is not the replay line without its position: {v}")
+            if json.loads(v["raw_event"])["event_type"] != v["event_type"]:
+                fail(f"raw_event disagrees with event_type: {v}")
+            key = m.key().decode() if m.key() else None
+            if key != (v["player_id"] or v["event_id"]):
+                fail(f"record keyed {key!r}, player {v['player_id']!r}")
+            if partition_of.setdefault(key, m.partition()) != m.partition():
+                fail(f"player {key} has events in partitions {partition_of[key]} and {m.partition()}")
+            ids.add(v["event_id"])
+        if len(ids) != expected:
+            fail(f"{expected - len(ids)} events are in the topic twice")
+        per_partition = [sum(1 for m in records if m.partition() == p) for p in range(PARTITIONS)]
+        if min(per_partition) == 0:
+            fail(f"records per partition {per_partition}: the keys did not spread")
+        print(f"ok: nodes: 2 serve nodes took 40,000 events in {seconds:.1f} s; confluent-kafka read {len(records)} records "
+              f"(per partition {per_partition}), JSON values with the format header, keyed by player, each player in one partition")
+
+        by_python = read_topic_kafka_python(broker)
+        if len(by_python) != expected or any(json.loads(v)["event_id"] not in ids for v in by_python.values()):
+            fail(f"kafka-python read {len(by_python)} records, or other ones than confluent-kafka")
+        print(f"ok: nodes: kafka-python read the same {len(by_python)} records")
+
+        replay = questlog(os.path.join(WORK, "reader"), "replay", log=broker.url()).stdout.splitlines()
+        positions = {(m.partition(), m.offset()): json.loads(m.value())["event_id"] for m in records}
+        seen = {}
+        for line in replay:
+            r = json.loads(line)
+            seen[(r["log_partition"], r["log_offset"])] = r["event_id"]
+        if seen != positions:
+            fail(f"questlog replay read {len(seen)} records; they differ from confluent-kafka's {len(positions)}")
+        one = questlog(os.path.join(WORK, "reader"), "replay", "--partition", "1", "--from", "2", "--to", "5", log=broker.url()).stdout.splitlines()
+        if [(json.loads(l)["log_partition"], json.loads(l)["log_offset"]) for l in one] != [(1, 2), (1, 3), (1, 4)]:
+            fail(f"replay --partition 1 --from 2 --to 5 printed {one}")
+        print(f"ok: nodes: questlog replay read the {len(seen)} records at the positions confluent-kafka saw; --partition/--from/--to select")
+    finally:
+        broker.stop()
+
+
+def section_kill():
+    broker = Broker()
+    try:
+        broker.create_topic()
+        node = Node(broker, "node-kill")
+        acked, stop = set(), threading.Event()
+        counts = {"ok": 0, "failed": 0}
+        lock = threading.Lock()
+
+        def load(worker):
+            n = 0
+            while not stop.is_set():
+                batch = [{"event_type": "take_damage", "enemy_id": 3, "name": "Orc", "damage": 5,
+                          "player_id": f"p{random.randrange(500)}", "event_id": f"w{worker}-{n + i}"} for i in range(100)]
+                n += 100
+                try:
+                    status, body, _ = post(node.base, batch, timeout=20)
+                except OSError:
+                    status, body = None, None
+                with lock:
+                    if status == 200 and body["accepted"] == len(batch):
+                        acked.update(e["event_id"] for e in batch)
+                        counts["ok"] += 1
+                    else:
+                        counts["failed"] += 1
+                        time.sleep(0.05)
+
+        workers = [threading.Thread(target=load, args=(w,)) for w in range(3)]
+        for w in workers:
+            w.start()
+        kills = 4
+        for _ in range(kills):
+            time.sleep(random.uniform(0.5, 1.5))
+            node.kill()
+            node.start()
+        time.sleep(1)
+        stop.set()
+        for w in workers:
+            w.join()
+        node.stop()
+        records = read_topic_confluent(broker)
+        in_topic = [json.loads(m.value())["event_id"] for m in records]
+        missing = acked - set(in_topic)
+        if missing:
+            fail(f"{len(missing)} acknowledged events are not in the topic after {kills} SIGKILLs, e.g. {sorted(missing)[:3]}")
+        if counts["ok"] == 0:
+            fail("no request succeeded")
+        print(f"ok: kill: {kills} SIGKILLs of a serve node under load: all {len(acked)} acknowledged events are in the topic "
+              f"({counts['ok']} requests acknowledged, {counts['failed']} failed or cut off; the topic holds {len(in_topic)} records, "
+              f"{len(in_topic) - len(set(in_topic))} of them second copies of a batch sent before a kill)")
+    finally:
+        broker.stop()
+
+
+def section_broker():
+    broker = Broker()
+    try:
+        broker.create_topic()
+        missing = questlog(os.path.join(WORK, "no-topic"), "serve", "--listen", "127.0.0.1:0", log=broker.url("nope"), check=False, timeout=60)
+        if missing.returncode == 0 or "nope" not in missing.stderr or "create it" not in missing.stderr:
+            fail(f"serve on a missing topic: exit {missing.returncode}: {missing.stderr}")
+        print(f"ok: broker: serve on a missing topic says: {missing.stderr.strip().splitlines()[-1][:150]}")
+        node = Node(broker, "node-broker")
+        status, body, _ = post(node.base, [{"event_type": "join_guild", "guild_id": 1, "name": "A", "player_id": "p1"}])
+        if status != 200 or body["accepted"] != 1:
+            fail(f"append with the broker up: {status} {body}")
+        broker.stop()
+        started = time.time()
+        status, body, headers = post(node.base, [{"event_type": "join_guild", "guild_id": 1, "name": "A", "player_id": "p2"}], timeout=60)
+        took = time.time() - started
+        if status != 503 or body["accepted"] != 0 or not headers.get("Retry-After"):
+            fail(f"append with the broker gone: {status} {body} Retry-After={headers.get('Retry-After')}")
+        print(f"ok: broker: with the broker gone, an append answered 503 with Retry-After after {took:.1f} s: {body['error'][:120]}")
+        node.kill()
+    finally:
+        broker.stop()
+
+
+for name in SECTIONS:
+    print(f"-- {name}")
+    globals()[f"section_{name}"]()
+print("kafka checks: ok")
