@@ -974,6 +974,12 @@ async fn replay_stream(State(state): State<Arc<AppState>>, headers: HeaderMap, R
         Ok(q) => q,
         Err(e) => return finish(&state, ROUTE_REPLAY, started, e.into_response()),
     };
+    if !state.log.is_local() {
+        let e = ApiError::BadQuery(
+            "this node's log is a Kafka topic shared with other nodes: read it with `questlog --log kafka://… replay` or any Kafka consumer".into(),
+        );
+        return finish(&state, ROUTE_REPLAY, started, e.into_response());
+    }
     let from = q.from.unwrap_or(0);
     let to = q.to.unwrap_or(u64::MAX);
     let follow = q.follow.unwrap_or(false);

@@ -56,7 +56,7 @@ pub struct Cli {
     pub log_url: String,
     /// A librdkafka setting for the Kafka log, KEY=VALUE (repeatable; in the environment,
     /// comma-separated), e.g. security.protocol=SASL_SSL.
-    #[arg(long = "kafka-option", global = true, env = "QUESTLOG_KAFKA_OPTIONS", value_delimiter = ',')]
+    #[arg(long = "kafka-option", global = true)]
     pub kafka_options: Vec<String>,
     #[command(subcommand)]
     pub command: Command,
@@ -343,9 +343,15 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         url => {
             let target = KafkaTarget::parse(url)?;
+            // The environment's list is comma-separated; a flag's value is taken whole.
+            let from_env: Vec<String> = match (cli.kafka_options.is_empty(), std::env::var("QUESTLOG_KAFKA_OPTIONS")) {
+                (true, Ok(list)) => list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect(),
+                _ => Vec::new(),
+            };
             let options = cli
                 .kafka_options
                 .iter()
+                .chain(&from_env)
                 .map(|o| o.split_once('=').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).ok_or_else(|| anyhow!("--kafka-option `{o}` is not KEY=VALUE")))
                 .collect::<Result<Vec<_>>>()?;
             Some((target, options))
@@ -443,7 +449,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 if follow {
                     bail!("replay --follow is not supported on a Kafka log yet; read the topic with a Kafka consumer");
                 }
-                kafka_replay(&data_dir, from, to.unwrap_or(u64::MAX), partition)
+                kafka_replay(from, to.unwrap_or(u64::MAX), partition)
             }
             None => {
                 if partition.is_some_and(|p| p != 0) {
@@ -655,8 +661,9 @@ fn log_name(data_dir: &Path) -> String {
 
 /// `replay` of a Kafka log: JSON lines with `log_partition` and `log_offset`, partition by
 /// partition (each in offset order), from `from` to `to` in each.
-fn kafka_replay(data_dir: &Path, from: u64, to: u64, partition: Option<u32>) -> Result<()> {
-    let log = open_event_log(data_dir, "replay")?;
+fn kafka_replay(from: u64, to: u64, partition: Option<u32>) -> Result<()> {
+    let (target, options) = kafka().ok_or_else(|| anyhow!("replay of a Kafka log without --log kafka://…"))?;
+    let log = KafkaLog::open_reader(target, options)?;
     let partitions: Vec<u32> = match partition {
         Some(p) if p >= log.partitions() => bail!("--partition {p}: the topic has {} partitions", log.partitions()),
         Some(p) => vec![p],

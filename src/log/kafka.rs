@@ -60,6 +60,10 @@ pub const METADATA_TIMEOUT_MS: u64 = 10_000;
 /// that has nothing new still answers (with its end) within a fetch wait (500 ms).
 pub const READ_TIMEOUT_MS: u64 = 30_000;
 
+/// How long a read that has had neither a record nor the partition's end waits before it
+/// asks the broker where the end is (to tell an offset past the end from a slow broker).
+const PAST_END_CHECK_MS: u64 = 2_000;
+
 /// Most records waiting in the producer for the brokers' acknowledgement. Past it,
 /// appends fail at once with [`LogError::Busy`] (a 503) instead of queueing without
 /// bound: about 100k events of ~300 bytes, 30 MB.
@@ -201,7 +205,8 @@ pub struct KafkaLog {
     options: Vec<(String, String)>,
     producer: ThreadedProducer<Delivery>,
     partitions: u32,
-    rejected: Arc<SledLog>,
+    /// The node's rejected-event store; `None` for a reader ([`KafkaLog::open_reader`]).
+    rejected: Option<Arc<SledLog>>,
     counters: Arc<Counters>,
     end_rx: watch::Receiver<u64>,
 }
@@ -211,13 +216,29 @@ pub struct KafkaLog {
 const FIXED_PRODUCER_OPTIONS: [(&str, &str); 3] =
     [("enable.idempotence", "true"), ("acks", "all"), ("partitioner", "murmur2_random")];
 
+/// Settings `--kafka-option` may not name: the fixed ones, their librdkafka aliases, and
+/// the delivery timeout the API's answers rest on.
+const FORBIDDEN_OPTIONS: [&str; 7] =
+    ["enable.idempotence", "acks", "request.required.acks", "partitioner", "delivery.timeout.ms", "message.timeout.ms", "queue.buffering.max.messages"];
+
 impl KafkaLog {
     /// Connects to the topic (which must exist) and opens the local rejected-event store
     /// under `data_dir`. `options` are librdkafka settings (`--kafka-option KEY=VALUE`).
     pub fn open(target: &KafkaTarget, options: &[(String, String)], data_dir: &Path, log_options: LogOptions) -> Result<Arc<KafkaLog>, LogError> {
+        KafkaLog::open_with(target, options, Some((data_dir, log_options)))
+    }
+
+    /// Connects to the topic to read it (`replay`): no rejected-event store, so it needs
+    /// no data dir and runs beside a `serve` node on the same one. Appends of rejected
+    /// events fail.
+    pub fn open_reader(target: &KafkaTarget, options: &[(String, String)]) -> Result<Arc<KafkaLog>, LogError> {
+        KafkaLog::open_with(target, options, None)
+    }
+
+    fn open_with(target: &KafkaTarget, options: &[(String, String)], local: Option<(&Path, LogOptions)>) -> Result<Arc<KafkaLog>, LogError> {
         let err = |message: String| LogError::Kafka { brokers: target.brokers.clone(), topic: target.topic.clone(), message };
         for (k, _) in options {
-            if FIXED_PRODUCER_OPTIONS.iter().any(|(fixed, _)| fixed == k) {
+            if FORBIDDEN_OPTIONS.contains(&k.as_str()) {
                 return Err(err(format!("--kafka-option {k} cannot be changed: questlog's delivery promise rests on it")));
             }
         }
@@ -234,7 +255,7 @@ impl KafkaLog {
         let producer: ThreadedProducer<Delivery> =
             config.create_with_context(Delivery).map_err(|e| err(format!("cannot create a producer: {e}")))?;
         let partitions = topic_partitions(producer.client(), target)?;
-        let rejected = SledLog::open_with(&data_dir.join(REJECTED_DIR), log_options)?;
+        let rejected = local.map(|(data_dir, log_options)| SledLog::open_with(&data_dir.join(REJECTED_DIR), log_options)).transpose()?;
         let counters = Arc::new(Counters::default());
         let (end_tx, end_rx) = watch::channel(0);
         *counters.end_tx.lock().unwrap_or_else(|p| p.into_inner()) = Some(end_tx);
@@ -291,10 +312,18 @@ impl EventLog for KafkaLog {
         if batch.records.len() > MAX_APPEND_RECORDS {
             return Err(LogError::TooLarge(batch.records.len()));
         }
-        let rejected = if batch.rejected.is_empty() {
-            None
-        } else {
-            Some(self.rejected.append(AppendBatch { records: Vec::new(), rejected: batch.rejected })?)
+        if let Some(why) = self.unwritable() {
+            return Err(LogError::NotAcknowledged(why));
+        }
+        // Refuse a batch that would not fit in the producer's queue before sending any of
+        // it, so that a "busy" answer has stored nothing.
+        if usize::try_from(self.producer.in_flight_count()).unwrap_or(0) + batch.records.len() > MAX_QUEUED_RECORDS {
+            return Err(LogError::Busy);
+        }
+        let rejected_store = match (&self.rejected, batch.rejected.is_empty()) {
+            (_, true) => None,
+            (Some(store), false) => Some(store),
+            (None, false) => return Err(self.err("this reader keeps no rejected events (open the log with a data dir)".into())),
         };
         let (tx, rx) = oneshot::channel();
         let n = batch.records.len();
@@ -337,7 +366,9 @@ impl EventLog for KafkaLog {
             }
         }
         let mut pending = Pending::new(rx);
-        pending.rejected = rejected.map(|p| p.records);
+        if let Some(store) = rejected_store {
+            pending.rejected = Some(store.append(AppendBatch { records: Vec::new(), rejected: batch.rejected })?.records);
+        }
         Ok(pending)
     }
 
@@ -363,6 +394,10 @@ impl EventLog for KafkaLog {
         self.partitions
     }
 
+    fn is_local(&self) -> bool {
+        false
+    }
+
     fn read_partition(&self, p: u32, from: u64, to: u64) -> Result<RecordIter<'_>, LogError> {
         if p >= self.partitions {
             return Err(self.err(format!("partition {p} does not exist (the topic has {})", self.partitions)));
@@ -372,11 +407,14 @@ impl EventLog for KafkaLog {
     }
 
     fn rejected(&self, from_seq: u64, limit: usize) -> Result<Vec<(u64, RejectedEvent)>, LogError> {
-        self.rejected.rejected(from_seq, limit)
+        match &self.rejected {
+            Some(store) => store.rejected(from_seq, limit),
+            None => Ok(Vec::new()),
+        }
     }
 
     fn stats(&self) -> LogStats {
-        let local = self.rejected.stats();
+        let local = self.rejected.as_ref().map(|s| s.stats()).unwrap_or_default();
         LogStats {
             durable_end: self.durable_end(),
             rejected_total: local.rejected_total,
@@ -384,30 +422,45 @@ impl EventLog for KafkaLog {
             flushes_total: self.counters.batches_total.load(Ordering::Relaxed),
             flush_errors_total: self.counters.delivery_errors_total.load(Ordering::Relaxed),
             flushed_records_total: self.counters.acknowledged_total.load(Ordering::Relaxed),
-            unwritable: local.unwritable.clone(),
+            unwritable: self.unwritable(),
             ..LogStats::default()
         }
     }
 
+    /// The producer's fatal error (an idempotent producer that lost its sequence cannot
+    /// send again; restart the node), else the rejected store's trouble.
     fn unwritable(&self) -> Option<String> {
-        self.rejected.unwritable()
+        if let Some((code, reason)) = self.producer.client().fatal_error() {
+            return Some(format!("the Kafka producer failed for good ({code:?}: {reason}); restart this node"));
+        }
+        self.rejected.as_ref().and_then(|s| s.unwritable())
     }
 
     fn close(&self) -> Result<(), LogError> {
         let flushed = self.producer.flush(Duration::from_millis(DELIVERY_TIMEOUT_MS));
-        self.rejected.close()?;
+        if let Some(store) = &self.rejected {
+            store.close()?;
+        }
         flushed.map_err(|e| self.err(format!("records still unacknowledged at shutdown: {e}")))
     }
 }
 
 /// The readers' context: the end of a partition is how a read ends, not an error to log
-/// (librdkafka reports it as one); other client errors are logged as warnings.
-struct Reading;
+/// (librdkafka reports it as one); an offset out of range ends the read with an error;
+/// other client errors are logged as warnings (librdkafka retries them).
+#[derive(Default)]
+struct Reading {
+    out_of_range: Mutex<Option<String>>,
+}
 
 impl ClientContext for Reading {
     fn error(&self, error: KafkaError, reason: &str) {
-        if !matches!(error, KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)) {
-            tracing::warn!(error = %error, reason, "Kafka client error");
+        match error {
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF) => {}
+            KafkaError::Global(RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange) => {
+                *self.out_of_range.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_string());
+            }
+            _ => tracing::warn!(error = %error, reason, "Kafka client error"),
         }
     }
 }
@@ -418,8 +471,11 @@ impl rdkafka::consumer::ConsumerContext for Reading {}
 struct PartitionReader {
     consumer: BaseConsumer<Reading>,
     partition: u32,
+    from: u64,
     to: u64,
     done: bool,
+    /// Whether any record or the partition's end has come yet.
+    started: bool,
     counters: Arc<Counters>,
     target: KafkaTarget,
 }
@@ -434,15 +490,17 @@ impl PartitionReader {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "true")
-            .set("auto.offset.reset", "earliest")
-            .create_with_context(Reading)
+            // An offset past the end (or below the start) is an error, never a silent
+            // restart from the beginning.
+            .set("auto.offset.reset", "error")
+            .create_with_context(Reading::default())
             .map_err(|e| err(format!("cannot create a consumer: {e}")))?;
         let start = i64::try_from(from).map_err(|_| err(format!("offset {from} is out of Kafka's range")))?;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&target.topic, p as i32, Offset::Offset(start))
             .map_err(|e| err(format!("partition {p} at {from}: {e}")))?;
         consumer.assign(&tpl).map_err(|e| err(format!("cannot read partition {p}: {e}")))?;
-        Ok(PartitionReader { consumer, partition: p, to, done: from >= to, counters, target: target.clone() })
+        Ok(PartitionReader { consumer, partition: p, from, to, done: from >= to, started: false, counters, target: target.clone() })
     }
 
     fn err(&self, message: String) -> LogError {
@@ -464,9 +522,31 @@ impl Iterator for PartitionReader {
                 self.done = true;
                 return Some(Err(self.err(format!("partition {}: no answer from the brokers within {READ_TIMEOUT_MS} ms", self.partition))));
             }
-            match self.consumer.poll(left.min(Duration::from_millis(500))) {
+            let polled = self.consumer.poll(left.min(Duration::from_millis(500)));
+            if let Some(reason) = self.consumer.context().out_of_range.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                self.done = true;
+                return Some(Err(self.err(format!("partition {}: offset {} is out of range ({reason})", self.partition, self.from))));
+            }
+            match polled {
+                // Some brokers (Tansu) answer a fetch past the end with nothing at all,
+                // neither records nor an error: after a quiet while, ask where the end is.
+                None if !self.started && deadline.saturating_duration_since(Instant::now()) < Duration::from_millis(READ_TIMEOUT_MS - PAST_END_CHECK_MS) => {
+                    self.started = true;
+                    let timeout = Duration::from_millis(METADATA_TIMEOUT_MS);
+                    if let Ok((_, high)) = self.consumer.fetch_watermarks(&self.target.topic, self.partition as i32, timeout) {
+                        if u64::try_from(high).is_ok_and(|h| self.from > h) {
+                            self.done = true;
+                            return Some(Err(self.err(format!("partition {}: offset {} is past its end ({high})", self.partition, self.from))));
+                        }
+                    }
+                }
                 None => continue,
+                Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange))) => {
+                    self.done = true;
+                    return Some(Err(self.err(format!("partition {}: offset {} is out of range", self.partition, self.from))));
+                }
                 Some(Err(KafkaError::PartitionEOF(_))) => {
+                    self.started = true;
                     self.done = true;
                     return None;
                 }
@@ -475,7 +555,11 @@ impl Iterator for PartitionReader {
                     return Some(Err(self.err(format!("partition {}: {e}", self.partition))));
                 }
                 Some(Ok(m)) => {
+                    self.started = true;
                     let Ok(offset) = u64::try_from(m.offset()) else { continue };
+                    if offset < self.from {
+                        continue;
+                    }
                     if offset >= self.to {
                         self.done = true;
                         return None;

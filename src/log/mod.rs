@@ -101,7 +101,7 @@ pub enum LogError {
     NoSpace(String),
     #[error("cannot open the log at {path}: {free_bytes} bytes free on its filesystem, {REOPEN_MIN_FREE_BYTES} needed to open it safely (sled writes while it opens); free space first")]
     NoSpaceToOpen { path: PathBuf, free_bytes: u64 },
-    #[error("the log's append queue is full ({MAX_QUEUED_APPENDS} appends waiting); retry shortly")]
+    #[error("the log's append queue is full; retry shortly")]
     Busy,
     #[error("the log is shut down")]
     Closed,
@@ -241,8 +241,13 @@ pub trait EventLog: Send + Sync + 'static {
     fn partitions(&self) -> u32 {
         1
     }
+    /// Whether the log is this process's own (sled) rather than shared with other nodes
+    /// (Kafka): only then do `durable_end` and `read` describe the whole log.
+    fn is_local(&self) -> bool {
+        true
+    }
     /// Records of partition `p` from offset `from` up to `to` (exclusive), as far as the
-    /// partition's durable end when called. A partition's offsets grow but may skip
+    /// partition's durable end the reader reaches. A partition's offsets grow but may skip
     /// numbers (a Kafka topic's, not a sled log's).
     fn read_partition(&self, p: u32, from: u64, to: u64) -> Result<RecordIter<'_>, LogError> {
         match p {
