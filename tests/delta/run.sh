@@ -7,11 +7,8 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 bin="${1:-$here/../../target/release/questlog}"
 shift || true
-venv="${QUESTLOG_DELTA_VENV:-/var/cache/questlog-delta-venv}"
-if ! "$venv/bin/python" -c "import moto, deltalake, duckdb, boto3" 2>/dev/null; then
-  python3 -m venv "$venv" 2>/dev/null || { venv="$(mktemp -d)/venv"; python3 -m venv "$venv"; }
-fi
-"$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt"
+. "$here/../venv.sh"
+venv_with "${QUESTLOG_DELTA_VENV:-/var/cache/questlog-delta-venv}" "$here/requirements.txt" moto deltalake duckdb boto3
 work="$(mktemp -d)"
 moto=""
 cleanup() { [ -n "$moto" ] && kill "$moto" 2>/dev/null; rm -rf "$work"; }

