@@ -3,7 +3,7 @@ back by clients questlog did not write: confluent-kafka (librdkafka, as kcat wou
 kafka-python (pure Python).
 
 usage: check_kafka.py QUESTLOG_BIN TANSU_BIN WORK_DIR [section ...]
-sections: nodes kill broker (default: all)
+sections: nodes kill memory broker (default: all)
 
 - nodes:  two `serve` nodes on one topic of 3 partitions take seeded load over HTTP at the
           same time; the topic then holds every accepted event once, as JSON that both
@@ -14,11 +14,15 @@ sections: nodes kill broker (default: all)
           stopped (SIGSTOP) so that requests are in flight: no request is answered 200
           while the broker cannot acknowledge, and every event the node acknowledged is
           in the topic afterwards.
+- memory: with the broker stopped, 200 concurrent requests of 1,000 events each (more than
+          the 100,000 records a node lets wait for the brokers): the ones past the limit
+          are answered 503 "busy" at once, and the node's peak RSS stays bounded.
 - broker: with the broker gone, an append answers 503 with Retry-After, and nothing is
           acknowledged; `serve` on a topic that does not exist fails with a clear error.
 
 Each check asserts behaviour; timings are printed for information only.
 """
+import contextlib
 import json
 import os
 import random
@@ -36,7 +40,7 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 BIN, TANSU, WORK = sys.argv[1], sys.argv[2], sys.argv[3]
-SECTIONS = sys.argv[4:] or ["nodes", "kill", "broker"]
+SECTIONS = sys.argv[4:] or ["nodes", "kill", "memory", "broker"]
 TOPIC = "events"
 PARTITIONS = 3
 
@@ -127,6 +131,17 @@ class Node:
             self.proc.wait(timeout=60)
 
 
+@contextlib.contextmanager
+def broker_with_topic():
+    """A fresh broker with the topic `events` of PARTITIONS partitions, stopped at the end."""
+    broker = Broker()
+    try:
+        broker.create_topic()
+        yield broker
+    finally:
+        broker.stop()
+
+
 def post(base, events, timeout=30):
     """POSTs a JSON array; returns (status, body dict or None, headers)."""
     req = urllib.request.Request(base + "/v1/events", data=json.dumps(events).encode(), method="POST",
@@ -198,9 +213,7 @@ def questlog(data, *args, log=None, check=True, timeout=300):
 
 
 def section_nodes():
-    broker = Broker()
-    try:
-        broker.create_topic()
+    with broker_with_topic() as broker:
         a, b = Node(broker, "node-a"), Node(broker, "node-b")
         started = time.time()
         loads = [subprocess.Popen([BIN, "generate", "--seed", str(seed), "--events", "20000", "--url", node.base, "--batch", "250"],
@@ -279,14 +292,10 @@ def section_nodes():
             fail(f"replay --from past the end of partition 1 ({end1}): exit {past.returncode}, {len(past.stdout)} bytes printed")
         print(f"ok: nodes: questlog replay read the {len(seen)} records at the positions confluent-kafka saw; --partition/--from/--to "
               f"select; --from past the end fails: {past.stderr.strip().splitlines()[-1][:100]}")
-    finally:
-        broker.stop()
 
 
 def section_kill():
-    broker = Broker()
-    try:
-        broker.create_topic()
+    with broker_with_topic() as broker:
         node = Node(broker, "node-kill")
         acked, stop = set(), threading.Event()
         counts = {"ok": 0, "failed": 0}
@@ -346,14 +355,48 @@ def section_kill():
         print(f"ok: kill: {kills} SIGKILLs of a serve node under load: all {len(acked)} acknowledged events are in the topic "
               f"({counts['ok']} requests acknowledged, {counts['failed']} failed or cut off; the topic holds {len(in_topic)} records, "
               f"{len(in_topic) - len(set(in_topic))} of them second copies of a batch sent before a kill)")
-    finally:
-        broker.stop()
+
+
+def section_memory():
+    with broker_with_topic() as broker:
+        node = Node(broker, "node-memory")
+        broker.proc.send_signal(signal.SIGSTOP)
+        answers, lock = [], threading.Lock()
+
+        def one(worker):
+            batch = [{"event_type": "join_guild", "guild_id": worker, "name": "x" * 100, "player_id": f"p{worker}-{i}",
+                      "event_id": f"m{worker}-{i}"} for i in range(1000)]
+            started = time.time()
+            try:
+                status, body, _ = post(node.base, batch, timeout=60)
+            except OSError as e:
+                status, body = None, {"error": str(e)}
+            with lock:
+                answers.append((status, (body or {}).get("error", ""), time.time() - started))
+
+        threads = [threading.Thread(target=one, args=(w,)) for w in range(200)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        peak_kib = int(next(l.split()[1] for l in open(f"/proc/{node.proc.pid}/status") if l.startswith("VmHWM")))
+        broker.proc.send_signal(signal.SIGCONT)
+        busy = [a for a in answers if a[0] == 503 and "busy" in a[1]]
+        waited = [a for a in answers if a[0] == 503 and "busy" not in a[1]]
+        if not busy or any(a[2] > 5 for a in busy):
+            fail(f"past 100,000 waiting records, appends should be refused at once: {len(busy)} busy answers, "
+                 f"slowest {max((a[2] for a in busy), default=0):.1f} s; answers {sorted(set((a[0], a[1][:60]) for a in answers))}")
+        if any(a[0] == 200 for a in answers):
+            fail("a request was answered 200 while the broker was stopped")
+        if peak_kib > 512 * 1024:
+            fail(f"node peak RSS {peak_kib // 1024} MiB with 200 requests of 1,000 events waiting on a stopped broker")
+        node.stop()
+        print(f"ok: memory: broker stopped, 200 concurrent requests of 1,000 events: {len(busy)} refused at once (busy), "
+              f"{len(waited)} answered 503 after waiting; node peak RSS {peak_kib // 1024} MiB")
 
 
 def section_broker():
-    broker = Broker()
-    try:
-        broker.create_topic()
+    with broker_with_topic() as broker:
         missing = questlog(os.path.join(WORK, "no-topic"), "serve", "--listen", "127.0.0.1:0", log=broker.url("nope"), check=False, timeout=60)
         if missing.returncode == 0 or "nope" not in missing.stderr or "create it" not in missing.stderr:
             fail(f"serve on a missing topic: exit {missing.returncode}: {missing.stderr}")
@@ -370,8 +413,6 @@ def section_broker():
             fail(f"append with the broker gone: {status} {body} Retry-After={headers.get('Retry-After')}")
         print(f"ok: broker: with the broker gone, an append answered 503 with Retry-After after {took:.1f} s: {body['error'][:120]}")
         node.kill()
-    finally:
-        broker.stop()
 
 
 for name in SECTIONS:
