@@ -147,17 +147,27 @@ impl InFlight {
     }
 }
 
-#[derive(Default)]
 struct Counters {
     acknowledged_total: AtomicU64,
     batches_total: AtomicU64,
     delivery_errors_total: AtomicU64,
     /// Per partition, one past the highest offset this process has seen acknowledged or read.
     ends: Mutex<Vec<u64>>,
-    end_tx: Mutex<Option<watch::Sender<u64>>>,
+    /// Their sum, for `subscribe`.
+    end_tx: watch::Sender<u64>,
 }
 
 impl Counters {
+    fn new(partitions: u32) -> Counters {
+        Counters {
+            acknowledged_total: AtomicU64::new(0),
+            batches_total: AtomicU64::new(0),
+            delivery_errors_total: AtomicU64::new(0),
+            ends: Mutex::new(vec![0; partitions as usize]),
+            end_tx: watch::channel(0).0,
+        }
+    }
+
     fn note_end(&self, (partition, offset): (u32, u64)) {
         let mut ends = self.ends.lock().unwrap_or_else(|p| p.into_inner());
         let p = partition as usize;
@@ -166,10 +176,7 @@ impl Counters {
         }
         if ends[p] <= offset {
             ends[p] = offset + 1;
-            let total = ends.iter().sum();
-            if let Some(tx) = &*self.end_tx.lock().unwrap_or_else(|p| p.into_inner()) {
-                tx.send_replace(total);
-            }
+            self.end_tx.send_replace(ends.iter().sum());
         }
     }
 
@@ -208,7 +215,6 @@ pub struct KafkaLog {
     /// The node's rejected-event store; `None` for a reader ([`KafkaLog::open_reader`]).
     rejected: Option<Arc<SledLog>>,
     counters: Arc<Counters>,
-    end_rx: watch::Receiver<u64>,
 }
 
 /// librdkafka settings questlog sets; `--kafka-option` may not change them, because the
@@ -256,11 +262,8 @@ impl KafkaLog {
             config.create_with_context(Delivery).map_err(|e| err(format!("cannot create a producer: {e}")))?;
         let partitions = topic_partitions(producer.client(), target)?;
         let rejected = local.map(|(data_dir, log_options)| SledLog::open_with(&data_dir.join(REJECTED_DIR), log_options)).transpose()?;
-        let counters = Arc::new(Counters::default());
-        let (end_tx, end_rx) = watch::channel(0);
-        *counters.end_tx.lock().unwrap_or_else(|p| p.into_inner()) = Some(end_tx);
-        counters.ends.lock().unwrap_or_else(|p| p.into_inner()).resize(partitions as usize, 0);
-        Ok(Arc::new(KafkaLog { target: target.clone(), options: options.to_vec(), producer, partitions, rejected, counters, end_rx }))
+        let counters = Arc::new(Counters::new(partitions));
+        Ok(Arc::new(KafkaLog { target: target.clone(), options: options.to_vec(), producer, partitions, rejected, counters }))
     }
 
     pub fn target(&self) -> &KafkaTarget {
@@ -380,7 +383,7 @@ impl EventLog for KafkaLog {
     }
 
     fn subscribe(&self) -> watch::Receiver<u64> {
-        self.end_rx.clone()
+        self.counters.end_tx.subscribe()
     }
 
     fn read(&self, from: u64, to: u64) -> Result<RecordIter<'_>, LogError> {
