@@ -130,12 +130,17 @@ def reset_bucket():
     return s3
 
 
-def section_s3():
+def fresh_log(name, seed, events):
+    """An empty bucket and a new data dir WORK/name with `events` events of `seed`: the S3
+    client, the data dir, the log's counts per event type, and the tables' place s3://…/name."""
     s3 = reset_bucket()
-    d = os.path.join(WORK, "s3")
-    ql(d, "generate", "--seed", "21", "--events", "30000")
-    counts = log_counts(d)
-    root = f"s3://{BUCKET}/s3"
+    d = os.path.join(WORK, name)
+    ql(d, "generate", "--seed", str(seed), "--events", str(events))
+    return s3, d, log_counts(d), f"s3://{BUCKET}/{name}"
+
+
+def section_s3():
+    s3, d, counts, root = fresh_log("s3", 21, 30000)
     t0 = time.time()
     ql(d, "project", "--step-events", "2000", tables=root)
     print(f"   project of 30000 events to S3 in {time.time() - t0:.1f} s (15 steps, with compaction)")
@@ -310,11 +315,7 @@ def s3_bytes(s3, uri):
 
 
 def section_rebuild():
-    s3 = reset_bucket()
-    d = os.path.join(WORK, "rebuild")
-    ql(d, "generate", "--seed", "24", "--events", "25000")
-    counts = log_counts(d)
-    root = f"s3://{BUCKET}/rebuild"
+    s3, d, counts, root = fresh_log("rebuild", 24, 25000)
     digests = []
     for i in range(2):
         ql(d, "project", "--rebuild", tables=root)
