@@ -139,6 +139,7 @@ for n in $sizes; do
 
   measure rebuild "$bin" --data-dir "$d" project --rebuild
   q[proj_$n]=$secs
+  q[rebuild_$n]=$(rate "$n" "$secs")
   tables_bytes=$(du -sbL "$d/tables" | cut -f1)
   row "project --rebuild (5 Parquet tables)" "$n" "$(rate "$n" "$secs")" "" "$(mib "$rss_kb")" "$secs s; $cores cores; tables $(python3 -c "print(f'{$tables_bytes / $n:.0f}')") B/event"
 
@@ -208,6 +209,10 @@ PY
     row "generate → Kafka topic (3 partitions, acks=all)" "$n" "$(rate "$n" "$secs")" "" "$(mib "$rss_kb")" "$secs s; $cores cores"
     measure kreplay sh -c "'$bin' --data-dir '$work/kg$n' --log '$klog' replay > /dev/null"
     row "replay of the Kafka topic > /dev/null" "$n" "$(rate "$n" "$secs")" "" "$(mib "$rss_kb")" "$secs s; $cores cores"
+    measure kproject "$bin" --data-dir "$work/kp$n" --log "$klog" project
+    row "project from the Kafka topic (steps of 500k)" "$n" "$(rate "$n" "$secs")" "" "$(mib "$rss_kb")" "$secs s; $cores cores; sled: project --rebuild ${q[rebuild_$n]:-?} events/s"
+    measure kprojectsteps "$bin" --data-dir "$work/kps$n" --log "$klog" project --step-events 10000
+    row "project from the Kafka topic (steps of 10k)" "$n" "$(rate "$n" "$secs")" "" "$(mib "$rss_kb")" "$secs s; $cores cores; $((n / 10000)) steps, a consumer per partition per step"
     topic "one-$n"
     start_questlog "$work/k1-$n" --log "kafka://127.0.0.1:$kport/one-$n"
     load_batched "$qaddr" "$n"
@@ -224,7 +229,7 @@ PY
     secs=$(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$t0" "$(date +%s.%N)")
     row "HTTP batched → Kafka, 2 serve nodes at once" "$n" "$(rate "$n" "$secs")" "" "" "$secs s; two loads of n/2, 4 conns each, on one 2-core machine with the broker"
     stop_pid "$pa"; stop_pid "$pb"
-    rm -rf "$work"/k*-"$n" "$work/kg$n"
+    rm -rf "$work"/k*-"$n" "$work/kg$n" "$work/kp$n" "$work/kps$n"
   done
   stop_pid "$kpid"
 else

@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::api::{self, AppState};
 use crate::event;
 use crate::generate::{self, World, WorldConfig};
-use crate::log::{EventLog, KafkaLog, KafkaTarget, LogError, LogOptions, SledLog};
+use crate::log::{EventLog, KafkaLog, KafkaTarget, LogError, LogOptions, SledLog, ValueFormat};
 use crate::metrics::Metrics;
 use crate::project::{self, Codec, Continuous, ProjectionStats, Projector, TablesRoot, TABLES};
 use crate::replay;
@@ -58,6 +58,12 @@ pub struct Cli {
     /// comma-separated), e.g. security.protocol=SASL_SSL.
     #[arg(long = "kafka-option", global = true)]
     pub kafka_options: Vec<String>,
+    /// The form of the Kafka log's values: `questlog` (what questlog writes) or `seed`
+    /// (the seed's Flask API's messages, the request's headers merged into the event).
+    /// Read by `project`, `verify` and `replay`.
+    #[arg(long = "log-format", global = true, default_value = "questlog", env = "QUESTLOG_LOG_FORMAT",
+          value_parser = ["questlog", "seed"])]
+    pub log_format: String,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -69,15 +75,21 @@ fn kafka() -> Option<&'static (KafkaTarget, Vec<(String, String)>)> {
     KAFKA.get().and_then(Option::as_ref)
 }
 
-/// Fails for commands that need the sled log (projection and what builds on it) when the
-/// log is a Kafka topic.
+/// Fails for commands that need the sled log when the log is a Kafka topic.
 fn sled_only(what: &str) -> Result<()> {
     match kafka() {
         Some((target, _)) => bail!(
-            "cannot {what} with --log {target}: projecting a Kafka topic into the tables is not supported yet; read the topic with `questlog --log {target} replay`"
+            "cannot {what} with --log {target}: this needs the sled log's single offset order; with a topic, use `project`, `verify`, `replay --partition`"
         ),
         None => Ok(()),
     }
+}
+
+/// `--log-format`, set once by [`run`].
+static LOG_FORMAT: std::sync::OnceLock<ValueFormat> = std::sync::OnceLock::new();
+
+fn log_format() -> ValueFormat {
+    LOG_FORMAT.get().copied().unwrap_or(ValueFormat::Questlog)
 }
 
 /// `--tables` and `--vacuum-retention-ms`, set once by [`run`].
@@ -209,6 +221,14 @@ pub enum Command {
         /// s3://bucket/prefix) instead of the live ones (time travel without touching them).
         #[arg(long, requires = "rebuild")]
         out: Option<String>,
+        /// Keep projecting as the log grows (a step every --interval-ms once caught up)
+        /// until SIGINT or SIGTERM: the projector process of a Kafka deployment.
+        #[arg(long, conflicts_with = "rebuild")]
+        follow: bool,
+        /// With --follow: milliseconds between steps once the tables reached the end.
+        #[arg(long, default_value_t = project::DEFAULT_PROJECT_INTERVAL_MS, requires = "follow",
+              value_parser = clap::value_parser!(u64).range(1..=project::MAX_PROJECT_INTERVAL_MS))]
+        interval_ms: u64,
     },
     /// Compute the findings report from the tables with Polars.
     Report {
@@ -357,6 +377,11 @@ pub fn run(cli: Cli) -> Result<()> {
             Some((target, options))
         }
     };
+    let format = ValueFormat::parse(&cli.log_format).ok_or_else(|| anyhow!("--log-format {}: use questlog or seed", cli.log_format))?;
+    if format != ValueFormat::Questlog && kafka_log.is_none() {
+        bail!("--log-format {}: only a Kafka log (--log kafka://…) holds values of another form", cli.log_format);
+    }
+    let _ = LOG_FORMAT.set(format);
     let _ = KAFKA.set(kafka_log);
     let _ = TABLES_OPTIONS.set((root, cli.vacuum_retention_ms));
     if !matches!(cli.command, Command::Serve { .. } | Command::Quickstart { .. }) {
@@ -445,12 +470,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Replay { from, to, follow, url: None, partition, .. } => match kafka() {
-            Some(_) => {
-                if follow {
-                    bail!("replay --follow is not supported on a Kafka log yet; read the topic with a Kafka consumer");
-                }
-                kafka_replay(from, to.unwrap_or(u64::MAX), partition)
-            }
+            Some(_) => kafka_replay(from, to.unwrap_or(u64::MAX), partition, follow),
             None => {
                 if partition.is_some_and(|p| p != 0) {
                     bail!("--partition {}: the sled log has one partition, 0", partition.unwrap_or(0));
@@ -458,8 +478,16 @@ pub fn run(cli: Cli) -> Result<()> {
                 replay_cmd(&data_dir, from, to, follow)
             }
         },
+        Command::Verify if kafka().is_some() => {
+            let (target, options) = kafka().ok_or_else(|| anyhow!("no Kafka log"))?;
+            let log = KafkaLog::open_reader(target, options)?;
+            let pb = generate::progress_bar(0, "verifying");
+            let result = crate::verify::verify_topic(log.as_ref(), log_format(), &target.topic, &tables_root(&data_dir)?, &data_dir, &pb);
+            pb.finish_and_clear();
+            println!("{}", result?.render());
+            Ok(())
+        }
         Command::Verify => {
-            sled_only("verify")?;
             let log = open_log_for(&data_dir, "verify")?;
             let pb = generate::progress_bar(0, "verifying");
             let result = crate::verify::verify(log.as_ref(), &tables_root(&data_dir)?, &data_dir, &pb);
@@ -503,8 +531,32 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Rejected { from, limit } => rejected_cmd(&data_dir, from, limit),
-        Command::Project { rebuild, compression, step_events, to, out } => {
-            sled_only("project")?;
+        Command::Project { rebuild, compression, step_events, to, out, follow, interval_ms } if kafka().is_some() => {
+            if to.is_some() || out.is_some() {
+                bail!("--to and --out take one log offset; a topic has an offset per partition: rebuild the whole topic (project --rebuild)");
+            }
+            let codec = Codec::parse(&compression)?;
+            let (target, options) = kafka().ok_or_else(|| anyhow!("no Kafka log"))?;
+            let log = KafkaLog::open_reader(target, options)?;
+            let layout = project::Layout::Topic { topic: target.topic.clone(), partitions: log.partitions() };
+            let root = tables_root(&data_dir)?;
+            let open = || -> Result<Projector> {
+                Ok(Projector::open_source(&root, &data_dir, codec, vacuum_retention_ms(), !rebuild, layout.clone(), log_format())?
+                    .with_step_events(step_events)
+                    .with_min_free_bytes(log_options().min_free_bytes))
+            };
+            let mut projector = open()?;
+            if follow {
+                return follow_log(projector, open, log.as_ref(), &target.to_string(), interval_ms, &root);
+            }
+            let pb = generate::progress_bar(0, if rebuild { "rebuilding" } else { "projecting" });
+            let summary = if rebuild { projector.rebuild(log.as_ref(), u64::MAX, &pb)? } else { projector.catch_up(log.as_ref(), &pb)? };
+            pb.finish_and_clear();
+            println!("{}", summary.render());
+            println!("tables at the partitions' offsets {:?} of {target} in {root}", projector.partition_offsets());
+            Ok(())
+        }
+        Command::Project { rebuild, compression, step_events, to, out, follow, interval_ms } => {
             let codec = Codec::parse(&compression)?;
             let log = open_log_for(&data_dir, "project")?;
             let end = log.durable_end();
@@ -532,6 +584,16 @@ pub fn run(cli: Cli) -> Result<()> {
             let mut projector = open_projector(&data_dir, codec, !rebuild)?
             .with_step_events(step_events)
             .with_min_free_bytes(log_options().min_free_bytes);
+            if follow {
+                if running_server(&data_dir).is_some() {
+                    bail!("a server runs on {}; its own projector keeps the tables", data_dir.display());
+                }
+                let root = tables_root(&data_dir)?;
+                let reopen = || -> Result<Projector> { Ok(open_projector(&data_dir, codec, true)?.with_step_events(step_events).with_min_free_bytes(log_options().min_free_bytes)) };
+                let result = follow_log(projector, reopen, log.as_ref(), &log_name(&data_dir), interval_ms, &root);
+                log.close()?;
+                return result;
+            }
             let summary = if rebuild {
                 projector.rebuild(log.as_ref(), to.unwrap_or(u64::MAX), &pb)?
             } else {
@@ -576,7 +638,8 @@ pub fn run(cli: Cli) -> Result<()> {
             let frames = read_snapshot(&tables_root(&data_dir)?, &data_dir, |files| {
                 let files = report::TableFiles::new(
                     files.tables.iter().filter(|(t, _)| named.contains(t)).map(|(t, f)| (*t, f.clone())).collect(),
-                );
+                )
+                .partitioned(files.partitioned);
                 report::load_frames_without(&files, &skip)
             })?
             .0;
@@ -659,10 +722,88 @@ fn log_name(data_dir: &Path) -> String {
     }
 }
 
+/// `project --follow`: steps until the tables reach the log's end, then one step every
+/// `interval_ms`, until SIGINT or SIGTERM (the step under way finishes first). A step
+/// that fails for a reason that may pass (a broker or the object store unreachable, a full
+/// disk) is retried after a backoff that doubles up to [`project::MAX_PROJECT_BACKOFF_MS`],
+/// from tables opened again; another writer's commit, or tables that are not this log's,
+/// end the run with that error.
+fn follow_log(mut projector: Projector, reopen: impl Fn() -> Result<Projector>, log: &dyn EventLog, source: &str, interval_ms: u64, root: &TablesRoot) -> Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = Arc::new(AtomicBool::new(false));
+    let rt = runtime()?;
+    let stop2 = stop.clone();
+    rt.spawn(async move {
+        shutdown_signal().await;
+        stop2.store(true, Ordering::SeqCst);
+    });
+    println!("following {source} into {root} (every {interval_ms} ms once caught up; Ctrl-C stops)");
+    let hidden = indicatif::ProgressBar::hidden();
+    let mut failures: u32 = 0;
+    let mut reopen_next = false;
+    while !stop.load(Ordering::SeqCst) {
+        if reopen_next {
+            match reopen() {
+                Ok(p) => {
+                    projector = p;
+                    reopen_next = false;
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    eprintln!("questlog: cannot open the tables again: {e:#}");
+                }
+            }
+        }
+        let mut wait_ms = interval_ms;
+        if !reopen_next {
+            match projector.step(log, &hidden) {
+                Ok(s) => {
+                    failures = 0;
+                    if s.events > 0 || s.rows.iter().any(|&r| r > 0) {
+                        println!(
+                            "step: {} records read, {} rows, {} re-sent copies dropped, {} rejected; position {} ({:.2} s)",
+                            s.events,
+                            s.rows.iter().sum::<u64>(),
+                            s.duplicates,
+                            s.rejected,
+                            s.to_offset,
+                            s.seconds
+                        );
+                    }
+                    if !s.at_end {
+                        continue; // more to read: no wait
+                    }
+                }
+                Err(e @ (project::ProjectError::Conflict { .. } | project::ProjectError::Schema { .. } | project::ProjectError::Inconsistent { .. })) => {
+                    return Err(e.into());
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    eprintln!("questlog: projection step failed (attempt {failures}; retrying): {e}");
+                    reopen_next = true;
+                }
+            }
+        }
+        if failures > 0 {
+            wait_ms = (interval_ms << failures.min(16)).min(project::MAX_PROJECT_BACKOFF_MS);
+        }
+        let deadline = Instant::now() + Duration::from_millis(wait_ms);
+        while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(FOLLOW_POLL_MS.min(wait_ms)));
+        }
+    }
+    println!("stopped; tables at position {} in {root}", projector.offset());
+    Ok(())
+}
+
 /// `replay` of a Kafka log: JSON lines with `log_partition` and `log_offset`, partition by
-/// partition (each in offset order), from `from` to `to` in each.
-fn kafka_replay(from: u64, to: u64, partition: Option<u32>) -> Result<()> {
+/// partition (each in offset order), from `from` to `to` in each; with `follow`, then the
+/// records that arrive in any of them, as they come, until each reached `to`.
+fn kafka_replay(from: u64, to: u64, partition: Option<u32>, follow: bool) -> Result<()> {
     let (target, options) = kafka().ok_or_else(|| anyhow!("replay of a Kafka log without --log kafka://…"))?;
+    if log_format() != ValueFormat::Questlog {
+        bail!("replay prints questlog's records; read a topic in the seed's format with a Kafka consumer, or project it (project --log-format seed)");
+    }
     let log = KafkaLog::open_reader(target, options)?;
     let partitions: Vec<u32> = match partition {
         Some(p) if p >= log.partitions() => bail!("--partition {p}: the topic has {} partitions", log.partitions()),
@@ -672,20 +813,43 @@ fn kafka_replay(from: u64, to: u64, partition: Option<u32>) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(256 * 1024, stdout.lock());
     let mut buf = String::with_capacity(64 * 1024);
+    let mut reached: Vec<(u32, u64)> = Vec::with_capacity(partitions.len());
+    let mut open = true;
     'partitions: for p in partitions {
+        let mut next = from;
         for item in log.read_partition(p, from, to)? {
             let (offset, record) = item?;
+            next = offset + 1;
             replay::write_partitioned_line(&mut buf, p, offset, &record);
             if buf.len() >= 60 * 1024 {
                 if !replay::write_all(&mut out, buf.as_bytes())? {
+                    open = false;
                     break 'partitions;
                 }
                 buf.clear();
             }
         }
+        reached.push((p, next));
     }
-    if replay::write_all(&mut out, buf.as_bytes())? {
+    if open && replay::write_all(&mut out, buf.as_bytes())? {
         out.flush().ok();
+    } else {
+        open = false;
+    }
+    buf.clear();
+    let mut following: Vec<(u32, u64)> = reached.into_iter().filter(|&(_, next)| next < to).collect();
+    if follow && open && !following.is_empty() {
+        // Line by line from here: whoever reads the output sees each record as it comes.
+        log.follow(&following.clone(), |p, offset, record| {
+            if offset >= to {
+                following.retain(|&(q, _)| q != p);
+                return Ok(!following.is_empty());
+            }
+            buf.clear();
+            replay::write_partitioned_line(&mut buf, p, offset, record);
+            let written = replay::write_all(&mut out, buf.as_bytes()).map_err(|e| LogError::Flush(e.to_string()))?;
+            Ok(written && out.flush().is_ok())
+        })?;
     }
     log.close()?;
     Ok(())
@@ -769,8 +933,30 @@ async fn stream_http(url: &str) -> Result<()> {
 }
 
 fn rejected_cmd(data_dir: &Path, from: u64, limit: usize) -> Result<()> {
-    // With a Kafka log, the events this node rejected are in its local store.
+    // With a Kafka log, the events this node rejected are in its local store, and the
+    // values a projector could not project in its own.
     let dir = if kafka().is_some() { data_dir.join(crate::log::kafka::REJECTED_DIR) } else { data_dir.join("log") };
+    if kafka().is_some() {
+        let mut out = std::io::stdout().lock();
+        if dir.is_dir() {
+            let log = SledLog::open(&dir)?;
+            let mut s = String::new();
+            for (seq, r) in log.rejected(from, limit)? {
+                replay::write_rejected_line(&mut s, seq, &r);
+            }
+            log.close()?;
+            if !replay::write_all(&mut out, s.as_bytes())? {
+                return Ok(());
+            }
+        }
+        let mut s = String::new();
+        for line in project::SourceRejects::list(data_dir)? {
+            s.push_str(&line);
+            s.push('\n');
+        }
+        replay::write_all(&mut out, s.as_bytes())?;
+        return Ok(());
+    }
     match SledLog::open(&dir) {
         Ok(log) => {
             let mut s = String::new();
@@ -801,7 +987,7 @@ fn read_snapshot<T>(
     loop {
         attempt += 1;
         let snap = project::snapshot(root, data_dir)?;
-        let files = report::TableFiles::new(TABLES.iter().zip(snap.files).map(|(t, f)| (t.name, f)).collect());
+        let files = report::TableFiles::new(TABLES.iter().zip(snap.files).map(|(t, f)| (t.name, f)).collect()).partitioned(snap.partitioned);
         match load(&files) {
             Ok(frames) => return Ok((frames, snap.offset)),
             Err(report::ReportError::FileVanished(p)) if attempt < SNAPSHOT_ATTEMPTS => {

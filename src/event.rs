@@ -471,7 +471,7 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    fn new(reason: RejectReason, field: Option<&str>, message: String) -> Rejection {
+    pub fn new(reason: RejectReason, field: Option<&str>, message: String) -> Rejection {
         Rejection { reason, field: field.map(str::to_string), message }
     }
 }
@@ -609,6 +609,50 @@ pub fn fuzz_event(data: &[u8]) {
 
 /// Validates one event given as JSON text (`raw` is kept verbatim as `raw_event`).
 pub fn validate_json(raw: &str) -> Result<ClientEvent, Rejection> {
+    validate_object(&parse_members(raw)?)
+}
+
+/// What the seed's Flask API merged into each event from its request
+/// (`event.update(request.headers)`): the headers questlog keeps as columns.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SeedHeaders {
+    pub accept: Option<String>,
+    pub host: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// Validates one message of the seed's own Kafka topic: a JSON object with the event's
+/// members and the request's headers merged in (`Host`, `User-Agent`, `Accept`,
+/// `Content-Length`, …). A member whose name has the form of an HTTP header (an upper-case
+/// ASCII letter, then letters, digits and `-`) and whose value is a string is a header, not
+/// part of the event: `Host`, `User-Agent` and `Accept` (any case) are kept, cut to
+/// [`MAX_STRING_BYTES`], the others dropped. Every other member is validated exactly as an
+/// event sent over HTTP (so `timestamp` or `host` as a member are refused as server-owned).
+pub fn validate_seed_message(raw: &str) -> Result<(ClientEvent, SeedHeaders), Rejection> {
+    let members = parse_members(raw)?;
+    let mut headers = SeedHeaders::default();
+    let mut event: Vec<(String, Value)> = Vec::with_capacity(members.len());
+    for (k, v) in members {
+        let header_form = k.as_bytes().first().is_some_and(u8::is_ascii_uppercase)
+            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        match (header_form, &v) {
+            (true, Value::String(s)) => {
+                let keep = Some(truncate_utf8(s, MAX_STRING_BYTES).to_string());
+                match k.to_ascii_lowercase().as_str() {
+                    "host" => headers.host = keep,
+                    "user-agent" => headers.user_agent = keep,
+                    "accept" => headers.accept = keep,
+                    _ => {}
+                }
+            }
+            _ => event.push((k, v)),
+        }
+    }
+    Ok((validate_object(&event)?, headers))
+}
+
+/// Parses an event's JSON text into its members, in order, refusing duplicate keys.
+fn parse_members(raw: &str) -> Result<Vec<(String, Value)>, Rejection> {
     let trimmed = raw.trim_start();
     if !trimmed.starts_with('{') {
         return Err(match serde_json::from_str::<Value>(raw) {
@@ -643,7 +687,7 @@ pub fn validate_json(raw: &str) -> Result<ClientEvent, Rejection> {
         };
         Rejection { reason, field, message }
     })?;
-    validate_object(&obj.0)
+    Ok(obj.0)
 }
 
 /// Validates one event given as ordered members (from JSON, or built from query parameters).
@@ -976,6 +1020,24 @@ pub fn members_to_json(members: &[(String, Value)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seed_messages_split_headers_from_the_event() {
+        let raw = r#"{"event_type":"join_guild","guild_id":7,"name":"Knights","Host":"localhost:5000","User-Agent":"ApacheBench/2.3","Accept":"*/*","Content-Length":"0","player_id":"p1"}"#;
+        let (event, headers) = validate_seed_message(raw).unwrap();
+        assert_eq!(event.event_type(), EventType::JoinGuild);
+        assert_eq!(event.player_id.as_deref(), Some("p1"));
+        assert_eq!(headers, SeedHeaders { accept: Some("*/*".into()), host: Some("localhost:5000".into()), user_agent: Some("ApacheBench/2.3".into()) });
+        // Validated as over HTTP: a missing field, an unknown type, a server-owned member.
+        let missing = validate_seed_message(r#"{"event_type":"join_guild","name":"K","Host":"h"}"#).unwrap_err();
+        assert_eq!((missing.reason, missing.field.as_deref()), (RejectReason::MissingField, Some("guild_id")));
+        assert_eq!(validate_seed_message(r#"{"event_type":"dance"}"#).unwrap_err().reason, RejectReason::UnknownEventType);
+        let owned = validate_seed_message(r#"{"event_type":"join_guild","guild_id":1,"name":"K","host":"h"}"#).unwrap_err();
+        assert_eq!(owned.reason, RejectReason::ServerOwnedField);
+        // A header-like name with a non-string value stays in the event (and is kept in raw_event only).
+        assert!(validate_seed_message(r#"{"event_type":"join_guild","guild_id":1,"name":"K","X-Count":3}"#).is_ok());
+        assert_eq!(validate_seed_message("not json").unwrap_err().reason, RejectReason::MalformedJson);
+    }
 
     fn reason(raw: &str) -> RejectReason {
         validate_json(raw).expect_err(raw).reason

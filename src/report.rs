@@ -65,13 +65,24 @@ const FUNNEL: [&str; 5] = [
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TableFiles {
     pub tables: Vec<(&'static str, Vec<PathBuf>)>,
+    /// Tables projected from a Kafka topic: they have the `log_partition` column too.
+    pub partitioned: bool,
 }
 
 impl TableFiles {
     pub fn new(tables: Vec<(&'static str, Vec<PathBuf>)>) -> Self {
-        TableFiles { tables }
+        TableFiles { tables, partitioned: false }
+    }
+
+    /// Files of tables projected from a Kafka topic (with `log_partition`).
+    pub fn partitioned(mut self, partitioned: bool) -> Self {
+        self.partitioned = partitioned;
+        self
     }
 }
+
+/// The column that tables projected from a Kafka topic have after the contract's.
+pub const PARTITION_COLUMN: &str = "log_partition";
 
 /// Why a report (or loading the tables for one) failed.
 #[derive(Debug, thiserror::Error)]
@@ -262,7 +273,10 @@ pub fn load_frames_without(files: &TableFiles, skip: &[&str]) -> Result<Frames, 
     let snapshot = open_snapshot(files)?;
     let mut frames = Frames::empty();
     for table in TABLE_NAMES {
-        let names: Vec<&str> = column_names(table).into_iter().filter(|n| !skip.contains(n)).collect();
+        let mut names: Vec<&str> = column_names(table).into_iter().filter(|n| !skip.contains(n)).collect();
+        if files.partitioned && !skip.contains(&PARTITION_COLUMN) {
+            names.push(PARTITION_COLUMN);
+        }
         // One chunk per file is kept: the queries do not need one chunk, and copying a table
         // into one would briefly hold it twice.
         *frames.get_mut(table).expect("known table") = snapshot.columns(table, &names)?;
@@ -324,6 +338,7 @@ impl TableSource for Frames {
 #[derive(Debug)]
 pub struct Snapshot {
     tables: Vec<(&'static str, Vec<(PathBuf, File)>)>,
+    partitioned: bool,
 }
 
 /// Opens every file of the snapshot before reading any of them. A file that is already
@@ -360,7 +375,7 @@ pub fn open_snapshot(files: &TableFiles) -> Result<Snapshot, ReportError> {
         }
         tables.push((*table, handles));
     }
-    Ok(Snapshot { tables })
+    Ok(Snapshot { tables, partitioned: files.partitioned })
 }
 
 impl Snapshot {
@@ -392,7 +407,10 @@ impl TableSource for Snapshot {
     }
 
     fn columns(&self, table: &'static str, columns: &[&str]) -> Result<DataFrame, ReportError> {
-        let all = table_fields(table).ok_or_else(|| ReportError::UnknownTable(table.to_string()))?;
+        let mut all = table_fields(table).ok_or_else(|| ReportError::UnknownTable(table.to_string()))?;
+        if self.partitioned {
+            all.push((PARTITION_COLUMN, DataType::Int32));
+        }
         let stored = stored_columns(columns);
         let mut fields = Vec::with_capacity(stored.len());
         for name in &stored {

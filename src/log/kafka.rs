@@ -36,8 +36,9 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{oneshot, watch};
 
-use super::{AppendBatch, Appended, EventLog, LogError, LogOptions, LogStats, Pending, RecordIter, SledLog, MAX_APPEND_RECORDS};
-use crate::event::{Record, RejectedEvent, RequestMeta};
+use super::{AppendBatch, Appended, EventLog, LogError, LogOptions, LogStats, Pending, RecordIter, ScanIter, Scanned, SledLog, ValueFormat, MAX_APPEND_RECORDS};
+use crate::event::{Record, RejectReason, RejectedEvent, Rejection, RequestMeta};
+use crate::wire::MAX_EVENT_BYTES;
 
 /// The header naming the form of a record's value, and the form this questlog writes:
 /// `json-1`, the JSON object of [`crate::wire::write_value`].
@@ -279,6 +280,9 @@ impl KafkaLog {
 fn client_config(target: &KafkaTarget, options: &[(String, String)]) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", &target.brokers).set("socket.timeout.ms", METADATA_TIMEOUT_MS.to_string());
+    // librdkafka's informational messages (a closed idle connection, events purged at
+    // shutdown) would reach stderr as `%6|…` lines; warnings and errors still do.
+    config.set_log_level(rdkafka::config::RDKafkaLogLevel::Warning);
     for (k, v) in options {
         config.set(k, v);
     }
@@ -405,8 +409,16 @@ impl EventLog for KafkaLog {
         if p >= self.partitions {
             return Err(self.err(format!("partition {p} does not exist (the topic has {})", self.partitions)));
         }
-        let reader = PartitionReader::open(&self.target, &self.options, p, from, to, self.counters.clone())?;
+        let reader = PartitionReader::open(&self.target, &self.options, p, from, to, ValueFormat::Questlog, self.counters.clone())?;
         Ok(Box::new(reader))
+    }
+
+    fn scan_partition(&self, p: u32, from: u64, to: u64, format: ValueFormat) -> Result<ScanIter<'_>, LogError> {
+        if p >= self.partitions {
+            return Err(self.err(format!("partition {p} does not exist (the topic has {})", self.partitions)));
+        }
+        let reader = PartitionReader::open(&self.target, &self.options, p, from, to, format, self.counters.clone())?;
+        Ok(Box::new(Scan(reader)))
     }
 
     fn rejected(&self, from_seq: u64, limit: usize) -> Result<Vec<(u64, RejectedEvent)>, LogError> {
@@ -470,9 +482,11 @@ impl ClientContext for Reading {
 
 impl rdkafka::consumer::ConsumerContext for Reading {}
 
-/// Reads one partition from an offset to its end (or `to`), decoding each value.
+/// Reads one partition from an offset to its end (or `to`), decoding each value in
+/// `format`.
 struct PartitionReader {
     consumer: BaseConsumer<Reading>,
+    format: ValueFormat,
     partition: u32,
     from: u64,
     to: u64,
@@ -483,27 +497,82 @@ struct PartitionReader {
     target: KafkaTarget,
 }
 
-impl PartitionReader {
-    fn open(target: &KafkaTarget, options: &[(String, String)], p: u32, from: u64, to: u64, counters: Arc<Counters>) -> Result<PartitionReader, LogError> {
-        let err = |message: String| LogError::Kafka { brokers: target.brokers.clone(), topic: target.topic.clone(), message };
-        let consumer: BaseConsumer<Reading> = client_config(target, options)
-            // librdkafka wants a group id even for assigned partitions; nothing joins
-            // or commits with it.
-            .set("group.id", "questlog-reader")
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "true")
-            // An offset past the end (or below the start) is an error, never a silent
-            // restart from the beginning.
-            .set("auto.offset.reset", "error")
-            .create_with_context(Reading::default())
-            .map_err(|e| err(format!("cannot create a consumer: {e}")))?;
+/// A consumer of `target` assigned `starts` (partition, offset) without a consumer group:
+/// no offsets are committed, and an offset out of range is an error, never a silent
+/// restart from the beginning. With `eof`, reaching a partition's end is reported.
+fn assigned_consumer(target: &KafkaTarget, options: &[(String, String)], starts: &[(u32, u64)], eof: bool) -> Result<BaseConsumer<Reading>, LogError> {
+    let err = |message: String| LogError::Kafka { brokers: target.brokers.clone(), topic: target.topic.clone(), message };
+    let consumer: BaseConsumer<Reading> = client_config(target, options)
+        // librdkafka wants a group id even for assigned partitions; nothing joins or
+        // commits with it.
+        .set("group.id", "questlog-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", if eof { "true" } else { "false" })
+        .set("auto.offset.reset", "error")
+        .create_with_context(Reading::default())
+        .map_err(|e| err(format!("cannot create a consumer: {e}")))?;
+    let mut tpl = TopicPartitionList::new();
+    for &(p, from) in starts {
         let start = i64::try_from(from).map_err(|_| err(format!("offset {from} is out of Kafka's range")))?;
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&target.topic, p as i32, Offset::Offset(start))
-            .map_err(|e| err(format!("partition {p} at {from}: {e}")))?;
-        consumer.assign(&tpl).map_err(|e| err(format!("cannot read partition {p}: {e}")))?;
-        Ok(PartitionReader { consumer, partition: p, from, to, done: from >= to, started: false, counters, target: target.clone() })
+        tpl.add_partition_offset(&target.topic, p as i32, Offset::Offset(start)).map_err(|e| err(format!("partition {p} at {from}: {e}")))?;
+    }
+    consumer.assign(&tpl).map_err(|e| err(format!("cannot read partitions {starts:?}: {e}")))?;
+    Ok(consumer)
+}
+
+/// A questlog value as a record, checking the format header (`None`: written before it).
+fn decode_questlog(header: Option<&[u8]>, payload: &[u8]) -> Result<Record, Rejection> {
+    match header {
+        None | Some(b"json-1") => decode_value(payload).map_err(|why| Rejection::new(RejectReason::MalformedJson, None, why)),
+        Some(other) => Err(Rejection::new(
+            RejectReason::MalformedJson,
+            None,
+            format!("unknown value format {:?} in header {VALUE_FORMAT_HEADER}", String::from_utf8_lossy(other)),
+        )),
+    }
+}
+
+fn format_header<M: Message>(m: &M) -> Option<&[u8]> {
+    m.headers().and_then(|h| h.iter().find(|h| h.key == VALUE_FORMAT_HEADER).and_then(|h| h.value))
+}
+
+impl KafkaLog {
+    /// `replay --follow`: reads the partitions from the offsets in `starts` as records
+    /// arrive (each partition in offset order; across partitions in the order they
+    /// come), calling `f` for each, until `f` returns `Ok(false)` or fails. A value that
+    /// is not questlog's ends it with [`LogError::Corrupt`].
+    pub fn follow(&self, starts: &[(u32, u64)], mut f: impl FnMut(u32, u64, &Record) -> Result<bool, LogError>) -> Result<(), LogError> {
+        let consumer = assigned_consumer(&self.target, &self.options, starts, false)?;
+        loop {
+            let polled = consumer.poll(Duration::from_millis(500));
+            if let Some(reason) = consumer.context().out_of_range.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                return Err(self.err(format!("an offset of {starts:?} is out of range ({reason})")));
+            }
+            match polled {
+                None => continue,
+                Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange))) => {
+                    return Err(self.err(format!("an offset of {starts:?} is out of range")));
+                }
+                Some(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error while following"),
+                Some(Ok(m)) => {
+                    let (Ok(p), Ok(offset)) = (u32::try_from(m.partition()), u64::try_from(m.offset())) else { continue };
+                    self.counters.note_end((p, offset));
+                    let record = decode_questlog(format_header(&m), m.payload().unwrap_or_default())
+                        .map_err(|r| LogError::Corrupt { offset, reason: format!("partition {p}: {}", r.message) })?;
+                    if !f(p, offset, &record)? {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl PartitionReader {
+    fn open(target: &KafkaTarget, options: &[(String, String)], p: u32, from: u64, to: u64, format: ValueFormat, counters: Arc<Counters>) -> Result<PartitionReader, LogError> {
+        let consumer = assigned_consumer(target, options, &[(p, from)], true)?;
+        Ok(PartitionReader { consumer, format, partition: p, from, to, done: from >= to, started: false, counters, target: target.clone() })
     }
 
     fn err(&self, message: String) -> LogError {
@@ -511,10 +580,35 @@ impl PartitionReader {
     }
 }
 
+/// A questlog read: a value that does not decode ends it with [`LogError::Corrupt`].
 impl Iterator for PartitionReader {
     type Item = Result<(u64, Record), LogError>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        Some(match self.next_value()? {
+            Ok((offset, Ok(record))) => Ok((offset, record)),
+            Ok((offset, Err(rejected))) => {
+                self.done = true;
+                Err(LogError::Corrupt { offset, reason: format!("partition {}: {}", self.partition, rejected.rejection.message) })
+            }
+            Err(e) => Err(e),
+        })
+    }
+}
+
+/// A scan for projection: a value that does not decode is an item, not the end.
+struct Scan(PartitionReader);
+
+impl Iterator for Scan {
+    type Item = Result<(u64, Scanned), LogError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.next_value()
+    }
+}
+
+impl PartitionReader {
+    fn next_value(&mut self) -> Option<Result<(u64, Scanned), LogError>> {
         if self.done {
             return None;
         }
@@ -568,21 +662,49 @@ impl Iterator for PartitionReader {
                         return None;
                     }
                     self.counters.note_end((self.partition, offset));
-                    let format = m.headers().and_then(|h| h.iter().find(|h| h.key == VALUE_FORMAT_HEADER).and_then(|h| h.value));
-                    let decoded = match format {
-                        None | Some(b"json-1") => decode_value(m.payload().unwrap_or_default()),
-                        Some(other) => Err(format!("unknown value format {:?} in header {VALUE_FORMAT_HEADER}", String::from_utf8_lossy(other))),
+                    let payload = m.payload().unwrap_or_default();
+                    let decoded = match self.format {
+                        ValueFormat::Questlog => decode_questlog(format_header(&m), payload),
+                        ValueFormat::Seed => decode_seed(payload, m.timestamp().to_millis()),
                     };
-                    return Some(match decoded {
-                        Ok(record) => Ok((offset, record)),
-                        Err(reason) => {
-                            self.done = true;
-                            Err(LogError::Corrupt { offset, reason: format!("partition {}: {reason}", self.partition) })
-                        }
-                    });
+                    return Some(Ok((offset, decoded.map_err(|rejection| rejected_value(payload, m.timestamp().to_millis(), rejection)))));
                 }
             }
         }
+    }
+}
+
+/// A message of the seed's own topic as a record ([`ValueFormat::Seed`]): validated as
+/// [`crate::event::validate_seed_message`] says; `raw_event` is the message as it is
+/// (headers included, as the seed's Spark job kept it) and `timestamp` the record's Kafka
+/// timestamp (as the seed's Spark job took it).
+fn decode_seed(payload: &[u8], timestamp_ms: Option<i64>) -> Result<Record, Rejection> {
+    if payload.len() > MAX_EVENT_BYTES {
+        return Err(Rejection::new(RejectReason::TooLarge, None, format!("the message is {} bytes, over the limit of {MAX_EVENT_BYTES} bytes for an event", payload.len())));
+    }
+    let text = std::str::from_utf8(payload).map_err(|e| Rejection::new(RejectReason::MalformedJson, None, format!("the message is not UTF-8: {e}")))?;
+    let Some(received_at_us) = timestamp_ms.and_then(|ms| ms.checked_mul(1000)) else {
+        return Err(Rejection::new(RejectReason::BadTime, Some("timestamp"), "the Kafka record has no timestamp".into()));
+    };
+    let (event, headers) = crate::event::validate_seed_message(text)?;
+    Ok(Record {
+        received_at_us,
+        meta: RequestMeta { accept: headers.accept, host: headers.host, user_agent: headers.user_agent, app: None },
+        raw_event: text.to_string(),
+        event,
+    })
+}
+
+/// A value that did not decode, kept as a rejected event (its text cut to
+/// [`crate::event::MAX_REJECTED_RAW_BYTES`]).
+fn rejected_value(payload: &[u8], timestamp_ms: Option<i64>, rejection: Rejection) -> RejectedEvent {
+    let raw = String::from_utf8_lossy(payload);
+    RejectedEvent {
+        received_at_us: timestamp_ms.unwrap_or(0).saturating_mul(1000),
+        meta: RequestMeta::default(),
+        index: 0,
+        raw: crate::event::truncate_utf8(&raw, crate::event::MAX_REJECTED_RAW_BYTES).to_string(),
+        rejection,
     }
 }
 

@@ -211,11 +211,59 @@ pub struct LogStats {
     pub reopens_total: u64,
 }
 
+/// The key of `event_id` as sent by `app` (the API key's app; `None` without keys) for
+/// dropping re-sent events: ids are scoped by app, so two games that both number their
+/// events from "evt-1" never drop each other's events. A 128-bit hash (SipHash with fixed
+/// keys, twice): the same id hashes the same in every process.
+pub fn event_id_key(app: Option<&str>, event_id: &str) -> u128 {
+    use std::hash::{Hash, Hasher};
+    let mut a = std::hash::DefaultHasher::new();
+    (0u8, app, event_id).hash(&mut a);
+    let mut b = std::hash::DefaultHasher::new();
+    (1u8, app, event_id).hash(&mut b);
+    (u128::from(a.finish()) << 64) | u128::from(b.finish())
+}
+
 /// Upper bounds of the flush batch size histogram.
 pub const FLUSH_BATCH_BUCKETS: [u64; 8] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, u64::MAX];
 
 /// An iterator over `(offset, record)` in offset order.
 pub type RecordIter<'a> = Box<dyn Iterator<Item = Result<(u64, Record), LogError>> + Send + 'a>;
+
+/// A stored value as a scan finds it: a record, or (a value that does not decode in the
+/// scan's [`ValueFormat`]) why not, as a rejected event.
+pub type Scanned = Result<Record, RejectedEvent>;
+
+/// An iterator over `(offset, value)` of one partition, in offset order.
+pub type ScanIter<'a> = Box<dyn Iterator<Item = Result<(u64, Scanned), LogError>> + Send + 'a>;
+
+/// The form of the values in a log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ValueFormat {
+    /// What questlog writes: blocks (sled), or the JSON of [`crate::wire::write_value`]
+    /// with the header `questlog-format: json-1` (Kafka).
+    Questlog,
+    /// The seed's Flask API's messages on a Kafka topic: the event's members with the
+    /// request's headers merged in ([`crate::event::validate_seed_message`]).
+    Seed,
+}
+
+impl ValueFormat {
+    pub fn parse(s: &str) -> Option<ValueFormat> {
+        match s {
+            "questlog" => Some(ValueFormat::Questlog),
+            "seed" => Some(ValueFormat::Seed),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ValueFormat::Questlog => "questlog",
+            ValueFormat::Seed => "seed",
+        }
+    }
+}
 
 /// A durable, ordered log of [`Record`]s. The seam where another log (Kafka, say) plugs in.
 ///
@@ -255,6 +303,17 @@ pub trait EventLog: Send + Sync + 'static {
             _ => Err(LogError::OutOfRange { requested: u64::from(p), end: 1 }),
         }
     }
+    /// Values of partition `p` from offset `from` up to `to` (exclusive), as
+    /// [`read_partition`](EventLog::read_partition) reads them, except that a value that
+    /// does not decode in `format` is an item of the scan (a projection keeps it as a
+    /// rejected event and goes on) rather than the end of it. A sled log holds only
+    /// questlog's own format.
+    fn scan_partition(&self, p: u32, from: u64, to: u64, format: ValueFormat) -> Result<ScanIter<'_>, LogError> {
+        if format != ValueFormat::Questlog {
+            return Err(LogError::BadLogUrl(format!("a sled log holds questlog's records, not values in the {} format", format.as_str())));
+        }
+        Ok(Box::new(self.read_partition(p, from, to)?.map(|item| item.map(|(offset, record)| (offset, Ok(record))))))
+    }
     /// Rejected events with sequence numbers `>= from_seq`, at most `limit` of them.
     fn rejected(&self, from_seq: u64, limit: usize) -> Result<Vec<(u64, RejectedEvent)>, LogError>;
     fn stats(&self) -> LogStats;
@@ -273,12 +332,12 @@ const PREFETCH_CHUNKS: usize = 8;
 /// Runs `records` (decoding blocks) on a helper thread and gives each record to `f` on this
 /// thread, in order, so decoding and consuming use a core each. Stops at the first error
 /// from either side.
-pub fn for_each_prefetched<E: From<LogError>>(
-    records: RecordIter<'_>,
-    mut f: impl FnMut(u64, Record) -> Result<(), E>,
+pub fn for_each_prefetched<T: Send, E: From<LogError>>(
+    records: Box<dyn Iterator<Item = Result<(u64, T), LogError>> + Send + '_>,
+    mut f: impl FnMut(u64, T) -> Result<(), E>,
 ) -> Result<(), E> {
     std::thread::scope(|scope| {
-        let (tx, rx) = mpsc::sync_channel::<Result<Vec<(u64, Record)>, LogError>>(PREFETCH_CHUNKS);
+        let (tx, rx) = mpsc::sync_channel::<Result<Vec<(u64, T)>, LogError>>(PREFETCH_CHUNKS);
         scope.spawn(move || {
             let mut chunk = Vec::with_capacity(PREFETCH_CHUNK_RECORDS);
             for item in records {

@@ -700,17 +700,9 @@ impl Dedup {
         Dedup { set: Default::default(), order: Default::default() }
     }
 
-    /// The key of `event_id` as sent by `app` (the API key's app; `None` without keys):
-    /// ids are scoped by app, so two games that both number their events from "evt-1"
-    /// never drop each other's events.
+    /// See [`super::event_id_key`].
     fn key(app: Option<&str>, event_id: &str) -> u128 {
-        use std::hash::{Hash, Hasher};
-        // SipHash with fixed keys: the same id hashes the same in every process.
-        let mut a = std::hash::DefaultHasher::new();
-        (0u8, app, event_id).hash(&mut a);
-        let mut b = std::hash::DefaultHasher::new();
-        (1u8, app, event_id).hash(&mut b);
-        (u128::from(a.finish()) << 64) | u128::from(b.finish())
+        super::event_id_key(app, event_id)
     }
 
     /// Remembers `k`; false if it was already there.

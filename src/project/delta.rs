@@ -39,7 +39,7 @@ use object_store::path::Path as StorePath;
 use object_store::ObjectStoreExt as _;
 use url::Url;
 
-use super::{failpoint, io_err, schema, FileEntry, ProjectError, TableDef, TABLES};
+use super::{failpoint, io_err, schema_for, FileEntry, ProjectError, TableDef, TABLES};
 
 /// The Delta application-transaction id under which the projector records the log offset
 /// each table reaches (`questlog/<log>/<partition>`; the sled log is one partition).
@@ -162,6 +162,32 @@ impl std::fmt::Display for TablesRoot {
     }
 }
 
+/// Where the rows of a set of tables come from, which decides their columns and the
+/// `txn` actions of their commits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// The sled log: one partition with dense offsets; `log_offset` locates a row, and
+    /// the `txn` of [`APP_ID`] is the offset the table reaches.
+    Local,
+    /// A Kafka topic of `partitions` partitions: `log_partition` and `log_offset` locate
+    /// a row. Each commit carries one `txn` per partition ([`partition_app_id`]) whose
+    /// version is the partition's next offset, and the `txn` of [`APP_ID`] carries their
+    /// sum: the table's position in the topic, which orders its versions.
+    Topic { topic: String, partitions: u32 },
+}
+
+impl Layout {
+    pub fn partitioned(&self) -> bool {
+        matches!(self, Layout::Topic { .. })
+    }
+}
+
+/// The application id of partition `p` of `topic` in the `txn` actions of tables
+/// projected from a Kafka topic.
+pub fn partition_app_id(topic: &str, p: u32) -> String {
+    format!("questlog/kafka/{topic}/{p}")
+}
+
 /// The name of a table file (see the module docs).
 pub fn file_name(first: u64, last: u64, level: u8, hash_hex16: &str) -> String {
     format!("part-{first:012}-{last:012}-{level}-{hash_hex16}.parquet")
@@ -241,6 +267,10 @@ struct Table {
     table: DeltaTable,
     /// The log offset the table reaches (its `txn` version for [`APP_ID`]; 0 if none).
     offset: u64,
+    /// Tables from a topic: each partition's next offset ([`partition_app_id`]).
+    partition_offsets: Vec<u64>,
+    /// Whether the table has the `log_partition` column (it was projected from a topic).
+    partitioned: bool,
     files: Vec<FileEntry>,
     last_vacuum: Option<std::time::Instant>,
 }
@@ -256,6 +286,8 @@ pub struct DeltaTables {
     /// Local copies of S3 table files, by name (names are content hashes: never stale).
     cache: Option<PathBuf>,
     vacuum_retention_ms: u64,
+    /// What the tables are projected from; `None` for a reader, which takes either.
+    layout: Option<Layout>,
 }
 
 fn log_store_for(root: &ObjectStoreRef, url: &Url) -> Result<LogStoreRef, DeltaTableError> {
@@ -269,8 +301,8 @@ fn now_ms() -> i64 {
 }
 
 /// The Delta schema of a table, from its Arrow schema.
-fn delta_schema(def: &TableDef) -> Result<StructType, ProjectError> {
-    let arrow = schema(def.event_type);
+fn delta_schema(def: &TableDef, partitioned: bool) -> Result<StructType, ProjectError> {
+    let arrow = schema_for(def.event_type, partitioned);
     arrow.as_ref().try_into_kernel().map_err(|e| ProjectError::Schema { table: def.name, reason: e.to_string() })
 }
 
@@ -280,8 +312,8 @@ impl DeltaTables {
     /// With `check`, each file of local tables must have the size the Delta log recorded
     /// and Parquet's magic bytes at both ends (a cheap start-up check; `verify` compares
     /// every row with the log).
-    pub fn open(root: &TablesRoot, work_dir: &Path, vacuum_retention_ms: u64, check: bool) -> Result<DeltaTables, ProjectError> {
-        let me = Self::open_with(root, work_dir, vacuum_retention_ms, true)?;
+    pub fn open(root: &TablesRoot, work_dir: &Path, vacuum_retention_ms: u64, check: bool, layout: &Layout) -> Result<DeltaTables, ProjectError> {
+        let me = Self::open_with(root, work_dir, vacuum_retention_ms, Some(layout.clone()))?;
         if check {
             if let TablesRoot::Local(dir) = root {
                 for t in &me.tables {
@@ -295,11 +327,19 @@ impl DeltaTables {
     }
 
     /// Opens the tables for reading only: missing tables are empty, nothing is created.
-    pub fn open_read_only(root: &TablesRoot, work_dir: &Path) -> Result<DeltaTables, ProjectError> {
-        Self::open_with(root, work_dir, DEFAULT_VACUUM_RETENTION_MS, false)
+    /// Tables of either layout are read; `layout` (when given) also reads their
+    /// partitions' offsets.
+    pub fn open_read_only(root: &TablesRoot, work_dir: &Path, layout: Option<&Layout>) -> Result<DeltaTables, ProjectError> {
+        let mut me = Self::open_with(root, work_dir, DEFAULT_VACUUM_RETENTION_MS, None)?;
+        if let Some(layout) = layout {
+            me.layout = Some(layout.clone());
+            me.reload()?;
+        }
+        Ok(me)
     }
 
-    fn open_with(root: &TablesRoot, work_dir: &Path, vacuum_retention_ms: u64, create: bool) -> Result<DeltaTables, ProjectError> {
+    fn open_with(root: &TablesRoot, work_dir: &Path, vacuum_retention_ms: u64, layout: Option<Layout>) -> Result<DeltaTables, ProjectError> {
+        let create = layout.is_some();
         let store = root.root_store()?;
         let blocking = Blocking::new()?;
         let (staging, cache) = match root {
@@ -333,13 +373,15 @@ impl DeltaTables {
                 log_store: log_store.clone(),
                 table: DeltaTable::new(log_store),
                 offset: 0,
+                partition_offsets: Vec::new(),
+                partitioned: false,
                 files: Vec::new(),
                 last_vacuum: None,
             };
-            blocking.run(load_or_create(&mut table, create))?;
+            blocking.run(load_or_create(&mut table, layout.as_ref(), create))?;
             tables.push(table);
         }
-        let me = DeltaTables { root: root.clone(), blocking, tables, staging, cache, vacuum_retention_ms };
+        let me = DeltaTables { root: root.clone(), blocking, tables, staging, cache, vacuum_retention_ms, layout };
         if create {
             me.remove_leftovers();
         }
@@ -358,6 +400,17 @@ impl DeltaTables {
     /// The committed files of table `i`, in offset order.
     pub fn files(&self, i: usize) -> &[FileEntry] {
         &self.tables[i].files
+    }
+
+    /// Tables from a topic: the next offset of each partition table `i` reaches (empty
+    /// for tables from the sled log, or when opened without the topic's layout).
+    pub fn partition_offsets(&self, i: usize) -> &[u64] {
+        &self.tables[i].partition_offsets
+    }
+
+    /// Whether table `i` has the `log_partition` column (projected from a topic).
+    pub fn partitioned(&self, i: usize) -> bool {
+        self.tables[i].partitioned
     }
 
     /// The Delta version of table `i` as last read or committed.
@@ -395,7 +448,10 @@ impl DeltaTables {
     /// `removed` files, and the log offset the table now reaches. `Ok` means the commit is
     /// durable and visible to every reader; an error means nothing was committed — or, if
     /// the error is [`ProjectError::Conflict`], that another writer moved the table.
-    pub fn commit(&mut self, i: usize, kind: CommitKind, added: &[FileEntry], removed: &[FileEntry], offset: u64) -> Result<(), ProjectError> {
+    /// For tables from a topic, `partition_offsets` are the partitions' next offsets after
+    /// the change (their sum is `offset`).
+    pub fn commit(&mut self, i: usize, kind: CommitKind, added: &[FileEntry], removed: &[FileEntry], offset: u64, partition_offsets: &[u64]) -> Result<(), ProjectError> {
+        let layout = self.layout.clone();
         let staging = self.staging.clone();
         let t = &mut self.tables[i];
         if let Some(staging) = &staging {
@@ -406,7 +462,7 @@ impl DeltaTables {
             }
         }
         failpoint("publish.before_commit")?;
-        self.blocking.run(commit_table(t, kind, added, removed, offset))?;
+        self.blocking.run(commit_table(t, layout.as_ref(), kind, added, removed, offset, partition_offsets))?;
         if let (Some(staging), Some(cache)) = (&staging, &self.cache) {
             // The uploaded files become the cache's copies.
             let dir = cache.join(t.def.location);
@@ -502,7 +558,7 @@ impl DeltaTables {
     /// Re-reads every table (after a conflict, or for a reader that wants the newest).
     pub fn reload(&mut self) -> Result<(), ProjectError> {
         for t in &mut self.tables {
-            self.blocking.run(load_or_create(t, false))?;
+            self.blocking.run(load_or_create(t, self.layout.as_ref(), false))?;
         }
         Ok(())
     }
@@ -529,7 +585,7 @@ impl DeltaTables {
                             ),
                         });
                     }
-                    self.blocking.run(load_version(t, v - 1))?;
+                    self.blocking.run(load_version(t, v - 1, self.layout.as_ref()))?;
                 }
                 if t.offset < target {
                     target = t.offset;
@@ -573,7 +629,7 @@ fn process_alive(_pid: i32) -> bool {
 
 /// Loads the newest version of `t` (creating the table when `create` and there is none),
 /// and reads its offset and files.
-async fn load_or_create(t: &mut Table, create: bool) -> Result<(), ProjectError> {
+async fn load_or_create(t: &mut Table, layout: Option<&Layout>, create: bool) -> Result<(), ProjectError> {
     if create && t.url.scheme() == "file" {
         if let Ok(dir) = t.url.to_file_path() {
             fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
@@ -591,7 +647,7 @@ async fn load_or_create(t: &mut Table, create: bool) -> Result<(), ProjectError>
             let created = CreateBuilder::new()
                 .with_log_store(t.log_store.clone())
                 .with_table_name(t.def.name)
-                .with_columns(delta_schema(t.def)?.fields().cloned())
+                .with_columns(delta_schema(t.def, layout.is_some_and(Layout::partitioned))?.fields().cloned())
                 .with_configuration_property(TableProperty::CheckpointInterval, Some(CHECKPOINT_INTERVAL_COMMITS.to_string()))
                 .with_configuration_property(TableProperty::LogRetentionDuration, Some(LOG_RETENTION))
                 .with_save_mode(SaveMode::ErrorIfExists)
@@ -617,33 +673,71 @@ async fn load_or_create(t: &mut Table, create: bool) -> Result<(), ProjectError>
         }
         Err(DeltaTableError::NotATable(_)) => {
             t.offset = 0;
+            t.partition_offsets = match layout {
+                Some(Layout::Topic { partitions, .. }) => vec![0; *partitions as usize],
+                _ => Vec::new(),
+            };
+            t.partitioned = layout.is_some_and(Layout::partitioned);
             t.files.clear();
             return Ok(());
         }
         Err(e) => return Err(delta_err(t.def, &t.url)(e)),
     }
-    read_state(t).await
+    read_state(t, layout).await
 }
 
-async fn load_version(t: &mut Table, version: u64) -> Result<(), ProjectError> {
+async fn load_version(t: &mut Table, version: u64, layout: Option<&Layout>) -> Result<(), ProjectError> {
     t.table.load_version(version).await.map_err(delta_err(t.def, &t.url))?;
-    read_state(t).await
+    read_state(t, layout).await
 }
 
-/// Reads offset and files from `t`'s loaded snapshot, checking its columns are ours.
-async fn read_state(t: &mut Table) -> Result<(), ProjectError> {
+/// Reads offset and files from `t`'s loaded snapshot, checking its columns are ours (those
+/// of `layout`, or of either layout for a reader).
+async fn read_state(t: &mut Table, layout: Option<&Layout>) -> Result<(), ProjectError> {
     let err = delta_err(t.def, &t.url);
     let state = t.table.snapshot().map_err(delta_err(t.def, &t.url))?;
-    let expected = delta_schema(t.def)?;
     let got: Vec<String> = state.schema().fields().map(|f| f.name().to_string()).collect();
-    let want: Vec<String> = expected.fields().map(|f| f.name().to_string()).collect();
+    let names = |partitioned| -> Result<Vec<String>, ProjectError> { Ok(delta_schema(t.def, partitioned)?.fields().map(|f| f.name().to_string()).collect()) };
+    let partitioned = match layout {
+        Some(l) => l.partitioned(),
+        None => got == names(true)?,
+    };
+    let want = names(partitioned)?;
     if got != want {
+        let hint = if got == names(!partitioned)? {
+            if partitioned {
+                "; it was projected from the sled log, not a topic: project into other tables (--tables), or rebuild these (project --rebuild)"
+            } else {
+                "; it was projected from a Kafka topic (--log kafka://…): use that log, or rebuild the tables from this one (project --rebuild)"
+            }
+        } else {
+            ""
+        };
         return Err(ProjectError::Schema {
             table: t.def.name,
-            reason: format!("the Delta table at {} has columns [{}]; questlog's are [{}]", t.url, got.join(", "), want.join(", ")),
+            reason: format!("the Delta table at {} has columns [{}]; questlog's are [{}]{hint}", t.url, got.join(", "), want.join(", ")),
         });
     }
+    t.partitioned = partitioned;
     let offset = state.transaction_version(t.log_store.as_ref(), APP_ID).await.map_err(err)?;
+    let mut partition_offsets = Vec::new();
+    if let Some(Layout::Topic { topic, partitions }) = layout {
+        for p in 0..*partitions {
+            let v = state.transaction_version(t.log_store.as_ref(), &partition_app_id(topic, p)).await.map_err(delta_err(t.def, &t.url))?;
+            partition_offsets.push(v.unwrap_or(0).max(0) as u64);
+        }
+        let sum: u64 = partition_offsets.iter().sum();
+        let offset = offset.unwrap_or(0).max(0) as u64;
+        if sum != offset {
+            return Err(ProjectError::Inconsistent {
+                table: t.def.name,
+                reason: format!(
+                    "its commits reach position {offset} but the partitions of topic {topic} sum to {sum}: the tables were projected from another topic (or one with other partitions); project into other tables (--tables), or rebuild these (project --rebuild)"
+                ),
+            });
+        }
+    }
+    t.partition_offsets = partition_offsets;
     let mut files = Vec::new();
     for f in state.log_data() {
         let name = f.path().into_owned();
@@ -662,7 +756,13 @@ async fn read_state(t: &mut Table) -> Result<(), ProjectError> {
     Ok(())
 }
 
-fn stats_json(f: &FileEntry) -> String {
+/// The `stats` of an `add` action. Files from a topic are named by position, not by
+/// `log_offset`, and hold several partitions' offsets: their stats give the row count only,
+/// so no reader skips a file on a wrong `log_offset` range.
+fn stats_json(f: &FileEntry, partitioned: bool) -> String {
+    if partitioned {
+        return serde_json::json!({ "numRecords": f.rows }).to_string();
+    }
     serde_json::json!({
         "numRecords": f.rows,
         "minValues": { "log_offset": f.first_offset },
@@ -672,7 +772,16 @@ fn stats_json(f: &FileEntry) -> String {
     .to_string()
 }
 
-async fn commit_table(t: &mut Table, kind: CommitKind, added: &[FileEntry], removed: &[FileEntry], offset: u64) -> Result<u64, ProjectError> {
+#[allow(clippy::too_many_arguments)]
+async fn commit_table(
+    t: &mut Table,
+    layout: Option<&Layout>,
+    kind: CommitKind,
+    added: &[FileEntry],
+    removed: &[FileEntry],
+    offset: u64,
+    partition_offsets: &[u64],
+) -> Result<u64, ProjectError> {
     let now = now_ms();
     let data_change = kind != CommitKind::Compact;
     // A file both removed and added (a rebuild writing an unchanged file: same name,
@@ -697,7 +806,7 @@ async fn commit_table(t: &mut Table, kind: CommitKind, added: &[FileEntry], remo
             size: f.bytes as i64,
             modification_time: now,
             data_change,
-            stats: Some(stats_json(f)),
+            stats: Some(stats_json(f, t.partitioned)),
             ..Default::default()
         }));
     }
@@ -708,8 +817,16 @@ async fn commit_table(t: &mut Table, kind: CommitKind, added: &[FileEntry], remo
     };
     let read_version = t.table.version();
     let next_version = read_version.map(|v| v + 1).unwrap_or(0);
+    let mut txns = vec![Transaction::new(APP_ID, offset as i64)];
+    if let Some(Layout::Topic { topic, partitions }) = layout {
+        assert_eq!(partition_offsets.len(), *partitions as usize, "a commit from a topic names every partition's offset");
+        assert_eq!(partition_offsets.iter().sum::<u64>(), offset, "a table's position is the sum of its partitions' offsets");
+        for (p, o) in partition_offsets.iter().enumerate() {
+            txns.push(Transaction::new(partition_app_id(topic, p as u32), *o as i64));
+        }
+    }
     let props = CommitProperties::default()
-        .with_application_transaction(Transaction::new(APP_ID, offset as i64))
+        .with_application_transactions(txns)
         // Exactly the version after the one read, or refused: a projector never commits
         // over a change it did not see (the conflict check for a `txn` compares ids, not
         // versions, and data-change-free removes are not checked at all).
@@ -739,7 +856,7 @@ async fn commit_table(t: &mut Table, kind: CommitKind, added: &[FileEntry], remo
             if moved {
                 // Say who moved it: read the table again.
                 let mine = (t.offset, read_version);
-                load_or_create(t, false).await?;
+                load_or_create(t, layout, false).await?;
                 return Err(ProjectError::Conflict {
                     table: t.def.name,
                     read_version: mine.1.unwrap_or(0),
@@ -755,6 +872,9 @@ async fn commit_table(t: &mut Table, kind: CommitKind, added: &[FileEntry], remo
     // The commit has landed. From here on nothing may make the projector forget it: the
     // offset and files are what it committed, whatever reading the table back does.
     t.offset = offset;
+    if layout.is_some_and(Layout::partitioned) {
+        t.partition_offsets = partition_offsets.to_vec();
+    }
     t.files.retain(|f| !removed.iter().any(|r| r.name == f.name) || keep.contains(f.name.as_str()));
     for f in added {
         if !t.files.iter().any(|have| have.name == f.name) {
@@ -775,7 +895,7 @@ async fn commit_table(t: &mut Table, kind: CommitKind, added: &[FileEntry], remo
         Err(e) => tracing::warn!(table = t.def.name, version, error = %e, "Delta post-commit work (checkpoint, log clean-up) failed"),
     }
     if t.table.version() == Some(version) {
-        if let Err(e) = read_state(t).await {
+        if let Err(e) = read_state(t, layout).await {
             tracing::warn!(table = t.def.name, version, error = %e, "cannot read a table back after its commit");
         }
     }

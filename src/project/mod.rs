@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::array::{
-    ArrayRef, Float32Builder, Int16Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
+    ArrayRef, Float32Builder, Int16Builder, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
@@ -38,15 +38,17 @@ use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
 use crate::event::{EventType, FieldKind, FieldValue, Record};
-use crate::log::{EventLog, LogError};
+use crate::log::{EventLog, LogError, ValueFormat};
 
 pub mod delta;
 pub mod plain;
+mod topic;
 
 /// The default place of the Delta tables: `DATA_DIR/delta`.
 pub const DELTA_DIR: &str = "delta";
 
-pub use delta::{CommitKind, DeltaTables, TablesRoot, DEFAULT_VACUUM_RETENTION_MS};
+pub use delta::{CommitKind, DeltaTables, Layout, TablesRoot, DEFAULT_VACUUM_RETENTION_MS};
+pub use topic::{rebuild_topic_into, SourceRejects, SOURCE_REJECTED_DIR, TOPIC_DEDUP_WINDOW_OFFSETS};
 use plain::PlainView;
 
 /// Events one incremental step reads at most. Bounds a step's memory and time; catching
@@ -197,8 +199,14 @@ impl Codec {
     }
 }
 
-/// The Arrow schema of a table, in contract column order.
+/// The Arrow schema of a table projected from the sled log, in contract column order.
 pub fn schema(t: EventType) -> SchemaRef {
+    schema_for(t, false)
+}
+
+/// The Arrow schema of a table; `partitioned` (projected from a Kafka topic) adds
+/// `log_partition` after the contract's columns.
+pub fn schema_for(t: EventType, partitioned: bool) -> SchemaRef {
     let utf8 = |n: &str, nullable: bool| Field::new(n, DataType::Utf8, nullable);
     let mut fields = vec![
         utf8("raw_event", false),
@@ -222,6 +230,9 @@ pub fn schema(t: EventType) -> SchemaRef {
     fields.push(utf8("player_id", true));
     fields.push(utf8("session_id", true));
     fields.push(Field::new("event_time", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), true));
+    if partitioned {
+        fields.push(Field::new("log_partition", DataType::Int32, false));
+    }
     Arc::new(Schema::new(fields))
 }
 
@@ -248,13 +259,15 @@ struct RowBuilder {
     player_id: StringBuilder,
     session_id: StringBuilder,
     event_time: TimestampMicrosecondBuilder,
+    /// Tables from a topic: each row's partition.
+    log_partition: Option<Int32Builder>,
     rows: usize,
     /// Reused buffer for formatting times.
     scratch: String,
 }
 
 impl RowBuilder {
-    fn new(t: EventType) -> RowBuilder {
+    fn new(t: EventType, partitioned: bool) -> RowBuilder {
         let fields = t
             .fields()
             .iter()
@@ -268,7 +281,7 @@ impl RowBuilder {
         let s = || StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 24);
         RowBuilder {
             event_type: t,
-            schema: schema(t),
+            schema: schema_for(t, partitioned),
             raw_event: StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 256),
             timestamp: s(),
             accept: s(),
@@ -281,12 +294,13 @@ impl RowBuilder {
             player_id: s(),
             session_id: s(),
             event_time: TimestampMicrosecondBuilder::with_capacity(BATCH_ROWS).with_timezone("UTC"),
+            log_partition: partitioned.then(|| Int32Builder::with_capacity(BATCH_ROWS)),
             rows: 0,
             scratch: String::with_capacity(32),
         }
     }
 
-    fn push(&mut self, offset: u64, r: &Record) {
+    fn push(&mut self, offset: u64, partition: u32, r: &Record) {
         debug_assert_eq!(r.event.event_type(), self.event_type);
         self.raw_event.append_value(&r.raw_event);
         self.scratch.clear();
@@ -309,6 +323,9 @@ impl RowBuilder {
         self.player_id.append_option(r.event.player_id.as_deref());
         self.session_id.append_option(r.event.session_id.as_deref());
         self.event_time.append_option(r.event.event_time_us);
+        if let Some(b) = &mut self.log_partition {
+            b.append_value(partition as i32);
+        }
         self.rows += 1;
     }
 
@@ -317,7 +334,8 @@ impl RowBuilder {
     /// first grew its buffers by doubling: reallocation copies and fresh pages were a third
     /// of this thread's time.)
     fn finish(&mut self) -> Result<RecordBatch, ProjectError> {
-        std::mem::replace(self, RowBuilder::new(self.event_type)).into_batch()
+        let partitioned = self.log_partition.is_some();
+        std::mem::replace(self, RowBuilder::new(self.event_type, partitioned)).into_batch()
     }
 
     fn into_batch(mut self) -> Result<RecordBatch, ProjectError> {
@@ -342,6 +360,9 @@ impl RowBuilder {
         cols.push(Arc::new(self.player_id.finish()));
         cols.push(Arc::new(self.session_id.finish()));
         cols.push(Arc::new(self.event_time.finish()));
+        if let Some(b) = &mut self.log_partition {
+            cols.push(Arc::new(b.finish()));
+        }
         Ok(RecordBatch::try_new(self.schema, cols)?)
     }
 }
@@ -447,11 +468,14 @@ struct TableOutput {
     current: Option<FileWriter>,
     done: Vec<FileEntry>,
     seq: u32,
+    /// Whether a file is cut as soon as it reaches [`ROWS_PER_FILE`] rows, even within a
+    /// batch sequence (else only where [`TableOutput::roll_if_full`] is called).
+    roll_within: bool,
 }
 
 impl TableOutput {
-    fn new(def: &TableDef, dir: PathBuf, codec: Codec, level: u8) -> TableOutput {
-        TableOutput { dir, codec, level, schema: schema(def.event_type), current: None, done: Vec::new(), seq: 0 }
+    fn new(def: &TableDef, dir: PathBuf, codec: Codec, level: u8, partitioned: bool) -> TableOutput {
+        TableOutput { dir, codec, level, schema: schema_for(def.event_type, partitioned), current: None, done: Vec::new(), seq: 0, roll_within: true }
     }
 
     /// Writes a batch of rows with log offsets `first..=last`, after those written so far.
@@ -465,7 +489,15 @@ impl TableOutput {
         }
         let w = self.current.as_mut().expect("just created");
         w.write(batch, first, last)?;
-        if w.rows as usize >= ROWS_PER_FILE {
+        if self.roll_within {
+            self.roll_if_full()?;
+        }
+        Ok(())
+    }
+
+    /// Closes the current file if it has [`ROWS_PER_FILE`] rows or more.
+    fn roll_if_full(&mut self) -> Result<(), ProjectError> {
+        if self.current.as_ref().is_some_and(|w| w.rows as usize >= ROWS_PER_FILE) {
             self.close_file()?;
         }
         Ok(())
@@ -511,13 +543,23 @@ pub struct ProjectSummary {
     pub bytes_written: u64,
     pub files_compacted: u64,
     pub files_vacuumed: u64,
+    /// From a topic: events dropped as re-sent copies (same `event_id` in the partition's
+    /// dedup window) and values kept as rejected (they did not decode or validate).
+    pub duplicates: u64,
+    pub rejected: u64,
     pub seconds: f64,
+    /// Whether the step reached the end of the log (of every partition) as it was then.
+    pub at_end: bool,
+    /// Whether the log is a topic (`from_offset`/`to_offset` are positions: sums of the
+    /// partitions' offsets).
+    pub partitioned: bool,
 }
 
 impl ProjectSummary {
     pub fn render(&self) -> String {
+        let what = if self.partitioned { "records of the topic (positions" } else { "events (offsets" };
         let mut s = format!(
-            "projected {} events (offsets {}..{}) in {:.2} s: {} files, {} bytes written",
+            "projected {} {what} {}..{}) in {:.2} s: {} files, {} bytes written",
             self.events, self.from_offset, self.to_offset, self.seconds, self.files_written, self.bytes_written
         );
         if self.files_compacted > 0 {
@@ -525,6 +567,12 @@ impl ProjectSummary {
         }
         if self.files_vacuumed > 0 {
             s.push_str(&format!(", {} removed files deleted", self.files_vacuumed));
+        }
+        if self.duplicates > 0 {
+            s.push_str(&format!(", {} re-sent copies dropped", self.duplicates));
+        }
+        if self.rejected > 0 {
+            s.push_str(&format!(", {} values rejected (questlog rejected --source)", self.rejected));
         }
         for (t, rows) in TABLES.iter().zip(self.rows) {
             s.push_str(&format!("\n  {:<13} +{rows} rows", t.name));
@@ -545,6 +593,10 @@ impl ProjectSummary {
         self.bytes_written += other.bytes_written;
         self.files_compacted += other.files_compacted;
         self.files_vacuumed += other.files_vacuumed;
+        self.duplicates += other.duplicates;
+        self.rejected += other.rejected;
+        self.at_end = other.at_end;
+        self.partitioned |= other.partitioned;
     }
 }
 
@@ -552,17 +604,21 @@ impl ProjectSummary {
 /// written, and how a change is committed. [`Tables`] implements it with Delta Lake tables
 /// on a local disk or S3-protocol object storage.
 pub trait TableSink: Send {
-    /// The log offset each table reaches, in [`TABLES`] order.
+    /// The log offset each table reaches, in [`TABLES`] order (tables from a topic: their
+    /// position, the sum of their partitions' next offsets).
     fn offsets(&self) -> Vec<u64>;
+    /// Tables from a topic: the next offset of each partition table `i` reaches.
+    fn partition_offsets(&self, i: usize) -> &[u64];
     /// The committed files of table `i`, in offset order.
     fn files(&self, i: usize) -> &[FileEntry];
     /// A local directory where new files of `table` are finished before a commit.
     fn staging_dir(&self, table: &TableDef) -> PathBuf;
     /// Commits `added` (finished in the staging directory) and `removed` files of table
-    /// `i`, which then reaches log offset `offset`. `Ok` means the change is durable and
+    /// `i`, which then reaches log offset `offset` (from a topic: each partition's offset
+    /// in `partition_offsets`, `offset` their sum). `Ok` means the change is durable and
     /// visible to readers; an error, that it was not made (or, for
     /// [`ProjectError::Conflict`], that another writer's change was).
-    fn commit(&mut self, i: usize, kind: CommitKind, added: &[FileEntry], removed: &[FileEntry], offset: u64) -> Result<(), ProjectError>;
+    fn commit(&mut self, i: usize, kind: CommitKind, added: &[FileEntry], removed: &[FileEntry], offset: u64, partition_offsets: &[u64]) -> Result<(), ProjectError>;
     /// A local path to read a committed file of table `i`.
     fn local_file(&self, i: usize, name: &str) -> Result<PathBuf, ProjectError>;
     /// Called after a step's (or a merge's) commits: derived views catch up, at once with
@@ -588,9 +644,9 @@ impl Tables {
     /// Opens (creating what is missing) the tables at `root`; `data_dir` is where the
     /// plain view (local tables) or the staging and cache directories (S3) go.
     /// With `check`, local files are checked against the Delta log (see [`DeltaTables::open`]).
-    pub fn open(root: &TablesRoot, data_dir: &Path, vacuum_retention_ms: u64, check: bool) -> Result<Tables, ProjectError> {
+    pub fn open(root: &TablesRoot, data_dir: &Path, vacuum_retention_ms: u64, check: bool, layout: &Layout) -> Result<Tables, ProjectError> {
         fs::create_dir_all(data_dir).map_err(io_err(format!("creating {}", data_dir.display())))?;
-        let delta = DeltaTables::open(root, data_dir, vacuum_retention_ms, check)?;
+        let delta = DeltaTables::open(root, data_dir, vacuum_retention_ms, check, layout)?;
         let plain = root.is_local().then(|| PlainView::new(data_dir));
         let mut tables = Tables { delta, plain, view_pending: false, data_dir: data_dir.to_path_buf() };
         tables.published(true)?;
@@ -607,6 +663,10 @@ impl TableSink for Tables {
         self.delta.offsets()
     }
 
+    fn partition_offsets(&self, i: usize) -> &[u64] {
+        self.delta.partition_offsets(i)
+    }
+
     fn files(&self, i: usize) -> &[FileEntry] {
         self.delta.files(i)
     }
@@ -615,12 +675,12 @@ impl TableSink for Tables {
         self.delta.staging_dir(table)
     }
 
-    fn commit(&mut self, i: usize, kind: CommitKind, added: &[FileEntry], removed: &[FileEntry], offset: u64) -> Result<(), ProjectError> {
+    fn commit(&mut self, i: usize, kind: CommitKind, added: &[FileEntry], removed: &[FileEntry], offset: u64, partition_offsets: &[u64]) -> Result<(), ProjectError> {
         // The new files' directory entries must be durable before a commit names them.
         if !added.is_empty() {
             fsync_dir(&self.delta.staging_dir(&TABLES[i]))?;
         }
-        self.delta.commit(i, kind, added, removed, offset)
+        self.delta.commit(i, kind, added, removed, offset, partition_offsets)
     }
 
     fn local_file(&self, i: usize, name: &str) -> Result<PathBuf, ProjectError> {
@@ -672,6 +732,10 @@ struct Settings {
     /// [`Projector::with_min_free_bytes`].
     min_free_bytes: u64,
     vacuum_retention_ms: u64,
+    /// What the tables are projected from.
+    layout: Layout,
+    /// Tables from a topic: the form of its values.
+    format: ValueFormat,
 }
 
 impl Settings {
@@ -680,8 +744,12 @@ impl Settings {
     }
 
     fn open(&self, check: bool) -> Result<Projector, ProjectError> {
-        let tables = Tables::open(&self.root, &self.data_dir, self.vacuum_retention_ms, check)?;
-        Ok(Projector { tables: Box::new(tables), settings: self.clone() })
+        let tables = Tables::open(&self.root, &self.data_dir, self.vacuum_retention_ms, check, &self.layout)?;
+        let topic = match &self.layout {
+            Layout::Local => None,
+            Layout::Topic { topic, partitions } => Some(topic::TopicState::open(&self.data_dir, topic, *partitions)?),
+        };
+        Ok(Projector { tables: Box::new(tables), settings: self.clone(), topic })
     }
 }
 
@@ -689,6 +757,8 @@ impl Settings {
 pub struct Projector {
     tables: Box<dyn TableSink>,
     settings: Settings,
+    /// Tables from a topic: the dedup windows and the store of values that did not decode.
+    topic: Option<topic::TopicState>,
 }
 
 /// Estimated Parquet bytes per projected event, for the free-space check of a step
@@ -706,6 +776,20 @@ impl Projector {
     /// With `check` false, damaged or missing files are not errors (for a rebuild, which
     /// replaces them all).
     pub fn open_with_retention(root: &TablesRoot, data_dir: &Path, codec: Codec, vacuum_retention_ms: u64, check: bool) -> Result<Projector, ProjectError> {
+        Projector::open_source(root, data_dir, codec, vacuum_retention_ms, check, Layout::Local, ValueFormat::Questlog)
+    }
+
+    /// Opens tables projected from the source `layout` describes (a Kafka topic's
+    /// partitions, whose values are in `format`); see [`Projector::open_with_retention`].
+    pub fn open_source(
+        root: &TablesRoot,
+        data_dir: &Path,
+        codec: Codec,
+        vacuum_retention_ms: u64,
+        check: bool,
+        layout: Layout,
+        format: ValueFormat,
+    ) -> Result<Projector, ProjectError> {
         let settings = Settings {
             root: root.clone(),
             data_dir: data_dir.to_path_buf(),
@@ -713,6 +797,8 @@ impl Projector {
             step_events: MAX_STEP_EVENTS,
             min_free_bytes: 0,
             vacuum_retention_ms,
+            layout,
+            format,
         };
         settings.open(check)
     }
@@ -773,6 +859,9 @@ impl Projector {
     /// Projects at most `step_events` events past the published offset and
     /// publishes them, then merges small files when a level is full.
     pub fn step(&mut self, log: &dyn EventLog, progress: &ProgressBar) -> Result<ProjectSummary, ProjectError> {
+        if self.settings.layout.partitioned() {
+            return self.step_topic(log, progress);
+        }
         let started = Instant::now();
         failpoint("project.step")?;
         let offsets = self.tables.offsets();
@@ -806,9 +895,10 @@ impl Projector {
                 summary.files_written += 1;
                 summary.bytes_written += f.bytes;
             }
-            self.tables.commit(i, CommitKind::Append, &files, &[], to)?;
+            self.tables.commit(i, CommitKind::Append, &files, &[], to, &[])?;
         }
         summary.events = to - from;
+        summary.at_end = to >= log.durable_end();
         self.tables.published(false)?;
         summary.files_compacted = self.compact()?;
         summary.files_vacuumed = self.tables.vacuum(false)?;
@@ -819,10 +909,21 @@ impl Projector {
     /// Steps until the tables reach the end of the log as it was when called.
     pub fn catch_up(&mut self, log: &dyn EventLog, progress: &ProgressBar) -> Result<ProjectSummary, ProjectError> {
         let started = Instant::now();
+        let mut total = ProjectSummary { from_offset: self.offset(), to_offset: self.offset(), ..Default::default() };
+        if self.settings.layout.partitioned() {
+            // A topic has no end known in advance: step until every partition's read
+            // reached its end.
+            loop {
+                let s = self.step(log, progress)?;
+                total.add(&s);
+                if s.at_end {
+                    break;
+                }
+            }
+        }
         let target = log.durable_end();
         progress.set_length(target.saturating_sub(self.offset()));
-        let mut total = ProjectSummary { from_offset: self.offset(), to_offset: self.offset(), ..Default::default() };
-        while self.offset() < target {
+        while !self.settings.layout.partitioned() && self.offset() < target {
             let s = self.step(log, progress)?;
             total.add(&s);
         }
@@ -852,7 +953,8 @@ impl Projector {
                 let merged = self.merge(i, def, &inputs, inputs[0].level.saturating_add(1))?;
                 failpoint("compact.publish")?;
                 let offset = self.tables.offsets()[i];
-                self.tables.commit(i, CommitKind::Compact, &merged, &inputs, offset)?;
+                let partition_offsets = self.tables.partition_offsets(i).to_vec();
+                self.tables.commit(i, CommitKind::Compact, &merged, &inputs, offset, &partition_offsets)?;
                 self.tables.published(false)?;
                 merged_files += inputs.len() as u64;
                 did = true;
@@ -865,24 +967,33 @@ impl Projector {
 
     fn merge(&self, i: usize, def: &TableDef, inputs: &[FileEntry], level: u8) -> Result<Vec<FileEntry>, ProjectError> {
         let dir = self.tables.staging_dir(def);
+        let partitioned = self.settings.layout.partitioned();
         let offset_col = schema(def.event_type).index_of("log_offset")?;
-        let mut out = TableOutput::new(def, dir, self.settings.codec, level);
+        let mut out = TableOutput::new(def, dir, self.settings.codec, level, partitioned);
+        // Rows from a topic do not carry their position (a file's name does): a merged
+        // file takes its inputs' ranges, and is cut only between inputs.
+        out.roll_within = !partitioned;
         for f in inputs {
             let path = self.tables.local_file(i, &f.name)?;
             for batch in batch_reader(&path)? {
                 let batch = batch?;
-                let offsets = batch
-                    .column(offset_col)
-                    .as_any()
-                    .downcast_ref::<arrow::array::Int64Array>()
-                    .ok_or_else(|| ProjectError::Schema { table: def.name, reason: format!("log_offset is not INT64 in {}", path.display()) })?;
-                if offsets.is_empty() {
+                if batch.num_rows() == 0 {
                     continue;
                 }
-                // Rows are in log order within and across the files of a table.
-                let (first, last) = (offsets.value(0) as u64, offsets.value(offsets.len() - 1) as u64);
+                let (first, last) = if partitioned {
+                    (f.first_offset, f.last_offset)
+                } else {
+                    let offsets = batch
+                        .column(offset_col)
+                        .as_any()
+                        .downcast_ref::<arrow::array::Int64Array>()
+                        .ok_or_else(|| ProjectError::Schema { table: def.name, reason: format!("log_offset is not INT64 in {}", path.display()) })?;
+                    // Rows are in log order within and across the files of a table.
+                    (offsets.value(0) as u64, offsets.value(offsets.len() - 1) as u64)
+                };
                 out.write_batch(&batch, first, last)?;
             }
+            out.roll_if_full()?;
         }
         out.finish()
     }
@@ -890,6 +1001,9 @@ impl Projector {
     /// Rebuilds all five tables from offset 0 up to `to` (clamped to the log's end): one
     /// commit per table replaces its files with the rebuilt ones.
     pub fn rebuild(&mut self, log: &dyn EventLog, to: u64, progress: &ProgressBar) -> Result<ProjectSummary, ProjectError> {
+        if self.settings.layout.partitioned() {
+            return self.rebuild_topic(log, progress);
+        }
         rebuild_tables(self.tables.as_mut(), log, to, self.settings.codec, progress)
     }
 }
@@ -911,7 +1025,7 @@ fn rebuild_tables(tables: &mut dyn TableSink, log: &dyn EventLog, to: u64, codec
             summary.bytes_written += f.bytes;
         }
         let old = tables.files(i).to_vec();
-        tables.commit(i, CommitKind::Replace, &files, &old, to)?;
+        tables.commit(i, CommitKind::Replace, &files, &old, to, &[])?;
     }
     tables.published(true)?;
     summary.seconds = started.elapsed().as_secs_f64();
@@ -922,7 +1036,7 @@ fn rebuild_tables(tables: &mut dyn TableSink, log: &dyn EventLog, to: u64, codec
 /// into another place: `project --out`, `report --to`, `verify`). `work_dir` holds
 /// staging files for S3.
 pub fn rebuild_into(log: &dyn EventLog, to: u64, root: &TablesRoot, work_dir: &Path, codec: Codec, progress: &ProgressBar) -> Result<ProjectSummary, ProjectError> {
-    let mut tables = Tables { delta: DeltaTables::open(root, work_dir, DEFAULT_VACUUM_RETENTION_MS, false)?, plain: None, view_pending: false, data_dir: work_dir.to_path_buf() };
+    let mut tables = Tables { delta: DeltaTables::open(root, work_dir, DEFAULT_VACUUM_RETENTION_MS, false, &Layout::Local)?, plain: None, view_pending: false, data_dir: work_dir.to_path_buf() };
     rebuild_tables(&mut tables, log, to, codec, progress)
 }
 
@@ -1195,19 +1309,89 @@ fn write_range(
     codec: Codec,
     progress: &ProgressBar,
 ) -> Result<Vec<Vec<FileEntry>>, ProjectError> {
+    write_rows(dirs, codec, false, |sink| {
+        let mut n = 0u64;
+        crate::log::for_each_prefetched(log.read(from, to)?, |offset, record| -> Result<(), ProjectError> {
+            let i = record.event.event_type().index();
+            n += 1;
+            if n % 16_384 == 0 {
+                progress.inc(16_384);
+            }
+            if offset < starts[i] {
+                return Ok(());
+            }
+            sink.push(i, offset, offset, 0, &record)
+        })?;
+        if n != to - from {
+            return Err(ProjectError::Log(LogError::Corrupt {
+                offset: from + n,
+                reason: format!("expected {} records from offset {from}, read {n}", to - from),
+            }));
+        }
+        progress.inc(n % 16_384);
+        Ok(())
+    })
+}
+
+/// Where a step's rows go: each table's rows are built into Arrow batches here and handed
+/// to the Parquet writer thread of [`write_rows`].
+struct RowSink {
+    builders: Vec<Building>,
+    tx: std::sync::mpsc::SyncSender<ToWriter>,
+}
+
+impl RowSink {
+    /// Adds a row to table `i`: the record at `position` in the step's order (what file
+    /// names are cut at), stored with `offset` and `partition` (tables from a topic).
+    fn push(&mut self, i: usize, position: u64, offset: u64, partition: u32, record: &Record) -> Result<(), ProjectError> {
+        let b = &mut self.builders[i];
+        b.rows.push(offset, partition, record);
+        b.first = b.first.min(position);
+        b.last = position;
+        if b.rows.rows >= BATCH_ROWS {
+            self.send(i)?;
+        }
+        Ok(())
+    }
+
+    // A send fails only when the writer stopped on an error, which joining returns.
+    fn send(&mut self, table: usize) -> Result<(), ProjectError> {
+        let b = &mut self.builders[table];
+        let batch = b.rows.finish()?;
+        let (first, last) = (b.first, b.last);
+        b.first = u64::MAX;
+        self.tx.send(ToWriter::Batch { table, batch, first, last }).map_err(|_| ProjectError::WriterStopped)
+    }
+
+    fn finish(&mut self) -> Result<(), ProjectError> {
+        for i in 0..self.builders.len() {
+            if self.builders[i].rows.rows > 0 {
+                self.send(i)?;
+            }
+        }
+        self.tx.send(ToWriter::Finish).map_err(|_| ProjectError::WriterStopped)
+    }
+}
+
+/// Runs `feed`, which pushes rows into a [`RowSink`], and writes them into files in
+/// `dirs`: a table's rows in the order pushed.
+fn write_rows(
+    dirs: &[PathBuf],
+    codec: Codec,
+    partitioned: bool,
+    feed: impl FnOnce(&mut RowSink) -> Result<(), ProjectError>,
+) -> Result<Vec<Vec<FileEntry>>, ProjectError> {
     // Three stages on their own threads, so that the two cores share the work: decoding
-    // the log (for_each_prefetched's helper), building Arrow batches (this thread), and
-    // encoding and compressing them into Parquet (the writer below), which alone took
-    // about half of this thread's time. Each table's batches reach the writer in order, so
-    // the files are the same bytes as when written on one thread.
-    let mut builders: Vec<Building> =
-        TABLES.iter().map(|def| Building { rows: RowBuilder::new(def.event_type), first: u64::MAX, last: 0 }).collect();
-    let mut n = 0u64;
+    // the log (for_each_prefetched's helper, or the Kafka client's), building Arrow
+    // batches (this thread), and encoding and compressing them into Parquet (the writer
+    // below), which alone took about half of this thread's time. Each table's batches
+    // reach the writer in order, so the files are the same bytes as when written on one
+    // thread.
     std::thread::scope(|scope| -> Result<Vec<Vec<FileEntry>>, ProjectError> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<ToWriter>(WRITER_QUEUE_BATCHES);
         let writer = scope.spawn(move || -> Result<Vec<Vec<FileEntry>>, ProjectError> {
             let mut outs: Vec<TableOutput> =
-                TABLES.iter().zip(dirs).map(|(def, dir)| TableOutput::new(def, dir.clone(), codec, 0)).collect();
+                TABLES.iter().zip(dirs).map(|(def, dir)| TableOutput::new(def, dir.clone(), codec, 0, partitioned)).collect();
             for message in rx {
                 match message {
                     ToWriter::Batch { table, batch, first, last } => outs[table].write_batch(&batch, first, last)?,
@@ -1217,55 +1401,17 @@ fn write_range(
             // The builder stopped on an error: dropping the outputs deletes their files.
             Err(ProjectError::WriterStopped)
         });
-        // A send fails only when the writer stopped on an error, which joining returns.
-        let send = |table: usize, b: &mut Building| -> Result<(), ProjectError> {
-            let batch = b.rows.finish()?;
-            let (first, last) = (b.first, b.last);
-            b.first = u64::MAX;
-            tx.send(ToWriter::Batch { table, batch, first, last }).map_err(|_| ProjectError::WriterStopped)
-        };
-        let built = crate::log::for_each_prefetched(log.read(from, to)?, |offset, record| -> Result<(), ProjectError> {
-            let i = record.event.event_type().index();
-            n += 1;
-            if n % 16_384 == 0 {
-                progress.inc(16_384);
-            }
-            if offset < starts[i] {
-                return Ok(());
-            }
-            let b = &mut builders[i];
-            b.rows.push(offset, &record);
-            b.first = b.first.min(offset);
-            b.last = offset;
-            if b.rows.rows >= BATCH_ROWS {
-                send(i, b)?;
-            }
-            Ok(())
-        })
-        .and_then(|()| {
-            if n != to - from {
-                return Err(ProjectError::Log(LogError::Corrupt {
-                    offset: from + n,
-                    reason: format!("expected {} records from offset {from}, read {n}", to - from),
-                }));
-            }
-            for (i, b) in builders.iter_mut().enumerate() {
-                if b.rows.rows > 0 {
-                    send(i, b)?;
-                }
-            }
-            tx.send(ToWriter::Finish).map_err(|_| ProjectError::WriterStopped)
-        });
-        drop(tx);
+        let builders =
+            TABLES.iter().map(|def| Building { rows: RowBuilder::new(def.event_type, partitioned), first: u64::MAX, last: 0 }).collect();
+        let mut sink = RowSink { builders, tx };
+        let built = feed(&mut sink).and_then(|()| sink.finish());
+        drop(sink);
         let written = writer.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         match (built, written) {
             // The writer's own error says why it stopped taking batches.
             (Err(ProjectError::WriterStopped), Err(e)) => Err(e),
             (Err(e), _) => Err(e),
-            (Ok(()), written) => {
-                progress.inc(n % 16_384);
-                written
-            }
+            (Ok(()), written) => written,
         }
     })
 }
@@ -1318,6 +1464,11 @@ pub struct Snapshot {
     pub entries: Vec<Vec<FileEntry>>,
     /// The Delta version of each table the snapshot reads (`None`: no table yet).
     pub versions: Vec<Option<u64>>,
+    /// Tables from a topic, taken with its layout: the next offset of each partition the
+    /// snapshot reaches (empty otherwise).
+    pub partition_offsets: Vec<u64>,
+    /// Whether the tables have the `log_partition` column (projected from a topic).
+    pub partitioned: bool,
 }
 
 impl Snapshot {
@@ -1330,8 +1481,23 @@ impl Snapshot {
 /// Takes a [`Snapshot`] of the tables at `root`. No tables yet is an empty snapshot;
 /// nothing is created. `work_dir` holds the cache of S3 files.
 pub fn snapshot(root: &TablesRoot, work_dir: &Path) -> Result<Snapshot, ProjectError> {
-    let mut tables = DeltaTables::open_read_only(root, work_dir)?;
+    snapshot_with(root, work_dir, None)
+}
+
+/// A [`Snapshot`] of tables from the topic `layout` names, with its partitions' offsets.
+pub fn snapshot_with(root: &TablesRoot, work_dir: &Path, layout: Option<&Layout>) -> Result<Snapshot, ProjectError> {
+    let mut tables = DeltaTables::open_read_only(root, work_dir, layout)?;
     let offset = tables.consistent_offset()?;
+    let partition_offsets = tables.partition_offsets(0).to_vec();
+    for (i, def) in TABLES.iter().enumerate().skip(1) {
+        if tables.partition_offsets(i) != partition_offsets {
+            return Err(ProjectError::Inconsistent {
+                table: def.name,
+                reason: format!("at position {offset} it reaches the partitions' offsets {:?}, table {} {partition_offsets:?}", tables.partition_offsets(i), TABLES[0].name),
+            });
+        }
+    }
+    let partitioned = (0..TABLES.len()).any(|i| tables.partitioned(i));
     let mut files = Vec::with_capacity(TABLES.len());
     let mut entries = Vec::with_capacity(TABLES.len());
     let mut versions = Vec::with_capacity(TABLES.len());
@@ -1341,7 +1507,7 @@ pub fn snapshot(root: &TablesRoot, work_dir: &Path) -> Result<Snapshot, ProjectE
         entries.push(es);
         versions.push(tables.version(i));
     }
-    Ok(Snapshot { offset, root: root.to_string(), files, entries, versions })
+    Ok(Snapshot { offset, root: root.to_string(), files, entries, versions, partition_offsets, partitioned })
 }
 
 /// The Hive `CREATE EXTERNAL TABLE` statements for the five tables at `tables_dir`

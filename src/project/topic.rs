@@ -1,0 +1,500 @@
+//! Projection from a Kafka topic: the tables follow each partition's offset, drop re-sent
+//! events per partition, and keep the values that do not decode as rejected events with
+//! their partition and offset.
+//!
+//! Invariants:
+//! - A table's commit carries the next offset of every partition (`txn` actions, see
+//!   [`super::Layout::Topic`]); a projector resumes from those offsets and nowhere else,
+//!   and a step commits every table to the same offsets.
+//! - Rows are ordered by partition, then offset, within a step; a rebuild is one step over
+//!   the whole topic, so two rebuilds of the same topic write the same bytes.
+//! - Whether a row is a re-sent copy depends only on its partition's earlier records
+//!   within [`TOPIC_DEDUP_WINDOW_OFFSETS`] offsets: the same in every run, however the
+//!   steps are cut.
+//! - A value is kept as rejected before any table commit moves past its offset.
+
+use std::collections::{HashSet, VecDeque};
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use indicatif::ProgressBar;
+
+use super::{failpoint, fsync_dir, io_err, write_rows, CommitKind, FileEntry, ProjectError, ProjectSummary, Projector, RowSink, TABLES};
+use crate::event::RejectedEvent;
+use crate::log::{event_id_key, EventLog, Scanned, ValueFormat};
+
+/// Where a projector from a topic keeps the values it could not project, under its data
+/// dir: one JSON line per value, a file per partition (`<topic>/p<P>.jsonl`).
+pub const SOURCE_REJECTED_DIR: &str = "source-rejected";
+
+/// How far back, in offsets of its partition, an `event_id` is remembered to drop a
+/// re-sent copy. A re-send comes from a client retrying after a 503 or a timeout, seconds
+/// after its first copy; 250k offsets is minutes of a busy partition. It costs ~10 MiB per
+/// partition, and a projector that starts reads that many records back to fill it.
+pub const TOPIC_DEDUP_WINDOW_OFFSETS: u64 = 250_000;
+
+/// The `event_id`s of one partition's last [`TOPIC_DEDUP_WINDOW_OFFSETS`] offsets.
+#[derive(Default)]
+struct Window {
+    set: HashSet<u128>,
+    /// (offset, key), oldest first.
+    order: VecDeque<(u64, u128)>,
+    /// The offset the window is filled up to (exclusive); `None` when not filled yet.
+    next: Option<u64>,
+}
+
+impl Window {
+    /// Whether the record at `offset` with `key` is the first copy of its event (a record
+    /// without an `event_id` always is), remembering it.
+    fn admit(&mut self, offset: u64, key: Option<u128>) -> bool {
+        while let Some(&(o, k)) = self.order.front() {
+            if o.saturating_add(TOPIC_DEDUP_WINDOW_OFFSETS) > offset {
+                break;
+            }
+            self.order.pop_front();
+            self.set.remove(&k);
+        }
+        let Some(k) = key else { return true };
+        if !self.set.insert(k) {
+            return false;
+        }
+        self.order.push_back((offset, k));
+        true
+    }
+
+    /// Fills the window for a read of partition `p` from `from`, unless it already is.
+    fn fill_to(&mut self, log: &dyn EventLog, p: u32, format: ValueFormat, from: u64) -> Result<(), ProjectError> {
+        if self.next == Some(from) {
+            return Ok(());
+        }
+        *self = Window::default();
+        let start = from.saturating_sub(TOPIC_DEDUP_WINDOW_OFFSETS);
+        if from > start {
+            crate::log::for_each_prefetched(log.scan_partition(p, start, from, format)?, |offset, value: Scanned| -> Result<(), ProjectError> {
+                if let Ok(r) = value {
+                    self.admit(offset, key_of(&r));
+                }
+                Ok(())
+            })?;
+        }
+        self.next = Some(from);
+        Ok(())
+    }
+}
+
+fn key_of(r: &crate::event::Record) -> Option<u128> {
+    r.event.event_id.as_deref().map(|id| event_id_key(r.meta.app.as_deref(), id))
+}
+
+/// The values of a topic that did not decode or validate, kept by the projector with
+/// their partition and offset (see [`SOURCE_REJECTED_DIR`]). Recording is idempotent: a
+/// step that runs again after a crash records nothing twice.
+pub struct SourceRejects {
+    dir: PathBuf,
+    topic: String,
+    /// Per partition: the highest offset recorded so far.
+    last: Vec<Option<u64>>,
+    /// Lines not yet written, per partition.
+    pending: Vec<String>,
+}
+
+impl SourceRejects {
+    /// Opens (creating) the store of `topic` under `data_dir`, finishing a line a crash cut.
+    pub fn open(data_dir: &Path, topic: &str, partitions: u32) -> Result<SourceRejects, ProjectError> {
+        let dir = data_dir.join(SOURCE_REJECTED_DIR).join(topic);
+        fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+        let mut last = vec![None; partitions as usize];
+        for (p, slot) in last.iter_mut().enumerate() {
+            let path = dir.join(format!("p{p}.jsonl"));
+            let Ok(file) = File::open(&path) else { continue };
+            let mut good_len = 0u64;
+            let mut len = 0u64;
+            for line in BufReader::new(file).split(b'\n') {
+                let line = line.map_err(io_err(format!("reading {}", path.display())))?;
+                len += line.len() as u64 + 1;
+                if let Some(offset) = serde_json::from_slice::<serde_json::Value>(&line).ok().and_then(|v| v["offset"].as_u64()) {
+                    *slot = Some(offset);
+                    good_len = len;
+                }
+            }
+            // A line cut by a crash (no newline, or not JSON) goes; its value is recorded
+            // again when its step runs again.
+            let f = OpenOptions::new().write(true).open(&path).map_err(io_err(format!("opening {}", path.display())))?;
+            if f.metadata().map(|m| m.len()).unwrap_or(0) > good_len {
+                f.set_len(good_len).map_err(io_err(format!("truncating {}", path.display())))?;
+                f.sync_all().map_err(io_err(format!("syncing {}", path.display())))?;
+            }
+        }
+        Ok(SourceRejects { dir, topic: topic.to_string(), last, pending: vec![String::new(); partitions as usize] })
+    }
+
+    /// Queues the value at `offset` of partition `p` (unless already recorded).
+    fn record(&mut self, p: u32, offset: u64, rejected: &RejectedEvent) {
+        let p = p as usize;
+        if self.last[p].is_some_and(|last| offset <= last) {
+            return;
+        }
+        self.last[p] = Some(offset);
+        let line = serde_json::json!({
+            "topic": self.topic,
+            "partition": p,
+            "offset": offset,
+            "kafka_timestamp": crate::event::format_time_us(rejected.received_at_us),
+            "reason": rejected.rejection.reason.as_str(),
+            "field": rejected.rejection.field,
+            "message": rejected.rejection.message,
+            "raw": rejected.raw,
+        });
+        self.pending[p].push_str(&line.to_string());
+        self.pending[p].push('\n');
+    }
+
+    /// Writes and syncs the queued lines.
+    fn sync(&mut self) -> Result<(), ProjectError> {
+        for (p, lines) in self.pending.iter_mut().enumerate() {
+            if lines.is_empty() {
+                continue;
+            }
+            let path = self.dir.join(format!("p{p}.jsonl"));
+            let created = !path.exists();
+            let mut f = OpenOptions::new().create(true).append(true).open(&path).map_err(io_err(format!("opening {}", path.display())))?;
+            f.write_all(lines.as_bytes()).and_then(|()| f.sync_all()).map_err(io_err(format!("writing {}", path.display())))?;
+            if created {
+                fsync_dir(&self.dir)?;
+            }
+            lines.clear();
+        }
+        Ok(())
+    }
+
+    /// Every recorded line of every topic under `data_dir`, partition by partition.
+    pub fn list(data_dir: &Path) -> Result<Vec<String>, ProjectError> {
+        let root = data_dir.join(SOURCE_REJECTED_DIR);
+        let mut out = Vec::new();
+        let Ok(topics) = fs::read_dir(&root) else { return Ok(out) };
+        let mut topics: Vec<PathBuf> = topics.flatten().map(|e| e.path()).collect();
+        topics.sort();
+        for t in topics {
+            let mut files: Vec<(u32, PathBuf)> = fs::read_dir(&t)
+                .map_err(io_err(format!("reading {}", t.display())))?
+                .flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let p = name.strip_prefix('p')?.strip_suffix(".jsonl")?.parse().ok()?;
+                    Some((p, e.path()))
+                })
+                .collect();
+            files.sort();
+            for (_, path) in files {
+                let text = fs::read_to_string(&path).map_err(io_err(format!("reading {}", path.display())))?;
+                out.extend(text.lines().map(str::to_string));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A projector's state for a topic: dedup windows and the rejected values' store.
+pub(super) struct TopicState {
+    windows: Vec<Window>,
+    rejects: SourceRejects,
+}
+
+impl TopicState {
+    pub(super) fn open(data_dir: &Path, topic: &str, partitions: u32) -> Result<TopicState, ProjectError> {
+        Ok(TopicState {
+            windows: (0..partitions).map(|_| Window::default()).collect(),
+            rejects: SourceRejects::open(data_dir, topic, partitions)?,
+        })
+    }
+}
+
+/// What [`read_topic`] wrote and reached.
+struct TopicRead {
+    files: Vec<Vec<FileEntry>>,
+    /// Per partition: one past the last offset read (the `from` given when none was).
+    reached: Vec<u64>,
+    events: u64,
+    duplicates: u64,
+    rejected: u64,
+    /// Whether every partition's read ended at its end, not at its limit.
+    at_end: bool,
+}
+
+/// Reads each partition `p` from `from[p]` up to `limit[p]` (or its end) and writes the
+/// rows of table `i` at offsets from `starts[i][p]` into files in `dirs`. Rows are
+/// ordered by partition, then offset; the row at offset `o` of partition `p` has the
+/// position (what file names are cut at) `sum(from) + sum(reached[q] - from[q] for q < p)
+/// + (o - from[p])`.
+#[allow(clippy::too_many_arguments)]
+fn read_topic(
+    log: &dyn EventLog,
+    format: ValueFormat,
+    state: &mut TopicState,
+    from: &[u64],
+    limit: &[u64],
+    starts: &[Vec<u64>],
+    dirs: &[PathBuf],
+    codec: super::Codec,
+    progress: &ProgressBar,
+) -> Result<TopicRead, ProjectError> {
+    let n = from.len();
+    let mut reached = from.to_vec();
+    let (mut events, mut duplicates, mut rejected) = (0u64, 0u64, 0u64);
+    let mut at_end = true;
+    let files = write_rows(dirs, codec, true, |sink: &mut RowSink| {
+        let mut base: u64 = from.iter().sum();
+        for p in 0..n {
+            let window = &mut state.windows[p];
+            window.fill_to(log, p as u32, format, from[p])?;
+            let rejects = &mut state.rejects;
+            let reached_p = &mut reached[p];
+            crate::log::for_each_prefetched(log.scan_partition(p as u32, from[p], limit[p], format)?, |offset, value: Scanned| -> Result<(), ProjectError> {
+                debug_assert!(offset >= *reached_p, "a partition's offsets grow");
+                *reached_p = offset + 1;
+                events += 1;
+                if events % 16_384 == 0 {
+                    progress.inc(16_384);
+                }
+                let record = match value {
+                    Ok(r) => r,
+                    Err(rejection) => {
+                        rejects.record(p as u32, offset, &rejection);
+                        rejected += 1;
+                        return Ok(());
+                    }
+                };
+                if !window.admit(offset, key_of(&record)) {
+                    duplicates += 1;
+                    return Ok(());
+                }
+                let i = record.event.event_type().index();
+                if offset < starts[i][p] {
+                    return Ok(()); // this table has it already (a step that stopped half-way)
+                }
+                sink.push(i, base + (offset - from[p]), offset, p as u32, &record)
+            })?;
+            window.next = Some(reached[p]);
+            if reached[p] >= limit[p] {
+                at_end = false;
+            }
+            base += reached[p] - from[p];
+        }
+        progress.inc(events % 16_384);
+        Ok(())
+    })?;
+    Ok(TopicRead { files, reached, events, duplicates, rejected, at_end })
+}
+
+impl Projector {
+    /// A step from a topic (see [`Projector::step`]): reads at most `step_events` records
+    /// spread over the partitions, from the offsets the tables reach, and commits every
+    /// table to the offsets reached. Tables that a crashed step left at different offsets
+    /// are first brought to the furthest.
+    pub(super) fn step_topic(&mut self, log: &dyn EventLog, progress: &ProgressBar) -> Result<ProjectSummary, ProjectError> {
+        let started = Instant::now();
+        failpoint("project.step")?;
+        let n = log.partitions() as usize;
+        let starts: Vec<Vec<u64>> = (0..TABLES.len()).map(|i| self.tables.partition_offsets(i).to_vec()).collect();
+        assert!(starts.iter().all(|s| s.len() == n), "tables from a topic hold every partition's offset");
+        let from: Vec<u64> = (0..n).map(|p| starts.iter().map(|s| s[p]).min().unwrap_or(0)).collect();
+        let lead: Vec<u64> = (0..n).map(|p| starts.iter().map(|s| s[p]).max().unwrap_or(0)).collect();
+        let repair = from != lead;
+        let budget = (self.settings.step_events / n as u64).max(1);
+        let limit: Vec<u64> = if repair { lead.clone() } else { from.iter().map(|f| f.saturating_add(budget)).collect() };
+        self.check_space("a projection step", self.settings.step_events.saturating_mul(super::EST_PARQUET_BYTES_PER_EVENT))?;
+        let dirs: Vec<PathBuf> = TABLES.iter().map(|d| self.tables.staging_dir(d)).collect();
+        let state = self.topic.as_mut().expect("a projector from a topic has its state");
+        let mut read = read_topic(log, self.settings.format, state, &from, &limit, &starts, &dirs, self.settings.codec, progress)?;
+        if repair {
+            // Every record below the furthest tables' offsets was read (offsets a topic
+            // skips, such as transaction markers, are not records).
+            read.reached = lead.clone();
+        }
+        let position: u64 = read.reached.iter().sum();
+        let mut summary = ProjectSummary {
+            from_offset: from.iter().sum(),
+            to_offset: position,
+            events: read.events,
+            duplicates: read.duplicates,
+            rejected: read.rejected,
+            at_end: read.at_end && !repair,
+            partitioned: true,
+            ..Default::default()
+        };
+        if read.reached == from {
+            summary.seconds = started.elapsed().as_secs_f64();
+            return Ok(summary);
+        }
+        // Rejected values are kept before a commit moves past them.
+        state.rejects.sync()?;
+        for (i, files) in read.files.into_iter().enumerate() {
+            if starts[i] == read.reached {
+                continue;
+            }
+            for f in &files {
+                summary.rows[i] += f.rows;
+                summary.files_written += 1;
+                summary.bytes_written += f.bytes;
+            }
+            self.tables.commit(i, CommitKind::Append, &files, &[], position, &read.reached)?;
+        }
+        self.tables.published(false)?;
+        summary.files_compacted = self.compact()?;
+        summary.files_vacuumed = self.tables.vacuum(false)?;
+        summary.seconds = started.elapsed().as_secs_f64();
+        Ok(summary)
+    }
+
+    /// Rebuilds the tables from the whole topic (every partition from offset 0 to its
+    /// end): one commit per table replaces its files.
+    pub(super) fn rebuild_topic(&mut self, log: &dyn EventLog, progress: &ProgressBar) -> Result<ProjectSummary, ProjectError> {
+        let started = Instant::now();
+        let n = log.partitions() as usize;
+        let dirs: Vec<PathBuf> = TABLES.iter().map(|d| self.tables.staging_dir(d)).collect();
+        let state = self.topic.as_mut().expect("a projector from a topic has its state");
+        for w in &mut state.windows {
+            *w = Window::default();
+        }
+        let zeros = vec![0u64; n];
+        let read = read_topic(log, self.settings.format, state, &zeros, &vec![u64::MAX; n], &vec![zeros.clone(); TABLES.len()], &dirs, self.settings.codec, progress)?;
+        failpoint("rebuild.before_commit")?;
+        state.rejects.sync()?;
+        let position: u64 = read.reached.iter().sum();
+        let mut summary = ProjectSummary {
+            to_offset: position,
+            events: read.events,
+            duplicates: read.duplicates,
+            rejected: read.rejected,
+            at_end: true,
+            partitioned: true,
+            ..Default::default()
+        };
+        for (i, files) in read.files.into_iter().enumerate() {
+            for f in &files {
+                summary.rows[i] += f.rows;
+                summary.files_written += 1;
+                summary.bytes_written += f.bytes;
+            }
+            let old = self.tables.files(i).to_vec();
+            self.tables.commit(i, CommitKind::Replace, &files, &old, position, &read.reached)?;
+        }
+        self.tables.published(true)?;
+        summary.seconds = started.elapsed().as_secs_f64();
+        Ok(summary)
+    }
+
+    /// The next offset of each partition the tables reach (all tables share them once a
+    /// step has finished; the smallest per partition otherwise).
+    pub fn partition_offsets(&self) -> Vec<u64> {
+        let n = self.tables.partition_offsets(0).len();
+        (0..n).map(|p| (0..TABLES.len()).map(|i| self.tables.partition_offsets(i)[p]).min().unwrap_or(0)).collect()
+    }
+}
+
+/// Writes the tables of a topic's partitions up to the offsets `to` (exclusive) as Delta
+/// tables under `root` (for `verify`): each partition must reach exactly its offset.
+pub fn rebuild_topic_into(
+    log: &dyn EventLog,
+    format: ValueFormat,
+    topic: &str,
+    to: &[u64],
+    root: &super::TablesRoot,
+    work_dir: &Path,
+    progress: &ProgressBar,
+) -> Result<ProjectSummary, ProjectError> {
+    let layout = super::Layout::Topic { topic: topic.to_string(), partitions: to.len() as u32 };
+    // No plain view and no leftovers check: a scratch set of tables.
+    let delta = super::DeltaTables::open(root, work_dir, super::DEFAULT_VACUUM_RETENTION_MS, false, &layout)?;
+    let tables = super::Tables { delta, plain: None, view_pending: false, data_dir: work_dir.to_path_buf() };
+    let settings = super::Settings {
+        root: root.clone(),
+        data_dir: work_dir.to_path_buf(),
+        codec: super::Codec::Snappy,
+        step_events: super::MAX_STEP_EVENTS,
+        min_free_bytes: 0,
+        vacuum_retention_ms: super::DEFAULT_VACUUM_RETENTION_MS,
+        layout,
+        format,
+    };
+    let topic_state = TopicState::open(work_dir, topic, to.len() as u32)?;
+    let mut projector = Projector { tables: Box::new(tables), settings, topic: Some(topic_state) };
+    let n = to.len();
+    let dirs: Vec<PathBuf> = TABLES.iter().map(|d| projector.tables.staging_dir(d)).collect();
+    let zeros = vec![0u64; n];
+    let state = projector.topic.as_mut().expect("a projector from a topic has its state");
+    let read = read_topic(log, format, state, &zeros, to, &vec![zeros.clone(); TABLES.len()], &dirs, super::Codec::Snappy, progress)?;
+    let position: u64 = to.iter().sum();
+    for (i, files) in read.files.into_iter().enumerate() {
+        projector.tables.commit(i, CommitKind::Replace, &files, &[], position, to)?;
+    }
+    Ok(ProjectSummary { to_offset: position, events: read.events, duplicates: read.duplicates, rejected: read.rejected, ..Default::default() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{RejectReason, Rejection, RequestMeta};
+
+    #[test]
+    fn the_window_is_cut_by_offsets_not_by_steps() {
+        let k = |n: u128| Some(n);
+        let mut w = Window::default();
+        assert!(w.admit(0, k(1)));
+        assert!(!w.admit(5, k(1)), "a copy within the window is dropped");
+        assert!(w.admit(6, None) && w.admit(7, None), "records without an id always pass");
+        assert!(!w.admit(TOPIC_DEDUP_WINDOW_OFFSETS - 1, k(1)));
+        assert!(w.admit(TOPIC_DEDUP_WINDOW_OFFSETS, k(1)), "a copy past the window's offsets lands again");
+        // Two windows fed the same offsets decide the same, whatever was asked in between.
+        let mut a = Window::default();
+        let mut b = Window::default();
+        let ids = [3u128, 4, 3, 5, 4, 3];
+        let got_a: Vec<bool> = ids.iter().enumerate().map(|(o, id)| a.admit(o as u64 * 100_000, Some(*id))).collect();
+        let got_b: Vec<bool> = ids.iter().enumerate().map(|(o, id)| b.admit(o as u64 * 100_000, Some(*id))).collect();
+        assert_eq!(got_a, got_b);
+        // The window counts from the first copy: 4 at 400k is 300k past the first 4.
+        assert_eq!(got_a, [true, true, false, true, true, true]);
+    }
+
+    fn rejected(raw: &str) -> RejectedEvent {
+        RejectedEvent {
+            received_at_us: 1_700_000_000_000_000,
+            meta: RequestMeta::default(),
+            index: 0,
+            raw: raw.into(),
+            rejection: Rejection::new(RejectReason::MalformedJson, None, "malformed JSON".into()),
+        }
+    }
+
+    #[test]
+    fn rejected_values_are_recorded_once_and_a_cut_line_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SourceRejects::open(dir.path(), "events", 2).unwrap();
+        store.record(1, 7, &rejected("x"));
+        store.record(1, 9, &rejected("y"));
+        store.sync().unwrap();
+        // A step run again after a crash records the same offsets again: nothing is added.
+        let mut again = SourceRejects::open(dir.path(), "events", 2).unwrap();
+        again.record(1, 7, &rejected("x"));
+        again.record(1, 9, &rejected("y"));
+        again.record(0, 3, &rejected("z"));
+        again.sync().unwrap();
+        let lines = SourceRejects::list(dir.path()).unwrap();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        let first: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        assert_eq!((first["partition"].as_u64(), first["offset"].as_u64(), first["raw"].as_str()), (Some(0), Some(3), Some("z")));
+        assert_eq!(first["reason"], "malformed_json");
+        // A line cut by a crash is removed when the store opens, then written again.
+        let path = dir.path().join(SOURCE_REJECTED_DIR).join("events").join("p1.jsonl");
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"topic\":\"events\",\"partition\":1,\"off").unwrap();
+        let mut reopened = SourceRejects::open(dir.path(), "events", 2).unwrap();
+        reopened.record(1, 12, &rejected("w"));
+        reopened.sync().unwrap();
+        let lines = SourceRejects::list(dir.path()).unwrap();
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        assert!(lines.iter().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
+    }
+}
