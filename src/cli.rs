@@ -933,47 +933,40 @@ async fn stream_http(url: &str) -> Result<()> {
 }
 
 fn rejected_cmd(data_dir: &Path, from: u64, limit: usize) -> Result<()> {
-    // With a Kafka log, the events this node rejected are in its local store, and the
-    // values a projector could not project in its own.
+    // With a Kafka log, the events this node rejected are in its local store (which a
+    // node that never rejected anything has not made), and the values a projector could
+    // not project in its own.
     let dir = if kafka().is_some() { data_dir.join(crate::log::kafka::REJECTED_DIR) } else { data_dir.join("log") };
-    if kafka().is_some() {
-        let mut out = std::io::stdout().lock();
-        if dir.is_dir() {
-            let log = SledLog::open(&dir)?;
-            let mut s = String::new();
-            for (seq, r) in log.rejected(from, limit)? {
-                replay::write_rejected_line(&mut s, seq, &r);
+    if kafka().is_none() || dir.is_dir() {
+        match SledLog::open(&dir) {
+            Ok(log) => {
+                let mut s = String::new();
+                for (seq, r) in log.rejected(from, limit)? {
+                    replay::write_rejected_line(&mut s, seq, &r);
+                }
+                let mut out = std::io::stdout().lock();
+                let open = replay::write_all(&mut out, s.as_bytes())?;
+                log.close()?;
+                if !open {
+                    return Ok(());
+                }
             }
-            log.close()?;
-            if !replay::write_all(&mut out, s.as_bytes())? {
-                return Ok(());
+            Err(LogError::Locked { .. }) => {
+                let addr = running_server(data_dir).ok_or_else(|| anyhow!("the log in {} is held by another process", dir.display()))?;
+                runtime()?.block_on(stream_http(&format!("http://{addr}/v1/rejected?from={from}&limit={limit}")))?;
             }
+            Err(e) => return Err(e.into()),
         }
+    }
+    if kafka().is_some() {
         let mut s = String::new();
         for line in project::SourceRejects::list(data_dir)? {
             s.push_str(&line);
             s.push('\n');
         }
-        replay::write_all(&mut out, s.as_bytes())?;
-        return Ok(());
+        replay::write_all(&mut std::io::stdout().lock(), s.as_bytes())?;
     }
-    match SledLog::open(&dir) {
-        Ok(log) => {
-            let mut s = String::new();
-            for (seq, r) in log.rejected(from, limit)? {
-                replay::write_rejected_line(&mut s, seq, &r);
-            }
-            let mut out = std::io::stdout().lock();
-            replay::write_all(&mut out, s.as_bytes())?;
-            log.close()?;
-            Ok(())
-        }
-        Err(LogError::Locked { .. }) => {
-            let addr = running_server(data_dir).ok_or_else(|| anyhow!("the log in {} is held by another process", data_dir.display()))?;
-            runtime()?.block_on(stream_http(&format!("http://{addr}/v1/rejected?from={from}&limit={limit}")))
-        }
-        Err(e) => Err(e.into()),
-    }
+    Ok(())
 }
 
 /// Runs `load` (which opens, and may read, the five tables) on one consistent snapshot,
