@@ -580,6 +580,15 @@ impl ProjectSummary {
         s
     }
 
+    /// Counts `files`, written for table `i`.
+    fn written(&mut self, i: usize, files: &[FileEntry]) {
+        for f in files {
+            self.rows[i] += f.rows;
+            self.files_written += 1;
+            self.bytes_written += f.bytes;
+        }
+    }
+
     fn add(&mut self, other: &ProjectSummary) {
         if self.events == 0 && self.files_written == 0 {
             self.from_offset = other.from_offset;
@@ -655,6 +664,13 @@ impl Tables {
 
     pub fn root(&self) -> &TablesRoot {
         self.delta.root()
+    }
+
+    /// Tables written once into a new place (a rebuild elsewhere, `verify`'s scratch
+    /// copy): no plain-directory view, no check of files left by a crash.
+    fn scratch(root: &TablesRoot, work_dir: &Path, layout: &Layout) -> Result<Tables, ProjectError> {
+        let delta = DeltaTables::open(root, work_dir, DEFAULT_VACUUM_RETENTION_MS, false, layout)?;
+        Ok(Tables { delta, plain: None, view_pending: false, data_dir: work_dir.to_path_buf() })
     }
 }
 
@@ -890,11 +906,7 @@ impl Projector {
             if offsets[i] >= to {
                 continue;
             }
-            for f in &files {
-                summary.rows[i] += f.rows;
-                summary.files_written += 1;
-                summary.bytes_written += f.bytes;
-            }
+            summary.written(i, &files);
             self.tables.commit(i, CommitKind::Append, &files, &[], to, &[])?;
         }
         summary.events = to - from;
@@ -1019,11 +1031,7 @@ fn rebuild_tables(tables: &mut dyn TableSink, log: &dyn EventLog, to: u64, codec
     failpoint("rebuild.before_commit")?;
     let mut summary = ProjectSummary { from_offset: 0, to_offset: to, events: to, ..Default::default() };
     for (i, files) in outputs.into_iter().enumerate() {
-        for f in &files {
-            summary.rows[i] += f.rows;
-            summary.files_written += 1;
-            summary.bytes_written += f.bytes;
-        }
+        summary.written(i, &files);
         let old = tables.files(i).to_vec();
         tables.commit(i, CommitKind::Replace, &files, &old, to, &[])?;
     }
@@ -1036,7 +1044,7 @@ fn rebuild_tables(tables: &mut dyn TableSink, log: &dyn EventLog, to: u64, codec
 /// into another place: `project --out`, `report --to`, `verify`). `work_dir` holds
 /// staging files for S3.
 pub fn rebuild_into(log: &dyn EventLog, to: u64, root: &TablesRoot, work_dir: &Path, codec: Codec, progress: &ProgressBar) -> Result<ProjectSummary, ProjectError> {
-    let mut tables = Tables { delta: DeltaTables::open(root, work_dir, DEFAULT_VACUUM_RETENTION_MS, false, &Layout::Local)?, plain: None, view_pending: false, data_dir: work_dir.to_path_buf() };
+    let mut tables = Tables::scratch(root, work_dir, &Layout::Local)?;
     rebuild_tables(&mut tables, log, to, codec, progress)
 }
 

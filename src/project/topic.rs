@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use indicatif::ProgressBar;
 
-use super::{failpoint, fsync_dir, io_err, write_rows, CommitKind, FileEntry, ProjectError, ProjectSummary, Projector, RowSink, TABLES};
+use super::{failpoint, fsync_dir, io_err, write_rows, CommitKind, FileEntry, ProjectError, ProjectSummary, Projector, RowSink, TableSink, TABLES};
 use crate::event::RejectedEvent;
 use crate::log::{event_id_key, EventLog, Scanned, ValueFormat};
 
@@ -334,11 +334,7 @@ impl Projector {
             if starts[i] == read.reached {
                 continue;
             }
-            for f in &files {
-                summary.rows[i] += f.rows;
-                summary.files_written += 1;
-                summary.bytes_written += f.bytes;
-            }
+            summary.written(i, &files);
             self.tables.commit(i, CommitKind::Append, &files, &[], position, &read.reached)?;
         }
         self.tables.published(false)?;
@@ -373,11 +369,7 @@ impl Projector {
             ..Default::default()
         };
         for (i, files) in read.files.into_iter().enumerate() {
-            for f in &files {
-                summary.rows[i] += f.rows;
-                summary.files_written += 1;
-                summary.bytes_written += f.bytes;
-            }
+            summary.written(i, &files);
             let old = self.tables.files(i).to_vec();
             self.tables.commit(i, CommitKind::Replace, &files, &old, position, &read.reached)?;
         }
@@ -405,30 +397,16 @@ pub fn rebuild_topic_into(
     work_dir: &Path,
     progress: &ProgressBar,
 ) -> Result<ProjectSummary, ProjectError> {
-    let layout = super::Layout::Topic { topic: topic.to_string(), partitions: to.len() as u32 };
-    // No plain view and no leftovers check: a scratch set of tables.
-    let delta = super::DeltaTables::open(root, work_dir, super::DEFAULT_VACUUM_RETENTION_MS, false, &layout)?;
-    let tables = super::Tables { delta, plain: None, view_pending: false, data_dir: work_dir.to_path_buf() };
-    let settings = super::Settings {
-        root: root.clone(),
-        data_dir: work_dir.to_path_buf(),
-        codec: super::Codec::Snappy,
-        step_events: super::MAX_STEP_EVENTS,
-        min_free_bytes: 0,
-        vacuum_retention_ms: super::DEFAULT_VACUUM_RETENTION_MS,
-        layout,
-        format,
-    };
-    let topic_state = TopicState::open(work_dir, topic, to.len() as u32)?;
-    let mut projector = Projector { tables: Box::new(tables), settings, topic: Some(topic_state) };
     let n = to.len();
-    let dirs: Vec<PathBuf> = TABLES.iter().map(|d| projector.tables.staging_dir(d)).collect();
+    let layout = super::Layout::Topic { topic: topic.to_string(), partitions: n as u32 };
+    let mut tables = super::Tables::scratch(root, work_dir, &layout)?;
+    let dirs: Vec<PathBuf> = TABLES.iter().map(|d| tables.staging_dir(d)).collect();
+    let mut state = TopicState::open(work_dir, topic, n as u32)?;
     let zeros = vec![0u64; n];
-    let state = projector.topic.as_mut().expect("a projector from a topic has its state");
-    let read = read_topic(log, format, state, &zeros, to, &vec![zeros.clone(); TABLES.len()], &dirs, super::Codec::Snappy, progress)?;
+    let read = read_topic(log, format, &mut state, &zeros, to, &vec![zeros.clone(); TABLES.len()], &dirs, super::Codec::Snappy, progress)?;
     let position: u64 = to.iter().sum();
     for (i, files) in read.files.into_iter().enumerate() {
-        projector.tables.commit(i, CommitKind::Replace, &files, &[], position, to)?;
+        tables.commit(i, CommitKind::Replace, &files, &[], position, to)?;
     }
     Ok(ProjectSummary { to_offset: position, events: read.events, duplicates: read.duplicates, rejected: read.rejected, ..Default::default() })
 }
