@@ -33,6 +33,7 @@ use tokio::net::TcpListener;
 use crate::event::{
     self, EventType, Record, RejectReason, Rejection, RejectedEvent, RequestMeta, MAX_REJECTED_RAW_BYTES,
 };
+use crate::catalog::{Catalog, StockBook};
 use crate::log::{AppendBatch, EventLog, LogError};
 use crate::metrics::{Metrics, ProjectionSource};
 use crate::replay;
@@ -106,6 +107,62 @@ pub struct AppState {
     body_memory: Arc<tokio::sync::Semaphore>,
     /// The projector's figures, for `/healthz` and `/metrics`.
     pub projection: Arc<dyn ProjectionSource>,
+    /// The store catalogue purchases are checked against (`serve --catalog`); `None`
+    /// takes purchases as they come.
+    pub catalog: Option<Arc<ApiCatalog>>,
+}
+
+/// The store catalogue `serve --catalog` checks purchases against (it is recorded in the
+/// log before the server takes events), with this node's [`StockBook`]: the seed-style
+/// route fills a purchase's `on_hand_qty` from it, as the seed's Flask app read stock from
+/// its SQLite. The `stock` table, computed from the log, is the authoritative figure;
+/// this one can differ from it only in the order of purchases that raced.
+pub struct ApiCatalog {
+    catalog: Catalog,
+    book: std::sync::Mutex<StockBook>,
+}
+
+impl ApiCatalog {
+    /// `book` holds the stock of the log's purchases so far.
+    pub fn new(catalog: Catalog, book: StockBook) -> ApiCatalog {
+        ApiCatalog { catalog, book: std::sync::Mutex::new(book) }
+    }
+
+    /// Fills in a seed-style purchase from the catalogue ([`Catalog::fill_purchase`]),
+    /// and `on_hand_qty`, when the query has none, with what this purchase leaves.
+    fn fill(&self, members: &mut Vec<(String, serde_json::Value)>, now_us: i64) -> Result<(), Rejection> {
+        let (item, quantity) = self.catalog.fill_purchase(members)?;
+        if !members.iter().any(|(k, _)| k == "on_hand_qty") {
+            let time_us = members
+                .iter()
+                .find(|(k, _)| k == "event_time")
+                .and_then(|(_, v)| v.as_str())
+                .and_then(|t| event::parse_time_us(t).ok())
+                .unwrap_or(now_us);
+            let book = self.book.lock().unwrap_or_else(|p| p.into_inner());
+            let left = book.on_hand_after(time_us, item.store_id, item.inventory_id, quantity).unwrap_or(item.starting_stock);
+            members.push(("on_hand_qty".into(), serde_json::Value::from(left.clamp(0, i16::MAX as i64))));
+        }
+        Ok(())
+    }
+
+    /// Moves stock by the purchases among `records` that the log stored.
+    fn stored(&self, purchases: &[(i64, i64, i64, f32)]) {
+        let mut book = self.book.lock().unwrap_or_else(|p| p.into_inner());
+        for &(time_us, store_id, inventory_id, total_cost) in purchases {
+            book.purchase(time_us, store_id, inventory_id, total_cost);
+        }
+    }
+}
+
+/// A record's purchase as the stock book takes it: (time, store, item, total cost).
+fn purchase_of(r: &Record) -> Option<(i64, i64, i64, f32)> {
+    match &r.event.payload {
+        event::Payload::BuyAsset { store_id, inventory_id, total_cost, .. } => {
+            Some((r.event.event_time_us.unwrap_or(r.received_at_us), *store_id, *inventory_id, *total_cost))
+        }
+        _ => None,
+    }
 }
 
 /// Bytes of [`AppState::body_memory`] one request holds; given back when dropped.
@@ -170,7 +227,13 @@ impl AppState {
         keys: Option<Arc<crate::auth::ApiKeys>>,
     ) -> AppState {
         let body_memory = Arc::new(tokio::sync::Semaphore::new(limits.max_body_memory_bytes.min(tokio::sync::Semaphore::MAX_PERMITS)));
-        AppState { log, metrics, limits, keys, body_memory, projection }
+        AppState { log, metrics, limits, keys, body_memory, projection, catalog: None }
+    }
+
+    /// Checks purchases against `catalog` (see [`ApiCatalog`]).
+    pub fn with_catalog(mut self, catalog: Option<Arc<ApiCatalog>>) -> AppState {
+        self.catalog = catalog;
+        self
     }
 
     /// The app of the request's key, when keys are configured; 401 otherwise.
@@ -449,6 +512,10 @@ impl Outcome {
     }
 
     fn take(&mut self, state: &AppState, index: usize, raw: &str, parsed: Result<event::ClientEvent, Rejection>, now: i64, meta: &RequestMeta) {
+        let parsed = match (&state.catalog, parsed) {
+            (Some(c), Ok(e)) => c.catalog.check_purchase(&e.payload).map(|()| e),
+            (_, parsed) => parsed,
+        };
         match parsed {
             Ok(e) => self.records.push(Record { received_at_us: now, meta: meta.clone(), raw_event: raw.to_string(), event: e }),
             Err(rejection) => {
@@ -480,6 +547,10 @@ impl Outcome {
                 })
             })
             .collect();
+        let purchases: Vec<Option<(i64, i64, i64, f32)>> = match &state.catalog {
+            Some(_) => self.records.iter().map(purchase_of).collect(),
+            None => Vec::new(),
+        };
         let pending = state.log.append(AppendBatch { records: self.records, rejected: self.rejected })?;
         let appended = tokio::time::timeout(Duration::from_millis(APPEND_CONFIRM_TIMEOUT_MS), pending.wait_async())
             .await
@@ -489,8 +560,13 @@ impl Outcome {
                 state.metrics.duplicate(t);
             }
         }
-        for t in types.into_iter().flatten() {
-            state.metrics.accepted(t);
+        for t in types.iter().flatten() {
+            state.metrics.accepted(*t);
+        }
+        if let Some(c) = &state.catalog {
+            // Stored purchases only: a duplicate's type was taken out of `types` above.
+            let stored: Vec<_> = purchases.into_iter().zip(&types).filter_map(|(p, t)| t.and(p)).collect();
+            c.stored(&stored);
         }
         // A partitioned (Kafka) log gives each record a (partition, offset) instead of
         // one contiguous range: `first_offset`/`last_offset` are then null.
@@ -832,9 +908,13 @@ async fn seed_style_inner(
         form_urlencoded::parse(query.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
     let mut out = Outcome::new(1);
     match event::members_from_query(event_type, &params) {
-        Ok(members) => {
+        Ok(mut members) => {
+            let filled = match &state.catalog {
+                Some(c) if event_type == EventType::BuyAsset.as_str() => c.fill(&mut members, now),
+                _ => Ok(()),
+            };
             let raw = event::members_to_json(&members);
-            let parsed = event::validate_object(&members);
+            let parsed = filled.and_then(|()| event::validate_object(&members));
             out.take(state, 0, &raw, parsed, now, &meta);
         }
         Err(rejection) => {

@@ -18,6 +18,7 @@ use indicatif::ProgressBar;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::catalog::{self, Catalog};
 use crate::event::{self, Record};
 use crate::generate::{self, World, WorldConfig};
 use crate::log::{AppendBatch, EventLog, SledLog};
@@ -58,6 +59,9 @@ pub struct Scenario {
     /// NDJSON file of literal events appended after the generated ones (path relative to
     /// the scenario file).
     pub extra_events: Option<String>,
+    /// A store catalogue (SQLite, path relative to the scenario file): recorded in the
+    /// log first, and the world sells what it lists (`generate --catalog`).
+    pub catalog: Option<String>,
     pub schedule: Schedule,
     /// Digest name → `sha256:<hex>`.
     #[serde(default)]
@@ -262,12 +266,27 @@ pub fn run(path: &Path, exe: &Path, tables: Option<&TablesRoot>, progress: &Prog
         Some(rel) => load_extra(&path.parent().unwrap_or(Path::new(".")).join(rel))?,
     };
 
+    let catalog = match &scenario.catalog {
+        None => None,
+        Some(rel) => {
+            let file = path.parent().unwrap_or(Path::new(".")).join(rel);
+            Some(Catalog::open(&file).map_err(|e| CheckError::Scenario { path: path.to_path_buf(), reason: e.to_string() })?)
+        }
+    };
+
     // The workload, with a projection step after every `project_every` events.
-    let mut world = World::new(WorldConfig { seed: scenario.seed, players: scenario.players, start_time_us });
+    let cfg = WorldConfig { seed: scenario.seed, players: scenario.players, start_time_us };
+    let mut world = match &catalog {
+        Some(c) => World::with_catalog(cfg, c).map_err(|e| CheckError::Scenario { path: path.to_path_buf(), reason: e })?,
+        None => World::new(cfg),
+    };
     let every = scenario.schedule.project_every;
     let total = scenario.events + extra.len() as u64;
     progress.set_length(total);
     let mut log = Some(SledLog::open(&data.join("log")).map_err(run_err)?);
+    if let Some(c) = &catalog {
+        log.as_ref().expect("log open").record_catalog(c.hash(), c.canonical()).map_err(run_err)?.wait().map_err(run_err)?;
+    }
     let mut projector = Some(Projector::open(&root, &data, Codec::Snappy).map_err(run_err)?.with_step_events(every));
     let mut extra = extra.into_iter();
     let mut appended = 0u64;
@@ -321,14 +340,22 @@ pub fn run(path: &Path, exe: &Path, tables: Option<&TablesRoot>, progress: &Prog
     let end = log.durable_end();
 
     let mut streams: Vec<(String, Stream)> = Vec::new();
-    // The log, as `replay` prints it.
-    let mut h = StreamHash::new(end);
+    // The log, as `replay` prints it, with a line for each catalogue where it took effect.
+    let catalogs = catalog::versions(log.catalogs().map_err(run_err)?.into_iter().map(|r| (r.from_offset, r.hash, r.content))).map_err(run_err)?;
+    let mut h = StreamHash::new(end + catalogs.len() as u64);
     let mut line = String::new();
+    let mut next_catalog = catalogs.iter().peekable();
     for item in log.read(0, end).map_err(run_err)? {
         let (offset, record) = item.map_err(run_err)?;
+        while let Some(v) = next_catalog.next_if(|v| v.from_offset <= offset) {
+            h.line(&format!("catalog {} {}", v.from_offset, v.hash));
+        }
         line.clear();
         replay::write_line(&mut line, offset, &record);
         h.line(line.trim_end());
+    }
+    for v in next_catalog {
+        h.line(&format!("catalog {} {}", v.from_offset, v.hash));
     }
     streams.push(("log".into(), h.finish()));
 
@@ -364,7 +391,7 @@ pub fn run(path: &Path, exe: &Path, tables: Option<&TablesRoot>, progress: &Prog
     // The report, from the incremental tables.
     let files = report::TableFiles::new(TABLES.iter().zip(live.files.clone()).map(|(t, f)| (t.name, f)).collect());
     let snapshot = report::open_snapshot(&files).map_err(run_err)?;
-    let rep = report::build_report_from(&snapshot, &format!("log offsets 0..{end}")).map_err(run_err)?;
+    let rep = report::build_report_with(&snapshot, &format!("log offsets 0..{end}"), &catalogs).map_err(run_err)?;
     let mut h = StreamHash::new(rep.markdown.lines().count() as u64);
     for l in rep.markdown.lines() {
         h.line(l);

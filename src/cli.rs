@@ -150,6 +150,11 @@ pub enum Command {
         /// events_per_second, burst). Without it, anyone may send events.
         #[arg(long)]
         api_keys: Option<PathBuf>,
+        /// Check purchases against this store catalogue (SQLite; `questlog catalog
+        /// schema`), and fill in seed-style `GET /buy_asset?store_id=…&inventory_id=…`
+        /// from it. Recorded in the log before the server takes events.
+        #[arg(long)]
+        catalog: Option<PathBuf>,
     },
     /// Make seeded, reproducible game traffic: into the log, or over HTTP with --url.
     Generate {
@@ -174,6 +179,10 @@ pub enum Command {
         /// Events per request (with --url).
         #[arg(long, default_value_t = 500)]
         batch: usize,
+        /// Sell what this store catalogue (SQLite) lists instead of the built-in stores;
+        /// without --url it is recorded in the log before the events.
+        #[arg(long)]
+        catalog: Option<PathBuf>,
     },
     /// Print log records as JSON lines, oldest first.
     Replay {
@@ -249,6 +258,9 @@ pub enum Command {
     Ddl,
     /// Check the log (dense, decodable) and that the tables equal its projection.
     Verify,
+    /// Store catalogues (the seed's SQLite): make one, check one, list the log's.
+    #[command(subcommand)]
+    Catalog(CatalogCommand),
     /// Run a golden scenario (replay/*.toml) and compare its digests.
     Check {
         /// Scenario files.
@@ -258,6 +270,25 @@ pub enum Command {
         #[arg(long)]
         bless: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CatalogCommand {
+    /// Write a realistic catalogue: the generator's stores and items, list prices
+    /// jittered by the seed.
+    Init {
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// The new SQLite file (must not exist).
+        #[arg(long, default_value = "catalog.sqlite")]
+        out: PathBuf,
+    },
+    /// Check a catalogue file and print its hash and size.
+    Show { file: PathBuf },
+    /// Print the SQL schema a catalogue file must have.
+    Schema,
+    /// List the catalogues the log recorded, with the offset each took effect at.
+    History,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -388,8 +419,10 @@ pub fn run(cli: Cli) -> Result<()> {
         keep_freed_memory();
     }
     match cli.command {
-        Command::Serve { listen, project_interval_ms, compression, max_connections, header_read_timeout_ms, body_read_timeout_ms, api_keys } => {
+        Command::Serve { listen, project_interval_ms, compression, max_connections, header_read_timeout_ms, body_read_timeout_ms, api_keys, catalog } => {
             let codec = Codec::parse(&compression)?;
+            // Checked before anything opens: a refused file appends nothing.
+            let catalog = catalog.as_deref().map(open_catalog).transpose()?;
             let keys = api_keys.as_deref().map(crate::auth::ApiKeys::load).transpose()?.map(Arc::new);
             if max_connections == 0 || header_read_timeout_ms == 0 || body_read_timeout_ms == 0 {
                 bail!("--max-connections and the timeouts must be at least 1");
@@ -398,7 +431,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 bail!("--project-interval-ms must be between 1 and {} (a day)", project::MAX_PROJECT_INTERVAL_MS);
             }
             let limits = api::Limits { max_connections, header_read_timeout_ms, body_read_timeout_ms, ..api::Limits::default() };
-            runtime()?.block_on(serve(&data_dir, &listen, project_interval_ms, codec, limits, keys, shutdown_signal()))
+            runtime()?.block_on(serve(&data_dir, &listen, project_interval_ms, codec, limits, keys, catalog, shutdown_signal()))
         }
         Command::Quickstart { listen, seed, events, exit } => {
             if kafka().is_some() {
@@ -406,12 +439,17 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             runtime()?.block_on(quickstart(&data_dir, &listen, seed, events, exit))
         }
-        Command::Generate { seed, events, players, start_time, url, rate, concurrency, batch } => {
+        Command::Generate { seed, events, players, start_time, url, rate, concurrency, batch, catalog } => {
             if players == 0 {
                 bail!("--players must be at least 1");
             }
             let start_time_us = event::parse_time_us(&start_time).map_err(|e| anyhow!("--start-time `{start_time}`: {e}"))?;
-            let world = World::new(WorldConfig { seed, players, start_time_us });
+            let cfg = WorldConfig { seed, players, start_time_us };
+            let catalog = catalog.as_deref().map(open_catalog).transpose()?;
+            let world = match &catalog {
+                Some(c) => World::with_catalog(cfg, c).map_err(|e| anyhow!("--catalog: {e}"))?,
+                None => World::new(cfg),
+            };
             match url {
                 Some(url) => {
                     if batch == 0 || batch > generate::MAX_BATCH {
@@ -432,6 +470,9 @@ pub fn run(cli: Cli) -> Result<()> {
                 }
                 None => {
                     let log = open_event_log(&data_dir, "generate into the log")?;
+                    if let Some(c) = &catalog {
+                        record_catalog(log.as_ref(), &data_dir, c)?;
+                    }
                     let mut world = world;
                     let pb = generate::progress_bar(events, "generating");
                     let s = generate::generate_into_log(log.as_ref(), &mut world, events, &pb)?;
@@ -560,6 +601,9 @@ pub fn run(cli: Cli) -> Result<()> {
             let codec = Codec::parse(&compression)?;
             let log = open_log_for(&data_dir, "project")?;
             let end = log.durable_end();
+            // The catalogue copies `sql` and `report` read, from the log (a data dir copied
+            // without them, or an older questlog's, gets them here).
+            crate::catalog::write_copies(&data_dir, &log_catalogs(log.as_ref())?)?;
             if let Some(to) = to.filter(|&t| t > end) {
                 bail!("--to {to} is past the end of the log ({end} events)");
             }
@@ -608,7 +652,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Report { out, to } => {
             let out = out.unwrap_or_else(|| data_dir.join("report"));
             let (report, offset) = match to {
-                None => build_report(&tables_root(&data_dir)?, &data_dir)?,
+                None => build_report(&tables_root(&data_dir)?, &data_dir, &data_dir)?,
                 Some(to) => {
                     // As of offset `to`: rebuild the tables that far in a temp dir.
                     sled_only("report as of an offset")?;
@@ -621,7 +665,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     let root = TablesRoot::Local(tmp.path().join("tables"));
                     project::rebuild_into(log.as_ref(), to, &root, tmp.path(), Codec::Snappy, &indicatif::ProgressBar::hidden())?;
                     log.close()?;
-                    build_report(&root, tmp.path())?
+                    build_report(&root, tmp.path(), &data_dir)?
                 }
             };
             let (md, html) = report::write_report(&report, &out)?;
@@ -635,15 +679,26 @@ pub fn run(cli: Cli) -> Result<()> {
             // Load only the tables the query names, without heavy columns it never uses.
             let skip = sql::skippable_columns(&query);
             let named = sql::named_tables(&query);
-            let frames = read_snapshot(&tables_root(&data_dir)?, &data_dir, |files| {
-                let files = report::TableFiles::new(
+            // With a store catalogue: `catalog_items` and `stock` beside the five.
+            let catalogs = crate::catalog::read_copies(&data_dir)?;
+            let wants_catalog = !catalogs.is_empty() && sql::names_catalog_tables(&query);
+            let ((frames, extra), offset) = read_snapshot(&tables_root(&data_dir)?, &data_dir, |files| {
+                let named_files = report::TableFiles::new(
                     files.tables.iter().filter(|(t, _)| named.contains(t)).map(|(t, f)| (*t, f.clone())).collect(),
                 )
                 .partitioned(files.partitioned);
-                report::load_frames_without(&files, &skip)
-            })?
-            .0;
-            let mut df = sql::run_sql(&frames, &query)?;
+                let frames = report::load_frames_without(&named_files, &skip)?;
+                let extra = if wants_catalog { Some(report::open_snapshot(files)?) } else { None };
+                Ok((frames, extra))
+            })?;
+            let extra = match extra {
+                Some(snapshot) => {
+                    let in_force: Vec<_> = catalogs.into_iter().filter(|v| v.from_offset <= offset).collect();
+                    report::catalog::frames(&snapshot, &in_force)?
+                }
+                None => Vec::new(),
+            };
+            let mut df = sql::run_sql_with(&frames, &extra, &query)?;
             let fmt = match format {
                 Format::Table => sql::OutputFormat::Table,
                 Format::Csv => sql::OutputFormat::Csv,
@@ -657,6 +712,7 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Catalog(cmd) => catalog_command(cmd, &data_dir),
         Command::Ddl => {
             let root = tables_root(&data_dir)?;
             let mut text = String::new();
@@ -668,11 +724,133 @@ pub fn run(cli: Cli) -> Result<()> {
                 text.push_str(&project::hive_ddl(&view));
             }
             text.push_str(&project::delta_ddl(&root)?);
+            text.push_str(&catalog_ddl(&data_dir)?);
             // Through write_all: a closed pipe (`questlog ddl | head`) ends quietly.
             replay::write_all(&mut std::io::stdout().lock(), text.as_bytes())?;
             Ok(())
         }
     }
+}
+
+/// Reads a catalogue file (the error names the file and what is wrong with it).
+fn open_catalog(path: &Path) -> Result<crate::catalog::Catalog> {
+    Ok(crate::catalog::Catalog::open(path)?)
+}
+
+/// The catalogue versions the log holds.
+fn log_catalogs(log: &dyn EventLog) -> Result<Vec<crate::catalog::Version>> {
+    Ok(crate::catalog::versions(log.catalogs()?.into_iter().map(|r| (r.from_offset, r.hash, r.content)))?)
+}
+
+/// Records `c` in the log (a no-op when it is the one in force) and refreshes the copies
+/// under `DATA_DIR/catalog`. Returns the versions.
+fn record_catalog(log: &dyn EventLog, data_dir: &Path, c: &crate::catalog::Catalog) -> Result<Vec<crate::catalog::Version>> {
+    let hash = c.hash();
+    log.record_catalog(hash.clone(), c.canonical())?.wait()?;
+    let versions = log_catalogs(log)?;
+    crate::catalog::write_copies(data_dir, &versions)?;
+    let from = versions.last().map(|v| v.from_offset).unwrap_or(0);
+    tracing::info!(catalog_hash = %hash, from_offset = from, stores = c.stores.len(), items = c.items.len(), "store catalogue in force");
+    Ok(versions)
+}
+
+/// `serve --catalog`: records the catalogue, then builds the stock of the log's purchases
+/// so far (read once, from the first catalogue's offset).
+fn serve_catalog(log: &dyn EventLog, data_dir: &Path, c: crate::catalog::Catalog) -> Result<(Arc<api::ApiCatalog>, String)> {
+    let started = Instant::now();
+    let versions = record_catalog(log, data_dir, &c)?;
+    let from = versions.first().map(|v| v.from_offset).unwrap_or(0);
+    let end = log.durable_end();
+    let mut failed = None;
+    let purchases = log
+        .read(from, end)?
+        .map_while(|r| r.map_err(|e| failed = Some(e)).ok())
+        .filter_map(|(offset, r)| match r.event.payload {
+            event::Payload::BuyAsset { store_id, inventory_id, total_cost, .. } => {
+                Some((offset, r.event.event_time_us.unwrap_or(r.received_at_us), store_id, inventory_id, total_cost))
+            }
+            _ => None,
+        });
+    let book = crate::catalog::stock_from(&versions, purchases);
+    if let Some(e) = failed {
+        return Err(anyhow!(e).context("reading the log's purchases for the stock book"));
+    }
+    let note = format!(
+        "store catalogue {} ({} stores, {} items) in force from log offset {}; stock from {} logged events read in {:.1} s",
+        c.hash(),
+        c.stores.len(),
+        c.items.len(),
+        versions.last().map(|v| v.from_offset).unwrap_or(0),
+        end - from,
+        started.elapsed().as_secs_f64()
+    );
+    Ok((Arc::new(api::ApiCatalog::new(c, book)), note))
+}
+
+/// The catalogue versions in force up to `offset`, from the copies under `DATA_DIR`.
+fn catalogs_up_to(data_dir: &Path, offset: u64) -> Result<Vec<crate::catalog::Version>> {
+    let mut v = crate::catalog::read_copies(data_dir)?;
+    v.retain(|v| v.from_offset <= offset);
+    Ok(v)
+}
+
+fn catalog_command(cmd: CatalogCommand, data_dir: &Path) -> Result<()> {
+    use crate::catalog::Catalog;
+    match cmd {
+        CatalogCommand::Init { seed, out } => {
+            let c = generate::world::builtin_catalog(seed);
+            c.write(&out)?;
+            let c = Catalog::open(&out)?;
+            println!("wrote {} ({} stores, {} items; {})", out.display(), c.stores.len(), c.items.len(), c.hash());
+            Ok(())
+        }
+        CatalogCommand::Show { file } => {
+            let c = Catalog::open(&file)?;
+            println!("{}: a valid catalogue, {} stores, {} items, {}", file.display(), c.stores.len(), c.items.len(), c.hash());
+            for s in &c.stores {
+                let n = c.items.iter().filter(|i| i.store_id == s.store_id).count();
+                let restock = if s.restock_interval_hours == 0 { "never restocked".to_string() } else { format!("restocked every {} h", s.restock_interval_hours) };
+                println!("  store {:>4}  {}  ({n} items, {restock})", s.store_id, s.name);
+            }
+            Ok(())
+        }
+        CatalogCommand::Schema => {
+            print!("{}", crate::catalog::SCHEMA_SQL);
+            Ok(())
+        }
+        CatalogCommand::History => {
+            sled_only("list the log's catalogues")?;
+            let log = open_log_for(data_dir, "list the log's catalogues")?;
+            let versions = log_catalogs(log.as_ref())?;
+            if versions.is_empty() {
+                println!("the log has no store catalogue (serve --catalog FILE or generate --catalog FILE records one)");
+            }
+            for v in &versions {
+                println!("from offset {:>10}  {}  ({} stores, {} items)", v.from_offset, v.hash, v.catalog.stores.len(), v.catalog.items.len());
+            }
+            crate::catalog::write_copies(data_dir, &versions)?;
+            log.close()?;
+            Ok(())
+        }
+    }
+}
+
+/// `ddl`'s statements for the catalogue copy, when the log has a catalogue.
+fn catalog_ddl(data_dir: &Path) -> Result<String> {
+    let versions = crate::catalog::read_copies(data_dir)?;
+    let Some(latest) = versions.last() else { return Ok(String::new()) };
+    let copy = absolute(data_dir)?.join(crate::catalog::COPIES_DIR).join(crate::catalog::SQLITE_COPY);
+    let path = copy.display().to_string().replace('\'', "''");
+    Ok(format!(
+        "\n-- The store catalogue in force ({}, from log offset {}), a copy of the log's at\n\
+         -- {path}. DuckDB (its sqlite extension):\n\
+         attach '{path}' as questlog_catalog (type sqlite, read_only);\n\
+         create or replace view catalog_items as select s.name as store_name, i.* from questlog_catalog.items i join questlog_catalog.stores s using (store_id);\n\
+         -- Spark (the org.xerial sqlite-jdbc driver on its classpath):\n\
+         create table if not exists default.catalog_items using jdbc options (url 'jdbc:sqlite:{path}', dbtable 'items');\n\
+         -- Stock is computed from the log by questlog: `questlog sql \"select * from stock\" --format csv`.\n",
+        latest.hash, latest.from_offset
+    ))
 }
 
 fn absolute(p: &Path) -> Result<PathBuf> {
@@ -991,10 +1169,13 @@ fn read_snapshot<T>(
     }
 }
 
-fn build_report(root: &TablesRoot, data_dir: &Path) -> Result<(report::Report, u64)> {
+/// The report of the tables at `root`; `catalogs_from` is the data dir whose catalogue
+/// copies apply (those in force up to the tables' offset).
+fn build_report(root: &TablesRoot, data_dir: &Path, catalogs_from: &Path) -> Result<(report::Report, u64)> {
     // Opened, not loaded: each section reads only the columns it uses.
     let (snapshot, offset) = read_snapshot(root, data_dir, report::open_snapshot)?;
-    let report = report::build_report_from(&snapshot, &format!("log offsets 0..{offset}"))?;
+    let catalogs = catalogs_up_to(catalogs_from, offset)?;
+    let report = report::build_report_with(&snapshot, &format!("log offsets 0..{offset}"), &catalogs)?;
     Ok((report, offset))
 }
 
@@ -1047,6 +1228,8 @@ struct Server {
     /// The continuous projector; none on a Kafka log (not supported there yet).
     projector: Option<Continuous>,
     data_dir: PathBuf,
+    /// `serve --catalog`: the catalogue purchases are checked against.
+    catalog: Option<Arc<api::ApiCatalog>>,
 }
 
 async fn start_server(data_dir: &Path, listen: &str, interval_ms: u64, codec: Codec, fallback_port: bool) -> Result<(Server, tokio::net::TcpListener)> {
@@ -1070,12 +1253,12 @@ async fn start_server(data_dir: &Path, listen: &str, interval_ms: u64, codec: Co
     let projector = projector.map(|p| Continuous::start(p, log.clone(), projection.clone(), interval_ms));
     let info = serde_json::json!({ "addr": addr.to_string(), "pid": std::process::id() });
     std::fs::write(data_dir.join(SERVER_FILE), info.to_string()).context("writing serve.json")?;
-    Ok((Server { limits: api::Limits::default(), keys: None, log, metrics, projection, addr, projector, data_dir: data_dir.to_path_buf() }, listener))
+    Ok((Server { limits: api::Limits::default(), keys: None, log, metrics, projection, addr, projector, data_dir: data_dir.to_path_buf(), catalog: None }, listener))
 }
 
 impl Server {
     fn state(&self) -> Arc<AppState> {
-        Arc::new(AppState::new(self.log.clone(), self.metrics.clone(), self.projection.clone(), self.limits, self.keys.clone()))
+        Arc::new(AppState::new(self.log.clone(), self.metrics.clone(), self.projection.clone(), self.limits, self.keys.clone()).with_catalog(self.catalog.clone()))
     }
 
     /// Stops projection (after a last step) and closes the log.
@@ -1097,14 +1280,29 @@ async fn serve(
     codec: Codec,
     limits: api::Limits,
     keys: Option<Arc<crate::auth::ApiKeys>>,
+    catalog: Option<crate::catalog::Catalog>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    if catalog.is_some() && kafka().is_some() {
+        bail!("--catalog: store catalogues are kept in the sled log only; a Kafka log takes purchases without one");
+    }
     let (mut server, listener) = start_server(data_dir, listen, interval_ms, codec, false).await?;
     server.limits = limits;
     server.keys = keys;
+    let mut catalog_note = None;
+    if let Some(c) = catalog {
+        let log = server.log.clone();
+        let dd = data_dir.to_path_buf();
+        let (api_catalog, note) = tokio::task::spawn_blocking(move || serve_catalog(log.as_ref(), &dd, c)).await??;
+        server.catalog = Some(api_catalog);
+        catalog_note = Some(note);
+    }
     println!("questlog serving on http://{} (data in {}; log {})", server.addr, data_dir.display(), log_name(data_dir));
     if let Some((target, _)) = kafka() {
         println!("events go to {target}; rejected ones stay in {}", data_dir.join(crate::log::kafka::REJECTED_DIR).display());
+    }
+    if let Some(note) = catalog_note {
+        println!("{note}");
     }
     std::io::stdout().flush().ok();
     tracing::info!(addr = %server.addr, log_end_offset = server.log.durable_end(), "serving");
@@ -1146,7 +1344,7 @@ async fn quickstart(data_dir: &Path, listen: &str, seed: u64, events: u64, exit:
     }
     let dd = data_dir.to_path_buf();
     let root = tables_root(data_dir)?;
-    let (report, offset) = tokio::task::spawn_blocking(move || build_report(&root, &dd)).await??;
+    let (report, offset) = tokio::task::spawn_blocking(move || build_report(&root, &dd, &dd)).await??;
     let out = data_dir.join("report");
     let (md, html) = report::write_report(&report, &out)?;
 

@@ -500,10 +500,16 @@ pub enum RejectReason {
     StringTooLong,
     BadTime,
     ServerOwnedField,
+    /// A purchase names a store the catalogue (`serve --catalog`) does not have.
+    UnknownStore,
+    /// A purchase names an item its store does not sell in the catalogue.
+    UnknownItem,
+    /// A purchase's item name or category is not the catalogue's.
+    CatalogMismatch,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 15] = [
+    pub const ALL: [RejectReason; 18] = [
         RejectReason::MalformedJson,
         RejectReason::NotAnObject,
         RejectReason::DuplicateKey,
@@ -519,6 +525,9 @@ impl RejectReason {
         RejectReason::StringTooLong,
         RejectReason::BadTime,
         RejectReason::ServerOwnedField,
+        RejectReason::UnknownStore,
+        RejectReason::UnknownItem,
+        RejectReason::CatalogMismatch,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -538,6 +547,9 @@ impl RejectReason {
             RejectReason::StringTooLong => "string_too_long",
             RejectReason::BadTime => "bad_time",
             RejectReason::ServerOwnedField => "server_owned_field",
+            RejectReason::UnknownStore => "unknown_store",
+            RejectReason::UnknownItem => "unknown_item",
+            RejectReason::CatalogMismatch => "catalog_mismatch",
         }
     }
 

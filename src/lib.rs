@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod catalog;
 pub mod check;
 pub mod cli;
 pub mod event;

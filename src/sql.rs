@@ -1,7 +1,8 @@
 //! SQL over the five tables, with Polars' SQL engine.
 //!
 //! [`run_sql`] registers `guild_joins`, `enemy_kills`, `quests`, `take_damage` and
-//! `transactions` (see [`crate::report::Frames`]) in a Polars `SQLContext` and runs one
+//! `transactions` (see [`crate::report::Frames`]) in a Polars `SQLContext` — with a store
+//! catalogue in the log, `catalog_items` and `stock` too ([`run_sql_with`]) — and runs one
 //! statement over them; [`format_output`] prints the result as a text table, CSV (with a
 //! header) or JSON lines (one object per row).
 //!
@@ -49,7 +50,7 @@ pub const MAX_TABLE_ROWS: usize = 1000;
 /// Longest value (in characters) shown in a text-table cell.
 pub const MAX_CELL_CHARS: usize = 60;
 
-const TABLES_HINT: &str = "guild_joins, enemy_kills, quests, take_damage, transactions";
+const TABLES_HINT: &str = "guild_joins, enemy_kills, quests, take_damage, transactions (and catalog_items, stock with a store catalogue)";
 
 /// Why a query failed.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +90,12 @@ fn query_error(source: PolarsError) -> SqlError {
 
 /// Runs one SQL statement over the five tables and returns its result.
 pub fn run_sql(frames: &Frames, query: &str) -> Result<DataFrame, SqlError> {
+    run_sql_with(frames, &[], query)
+}
+
+/// [`run_sql`] with more tables beside the five: `catalog_items` and `stock` when the log
+/// has a store catalogue ([`crate::report::catalog::frames`]).
+pub fn run_sql_with(frames: &Frames, extra: &[(&'static str, DataFrame)], query: &str) -> Result<DataFrame, SqlError> {
     let query = query.trim();
     if query.trim_end_matches(';').trim().is_empty() {
         return Err(SqlError::EmptyQuery);
@@ -96,6 +103,9 @@ pub fn run_sql(frames: &Frames, query: &str) -> Result<DataFrame, SqlError> {
     let mut ctx = SQLContext::new();
     for (name, df) in frames.iter() {
         debug_assert!(TABLE_NAMES.contains(&name));
+        ctx.register(name, df.clone().lazy());
+    }
+    for (name, df) in extra {
         ctx.register(name, df.clone().lazy());
     }
     let explain = |e: PolarsError| match missing_column(&e) {
@@ -209,6 +219,18 @@ pub fn named_tables(query: &str) -> Vec<&'static str> {
             })
         })
         .collect()
+}
+
+/// Whether `query` names `catalog_items` or `stock` (as whole words), the tables a store
+/// catalogue adds.
+pub fn names_catalog_tables(query: &str) -> bool {
+    let q = query.to_ascii_lowercase();
+    [crate::report::catalog::CATALOG_ITEMS, crate::report::catalog::STOCK].iter().any(|t| {
+        q.match_indices(t).any(|(i, _)| {
+            let ident = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+            !ident(q[..i].chars().next_back()) && !ident(q[i + t.len()..].chars().next())
+        })
+    })
 }
 
 /// Prints a query result.

@@ -22,6 +22,36 @@ fn shipped_scenarios_match_their_digests() {
 }
 
 #[test]
+fn the_catalogue_scenario_matches_and_another_catalogue_changes_every_digest_it_reaches() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = questlog_ok(d, &["check", repo("replay/catalog.toml").to_str().unwrap()]);
+    assert!(out.contains("8 of 8 digests match") && out.contains("incremental = rebuild  match"), "{out}");
+
+    // The same scenario with one list price changed by the sqlite3-free way a studio
+    // would: an UPDATE on a copy of the file.
+    let scenarios = d.join("replay");
+    let fixtures = d.join("fixtures");
+    std::fs::create_dir_all(&scenarios).unwrap();
+    std::fs::create_dir_all(&fixtures).unwrap();
+    std::fs::copy(repo("replay/catalog.toml"), scenarios.join("catalog.toml")).unwrap();
+    std::fs::copy(repo("replay/catalog.segments"), scenarios.join("catalog.segments")).unwrap();
+    std::fs::copy(repo("fixtures/catalog-extra.ndjson"), fixtures.join("catalog-extra.ndjson")).unwrap();
+    let copy = fixtures.join("catalog-example.sqlite");
+    std::fs::copy(repo("fixtures/catalog-example.sqlite"), &copy).unwrap();
+    rusqlite::Connection::open(&copy).unwrap().execute("update items set unit_price_cents = 2600 where inventory_id = 1001", []).unwrap();
+    let out = questlog(d, &["check", scenarios.join("catalog.toml").to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for digest in ["log", "rows.transactions", "parquet", "report"] {
+        let line = stdout.lines().find(|l| l.trim_start().starts_with(&format!("{digest} "))).unwrap_or_else(|| panic!("{stdout}"));
+        assert!(line.contains("MISMATCH"), "{digest} did not change: {stdout}");
+    }
+    // The log's first difference is the catalogue line, before any event.
+    assert!(stdout.contains("first difference at line 1,"), "{stdout}");
+}
+
+#[test]
 fn one_changed_byte_of_a_digest_fails_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let text = std::fs::read_to_string(repo("replay/smoke.toml")).unwrap();

@@ -16,6 +16,7 @@
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::catalog::Catalog;
 use crate::event::{ClientEvent, Payload};
 
 /// Players in the simulated population unless the caller says otherwise.
@@ -330,6 +331,131 @@ const STYLES: [(f64, [u32; 5]); 3] = [
     (0.2, [15, 27, 37, 90, 100]), // trading: 15 kill, 12 damage, 10 quest, 53 buy, 10 join
 ];
 
+
+/// The names of [`STORES`], for the catalogue `catalog init` writes.
+const STORE_NAMES: [&str; 5] = ["The Rusty Anvil", "Crème de la Crème Apothecary", "Highmoor Stables", "The Gilded Emporium", "Wayfarer's Rest"];
+/// A built-in store's restock interval in the catalogue `catalog init` writes (the
+/// built-in world draws each gap from [`RESTOCK_HOURS`] instead).
+const CATALOG_RESTOCK_HOURS: i64 = 6;
+/// Mixes the seed for the list prices of [`builtin_catalog`].
+const CATALOG_STREAM: u64 = 0x2545_F491_4F6C_DD1D;
+
+fn kind_of(category: &str) -> Category {
+    match category {
+        "potion" => Category::Potion,
+        "weapon" | "armor" => Category::Gear,
+        _ => Category::Single,
+    }
+}
+
+/// Popularity of an item at a price: ~ price^-0.75, times a seed-chosen ±30% taste.
+fn popularity(price_cents: u64, setup: &mut ChaCha8Rng) -> f64 {
+    let dollars = price_cents as f64 / 100.0;
+    let taste = 0.7 + 0.6 * setup.random::<f64>();
+    taste / (dollars.sqrt() * dollars.sqrt().sqrt())
+}
+
+/// The built-in stores: [`STORES`] with list prices jittered ±10% by the seed, each store
+/// restocking at random gaps of [`RESTOCK_HOURS`].
+fn builtin_stores(start_time_us: i64, setup: &mut ChaCha8Rng) -> (Vec<Store>, Vec<f64>) {
+    let mut stores = Vec::with_capacity(STORES.len());
+    for &(id, _, defs) in STORES.iter() {
+        let mut items = Vec::with_capacity(defs.len());
+        let mut weights = Vec::with_capacity(defs.len());
+        for (k, &(name, category, cents, min_level, stock, restock_qty)) in defs.iter().enumerate() {
+            let jitter = setup.random_range(90..=110u64);
+            let price_cents = (cents as u64 * jitter + 50) / 100;
+            weights.push(popularity(price_cents, setup));
+            let capacity = stock.clamp(0, i16::MAX as i32);
+            items.push(Item {
+                inventory_id: 1000 * id + k as i64 + 1,
+                name: name.to_string(),
+                category: category.to_string(),
+                kind: kind_of(category),
+                price_cents,
+                min_level,
+                stock: capacity,
+                capacity,
+                restock_qty,
+            });
+        }
+        let first_restock = setup.random_range(HOUR_US..=RESTOCK_HOURS.1 * HOUR_US);
+        stores.push(Store {
+            id,
+            items,
+            item_cum: cumulative(weights),
+            next_restock_us: start_time_us.saturating_add(first_restock),
+            restock_every_us: None,
+            never_restocks: false,
+        });
+    }
+    (stores, cumulative(STORES.iter().map(|s| s.1)))
+}
+
+/// A catalogue's stores, restocking at the multiples of their interval (event time).
+fn stores_of(c: &Catalog, start_time_us: i64, setup: &mut ChaCha8Rng) -> (Vec<Store>, Vec<f64>) {
+    let mut stores = Vec::with_capacity(c.stores.len());
+    for st in &c.stores {
+        let mut items = Vec::new();
+        let mut weights = Vec::new();
+        for i in c.items.iter().filter(|i| i.store_id == st.store_id) {
+            weights.push(popularity(i.unit_price_cents as u64, setup));
+            let capacity = i.starting_stock as i32;
+            items.push(Item {
+                inventory_id: i.inventory_id,
+                name: i.name.clone(),
+                category: i.category.clone(),
+                kind: kind_of(&i.category),
+                price_cents: i.unit_price_cents as u64,
+                min_level: i.min_level as i16,
+                stock: capacity,
+                capacity,
+                restock_qty: i.restock_qty as i32,
+            });
+        }
+        let every = crate::catalog::restock_interval_us(st);
+        let next_restock_us = match every {
+            Some(i) => (start_time_us.div_euclid(i) + 1).saturating_mul(i),
+            None => i64::MAX,
+        };
+        stores.push(Store { id: st.store_id, items, item_cum: cumulative(weights), next_restock_us, restock_every_us: every, never_restocks: every.is_none() });
+    }
+    // A store that sells nothing gets no shoppers.
+    let traffic: Vec<f64> = c.stores.iter().zip(&stores).map(|(st, s)| if s.items.is_empty() { 0.0 } else { st.traffic_weight }).collect();
+    (stores, cumulative(traffic))
+}
+
+/// The built-in stores as a catalogue (`questlog catalog init --seed S`): [`STORES`] with
+/// list prices jittered ±10% by `seed`, each store restocking every
+/// [`CATALOG_RESTOCK_HOURS`].
+pub fn builtin_catalog(seed: u64) -> Catalog {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ CATALOG_STREAM);
+    let mut stores = Vec::new();
+    let mut items = Vec::new();
+    for (s, &(id, share, defs)) in STORES.iter().enumerate() {
+        stores.push(crate::catalog::Store {
+            store_id: id,
+            name: STORE_NAMES[s].to_string(),
+            traffic_weight: share,
+            restock_interval_hours: CATALOG_RESTOCK_HOURS,
+        });
+        for (k, &(name, category, cents, min_level, stock, restock_qty)) in defs.iter().enumerate() {
+            let jitter = rng.random_range(90..=110u64);
+            items.push(crate::catalog::Item {
+                store_id: id,
+                inventory_id: 1000 * id + k as i64 + 1,
+                name: name.to_string(),
+                category: category.to_string(),
+                unit_price_cents: ((cents as u64 * jitter + 50) / 100) as i64,
+                starting_stock: i64::from(stock.clamp(0, i16::MAX as i32)),
+                restock_qty: i64::from(restock_qty),
+                min_level: i64::from(min_level),
+            });
+        }
+    }
+    Catalog::new(stores, items, std::path::Path::new("the built-in stores")).expect("the built-in stores are a valid catalogue")
+}
+
 // ---------------------------------------------------------------------------------------
 // Runtime state
 // ---------------------------------------------------------------------------------------
@@ -386,6 +512,11 @@ struct Store {
     /// Cumulative popularity of `items` (cheap items are bought more often).
     item_cum: Vec<f64>,
     next_restock_us: i64,
+    /// With a catalogue: restocks at every multiple of this (event time), as
+    /// [`crate::catalog::StockBook`] counts them; `None`: every 4–8 hours at random (the
+    /// built-in world), or never (a catalogue's interval 0).
+    restock_every_us: Option<i64>,
+    never_restocks: bool,
 }
 
 struct Player {
@@ -442,6 +573,26 @@ impl World {
     /// # Panics
     /// If `cfg.players` is 0; callers validate the configuration first.
     pub fn new(cfg: WorldConfig) -> World {
+        World::build(cfg, None)
+    }
+
+    /// A world whose stores are a store catalogue's (`generate --catalog`): its items,
+    /// list prices, minimum levels, stock and restock rule, and its stores' traffic
+    /// weights. Stock moves exactly as [`crate::catalog::StockBook`] computes it from the
+    /// events, so the `on_hand_qty` of every purchase equals the `stock` table's.
+    ///
+    /// # Errors
+    /// When nothing in the catalogue could ever be bought by this world: no store with a
+    /// traffic weight above 0 that sells an item.
+    pub fn with_catalog(cfg: WorldConfig, catalog: &Catalog) -> Result<World, String> {
+        let sells = catalog.stores.iter().any(|s| s.traffic_weight > 0.0 && catalog.items.iter().any(|i| i.store_id == s.store_id));
+        if !sells {
+            return Err("the catalogue has no store with a traffic_weight above 0 that sells an item: nothing could be bought".into());
+        }
+        Ok(World::build(cfg, Some(catalog)))
+    }
+
+    fn build(cfg: WorldConfig, catalog: Option<&Catalog>) -> World {
         assert!(cfg.players > 0, "a world needs at least one player");
         let mut setup = ChaCha8Rng::seed_from_u64(cfg.seed ^ SETUP_STREAM);
 
@@ -500,43 +651,10 @@ impl World {
 
         // Stores: list prices jittered ±10% by the seed; popularity ~ price^-0.75 with a
         // seed-chosen ±30% taste factor.
-        let mut stores = Vec::with_capacity(STORES.len());
-        for &(id, _, defs) in STORES.iter() {
-            let mut items = Vec::with_capacity(defs.len());
-            let mut weights = Vec::with_capacity(defs.len());
-            for (k, &(name, category, cents, min_level, stock, restock_qty)) in defs.iter().enumerate() {
-                let jitter = setup.random_range(90..=110u64);
-                let price_cents = (cents as u64 * jitter + 50) / 100;
-                let dollars = price_cents as f64 / 100.0;
-                let taste = 0.7 + 0.6 * setup.random::<f64>();
-                weights.push(taste / (dollars.sqrt() * dollars.sqrt().sqrt()));
-                let kind = match category {
-                    "potion" => Category::Potion,
-                    "weapon" | "armor" => Category::Gear,
-                    _ => Category::Single,
-                };
-                let capacity = stock.clamp(0, i16::MAX as i32);
-                items.push(Item {
-                    inventory_id: 1000 * id + k as i64 + 1,
-                    name: name.to_string(),
-                    category: category.to_string(),
-                    kind,
-                    price_cents,
-                    min_level,
-                    stock: capacity,
-                    capacity,
-                    restock_qty,
-                });
-            }
-            let first_restock = setup.random_range(HOUR_US..=RESTOCK_HOURS.1 * HOUR_US);
-            stores.push(Store {
-                id,
-                items,
-                item_cum: cumulative(weights),
-                next_restock_us: cfg.start_time_us.saturating_add(first_restock),
-            });
-        }
-        let store_cum = cumulative(STORES.iter().map(|s| s.1));
+        let (stores, store_cum) = match catalog {
+            Some(c) => stores_of(c, cfg.start_time_us, &mut setup),
+            None => builtin_stores(cfg.start_time_us, &mut setup),
+        };
 
         // Players: Zipf activity (weight 1/(rank+10)) over a seed-chosen order, so the
         // busiest player is not always p-000001.
@@ -660,7 +778,14 @@ impl World {
                     }
                 }
                 self.restocks += 1;
-                let interval = self.rng.random_range(RESTOCK_HOURS.0 * HOUR_US..=RESTOCK_HOURS.1 * HOUR_US);
+                if store.never_restocks {
+                    store.next_restock_us = i64::MAX;
+                    break;
+                }
+                let interval = match store.restock_every_us {
+                    Some(every) => every,
+                    None => self.rng.random_range(RESTOCK_HOURS.0 * HOUR_US..=RESTOCK_HOURS.1 * HOUR_US),
+                };
                 store.next_restock_us = store.next_restock_us.saturating_add(interval);
             }
         }
@@ -1076,6 +1201,31 @@ mod tests {
 
     fn check_text(s: &str) {
         assert!(!s.is_empty() && s.len() <= MAX_STRING_BYTES, "{s:?}");
+    }
+
+    #[test]
+    fn a_catalogue_world_moves_stock_as_the_stock_book_computes_it() {
+        let catalog = builtin_catalog(3);
+        let cfg = WorldConfig { seed: 11, players: 400, start_time_us: 0 };
+        let mut w = World::with_catalog(cfg.clone(), &catalog).unwrap();
+        let mut book = crate::catalog::StockBook::new();
+        book.set_catalog(&catalog);
+        let (mut buys, mut restocked) = (0, 0);
+        for _ in 0..200_000 {
+            let ev = w.next_event();
+            if let Payload::BuyAsset { store_id, item_name, inventory_id, total_cost, category, on_hand_qty } = &ev.payload {
+                let item = catalog.item(*store_id, *inventory_id).expect("a listed item");
+                assert_eq!((&item.name, &item.category), (item_name, category));
+                let p = book.purchase(ev.event_time_us.unwrap(), *store_id, *inventory_id, *total_cost).expect("listed");
+                assert_eq!(p.on_hand_after, i64::from(*on_hand_qty), "the stock book disagrees with the world");
+                assert_eq!(p.short_qty, 0, "the world never sells what it does not have");
+                assert_eq!(*total_cost, (item.unit_price_cents as f64 * p.quantity as f64 / 100.0) as f32, "list price × quantity");
+                buys += 1;
+            }
+        }
+        restocked += book.rows().iter().map(|r| r.restocked_qty).sum::<i64>();
+        assert!(buys > 20_000 && restocked > 0, "{buys} purchases, {restocked} units restocked");
+        assert!(World::with_catalog(cfg, &Catalog { stores: vec![], items: vec![] }).is_err());
     }
 
     #[test]

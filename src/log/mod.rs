@@ -54,6 +54,22 @@ impl Stored for RejectedEvent {
     type V1 = crate::event::v1::RejectedEvent;
 }
 
+/// A store catalogue the log was given (`serve --catalog`, `generate --catalog`): the
+/// purchases from `from_offset` on were checked against it, until the next one. `content`
+/// is its canonical form and `hash` names it (`crate::catalog` makes both; the log keeps
+/// them as given). Swapping the catalogue is a record in the log, so replay, rebuild and
+/// `check` see which one was in force at every offset, never the file as it is now.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct CatalogRecord {
+    pub from_offset: u64,
+    pub hash: String,
+    pub content: Vec<u8>,
+}
+
+impl Stored for CatalogRecord {
+    type V1 = CatalogRecord;
+}
+
 /// Most records in one block. Measured on sled 0.34: blocks of ~100–1,000 events reach
 /// 0.3–0.7M durable events/s and scan at GB/s, one key per event only 55–80k/s.
 pub const MAX_BLOCK_RECORDS: usize = 1_000;
@@ -121,6 +137,8 @@ pub enum LogError {
     NotAcknowledged(String),
     #[error("the log has {0} partitions: read them one at a time (replay --partition)")]
     Partitioned(u32),
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl LogError {
@@ -313,6 +331,22 @@ pub trait EventLog: Send + Sync + 'static {
             return Err(LogError::BadLogUrl(format!("a sled log holds questlog's records, not values in the {} format", format.as_str())));
         }
         Ok(Box::new(self.read_partition(p, from, to)?.map(|item| item.map(|(offset, record)| (offset, Ok(record))))))
+    }
+    /// Records that the purchases appended after it are checked against the catalogue
+    /// `hash` (canonical form `content`), in effect from the offset the next record takes,
+    /// unless it is the latest recorded already. Ordered with appends: it takes effect
+    /// between the groups queued before and after it. `Ok` means the same as for
+    /// [`append`](EventLog::append): durable (sled: covered by the group commit's fsync).
+    /// Only the sled log keeps catalogues.
+    fn record_catalog(&self, hash: String, content: Vec<u8>) -> Result<Pending, LogError> {
+        let _ = (hash, content);
+        Err(LogError::Unsupported(
+            "store catalogues are kept by the sled log only; a Kafka log takes purchases without a catalogue".into(),
+        ))
+    }
+    /// Every catalogue recorded, in the order recorded (so by `from_offset`).
+    fn catalogs(&self) -> Result<Vec<CatalogRecord>, LogError> {
+        Ok(Vec::new())
     }
     /// Rejected events with sequence numbers `>= from_seq`, at most `limit` of them.
     fn rejected(&self, from_seq: u64, limit: usize) -> Result<Vec<(u64, RejectedEvent)>, LogError>;

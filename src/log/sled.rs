@@ -54,9 +54,13 @@ const FLUSH_STUCK_MS: u64 = 10_000;
 
 const BLOCKS_TREE: &str = "blocks";
 const REJECTED_TREE: &str = "rejected";
+/// Catalogue records ([`CatalogRecord`]), keyed by sequence number like rejected events.
+const CATALOGS_TREE: &str = "catalogs";
 
 struct Request {
     batch: AppendBatch,
+    /// A catalogue to record before the batch's records: (hash, canonical content).
+    catalog: Option<(String, Vec<u8>)>,
     reply: oneshot::Sender<Result<Appended, LogError>>,
 }
 
@@ -70,6 +74,8 @@ struct Counters {
     /// Time in the `fdatasync`/`fsync` calls after sled's flush (part of `flush_nanos_total`).
     fsync_nanos_total: AtomicU64,
     rejected_total: AtomicU64,
+    /// Catalogue records acknowledged (readers list no more than this many).
+    catalogs_total: AtomicU64,
     reopens_total: AtomicU64,
     /// Why the log cannot take appends now; `None` when it can.
     unwritable: Mutex<Option<String>>,
@@ -99,6 +105,7 @@ struct Store {
     db: ::sled::Db,
     blocks: ::sled::Tree,
     rejected: ::sled::Tree,
+    catalogs: ::sled::Tree,
     /// sled's segment file (`db`), for the `fdatasync` after each flush (see [`Store::sync`]).
     segments: Arc<std::fs::File>,
     dir: PathBuf,
@@ -190,12 +197,13 @@ impl Store {
             })?;
         let blocks = db.open_tree(BLOCKS_TREE)?;
         let rejected = db.open_tree(REJECTED_TREE)?;
+        let catalogs = db.open_tree(CATALOGS_TREE)?;
         // sled (0.34) creates its files and renames its snapshot without syncing their
         // directories, and writes `conf` without an fsync: make all of that durable once,
         // here, before anything is acknowledged.
         let open_err = |e: std::io::Error| LogError::Open { path: dir.to_path_buf(), source: ::sled::Error::Io(e) };
         let segments = std::fs::File::open(dir.join(SLED_SEGMENT_FILE)).map_err(open_err)?;
-        let store = Store { db, blocks, rejected, segments: Arc::new(segments), dir: dir.to_path_buf() };
+        let store = Store { db, blocks, rejected, catalogs, segments: Arc::new(segments), dir: dir.to_path_buf() };
         // The segment file and every blob (none seen yet), as after each group commit.
         store.sync(&mut BlobsSeen::new(), &AtomicU64::new(0))?;
         if let Ok(conf) = std::fs::File::open(dir.join("conf")) {
@@ -260,6 +268,18 @@ impl Store {
         }
         fsync_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// The catalogue records stored, oldest first.
+    fn catalog_records(&self) -> Result<Vec<CatalogRecord>, LogError> {
+        let mut out = Vec::new();
+        for kv in self.catalogs.iter() {
+            let (k, v) = kv?;
+            let seq = key_offset(&k)?;
+            let mut items: Vec<CatalogRecord> = decode_block(seq, &v)?;
+            out.push(items.pop().ok_or_else(|| LogError::Corrupt { offset: seq, reason: "empty catalogue entry".into() })?);
+        }
+        Ok(out)
     }
 
     /// One past the last stored offset, and the next rejected-event sequence number.
@@ -387,6 +407,8 @@ impl SledLog {
         let (tx, rx) = mpsc::sync_channel::<Request>(MAX_QUEUED_APPENDS);
         let counters = Arc::new(Counters::default());
         counters.rejected_total.store(next_rejected, Ordering::Relaxed);
+        let catalogs = store.catalog_records()?;
+        counters.catalogs_total.store(catalogs.len() as u64, Ordering::Relaxed);
         let shared: SharedStore = Arc::new(RwLock::new(Some(store.clone())));
         let flush_watch = Arc::new(FlushWatch::default());
         let epoch = Instant::now();
@@ -400,6 +422,8 @@ impl SledLog {
             failed: None,
             next_offset: end,
             next_rejected,
+            next_catalog: catalogs.len() as u64,
+            latest_catalog: catalogs.last().map(|c| c.hash.clone()),
             end_tx,
             counters: counters.clone(),
             dedup,
@@ -449,7 +473,7 @@ impl EventLog for SledLog {
         let (reply, rx) = oneshot::channel();
         let guard = self.tx.lock().unwrap_or_else(|p| p.into_inner());
         let tx = guard.as_ref().ok_or(LogError::Closed)?;
-        match tx.try_send(Request { batch, reply }) {
+        match tx.try_send(Request { batch, catalog: None, reply }) {
             Ok(()) => Ok(Pending::new(rx)),
             Err(mpsc::TrySendError::Full(_)) => Err(LogError::Busy),
             Err(mpsc::TrySendError::Disconnected(_)) => Err(LogError::Closed),
@@ -466,6 +490,25 @@ impl EventLog for SledLog {
 
     fn read(&self, from: u64, to: u64) -> Result<RecordIter<'_>, LogError> {
         TreeReader { blocks: self.store()?.blocks, end: self.durable_end() }.read(from, to)
+    }
+
+    fn record_catalog(&self, hash: String, content: Vec<u8>) -> Result<Pending, LogError> {
+        let (reply, rx) = oneshot::channel();
+        let guard = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = guard.as_ref().ok_or(LogError::Closed)?;
+        let batch = AppendBatch { records: Vec::new(), rejected: Vec::new() };
+        match tx.try_send(Request { batch, catalog: Some((hash, content)), reply }) {
+            Ok(()) => Ok(Pending::new(rx)),
+            Err(mpsc::TrySendError::Full(_)) => Err(LogError::Busy),
+            Err(mpsc::TrySendError::Disconnected(_)) => Err(LogError::Closed),
+        }
+    }
+
+    fn catalogs(&self) -> Result<Vec<CatalogRecord>, LogError> {
+        let acknowledged = self.counters.catalogs_total.load(Ordering::Acquire) as usize;
+        let mut all = self.store()?.catalog_records()?;
+        all.truncate(acknowledged);
+        Ok(all)
     }
 
     fn rejected(&self, from_seq: u64, limit: usize) -> Result<Vec<(u64, RejectedEvent)>, LogError> {
@@ -675,6 +718,9 @@ struct Writer {
     failed: Option<Refusal>,
     next_offset: u64,
     next_rejected: u64,
+    /// Catalogue records acknowledged, and the hash of the latest.
+    next_catalog: u64,
+    latest_catalog: Option<String>,
     end_tx: watch::Sender<u64>,
     counters: Arc<Counters>,
     dedup: Dedup,
@@ -899,6 +945,15 @@ impl Writer {
     /// answered `Err`. Returns the store's ends afterwards.
     fn drop_unacknowledged(&self, store: &Store, (end, next_rejected): (u64, u64)) -> Result<(u64, u64), LogError> {
         let (acked, acked_rejected) = (self.next_offset, self.next_rejected);
+        let mut removed_catalogs = false;
+        for kv in store.catalogs.range(block_key(self.next_catalog)..) {
+            store.catalogs.remove(kv?.0)?;
+            removed_catalogs = true;
+        }
+        if removed_catalogs {
+            tracing::warn!("a catalogue record of a failed, unacknowledged group reached the disk; removed it");
+            store.sync(&mut Default::default(), &self.counters.fsync_nanos_total)?;
+        }
         if end < acked || next_rejected < acked_rejected {
             // fsync said these were on disk; say so loudly rather than carry on quietly.
             tracing::error!(acknowledged_end = acked, stored_end = end, "the reopened log holds less than was acknowledged");
@@ -992,6 +1047,9 @@ impl Writer {
         let mut pending: Vec<Record> = Vec::new();
         let mut block_keys = Vec::new();
         let mut rejected_keys = Vec::new();
+        let mut catalog_seq = self.next_catalog;
+        let mut latest_catalog = self.latest_catalog.clone();
+        let mut catalog_keys = Vec::new();
         let mut result: Result<(), LogError> = Ok(());
         let mut write_block = |pending: &mut Vec<Record>, first: u64| -> Result<(), LogError> {
             let bytes = encode_block(pending);
@@ -1006,6 +1064,17 @@ impl Writer {
         for req in group {
             let first_of_request = offset;
             let mut duplicates = Vec::new();
+            if let Some((hash, content)) = req.catalog {
+                // In force from here; the same catalogue again is no change.
+                if latest_catalog.as_deref() != Some(hash.as_str()) && result.is_ok() {
+                    let rec = CatalogRecord { from_offset: offset, hash: hash.clone(), content };
+                    let bytes = encode_block(std::slice::from_ref(&rec));
+                    result = store.catalogs.insert(block_key(catalog_seq), bytes).map(|_| ()).map_err(Into::into);
+                    catalog_keys.push(catalog_seq);
+                    catalog_seq += 1;
+                    latest_catalog = Some(hash);
+                }
+            }
             for (i, r) in req.batch.records.into_iter().enumerate() {
                 if let Some(id) = &r.event.event_id {
                     let k = Dedup::key(r.meta.app.as_deref(), id);
@@ -1038,7 +1107,7 @@ impl Writer {
             result = write_block(&mut pending, first);
         }
         let total = offset - base;
-        if result.is_ok() && (total > 0 || rejected_seq > base_rejected) {
+        if result.is_ok() && (total > 0 || rejected_seq > base_rejected || !catalog_keys.is_empty()) {
             self.flush_watch.started_ms.store(self.epoch.elapsed().as_millis() as u64 + 1, Ordering::SeqCst);
             result = store.sync(&mut self.blobs_seen, &self.counters.fsync_nanos_total);
             if result.is_ok() && fail::eval("log.after_sync", |_| ()).is_some() {
@@ -1052,6 +1121,9 @@ impl Writer {
             Ok(()) => {
                 self.next_offset = offset;
                 self.next_rejected = rejected_seq;
+                self.next_catalog = catalog_seq;
+                self.latest_catalog = latest_catalog;
+                c.catalogs_total.store(catalog_seq, Ordering::Release);
                 c.flushes_total.fetch_add(1, Ordering::Relaxed);
                 c.flushed_records_total.fetch_add(total, Ordering::Relaxed);
                 let bucket = FLUSH_BATCH_BUCKETS.iter().position(|&b| total <= b).unwrap_or(FLUSH_BATCH_BUCKETS.len() - 1);
@@ -1084,6 +1156,9 @@ impl Writer {
                     }
                     for k in rejected_keys {
                         let _ = store.rejected.remove(block_key(k));
+                    }
+                    for k in catalog_keys {
+                        let _ = store.catalogs.remove(block_key(k));
                     }
                     let _ = store.db.flush();
                 }

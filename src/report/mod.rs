@@ -6,7 +6,8 @@
 //!
 //! This fills in the seed pipeline's empty "Summary of Findings": an overview, revenue,
 //! store stock, guilds, kills, damage, quests and player activity, each with a short
-//! interpretation and a table.
+//! interpretation and a table; with a store catalogue in the log, a last section on list
+//! prices, sell-through and stock ([`catalog`]).
 //!
 //! # Determinism
 //!
@@ -31,6 +32,8 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
+
+pub mod catalog;
 
 /// The five table names, in the order used throughout the report.
 pub const TABLE_NAMES: [&str; 5] = [
@@ -516,9 +519,16 @@ pub fn build_report(frames: &Frames, title_note: &str) -> Result<Report, ReportE
 /// only the columns it uses, so memory is bounded by the largest section rather than by all
 /// the columns at once. Frames and a snapshot of the same tables give the same report.
 pub fn build_report_from(src: &dyn TableSource, title_note: &str) -> Result<Report, ReportError> {
+    build_report_with(src, title_note, &[])
+}
+
+/// [`build_report_from`], with the store catalogue versions the log recorded up to the
+/// tables' offset: a catalogue adds its section ([`catalog`]); none leaves the report as it
+/// was.
+pub fn build_report_with(src: &dyn TableSource, title_note: &str, catalogs: &[crate::catalog::Version]) -> Result<Report, ReportError> {
     let mut summary = Vec::new();
     let people = People::count(src)?;
-    let sections = vec![
+    let mut sections = vec![
         overview_section(src, &people, &mut summary)?,
         revenue_section(src, &mut summary)?,
         stock_section(src, &mut summary)?,
@@ -528,6 +538,9 @@ pub fn build_report_from(src: &dyn TableSource, title_note: &str) -> Result<Repo
         quests_section(src, &mut summary)?,
         activity_section(&people, &mut summary)?,
     ];
+    if !catalogs.is_empty() {
+        sections.push(catalog::section(src, catalogs, sections.len() + 1, &mut summary)?);
+    }
     let markdown = render_markdown(title_note, &summary, &sections);
     let html = render_html(title_note, &summary, &sections);
     Ok(Report {
