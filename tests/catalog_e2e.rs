@@ -57,6 +57,9 @@ fn serve_with_a_catalogue_checks_fills_in_and_keeps_stock() {
     // The seed's route: store and item ids only; the rest from the catalogue.
     let r = server.get("/buy_asset?store_id=3&inventory_id=3001&quantity=2&player_id=p-1&event_time=2026-01-01T00:00:05Z");
     assert_eq!(r.status, 200, "{}", r.text());
+    // The server's count moves with what it stored.
+    let r = server.get("/buy_asset?store_id=3&inventory_id=3001&quantity=2&event_time=2026-01-01T00:00:06Z");
+    assert_eq!(r.status, 200, "{}", r.text());
     let r = server.get("/buy_asset?store_id=3&inventory_id=9999");
     assert_eq!(r.status, 400, "{}", r.text());
     assert_eq!(r.json()["rejected"][0]["reason"], "unknown_item");
@@ -66,7 +69,7 @@ fn serve_with_a_catalogue_checks_fills_in_and_keeps_stock() {
     server.stop();
 
     let lines = replay_lines(d);
-    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(lines.len(), 4, "{lines:?}");
     let filled: serde_json::Value = serde_json::from_str(lines[2]["raw_event"].as_str().unwrap()).unwrap();
     assert_eq!(filled["item_name"], "Pack Mule");
     assert_eq!(filled["category"], "mount");
@@ -74,6 +77,8 @@ fn serve_with_a_catalogue_checks_fills_in_and_keeps_stock() {
     // Starting stock 60, never restocked: 2 taken.
     assert_eq!(filled["on_hand_qty"], 58);
     assert!(filled.get("quantity").is_none(), "quantity is not an event field: {filled}");
+    let second: serde_json::Value = serde_json::from_str(lines[3]["raw_event"].as_str().unwrap()).unwrap();
+    assert_eq!(second["on_hand_qty"], 56);
 
     // The log recorded the catalogue; stock comes from the log.
     let history = questlog_ok(d, &["catalog", "history"]);
@@ -83,14 +88,14 @@ fn serve_with_a_catalogue_checks_fills_in_and_keeps_stock() {
         d,
         &["sql", "select store_id, inventory_id, on_hand_qty, sold_qty, purchases from stock where purchases > 0 order by store_id, inventory_id", "--format", "csv"],
     );
-    assert_eq!(csv, "store_id,inventory_id,on_hand_qty,sold_qty,purchases\n1,1001,399,1,1\n2,2001,2999,1,1\n3,3001,58,2,1\n", "{csv}");
+    assert_eq!(csv, "store_id,inventory_id,on_hand_qty,sold_qty,purchases\n1,1001,399,1,1\n2,2001,2999,1,1\n3,3001,56,4,2\n", "{csv}");
     let joined = questlog_ok(
         d,
         &["sql", "select c.store_name, count(*) as n from transactions t join catalog_items c using (store_id, inventory_id) group by c.store_name order by 1", "--format", "csv"],
     );
-    assert_eq!(joined, "store_name,n\nIronhold Armoury,1\nMoonwell Apothecary,1\nSkyreach Stables,1\n", "{joined}");
+    assert_eq!(joined, "store_name,n\nIronhold Armoury,1\nMoonwell Apothecary,1\nSkyreach Stables,2\n", "{joined}");
     let report = questlog_ok(d, &["report", "--out", d.join("r").to_str().unwrap()]);
-    assert!(report.contains("Catalogue: revenue $325.50 against $325.95 at list price"), "{report}");
+    assert!(report.contains("Catalogue: revenue $625.50 against $625.95 at list price"), "{report}");
     let ddl = questlog_ok(d, &["ddl"]);
     assert!(ddl.contains("(type sqlite, read_only)") && ddl.contains("catalog/catalog.sqlite"), "{ddl}");
 
@@ -101,13 +106,17 @@ fn serve_with_a_catalogue_checks_fills_in_and_keeps_stock() {
     let server = Server::start_with(d, &["--catalog", other.to_str().unwrap()]);
     server.stop();
     let server = Server::start_with(d, &["--catalog", other.to_str().unwrap()]);
-    let r = server.get("/buy_asset?store_id=3&inventory_id=3001");
+    let r = server.get("/buy_asset?store_id=3&inventory_id=3001&event_time=2026-01-01T00:00:07Z");
     assert_eq!(r.status, 200, "{}", r.text());
     server.stop();
+    // A new server read the stock back from the log, and the new catalogue kept it.
+    let lines = replay_lines(d);
+    let third: serde_json::Value = serde_json::from_str(lines[4]["raw_event"].as_str().unwrap()).unwrap();
+    assert_eq!((third["item_name"].as_str(), third["on_hand_qty"].as_i64()), (Some("Pack Mule"), Some(55)), "{third}");
     let history = questlog_ok(d, &["catalog", "history"]);
     let versions: Vec<&str> = history.lines().collect();
     assert_eq!(versions.len(), 2, "{history}");
-    assert!(versions[1].starts_with("from offset          3 "), "{history}");
+    assert!(versions[1].starts_with("from offset          4 "), "{history}");
 }
 
 #[test]
