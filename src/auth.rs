@@ -1,5 +1,6 @@
 //! API keys (`serve --api-keys FILE`): which apps may send events, under which name their
-//! events are recorded, and how fast each may send (a token bucket per key, in events).
+//! events are recorded, how fast each may send (a token bucket per key, in events), and
+//! which may read the live page (`read = true`).
 //!
 //! Invariants: keys are kept only as SHA-256 hashes once loaded and never appear in logs,
 //! metrics or error messages; a request without a valid key appends nothing.
@@ -33,6 +34,8 @@ pub enum Denied {
     Unknown,
     /// Over the app's rate: retry after this many seconds.
     RateLimited { retry_after_s: u64 },
+    /// A key without `read = true` asked to read (the live page and its data).
+    NotReader,
 }
 
 #[derive(Deserialize)]
@@ -49,11 +52,16 @@ struct KeyEntry {
     key: String,
     events_per_second: Option<f64>,
     burst: Option<f64>,
+    /// May read the live page and its data (`GET /`, `/v1/live`, `/report.html`).
+    #[serde(default)]
+    read: bool,
 }
 
 /// One app: its name and its bucket.
 pub struct App {
     pub name: String,
+    /// May read the live page and its data.
+    pub read: bool,
     rate: Option<(f64, f64)>,
     bucket: Mutex<(f64, Instant)>,
 }
@@ -130,7 +138,7 @@ impl ApiKeys {
                 Some(_) => return Err(err(format!("key {n} (app {}): `events_per_second` must be positive", k.app))),
             };
             let start = rate.map(|(_, burst)| burst).unwrap_or(0.0);
-            let app = App { name: k.app.clone(), rate, bucket: Mutex::new((start, Instant::now())) };
+            let app = App { name: k.app.clone(), read: k.read, rate, bucket: Mutex::new((start, Instant::now())) };
             if by_hash.insert(hash(&k.key), app).is_some() {
                 return Err(err(format!("key {n} (app {}): the same key appears twice", k.app)));
             }
@@ -140,11 +148,27 @@ impl ApiKeys {
 
     /// The app of the request's key.
     pub fn app(&self, headers: &HeaderMap) -> Result<&App, Denied> {
+        self.app_or_query(headers, None)
+    }
+
+    /// The app of a reader: its key from the headers or, for a person opening the live
+    /// page in a browser, the `key` query parameter; the key must have `read = true`.
+    pub fn reader(&self, headers: &HeaderMap, query_key: Option<&str>) -> Result<&App, Denied> {
+        let app = self.app_or_query(headers, query_key)?;
+        if app.read {
+            Ok(app)
+        } else {
+            Err(Denied::NotReader)
+        }
+    }
+
+    fn app_or_query(&self, headers: &HeaderMap, query_key: Option<&str>) -> Result<&App, Denied> {
         let key = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
             .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+            .or(query_key)
             .map(str::trim)
             .filter(|k| !k.is_empty())
             .ok_or(Denied::Missing)?;

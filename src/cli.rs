@@ -1230,6 +1230,68 @@ struct Server {
     data_dir: PathBuf,
     /// `serve --catalog`: the catalogue purchases are checked against.
     catalog: Option<Arc<api::ApiCatalog>>,
+    /// The report's findings for the live page, and the thread that makes them.
+    findings: Option<(Arc<LiveFindings>, std::thread::JoinHandle<()>)>,
+}
+
+/// The shortest wait between two findings for the live page; a report that took longer to
+/// make waits [`FINDINGS_COST_FACTOR`] times its own time, so the findings take at most a
+/// sixth of a core from ingest and projection, whatever the tables' size.
+const FINDINGS_INTERVAL_MS: u64 = 5_000;
+const FINDINGS_COST_FACTOR: u32 = 5;
+/// Findings are made only while someone asked for them this recently (a page polls every
+/// second): a server nobody watches spends no time or memory on reports.
+const FINDINGS_WANTED_MS: u64 = 30_000;
+
+/// The report's findings as the tables move, made on a thread of their own while the live
+/// page is open.
+struct LiveFindings {
+    latest: std::sync::Mutex<Option<Arc<api::live::Findings>>>,
+    stop: std::sync::atomic::AtomicBool,
+    /// When the findings were last asked for (milliseconds since `epoch`, plus one; 0: never).
+    wanted_ms: std::sync::atomic::AtomicU64,
+    epoch: Instant,
+    /// The findings thread, woken by the first ask after a quiet spell.
+    thread: std::sync::OnceLock<std::thread::Thread>,
+}
+
+impl api::live::FindingsSource for LiveFindings {
+    fn findings(&self) -> Option<Arc<api::live::Findings>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = self.epoch.elapsed().as_millis() as u64 + 1;
+        let before = self.wanted_ms.swap(now, Relaxed);
+        if before == 0 || now.saturating_sub(before) > FINDINGS_WANTED_MS {
+            if let Some(t) = self.thread.get() {
+                t.unpark();
+            }
+        }
+        self.latest.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Makes the findings again whenever the published tables moved, until told to stop.
+fn findings_loop(f: Arc<LiveFindings>, projection: Arc<ProjectionStats>, root: TablesRoot, data_dir: PathBuf) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut last = 0;
+    while !f.stop.load(Relaxed) {
+        let mut wait = Duration::from_millis(FINDINGS_INTERVAL_MS);
+        let offset = projection.projected_offset.load(Relaxed);
+        let wanted = f.wanted_ms.load(Relaxed);
+        let watched = wanted > 0 && (f.epoch.elapsed().as_millis() as u64 + 1).saturating_sub(wanted) <= FINDINGS_WANTED_MS;
+        if offset != last && watched {
+            let started = Instant::now();
+            match build_report(&root, &data_dir, &data_dir) {
+                Ok((report, at)) => {
+                    let findings = api::live::Findings { offset: at, summary: report.summary, charts: report.charts, html: report.html };
+                    *f.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(findings));
+                    last = offset;
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot make the findings for the live page; trying again"),
+            }
+            wait = wait.max(started.elapsed() * FINDINGS_COST_FACTOR);
+        }
+        std::thread::park_timeout(wait);
+    }
 }
 
 async fn start_server(data_dir: &Path, listen: &str, interval_ms: u64, codec: Codec, fallback_port: bool) -> Result<(Server, tokio::net::TcpListener)> {
@@ -1253,16 +1315,46 @@ async fn start_server(data_dir: &Path, listen: &str, interval_ms: u64, codec: Co
     let projector = projector.map(|p| Continuous::start(p, log.clone(), projection.clone(), interval_ms));
     let info = serde_json::json!({ "addr": addr.to_string(), "pid": std::process::id() });
     std::fs::write(data_dir.join(SERVER_FILE), info.to_string()).context("writing serve.json")?;
-    Ok((Server { limits: api::Limits::default(), keys: None, log, metrics, projection, addr, projector, data_dir: data_dir.to_path_buf(), catalog: None }, listener))
+    // The live page's findings, while this server projects the tables.
+    let findings = match &projector {
+        Some(_) => {
+            let f = Arc::new(LiveFindings {
+                latest: Default::default(),
+                stop: Default::default(),
+                wanted_ms: Default::default(),
+                epoch: Instant::now(),
+                thread: Default::default(),
+            });
+            let (f2, p2, root, dd) = (f.clone(), projection.clone(), tables_root(data_dir)?, data_dir.to_path_buf());
+            let handle = std::thread::Builder::new()
+                .name("questlog-findings".into())
+                .spawn(move || findings_loop(f2, p2, root, dd))
+                .context("starting the findings thread")?;
+            let _ = f.thread.set(handle.thread().clone());
+            Some((f, handle))
+        }
+        None => None,
+    };
+    Ok((Server { limits: api::Limits::default(), keys: None, log, metrics, projection, addr, projector, data_dir: data_dir.to_path_buf(), catalog: None, findings }, listener))
 }
 
 impl Server {
     fn state(&self) -> Arc<AppState> {
-        Arc::new(AppState::new(self.log.clone(), self.metrics.clone(), self.projection.clone(), self.limits, self.keys.clone()).with_catalog(self.catalog.clone()))
+        let findings = self.findings.as_ref().map(|(f, _)| f.clone() as Arc<dyn api::live::FindingsSource>);
+        Arc::new(
+            AppState::new(self.log.clone(), self.metrics.clone(), self.projection.clone(), self.limits, self.keys.clone())
+                .with_catalog(self.catalog.clone())
+                .with_findings(findings),
+        )
     }
 
     /// Stops projection (after a last step) and closes the log.
     fn stop(self) -> Result<()> {
+        if let Some((f, handle)) = self.findings {
+            f.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            handle.thread().unpark();
+            let _ = handle.join();
+        }
         if let Some(p) = self.projector {
             p.stop();
         }
@@ -1298,6 +1390,7 @@ async fn serve(
         catalog_note = Some(note);
     }
     println!("questlog serving on http://{} (data in {}; log {})", server.addr, data_dir.display(), log_name(data_dir));
+    println!("live page: http://{}/{}", server.addr, if server.keys.is_some() { "?key=<a key with read = true>" } else { "" });
     if let Some((target, _)) = kafka() {
         println!("events go to {target}; rejected ones stay in {}", data_dir.join(crate::log::kafka::REJECTED_DIR).display());
     }
@@ -1354,6 +1447,7 @@ async fn quickstart(data_dir: &Path, listen: &str, seed: u64, events: u64, exit:
     }
     let abs = absolute(data_dir)?;
     println!("\n== Where everything is ==");
+    println!("  live page  http://{addr}/");
     println!("  API        http://{addr}  (POST /v1/events, GET /{{event_type}}?…, /healthz, /metrics)");
     println!("  log        {}", abs.join("log").display());
     println!("  tables     {}/{{guild_joins,enemies_killed,quest_accept,damage_taken,transactions}}  (Delta Lake)", tables_root(data_dir)?);

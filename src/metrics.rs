@@ -11,7 +11,7 @@ use crate::event::{EventType, RejectReason};
 use crate::log::{LogStats, FLUSH_BATCH_BUCKETS};
 
 /// Routes the API measures, in the order of [`Metrics::requests`].
-pub const ROUTES: [&str; 6] = ["events", "seed_style", "healthz", "metrics", "rejected", "replay"];
+pub const ROUTES: [&str; 7] = ["events", "seed_style", "healthz", "metrics", "rejected", "replay", "live"];
 
 /// HTTP status classes counted per route.
 const STATUSES: [u16; 11] = [200, 400, 401, 404, 408, 413, 415, 429, 503, 507, 500];
@@ -105,6 +105,25 @@ impl Metrics {
         }
         h.count.fetch_add(1, Ordering::Relaxed);
         h.sum_micros.fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+    }
+
+    /// Events accepted so far, per type in [`EventType::ALL`] order.
+    pub fn accepted_by_type(&self) -> [u64; EventType::ALL.len()] {
+        std::array::from_fn(|i| self.accepted[i].load(Ordering::Relaxed))
+    }
+
+    /// Events rejected so far, per type in [`EventType::ALL`] order, then those of no type.
+    pub fn rejected_by_type(&self) -> [u64; EventType::ALL.len() + 1] {
+        std::array::from_fn(|i| self.rejected[i].iter().map(|c| c.load(Ordering::Relaxed)).sum())
+    }
+
+    /// Events rejected so far by reason (every type), reasons that occurred only.
+    pub fn rejected_by_reason(&self) -> Vec<(RejectReason, u64)> {
+        RejectReason::ALL
+            .iter()
+            .map(|r| (*r, self.rejected.iter().map(|per| per[r.index()].load(Ordering::Relaxed)).sum()))
+            .filter(|(_, n)| *n > 0)
+            .collect()
     }
 
     pub fn accepted_total(&self) -> u64 {

@@ -227,6 +227,10 @@ pub struct LogStats {
     pub unwritable: Option<String>,
     /// Times the writer reopened the store after a storage failure.
     pub reopens_total: u64,
+    /// Free bytes on the log's filesystem (`None`: not a local log, or it cannot say), and
+    /// the reserve appends keep there.
+    pub free_bytes: Option<u64>,
+    pub reserve_bytes: u64,
 }
 
 /// The key of `event_id` as sent by `app` (the API key's app; `None` without keys) for

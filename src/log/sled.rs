@@ -359,6 +359,9 @@ impl Default for LogOptions {
 /// The sled-backed log under `DATA_DIR/log`.
 pub struct SledLog {
     store: SharedStore,
+    /// The log's directory and the free space its writer keeps (for `stats`).
+    dir: PathBuf,
+    min_free_bytes: u64,
     tx: Mutex<Option<mpsc::SyncSender<Request>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     watchdog: Mutex<Option<JoinHandle<()>>>,
@@ -443,6 +446,8 @@ impl SledLog {
         tracing::info!(path = %dir.display(), durable_end = end, "log opened");
         Ok(Arc::new(SledLog {
             store: shared,
+            dir: dir.to_path_buf(),
+            min_free_bytes: options.min_free_bytes,
             tx: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(handle)),
             watchdog: Mutex::new(Some(watchdog)),
@@ -541,6 +546,8 @@ impl EventLog for SledLog {
             fsync_seconds_total: c.fsync_nanos_total.load(Ordering::Relaxed) as f64 / 1e9,
             unwritable: c.unwritable.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             reopens_total: c.reopens_total.load(Ordering::Relaxed),
+            free_bytes: fs2::available_space(&self.dir).ok(),
+            reserve_bytes: self.min_free_bytes,
         }
     }
 

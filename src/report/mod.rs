@@ -497,6 +497,9 @@ pub struct Report {
     pub html: String,
     /// 5–10 one-line headline findings for a terminal.
     pub summary: Vec<String>,
+    /// (title, SVG) of every chart, in report order: the same drawings as in `report.html`
+    /// (the live page shows some).
+    pub charts: Vec<(String, String)>,
 }
 
 const REPORT_TITLE: &str = "questlog findings report";
@@ -550,10 +553,19 @@ pub fn build_report_with(src: &dyn TableSource, title_note: &str, catalogs: &[cr
     }
     let markdown = render_markdown(title_note, &summary, &sections);
     let html = render_html(title_note, &summary, &sections);
+    let charts = sections
+        .iter()
+        .flat_map(|s| s.blocks.iter())
+        .filter_map(|b| match b {
+            Block::Chart(c) => Some((c.title.clone(), svg_bar_chart(c))),
+            _ => None,
+        })
+        .collect();
     Ok(Report {
         markdown,
         html,
         summary,
+        charts,
     })
 }
 

@@ -38,6 +38,8 @@ use crate::log::{AppendBatch, EventLog, LogError};
 use crate::metrics::{Metrics, ProjectionSource};
 use crate::replay;
 
+pub mod live;
+
 pub use crate::wire::{MAX_BODY_BYTES, MAX_DECOMPRESSED_BYTES, MAX_EVENTS_PER_REQUEST, MAX_EVENT_BYTES};
 /// Response header of the seed-style routes naming the accepted event's log offset.
 pub const OFFSET_HEADER: &str = "x-questlog-offset";
@@ -52,6 +54,7 @@ const ROUTE_HEALTHZ: usize = 2;
 const ROUTE_METRICS: usize = 3;
 const ROUTE_REJECTED: usize = 4;
 const ROUTE_REPLAY: usize = 5;
+const ROUTE_LIVE: usize = 6;
 
 /// Most open connections. Each costs a task, buffers (tens of KiB) and a file descriptor;
 /// 1,024 is well under the default descriptor limit and far above what the 64-connection
@@ -110,6 +113,10 @@ pub struct AppState {
     /// The store catalogue purchases are checked against (`serve --catalog`); `None`
     /// takes purchases as they come.
     pub catalog: Option<Arc<ApiCatalog>>,
+    /// What the live page shows that the API keeps itself (rates, rejections by field).
+    pub live: live::Live,
+    /// The report's findings as the tables move, for the live page; `None`: not computed.
+    pub findings: Option<Arc<dyn live::FindingsSource>>,
 }
 
 /// The store catalogue `serve --catalog` checks purchases against (it is recorded in the
@@ -227,7 +234,20 @@ impl AppState {
         keys: Option<Arc<crate::auth::ApiKeys>>,
     ) -> AppState {
         let body_memory = Arc::new(tokio::sync::Semaphore::new(limits.max_body_memory_bytes.min(tokio::sync::Semaphore::MAX_PERMITS)));
-        AppState { log, metrics, limits, keys, body_memory, projection, catalog: None }
+        AppState { log, metrics, limits, keys, body_memory, projection, catalog: None, live: live::Live::default(), findings: None }
+    }
+
+    /// Serves the findings on the live page (see [`live::FindingsSource`]).
+    pub fn with_findings(mut self, findings: Option<Arc<dyn live::FindingsSource>>) -> AppState {
+        self.findings = findings;
+        self
+    }
+
+    /// The reader's app for the live page and its data, when keys are configured; 401
+    /// without a key that has `read = true`.
+    fn reader(&self, headers: &HeaderMap, query_key: Option<&str>) -> Result<(), ApiError> {
+        let Some(keys) = &self.keys else { return Ok(()) };
+        keys.reader(headers, query_key).map(|_| ()).map_err(|d| self.denied(d))
     }
 
     /// Checks purchases against `catalog` (see [`ApiCatalog`]).
@@ -254,12 +274,12 @@ impl AppState {
         use crate::auth::Denied;
         use std::sync::atomic::Ordering;
         match d {
-            Denied::Missing | Denied::Unknown => {
+            Denied::Missing | Denied::Unknown | Denied::NotReader => {
                 self.metrics.unauthorized_total.fetch_add(1, Ordering::Relaxed);
-                ApiError::Unauthorized(if d == Denied::Missing {
-                    "missing API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`"
-                } else {
-                    "unknown API key"
+                ApiError::Unauthorized(match d {
+                    Denied::Missing => "missing API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>` (in a browser, open /?key=<key>)",
+                    Denied::NotReader => "this API key may send events but not read: give it `read = true` in the keys file",
+                    _ => "unknown API key",
                 })
             }
             Denied::RateLimited { retry_after_s } => {
@@ -390,6 +410,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
+        .route("/", get(live::page))
+        .route("/v1/live", get(live::data))
+        .route("/report.html", get(live::report_html))
         .route("/{event_type}", get(seed_style).post(seed_style))
         .with_state(state)
 }
@@ -410,6 +433,7 @@ pub async fn run(
 
     let limits = state.limits;
     let metrics = state.metrics.clone();
+    let sampler = tokio::spawn(live::sample_every_second(state.clone()));
     let app = router(state);
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let (close_tx, close_rx) = tokio::sync::watch::channel(false);
@@ -466,6 +490,7 @@ pub async fn run(
         });
     }
     drop(listener);
+    sampler.abort();
     let _ = close_tx.send(true);
     while connections.join_next().await.is_some() {}
     Ok(())
@@ -521,6 +546,7 @@ impl Outcome {
             Err(rejection) => {
                 let t = guess_type(raw);
                 state.metrics.rejected(t, rejection.reason);
+                state.live.rejected(rejection.reason, rejection.field.as_deref());
                 self.rejected.push(RejectedEvent {
                     received_at_us: now,
                     meta: meta.clone(),
@@ -928,7 +954,7 @@ async fn seed_style_inner(
 }
 
 /// The OpenAPI description of this API (checked by schemathesis in CI).
-pub const OPENAPI_JSON: &str = include_str!("openapi.json");
+pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
 
 async fn openapi() -> Response {
     (StatusCode::OK, json_headers(), OPENAPI_JSON).into_response()
