@@ -55,9 +55,23 @@ async function stop(proc) {
   await exited;
 }
 
-async function metricsAccepted(addr, headers = {}) {
-  const text = await (await fetch(`${addr}/metrics`, { headers })).text();
-  return text.split("\n").filter(l => l.startsWith("questlog_events_accepted_total{")).reduce((s, l) => s + Number(l.split(" ").pop()), 0);
+// Accepted events per type from /metrics, and their sum.
+async function metricsByType(addr) {
+  const text = await (await fetch(`${addr}/metrics`)).text();
+  const by = {};
+  for (const l of text.split("\n").filter(l => l.startsWith("questlog_events_accepted_total{"))) {
+    by[l.match(/event_type="([a-z_]+)"/)[1]] = Number(l.split(" ").pop());
+  }
+  return by;
+}
+
+async function metricsAccepted(addr) {
+  return Object.values(await metricsByType(addr)).reduce((a, b) => a + b, 0);
+}
+
+// What the page shows per type: accepted so far, and events/s now.
+async function pageByType(page) {
+  return page.$$eval("#rates td[data-accepted]", tds => Object.fromEntries(tds.map(td => [td.dataset.type, Number(td.dataset.accepted)])));
 }
 
 const num = async (page, sel) => Number(await page.getAttribute(sel, "data-value"));
@@ -80,7 +94,10 @@ try {
   const { page, errors, status } = await openPage(browser, `${addr}/`);
   if (status !== 200) fail(`GET / answered ${status}`);
 
-  await waitFor("a per-type rate above 0", 30000, async () => (await num(page, "#rate-total")) > 0);
+  await waitFor("every per-type rate above 0", 30000, async () => {
+    const rates = await page.$$eval("#rates td[data-rate]", tds => tds.map(td => Number(td.dataset.rate)));
+    return rates.length === 5 && rates.every(r => r > 0) ? true : rates;
+  });
   const first = await num(page, "#accepted-total");
   await waitFor("the accepted count to move", 30000, async () => (await num(page, "#accepted-total")) > first + 2000);
 
@@ -96,7 +113,16 @@ try {
   const metricsRate = (m1 - m0) / ((Date.now() - t0) / 1000);
   if (!(shown <= m2 && shown >= m1 - 3 * LOAD_RATE)) fail(`page shows ${shown} accepted, /metrics ${m1}..${m2}`);
   if (!(Math.abs(rate - metricsRate) <= 0.5 * metricsRate)) fail(`page shows ${rate} events/s, /metrics ${metricsRate.toFixed(0)} events/s`);
-  console.log(`ok: rates move; page ${shown} accepted at ${rate.toFixed(0)}/s, /metrics ${m1}..${m2} at ${metricsRate.toFixed(0)}/s`);
+  // Per type, the same: between two readings of /metrics around the page's.
+  const before = await metricsByType(addr);
+  const perType = await pageByType(page);
+  const after = await metricsByType(addr);
+  for (const [t, n] of Object.entries(perType)) {
+    const slack = 3 * LOAD_RATE;
+    if (!(n <= (after[t] ?? 0) && n >= (before[t] ?? 0) - slack)) fail(`${t}: page shows ${n} accepted, /metrics ${before[t]}..${after[t]}`);
+  }
+  if (Object.keys(perType).length !== 5 || Object.values(perType).some(n => n === 0)) fail(`per-type counts ${JSON.stringify(perType)}`);
+  console.log(`ok: rates move; page ${shown} accepted at ${rate.toFixed(0)}/s, /metrics ${m1}..${m2} at ${metricsRate.toFixed(0)}/s; per type ${JSON.stringify(perType)}`);
 
   // A rejected event sent now shows up with its reason.
   const marker = `live-check-${Date.now()}`;
