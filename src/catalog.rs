@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::event::{Payload, RejectReason, Rejection, MAX_STRING_BYTES};
+use crate::event::{Payload, Record, RejectReason, Rejection, MAX_STRING_BYTES};
 
 /// The catalogue's tables, as `catalog init` writes them and a studio's own file must have
 /// them (extra tables and columns are ignored; column types are SQLite's affinities).
@@ -448,6 +448,17 @@ pub fn quantity_of(total_cost: f32, unit_price_cents: i64) -> i64 {
         q.min(i64::MAX as f64) as i64
     } else {
         1
+    }
+}
+
+/// A logged record's purchase as [`StockBook::purchase`] takes it: (time — the event's,
+/// else its receive time — store, item, total cost); `None` for other events.
+pub fn purchase_of(r: &Record) -> Option<(i64, i64, i64, f32)> {
+    match &r.event.payload {
+        Payload::BuyAsset { store_id, inventory_id, total_cost, .. } => {
+            Some((r.event.event_time_us.unwrap_or(r.received_at_us), *store_id, *inventory_id, *total_cost))
+        }
+        _ => None,
     }
 }
 

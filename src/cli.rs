@@ -765,12 +765,7 @@ fn serve_catalog(log: &dyn EventLog, data_dir: &Path, c: crate::catalog::Catalog
     let purchases = log
         .read(from, end)?
         .map_while(|r| r.map_err(|e| failed = Some(e)).ok())
-        .filter_map(|(offset, r)| match r.event.payload {
-            event::Payload::BuyAsset { store_id, inventory_id, total_cost, .. } => {
-                Some((offset, r.event.event_time_us.unwrap_or(r.received_at_us), store_id, inventory_id, total_cost))
-            }
-            _ => None,
-        });
+        .filter_map(|(offset, r)| crate::catalog::purchase_of(&r).map(|(t, s, i, c)| (offset, t, s, i, c)));
     let book = crate::catalog::stock_from(&versions, purchases);
     if let Some(e) = failed {
         return Err(anyhow!(e).context("reading the log's purchases for the stock book"));

@@ -20,7 +20,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -324,4 +324,51 @@ fn every_table_commit_follows_an_fsync_of_the_directories_it_names() {
         );
     }
     assert!(checked >= 60, "only {checked} directory changes were checked");
+}
+
+/// A store catalogue is in force only once durable: `generate --catalog` records it, and
+/// only after the record's `Ok` writes the copies under `DATA_DIR/catalog/`. Between the
+/// log's opening sync and that first copy, the trace must show the record written to
+/// `log/db` and an `fdatasync`/`fsync` of `log/db` after that write.
+#[test]
+fn a_catalogue_record_is_synced_before_it_is_in_force() {
+    if !strace_usable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let trace_path = dir.path().join("trace.txt");
+    let catalog = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/catalog-example.sqlite");
+    let status = Command::new("strace")
+        .args(["-f", "-ttt", "-T", "-yy", "-s", "48", "-o"])
+        .arg(&trace_path)
+        .args(["-e", "trace=pwrite64,pwritev,pwritev2,write,writev,fsync,fdatasync"])
+        .arg(bin())
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["generate", "--seed", "1", "--events", "10", "--catalog"])
+        .arg(&catalog)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "generate --catalog under strace exited with {status}");
+    let calls = parse_trace(&std::fs::read_to_string(&trace_path).unwrap());
+    let is_log_file = |c: &Call| fd_arg(&c.args).ends_with("/log/db>");
+    let is_sync = |c: &Call| matches!(c.name.as_str(), "fsync" | "fdatasync") && is_log_file(c) && c.ret == 0;
+    let copy = calls
+        .iter()
+        .find(|c| c.name.starts_with("write") && fd_arg(&c.args).contains("/catalog/.versions.json.tmp>"))
+        .expect("the trace shows the catalogue copy being written");
+    let opened = calls.iter().find(|c| is_sync(c)).expect("the log's opening sync");
+    let record_write = calls
+        .iter()
+        .filter(|c| c.name.starts_with("pwrite") && is_log_file(c) && c.ret > 0 && c.start > opened.end && c.end < copy.start)
+        .map(|c| c.end)
+        .fold(f64::MIN, f64::max);
+    assert!(record_write > f64::MIN, "no write of log/db between opening the log and the catalogue coming into force");
+    assert!(
+        calls.iter().any(|c| is_sync(c) && c.start > record_write && c.end < copy.start),
+        "the catalogue came into force (trace line {}) with no fsync of log/db after its record was written (line {record_write})",
+        copy.end
+    );
 }

@@ -89,3 +89,19 @@ fn with_api_keys_the_page_needs_a_key_that_may_read() {
     // The read key reads; it also may send (it is a key), the write-only key may not read.
     assert_eq!(server.get("/v1/live?key=read-key-000000001").status, 200);
 }
+
+#[test]
+fn rejections_are_counted_by_field_within_a_bound() {
+    // Every event names a key twice, a different key each time: the (reason, field) map
+    // keeps MAX_REJECTED_FIELDS pairs and counts the rest as `(other)`.
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let n = 300;
+    let body: String = (0..n).map(|i| format!("{{\"event_type\":\"join_guild\",\"guild_id\":1,\"name\":\"x\",\"k{i}\":1,\"k{i}\":2}}\n")).collect();
+    let r = server.post("/v1/events", &[("Content-Type", "application/x-ndjson")], body.as_bytes());
+    assert_eq!(r.json()["rejected"].as_array().unwrap().len(), n, "{}", r.text());
+    let v = live(&server, &[]);
+    let other = v["rejected"]["by_field"].as_array().unwrap().iter().find(|f| f["field"] == "(other)").unwrap_or_else(|| panic!("no (other): {v}")).clone();
+    assert_eq!(other["reason"], "duplicate_key");
+    assert_eq!(other["count"], (n - 256) as u64, "256 distinct pairs kept, the rest counted together");
+}

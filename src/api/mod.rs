@@ -162,15 +162,6 @@ impl ApiCatalog {
     }
 }
 
-/// A record's purchase as the stock book takes it: (time, store, item, total cost).
-fn purchase_of(r: &Record) -> Option<(i64, i64, i64, f32)> {
-    match &r.event.payload {
-        event::Payload::BuyAsset { store_id, inventory_id, total_cost, .. } => {
-            Some((r.event.event_time_us.unwrap_or(r.received_at_us), *store_id, *inventory_id, *total_cost))
-        }
-        _ => None,
-    }
-}
 
 /// Bytes of [`AppState::body_memory`] one request holds; given back when dropped.
 struct BodyMemory {
@@ -574,7 +565,7 @@ impl Outcome {
             })
             .collect();
         let purchases: Vec<Option<(i64, i64, i64, f32)>> = match &state.catalog {
-            Some(_) => self.records.iter().map(purchase_of).collect(),
+            Some(_) => self.records.iter().map(crate::catalog::purchase_of).collect(),
             None => Vec::new(),
         };
         let pending = state.log.append(AppendBatch { records: self.records, rejected: self.rejected })?;

@@ -385,8 +385,7 @@ fn builtin_stores(start_time_us: i64, setup: &mut ChaCha8Rng) -> (Vec<Store>, Ve
             items,
             item_cum: cumulative(weights),
             next_restock_us: start_time_us.saturating_add(first_restock),
-            restock_every_us: None,
-            never_restocks: false,
+            restock: Restock::Random,
         });
     }
     (stores, cumulative(STORES.iter().map(|s| s.1)))
@@ -413,12 +412,11 @@ fn stores_of(c: &Catalog, start_time_us: i64, setup: &mut ChaCha8Rng) -> (Vec<St
                 restock_qty: i.restock_qty as i32,
             });
         }
-        let every = crate::catalog::restock_interval_us(st);
-        let next_restock_us = match every {
-            Some(i) => (start_time_us.div_euclid(i) + 1).saturating_mul(i),
-            None => i64::MAX,
+        let (restock, next_restock_us) = match crate::catalog::restock_interval_us(st) {
+            Some(i) => (Restock::Every(i), (start_time_us.div_euclid(i) + 1).saturating_mul(i)),
+            None => (Restock::Never, i64::MAX),
         };
-        stores.push(Store { id: st.store_id, items, item_cum: cumulative(weights), next_restock_us, restock_every_us: every, never_restocks: every.is_none() });
+        stores.push(Store { id: st.store_id, items, item_cum: cumulative(weights), next_restock_us, restock });
     }
     // A store that sells nothing gets no shoppers.
     let traffic: Vec<f64> = c.stores.iter().zip(&stores).map(|(st, s)| if s.items.is_empty() { 0.0 } else { st.traffic_weight }).collect();
@@ -512,11 +510,19 @@ struct Store {
     /// Cumulative popularity of `items` (cheap items are bought more often).
     item_cum: Vec<f64>,
     next_restock_us: i64,
-    /// With a catalogue: restocks at every multiple of this (event time), as
-    /// [`crate::catalog::StockBook`] counts them; `None`: every 4–8 hours at random (the
-    /// built-in world), or never (a catalogue's interval 0).
-    restock_every_us: Option<i64>,
-    never_restocks: bool,
+    restock: Restock,
+}
+
+/// When a store restocks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Restock {
+    /// Every 4–8 hours at random (the built-in world).
+    Random,
+    /// At every multiple of this many µs of event time (a catalogue's), as
+    /// [`crate::catalog::StockBook`] counts them.
+    Every(i64),
+    /// Never (a catalogue's interval 0).
+    Never,
 }
 
 struct Player {
@@ -778,13 +784,10 @@ impl World {
                     }
                 }
                 self.restocks += 1;
-                if store.never_restocks {
-                    store.next_restock_us = i64::MAX;
-                    break;
-                }
-                let interval = match store.restock_every_us {
-                    Some(every) => every,
-                    None => self.rng.random_range(RESTOCK_HOURS.0 * HOUR_US..=RESTOCK_HOURS.1 * HOUR_US),
+                let interval = match store.restock {
+                    Restock::Every(every) => every,
+                    Restock::Random => self.rng.random_range(RESTOCK_HOURS.0 * HOUR_US..=RESTOCK_HOURS.1 * HOUR_US),
+                    Restock::Never => i64::MAX,
                 };
                 store.next_restock_us = store.next_restock_us.saturating_add(interval);
             }
