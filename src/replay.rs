@@ -12,27 +12,68 @@ pub use crate::wire::{write_line, write_partitioned_line, write_rejected_line};
 
 /// Writes records `from..to` of `log` to `out` as JSON lines; returns how many.
 /// A closed pipe (`questlog replay | head`) ends the replay quietly.
+///
+/// A sled log's blocks are decoded and formatted on one thread per core
+/// ([`crate::log::map_blocks`]) and written here in order; other logs' records are
+/// decoded on a helper thread and formatted here.
 pub fn replay_to(log: &dyn EventLog, from: u64, to: u64, out: &mut dyn Write) -> Result<u64, ReplayError> {
-    let mut buf = String::with_capacity(64 * 1024);
     let mut n = 0u64;
     let mut reader_gone = false;
-    let result = crate::log::for_each_prefetched(log.read(from, to)?, |offset, record| -> Result<(), ReplayError> {
-        write_line(&mut buf, offset, &record);
-        n += 1;
-        if buf.len() >= 60 * 1024 {
-            if !write_all(out, buf.as_bytes())? {
-                reader_gone = true;
-                return Err(ReplayError::ReaderGone);
-            }
-            buf.clear();
+    let mut write = |text: &str, records: u64| -> Result<(), ReplayError> {
+        if !write_all(out, text.as_bytes())? {
+            reader_gone = true;
+            return Err(ReplayError::ReaderGone);
         }
+        n += records;
         Ok(())
-    });
+    };
+    // Texts written go back to the formatting threads: a buffer freed on another thread
+    // than the one that made it is memory the allocator takes fresh from the kernel.
+    let spare = std::sync::Mutex::new(Vec::<String>::new());
+    let result = crate::log::map_blocks(
+        log,
+        from,
+        to,
+        || Ok(crate::log::BlockDecoder::new()?),
+        |decoder, raw| -> Result<(String, u64), ReplayError> {
+            let mut text = spare.lock().ok().and_then(|mut s| s.pop()).unwrap_or_default();
+            let mut records = 0;
+            for (offset, record) in decoder.views(raw)? {
+                write_line(&mut text, offset, &record);
+                records += 1;
+            }
+            Ok((text, records))
+        },
+        |(mut text, records)| {
+            write(&text, records)?;
+            text.clear();
+            if let Ok(mut s) = spare.lock() {
+                s.push(text);
+            }
+            Ok(())
+        },
+    );
+    let result = match result {
+        Ok(false) => {
+            let mut buf = String::with_capacity(64 * 1024);
+            let mut pending = 0;
+            crate::log::for_each_prefetched(log.read(from, to)?, |offset, record| -> Result<(), ReplayError> {
+                write_line(&mut buf, offset, &record);
+                pending += 1;
+                if buf.len() >= 60 * 1024 {
+                    write(&buf, std::mem::take(&mut pending))?;
+                    buf.clear();
+                }
+                Ok(())
+            })
+            .and_then(|()| write(&buf, pending))
+        }
+        other => other.map(|_| ()),
+    };
     match result {
         Err(ReplayError::ReaderGone) if reader_gone => return Ok(n),
         other => other?,
     }
-    write_all(out, buf.as_bytes())?;
     out.flush().or_else(ignore_broken_pipe)?;
     Ok(n)
 }

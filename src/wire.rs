@@ -49,16 +49,17 @@ pub fn events_url(base: &str) -> Result<String, BadUrl> {
 /// `session_id`, `event_time` (null when unset), `timestamp`, `accept`, `host`,
 /// `user_agent` (null when the header was absent), `app` (only when the event came with
 /// an API key), `raw_event`.
-pub fn write_line(out: &mut String, offset: u64, r: &Record) {
-    use std::fmt::Write as _;
-    let _ = write!(out, "{{\"log_offset\":{offset},");
+pub fn write_line<S: AsRef<str>>(out: &mut String, offset: u64, r: &Record<S>) {
+    out.push_str("{\"log_offset\":");
+    out.push_str(itoa::Buffer::new().format(offset));
+    out.push(',');
     write_members(out, r);
     out.push_str("}\n");
 }
 
 /// Appends the JSON line (with its `\n`) for the record at `offset` of partition
 /// `partition` of a partitioned (Kafka) log: `log_partition`, then as [`write_line`].
-pub fn write_partitioned_line(out: &mut String, partition: u32, offset: u64, r: &Record) {
+pub fn write_partitioned_line<S: AsRef<str>>(out: &mut String, partition: u32, offset: u64, r: &Record<S>) {
     use std::fmt::Write as _;
     let _ = write!(out, "{{\"log_partition\":{partition},\"log_offset\":{offset},");
     write_members(out, r);
@@ -67,17 +68,18 @@ pub fn write_partitioned_line(out: &mut String, partition: u32, offset: u64, r: 
 
 /// Appends a record as it is stored in a Kafka topic: the members of [`write_line`]
 /// without `log_offset` (the record's position is its place in the topic), no newline.
-pub fn write_value(out: &mut String, r: &Record) {
+pub fn write_value<S: AsRef<str>>(out: &mut String, r: &Record<S>) {
     out.push('{');
     write_members(out, r);
     out.push('}');
 }
 
 /// The members of a record's line from `event_type` on, without the braces.
-fn write_members(out: &mut String, r: &Record) {
-    use std::fmt::Write as _;
+fn write_members<S: AsRef<str>>(out: &mut String, r: &Record<S>) {
     let e = &r.event;
-    let _ = write!(out, "\"event_type\":\"{}\"", e.event_type().as_str());
+    out.push_str("\"event_type\":\"");
+    out.push_str(e.event_type().as_str());
+    out.push('"');
     e.payload.visit_fields(|name, value| {
         out.push_str(",\"");
         out.push_str(name);
@@ -93,9 +95,10 @@ fn write_members(out: &mut String, r: &Record) {
             None => out.push_str("null"),
         }
     };
-    opt(out, "event_id", e.event_id.as_deref());
-    opt(out, "player_id", e.player_id.as_deref());
-    opt(out, "session_id", e.session_id.as_deref());
+    let s = crate::event::opt_str;
+    opt(out, "event_id", s(&e.event_id));
+    opt(out, "player_id", s(&e.player_id));
+    opt(out, "session_id", s(&e.session_id));
     match e.event_time_us {
         Some(us) => {
             out.push_str(",\"event_time\":\"");
@@ -107,13 +110,13 @@ fn write_members(out: &mut String, r: &Record) {
     out.push_str(",\"timestamp\":\"");
     push_time_us(out, r.received_at_us);
     out.push('"');
-    opt(out, "accept", r.meta.accept.as_deref());
-    opt(out, "host", r.meta.host.as_deref());
-    opt(out, "user_agent", r.meta.user_agent.as_deref());
+    opt(out, "accept", s(&r.meta.accept));
+    opt(out, "host", s(&r.meta.host));
+    opt(out, "user_agent", s(&r.meta.user_agent));
     if let Some(app) = &r.meta.app {
-        opt(out, "app", Some(app));
+        opt(out, "app", Some(app.as_ref()));
     }
-    opt(out, "raw_event", Some(&r.raw_event));
+    opt(out, "raw_event", Some(r.raw_event.as_ref()));
 }
 
 /// Appends the JSON line (with its `\n`) for rejected event number `seq`: `seq`,

@@ -22,7 +22,7 @@ use std::sync::mpsc;
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::sync::{oneshot, watch};
 
-use crate::event::{Record, RejectedEvent};
+use crate::event::{Record, RecordView, RejectedEvent};
 
 // The fuzz crate (`fuzz/`, built with `--cfg fuzzing`) compiles this folder by path for
 // the block format, without librdkafka.
@@ -307,6 +307,14 @@ pub trait EventLog: Send + Sync + 'static {
     /// Records from `from` up to `to` (exclusive; clamped to `durable_end`), streamed a
     /// block at a time.
     fn read(&self, from: u64, to: u64) -> Result<RecordIter<'_>, LogError>;
+    /// The stored blocks that hold `from..to` (clamped to `durable_end`), undecoded, for
+    /// readers that decode on several threads ([`map_blocks`]); `None` when the log has no
+    /// such blocks (a Kafka topic holds one JSON value per record). The blocks' offsets are
+    /// checked to be dense as they are listed; their CRCs when each is opened.
+    fn read_blocks(&self, from: u64, to: u64) -> Result<Option<BlockIter<'_>>, LogError> {
+        let _ = (from, to);
+        Ok(None)
+    }
     /// How many partitions the log has (a sled log has one).
     fn partitions(&self) -> u32 {
         1
@@ -408,26 +416,227 @@ pub fn for_each_prefetched<T: Send, E: From<LogError>>(
     })
 }
 
+/// Stored blocks as [`EventLog::read_blocks`] lists them.
+pub type BlockIter<'a> = Box<dyn Iterator<Item = Result<RawBlock, LogError>> + Send + 'a>;
+
+/// One stored block as read from the log, not yet checked or decoded, and which of its
+/// records a reader asked for.
+pub struct RawBlock {
+    /// Offset of the block's first record.
+    pub first: u64,
+    /// The records wanted: offsets `wanted`, within the block's.
+    pub wanted: Range<u64>,
+    pub bytes: ::sled::IVec,
+}
+
+/// Decodes stored blocks into records whose text borrows from the block, reusing its
+/// zstd context and buffer from one block to the next: reading a record allocates
+/// nothing but the block's list of views. One per thread.
+pub struct BlockDecoder {
+    zstd: zstd::bulk::Decompressor<'static>,
+    plain: Vec<u8>,
+}
+
+impl BlockDecoder {
+    pub fn new() -> Result<BlockDecoder, LogError> {
+        let zstd = zstd::bulk::Decompressor::new()
+            .map_err(|e| LogError::Corrupt { offset: 0, reason: format!("cannot start a zstd decoder: {e}") })?;
+        Ok(BlockDecoder { zstd, plain: Vec::new() })
+    }
+
+    /// The wanted records of `raw`, each with its offset, after checking the block's
+    /// version, CRC and record count.
+    pub fn views<'a>(&'a mut self, raw: &'a RawBlock) -> Result<impl Iterator<Item = (u64, RecordView<'a>)> + 'a, LogError> {
+        let (version, count) = decompress(&mut self.zstd, raw, &mut self.plain)?;
+        let plain: &[u8] = if raw.bytes[1] == CODEC_NONE { &raw.bytes[BLOCK_HEADER_BYTES..] } else { &self.plain };
+        decode_views(raw.first, version, count, plain, raw.wanted.clone())
+    }
+
+    /// `raw` checked and decompressed into `buffer` (its old contents dropped), to decode
+    /// on another thread with [`PlainBlock::views`].
+    pub fn decompress(&mut self, raw: &RawBlock, mut buffer: Vec<u8>) -> Result<PlainBlock, LogError> {
+        let (version, count) = decompress(&mut self.zstd, raw, &mut buffer)?;
+        if raw.bytes[1] == CODEC_NONE {
+            buffer.clear();
+            buffer.extend_from_slice(&raw.bytes[BLOCK_HEADER_BYTES..]);
+        }
+        Ok(PlainBlock { first: raw.first, wanted: raw.wanted.clone(), version, count, bytes: buffer })
+    }
+}
+
+/// A block checked and decompressed ([`BlockDecoder::decompress`]).
+pub struct PlainBlock {
+    pub first: u64,
+    pub wanted: Range<u64>,
+    version: u8,
+    count: usize,
+    /// The bincode payload; give it back to [`BlockDecoder::decompress`] to reuse it.
+    pub bytes: Vec<u8>,
+}
+
+impl PlainBlock {
+    /// The wanted records, each with its offset, their text borrowed from the block.
+    pub fn views(&self) -> Result<impl Iterator<Item = (u64, RecordView<'_>)> + '_, LogError> {
+        decode_views(self.first, self.version, self.count, &self.bytes, self.wanted.clone())
+    }
+}
+
+/// Checks `raw`'s header and CRC and, for a zstd block, decompresses its payload into
+/// `plain`: (version, record count).
+fn decompress(zstd: &mut zstd::bulk::Decompressor<'static>, raw: &RawBlock, plain: &mut Vec<u8>) -> Result<(u8, usize), LogError> {
+    let offset = raw.first;
+    let corrupt = |reason: String| LogError::Corrupt { offset, reason };
+    let (version, count, payload) = block_header(offset, &raw.bytes)?;
+    match raw.bytes[1] {
+        CODEC_NONE => {}
+        CODEC_ZSTD => {
+            let size = zstd_content_size(offset, payload)?;
+            plain.clear();
+            plain.reserve(size);
+            zstd.decompress_to_buffer(payload, plain).map_err(|e| corrupt(format!("zstd: {e}")))?;
+        }
+        c => return Err(corrupt(format!("unknown codec {c}"))),
+    }
+    Ok((version, count))
+}
+
+/// Decodes a block's bincode payload into views borrowing from it; keeps the `wanted`.
+fn decode_views(offset: u64, version: u8, count: usize, plain: &[u8], wanted: Range<u64>) -> Result<impl Iterator<Item = (u64, RecordView<'_>)> + '_, LogError> {
+    let corrupt = |reason: String| LogError::Corrupt { offset, reason };
+    let (records, used): (Vec<RecordView<'_>>, usize) = if version == 1 {
+        let (old, used): (Vec<crate::event::v1::Record<&str>>, usize) =
+            bincode::serde::borrow_decode_from_slice(plain, bincode_config()).map_err(|e| corrupt(format!("decode (format 1): {e}")))?;
+        (old.into_iter().map(Into::into).collect(), used)
+    } else {
+        bincode::serde::borrow_decode_from_slice(plain, bincode_config()).map_err(|e| corrupt(format!("decode: {e}")))?
+    };
+    check_decoded(offset, plain.len(), used, count, records.len())?;
+    Ok((offset..).zip(records).filter(move |(offset, _)| wanted.contains(offset)))
+}
+
+/// Threads that decode blocks for [`map_blocks`]: one per core, at most this many (past
+/// it the single consumer is the bound).
+const MAX_DECODE_THREADS: usize = 8;
+/// Blocks queued for, and results waiting from, each decoding thread: bounds a map's
+/// memory to a few blocks (~1,000 records each) per thread.
+const DECODE_QUEUE_BLOCKS: usize = 4;
+
+/// Reads the blocks holding `from..to`, runs `work` on each, on one thread per core, and
+/// gives the results to `consume` on this thread in log order. Blocks are dealt to the
+/// threads in turn and their results taken back in the same turn, so order needs no
+/// sorting. Stops at the first error from any side; `Ok(false)` when the log has no
+/// blocks to read this way ([`EventLog::read_blocks`]).
+///
+/// Each thread starts with `init()` (say, a [`BlockDecoder`] and reusable buffers) and
+/// hands that state to `work` for every block it gets.
+pub fn map_blocks<S, R: Send, E: From<LogError> + Send>(
+    log: &dyn EventLog,
+    from: u64,
+    to: u64,
+    init: impl Fn() -> Result<S, E> + Sync,
+    work: impl Fn(&mut S, &RawBlock) -> Result<R, E> + Sync,
+    mut consume: impl FnMut(R) -> Result<(), E>,
+) -> Result<bool, E> {
+    let Some(blocks) = log.read_blocks(from, to)? else { return Ok(false) };
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, MAX_DECODE_THREADS);
+    std::thread::scope(|scope| -> Result<bool, E> {
+        let mut inputs = Vec::with_capacity(threads);
+        let mut outputs = Vec::with_capacity(threads);
+        for _ in 0..threads {
+            let (in_tx, in_rx) = mpsc::sync_channel::<Result<RawBlock, LogError>>(DECODE_QUEUE_BLOCKS);
+            let (out_tx, out_rx) = mpsc::sync_channel::<Result<R, E>>(DECODE_QUEUE_BLOCKS);
+            let (init, work) = (&init, &work);
+            scope.spawn(move || {
+                let mut state = match init() {
+                    Ok(state) => state,
+                    Err(e) => {
+                        let _ = out_tx.send(Err(e));
+                        return;
+                    }
+                };
+                for item in in_rx {
+                    let result = item.map_err(E::from).and_then(|block| work(&mut state, &block));
+                    let failed = result.is_err();
+                    if out_tx.send(result).is_err() || failed {
+                        return;
+                    }
+                }
+            });
+            inputs.push(in_tx);
+            outputs.push(out_rx);
+        }
+        // The listing thread: deals blocks (or the listing's error, in its place) in turn.
+        scope.spawn(move || {
+            for (i, item) in blocks.enumerate() {
+                let failed = item.is_err();
+                if inputs[i % threads].send(item).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        // A thread's channel closes after its last block; in turn, that is the end.
+        for i in 0.. {
+            match outputs[i % threads].recv() {
+                Ok(result) => consume(result?)?,
+                Err(_) => break,
+            }
+        }
+        Ok(true)
+    })
+}
+
 fn bincode_config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<MAX_DECODED_BLOCK_BYTES>()
 }
 
 /// Encodes records as a block: header, then the (compressed) bincode payload.
 pub fn encode_block<T: Serialize>(items: &[T]) -> Vec<u8> {
-    let plain = bincode::serde::encode_to_vec(items, bincode_config())
-        .expect("bincode encoding of in-memory records cannot fail");
-    let (codec, payload) = match zstd::bulk::compress(&plain, ZSTD_LEVEL) {
-        Ok(z) if z.len() < plain.len() => (CODEC_ZSTD, z),
-        _ => (CODEC_NONE, plain),
-    };
-    let count = u32::try_from(items.len()).expect("a block holds at most MAX_BLOCK_RECORDS");
-    let mut out = Vec::with_capacity(BLOCK_HEADER_BYTES + payload.len());
-    out.push(BLOCK_FORMAT_VERSION);
-    out.push(codec);
-    out.extend_from_slice(&count.to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    out.extend_from_slice(&payload);
-    out
+    BlockEncoder::new().encode(items)
+}
+
+/// Encodes blocks ([`encode_block`]'s bytes exactly), keeping its zstd context and
+/// bincode buffer from one block to the next. One per thread.
+pub struct BlockEncoder {
+    plain: Vec<u8>,
+    compressed: Vec<u8>,
+    zstd: Option<zstd::bulk::Compressor<'static>>,
+}
+
+impl Default for BlockEncoder {
+    fn default() -> Self {
+        BlockEncoder::new()
+    }
+}
+
+impl BlockEncoder {
+    pub fn new() -> BlockEncoder {
+        // Without a context (out of memory), blocks are stored uncompressed: readers
+        // take both codecs.
+        BlockEncoder { plain: Vec::new(), compressed: Vec::new(), zstd: zstd::bulk::Compressor::new(ZSTD_LEVEL).ok() }
+    }
+
+    pub fn encode<T: Serialize>(&mut self, items: &[T]) -> Vec<u8> {
+        self.plain.clear();
+        bincode::serde::encode_into_std_write(items, &mut self.plain, bincode_config())
+            .expect("bincode encoding of in-memory records cannot fail");
+        let compressed = match &mut self.zstd {
+            Some(z) => {
+                self.compressed.clear();
+                self.compressed.reserve(zstd::zstd_safe::compress_bound(self.plain.len()));
+                z.compress_to_buffer(&self.plain, &mut self.compressed).is_ok() && self.compressed.len() < self.plain.len()
+            }
+            None => false,
+        };
+        let (codec, payload) = if compressed { (CODEC_ZSTD, &self.compressed) } else { (CODEC_NONE, &self.plain) };
+        let count = u32::try_from(items.len()).expect("a block holds at most MAX_BLOCK_RECORDS");
+        let mut out = Vec::with_capacity(BLOCK_HEADER_BYTES + payload.len());
+        out.push(BLOCK_FORMAT_VERSION);
+        out.push(codec);
+        out.extend_from_slice(&count.to_le_bytes());
+        out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
 }
 
 /// The body of the `log_block` fuzz target (`fuzz/`) and of the test that replays its
@@ -444,7 +653,24 @@ pub fn fuzz_block(data: &[u8]) {
         block[6..10].copy_from_slice(&crc.to_le_bytes());
     }
     let _ = block_count(0, &block);
+    let views_fail = |block: &[u8]| {
+        let raw = RawBlock { first: 0, wanted: 0..u64::MAX, bytes: block.to_vec().into() };
+        let mut decoder = BlockDecoder::new().expect("a zstd context");
+        let failed = decoder.views(&raw).is_err();
+        failed
+    };
+    if decode_block::<Record>(0, &block).is_err() {
+        // And refuses what owned decoding refuses (a view may not read past a bad block).
+        assert!(views_fail(&block), "a block owned decoding refuses decodes borrowed");
+    }
     if let Ok(records) = decode_block::<Record>(0, &block) {
+        // Borrowed decoding (replay, projection) reads the same records as owned decoding.
+        let raw = RawBlock { first: 0, wanted: 0..records.len() as u64, bytes: block.clone().into() };
+        let mut decoder = BlockDecoder::new().expect("a zstd context");
+        let views: Vec<_> = decoder.views(&raw).expect("a block that decodes owned decodes borrowed").collect();
+        assert!(views.iter().map(|(_, v)| v).eq(records.iter().map(Record::view).collect::<Vec<_>>().iter()));
+        let plain = BlockDecoder::new().expect("a zstd context").decompress(&raw, Vec::new()).expect("it decompresses");
+        assert_eq!(plain.views().expect("it decodes").count(), records.len());
         let first = encode_block(&records);
         let again: Vec<Record> = decode_block(0, &first).expect("a re-encoded block decodes");
         assert_eq!(encode_block(&again), first, "block encoding is not a fixed point");
@@ -471,44 +697,68 @@ pub fn block_count(offset: u64, bytes: &[u8]) -> Result<u32, LogError> {
     Ok(u32::from_le_bytes([bytes[2], bytes[3], bytes[4], bytes[5]]))
 }
 
-/// Decodes a block, checking version, CRC and count.
-pub fn decode_block<T: Stored>(offset: u64, bytes: &[u8]) -> Result<Vec<T>, LogError> {
+/// Checks a block's header and CRC and decompresses its payload: (version, record count,
+/// the bincode payload).
+fn block_payload(offset: u64, bytes: &[u8]) -> Result<(u8, usize, std::borrow::Cow<'_, [u8]>), LogError> {
     let corrupt = |reason: String| LogError::Corrupt { offset, reason };
+    let (version, count, payload) = block_header(offset, bytes)?;
+    let plain = match bytes[1] {
+        CODEC_NONE => std::borrow::Cow::Borrowed(payload),
+        CODEC_ZSTD => {
+            let size = zstd_content_size(offset, payload)?;
+            std::borrow::Cow::Owned(zstd::bulk::decompress(payload, size).map_err(|e| corrupt(format!("zstd: {e}")))?)
+        }
+        c => return Err(corrupt(format!("unknown codec {c}"))),
+    };
+    Ok((version, count, plain))
+}
+
+/// A block's version and record count, and its payload once the CRC matches.
+fn block_header(offset: u64, bytes: &[u8]) -> Result<(u8, usize, &[u8]), LogError> {
     let count = block_count(offset, bytes)? as usize;
     let crc = u32::from_le_bytes([bytes[6], bytes[7], bytes[8], bytes[9]]);
     let payload = &bytes[BLOCK_HEADER_BYTES..];
     if crc32fast::hash(payload) != crc {
-        return Err(corrupt("checksum mismatch".into()));
+        return Err(LogError::Corrupt { offset, reason: "checksum mismatch".into() });
     }
-    let plain;
-    let plain_ref: &[u8] = match bytes[1] {
-        CODEC_NONE => payload,
-        CODEC_ZSTD => {
-            // The frame says its decoded size; allocate exactly that (bounded), not the
-            // maximum, which would cost a huge zeroed allocation per block.
-            let size = match zstd::zstd_safe::get_frame_content_size(payload) {
-                Ok(Some(n)) if n <= MAX_DECODED_BLOCK_BYTES as u64 => n as usize,
-                Ok(Some(n)) => return Err(corrupt(format!("block decodes to {n} bytes, over the limit"))),
-                _ => return Err(corrupt("zstd frame without a content size".into())),
-            };
-            plain = zstd::bulk::decompress(payload, size).map_err(|e| corrupt(format!("zstd: {e}")))?;
-            &plain
-        }
-        c => return Err(corrupt(format!("unknown codec {c}"))),
-    };
-    let (items, used): (Vec<T>, usize) = if bytes[0] == 1 {
-        let (old, used): (Vec<T::V1>, usize) = bincode::serde::decode_from_slice(plain_ref, bincode_config())
+    Ok((bytes[0], count, payload))
+}
+
+/// The decoded size a zstd payload's frame states, within the limit. Decoding allocates
+/// exactly that, not the maximum, which would cost a huge zeroed allocation per block.
+fn zstd_content_size(offset: u64, payload: &[u8]) -> Result<usize, LogError> {
+    let corrupt = |reason: String| LogError::Corrupt { offset, reason };
+    match zstd::zstd_safe::get_frame_content_size(payload) {
+        Ok(Some(n)) if n <= MAX_DECODED_BLOCK_BYTES as u64 => Ok(n as usize),
+        Ok(Some(n)) => Err(corrupt(format!("block decodes to {n} bytes, over the limit"))),
+        _ => Err(corrupt("zstd frame without a content size".into())),
+    }
+}
+
+/// The checks after decoding a payload: all of it used, as many records as the header says.
+fn check_decoded(offset: u64, plain_bytes: usize, used: usize, count: usize, decoded: usize) -> Result<(), LogError> {
+    let corrupt = |reason: String| LogError::Corrupt { offset, reason };
+    if used != plain_bytes {
+        return Err(corrupt(format!("{} trailing bytes", plain_bytes - used)));
+    }
+    if decoded != count {
+        return Err(corrupt(format!("header says {count} records, payload has {decoded}")));
+    }
+    Ok(())
+}
+
+/// Decodes a block, checking version, CRC and count.
+pub fn decode_block<T: Stored>(offset: u64, bytes: &[u8]) -> Result<Vec<T>, LogError> {
+    let corrupt = |reason: String| LogError::Corrupt { offset, reason };
+    let (version, count, plain) = block_payload(offset, bytes)?;
+    let (items, used): (Vec<T>, usize) = if version == 1 {
+        let (old, used): (Vec<T::V1>, usize) = bincode::serde::decode_from_slice(&plain, bincode_config())
             .map_err(|e| corrupt(format!("decode (format 1): {e}")))?;
         (old.into_iter().map(Into::into).collect(), used)
     } else {
-        bincode::serde::decode_from_slice(plain_ref, bincode_config()).map_err(|e| corrupt(format!("decode: {e}")))?
+        bincode::serde::decode_from_slice(&plain, bincode_config()).map_err(|e| corrupt(format!("decode: {e}")))?
     };
-    if used != plain_ref.len() {
-        return Err(corrupt(format!("{} trailing bytes", plain_ref.len() - used)));
-    }
-    if items.len() != count {
-        return Err(corrupt(format!("header says {count} records, payload has {}", items.len())));
-    }
+    check_decoded(offset, plain.len(), used, count, items.len())?;
     Ok(items)
 }
 

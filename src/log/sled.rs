@@ -433,6 +433,8 @@ impl SledLog {
             refilled: false,
             stuck: false,
             blobs_seen: Default::default(),
+            encoders: Encoders::start(),
+            spare_records: Vec::new(),
         };
         let handle = std::thread::Builder::new()
             .name("questlog-log-writer".into())
@@ -495,6 +497,10 @@ impl EventLog for SledLog {
 
     fn read(&self, from: u64, to: u64) -> Result<RecordIter<'_>, LogError> {
         TreeReader { blocks: self.store()?.blocks, end: self.durable_end() }.read(from, to)
+    }
+
+    fn read_blocks(&self, from: u64, to: u64) -> Result<Option<BlockIter<'_>>, LogError> {
+        Ok(Some(Box::new(TreeReader { blocks: self.store()?.blocks, end: self.durable_end() }.blocks(from, to)?)))
     }
 
     fn record_catalog(&self, hash: String, content: Vec<u8>) -> Result<Pending, LogError> {
@@ -613,34 +619,29 @@ struct TreeReader {
 
 impl TreeReader {
     fn read(&self, from: u64, to: u64) -> Result<RecordIter<'static>, LogError> {
+        let to = to.min(self.end);
+        Ok(Box::new(BlockReader { blocks: self.blocks(from, to)?, current: (0..).zip(Vec::new()), to }))
+    }
+
+    /// The blocks holding `from..to`, clamped to the durable end.
+    fn blocks(&self, from: u64, to: u64) -> Result<RawBlocks, LogError> {
         let end = self.end;
         let to = to.min(end);
         if from > end {
             return Err(LogError::OutOfRange { requested: from, end });
         }
-        if from >= to {
-            return Ok(Box::new(std::iter::empty()));
-        }
         // The block holding `from` is the last one keyed at or before it.
         let start = match self.blocks.range(..=block_key(from)).next_back() {
-            Some(kv) => key_offset(&kv?.0)?,
-            None => 0,
+            Some(kv) if from < to => key_offset(&kv?.0)?,
+            _ => from,
         };
-        let inner = self.blocks.range(block_key(start)..block_key(to));
-        Ok(Box::new(BlockReader {
-            inner,
-            tree: self.blocks.clone(),
-            from,
-            to,
-            expected: start,
-            current: (0..).zip(Vec::new()),
-            failed: false,
-        }))
+        let inner = self.blocks.range(block_key(start)..block_key(to.max(start)));
+        Ok(RawBlocks { inner, tree: self.blocks.clone(), from, to, expected: start, failed: false })
     }
 }
 
-/// Streams records block by block, checking density as it goes.
-struct BlockReader {
+/// Lists stored blocks in order, checking that their offsets are dense and reach `to`.
+struct RawBlocks {
     inner: ::sled::Iter,
     /// The tree `inner` reads, to touch each block read (see [`SLED_LRU_TOUCHES`]).
     tree: ::sled::Tree,
@@ -648,13 +649,20 @@ struct BlockReader {
     to: u64,
     /// Key the next block must have (dense offsets).
     expected: u64,
-    current: std::iter::Zip<std::ops::RangeFrom<u64>, std::vec::IntoIter<Record>>,
     failed: bool,
 }
 
-impl BlockReader {
-    fn next_block(&mut self) -> Result<bool, LogError> {
-        let Some(kv) = self.inner.next() else { return Ok(false) };
+impl RawBlocks {
+    fn next_block(&mut self) -> Result<Option<RawBlock>, LogError> {
+        if self.expected >= self.to {
+            return Ok(None);
+        }
+        let Some(kv) = self.inner.next() else {
+            return Err(LogError::Corrupt {
+                offset: self.expected,
+                reason: format!("log ends at offset {} before {}", self.expected, self.to),
+            });
+        };
         let (k, v) = kv?;
         for _ in 0..SLED_LRU_TOUCHES {
             self.tree.get(&k)?;
@@ -666,42 +674,143 @@ impl BlockReader {
                 reason: format!("gap in the log: next block starts at offset {first}"),
             });
         }
-        let records: Vec<Record> = decode_block(first, &v)?;
-        self.expected = first + records.len() as u64;
-        self.current = (first..).zip(records);
-        Ok(true)
+        let count = block_count(first, &v)?;
+        if count == 0 {
+            return Err(LogError::Corrupt { offset: first, reason: "empty block".into() });
+        }
+        self.expected = first + u64::from(count);
+        Ok(Some(RawBlock { first, wanted: first.max(self.from)..self.expected.min(self.to), bytes: v }))
     }
+}
+
+impl Iterator for RawBlocks {
+    type Item = Result<RawBlock, LogError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        let item = self.next_block().transpose();
+        self.failed = matches!(item, Some(Err(_)));
+        item
+    }
+}
+
+/// Most threads that encode a group's blocks, the writer's own included.
+const MAX_ENCODE_THREADS: usize = 8;
+
+/// A share of a group's blocks for a helper to encode (the group's records, and each
+/// block's first offset and range of them), and where the bytes go.
+type EncodeJob = (Arc<Vec<Record>>, Vec<(u64, Range<usize>)>, mpsc::SyncSender<Vec<(u64, Vec<u8>)>>);
+
+/// Threads beside the log writer that encode a group's blocks (bincode, zstd, CRC; about
+/// 1 ms per 1,000 records, most of the writer's work under bulk appends), one per core
+/// but the writer's. They live as long as the writer: a thread started per group got
+/// fresh memory from the allocator every time, which the kernel had to zero. The group's
+/// records are shared with them, not copied into a buffer per block.
+struct Encoders {
+    jobs: Vec<mpsc::SyncSender<EncodeJob>>,
+    own: BlockEncoder,
+}
+
+impl Encoders {
+    fn start() -> Encoders {
+        let helpers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, MAX_ENCODE_THREADS) - 1;
+        let mut jobs = Vec::with_capacity(helpers);
+        for i in 0..helpers {
+            let (tx, rx) = mpsc::sync_channel::<EncodeJob>(1);
+            let spawned = std::thread::Builder::new().name(format!("questlog-log-encode-{i}")).spawn(move || {
+                let mut encoder = BlockEncoder::new();
+                for (records, blocks, reply) in rx {
+                    let encoded = blocks.into_iter().map(|(first, range)| (first, encoder.encode(&records[range]))).collect();
+                    drop(records);
+                    let _ = reply.send(encoded);
+                }
+            });
+            // Without a helper the writer encodes everything itself.
+            if spawned.is_ok() {
+                jobs.push(tx);
+            }
+        }
+        Encoders { jobs, own: BlockEncoder::new() }
+    }
+
+    /// Encodes `blocks` of `records`, in order: the first share on this thread, the
+    /// others on the helpers at the same time; a group of one block (a small request)
+    /// stays here. Gives `records` back, to be emptied and filled by the next group.
+    fn encode(&mut self, records: Vec<Record>, mut blocks: Vec<(u64, Range<usize>)>) -> (Vec<(u64, Vec<u8>)>, Vec<Record>) {
+        let threads = (self.jobs.len() + 1).min(blocks.len()).max(1);
+        let per_thread = blocks.len().div_ceil(threads);
+        let mut rest = blocks.split_off(per_thread.min(blocks.len()));
+        let records = Arc::new(records);
+        let mut replies = Vec::with_capacity(threads - 1);
+        for job in &self.jobs {
+            if rest.is_empty() {
+                break;
+            }
+            let later = rest.split_off(per_thread.min(rest.len()));
+            let share = std::mem::replace(&mut rest, later);
+            let (tx, rx) = mpsc::sync_channel(1);
+            match job.send((records.clone(), share, tx)) {
+                Ok(()) => replies.push(Ok(rx)),
+                // The helper is gone: encode its share here.
+                Err(mpsc::SendError((_, share, _))) => replies.push(Err(share)),
+            }
+        }
+        let mut encoded: Vec<(u64, Vec<u8>)> = Vec::with_capacity(blocks.len() + rest.len() + per_thread * replies.len());
+        for (first, range) in blocks {
+            encoded.push((first, self.own.encode(&records[range])));
+        }
+        for reply in replies {
+            let share = match reply {
+                Ok(rx) => match rx.recv() {
+                    Ok(bytes) => {
+                        encoded.extend(bytes);
+                        continue;
+                    }
+                    Err(_) => unreachable!("an encoder thread answers every job it takes"),
+                },
+                Err(share) => share,
+            };
+            for (first, range) in share {
+                encoded.push((first, self.own.encode(&records[range])));
+            }
+        }
+        for (first, range) in rest {
+            encoded.push((first, self.own.encode(&records[range])));
+        }
+        // The helpers dropped their handles before answering.
+        let records = Arc::try_unwrap(records).unwrap_or_default();
+        (encoded, records)
+    }
+}
+
+/// Streams records block by block, each block decoded into owned records.
+struct BlockReader {
+    blocks: RawBlocks,
+    current: std::iter::Zip<std::ops::RangeFrom<u64>, std::vec::IntoIter<Record>>,
+    to: u64,
 }
 
 impl Iterator for BlockReader {
     type Item = Result<(u64, Record), LogError>;
     fn next(&mut self) -> Option<Self::Item> {
-        if self.failed {
-            return None;
-        }
         loop {
             for (offset, record) in self.current.by_ref() {
                 if offset >= self.to {
                     return None;
                 }
-                if offset >= self.from {
+                if offset >= self.blocks.from {
                     return Some(Ok((offset, record)));
                 }
             }
-            match self.next_block() {
-                Ok(true) => continue,
-                Ok(false) => {
-                    if self.expected < self.to {
-                        self.failed = true;
-                        return Some(Err(LogError::Corrupt {
-                            offset: self.expected,
-                            reason: format!("log ends at offset {} before {}", self.expected, self.to),
-                        }));
-                    }
-                    return None;
-                }
+            let block = match self.blocks.next()? {
+                Ok(b) => b,
+                Err(e) => return Some(Err(e)),
+            };
+            match decode_block::<Record>(block.first, &block.bytes) {
+                Ok(records) => self.current = (block.first..).zip(records),
                 Err(e) => {
-                    self.failed = true;
+                    self.blocks.failed = true;
                     return Some(Err(e));
                 }
             }
@@ -737,6 +846,10 @@ struct Writer {
     stuck: bool,
     /// sled's blob files already synced (see [`Store::sync`]).
     blobs_seen: BlobsSeen,
+    encoders: Encoders,
+    /// The last group's record buffer, emptied, for the next group (at most
+    /// 2 × [`MAX_GROUP_RECORDS`] records' room, ~40 MB).
+    spare_records: Vec<Record>,
 }
 
 /// The recent `event_id`s, as 128-bit hashes, oldest first in `order`.
@@ -1051,20 +1164,20 @@ impl Writer {
         let mut offset = base;
         let mut rejected_seq = base_rejected;
         let mut ranges = Vec::with_capacity(group.len());
-        let mut pending: Vec<Record> = Vec::new();
+        // The group's records in offset order (the buffer of the last group, emptied), and
+        // its blocks as ranges of them.
+        let mut kept: Vec<Record> = std::mem::take(&mut self.spare_records);
+        kept.clear();
+        let mut block_start = 0usize;
         let mut block_keys = Vec::new();
         let mut rejected_keys = Vec::new();
         let mut catalog_seq = self.next_catalog;
         let mut latest_catalog = self.latest_catalog.clone();
         let mut catalog_keys = Vec::new();
         let mut result: Result<(), LogError> = Ok(());
-        let mut write_block = |pending: &mut Vec<Record>, first: u64| -> Result<(), LogError> {
-            let bytes = encode_block(pending);
-            store.blocks.insert(block_key(first), bytes)?;
-            block_keys.push(first);
-            pending.clear();
-            Ok(())
-        };
+        // Blocks are cut here and encoded together after the loop, on several threads
+        // when there are several (see `encode_blocks`).
+        let mut blocks: Vec<(u64, Range<usize>)> = Vec::new();
         let mut reply_to = Vec::with_capacity(group.len());
         let mut remembered: Vec<u128> = Vec::new();
         let mut duplicates_of = Vec::with_capacity(group.len());
@@ -1091,10 +1204,11 @@ impl Writer {
                     }
                     remembered.push(k);
                 }
-                pending.push(r);
+                kept.push(r);
                 offset += 1;
-                if pending.len() == MAX_BLOCK_RECORDS && result.is_ok() {
-                    result = write_block(&mut pending, offset - MAX_BLOCK_RECORDS as u64);
+                if kept.len() - block_start == MAX_BLOCK_RECORDS {
+                    blocks.push((offset - MAX_BLOCK_RECORDS as u64, block_start..kept.len()));
+                    block_start = kept.len();
                 }
             }
             ranges.push(first_of_request..offset);
@@ -1109,9 +1223,24 @@ impl Writer {
             }
             reply_to.push(req.reply);
         }
-        if !pending.is_empty() && result.is_ok() {
-            let first = offset - pending.len() as u64;
-            result = write_block(&mut pending, first);
+        if kept.len() > block_start {
+            blocks.push((offset - (kept.len() - block_start) as u64, block_start..kept.len()));
+        }
+        if result.is_ok() {
+            let (encoded, mut records) = self.encoders.encode(kept, blocks);
+            // Emptied now (the records' text is not kept while idle); the buffer is kept
+            // unless one huge append grew it past what groups usually take.
+            records.clear();
+            if records.capacity() <= 2 * MAX_GROUP_RECORDS {
+                self.spare_records = records;
+            }
+            for (first, bytes) in encoded {
+                if let Err(e) = store.blocks.insert(block_key(first), bytes) {
+                    result = Err(e.into());
+                    break;
+                }
+                block_keys.push(first);
+            }
         }
         let total = offset - base;
         if result.is_ok() && (total > 0 || rejected_seq > base_rejected || !catalog_keys.is_empty()) {

@@ -37,8 +37,8 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
-use crate::event::{EventType, FieldKind, FieldValue, Record};
-use crate::log::{EventLog, LogError, ValueFormat};
+use crate::event::{EventType, FieldKind, FieldValue, Record, RecordView};
+use crate::log::{BlockDecoder, EventLog, LogError, PlainBlock, ValueFormat};
 
 pub mod delta;
 pub mod plain;
@@ -56,7 +56,11 @@ use plain::PlainView;
 pub const MAX_STEP_EVENTS: u64 = 500_000;
 /// Rows buffered per table before they are handed to the Parquet writer as one batch.
 const BATCH_ROWS: usize = 8_192;
-/// Arrow batches queued for the Parquet writer thread (~3 MB each at [`BATCH_ROWS`]): enough
+/// Threads encoding Parquet in a projection step, each with its own tables: encoding
+/// (dictionaries, snappy, hashing the file) is the largest part of a rebuild, more than
+/// one core's worth when decoding and building run beside it.
+const PARQUET_WRITERS: usize = 2;
+/// Arrow batches queued for each Parquet writer thread (~3 MB each at [`BATCH_ROWS`]): enough
 /// to even out the two threads' pace, little memory.
 const WRITER_QUEUE_BATCHES: usize = 4;
 /// Rows per Parquet row group (~8 MB of a table's columns): large enough for good
@@ -264,51 +268,95 @@ struct RowBuilder {
     rows: usize,
     /// Reused buffer for formatting times.
     scratch: String,
+    /// String builders made again from batches the writer is done with, by column: the
+    /// next batch fills the same memory instead of fresh pages (see [`RowBuilder::recycle`]).
+    spare: Vec<Option<StringBuilder>>,
 }
 
 impl RowBuilder {
     fn new(t: EventType, partitioned: bool) -> RowBuilder {
+        RowBuilder::new_reusing(t, partitioned, Vec::new())
+    }
+
+    fn new_reusing(t: EventType, partitioned: bool, mut spare: Vec<Option<StringBuilder>>) -> RowBuilder {
+        let fields_count = t.fields().len();
+        let mut string = |column: usize, bytes_per_row: usize| {
+            spare.get_mut(column).and_then(Option::take).unwrap_or_else(|| StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * bytes_per_row))
+        };
+        // Columns in schema order: raw_event, timestamp, accept, host, user_agent,
+        // event_type, the type fields, log_offset, event_id, player_id, session_id, ...
+        let (raw_event, timestamp, accept, host, user_agent, event_type_col) =
+            (string(0, 256), string(1, 24), string(2, 24), string(3, 24), string(4, 24), string(5, 24));
+        let (event_id, player_id, session_id) =
+            (string(7 + fields_count, 24), string(8 + fields_count, 24), string(9 + fields_count, 24));
         let fields = t
             .fields()
             .iter()
-            .map(|(_, k)| match k {
+            .enumerate()
+            .map(|(i, (_, k))| match k {
                 FieldKind::Id => Col::I64(Int64Builder::with_capacity(BATCH_ROWS)),
-                FieldKind::Text => Col::Str(StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 16)),
+                FieldKind::Text => Col::Str(string(6 + i, 16)),
                 FieldKind::SmallInt => Col::I16(Int16Builder::with_capacity(BATCH_ROWS)),
                 FieldKind::Cost => Col::F32(Float32Builder::with_capacity(BATCH_ROWS)),
             })
             .collect();
-        let s = || StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 24);
+
         RowBuilder {
             event_type: t,
             schema: schema_for(t, partitioned),
-            raw_event: StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 256),
-            timestamp: s(),
-            accept: s(),
-            host: s(),
-            user_agent: s(),
-            event_type_col: s(),
+            raw_event,
+            timestamp,
+            accept,
+            host,
+            user_agent,
+            event_type_col,
             fields,
             log_offset: Int64Builder::with_capacity(BATCH_ROWS),
-            event_id: s(),
-            player_id: s(),
-            session_id: s(),
+            event_id,
+            player_id,
+            session_id,
             event_time: TimestampMicrosecondBuilder::with_capacity(BATCH_ROWS).with_timezone("UTC"),
             log_partition: partitioned.then(|| Int32Builder::with_capacity(BATCH_ROWS)),
             rows: 0,
             scratch: String::with_capacity(32),
+            spare,
         }
     }
 
-    fn push(&mut self, offset: u64, partition: u32, r: &Record) {
+    /// Keeps the memory of a batch of this table that the writer is done with, for the
+    /// next batch's string columns (most of a batch's bytes). A batch freed on the writer
+    /// thread went back to the allocator of the thread that made it only lazily, so every
+    /// batch was built in fresh pages the kernel had to zero: a fifth of a rebuild's time.
+    fn recycle(&mut self, batch: RecordBatch) {
+        let (_, columns, _) = batch.into_parts();
+        self.spare.resize_with(columns.len(), || None);
+        for (column, array) in columns.into_iter().enumerate() {
+            if self.spare[column].is_some() || array.data_type() != &DataType::Utf8 {
+                continue;
+            }
+            let data = array.to_data();
+            drop(array);
+            let (offsets, values, _) = arrow::array::StringArray::from(data).into_parts();
+            if let (Ok(mut offsets), Ok(values)) = (offsets.into_inner().into_inner().into_mutable(), values.into_mutable()) {
+                offsets.clear();
+                offsets.push(0i32);
+                // SAFETY: one offset, 0, and no values (new_from_buffer drops the bytes past
+                // the last offset): the empty array, a valid one, whatever the buffers held.
+                self.spare[column] = Some(unsafe { StringBuilder::new_from_buffer(offsets, values, None) });
+            }
+        }
+    }
+
+    fn push<S: AsRef<str>>(&mut self, offset: u64, partition: u32, r: &Record<S>) {
+        use crate::event::opt_str;
         debug_assert_eq!(r.event.event_type(), self.event_type);
-        self.raw_event.append_value(&r.raw_event);
+        self.raw_event.append_value(r.raw_event.as_ref());
         self.scratch.clear();
         crate::event::push_time_us(&mut self.scratch, r.received_at_us);
         self.timestamp.append_value(&self.scratch);
-        self.accept.append_option(r.meta.accept.as_deref());
-        self.host.append_option(r.meta.host.as_deref());
-        self.user_agent.append_option(r.meta.user_agent.as_deref());
+        self.accept.append_option(opt_str(&r.meta.accept));
+        self.host.append_option(opt_str(&r.meta.host));
+        self.user_agent.append_option(opt_str(&r.meta.user_agent));
         self.event_type_col.append_value(self.event_type.as_str());
         let mut cols = self.fields.iter_mut();
         r.event.payload.visit_fields(|_, v| match (cols.next(), v) {
@@ -319,9 +367,9 @@ impl RowBuilder {
             _ => unreachable!("payload fields follow EventType::fields order"),
         });
         self.log_offset.append_value(offset as i64);
-        self.event_id.append_option(r.event.event_id.as_deref());
-        self.player_id.append_option(r.event.player_id.as_deref());
-        self.session_id.append_option(r.event.session_id.as_deref());
+        self.event_id.append_option(opt_str(&r.event.event_id));
+        self.player_id.append_option(opt_str(&r.event.player_id));
+        self.session_id.append_option(opt_str(&r.event.session_id));
         self.event_time.append_option(r.event.event_time_us);
         if let Some(b) = &mut self.log_partition {
             b.append_value(partition as i32);
@@ -335,7 +383,8 @@ impl RowBuilder {
     /// of this thread's time.)
     fn finish(&mut self) -> Result<RecordBatch, ProjectError> {
         let partitioned = self.log_partition.is_some();
-        std::mem::replace(self, RowBuilder::new(self.event_type, partitioned)).into_batch()
+        let spare = std::mem::take(&mut self.spare);
+        std::mem::replace(self, RowBuilder::new_reusing(self.event_type, partitioned, spare)).into_batch()
     }
 
     fn into_batch(mut self) -> Result<RecordBatch, ProjectError> {
@@ -752,6 +801,10 @@ struct Settings {
     layout: Layout,
     /// Tables from a topic: the form of its values.
     format: ValueFormat,
+    /// Projecting beside ingest (`serve`): a step uses one decoding thread and one Parquet
+    /// writer, not one per core, so that ingest keeps the machine and the server's memory
+    /// stays flat (threads started per step each took memory of their own).
+    background: bool,
 }
 
 impl Settings {
@@ -815,6 +868,7 @@ impl Projector {
             vacuum_retention_ms,
             layout,
             format,
+            background: false,
         };
         settings.open(check)
     }
@@ -822,6 +876,12 @@ impl Projector {
     /// What it takes to open this projector again (see [`Settings`]).
     fn restart(&self) -> Settings {
         self.settings.clone()
+    }
+
+    /// Projects beside ingest: see `Settings::background`.
+    fn in_background(mut self) -> Projector {
+        self.settings.background = true;
+        self
     }
 
     /// Caps the events of one step (at most [`MAX_STEP_EVENTS`]); smaller steps publish
@@ -901,7 +961,7 @@ impl Projector {
         let dirs: Vec<PathBuf> = TABLES.iter().map(|d| self.tables.staging_dir(d)).collect();
         // A table that is ahead of the others (a step that stopped between the tables'
         // commits) takes only the events past its own offset.
-        let outputs = write_range(log, from, to, &offsets, &dirs, self.settings.codec, progress)?;
+        let outputs = write_range(log, from, to, &offsets, &dirs, self.settings.codec, self.settings.background, progress)?;
         for (i, files) in outputs.into_iter().enumerate() {
             if offsets[i] >= to {
                 continue;
@@ -1027,7 +1087,7 @@ fn rebuild_tables(tables: &mut dyn TableSink, log: &dyn EventLog, to: u64, codec
     let to = to.min(log.durable_end());
     progress.set_length(to);
     let dirs: Vec<PathBuf> = TABLES.iter().map(|d| tables.staging_dir(d)).collect();
-    let outputs = write_range(log, 0, to, &[0; 5], &dirs, codec, progress)?;
+    let outputs = write_range(log, 0, to, &[0; 5], &dirs, codec, false, progress)?;
     failpoint("rebuild.before_commit")?;
     let mut summary = ProjectSummary { from_offset: 0, to_offset: to, events: to, ..Default::default() };
     for (i, files) in outputs.into_iter().enumerate() {
@@ -1173,6 +1233,7 @@ impl Continuous {
         let wake = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let wake2 = wake.clone();
         stats.projected_offset.store(projector.offset(), Ordering::Relaxed);
+        let projector = projector.in_background();
         let restart = projector.restart();
         let thread = std::thread::Builder::new()
             .name("questlog-projector".into())
@@ -1308,6 +1369,7 @@ impl Continuous {
 
 /// Reads `from..to` from the log and writes each table's rows into files in `dirs`;
 /// table `i` takes only the events at or past `starts[i]`.
+#[allow(clippy::too_many_arguments)]
 fn write_range(
     log: &dyn EventLog,
     from: u64,
@@ -1315,11 +1377,13 @@ fn write_range(
     starts: &[u64],
     dirs: &[PathBuf],
     codec: Codec,
+    background: bool,
     progress: &ProgressBar,
 ) -> Result<Vec<Vec<FileEntry>>, ProjectError> {
-    write_rows(dirs, codec, false, |sink| {
+    let writers = if background { 1 } else { PARQUET_WRITERS };
+    write_rows(dirs, codec, false, writers, |sink| {
         let mut n = 0u64;
-        crate::log::for_each_prefetched(log.read(from, to)?, |offset, record| -> Result<(), ProjectError> {
+        let mut push = |offset: u64, record: &RecordView<'_>| -> Result<(), ProjectError> {
             let i = record.event.event_type().index();
             n += 1;
             if n % 16_384 == 0 {
@@ -1328,8 +1392,36 @@ fn write_range(
             if offset < starts[i] {
                 return Ok(());
             }
-            sink.push(i, offset, offset, 0, &record)
-        })?;
+            sink.push(i, offset, offset, 0, record)
+        };
+        // A sled log's blocks are checked and decompressed on one thread per core, and
+        // decoded here without copying their text (the Arrow builders copy it once);
+        // their buffers go back to be reused, not freed on another thread than made them.
+        let spare = std::sync::Mutex::new(Vec::<Vec<u8>>::new());
+        let mapped = !background
+            && crate::log::map_blocks(
+            log,
+            from,
+            to,
+            || Ok(BlockDecoder::new()?),
+            |decoder, raw| -> Result<PlainBlock, ProjectError> {
+                let buffer = spare.lock().ok().and_then(|mut s| s.pop()).unwrap_or_default();
+                Ok(decoder.decompress(raw, buffer)?)
+            },
+            |block| {
+                for (offset, record) in block.views()? {
+                    push(offset, &record)?;
+                }
+                if let Ok(mut s) = spare.lock() {
+                    s.push(block.bytes);
+                }
+                Ok(())
+            },
+        )?;
+        if !mapped {
+            // Owned records decoded on one helper thread.
+            crate::log::for_each_prefetched(log.read(from, to)?, |offset, record| push(offset, &record.view()))?;
+        }
         if n != to - from {
             return Err(ProjectError::Log(LogError::Corrupt {
                 offset: from + n,
@@ -1345,13 +1437,16 @@ fn write_range(
 /// to the Parquet writer thread of [`write_rows`].
 struct RowSink {
     builders: Vec<Building>,
-    tx: std::sync::mpsc::SyncSender<ToWriter>,
+    /// One queue per Parquet writer thread.
+    txs: Vec<std::sync::mpsc::SyncSender<ToWriter>>,
+    /// Batches the writers are done with, by table.
+    recycled: std::sync::mpsc::Receiver<(usize, RecordBatch)>,
 }
 
 impl RowSink {
     /// Adds a row to table `i`: the record at `position` in the step's order (what file
     /// names are cut at), stored with `offset` and `partition` (tables from a topic).
-    fn push(&mut self, i: usize, position: u64, offset: u64, partition: u32, record: &Record) -> Result<(), ProjectError> {
+    fn push<S: AsRef<str>>(&mut self, i: usize, position: u64, offset: u64, partition: u32, record: &Record<S>) -> Result<(), ProjectError> {
         let b = &mut self.builders[i];
         b.rows.push(offset, partition, record);
         b.first = b.first.min(position);
@@ -1364,11 +1459,15 @@ impl RowSink {
 
     // A send fails only when the writer stopped on an error, which joining returns.
     fn send(&mut self, table: usize) -> Result<(), ProjectError> {
+        while let Ok((i, batch)) = self.recycled.try_recv() {
+            self.builders[i].rows.recycle(batch);
+        }
         let b = &mut self.builders[table];
         let batch = b.rows.finish()?;
         let (first, last) = (b.first, b.last);
         b.first = u64::MAX;
-        self.tx.send(ToWriter::Batch { table, batch, first, last }).map_err(|_| ProjectError::WriterStopped)
+        let writer = table % self.txs.len();
+        self.txs[writer].send(ToWriter::Batch { table, batch, first, last }).map_err(|_| ProjectError::WriterStopped)
     }
 
     fn finish(&mut self) -> Result<(), ProjectError> {
@@ -1377,7 +1476,10 @@ impl RowSink {
                 self.send(i)?;
             }
         }
-        self.tx.send(ToWriter::Finish).map_err(|_| ProjectError::WriterStopped)
+        for tx in &self.txs {
+            tx.send(ToWriter::Finish).map_err(|_| ProjectError::WriterStopped)?;
+        }
+        Ok(())
     }
 }
 
@@ -1387,6 +1489,7 @@ fn write_rows(
     dirs: &[PathBuf],
     codec: Codec,
     partitioned: bool,
+    writers: usize,
     feed: impl FnOnce(&mut RowSink) -> Result<(), ProjectError>,
 ) -> Result<Vec<Vec<FileEntry>>, ProjectError> {
     // Three stages on their own threads, so that the two cores share the work: decoding
@@ -1396,25 +1499,56 @@ fn write_rows(
     // reach the writer in order, so the files are the same bytes as when written on one
     // thread.
     std::thread::scope(|scope| -> Result<Vec<Vec<FileEntry>>, ProjectError> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<ToWriter>(WRITER_QUEUE_BATCHES);
-        let writer = scope.spawn(move || -> Result<Vec<Vec<FileEntry>>, ProjectError> {
-            let mut outs: Vec<TableOutput> =
-                TABLES.iter().zip(dirs).map(|(def, dir)| TableOutput::new(def, dir.clone(), codec, 0, partitioned)).collect();
-            for message in rx {
-                match message {
-                    ToWriter::Batch { table, batch, first, last } => outs[table].write_batch(&batch, first, last)?,
-                    ToWriter::Finish => return outs.into_iter().map(TableOutput::finish).collect(),
+        // Batches the writers are done with come back here, to be built into again.
+        let (recycle_tx, recycle_rx) = std::sync::mpsc::channel::<(usize, RecordBatch)>();
+        let count = writers.clamp(1, PARQUET_WRITERS);
+        let mut txs = Vec::with_capacity(count);
+        let mut writers = Vec::with_capacity(count);
+        for w in 0..count {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<ToWriter>(WRITER_QUEUE_BATCHES);
+            let recycle_tx = recycle_tx.clone();
+            txs.push(tx);
+            writers.push(scope.spawn(move || -> Result<Vec<(usize, Vec<FileEntry>)>, ProjectError> {
+                // Each writer has its own tables: table `i` goes to writer `i % count`.
+                let mut outs: Vec<(usize, TableOutput)> = TABLES
+                    .iter()
+                    .zip(dirs)
+                    .enumerate()
+                    .filter(|(i, _)| i % count == w)
+                    .map(|(i, (def, dir))| (i, TableOutput::new(def, dir.clone(), codec, 0, partitioned)))
+                    .collect();
+                for message in rx {
+                    match message {
+                        ToWriter::Batch { table, batch, first, last } => {
+                            let out = outs.iter_mut().find(|(i, _)| *i == table).map(|(_, o)| o).ok_or(ProjectError::WriterStopped)?;
+                            out.write_batch(&batch, first, last)?;
+                            let _ = recycle_tx.send((table, batch));
+                        }
+                        ToWriter::Finish => return outs.into_iter().map(|(i, o)| Ok((i, o.finish()?))).collect(),
+                    }
                 }
-            }
-            // The builder stopped on an error: dropping the outputs deletes their files.
-            Err(ProjectError::WriterStopped)
-        });
+                // The builder stopped on an error: dropping the outputs deletes their files.
+                Err(ProjectError::WriterStopped)
+            }));
+        }
+        drop(recycle_tx);
         let builders =
             TABLES.iter().map(|def| Building { rows: RowBuilder::new(def.event_type, partitioned), first: u64::MAX, last: 0 }).collect();
-        let mut sink = RowSink { builders, tx };
+        let mut sink = RowSink { builders, txs, recycled: recycle_rx };
         let built = feed(&mut sink).and_then(|()| sink.finish());
         drop(sink);
-        let written = writer.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        let mut written: Result<Vec<Vec<FileEntry>>, ProjectError> = Ok(vec![Vec::new(); TABLES.len()]);
+        for writer in writers {
+            match (writer.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)), &mut written) {
+                (Ok(files), Ok(all)) => {
+                    for (i, f) in files {
+                        all[i] = f;
+                    }
+                }
+                (Err(e), Ok(_)) => written = Err(e),
+                (_, Err(_)) => {}
+            }
+        }
         match (built, written) {
             // The writer's own error says why it stopped taking batches.
             (Err(ProjectError::WriterStopped), Err(e)) => Err(e),

@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use indicatif::ProgressBar;
 
-use super::{failpoint, fsync_dir, io_err, write_rows, CommitKind, FileEntry, ProjectError, ProjectSummary, Projector, RowSink, TableSink, TABLES};
+use super::{failpoint, fsync_dir, io_err, write_rows, CommitKind, FileEntry, ProjectError, ProjectSummary, Projector, RowSink, TableSink, PARQUET_WRITERS, TABLES};
 use crate::event::RejectedEvent;
 use crate::log::{event_id_key, EventLog, Scanned, ValueFormat};
 
@@ -244,7 +244,7 @@ fn read_topic(
     let mut reached = from.to_vec();
     let (mut events, mut duplicates, mut rejected) = (0u64, 0u64, 0u64);
     let mut at_end = true;
-    let files = write_rows(dirs, codec, true, |sink: &mut RowSink| {
+    let files = write_rows(dirs, codec, true, PARQUET_WRITERS, |sink: &mut RowSink| {
         let mut base: u64 = from.iter().sum();
         for p in 0..n {
             let window = &mut state.windows[p];

@@ -285,8 +285,14 @@ pub(super) fn sort_opts(descending: &[bool]) -> SortMultipleOptions {
 
 /// The event's time in µs since the epoch: `event_time`, or the server receive
 /// `timestamp` when the event carried no `event_time`.
+///
+/// Only the rows without `event_time` have their `timestamp` parsed: Polars parses text
+/// with chrono at ~0.26 µs a value, which over every row was a third of a report of 10^7
+/// events where all of them carry `event_time`.
 pub(super) fn time_expr() -> Expr {
-    let received = col("timestamp")
+    let received = when(col("event_time").is_null())
+        .then(col("timestamp"))
+        .otherwise(lit(NULL).cast(DataType::String))
         .str()
         .to_datetime(
             Some(TimeUnit::Microseconds),
