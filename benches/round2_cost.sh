@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# What the performance round of issue 17 changed: two questlog binaries side by side,
+# alternating, in one run, so that the machine's noise (±20% on a stage between runs
+# minutes apart) falls on both alike. For each, on the same logs:
+#   - `generate` of EVENTS events into an empty log,
+#   - `replay --from 0 > /dev/null` of the EVENTS-event log,
+#   - `project --rebuild` of it,
+#   - `report` over tables of REPORT_EVENTS events (rebuilt once, read by both).
+# Wall seconds with GNU time's peak RSS; events/s = events / seconds. The outputs are the
+# same bytes (the golden scenarios check that); this measures time and memory only.
+#
+# usage: benches/round2_cost.sh OLD_BIN NEW_BIN [ROUNDS] [EVENTS] [REPORT_EVENTS]
+#   defaults: 3 rounds, 1,000,000 events, a report over 10,000,000 events
+# Needs GNU time (/usr/bin/time). Prints a Markdown table.
+set -euo pipefail
+old="$1"; new="$2"; rounds="${3:-3}"; events="${4:-1000000}"; report_events="${5:-10000000}"
+[ -x /usr/bin/time ] || { echo "missing GNU time (apt-get install time)" >&2; exit 1; }
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+"$new" --data-dir "$work/log" generate --seed 7 --events "$events" >/dev/null
+"$new" --data-dir "$work/big" generate --seed 8 --events "$report_events" >/dev/null
+"$new" --data-dir "$work/big" project --rebuild >/dev/null
+
+# Runs one command; prints "seconds rss_mib".
+measure() {
+  sync
+  /usr/bin/time -f "%e %M" -o "$work/time.txt" "$@" >/dev/null 2>"$work/err.txt" || { cat "$work/err.txt" >&2; exit 1; }
+  awk '{printf "%s %d\n", $1, $2 / 1024}' "$work/time.txt"
+}
+rate() { awk -v e="$events" -v s="$1" 'BEGIN { printf "%.0f", e / s }'; }
+
+echo "| binary | round | generate (events/s, RSS) | replay (events/s, RSS) | rebuild (events/s, RSS) | report of $report_events events (s, RSS) |"
+echo "|---|---|---|---|---|---|"
+for round in $(seq 1 "$rounds"); do
+  for which in old new; do
+    bin="$old"; [ "$which" = new ] && bin="$new"
+    rm -rf "$work/g"
+    read -r sg mg < <(measure "$bin" --data-dir "$work/g" generate --seed 7 --events "$events")
+    read -r sr mr < <(measure sh -c "'$bin' --data-dir '$work/log' replay --from 0 > /dev/null")
+    read -r sb mb < <(measure "$bin" --data-dir "$work/log" project --rebuild)
+    read -r sp mp < <(measure "$bin" --data-dir "$work/big" report --out "$work/report")
+    echo "| $which | $round | $(rate "$sg") ($mg MiB) | $(rate "$sr") ($mr MiB) | $(rate "$sb") ($mb MiB) | $sp ($mp MiB) |"
+  done
+done
