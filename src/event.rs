@@ -240,7 +240,7 @@ pub fn push_json_str(out: &mut String, s: &str) {
     // bytes only (which never occur inside a multi-byte UTF-8 sequence), so `out` stays
     // valid UTF-8; and `set_len` covers only bytes written before it.
     let v = unsafe { out.as_mut_vec() };
-    v.reserve(s.len() * 6 + 3);
+    v.reserve(s.len().saturating_mul(6).saturating_add(3));
     let start = v.len();
     let room = v.spare_capacity_mut();
     let mut j = 0;

@@ -1546,6 +1546,9 @@ fn write_rows(
                     }
                 }
                 (Err(e), Ok(_)) => written = Err(e),
+                // A writer that failed on its own (a full disk, say) stopped the step;
+                // the others then only saw the builder stop. Report the cause.
+                (Err(e), Err(ProjectError::WriterStopped)) if !matches!(e, ProjectError::WriterStopped) => written = Err(e),
                 (_, Err(_)) => {}
             }
         }
