@@ -17,12 +17,7 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 "$new" --data-dir "$work/log" generate --seed 7 --events "$events" >/dev/null
 
-# Runs one command; prints "seconds rss_mib".
-measure() {
-  /usr/bin/time -f "%e %M" -o "$work/time.txt" "$@" >/dev/null 2>"$work/err.txt" || { cat "$work/err.txt" >&2; exit 1; }
-  awk '{printf "%s %d\n", $1, $2 / 1024}' "$work/time.txt"
-}
-rate() { awk -v e="$events" -v s="$1" 'BEGIN { printf "%.0f", e / s }'; }
+. "$(dirname "$0")/ab.sh"  # measure, rate
 
 echo "| binary | round | rebuild (events/s, RSS) | $((events / step)) steps (events/s, RSS) | verify (s) |"
 echo "|---|---|---|---|---|"
@@ -31,7 +26,6 @@ for round in $(seq 1 "$rounds"); do
     bin="$old"; [ "$which" = new ] && bin="$new"
     for kind in rebuild steps; do
       rm -rf "$work/d"; mkdir -p "$work/d"; cp -r "$work/log/log" "$work/d/log"
-      sync
       if [ "$kind" = rebuild ]; then
         read -r s1 m1 < <(measure "$bin" --data-dir "$work/d" project --rebuild)
       else

@@ -21,13 +21,7 @@ trap 'rm -rf "$work"' EXIT
 "$new" --data-dir "$work/big" generate --seed 8 --events "$report_events" >/dev/null
 "$new" --data-dir "$work/big" project --rebuild >/dev/null
 
-# Runs one command; prints "seconds rss_mib".
-measure() {
-  sync
-  /usr/bin/time -f "%e %M" -o "$work/time.txt" "$@" >/dev/null 2>"$work/err.txt" || { cat "$work/err.txt" >&2; exit 1; }
-  awk '{printf "%s %d\n", $1, $2 / 1024}' "$work/time.txt"
-}
-rate() { awk -v e="$events" -v s="$1" 'BEGIN { printf "%.0f", e / s }'; }
+. "$(dirname "$0")/ab.sh"  # measure, rate
 
 echo "| binary | round | generate (events/s, RSS) | replay (events/s, RSS) | rebuild (events/s, RSS) | report of $report_events events (s, RSS) |"
 echo "|---|---|---|---|---|---|"

@@ -434,7 +434,6 @@ impl SledLog {
             stuck: false,
             blobs_seen: Default::default(),
             encoders: Encoders::start(),
-            spare_records: Vec::new(),
         };
         let handle = std::thread::Builder::new()
             .name("questlog-log-writer".into())
@@ -736,8 +735,8 @@ impl Encoders {
 
     /// Encodes `blocks` of `records`, in order: the first share on this thread, the
     /// others on the helpers at the same time; a group of one block (a small request)
-    /// stays here. Gives `records` back, to be emptied and filled by the next group.
-    fn encode(&mut self, records: Vec<Record>, mut blocks: Vec<(u64, Range<usize>)>) -> (Vec<(u64, Vec<u8>)>, Vec<Record>) {
+    /// stays here.
+    fn encode(&mut self, records: Vec<Record>, mut blocks: Vec<(u64, Range<usize>)>) -> Vec<(u64, Vec<u8>)> {
         let threads = (self.jobs.len() + 1).min(blocks.len()).max(1);
         let per_thread = blocks.len().div_ceil(threads);
         let mut rest = blocks.split_off(per_thread.min(blocks.len()));
@@ -778,9 +777,7 @@ impl Encoders {
         for (first, range) in rest {
             encoded.push((first, self.own.encode(&records[range])));
         }
-        // The helpers dropped their handles before answering.
-        let records = Arc::try_unwrap(records).unwrap_or_default();
-        (encoded, records)
+        encoded
     }
 }
 
@@ -847,9 +844,6 @@ struct Writer {
     /// sled's blob files already synced (see [`Store::sync`]).
     blobs_seen: BlobsSeen,
     encoders: Encoders,
-    /// The last group's record buffer, emptied, for the next group (at most
-    /// 2 × [`MAX_GROUP_RECORDS`] records' room, ~40 MB).
-    spare_records: Vec<Record>,
 }
 
 /// The recent `event_id`s, as 128-bit hashes, oldest first in `order`.
@@ -1164,10 +1158,8 @@ impl Writer {
         let mut offset = base;
         let mut rejected_seq = base_rejected;
         let mut ranges = Vec::with_capacity(group.len());
-        // The group's records in offset order (the buffer of the last group, emptied), and
-        // its blocks as ranges of them.
-        let mut kept: Vec<Record> = std::mem::take(&mut self.spare_records);
-        kept.clear();
+        // The group's records in offset order, and its blocks as ranges of them.
+        let mut kept: Vec<Record> = Vec::new();
         let mut block_start = 0usize;
         let mut block_keys = Vec::new();
         let mut rejected_keys = Vec::new();
@@ -1227,13 +1219,7 @@ impl Writer {
             blocks.push((offset - (kept.len() - block_start) as u64, block_start..kept.len()));
         }
         if result.is_ok() {
-            let (encoded, mut records) = self.encoders.encode(kept, blocks);
-            // Emptied now (the records' text is not kept while idle); the buffer is kept
-            // unless one huge append grew it past what groups usually take.
-            records.clear();
-            if records.capacity() <= 2 * MAX_GROUP_RECORDS {
-                self.spare_records = records;
-            }
+            let encoded = self.encoders.encode(kept, blocks);
             for (first, bytes) in encoded {
                 if let Err(e) = store.blocks.insert(block_key(first), bytes) {
                     result = Err(e.into());
