@@ -1,9 +1,12 @@
 //! API keys (`serve --api-keys FILE`): which apps may send events, under which name their
 //! events are recorded, how fast each may send (a token bucket per key, in events), and
-//! which may read the live page (`read = true`).
+//! what each key is granted: `write` (append events) and `read` (the log, rejected events,
+//! the live page and the report), separately.
 //!
 //! Invariants: keys are kept only as SHA-256 hashes once loaded and never appear in logs,
-//! metrics or error messages; a request without a valid key appends nothing.
+//! metrics or error messages; a request without a valid key appends nothing; a key reads
+//! or writes only with that grant (a write key shipped in a game client reads nothing, a
+//! read key pasted into a browser appends nothing).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -25,6 +28,24 @@ pub enum AuthError {
     File { path: PathBuf, reason: String },
 }
 
+/// What a key may do. A key holds one or both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Append events (`POST /v1/events`, `/{event_type}`).
+    Write,
+    /// Read: `/v1/replay`, `/v1/rejected`, the live page (`/`, `/v1/live`) and `/report.html`.
+    Read,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Write => "write",
+            Scope::Read => "read",
+        }
+    }
+}
+
 /// Why a request was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Denied {
@@ -34,8 +55,8 @@ pub enum Denied {
     Unknown,
     /// Over the app's rate: retry after this many seconds.
     RateLimited { retry_after_s: u64 },
-    /// A key without `read = true` asked to read (the live page and its data).
-    NotReader,
+    /// A known key without the grant the route needs (403).
+    Forbidden(Scope),
 }
 
 #[derive(Deserialize)]
@@ -52,39 +73,76 @@ struct KeyEntry {
     key: String,
     events_per_second: Option<f64>,
     burst: Option<f64>,
-    /// May read the live page and its data (`GET /`, `/v1/live`, `/report.html`).
-    #[serde(default)]
-    read: bool,
+    /// What the key may do; default `["write"]`.
+    scopes: Option<Vec<String>>,
+    /// The old form of the read grant, which also let the key write; refused with a
+    /// message saying what to write instead.
+    read: Option<bool>,
 }
 
-/// One app: its name and its bucket.
+/// A token bucket: `rate` tokens a second up to `burst`, starting full.
+pub struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl TokenBucket {
+    pub fn new(rate: f64, burst: f64) -> TokenBucket {
+        TokenBucket { rate, burst, state: Mutex::new((burst, Instant::now())) }
+    }
+
+    /// Takes `n` tokens, or says in how many seconds there would be enough.
+    pub fn take(&self, n: f64) -> Result<(), u64> {
+        let mut b = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let tokens = (b.0 + now.duration_since(b.1).as_secs_f64() * self.rate).min(self.burst);
+        if n > self.burst {
+            // More than the bucket holds can never pass: say when a full bucket would be
+            // there, and let the client split it.
+            return Err(((self.burst - tokens) / self.rate).ceil().max(1.0) as u64);
+        }
+        if tokens < n {
+            *b = (tokens, now);
+            return Err(((n - tokens) / self.rate).ceil().max(1.0) as u64);
+        }
+        *b = (tokens - n, now);
+        Ok(())
+    }
+
+    /// Takes up to `n` tokens, as many as there are; returns how many.
+    pub fn take_up_to(&self, n: f64) -> f64 {
+        let mut b = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let tokens = (b.0 + now.duration_since(b.1).as_secs_f64() * self.rate).min(self.burst);
+        let taken = tokens.min(n).max(0.0);
+        *b = (tokens - taken, now);
+        taken
+    }
+}
+
+/// One app: its name, its grants and its bucket.
 pub struct App {
     pub name: String,
-    /// May read the live page and its data.
+    /// May append events.
+    pub write: bool,
+    /// May read the log, rejected events, the live page and the report.
     pub read: bool,
-    rate: Option<(f64, f64)>,
-    bucket: Mutex<(f64, Instant)>,
+    rate: Option<TokenBucket>,
 }
 
 impl App {
     /// Takes `events` tokens, or says how long until there are enough.
     pub fn take(&self, events: u64) -> Result<(), Denied> {
-        let Some((rate, burst)) = self.rate else { return Ok(()) };
-        let mut b = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        let tokens = (b.0 + now.duration_since(b.1).as_secs_f64() * rate).min(burst);
-        let need = events as f64;
-        if need > burst {
-            // A single request larger than the bucket can never pass: tell when a full
-            // bucket would be there, and let the client split it.
-            return Err(Denied::RateLimited { retry_after_s: ((burst - tokens) / rate).ceil().max(1.0) as u64 });
+        let Some(bucket) = &self.rate else { return Ok(()) };
+        bucket.take(events as f64).map_err(|retry_after_s| Denied::RateLimited { retry_after_s })
+    }
+
+    fn has(&self, scope: Scope) -> bool {
+        match scope {
+            Scope::Write => self.write,
+            Scope::Read => self.read,
         }
-        if tokens < need {
-            *b = (tokens, now);
-            return Err(Denied::RateLimited { retry_after_s: ((need - tokens) / rate).ceil().max(1.0) as u64 });
-        }
-        *b = (tokens - need, now);
-        Ok(())
     }
 }
 
@@ -105,8 +163,8 @@ fn hash(key: &str) -> [u8; 32] {
 }
 
 impl ApiKeys {
-    /// Loads a TOML file of `[[key]]` tables: `app`, `key`, and optionally
-    /// `events_per_second` and `burst` (default: two seconds' worth).
+    /// Loads a TOML file of `[[key]]` tables: `app`, `key`, and optionally `scopes`
+    /// (default `["write"]`), `events_per_second` and `burst` (default: two seconds' worth).
     pub fn load(path: &Path) -> Result<ApiKeys, AuthError> {
         let err = |reason: String| AuthError::File { path: path.to_path_buf(), reason };
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
@@ -123,8 +181,44 @@ impl ApiKeys {
             if k.app.trim().is_empty() || k.app.len() > crate::event::MAX_STRING_BYTES {
                 return Err(err(format!("key {n}: `app` must be a name of 1 to {} bytes", crate::event::MAX_STRING_BYTES)));
             }
-            if k.key.chars().count() < MIN_KEY_CHARS {
+            // Requests' keys are trimmed; so are the file's, or a key written with a space
+            // around it would never match.
+            let key = k.key.trim();
+            if key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(err(format!("key {n} (app {}): a key may not contain spaces or control characters (headers cannot carry them)", k.app)));
+            }
+            if key.chars().count() < MIN_KEY_CHARS {
                 return Err(err(format!("key {n} (app {}): a key needs at least {MIN_KEY_CHARS} characters", k.app)));
+            }
+            if k.read.is_some() {
+                return Err(err(format!(
+                    "key {n} (app {}): `read` is replaced by `scopes`, which grants reading and writing separately: \
+                     `scopes = [\"read\"]` for a key that only reads (the one to open the live page with), \
+                     `scopes = [\"write\", \"read\"]` for both",
+                    k.app
+                )));
+            }
+            let (mut write, mut read) = (false, false);
+            match &k.scopes {
+                None => write = true,
+                Some(list) if list.is_empty() => {
+                    return Err(err(format!("key {n} (app {}): `scopes` is empty; give it \"write\", \"read\" or both", k.app)))
+                }
+                Some(list) => {
+                    for s in list {
+                        match s.as_str() {
+                            "write" => write = true,
+                            "read" => read = true,
+                            other => {
+                                return Err(err(format!(
+                                    "key {n} (app {}): unknown scope {:?}; scopes are \"write\" and \"read\"",
+                                    k.app,
+                                    other.chars().take(32).collect::<String>()
+                                )))
+                            }
+                        }
+                    }
+                }
             }
             let rate = match k.events_per_second {
                 None => None,
@@ -133,32 +227,40 @@ impl ApiKeys {
                     if !(burst.is_finite() && burst >= 1.0) {
                         return Err(err(format!("key {n} (app {}): `burst` must be at least 1", k.app)));
                     }
-                    Some((r, burst))
+                    Some(TokenBucket::new(r, burst))
                 }
                 Some(_) => return Err(err(format!("key {n} (app {}): `events_per_second` must be positive", k.app))),
             };
-            let start = rate.map(|(_, burst)| burst).unwrap_or(0.0);
-            let app = App { name: k.app.clone(), read: k.read, rate, bucket: Mutex::new((start, Instant::now())) };
-            if by_hash.insert(hash(&k.key), app).is_some() {
+            let app = App { name: k.app.clone(), write, read, rate };
+            if by_hash.insert(hash(key), app).is_some() {
                 return Err(err(format!("key {n} (app {}): the same key appears twice", k.app)));
             }
         }
         Ok(ApiKeys { by_hash })
     }
 
-    /// The app of the request's key.
-    pub fn app(&self, headers: &HeaderMap) -> Result<&App, Denied> {
-        self.app_or_query(headers, None)
+    /// The app of the request's key, which must hold `write`.
+    pub fn writer(&self, headers: &HeaderMap) -> Result<&App, Denied> {
+        self.with_scope(headers, None, Scope::Write)
     }
 
-    /// The app of a reader: its key from the headers or, for a person opening the live
-    /// page in a browser, the `key` query parameter; the key must have `read = true`.
+    /// The app of a reader: its key from the headers or, where a person opens a page in a
+    /// browser, `query_key` (the `key` query parameter); the key must hold `read`.
     pub fn reader(&self, headers: &HeaderMap, query_key: Option<&str>) -> Result<&App, Denied> {
+        self.with_scope(headers, query_key, Scope::Read)
+    }
+
+    /// Whether the request carries a known key with `read` (for details only readers see).
+    pub fn is_reader(&self, headers: &HeaderMap) -> bool {
+        self.reader(headers, None).is_ok()
+    }
+
+    fn with_scope(&self, headers: &HeaderMap, query_key: Option<&str>, scope: Scope) -> Result<&App, Denied> {
         let app = self.app_or_query(headers, query_key)?;
-        if app.read {
+        if app.has(scope) {
             Ok(app)
         } else {
-            Err(Denied::NotReader)
+            Err(Denied::Forbidden(scope))
         }
     }
 
@@ -175,9 +277,9 @@ impl ApiKeys {
         self.by_hash.get(&hash(key)).ok_or(Denied::Unknown)
     }
 
-    /// Checks the key and takes `events` from its app's bucket.
+    /// Checks the key's `write` grant and takes `events` from its app's bucket.
     pub fn admit(&self, headers: &HeaderMap, events: u64) -> Result<String, Denied> {
-        let app = self.app(headers)?;
+        let app = self.writer(headers)?;
         app.take(events)?;
         Ok(app.name.clone())
     }
@@ -220,7 +322,33 @@ mod tests {
     }
 
     #[test]
+    fn scopes_separate_reading_from_writing() {
+        let k = keys(
+            "[[key]]\napp = \"game\"\nkey = \"wwwwwwwwwwwwwwwwwwww\"\n\n\
+             [[key]]\napp = \"dash\"\nkey = \"  rrrrrrrrrrrrrrrrrrrr  \"\nscopes = [\"read\"]\n\n\
+             [[key]]\napp = \"ops\"\nkey = \"bbbbbbbbbbbbbbbbbbbb\"\nscopes = [\"write\", \"read\"]\n",
+        )
+        .unwrap();
+        let w = with_key("wwwwwwwwwwwwwwwwwwww");
+        let r = with_key("rrrrrrrrrrrrrrrrrrrr");
+        let b = with_key("bbbbbbbbbbbbbbbbbbbb");
+        assert_eq!(k.writer(&w).unwrap().name, "game");
+        assert_eq!(k.reader(&w, None).err(), Some(Denied::Forbidden(Scope::Read)), "a write key reads nothing");
+        assert_eq!(k.writer(&r).err(), Some(Denied::Forbidden(Scope::Write)), "a read key appends nothing");
+        assert_eq!(k.reader(&r, None).unwrap().name, "dash", "a key written with spaces around it matches");
+        assert_eq!(k.reader(&HeaderMap::new(), Some("rrrrrrrrrrrrrrrrrrrr")).unwrap().name, "dash");
+        assert!(k.writer(&b).is_ok() && k.reader(&b, None).is_ok());
+        assert!(k.is_reader(&b) && !k.is_reader(&w));
+    }
+
+    #[test]
     fn bad_files_are_explained() {
+        let old = keys("[[key]]\napp = \"a\"\nkey = \"aaaaaaaaaaaaaaaaaaaa\"\nread = true\n").unwrap_err().to_string();
+        assert!(old.contains("replaced by `scopes`"), "{old}");
+        let bad = keys("[[key]]\napp = \"a\"\nkey = \"aaaaaaaaaaaaaaaaaaaa\"\nscopes = [\"admin\"]\n").unwrap_err().to_string();
+        assert!(bad.contains("unknown scope"), "{bad}");
+        let spaced = keys("[[key]]\napp = \"a\"\nkey = \"aaaaaaaa aaaaaaaaaaaa\"\n").unwrap_err().to_string();
+        assert!(spaced.contains("spaces"), "{spaced}");
         assert!(keys("").unwrap_err().to_string().contains("no [[key]]"));
         assert!(keys("[[key]]\napp = \"a\"\nkey = \"short\"\n").unwrap_err().to_string().contains("at least 16"));
         let twice = "[[key]]\napp = \"a\"\nkey = \"aaaaaaaaaaaaaaaaaaaa\"\n[[key]]\napp = \"b\"\nkey = \"aaaaaaaaaaaaaaaaaaaa\"\n";

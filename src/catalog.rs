@@ -358,6 +358,20 @@ impl Catalog {
                 format!("category {:?} is not the catalogue's category {:?} of inventory_id {inventory_id} in store {store_id}", clip(category), item.category),
             ));
         }
+        // A cost is a number of units at the list price: more than a purchase can take is
+        // an impossible purchase, not a big one (and would overflow the stock's sums).
+        let Payload::BuyAsset { total_cost, .. } = payload else { return Ok(()) };
+        if quantity_of(*total_cost, item.unit_price_cents) > MAX_PURCHASE_QUANTITY {
+            return Err(Rejection::new(
+                RejectReason::OutOfRange,
+                Some("total_cost"),
+                format!(
+                    "total_cost {total_cost} is more than {MAX_PURCHASE_QUANTITY} units of inventory_id {inventory_id} in store {store_id} at its list price {} (at most {})",
+                    cents_to_cost(item.unit_price_cents),
+                    cents_to_cost(item.unit_price_cents.saturating_mul(MAX_PURCHASE_QUANTITY))
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -503,9 +517,9 @@ impl ItemStock {
         match self.boundary {
             Some(last) if b > last => {
                 let room = (self.starting_stock - self.on_hand_qty).max(0);
-                let add = room.min(self.restock_qty.saturating_mul(b - last));
-                self.on_hand_qty += add;
-                self.restocked_qty += add;
+                let add = room.min(self.restock_qty.saturating_mul(b.saturating_sub(last)));
+                self.on_hand_qty = self.on_hand_qty.saturating_add(add);
+                self.restocked_qty = self.restocked_qty.saturating_add(add);
                 self.boundary = Some(b);
             }
             Some(_) => {}
@@ -589,17 +603,22 @@ impl StockBook {
         self.watermark_us = Some(self.watermark_us.map_or(time_us, |w| w.max(time_us)));
         let s = self.items.get_mut(&(store_id, inventory_id))?;
         s.restock_to(time_us);
+        // Saturating throughout: the API refuses a purchase of more units than one can take
+        // (`check_purchase`), but a log can hold purchases accepted without a catalogue,
+        // and no sum may wrap to a negative stock or revenue.
         let quantity = quantity_of(total_cost, s.unit_price_cents);
-        let short = (quantity - s.on_hand_qty).max(0);
-        s.on_hand_qty = (s.on_hand_qty - quantity).max(0);
-        s.sold_qty += quantity;
-        s.purchases += 1;
+        let short = quantity.saturating_sub(s.on_hand_qty).max(0);
+        s.on_hand_qty = s.on_hand_qty.saturating_sub(quantity).max(0);
+        s.sold_qty = s.sold_qty.saturating_add(quantity);
+        s.purchases = s.purchases.saturating_add(1);
         if short > 0 {
-            s.short_purchases += 1;
-            s.short_qty += short;
+            s.short_purchases = s.short_purchases.saturating_add(1);
+            s.short_qty = s.short_qty.saturating_add(short);
         }
-        s.revenue_cents += (total_cost as f64 * 100.0).round() as i64;
-        s.list_value_cents += quantity * s.unit_price_cents;
+        // `as` saturates a float past i64's range.
+        s.revenue_cents = s.revenue_cents.saturating_add((total_cost as f64 * 100.0).round() as i64);
+        s.list_value_cents = s.list_value_cents.saturating_add(quantity.saturating_mul(s.unit_price_cents));
+        debug_assert!(s.on_hand_qty >= 0 && s.sold_qty >= 0 && s.revenue_cents >= 0 && s.list_value_cents >= 0);
         Some(Purchase { quantity, on_hand_after: s.on_hand_qty, short_qty: short })
     }
 
@@ -608,7 +627,7 @@ impl StockBook {
     pub fn on_hand_after(&self, time_us: i64, store_id: i64, inventory_id: i64, quantity: i64) -> Option<i64> {
         let mut s = self.items.get(&(store_id, inventory_id))?.clone();
         s.restock_to(time_us);
-        Some((s.on_hand_qty - quantity).max(0))
+        Some(s.on_hand_qty.saturating_sub(quantity).max(0))
     }
 
     /// Every item's stock, by (store, inventory id), restocked up to the latest event
@@ -754,6 +773,39 @@ mod tests {
             Path::new("test"),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn a_cost_past_what_a_purchase_can_take_is_refused_and_stock_never_wraps() {
+        let c = small();
+        let buy = |total_cost: f32| Payload::BuyAsset {
+            store_id: 1,
+            item_name: "Sword".into(),
+            inventory_id: 1001,
+            total_cost,
+            category: "weapon".into(),
+            on_hand_qty: 1,
+        };
+        let r = c.check_purchase(&buy(3e38)).unwrap_err();
+        assert_eq!((r.reason, r.field.as_deref()), (RejectReason::OutOfRange, Some("total_cost")), "{}", r.message);
+        assert!(r.message.contains("more than 10000 units"), "{}", r.message);
+        // MAX_PURCHASE_QUANTITY units at list price pass; one more does not.
+        assert!(c.check_purchase(&buy(25.0 * MAX_PURCHASE_QUANTITY as f32)).is_ok());
+        assert!(c.check_purchase(&buy(25.0 * (MAX_PURCHASE_QUANTITY + 1) as f32)).is_err());
+        // A log may still hold such purchases (accepted before, or without a catalogue):
+        // the book saturates instead of wrapping to negative figures.
+        let mut b = StockBook::new();
+        b.set_catalog(&c);
+        for _ in 0..3 {
+            let p = b.purchase(HOUR_US, 1, 1001, 3e38).unwrap();
+            assert_eq!(p.on_hand_after, 0);
+        }
+        let row = &b.rows()[0];
+        assert_eq!(row.on_hand_qty, 0);
+        assert_eq!(row.sold_qty, i64::MAX);
+        assert_eq!(row.short_qty, i64::MAX);
+        assert_eq!((row.revenue_cents, row.list_value_cents), (i64::MAX, i64::MAX));
+        assert_eq!(b.on_hand_after(2 * HOUR_US, 1, 1001, i64::MAX), Some(0));
     }
 
     #[test]

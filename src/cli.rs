@@ -147,9 +147,18 @@ pub enum Command {
         #[arg(long, default_value_t = api::BODY_READ_TIMEOUT_MS)]
         body_read_timeout_ms: u64,
         /// Require API keys: a TOML file of [[key]] tables (app, key, and optionally
-        /// events_per_second, burst). Without it, anyone may send events.
+        /// scopes, events_per_second, burst). Without it, anyone who can reach the server
+        /// may send and read events, so it listens on loopback only unless --allow-keyless.
         #[arg(long)]
         api_keys: Option<PathBuf>,
+        /// Serve without API keys on an address other than loopback: anyone who can reach
+        /// it may append and read every event.
+        #[arg(long)]
+        allow_keyless: bool,
+        /// Without API keys, a host name requests may name in `Host` besides IP addresses
+        /// and localhost (a guard against DNS rebinding); repeat for several.
+        #[arg(long = "allowed-host", value_name = "NAME")]
+        allowed_hosts: Vec<String>,
         /// Check purchases against this store catalogue (SQLite; `questlog catalog
         /// schema`), and fill in seed-style `GET /buy_asset?store_id=…&inventory_id=…`
         /// from it. Recorded in the log before the server takes events.
@@ -419,7 +428,18 @@ pub fn run(cli: Cli) -> Result<()> {
         keep_freed_memory();
     }
     match cli.command {
-        Command::Serve { listen, project_interval_ms, compression, max_connections, header_read_timeout_ms, body_read_timeout_ms, api_keys, catalog } => {
+        Command::Serve {
+            listen,
+            project_interval_ms,
+            compression,
+            max_connections,
+            header_read_timeout_ms,
+            body_read_timeout_ms,
+            api_keys,
+            allow_keyless,
+            allowed_hosts,
+            catalog,
+        } => {
             let codec = Codec::parse(&compression)?;
             // Checked before anything opens: a refused file appends nothing.
             let catalog = catalog.as_deref().map(open_catalog).transpose()?;
@@ -431,7 +451,8 @@ pub fn run(cli: Cli) -> Result<()> {
                 bail!("--project-interval-ms must be between 1 and {} (a day)", project::MAX_PROJECT_INTERVAL_MS);
             }
             let limits = api::Limits { max_connections, header_read_timeout_ms, body_read_timeout_ms, ..api::Limits::default() };
-            runtime()?.block_on(serve(&data_dir, &listen, project_interval_ms, codec, limits, keys, catalog, shutdown_signal()))
+            let access = Access { keys, allow_keyless, allowed_hosts };
+            runtime()?.block_on(serve(&data_dir, &listen, project_interval_ms, codec, limits, access, catalog, shutdown_signal()))
         }
         Command::Quickstart { listen, seed, events, exit } => {
             if kafka().is_some() {
@@ -1212,10 +1233,20 @@ impl crate::metrics::ProjectionSource for ProjectionStats {
     }
 }
 
+/// Who may use a server: its API keys, or without them whether it may listen beyond
+/// loopback and which host names it answers to.
+#[derive(Default)]
+struct Access {
+    keys: Option<Arc<crate::auth::ApiKeys>>,
+    allow_keyless: bool,
+    allowed_hosts: Vec<String>,
+}
+
 /// A running server's parts, for `serve` and `quickstart`.
 struct Server {
     limits: api::Limits,
     keys: Option<Arc<crate::auth::ApiKeys>>,
+    allowed_hosts: Vec<String>,
     log: Arc<dyn EventLog>,
     metrics: Arc<Metrics>,
     projection: Arc<ProjectionStats>,
@@ -1330,7 +1361,22 @@ async fn start_server(data_dir: &Path, listen: &str, interval_ms: u64, codec: Co
         }
         None => None,
     };
-    Ok((Server { limits: api::Limits::default(), keys: None, log, metrics, projection, addr, projector, data_dir: data_dir.to_path_buf(), catalog: None, findings }, listener))
+    Ok((
+        Server {
+            limits: api::Limits::default(),
+            keys: None,
+            allowed_hosts: Vec::new(),
+            log,
+            metrics,
+            projection,
+            addr,
+            projector,
+            data_dir: data_dir.to_path_buf(),
+            catalog: None,
+            findings,
+        },
+        listener,
+    ))
 }
 
 impl Server {
@@ -1339,7 +1385,8 @@ impl Server {
         Arc::new(
             AppState::new(self.log.clone(), self.metrics.clone(), self.projection.clone(), self.limits, self.keys.clone())
                 .with_catalog(self.catalog.clone())
-                .with_findings(findings),
+                .with_findings(findings)
+                .with_allowed_hosts(self.allowed_hosts.clone()),
         )
     }
 
@@ -1366,16 +1413,20 @@ async fn serve(
     interval_ms: u64,
     codec: Codec,
     limits: api::Limits,
-    keys: Option<Arc<crate::auth::ApiKeys>>,
+    access: Access,
     catalog: Option<crate::catalog::Catalog>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     if catalog.is_some() && kafka().is_some() {
         bail!("--catalog: store catalogues are kept in the sled log only; a Kafka log takes purchases without one");
     }
+    if access.keys.is_none() && !access.allow_keyless {
+        keyless_on_loopback(listen, "give --api-keys FILE (see `questlog serve --help`), or add --allow-keyless to serve it open").await?;
+    }
     let (mut server, listener) = start_server(data_dir, listen, interval_ms, codec, false).await?;
     server.limits = limits;
-    server.keys = keys;
+    server.keys = access.keys;
+    server.allowed_hosts = access.allowed_hosts;
     let mut catalog_note = None;
     if let Some(c) = catalog {
         let log = server.log.clone();
@@ -1385,7 +1436,7 @@ async fn serve(
         catalog_note = Some(note);
     }
     println!("questlog serving on http://{} (data in {}; log {})", server.addr, data_dir.display(), log_name(data_dir));
-    println!("live page: http://{}/{}", server.addr, if server.keys.is_some() { "?key=<a key with read = true>" } else { "" });
+    println!("live page: http://{}/{}", server.addr, if server.keys.is_some() { "?key=<a key with the read scope>" } else { "" });
     if let Some((target, _)) = kafka() {
         println!("events go to {target}; rejected ones stay in {}", data_dir.join(crate::log::kafka::REJECTED_DIR).display());
     }
@@ -1399,7 +1450,18 @@ async fn serve(
     Ok(())
 }
 
+/// Refuses a keyless server on an address that is not loopback (checked before anything
+/// opens, on the address as given: a name that resolves to loopback only is loopback).
+async fn keyless_on_loopback(listen: &str, remedy: &str) -> Result<()> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(listen).await.with_context(|| format!("resolving --listen {listen}"))?.collect();
+    if addrs.is_empty() || addrs.iter().any(|a| !a.ip().is_loopback()) {
+        bail!("--listen {listen} is not a loopback address, and without --api-keys anyone who can reach it could append and read every event: {remedy}");
+    }
+    Ok(())
+}
+
 async fn quickstart(data_dir: &Path, listen: &str, seed: u64, events: u64, exit: bool) -> Result<()> {
+    keyless_on_loopback(listen, "quickstart serves without keys; use `serve --api-keys FILE` to serve others").await?;
     let started = Instant::now();
     let (server, listener) = start_server(data_dir, listen, 500, Codec::Snappy, true).await?;
     let addr = server.addr;

@@ -369,15 +369,132 @@ impl ClientEvent {
     }
 }
 
+/// Most bytes of an `Accept`, `Host` or `User-Agent` header the server keeps (cut on a
+/// character boundary). Real values are a few dozen to a few hundred bytes; 1 KiB keeps any
+/// of them whole while bounding what a client can make the server store per request.
+pub const MAX_HEADER_BYTES: usize = 1024;
+
+/// Longest field name a rejection carries (in its `field`, its message, a metric label or
+/// the live page's map), in bytes. Every field of ours is under 20 bytes; a client can send
+/// any key up to the event size limit, and its name must not grow what is stored per
+/// rejection past the raw text's own cap.
+pub const MAX_FIELD_NAME_BYTES: usize = 128;
+
+/// Longest rejection message (`error` in answers and rejected lines), in bytes: every
+/// message of ours with its clipped quotes of client text fits (the longest quote two
+/// clipped names of [`MAX_FIELD_NAME_BYTES`] and serde_json's position).
+pub const MAX_REJECTION_MESSAGE_BYTES: usize = 512;
+
+/// Text shared by every record of one request: the request's headers and app. Cloning it
+/// copies a pointer, so a batch of 10,000 events keeps its headers once, not 10,000 times.
+/// Encoded exactly as a `String` (bincode and JSON alike), so stored bytes do not change.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Shared(std::sync::Arc<str>);
+
+impl Shared {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for Shared {
+    fn default() -> Shared {
+        Shared(std::sync::Arc::from(""))
+    }
+}
+
+impl AsRef<str> for Shared {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Shared {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for Shared {
+    fn from(s: &str) -> Shared {
+        Shared(std::sync::Arc::from(s))
+    }
+}
+
+impl From<String> for Shared {
+    fn from(s: String) -> Shared {
+        Shared(std::sync::Arc::from(s))
+    }
+}
+
+impl PartialEq<str> for Shared {
+    fn eq(&self, other: &str) -> bool {
+        &*self.0 == other
+    }
+}
+
+impl PartialEq<&str> for Shared {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.0 == *other
+    }
+}
+
+impl Serialize for Shared {
+    fn serialize<Ser: serde::Serializer>(&self, s: Ser) -> Result<Ser::Ok, Ser::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Shared {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Shared, D::Error> {
+        String::deserialize(d).map(Shared::from)
+    }
+}
+
 /// Request metadata the server records with each event (the seed's `request.headers`),
-/// and the app whose API key sent it.
+/// and the app whose API key sent it. Owned, its text is [`Shared`] by the records of one
+/// request; a [`RecordView`] borrows it from a log block.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RequestMeta<S = String> {
+pub struct RequestMeta<S = Shared> {
     pub accept: Option<S>,
     pub host: Option<S>,
     pub user_agent: Option<S>,
     /// The name of the API key's app (`serve --api-keys`); `None` without keys.
     pub app: Option<S>,
+}
+
+impl<S> RequestMeta<S> {
+    /// The same metadata with each text converted by `f`.
+    pub fn map<T>(self, mut f: impl FnMut(S) -> T) -> RequestMeta<T> {
+        RequestMeta { accept: self.accept.map(&mut f), host: self.host.map(&mut f), user_agent: self.user_agent.map(&mut f), app: self.app.map(&mut f) }
+    }
+}
+
+impl RequestMeta {
+    /// Metadata from header values as received: each cut to [`MAX_HEADER_BYTES`] on a
+    /// character boundary (invalid UTF-8 replaced first).
+    pub fn from_headers(accept: Option<&[u8]>, host: Option<&[u8]>, user_agent: Option<&[u8]>) -> RequestMeta {
+        let keep = |v: Option<&[u8]>| v.map(|b| Shared::from(truncate_utf8(&String::from_utf8_lossy(b), MAX_HEADER_BYTES)));
+        RequestMeta { accept: keep(accept), host: keep(host), user_agent: keep(user_agent), app: None }
+    }
+
+    /// Bytes of text this metadata holds (once, however many records share it).
+    pub fn text_bytes(&self) -> usize {
+        [&self.accept, &self.host, &self.user_agent, &self.app].iter().map(|v| v.as_ref().map_or(0, |s| s.len())).sum()
+    }
 }
 
 /// Version 1 of the stored formats (before `RequestMeta::app`), still read.
@@ -409,14 +526,14 @@ pub mod v1 {
         pub rejection: Rejection,
     }
 
-    impl<S> From<RequestMeta<S>> for super::RequestMeta<S> {
-        fn from(m: RequestMeta<S>) -> super::RequestMeta<S> {
-            super::RequestMeta { accept: m.accept, host: m.host, user_agent: m.user_agent, app: None }
+    impl<S, M: From<S>> From<RequestMeta<S>> for super::RequestMeta<M> {
+        fn from(m: RequestMeta<S>) -> super::RequestMeta<M> {
+            super::RequestMeta { accept: m.accept.map(M::from), host: m.host.map(M::from), user_agent: m.user_agent.map(M::from), app: None }
         }
     }
 
-    impl<S> From<Record<S>> for super::Record<S> {
-        fn from(r: Record<S>) -> super::Record<S> {
+    impl<S, M: From<S>> From<Record<S>> for super::Record<S, M> {
+        fn from(r: Record<S>) -> super::Record<S, M> {
             super::Record { received_at_us: r.received_at_us, meta: r.meta.into(), raw_event: r.raw_event, event: r.event }
         }
     }
@@ -440,11 +557,14 @@ pub mod v1 {
 /// `Record` (text as `String`) is what is appended and kept; [`RecordView`] is the same
 /// record borrowed from a decoded log block, which the hot readers (replay, projection)
 /// use so that reading a record allocates nothing. Both encode to the same bytes.
+///
+/// `M` is the text of the request metadata: [`Shared`] in an owned record (one copy per
+/// request), `&str` in a view.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Record<S = String> {
+pub struct Record<S = String, M = Shared> {
     /// Server receive time, microseconds since the Unix epoch (the `timestamp` column).
     pub received_at_us: i64,
-    pub meta: RequestMeta<S>,
+    pub meta: RequestMeta<M>,
     /// The event's JSON exactly as received.
     pub raw_event: S,
     pub event: ClientEvent<S>,
@@ -456,16 +576,17 @@ pub fn opt_str<S: AsRef<str>>(v: &Option<S>) -> Option<&str> {
 }
 
 /// A log record borrowed from the block it was decoded from.
-pub type RecordView<'a> = Record<&'a str>;
+pub type RecordView<'a> = Record<&'a str, &'a str>;
 
-impl<S: AsRef<str>> Record<S> {
+impl<S: AsRef<str>, M: AsRef<str>> Record<S, M> {
     /// The record with its text borrowed from this one.
     pub fn view(&self) -> RecordView<'_> {
         let o = opt_str;
+        let m = opt_str;
         let e = &self.event;
         Record {
             received_at_us: self.received_at_us,
-            meta: RequestMeta { accept: o(&self.meta.accept), host: o(&self.meta.host), user_agent: o(&self.meta.user_agent), app: o(&self.meta.app) },
+            meta: RequestMeta { accept: m(&self.meta.accept), host: m(&self.meta.host), user_agent: m(&self.meta.user_agent), app: m(&self.meta.app) },
             raw_event: self.raw_event.as_ref(),
             event: ClientEvent {
                 event_id: o(&e.event_id),
@@ -572,8 +693,21 @@ pub struct Rejection {
 }
 
 impl Rejection {
+    /// A rejection with its field name cut to [`MAX_FIELD_NAME_BYTES`] and its message to
+    /// [`MAX_REJECTION_MESSAGE_BYTES`] (an ellipsis marks a cut): both can quote what a
+    /// client chose, and must not let it grow an answer, a stored rejection or a map key.
     pub fn new(reason: RejectReason, field: Option<&str>, message: String) -> Rejection {
-        Rejection { reason, field: field.map(str::to_string), message }
+        Rejection {
+            reason,
+            field: field.map(|f| clip_bytes(f, MAX_FIELD_NAME_BYTES)),
+            message: if message.len() <= MAX_REJECTION_MESSAGE_BYTES { message } else { clip_bytes(&message, MAX_REJECTION_MESSAGE_BYTES) },
+        }
+    }
+
+    /// The same rejection within the caps of [`Rejection::new`] (for one decoded from an
+    /// older store or built elsewhere).
+    pub fn bounded(self) -> Rejection {
+        Rejection::new(self.reason, self.field.as_deref(), self.message)
     }
 }
 
@@ -681,12 +815,12 @@ impl<'de> Deserialize<'de> for StrictObject {
                         )));
                     }
                     if members.iter().any(|(k, _)| *k == key) {
-                        return Err(de::Error::custom(format_args!("duplicate key `{key}`")));
+                        return Err(de::Error::custom(format_args!("duplicate key `{}`", clip_bytes(&key, MAX_FIELD_NAME_BYTES))));
                     }
                     let value: Value = map.next_value().map_err(|e: A::Error| {
                         // Name the field: serde_json's own message ("number out of range")
                         // does not say which one.
-                        de::Error::custom(format_args!("field `{key}`: {e}"))
+                        de::Error::custom(format_args!("field `{}`: {e}", clip_bytes(&key, MAX_FIELD_NAME_BYTES)))
                     })?;
                     members.push((key, value));
                 }
@@ -798,7 +932,7 @@ fn parse_members(raw: &str) -> Result<Vec<(String, Value)>, Rejection> {
         } else {
             format!("malformed JSON: {msg}")
         };
-        Rejection { reason, field, message }
+        Rejection::new(reason, field.as_deref(), message)
     })?;
     Ok(obj.0)
 }
@@ -841,7 +975,9 @@ pub fn validate_object(members: &[(String, Value)]) -> Result<ClientEvent, Rejec
         }
     };
 
-    let event_id = optional_text(get("event_id"), "event_id")?;
+    // An empty `event_id` is no id: clients that send "" for an absent id would otherwise
+    // have every event after their first dropped as a repeat (contract 3.6).
+    let event_id = optional_text(get("event_id"), "event_id")?.filter(|id| !id.is_empty());
     let player_id = optional_text(get("player_id"), "player_id")?;
     let session_id = optional_text(get("session_id"), "session_id")?;
     let event_time_us = match get("event_time") {
@@ -909,6 +1045,16 @@ pub fn validate_object(members: &[(String, Value)]) -> Result<ClientEvent, Rejec
 
 fn type_list() -> String {
     EventType::ALL.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+/// `s` cut to at most `max` bytes on a character boundary, ending in `…` when cut.
+pub fn clip_bytes(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut out = truncate_utf8(s, max.saturating_sub('…'.len_utf8())).to_string();
+    out.push('…');
+    out
 }
 
 /// At most 64 characters of untrusted text for an error message.

@@ -14,7 +14,7 @@ use crate::log::{LogStats, FLUSH_BATCH_BUCKETS};
 pub const ROUTES: [&str; 7] = ["events", "seed_style", "healthz", "metrics", "rejected", "replay", "live"];
 
 /// HTTP status classes counted per route.
-const STATUSES: [u16; 11] = [200, 400, 401, 404, 408, 413, 415, 429, 503, 507, 500];
+const STATUSES: [u16; 12] = [200, 400, 401, 403, 404, 408, 413, 415, 429, 503, 507, 500];
 
 /// Upper bounds (seconds) of the request latency histogram.
 pub const LATENCY_BUCKETS_SECONDS: [f64; 12] =
@@ -50,7 +50,23 @@ pub struct Metrics {
     pub rate_limited_total: AtomicU64,
     /// Requests answered 503 because the bodies in flight held the whole memory budget.
     pub over_body_memory_total: AtomicU64,
+    /// Requests answered 403, by cause ([`FORBIDDEN_CAUSES`]).
+    forbidden: [AtomicU64; FORBIDDEN_CAUSES.len()],
+    /// Rejected events answered and counted but not kept in the rejected store, by cause
+    /// ([`NOT_STORED_CAUSES`]).
+    rejected_not_stored: [AtomicU64; NOT_STORED_CAUSES.len()],
+    /// Times a streamed response waited for the response memory budget.
+    pub response_memory_waits_total: AtomicU64,
 }
+
+/// Why a request was answered 403: a key without the grant the route needs, a `Host`
+/// that is not this server (keyless mode), an `Origin` of another site (keyless mode).
+pub const FORBIDDEN_CAUSES: [&str; 3] = ["scope", "host", "origin"];
+
+/// Why a rejected event was not kept in the rejected store: its request's share was used
+/// up (`api::MAX_REJECTED_STORED_BYTES_PER_REQUEST`), or its app's bytes per second
+/// (`api::REJECTED_STORED_BYTES_PER_SECOND`).
+pub const NOT_STORED_CAUSES: [&str; 2] = ["request_budget", "app_rate"];
 
 /// What the projector reports, read when `/metrics` or `/healthz` is asked. The projector
 /// keeps its own counters (`project::ProjectionStats`); `cli` hands them to the API through
@@ -89,6 +105,16 @@ impl Metrics {
     pub fn rejected(&self, t: Option<EventType>, reason: RejectReason) {
         let ti = t.map(EventType::index).unwrap_or(UNKNOWN_TYPE);
         self.rejected[ti][reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A 403, by index into [`FORBIDDEN_CAUSES`].
+    pub fn forbidden(&self, cause: usize) {
+        self.forbidden[cause].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A rejected event not kept in the store, by index into [`NOT_STORED_CAUSES`].
+    pub fn rejected_not_stored(&self, cause: usize) {
+        self.rejected_not_stored[cause].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn over_limit(&self, limit: usize) {
@@ -227,6 +253,16 @@ impl Metrics {
         let _ = writeln!(o, "questlog_requests_rate_limited_total {}", ld(&self.rate_limited_total));
         header(&mut o, "questlog_requests_over_body_memory_total", "counter", "Requests answered 503 because the request bodies in flight held the server's body memory budget (nothing appended).");
         let _ = writeln!(o, "questlog_requests_over_body_memory_total {}", ld(&self.over_body_memory_total));
+        header(&mut o, "questlog_requests_forbidden_total", "counter", "Requests answered 403: an API key without the grant the route needs, or (without keys) a Host or Origin that is not this server's.");
+        for (i, cause) in FORBIDDEN_CAUSES.iter().enumerate() {
+            let _ = writeln!(o, "questlog_requests_forbidden_total{{cause=\"{cause}\"}} {}", ld(&self.forbidden[i]));
+        }
+        header(&mut o, "questlog_rejected_events_not_stored_total", "counter", "Rejected events answered and counted but not kept in the rejected store: past their request's share or their app's bytes per second.");
+        for (i, cause) in NOT_STORED_CAUSES.iter().enumerate() {
+            let _ = writeln!(o, "questlog_rejected_events_not_stored_total{{cause=\"{cause}\"}} {}", ld(&self.rejected_not_stored[i]));
+        }
+        header(&mut o, "questlog_response_memory_waits_total", "counter", "Times a streamed response (replay, rejected) waited for the response memory budget.");
+        let _ = writeln!(o, "questlog_response_memory_waits_total {}", ld(&self.response_memory_waits_total));
         header(&mut o, "questlog_connections_open", "gauge", "HTTP connections open now.");
         let _ = writeln!(o, "questlog_connections_open {}", ld(&self.connections_open));
         header(&mut o, "questlog_connections_refused_total", "counter", "Connections answered 429 and closed at the connection limit.");

@@ -98,8 +98,25 @@ fn ignore_broken_pipe(e: std::io::Error) -> Result<(), std::io::Error> {
     }
 }
 
+/// Appends the lines of records `from..to` of `log` to `out` until it holds at least
+/// `max_bytes` (it stops after the line that reaches them) or `to` is reached; returns
+/// the offset to go on from. Synchronous: for a blocking thread.
+pub fn render_until(log: &dyn EventLog, from: u64, to: u64, max_bytes: usize, out: &mut String) -> Result<u64, ReplayError> {
+    let mut next = from;
+    for item in log.read(from, to)? {
+        let (offset, record) = item?;
+        write_line(out, offset, &record);
+        next = offset + 1;
+        if out.len() >= max_bytes {
+            break;
+        }
+    }
+    Ok(next)
+}
+
+
 /// Renders records `from..to` of `log` into one string with `render`, on a blocking
-/// thread (reading the log is synchronous); for the async paths that stream the log.
+/// thread (reading the log is synchronous); for the async paths that read the log.
 pub async fn render_chunk(
     log: std::sync::Arc<dyn EventLog>,
     from: u64,
@@ -246,7 +263,7 @@ mod tests {
         let raw = r#"{"event_type":"kill_enemy","enemy_id":3,"name":"Orc \"Big\"","level":7}"#;
         let r = Record {
             received_at_us: 0,
-            meta: RequestMeta { accept: Some("*/*".into()), host: None, user_agent: Some("ab".into()), app: None },
+            meta: RequestMeta::<&str> { accept: Some("*/*"), host: None, user_agent: Some("ab"), app: None }.map(crate::event::Shared::from),
             raw_event: raw.into(),
             event: validate_json(raw).unwrap(),
         };

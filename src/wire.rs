@@ -49,7 +49,7 @@ pub fn events_url(base: &str) -> Result<String, BadUrl> {
 /// `session_id`, `event_time` (null when unset), `timestamp`, `accept`, `host`,
 /// `user_agent` (null when the header was absent), `app` (only when the event came with
 /// an API key), `raw_event`.
-pub fn write_line<S: AsRef<str>>(out: &mut String, offset: u64, r: &Record<S>) {
+pub fn write_line<S: AsRef<str>, M: AsRef<str>>(out: &mut String, offset: u64, r: &Record<S, M>) {
     out.push_str("{\"log_offset\":");
     out.push_str(itoa::Buffer::new().format(offset));
     out.push(',');
@@ -59,7 +59,7 @@ pub fn write_line<S: AsRef<str>>(out: &mut String, offset: u64, r: &Record<S>) {
 
 /// Appends the JSON line (with its `\n`) for the record at `offset` of partition
 /// `partition` of a partitioned (Kafka) log: `log_partition`, then as [`write_line`].
-pub fn write_partitioned_line<S: AsRef<str>>(out: &mut String, partition: u32, offset: u64, r: &Record<S>) {
+pub fn write_partitioned_line<S: AsRef<str>, M: AsRef<str>>(out: &mut String, partition: u32, offset: u64, r: &Record<S, M>) {
     use std::fmt::Write as _;
     let _ = write!(out, "{{\"log_partition\":{partition},\"log_offset\":{offset},");
     write_members(out, r);
@@ -68,14 +68,14 @@ pub fn write_partitioned_line<S: AsRef<str>>(out: &mut String, partition: u32, o
 
 /// Appends a record as it is stored in a Kafka topic: the members of [`write_line`]
 /// without `log_offset` (the record's position is its place in the topic), no newline.
-pub fn write_value<S: AsRef<str>>(out: &mut String, r: &Record<S>) {
+pub fn write_value<S: AsRef<str>, M: AsRef<str>>(out: &mut String, r: &Record<S, M>) {
     out.push('{');
     write_members(out, r);
     out.push('}');
 }
 
 /// The members of a record's line from `event_type` on, without the braces.
-fn write_members<S: AsRef<str>>(out: &mut String, r: &Record<S>) {
+fn write_members<S: AsRef<str>, M: AsRef<str>>(out: &mut String, r: &Record<S, M>) {
     let e = &r.event;
     out.push_str("\"event_type\":\"");
     out.push_str(e.event_type().as_str());
@@ -110,9 +110,10 @@ fn write_members<S: AsRef<str>>(out: &mut String, r: &Record<S>) {
     out.push_str(",\"timestamp\":\"");
     push_time_us(out, r.received_at_us);
     out.push('"');
-    opt(out, "accept", s(&r.meta.accept));
-    opt(out, "host", s(&r.meta.host));
-    opt(out, "user_agent", s(&r.meta.user_agent));
+    let m = crate::event::opt_str;
+    opt(out, "accept", m(&r.meta.accept));
+    opt(out, "host", m(&r.meta.host));
+    opt(out, "user_agent", m(&r.meta.user_agent));
     if let Some(app) = &r.meta.app {
         opt(out, "app", Some(app.as_ref()));
     }

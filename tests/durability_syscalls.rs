@@ -372,3 +372,67 @@ fn a_catalogue_record_is_synced_before_it_is_in_force() {
         copy.end
     );
 }
+
+/// What the commits of the test above rely on besides their own entries: a table directory
+/// and its `_delta_log/` that were just created are synced into their parents (a new
+/// directory's entry is its parent's data), and a checkpoint — which a reader starts from
+/// once the log entries before it are cleaned up — is synced with `_last_checkpoint` and
+/// `_delta_log/` before the projector goes on.
+#[test]
+fn new_table_directories_and_checkpoints_are_synced() {
+    if !strace_usable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    questlog_ok(&data, &["generate", "--seed", "3", "--events", "6000"]);
+    let trace_path = dir.path().join("trace.txt");
+    let mut traced = Command::new("strace")
+        .args(["-f", "-ttt", "-yy", "-s", "256", "-o"])
+        .arg(&trace_path)
+        .args(["-e", "trace=mkdir,mkdirat,openat,rename,renameat,renameat2,link,linkat,fsync,fdatasync"])
+        .arg(bin())
+        .arg("--data-dir")
+        .arg(&data)
+        // 24 steps of 250 events: more than 20 commits per table, so a checkpoint.
+        .args(["project", "--step-events", "250"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = wait_exit(&mut traced, Duration::from_secs(180), "project under strace");
+    assert!(status.success(), "project under strace exited with {status}");
+    let calls = parse_trace(&std::fs::read_to_string(&trace_path).unwrap());
+    let data_dir = std::fs::canonicalize(&data).unwrap().to_string_lossy().to_string();
+    let root = format!("{data_dir}/delta");
+    let syncs: Vec<(f64, String)> = calls
+        .iter()
+        .filter(|c| c.ret == 0 && matches!(c.name.as_str(), "fsync" | "fdatasync"))
+        .filter_map(|c| fd_arg(&c.args).split_once('<').map(|x| (c.start, x.1.trim_end_matches('>').to_string())))
+        .collect();
+    let synced_after = |at: f64, path: &str| syncs.iter().any(|(s, p)| *s > at && p == path);
+    // Directories created under the tables' root (the root itself, the tables, their logs).
+    let mut made = 0;
+    for c in calls.iter().filter(|c| c.ret == 0 && c.name.starts_with("mkdir")) {
+        let Some(p) = paths(&c.args).first().map(|p| p.to_string()) else { continue };
+        if !(p == root || p.starts_with(&format!("{root}/"))) {
+            continue;
+        }
+        let parent = Path::new(&p).parent().unwrap().to_string_lossy().to_string();
+        assert!(synced_after(c.end, &parent), "{p} was created (trace line {}) but its parent {parent} never synced after", c.end);
+        made += 1;
+    }
+    assert!(made >= 1 + 5 + 5, "only {made} directories created under {root}");
+    // Checkpoints: every rename or link onto a checkpoint file or `_last_checkpoint`.
+    let mut checkpoints = 0;
+    for c in calls.iter().filter(|c| c.ret == 0 && matches!(c.name.as_str(), "rename" | "renameat" | "renameat2" | "link" | "linkat")) {
+        let Some(to) = paths(&c.args).last().map(|p| p.to_string()) else { continue };
+        if !to.starts_with(&root) || !(to.contains(".checkpoint.") || to.ends_with("/_last_checkpoint")) {
+            continue;
+        }
+        let log_dir = Path::new(&to).parent().unwrap().to_string_lossy().to_string();
+        assert!(synced_after(c.end, &to), "{to} (trace line {}) is never synced", c.end);
+        assert!(synced_after(c.end, &log_dir), "{log_dir} is not synced after {to} (trace line {})", c.end);
+        checkpoints += 1;
+    }
+    assert!(checkpoints >= 2 * 5, "only {checkpoints} checkpoint files written (5 tables, a checkpoint and _last_checkpoint each)");
+}

@@ -55,7 +55,7 @@ fn slow_bodies_get_408_and_nothing_is_appended() {
     let server = Server::start_with(dir.path(), &["--body-read-timeout-ms", "300"]);
     let mut slow = TcpStream::connect(server.addr).unwrap();
     let event = br#"{"event_type":"join_guild","guild_id":1,"name":"x"}"#;
-    write!(slow, "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", event.len() + 10).unwrap();
+    write!(slow, "POST /v1/events HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n", server.addr, event.len() + 10).unwrap();
     slow.write_all(event).unwrap();
     let answer = read_until(slow, "ms\"}");
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
@@ -191,10 +191,15 @@ fn rss_kib(pid: u32) -> u64 {
 /// The ordinary traffic the memory measurements are taken after: 20 batches of 500
 /// events (`ORDINARY_EVENTS` in all), then the tables caught up.
 fn ordinary_traffic(server: &Server) {
+    ordinary_traffic_with(server, &[]);
+}
+
+/// [`ordinary_traffic`], sent with `headers` (an API key).
+fn ordinary_traffic_with(server: &Server, headers: &[(&str, &str)]) {
     let ok_event = r#"{"event_type":"join_guild","guild_id":1,"name":"Knights"}"#;
     let batch = format!("[{}]", vec![ok_event; 500].join(","));
     for _ in 0..20 {
-        assert_eq!(server.post("/v1/events", &[], batch.as_bytes()).status, 200);
+        assert_eq!(server.post("/v1/events", headers, batch.as_bytes()).status, 200);
     }
     wait_projected(server);
 }
@@ -250,7 +255,7 @@ fn hostile_suite_answers_4xx_and_memory_returns() {
         };
         // A body over the limit, announced by Content-Length: refused before it is sent.
         let mut big = TcpStream::connect(server.addr).unwrap();
-        write!(big, "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: {over_body_len}\r\nExpect: 100-continue\r\n\r\n").unwrap();
+        write!(big, "POST /v1/events HTTP/1.1\r\nHost: {}\r\nContent-Length: {over_body_len}\r\nExpect: 100-continue\r\n\r\n", server.addr).unwrap();
         let answer = read_until(big, "}");
         assert!(answer.starts_with("HTTP/1.1 413"), "round {round}, body over the limit: {answer:?}");
         expect("gzip bomb", server.post("/v1/events", &[("Content-Encoding", "gzip")], &bomb), 413);
@@ -285,7 +290,7 @@ fn hostile_suite_answers_4xx_and_memory_returns() {
         let mut slow_head = TcpStream::connect(server.addr).unwrap();
         slow_head.write_all(b"POST /v1/events HTTP/1.1\r\nHo").unwrap();
         let mut slow_body = TcpStream::connect(server.addr).unwrap();
-        slow_body.write_all(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"event").unwrap();
+        write!(slow_body, "POST /v1/events HTTP/1.1\r\nHost: {}\r\nContent-Length: 1000\r\n\r\n{{\"event", server.addr).unwrap();
         let head_answer = read_all(slow_head);
         assert!(head_answer.is_empty() || head_answer.starts_with("HTTP/1.1 408"), "slow headers: {head_answer:?}");
         assert!(read_all(slow_body).starts_with("HTTP/1.1 408"), "slow body");
@@ -390,4 +395,354 @@ fn ndjson_line_bombs_in_parallel_stay_within_the_memory_budget() {
     assert!(after <= bound, "RSS grew from {before} KiB to {after} KiB and stayed for 10 s");
     server.stop();
     assert_eq!(replay_lines(dir.path()).len(), 2 * ORDINARY_EVENTS, "only the ordinary events were appended");
+}
+
+/// Bytes of the files under `dir`.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let m = e.metadata().unwrap();
+        total += if m.is_dir() { dir_bytes(&e.path()) } else { m.len() };
+    }
+    total
+}
+
+/// Waits (bounded) until the server's RSS is within `bound` KiB; returns the last reading.
+fn rss_settles(pid: u32, bound: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut now = rss_kib(pid);
+    while now > bound && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        now = rss_kib(pid);
+    }
+    now
+}
+
+/// What a request may add to peak memory beyond what budgets count, as in the line bombs.
+const PEAK_GROWTH_KIB: u64 = 384 * 1024;
+
+const WRITE_KEY: &str = "qk_write_0123456789abcdef";
+const READ_KEY: &str = "qk_read_0123456789abcdef";
+
+fn keys_file(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
+    let keys = dir.join("keys.toml");
+    std::fs::write(
+        &keys,
+        format!(
+            "[[key]]\napp = \"game\"\nkey = \"{WRITE_KEY}\"\n\n[[key]]\napp = \"dashboard\"\nkey = \"{READ_KEY}\"\nscopes = [\"read\"]\n{extra}"
+        ),
+    )
+    .unwrap();
+    keys
+}
+
+/// One request with headers exactly as given (no `Host` of ours), `Connection: close`.
+fn raw_request(addr: std::net::SocketAddr, head: &str, body: &[u8]) -> Response {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(s, "{head}Content-Length: {}\r\nConnection: close\r\n\r\n", body.len()).unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let headers = head.lines().skip(1).filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string())).collect();
+    Response { status, headers, body: body.as_bytes().to_vec() }
+}
+
+/// The review's first finding: 20 concurrent 20 KB NDJSON bodies of 10,000 lines `1`, each
+/// with `User-Agent`, `Accept` and `Host` of 1,024 four-byte characters. Each event kept
+/// its own copy of 12 KiB of headers, outside the body budget (2.07 GB peak), and each
+/// rejected line went to the store as its own entry (96 MB of log). Now headers are kept
+/// once per request and cut to 1 KiB, rejected events and answers are charged to the
+/// budget, and the store takes a bounded share: peak and retained memory and log growth
+/// stay within their bounds.
+#[test]
+fn header_heavy_ndjson_in_parallel_stays_within_memory_and_store_bounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys_file(dir.path(), "");
+    let data = dir.path().join("data");
+    let server = Server::start_with(&data, &["--api-keys", keys.to_str().unwrap()]);
+    let pid = server.child.id();
+    let auth = [("Authorization", "Bearer qk_write_0123456789abcdef")];
+    ordinary_traffic_with(&server, &auth);
+    let before = rss_kib(pid);
+    let peak_before = peak_rss_kib(pid);
+    let log_before = dir_bytes(&data.join("log"));
+
+    let heavy = "𝔸".repeat(1024);
+    assert_eq!(heavy.len(), 4096);
+    let head = format!(
+        "POST /v1/events HTTP/1.1\r\nHost: {heavy}\r\nUser-Agent: {heavy}\r\nAccept: {heavy}\r\nAuthorization: Bearer {WRITE_KEY}\r\nContent-Type: application/x-ndjson\r\n"
+    );
+    let body = std::sync::Arc::new("1\n".repeat(10_000));
+    let started = Instant::now();
+    let rounds = 2;
+    for round in 0..rounds {
+        let senders: Vec<_> = (0..20)
+            .map(|_| {
+                let (head, body, addr) = (head.clone(), body.clone(), server.addr);
+                std::thread::spawn(move || raw_request(addr, &head, body.as_bytes()))
+            })
+            .collect();
+        for s in senders {
+            let r = s.join().unwrap();
+            assert!(matches!(r.status, 200 | 503), "round {round}: {} {}", r.status, r.text());
+            if r.status == 200 {
+                let j = r.json();
+                assert_eq!(j["accepted"], 0);
+                assert_eq!(j["rejected"].as_array().unwrap().len(), 10_000, "every refused line is answered");
+            }
+        }
+    }
+    let elapsed_s = started.elapsed().as_secs_f64();
+    let peak = peak_rss_kib(pid);
+    let metrics = server.get("/metrics").text();
+    let not_stored: Vec<&str> = metrics.lines().filter(|l| l.starts_with("questlog_rejected_events_not_stored_total{")).collect();
+    ordinary_traffic_with(&server, &auth);
+    let after = rss_settles(pid, (before as f64 * 1.2) as u64);
+    let log_after = dir_bytes(&data.join("log"));
+    // The store takes at most the app's burst and rate of rejected bytes (before
+    // compression), plus the ordinary batch and sled's own growth by 8 MiB segments.
+    let store_bound = (16.0 + 4.0 * elapsed_s) * 1024.0 * 1024.0 + 16.0 * 1024.0 * 1024.0;
+    eprintln!(
+        "header-heavy NDJSON: RSS {before} KiB before, peak {peak} KiB (was {peak_before}), {after} KiB after; log {log_before} → {log_after} bytes in {elapsed_s:.1} s (bound {store_bound:.0}); {not_stored:?}"
+    );
+    assert!(peak <= peak_before.max(before) + PEAK_GROWTH_KIB, "peak RSS {peak} KiB from {before} KiB: over start + 384 MiB");
+    assert!(after as f64 <= before as f64 * 1.2, "RSS {after} KiB after, from {before} KiB");
+    assert!(((log_after - log_before.min(log_after)) as f64) < store_bound, "the log grew by {} bytes for {} rejected 2-byte lines", log_after - log_before, rounds * 20 * 10_000);
+    server.stop();
+    // The headers kept are cut to 1 KiB.
+    let rejected = questlog_ok(&data, &["rejected", "--limit", "3"]);
+    for line in rejected.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let ua = v["user_agent"].as_str().unwrap();
+        assert!(ua.len() <= 1024 && ua.starts_with('𝔸'), "{}", ua.len());
+    }
+}
+
+/// The review's second finding: 50 readers of `GET /v1/replay?from=0` that read slowly
+/// took a server from 446 MB to 4.67 GB (3.1 GB held after they hung up): chunks of
+/// 10,000 records, 8 queued per reader. Now chunks are bounded in bytes and taken from one
+/// response budget, one queued per reader: the readers wait, not the server's memory.
+#[test]
+fn slow_replay_readers_wait_instead_of_growing_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // ~150 MB of replay lines: 8 chunks of 10,000 records were ~40 MB per reader.
+    questlog_ok(&data, &["generate", "--seed", "5", "--events", "300000"]);
+    let server = Server::start(&data);
+    let pid = server.child.id();
+    ordinary_traffic(&server);
+    let before = rss_kib(pid);
+    let peak_before = peak_rss_kib(pid);
+
+    let readers: Vec<TcpStream> = (0..50)
+        .map(|_| {
+            let mut s = TcpStream::connect(server.addr).unwrap();
+            write!(s, "GET /v1/replay?from=0 HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+            s
+        })
+        .collect();
+    // Each reads a little at a time for five seconds (as `curl --limit-rate 2k` would),
+    // while the server still answers others.
+    let mut buf = [0u8; 2048];
+    let mut got = vec![0usize; readers.len()];
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        for (i, mut r) in readers.iter().enumerate() {
+            if let Ok(n) = r.read(&mut buf) {
+                got[i] += n;
+            }
+        }
+        assert_eq!(server.get("/healthz").status, 200, "the server answers others meanwhile");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(got.iter().all(|&n| n > 0), "every reader got data: {got:?}");
+    let peak = peak_rss_kib(pid);
+    let during = rss_kib(pid);
+    drop(readers);
+    let after = rss_settles(pid, (before as f64 * 1.2) as u64);
+    eprintln!("50 slow replay readers: RSS {before} KiB before, {during} KiB while reading, peak {peak} KiB (was {peak_before}), {after} KiB after they hung up");
+    assert!(peak <= peak_before.max(before) + PEAK_GROWTH_KIB, "peak RSS {peak} KiB from {before} KiB: over start + 384 MiB");
+    assert!(after as f64 <= before as f64 * 1.2, "RSS {after} KiB after the readers hung up, from {before} KiB");
+    // A fast reader still gets the whole log, the same bytes as from the data dir.
+    let r = server.get("/v1/replay?from=299990&to=300000");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text().lines().count(), 10);
+    server.stop();
+}
+
+/// Keys grant writing and reading separately: a write key (shipped in a game client) reads
+/// nothing, a read key (pasted into a browser) appends nothing; both get 403.
+#[test]
+fn keys_grant_reading_and_writing_separately() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys_file(dir.path(), "\n[[key]]\napp = \"ops\"\nkey = \"qk_both_0123456789abcdef\"\nscopes = [\"write\", \"read\"]\n");
+    let data = dir.path().join("data");
+    let server = Server::start_with(&data, &["--api-keys", keys.to_str().unwrap()]);
+    let event = br#"{"event_type":"join_guild","guild_id":1,"name":"x"}"#;
+    let w = [("X-API-Key", WRITE_KEY)];
+    let r = [("X-API-Key", READ_KEY)];
+    let both = [("X-API-Key", "qk_both_0123456789abcdef")];
+    assert_eq!(server.post("/v1/events", &w, event).status, 200);
+    for path in ["/v1/replay?from=0", "/v1/rejected", "/v1/live", "/report.html", "/"] {
+        let got = http(server.addr, "GET", path, &w, b"").unwrap();
+        assert_eq!(got.status, 403, "a write key reads {path}: {}", got.text());
+        assert_eq!(http(server.addr, "GET", path, &both, b"").unwrap().status == 403, false, "{path}");
+    }
+    let refused = server.post("/v1/events", &r, event);
+    assert_eq!(refused.status, 403, "a read key appends: {}", refused.text());
+    assert!(refused.text().contains("may not send events"), "{}", refused.text());
+    assert_eq!(http(server.addr, "GET", "/join_guild?guild_id=1&name=x", &r, b"").unwrap().status, 403);
+    let replay = http(server.addr, "GET", "/v1/replay?from=0", &r, b"").unwrap();
+    assert_eq!((replay.status, replay.text().lines().count()), (200, 1));
+    assert_eq!(server.post("/v1/events", &both, event).status, 200);
+    let metrics = server.get("/metrics").text();
+    assert!(metrics.contains("questlog_requests_forbidden_total{cause=\"scope\"} 7"), "{metrics}");
+    server.stop();
+    assert_eq!(replay_lines(&data).len(), 2, "only the write keys' events");
+}
+
+/// Client-chosen names are cut wherever they reach: a 30 KiB key repeated, a 60 KiB key
+/// with a non-finite number, a long seed-style parameter. The answer's field and error,
+/// the stored rejection and the live page's payload stay small, however many such names.
+#[test]
+fn long_client_chosen_names_are_clipped_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let mut bodies = Vec::new();
+    for i in 0..300 {
+        let dup = format!("d{i}{}", "k".repeat(30 * 1024));
+        bodies.push(format!(r#"{{"event_type":"join_guild","guild_id":1,"name":"x","{dup}":1,"{dup}":2}}"#));
+        let nf = format!("n{i}{}", "k".repeat(60 * 1024));
+        bodies.push(format!(r#"{{"event_type":"join_guild","guild_id":1,"name":"x","{nf}":1e400}}"#));
+    }
+    for (i, body) in bodies.iter().enumerate() {
+        assert!(body.len() <= 64 * 1024, "{}", body.len());
+        let r = server.post("/v1/events", &[], body.as_bytes());
+        assert_eq!(r.status, 200, "{}", r.text());
+        let j = r.json();
+        let rej = &j["rejected"][0];
+        assert_eq!(rej["reason"], if i % 2 == 0 { "duplicate_key" } else { "non_finite" }, "{j}");
+        assert!(rej["field"].as_str().unwrap().len() <= 128, "field of {} bytes", rej["field"].as_str().unwrap().len());
+        assert!(rej["error"].as_str().unwrap().len() <= 512, "error of {} bytes", rej["error"].as_str().unwrap().len());
+    }
+    let long_param = format!("/join_guild?guild_id=1&name=x&{}=1&{}=2", "p".repeat(20_000), "p".repeat(20_000));
+    let r = server.get(&long_param);
+    assert_eq!(r.status, 400);
+    assert!(r.json()["rejected"][0]["field"].as_str().unwrap().len() <= 128);
+    let live = server.get("/v1/live");
+    assert!(live.body.len() < 64 * 1024, "/v1/live is {} bytes", live.body.len());
+    let rejected = server.get("/v1/rejected?from=0&limit=1000");
+    for line in rejected.text().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(line.len() < 12 * 1024, "a stored rejection of {} bytes", line.len());
+        assert!(v["field"].as_str().unwrap_or("").len() <= 128 && v["error"].as_str().unwrap().len() <= 512);
+    }
+    server.stop();
+}
+
+/// An empty `event_id` is no id: two different events that both send `""` are both kept
+/// (before, the second was dropped as a repeat of the first).
+#[test]
+fn empty_event_ids_do_not_make_events_repeats() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let a = br#"{"event_type":"join_guild","guild_id":1,"name":"x","event_id":""}"#;
+    let b = br#"{"event_type":"join_guild","guild_id":2,"name":"y","event_id":""}"#;
+    for body in [&a[..], &b[..]] {
+        let j = server.post("/v1/events", &[], body).json();
+        assert_eq!((j["accepted"].as_u64(), j["duplicates"].as_u64()), (Some(1), Some(0)), "{j}");
+    }
+    let j = server.post("/v1/events", &[], format!("[{},{}]", std::str::from_utf8(a).unwrap(), std::str::from_utf8(b).unwrap()).as_bytes()).json();
+    assert_eq!((j["accepted"].as_u64(), j["duplicates"].as_u64()), (Some(2), Some(0)), "{j}");
+    assert_eq!(server.get("/join_guild?guild_id=3&name=z&event_id=").json()["accepted"], 1);
+    server.stop();
+    let lines = replay_lines(dir.path());
+    assert_eq!(lines.len(), 5);
+    assert!(lines.iter().all(|l| l["event_id"].is_null()), "an empty id is stored as no id");
+}
+
+/// Without keys the server is for this machine: it listens on loopback unless told
+/// otherwise, answers only to its own names (DNS rebinding) and refuses pages of other
+/// sites (their `Origin`), while curl, ab and its own page work as before.
+#[test]
+fn keyless_servers_stay_on_loopback_and_refuse_other_sites() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let event = r#"{"event_type":"join_guild","guild_id":1,"name":"x"}"#;
+    let post = |host: &str, extra: &str| raw_request(server.addr, &format!("POST /v1/events HTTP/1.1\r\nHost: {host}\r\nContent-Type: text/plain\r\n{extra}"), event.as_bytes());
+    let port = server.addr.port();
+    assert_eq!(post(&format!("evil.example:{port}"), "").status, 403, "a rebound name");
+    let r = raw_request(server.addr, &format!("GET /v1/replay?from=0 HTTP/1.1\r\nHost: rebind.example:{port}\r\n"), b"");
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("DNS rebinding"), "{}", r.text());
+    let r = post(&server.addr.to_string(), "Origin: http://evil.example\r\n");
+    assert_eq!(r.status, 403, "a page of another site: {}", r.text());
+    for (host, extra) in [
+        (server.addr.to_string(), String::new()),
+        (format!("localhost:{port}"), String::new()),
+        (server.addr.to_string(), format!("Origin: http://{}\r\n", server.addr)),
+    ] {
+        assert_eq!(post(&host, &extra).status, 200, "{host} {extra}");
+    }
+    let metrics = server.get("/metrics").text();
+    assert!(metrics.contains("questlog_requests_forbidden_total{cause=\"host\"} 2"), "{metrics}");
+    assert!(metrics.contains("questlog_requests_forbidden_total{cause=\"origin\"} 1"), "{metrics}");
+    server.stop();
+    assert_eq!(replay_lines(dir.path()).len(), 3);
+
+    // Beyond loopback without keys: refused at start, unless asked.
+    let open = questlog(&dir.path().join("open"), &["serve", "--listen", "0.0.0.0:0"]);
+    assert!(!open.status.success());
+    let err = String::from_utf8_lossy(&open.stderr);
+    assert!(err.contains("--allow-keyless") && err.contains("--api-keys"), "{err}");
+    let mut cmd = std::process::Command::new(bin());
+    cmd.arg("--data-dir").arg(dir.path().join("open")).args(["serve", "--listen", "0.0.0.0:0", "--allow-keyless", "--allowed-host", "game.example"]);
+    let open = Server::start_command(cmd);
+    let r = raw_request(open.addr, "GET /healthz HTTP/1.1\r\nHost: game.example\r\n", b"");
+    assert_eq!(r.status, 200, "an --allowed-host name: {}", r.text());
+    open.stop();
+}
+
+/// A key over its rate cannot fill the rejected store with unreadable bodies: each counts
+/// as an event against the rate before it is kept (before, it was kept first).
+#[test]
+fn unreadable_bodies_are_charged_to_the_rate_before_they_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys_file(dir.path(), "\n[[key]]\napp = \"tiny\"\nkey = \"qk_tiny_0123456789abcdef\"\nevents_per_second = 0.01\nburst = 3\n");
+    let data = dir.path().join("data");
+    let server = Server::start_with(&data, &["--api-keys", keys.to_str().unwrap()]);
+    let tiny = [("X-API-Key", "qk_tiny_0123456789abcdef")];
+    let statuses: Vec<u16> = (0..10).map(|_| server.post("/v1/events", &tiny, br#"{"event_type":"#).status).collect();
+    assert_eq!(statuses, [400, 400, 400, 429, 429, 429, 429, 429, 429, 429]);
+    server.stop();
+    assert_eq!(questlog_ok(&data, &["rejected"]).lines().count(), 3, "only what the rate let through is kept");
+}
+
+/// With keys on, `/healthz` answers without one (load balancers carry none) but keeps its
+/// reasons, which name paths and storage errors, for a key that may read.
+#[test]
+fn healthz_keeps_its_details_for_readers() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys_file(dir.path(), "");
+    let data = dir.path().join("data");
+    let server = Server::start_with_failpoints(&data, &["--api-keys", keys.to_str().unwrap(), "--project-interval-ms", "50"], "project.step=return(cannot write /secret/place)");
+    assert_eq!(server.post("/v1/events", &[("X-API-Key", WRITE_KEY)], br#"{"event_type":"join_guild","guild_id":1,"name":"x"}"#).status, 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let open = loop {
+        let h = server.get("/healthz").json();
+        if h["status"] == "degraded" {
+            break h;
+        }
+        assert!(Instant::now() < deadline, "projection never failed: {h}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!open.to_string().contains("/secret/place"), "{open}");
+    let detailed = http(server.addr, "GET", "/healthz", &[("X-API-Key", READ_KEY)], b"").unwrap().json();
+    assert!(detailed["projection_error"].as_str().unwrap().contains("/secret/place"), "{detailed}");
+    server.stop();
 }

@@ -1,7 +1,7 @@
 //! The live page's server side with the real binary: `GET /` is the embedded page,
 //! `GET /v1/live` carries what it shows (rates, rejections by reason and field, the latest
 //! rejected, freshness, health, findings once the tables move), and with API keys both
-//! need a key with `read = true` (in a header or `?key=`). tests/live/run.sh drives the
+//! need a key with the `read` scope (in a header or `?key=`), and a write key gets 403. tests/live/run.sh drives the
 //! page itself in Chromium.
 
 mod common;
@@ -73,21 +73,40 @@ fn the_live_data_follows_ingest_rejections_and_the_tables() {
 fn with_api_keys_the_page_needs_a_key_that_may_read() {
     let dir = tempfile::tempdir().unwrap();
     let keys = dir.path().join("keys.toml");
-    std::fs::write(&keys, "[[key]]\napp = \"game\"\nkey = \"write-only-key-0001\"\n\n[[key]]\napp = \"dash\"\nkey = \"read-key-000000001\"\nread = true\n").unwrap();
+    std::fs::write(&keys, "[[key]]\napp = \"game\"\nkey = \"write-only-key-0001\"\n\n[[key]]\napp = \"dash\"\nkey = \"read-key-000000001\"\nscopes = [\"read\"]\n").unwrap();
     let data = dir.path().join("data");
     let server = Server::start_with(&data, &["--api-keys", keys.to_str().unwrap()]);
-    for path in ["/", "/v1/live", "/report.html", "/?key=write-only-key-0001", "/?key=wrong-key-0000000000"] {
+    for path in ["/", "/v1/live", "/report.html", "/?key=wrong-key-0000000000"] {
         let r = server.get(path);
         assert_eq!(r.status, 401, "{path}: {}", r.text());
     }
+    // A write key (the kind shipped in a game client) reads nothing: 403.
+    for path in ["/?key=write-only-key-0001", "/v1/live?key=write-only-key-0001"] {
+        assert_eq!(server.get(path).status, 403, "{path}");
+    }
     let r = http(server.addr, "GET", "/", &[("X-API-Key", "write-only-key-0001")], b"").unwrap();
-    assert_eq!(r.status, 401);
-    assert!(r.text().contains("read = true"), "{}", r.text());
-    assert_eq!(server.get("/?key=read-key-000000001").status, 200);
+    assert_eq!(r.status, 403);
+    assert!(r.text().contains("scopes"), "{}", r.text());
+    let page = server.get("/?key=read-key-000000001");
+    assert_eq!(page.status, 200);
+    // The page runs its own script by hash and nothing else; keyed answers are not kept.
+    let header = |r: &Response, name: &str| r.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default();
+    let csp = header(&page, "content-security-policy");
+    let script_src = csp.split(';').find(|d| d.trim().starts_with("script-src")).unwrap_or_else(|| panic!("no script-src: {csp}"));
+    assert!(script_src.contains("'sha256-") && !script_src.contains("unsafe-inline"), "{csp}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(header(&page, "cache-control"), "no-store");
+    assert_eq!(header(&page, "referrer-policy"), "no-referrer");
     let v = live(&server, &[("Authorization", "Bearer read-key-000000001")]);
     assert_eq!(v["rejected_total"], 0);
-    // The read key reads; it also may send (it is a key), the write-only key may not read.
+    let data = http(server.addr, "GET", "/v1/live", &[("X-API-Key", "read-key-000000001")], b"").unwrap();
+    assert_eq!(header(&data, "cache-control"), "no-store");
     assert_eq!(server.get("/v1/live?key=read-key-000000001").status, 200);
+    // The read key (the kind pasted into a browser) appends nothing.
+    let event = br#"{"event_type":"join_guild","guild_id":1,"name":"x"}"#;
+    let r = server.post("/v1/events", &[("X-API-Key", "read-key-000000001")], event);
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(server.post("/v1/events", &[("X-API-Key", "write-only-key-0001")], event).status, 200);
 }
 
 #[test]

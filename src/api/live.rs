@@ -8,8 +8,14 @@
 //! charts) come from a [`FindingsSource`] that `cli` runs beside the projector, so `api`
 //! does not import `report`.
 //!
-//! With API keys, the page and its data need a key with `read = true`, in a header or, for
-//! a person with a browser, as `/?key=…` (the page passes it on to `/v1/live`).
+//! With API keys, the page and its data need a key with the `read` grant, in a header or,
+//! for a person with a browser, as `/?key=…`: the page keeps it for the tab
+//! (`sessionStorage`), takes it out of the address bar, and passes it on in `X-API-Key`.
+//!
+//! The page runs under a Content-Security-Policy that allows its one inline script by
+//! hash ([`script_hash`]) and nothing else: no other script, no framing, no requests but
+//! to this server; charts are shown as images. Every keyed answer says `no-store` and
+//! `no-referrer`.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -27,16 +33,76 @@ use crate::event::{EventType, RejectReason};
 pub const HISTORY_SECONDS: usize = 300;
 /// Rejected events the page lists, newest first.
 pub const LATEST_REJECTED: usize = 10;
-/// Distinct (reason, field) pairs counted for the page; further fields count as `(other)`
-/// (a client can name any key, so the map needs a bound).
+/// Distinct (reason, field) pairs counted for the page (a client can name any key, so the
+/// map needs a bound). Past it the least counted pair makes room (Space-Saving), so the
+/// most frequent pairs are kept whoever came first; what the evicted pairs counted goes
+/// to field `(other)`.
 pub const MAX_REJECTED_FIELDS: usize = 256;
 /// Longest raw text of a rejected event sent to the page.
 const RAW_SHOWN_BYTES: usize = 512;
+/// Most (reason, field) pairs `/v1/live` lists.
+const BY_FIELD_SHOWN: usize = 50;
 /// Most charts of the report the page shows.
 const CHARTS_SHOWN: usize = 3;
 
 /// The page, embedded at build time.
 const PAGE_HTML: &str = include_str!("live.html");
+
+/// `'sha256-…'` of the page's one inline script, for its Content-Security-Policy: the
+/// browser runs that script and no other, so an escaping slip in what the page shows
+/// cannot run code with the reader's key in scope.
+pub fn script_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| {
+        use sha2::Digest;
+        let start = PAGE_HTML.find("<script>").map(|i| i + "<script>".len()).unwrap_or(0);
+        let end = PAGE_HTML[start..].find("</script>").map_or(PAGE_HTML.len(), |i| start + i);
+        format!("'sha256-{}'", base64(&sha2::Sha256::digest(&PAGE_HTML.as_bytes()[start..end])))
+    })
+}
+
+/// Standard base64 with padding (RFC 4648), for the CSP hash.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | (u32::from(b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The page's policy: its inline script by hash, inline styles, images from `data:` URLs
+/// (the charts), requests to this server only, no framing, no forms, no `<base>`.
+fn page_csp() -> String {
+    format!(
+        "default-src 'none'; script-src {}; style-src 'unsafe-inline'; img-src data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        script_hash()
+    )
+}
+
+/// The report's policy: a document without scripts.
+const REPORT_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// Headers of every answer the page's routes give: not cached (they are behind a key, and
+/// the figures are live), no referrer (a key in the address bar must not travel on), not
+/// framed, not sniffed as another type.
+fn reader_headers(resp: &mut Response, csp: Option<&str>) {
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    if let Some(csp) = csp.and_then(|c| HeaderValue::from_str(c).ok()) {
+        h.insert(header::CONTENT_SECURITY_POLICY, csp);
+    }
+}
 
 /// The report's findings at some offset of the tables, for the live page.
 pub struct Findings {
@@ -69,20 +135,63 @@ struct Sample {
 #[derive(Default)]
 pub struct Live {
     history: Mutex<VecDeque<Sample>>,
-    fields: Mutex<HashMap<(RejectReason, String), u64>>,
+    fields: Mutex<FieldCounts>,
+}
+
+/// Rejections by (reason, field), at most [`MAX_REJECTED_FIELDS`] pairs (Space-Saving: a
+/// new pair takes the place of the least counted one). Each pair's `count` is exact since
+/// it was last let in; what evicted pairs had counted is in `other`.
+#[derive(Default)]
+struct FieldCounts {
+    pairs: HashMap<(RejectReason, String), FieldCount>,
+    /// What evicted pairs had counted, by reason.
+    other: HashMap<RejectReason, u64>,
+}
+
+#[derive(Clone, Copy)]
+struct FieldCount {
+    /// Occurrences since the pair was let in.
+    count: u64,
+    /// The count of the pair it replaced: the pair's rank is `count + inherited`, which
+    /// lets a pair that keeps coming overtake ones that came once.
+    inherited: u64,
+}
+
+impl FieldCounts {
+    fn add(&mut self, reason: RejectReason, field: &str) {
+        let field = crate::event::truncate_utf8(field, crate::event::MAX_FIELD_NAME_BYTES);
+        if let Some(c) = self.pairs.get_mut(&(reason, field.to_string())) {
+            c.count += 1;
+            return;
+        }
+        let mut inherited = 0;
+        if self.pairs.len() >= MAX_REJECTED_FIELDS {
+            let Some(min) = self.pairs.iter().min_by_key(|(_, c)| c.count + c.inherited).map(|(k, _)| k.clone()) else { return };
+            if let Some(evicted) = self.pairs.remove(&min) {
+                *self.other.entry(min.0).or_insert(0) += evicted.count;
+                inherited = evicted.count + evicted.inherited;
+            }
+        }
+        self.pairs.insert((reason, field.to_string()), FieldCount { count: 1, inherited });
+    }
+
+    /// The `limit` most counted pairs, most first, then per reason what evicted pairs
+    /// counted, as field `(other)`.
+    fn top(&self, limit: usize) -> Vec<(&'static str, String, u64)> {
+        let mut all: Vec<(&'static str, String, u64)> = self.pairs.iter().map(|((r, f), c)| (r.as_str(), f.clone(), c.count)).collect();
+        all.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(b.0)).then(a.1.cmp(&b.1)));
+        all.truncate(limit);
+        let mut other: Vec<(&'static str, String, u64)> = self.other.iter().map(|(r, n)| (r.as_str(), "(other)".to_string(), *n)).collect();
+        other.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(b.0)));
+        all.extend(other);
+        all
+    }
 }
 
 impl Live {
     /// Counts a rejection by reason and field.
     pub fn rejected(&self, reason: RejectReason, field: Option<&str>) {
-        let mut fields = self.fields.lock().unwrap_or_else(|p| p.into_inner());
-        let field = field.unwrap_or("").to_string();
-        let key = if fields.len() < MAX_REJECTED_FIELDS || fields.contains_key(&(reason, field.clone())) {
-            (reason, field)
-        } else {
-            (reason, "(other)".to_string())
-        };
-        *fields.entry(key).or_insert(0) += 1;
+        self.fields.lock().unwrap_or_else(|p| p.into_inner()).add(reason, field.unwrap_or(""));
     }
 }
 
@@ -128,11 +237,7 @@ pub async fn page(State(state): State<Arc<AppState>>, headers: HeaderMap, RawQue
         Ok(()) => {
             let mut r = (StatusCode::OK, PAGE_HTML).into_response();
             r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-            // The page loads nothing from elsewhere; say so to the browser.
-            r.headers_mut().insert(
-                header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; connect-src 'self'"),
-            );
+            reader_headers(&mut r, Some(&page_csp()));
             r
         }
         Err(e) => e.into_response(),
@@ -149,6 +254,7 @@ pub async fn report_html(State(state): State<Arc<AppState>>, headers: HeaderMap,
             Some(f) => {
                 let mut r = (StatusCode::OK, f.html.clone()).into_response();
                 r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+                reader_headers(&mut r, Some(REPORT_CSP));
                 r
             }
             None => (StatusCode::NOT_FOUND, json_headers(), json!({"error": "no report yet: the tables have no events, or the first report is still being made"}).to_string())
@@ -164,7 +270,11 @@ pub async fn data(State(state): State<Arc<AppState>>, headers: HeaderMap, RawQue
     let resp = match state.reader(&headers, query_key(q.as_deref()).as_deref()) {
         Err(e) => e.into_response(),
         Ok(()) => match build(&state).await {
-            Ok(v) => (StatusCode::OK, json_headers(), v.to_string()).into_response(),
+            Ok(v) => {
+                let mut r = (StatusCode::OK, json_headers(), v.to_string()).into_response();
+                reader_headers(&mut r, None);
+                r
+            }
             Err(e) => e.into_response(),
         },
     };
@@ -204,10 +314,7 @@ async fn build(state: &Arc<AppState>) -> Result<Value, ApiError> {
     // Rejections: by reason (metrics), by reason and field (ours), the latest few (the log's).
     let by_reason: Vec<Value> =
         state.metrics.rejected_by_reason().into_iter().map(|(r, n)| json!({"reason": r.as_str(), "count": n})).collect();
-    let mut by_field: Vec<(RejectReason, String, u64)> =
-        state.live.fields.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|((r, f), n)| (*r, f.clone(), *n)).collect();
-    by_field.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.as_str().cmp(b.0.as_str())).then(a.1.cmp(&b.1)));
-    by_field.truncate(50);
+    let by_field = state.live.fields.lock().unwrap_or_else(|p| p.into_inner()).top(BY_FIELD_SHOWN);
     let total_rejected = stats.rejected_total;
     let log = state.log.clone();
     let latest = tokio::task::spawn_blocking(move || log.rejected(total_rejected.saturating_sub(LATEST_REJECTED as u64), LATEST_REJECTED))
@@ -243,7 +350,7 @@ async fn build(state: &Arc<AppState>) -> Result<Value, ApiError> {
         "accepted_total": now.accepted.to_vec(),
         "rejected_total": now.rejected,
         "series": series,
-        "rejected": {"by_reason": by_reason, "by_field": by_field.iter().map(|(r, f, n)| json!({"reason": r.as_str(), "field": f, "count": n})).collect::<Vec<_>>(), "latest": latest},
+        "rejected": {"by_reason": by_reason, "by_field": by_field.iter().map(|(r, f, n)| json!({"reason": r, "field": f, "count": n})).collect::<Vec<_>>(), "latest": latest},
         "freshness": {
             "log_end_offset": now.log_end,
             "projected_offset": now.projected,
@@ -261,4 +368,38 @@ async fn build(state: &Arc<AppState>) -> Result<Value, ApiError> {
         },
         "findings": findings,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc_4648() {
+        for (plain, encoded) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE="), ("foobar", "Zm9vYmFy")] {
+            assert_eq!(base64(plain.as_bytes()), encoded);
+        }
+        assert!(script_hash().starts_with("'sha256-") && script_hash().len() == 8 + 44 + 1, "{}", script_hash());
+    }
+
+    #[test]
+    fn the_most_frequent_fields_are_kept_whoever_came_first() {
+        let mut counts = FieldCounts::default();
+        // A hostile client fills the map with names of its own first, then keeps sending
+        // new ones; a real rejection comes every tenth event.
+        for i in 0..10_000u32 {
+            counts.add(RejectReason::UnknownEventType, &format!("junk-{i}"));
+            if i >= 1_000 && i % 10 == 0 {
+                counts.add(RejectReason::WrongType, "level");
+            }
+        }
+        assert!(counts.pairs.len() <= MAX_REJECTED_FIELDS);
+        let top = counts.top(5);
+        assert_eq!((top[0].0, top[0].1.as_str()), ("wrong_type", "level"), "{top:?}");
+        assert!(top[0].2 >= 850 && top[0].2 <= 900, "{top:?}");
+        assert!(counts.other[&RejectReason::UnknownEventType] > 0 && top.last().unwrap().1 == "(other)");
+        // Names are cut, so a key of 64 KiB cannot be a 64 KiB map key.
+        counts.add(RejectReason::NonFinite, &"k".repeat(64 * 1024));
+        assert!(counts.pairs.keys().all(|(_, f)| f.len() <= crate::event::MAX_FIELD_NAME_BYTES));
+    }
 }

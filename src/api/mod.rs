@@ -33,6 +33,7 @@ use tokio::net::TcpListener;
 use crate::event::{
     self, EventType, Record, RejectReason, Rejection, RejectedEvent, RequestMeta, MAX_REJECTED_RAW_BYTES,
 };
+use crate::auth::TokenBucket;
 use crate::catalog::{Catalog, StockBook};
 use crate::log::{AppendBatch, EventLog, LogError};
 use crate::metrics::{Metrics, ProjectionSource};
@@ -43,10 +44,10 @@ pub mod live;
 pub use crate::wire::{MAX_BODY_BYTES, MAX_DECOMPRESSED_BYTES, MAX_EVENTS_PER_REQUEST, MAX_EVENT_BYTES};
 /// Response header of the seed-style routes naming the accepted event's log offset.
 pub const OFFSET_HEADER: &str = "x-questlog-offset";
-/// Most events a `/v1/replay` response sends per read of the log.
-const REPLAY_CHUNK_EVENTS: u64 = 10_000;
 /// Most rejected events one `/v1/rejected` request lists.
 pub const MAX_REJECTED_LIST: usize = 10_000;
+/// Rejected events read from the store at a time while a `/v1/rejected` chunk is built.
+const REJECTED_READ_BATCH: usize = 64;
 
 const ROUTE_EVENTS: usize = 0;
 const ROUTE_SEED: usize = 1;
@@ -77,6 +78,53 @@ pub const APPEND_CONFIRM_TIMEOUT_MS: u64 = 15_000;
 /// fit at once, more than the 64-connection load tests keep in the handler at a time.
 /// Without it 1,024 connections could each hold 128 MiB (128 GiB).
 pub const MAX_BODY_MEMORY_BYTES: usize = 256 * 1024 * 1024;
+
+/// Most bytes of streamed response bodies (`/v1/replay`, `/v1/rejected`) the server holds
+/// at once, across all connections: chunks being built, waiting for their connection, or
+/// in hyper's write buffer. A chunk takes its bytes before it is built and gives them back
+/// once written to the socket, so a slow reader holds at most a few chunks and readers past
+/// the budget wait for it rather than grow the server's memory. 64 MiB: 50 readers of a
+/// large log hold ~40 MiB at most (two 128 KiB chunks and hyper's 400 KB buffer each),
+/// and a fast reader streams hundreds of MB/s through it.
+pub const MAX_RESPONSE_MEMORY_BYTES: usize = 64 * 1024 * 1024;
+/// A streamed response is built in chunks of about this many bytes (a chunk ends after the
+/// line that reaches it): small enough that a slow reader holds little, large enough that
+/// reading the log again for each chunk (one block, 1,000 records) is amortised.
+pub const RESPONSE_CHUNK_BYTES: usize = 128 * 1024;
+/// The longest line a response can have: a replay line of an event at [`MAX_EVENT_BYTES`]
+/// with every byte of its `raw_event` escaped (6 bytes each) plus its fields and headers,
+/// each escaped likewise, is under 450 KiB.
+const MAX_RESPONSE_LINE_BYTES: usize = 512 * 1024;
+/// Bytes a chunk takes from [`MAX_RESPONSE_MEMORY_BYTES`] while it is built; what it does
+/// not use goes back before it is queued.
+const RESPONSE_CHUNK_RESERVE_BYTES: usize = RESPONSE_CHUNK_BYTES + MAX_RESPONSE_LINE_BYTES;
+/// Chunks of one streamed response built ahead of its connection: one, so a slow reader
+/// holds one waiting chunk besides what hyper is writing.
+const RESPONSE_QUEUE_CHUNKS: usize = 1;
+/// Chunks built at once, for all streamed responses together. Each reads a log block of
+/// up to 1,000 records into memory (a few MB decoded) on a thread of the blocking pool:
+/// four keep both cores busy while a chunk waits on the disk, and bound what 50 readers'
+/// chunks hold at once (and the threads whose allocator heaps they touch) to four.
+const RESPONSE_BUILDERS: usize = 4;
+
+/// Most bytes of rejected events one request keeps in the rejected store (each event's
+/// raw text, message and field, plus [`REJECTED_FIXED_BYTES`]; the request's headers once).
+/// 1 MiB keeps every event of a 10,000-event batch of short bad lines, or 128 events with
+/// raw texts at the 8 KiB cap: enough to debug any client, while a request cannot make
+/// the store grow by more than a small multiple of its own size. Past it, events are still
+/// answered and counted (`questlog_rejected_events_not_stored_total{cause="request_budget"}`).
+pub const MAX_REJECTED_STORED_BYTES_PER_REQUEST: usize = 1024 * 1024;
+/// Bytes of rejected events each app (all keyless requests are one app) may add to the
+/// store per second, refilled continuously up to [`REJECTED_STORED_BURST_BYTES`]: a client
+/// sending nothing but bad events at full speed grows the store by at most this, about
+/// 14 GiB a day before compression, instead of by its whole traffic. Past it events are
+/// answered and counted (`cause="app_rate"`), not stored.
+pub const REJECTED_STORED_BYTES_PER_SECOND: f64 = 4.0 * 1024.0 * 1024.0;
+/// The bucket of [`REJECTED_STORED_BYTES_PER_SECOND`]: four seconds' worth, so a burst of
+/// bad batches from an otherwise sane client is kept whole.
+pub const REJECTED_STORED_BURST_BYTES: f64 = 16.0 * 1024.0 * 1024.0;
+/// What a stored rejected event costs besides its texts: time, index, reason, framing.
+const REJECTED_FIXED_BYTES: usize = 64;
 
 /// Connection limits of a server; the defaults are the constants above.
 #[derive(Clone, Copy, Debug)]
@@ -117,6 +165,15 @@ pub struct AppState {
     pub live: live::Live,
     /// The report's findings as the tables move, for the live page; `None`: not computed.
     pub findings: Option<Arc<dyn live::FindingsSource>>,
+    /// Bytes of streamed responses held: one permit per byte, [`MAX_RESPONSE_MEMORY_BYTES`] in all.
+    response_memory: Arc<tokio::sync::Semaphore>,
+    /// Chunks of streamed responses being built: [`RESPONSE_BUILDERS`] at once.
+    response_builders: Arc<tokio::sync::Semaphore>,
+    /// Bytes each app may still add to the rejected store (key: app name, `None` keyless).
+    rejected_budget: std::sync::Mutex<std::collections::HashMap<Option<String>, Arc<TokenBucket>>>,
+    /// Without API keys: the host names requests may name besides IP addresses and
+    /// `localhost` (`serve --allowed-host`), against DNS rebinding.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// The store catalogue `serve --catalog` checks purchases against (it is recorded in the
@@ -225,7 +282,87 @@ impl AppState {
         keys: Option<Arc<crate::auth::ApiKeys>>,
     ) -> AppState {
         let body_memory = Arc::new(tokio::sync::Semaphore::new(limits.max_body_memory_bytes.min(tokio::sync::Semaphore::MAX_PERMITS)));
-        AppState { log, metrics, limits, keys, body_memory, projection, catalog: None, live: live::Live::default(), findings: None }
+        let response_memory = Arc::new(tokio::sync::Semaphore::new(MAX_RESPONSE_MEMORY_BYTES));
+        AppState {
+            log,
+            metrics,
+            limits,
+            keys,
+            body_memory,
+            projection,
+            catalog: None,
+            live: live::Live::default(),
+            findings: None,
+            response_memory,
+            response_builders: Arc::new(tokio::sync::Semaphore::new(RESPONSE_BUILDERS)),
+            rejected_budget: Default::default(),
+            allowed_hosts: Vec::new(),
+        }
+    }
+
+    /// Host names (besides IP addresses and `localhost`) a keyless server answers to.
+    pub fn with_allowed_hosts(mut self, hosts: Vec<String>) -> AppState {
+        self.allowed_hosts = hosts.into_iter().map(|h| h.trim().trim_end_matches('.').to_ascii_lowercase()).collect();
+        self
+    }
+
+    /// The bucket of rejected-store bytes of `app`.
+    fn rejected_bucket(&self, app: Option<&str>) -> Arc<TokenBucket> {
+        let mut map = self.rejected_budget.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(app.map(str::to_string))
+            .or_insert_with(|| Arc::new(TokenBucket::new(REJECTED_STORED_BYTES_PER_SECOND, REJECTED_STORED_BURST_BYTES)))
+            .clone()
+    }
+
+    /// Without API keys, refuses a request that names another host than this server
+    /// (DNS rebinding: a web page whose name was made to resolve to 127.0.0.1) or that a
+    /// page of another site sent (its `Origin`): either could read or append through a
+    /// developer's browser. IP addresses and `localhost` are always this server's names;
+    /// a request without `Host` (HTTP/1.0) or `Origin` (not from a browser) passes.
+    fn check_keyless_origin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        if self.keys.is_some() {
+            return Ok(());
+        }
+        let host = headers.get(header::HOST).map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_ascii_lowercase());
+        if let Some(host) = &host {
+            if !self.host_allowed(host) {
+                self.metrics.forbidden(1);
+                return Err(ApiError::Forbidden(format!(
+                    "Host `{}` is not this server: without API keys it answers only to IP addresses, localhost and --allowed-host names (a guard against DNS rebinding)",
+                    host.chars().take(64).collect::<String>()
+                )));
+            }
+        }
+        if let Some(origin) = headers.get(header::ORIGIN) {
+            let origin = String::from_utf8_lossy(origin.as_bytes()).trim().to_ascii_lowercase();
+            let authority = origin.split_once("://").map(|(_, rest)| rest.trim_end_matches('/'));
+            let same = matches!((authority, &host), (Some(a), Some(h)) if a == h);
+            if !same {
+                self.metrics.forbidden(2);
+                return Err(ApiError::Forbidden(format!(
+                    "a page of another site (Origin `{}`) may not use this server: without API keys it takes requests from its own pages and from non-browser clients only",
+                    origin.chars().take(64).collect::<String>()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn host_allowed(&self, host: &str) -> bool {
+        // `host[:port]`, `[v6]:port`, `[v6]`.
+        let name = if let Some(rest) = host.strip_prefix('[') {
+            match rest.split_once(']') {
+                Some((v6, _)) => return v6.parse::<std::net::Ipv6Addr>().is_ok(),
+                None => return false,
+            }
+        } else {
+            host.rsplit_once(':').map_or(host, |(n, port)| if port.bytes().all(|b| b.is_ascii_digit()) { n } else { host })
+        };
+        let name = name.trim_end_matches('.');
+        name.parse::<std::net::IpAddr>().is_ok()
+            || name == "localhost"
+            || name.ends_with(".localhost")
+            || self.allowed_hosts.iter().any(|h| h == name)
     }
 
     /// Serves the findings on the live page (see [`live::FindingsSource`]).
@@ -234,8 +371,9 @@ impl AppState {
         self
     }
 
-    /// The reader's app for the live page and its data, when keys are configured; 401
-    /// without a key that has `read = true`.
+    /// Checks that the request may read (the log, rejected events, the live page, the
+    /// report), when keys are configured: 401 without a known key, 403 for a key without
+    /// the `read` grant. `query_key` is the `key` parameter of a page opened in a browser.
     fn reader(&self, headers: &HeaderMap, query_key: Option<&str>) -> Result<(), ApiError> {
         let Some(keys) = &self.keys else { return Ok(()) };
         keys.reader(headers, query_key).map(|_| ()).map_err(|d| self.denied(d))
@@ -247,10 +385,11 @@ impl AppState {
         self
     }
 
-    /// The app of the request's key, when keys are configured; 401 otherwise.
-    fn app(&self, headers: &HeaderMap) -> Result<Option<&crate::auth::App>, ApiError> {
+    /// The app of the request's key, when keys are configured, which must hold the
+    /// `write` grant: 401 without a known key, 403 without the grant.
+    fn writer(&self, headers: &HeaderMap) -> Result<Option<&crate::auth::App>, ApiError> {
         let Some(keys) = &self.keys else { return Ok(None) };
-        keys.app(headers).map(Some).map_err(|d| self.denied(d))
+        keys.writer(headers).map(Some).map_err(|d| self.denied(d))
     }
 
     /// Takes `events` from the app's rate budget; 429 when over it.
@@ -265,12 +404,18 @@ impl AppState {
         use crate::auth::Denied;
         use std::sync::atomic::Ordering;
         match d {
-            Denied::Missing | Denied::Unknown | Denied::NotReader => {
+            Denied::Missing | Denied::Unknown => {
                 self.metrics.unauthorized_total.fetch_add(1, Ordering::Relaxed);
                 ApiError::Unauthorized(match d {
                     Denied::Missing => "missing API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>` (in a browser, open /?key=<key>)",
-                    Denied::NotReader => "this API key may send events but not read: give it `read = true` in the keys file",
                     _ => "unknown API key",
+                })
+            }
+            Denied::Forbidden(scope) => {
+                self.metrics.forbidden(0);
+                ApiError::Forbidden(match scope {
+                    crate::auth::Scope::Read => "this API key may not read: reading the log, rejected events, the live page and the report needs a key with `scopes = [\"read\"]` (or [\"write\", \"read\"]) in the keys file".into(),
+                    crate::auth::Scope::Write => "this API key may not send events: appending needs a key with `scopes = [\"write\"]` in the keys file".into(),
                 })
             }
             Denied::RateLimited { retry_after_s } => {
@@ -294,6 +439,8 @@ pub enum ApiError {
     EventTooLarge { index: usize, size: usize },
     #[error("{0}")]
     Unauthorized(&'static str),
+    #[error("{0}")]
+    Forbidden(String),
     #[error("over this API key's event rate; retry after {0} s")]
     RateLimited(u64),
     #[error("the request body did not arrive within {0} ms")]
@@ -333,6 +480,7 @@ impl ApiError {
             ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Busy | ApiError::OverMemoryBudget | ApiError::Unavailable(_) | ApiError::Unconfirmed(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -405,7 +553,17 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/live", get(live::data))
         .route("/report.html", get(live::report_html))
         .route("/{event_type}", get(seed_style).post(seed_style))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), keyless_guard))
         .with_state(state)
+}
+
+/// Without API keys, every route first checks `Host` and `Origin`
+/// ([`AppState::check_keyless_origin`]); with keys, the routes check the key.
+async fn keyless_guard(State(state): State<Arc<AppState>>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    match state.check_keyless_origin(req.headers()) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then lets in-flight requests
@@ -504,11 +662,13 @@ fn now_us() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }
 
-fn request_meta(headers: &HeaderMap) -> RequestMeta {
-    let get = |name: header::HeaderName| {
-        headers.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).chars().take(event::MAX_STRING_BYTES).collect())
-    };
-    RequestMeta { accept: get(header::ACCEPT), host: get(header::HOST), user_agent: get(header::USER_AGENT), app: None }
+/// The request's headers as its events keep them, cut to [`event::MAX_HEADER_BYTES`]
+/// each and shared by all of its records.
+fn request_meta(headers: &HeaderMap, app: Option<&crate::auth::App>) -> RequestMeta {
+    let get = |name: header::HeaderName| headers.get(name).map(|v| v.as_bytes());
+    let mut meta = RequestMeta::from_headers(get(header::ACCEPT), get(header::HOST), get(header::USER_AGENT));
+    meta.app = app.map(|a| a.name.as_str().into());
+    meta
 }
 
 fn finish(state: &AppState, route: usize, started: Instant, resp: Response) -> Response {
@@ -516,54 +676,107 @@ fn finish(state: &AppState, route: usize, started: Instant, resp: Response) -> R
     resp
 }
 
-/// One event's outcome while a request is processed.
-struct Outcome {
+/// What a request's events came to while it is processed: the records to append, the
+/// rejected events to keep, and the `rejected` member of its answer as JSON text. Every
+/// byte it holds beyond the body's charge is charged to the request's [`BodyMemory`].
+struct Outcome<'a> {
+    state: &'a AppState,
+    meta: RequestMeta,
+    now: i64,
     records: Vec<Record>,
+    /// Rejected events to keep (within the request's and the app's share of the store).
     rejected: Vec<RejectedEvent>,
+    /// `{"index":…,"reason":…,"field":…,"error":…}` of every rejected event, comma-separated.
+    answer: String,
+    rejected_count: usize,
+    /// Bytes of rejected events this request keeps ([`MAX_REJECTED_STORED_BYTES_PER_REQUEST`]).
+    stored_bytes: usize,
+    /// The app's rejected-store bucket, once the request has a rejection.
+    bucket: Option<Arc<TokenBucket>>,
 }
 
-impl Outcome {
-    fn new(capacity: usize) -> Outcome {
-        Outcome { records: Vec::with_capacity(capacity), rejected: Vec::new() }
+impl<'a> Outcome<'a> {
+    fn new(state: &'a AppState, meta: RequestMeta, now: i64, capacity: usize) -> Outcome<'a> {
+        Outcome {
+            state,
+            meta,
+            now,
+            records: Vec::with_capacity(capacity),
+            rejected: Vec::new(),
+            answer: String::new(),
+            rejected_count: 0,
+            stored_bytes: 0,
+            bucket: None,
+        }
     }
 
-    fn take(&mut self, state: &AppState, index: usize, raw: &str, parsed: Result<event::ClientEvent, Rejection>, now: i64, meta: &RequestMeta) {
+    /// Memory a request's records take besides their text (charged with the body).
+    fn record_bytes(events: usize) -> usize {
+        events.saturating_mul(std::mem::size_of::<Record>())
+    }
+
+    fn take(&mut self, memory: &mut BodyMemory, index: usize, raw: &str, parsed: Result<event::ClientEvent, Rejection>) -> Result<(), ApiError> {
+        let state = self.state;
         let parsed = match (&state.catalog, parsed) {
             (Some(c), Ok(e)) => c.catalog.check_purchase(&e.payload).map(|()| e),
             (_, parsed) => parsed,
         };
-        match parsed {
-            Ok(e) => self.records.push(Record { received_at_us: now, meta: meta.clone(), raw_event: raw.to_string(), event: e }),
-            Err(rejection) => {
-                let t = guess_type(raw);
-                state.metrics.rejected(t, rejection.reason);
-                state.live.rejected(rejection.reason, rejection.field.as_deref());
-                self.rejected.push(RejectedEvent {
-                    received_at_us: now,
-                    meta: meta.clone(),
-                    index: index as u32,
-                    raw: event::truncate_utf8(raw, MAX_REJECTED_RAW_BYTES).to_string(),
-                    rejection,
-                });
+        let rejection = match parsed {
+            Ok(e) => {
+                self.records.push(Record { received_at_us: self.now, meta: self.meta.clone(), raw_event: raw.to_string(), event: e });
+                return Ok(());
             }
+            Err(rejection) => rejection,
+        };
+        let t = guess_type(raw);
+        state.metrics.rejected(t, rejection.reason);
+        state.live.rejected(rejection.reason, rejection.field.as_deref());
+        // The answer lists every rejected event.
+        let before = self.answer.len();
+        if self.rejected_count > 0 {
+            self.answer.push(',');
         }
+        let line = serde_json::json!({
+            "index": index,
+            "reason": rejection.reason.as_str(),
+            "field": rejection.field,
+            "error": rejection.message,
+        });
+        self.answer.push_str(&line.to_string());
+        self.rejected_count += 1;
+        memory.take(self.answer.len() - before)?;
+        // The store keeps it within the request's share and the app's rate.
+        let raw = event::truncate_utf8(raw, MAX_REJECTED_RAW_BYTES);
+        let mut cost = REJECTED_FIXED_BYTES + raw.len() + rejection.message.len() + rejection.field.as_ref().map_or(0, |f| f.len());
+        if self.stored_bytes == 0 {
+            cost += self.meta.text_bytes();
+        }
+        if self.stored_bytes + cost > MAX_REJECTED_STORED_BYTES_PER_REQUEST {
+            state.metrics.rejected_not_stored(0);
+            return Ok(());
+        }
+        let app = self.meta.app.as_ref().map(|a| a.as_str());
+        let bucket = self.bucket.get_or_insert_with(|| state.rejected_bucket(app));
+        if bucket.take(cost as f64).is_err() {
+            state.metrics.rejected_not_stored(1);
+            return Ok(());
+        }
+        memory.take(cost + std::mem::size_of::<RejectedEvent>())?;
+        self.stored_bytes += cost;
+        self.rejected.push(RejectedEvent {
+            received_at_us: self.now,
+            meta: self.meta.clone(),
+            index: index as u32,
+            raw: raw.to_string(),
+            rejection,
+        });
+        Ok(())
     }
 
-    /// Appends everything and builds the 200 answer (or the error).
-    async fn commit(self, state: &AppState) -> Result<serde_json::Value, ApiError> {
+    /// Appends everything; the numbers and rejections of the 200 answer (or the error).
+    async fn commit(self, memory: &mut BodyMemory) -> Result<Committed, ApiError> {
+        let state = self.state;
         let mut types: Vec<Option<EventType>> = self.records.iter().map(|r| Some(r.event.event_type())).collect();
-        let rejected_json: Vec<serde_json::Value> = self
-            .rejected
-            .iter()
-            .map(|r| {
-                serde_json::json!({
-                    "index": r.index,
-                    "reason": r.rejection.reason.as_str(),
-                    "field": r.rejection.field,
-                    "error": r.rejection.message,
-                })
-            })
-            .collect();
         let purchases: Vec<Option<(i64, i64, i64, f32)>> = match &state.catalog {
             Some(_) => self.records.iter().map(crate::catalog::purchase_of).collect(),
             None => Vec::new(),
@@ -593,13 +806,33 @@ impl Outcome {
         } else {
             (None, None)
         };
-        Ok(serde_json::json!({
-            "accepted": accepted,
-            "rejected": rejected_json,
-            "duplicates": appended.duplicates.len(),
-            "first_offset": first,
-            "last_offset": last,
-        }))
+        // The answer is the listed rejections and a few numbers: charged like the rest.
+        memory.take(self.answer.len() + 128)?;
+        Ok(Committed { accepted, duplicates: appended.duplicates.len(), first, last, rejected: self.answer, rejected_count: self.rejected_count })
+    }
+}
+
+/// What an append came to, for its answer (contract 3.2).
+struct Committed {
+    accepted: usize,
+    duplicates: usize,
+    first: Option<u64>,
+    last: Option<u64>,
+    /// The `rejected` array's members, as JSON text.
+    rejected: String,
+    rejected_count: usize,
+}
+
+impl Committed {
+    /// `{"accepted":N,"rejected":[…],"duplicates":D[,"first_offset":A,"last_offset":B]}`.
+    fn json(&self, with_offsets: bool) -> String {
+        let opt = |v: Option<u64>| v.map_or_else(|| "null".to_string(), |n| n.to_string());
+        let mut out = format!("{{\"accepted\":{},\"rejected\":[{}],\"duplicates\":{}", self.accepted, self.rejected, self.duplicates);
+        if with_offsets {
+            out.push_str(&format!(",\"first_offset\":{},\"last_offset\":{}", opt(self.first), opt(self.last)));
+        }
+        out.push('}');
+        out
     }
 }
 
@@ -613,27 +846,35 @@ fn guess_type(raw: &str) -> Option<EventType> {
     serde_json::from_str::<T>(raw).ok().and_then(|t| t.event_type).and_then(EventType::parse)
 }
 
-/// Keeps a body nobody could read as a rejected event, so it can be inspected.
-async fn keep_unreadable(state: &AppState, body: &[u8], meta: &RequestMeta, err: &ApiError) {
-    let raw = String::from_utf8_lossy(&body[..body.len().min(MAX_REJECTED_RAW_BYTES)]).into_owned();
+/// Keeps a body nobody could read as a rejected event, so it can be inspected. It counts as
+/// one event against the key's rate first (a 429 instead, not stored, when over it), and
+/// is kept within the app's share of the rejected store.
+async fn keep_unreadable(state: &AppState, app: Option<&crate::auth::App>, body: &[u8], meta: &RequestMeta, err: ApiError) -> ApiError {
+    if let Err(limited) = state.charge(app, 1) {
+        return limited;
+    }
     let reason = RejectReason::MalformedJson;
     state.metrics.rejected(None, reason);
-    let rejected = RejectedEvent {
-        received_at_us: now_us(),
-        meta: meta.clone(),
-        index: 0,
-        raw: event::truncate_utf8(&raw, MAX_REJECTED_RAW_BYTES).to_string(),
-        rejection: Rejection { reason, field: None, message: err.to_string() },
-    };
+    state.live.rejected(reason, None);
+    let raw = String::from_utf8_lossy(&body[..body.len().min(MAX_REJECTED_RAW_BYTES)]).into_owned();
+    let raw = event::truncate_utf8(&raw, MAX_REJECTED_RAW_BYTES).to_string();
+    let rejection = Rejection::new(reason, None, err.to_string());
+    let cost = REJECTED_FIXED_BYTES + raw.len() + rejection.message.len() + meta.text_bytes();
+    if state.rejected_bucket(meta.app.as_ref().map(|a| a.as_str())).take(cost as f64).is_err() {
+        state.metrics.rejected_not_stored(1);
+        return err;
+    }
+    let rejected = RejectedEvent { received_at_us: now_us(), meta: meta.clone(), index: 0, raw, rejection };
     if let Ok(p) = state.log.append(AppendBatch { records: vec![], rejected: vec![rejected] }) {
         let _ = tokio::time::timeout(Duration::from_millis(APPEND_CONFIRM_TIMEOUT_MS), p.wait_async()).await;
     }
+    err
 }
 
 async fn ingest(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
     let resp = match ingest_inner(&state, &headers, body).await {
-        Ok(v) => (StatusCode::OK, json_headers(), v.to_string()).into_response(),
+        Ok(v) => (StatusCode::OK, json_headers(), v).into_response(),
         Err(e) => {
             if let Some(i) = e.limit_index() {
                 state.metrics.over_limit(i);
@@ -771,20 +1012,19 @@ fn body_format(headers: &HeaderMap) -> Result<BodyFormat, ApiError> {
     }
 }
 
-async fn ingest_inner(state: &AppState, headers: &HeaderMap, body: Body) -> Result<serde_json::Value, ApiError> {
-    let app = state.app(headers)?;
+async fn ingest_inner(state: &AppState, headers: &HeaderMap, body: Body) -> Result<String, ApiError> {
+    let app = state.writer(headers)?;
     let format = body_format(headers)?;
-    let mut meta = request_meta(headers);
-    meta.app = app.map(|a| a.name.clone());
+    let meta = request_meta(headers, app);
     let mut memory = BodyMemory::new(&state.body_memory);
+    memory.take(meta.text_bytes())?;
     let body = read_body(headers, body, state.limits.body_read_timeout_ms, &mut memory).await?;
     let now = now_us();
     let text = match std::str::from_utf8(&body) {
         Ok(t) => t,
         Err(e) => {
             let err = ApiError::Unreadable(format!("body is not UTF-8: {e}"));
-            keep_unreadable(state, &body, &meta, &err).await;
-            return Err(err);
+            return Err(keep_unreadable(state, app, &body, &meta, err).await);
         }
     };
     let mut out;
@@ -800,11 +1040,11 @@ async fn ingest_inner(state: &AppState, headers: &HeaderMap, body: Body) -> Resu
         }
         check_sizes(lines.iter().copied())?;
         // The records keep a copy of each event's text.
-        memory.take(body.len())?;
+        memory.take(body.len() + Outcome::record_bytes(lines.len()))?;
         state.charge(app, lines.len() as u64)?;
-        out = Outcome::new(lines.len());
+        out = Outcome::new(state, meta, now, lines.len());
         for (i, line) in lines.iter().enumerate() {
-            out.take(state, i, line, event::validate_json(line), now, &meta);
+            out.take(&mut memory, i, line, event::validate_json(line))?;
         }
     } else {
         let trimmed = text.trim();
@@ -814,30 +1054,28 @@ async fn ingest_inner(state: &AppState, headers: &HeaderMap, body: Body) -> Resu
                 Err(e) if e.to_string().starts_with(TOO_MANY) => return Err(ApiError::TooManyEvents),
                 Err(e) => {
                     let err = ApiError::Unreadable(format!("malformed JSON array: {e}"));
-                    keep_unreadable(state, &body, &meta, &err).await;
-                    return Err(err);
+                    return Err(keep_unreadable(state, app, &body, &meta, err).await);
                 }
             };
             check_sizes(items.iter().map(|r| r.get()))?;
-            memory.take(body.len())?;
+            memory.take(body.len() + Outcome::record_bytes(items.len()))?;
             state.charge(app, items.len() as u64)?;
-            out = Outcome::new(items.len());
+            out = Outcome::new(state, meta, now, items.len());
             for (i, raw) in items.iter().enumerate() {
-                out.take(state, i, raw.get(), event::validate_json(raw.get()), now, &meta);
+                out.take(&mut memory, i, raw.get(), event::validate_json(raw.get()))?;
             }
         } else {
             check_sizes(std::iter::once(trimmed))?;
             if let Err(e) = serde_json::from_str::<&RawValue>(trimmed) {
                 let err = ApiError::Unreadable(format!("malformed JSON: {e}"));
-                keep_unreadable(state, &body, &meta, &err).await;
-                return Err(err);
+                return Err(keep_unreadable(state, app, &body, &meta, err).await);
             }
             state.charge(app, 1)?;
-            out = Outcome::new(1);
-            out.take(state, 0, trimmed, event::validate_json(trimmed), now, &meta);
+            out = Outcome::new(state, meta, now, 1);
+            out.take(&mut memory, 0, trimmed, event::validate_json(trimmed))?;
         }
     }
-    out.commit(state).await
+    Ok(out.commit(&mut memory).await?.json(true))
 }
 
 fn check_sizes<'a>(events: impl Iterator<Item = &'a str>) -> Result<(), ApiError> {
@@ -885,15 +1123,12 @@ async fn seed_style(
 ) -> Response {
     let started = Instant::now();
     let resp = match seed_style_inner(&state, &event_type, query.as_deref().unwrap_or(""), &headers).await {
-        Ok((status, mut v)) => {
+        Ok(c) => {
             // The body keeps one length for every accepted event (Apache Bench counts a
             // response of another length as failed); the offset travels in a header.
-            let offset = v.as_object_mut().and_then(|m| {
-                m.remove("last_offset");
-                m.remove("first_offset")
-            });
-            let mut resp = (status, json_headers(), v.to_string()).into_response();
-            if let Some(o) = offset.and_then(|o| o.as_u64()) {
+            let status = if c.rejected_count > 0 { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+            let mut resp = (status, json_headers(), c.json(false)).into_response();
+            if let Some(o) = c.first {
                 resp.headers_mut().insert(OFFSET_HEADER, HeaderValue::from(o));
             }
             resp
@@ -903,27 +1138,24 @@ async fn seed_style(
     finish(&state, ROUTE_SEED, started, resp)
 }
 
-async fn seed_style_inner(
-    state: &AppState,
-    event_type: &str,
-    query: &str,
-    headers: &HeaderMap,
-) -> Result<(StatusCode, serde_json::Value), ApiError> {
+async fn seed_style_inner(state: &AppState, event_type: &str, query: &str, headers: &HeaderMap) -> Result<Committed, ApiError> {
     if EventType::parse(event_type).is_none() {
         return Err(ApiError::NoRoute(format!("/{}", event_type.chars().take(64).collect::<String>())));
     }
-    let app = state.app(headers)?;
+    let app = state.writer(headers)?;
     state.charge(app, 1)?;
     if query.len() > MAX_EVENT_BYTES {
         state.metrics.over_limit(3);
         return Err(ApiError::EventTooLarge { index: 0, size: query.len() });
     }
-    let mut meta = request_meta(headers);
-    meta.app = app.map(|a| a.name.clone());
+    let meta = request_meta(headers, app);
+    let mut memory = BodyMemory::new(&state.body_memory);
+    // The query, its parsed parameters and the record's copy.
+    memory.take(meta.text_bytes() + 3 * query.len() + Outcome::record_bytes(1))?;
     let now = now_us();
     let params: Vec<(String, String)> =
         form_urlencoded::parse(query.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
-    let mut out = Outcome::new(1);
+    let mut out = Outcome::new(state, meta, now, 1);
     match event::members_from_query(event_type, &params) {
         Ok(mut members) => {
             let filled = match &state.catalog {
@@ -932,16 +1164,14 @@ async fn seed_style_inner(
             };
             let raw = event::members_to_json(&members);
             let parsed = filled.and_then(|()| event::validate_object(&members));
-            out.take(state, 0, &raw, parsed, now, &meta);
+            out.take(&mut memory, 0, &raw, parsed)?;
         }
         Err(rejection) => {
             let raw = format!("{{\"event_type\":\"{event_type}\",\"query\":{}}}", serde_json::Value::String(query.to_string()));
-            out.take(state, 0, &raw, Err(rejection), now, &meta);
+            out.take(&mut memory, 0, &raw, Err(rejection))?;
         }
     }
-    let failed = !out.rejected.is_empty();
-    let v = out.commit(state).await?;
-    Ok((if failed { StatusCode::BAD_REQUEST } else { StatusCode::OK }, v))
+    out.commit(&mut memory).await
 }
 
 /// The OpenAPI description of this API (checked by schemathesis in CI).
@@ -957,10 +1187,17 @@ async fn openapi() -> Response {
 /// Projection failing (a step's error, a panic) makes the status `degraded` with
 /// `projection_error` saying why, but stays 200: appends still succeed, and the log keeps
 /// every event for the tables to catch up once the cause is fixed.
-async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+async fn healthz(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let started = Instant::now();
-    let unwritable = state.log.unwritable();
-    let projection = state.projection.figures();
+    let mut unwritable = state.log.unwritable();
+    let mut projection = state.projection.figures();
+    // With keys on, /healthz answers anyone (load balancers carry no key), but its reasons
+    // name paths and storage errors: those only for a key that may read.
+    if state.keys.as_ref().is_some_and(|k| !k.is_reader(&headers)) {
+        const HIDDEN: &str = "details for a key with the read grant";
+        unwritable = unwritable.map(|_| format!("the log cannot take appends ({HIDDEN})"));
+        projection.error = projection.error.map(|_| format!("projection is failing ({HIDDEN})"));
+    }
     let mut body = serde_json::json!({
         "status": if unwritable.is_some() || projection.error.is_some() { "degraded" } else { "ok" },
         "log_end_offset": state.log.durable_end(),
@@ -998,29 +1235,118 @@ struct RejectedQuery {
     limit: Option<usize>,
 }
 
-async fn list_rejected(State(state): State<Arc<AppState>>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
-    let started = Instant::now();
-    if let Err(e) = state.app(&headers) {
-        return finish(&state, ROUTE_REJECTED, started, e.into_response());
+/// One chunk of a streamed response, holding its bytes of [`AppState::response_memory`]
+/// until hyper has written it and drops it.
+struct BudgetedChunk {
+    bytes: Vec<u8>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl AsRef<[u8]> for BudgetedChunk {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
     }
-    let resp = match serde_urlencoded_query::<RejectedQuery>(q.as_deref()) {
-        Err(e) => e.into_response(),
-        Ok(q) => {
-            let limit = q.limit.unwrap_or(100).min(MAX_REJECTED_LIST);
-            match state.log.rejected(q.from.unwrap_or(0), limit) {
-                Ok(items) => {
-                    let mut s = String::new();
-                    for (seq, r) in &items {
-                        replay::write_rejected_line(&mut s, *seq, r);
-                    }
-                    (StatusCode::OK, [(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"))], s)
-                        .into_response()
-                }
-                Err(e) => ApiError::from(e).into_response(),
-            }
+}
+
+/// Builds one chunk of a streamed response with `render` on the blocking pool (reading
+/// the log is synchronous and can take milliseconds), within the response memory budget:
+/// it waits for [`RESPONSE_CHUNK_RESERVE_BYTES`] of it first, keeps what the chunk holds
+/// and gives the rest back. `render` appends at most about [`RESPONSE_CHUNK_BYTES`] (it
+/// stops after the line that reaches it) and says what comes next.
+async fn budgeted_chunk<T: Send + 'static>(
+    state: Arc<AppState>,
+    render: impl FnOnce(&mut String) -> Result<T, ApiError> + Send + 'static,
+) -> Result<(Bytes, T), ApiError> {
+    let budget = state.response_memory.clone();
+    let reserve = RESPONSE_CHUNK_RESERVE_BYTES as u32;
+    let mut permit = match budget.clone().try_acquire_many_owned(reserve) {
+        Ok(p) => p,
+        Err(_) => {
+            state.metrics.response_memory_waits_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            budget.acquire_many_owned(reserve).await.map_err(|_| ApiError::Unavailable("the server is stopping".into()))?
         }
     };
-    finish(&state, ROUTE_REJECTED, started, resp)
+    let builder = state.response_builders.clone().acquire_owned().await.map_err(|_| ApiError::Unavailable("the server is stopping".into()))?;
+    let (text, next) = tokio::task::spawn_blocking(move || {
+        let _builder = builder;
+        let mut text = String::with_capacity(RESPONSE_CHUNK_BYTES + 4096);
+        render(&mut text).map(|next| (text, next))
+    })
+    .await
+    .map_err(|e| ApiError::Unavailable(format!("building the response failed: {e}")))??;
+    let held = text.len().max(1);
+    debug_assert!(held <= RESPONSE_CHUNK_RESERVE_BYTES, "a chunk of {held} bytes is over its reserve");
+    if held < RESPONSE_CHUNK_RESERVE_BYTES {
+        drop(permit.split(RESPONSE_CHUNK_RESERVE_BYTES - held));
+    }
+    Ok((Bytes::from_owner(BudgetedChunk { bytes: text.into_bytes(), _permit: permit }), next))
+}
+
+/// A streamed `application/x-ndjson` response whose first chunk is `first` and whose
+/// later chunks come through `rx` (one waits at a time: [`RESPONSE_QUEUE_CHUNKS`]).
+fn ndjson_stream(first: Bytes, rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>) -> Response {
+    let rest = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    let stream = futures_util::StreamExt::chain(futures_util::stream::iter([Ok::<_, std::io::Error>(first)]), rest);
+    (StatusCode::OK, [(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"))], Body::from_stream(stream)).into_response()
+}
+
+async fn list_rejected(State(state): State<Arc<AppState>>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
+    let started = Instant::now();
+    if let Err(e) = state.reader(&headers, None) {
+        return finish(&state, ROUTE_REJECTED, started, e.into_response());
+    }
+    let q = match serde_urlencoded_query::<RejectedQuery>(q.as_deref()) {
+        Ok(q) => q,
+        Err(e) => return finish(&state, ROUTE_REJECTED, started, e.into_response()),
+    };
+    let limit = q.limit.unwrap_or(100).min(MAX_REJECTED_LIST);
+    let from = q.from.unwrap_or(0);
+    // Each chunk reads the store from where the last stopped: (next seq, events left);
+    // `None` once the listing is complete.
+    let chunk = |state: &Arc<AppState>, at: (u64, usize)| {
+        let log = state.log.clone();
+        budgeted_chunk(state.clone(), move |s| -> Result<Option<(u64, usize)>, ApiError> {
+            let (mut next, mut left) = at;
+            while left > 0 && s.len() < RESPONSE_CHUNK_BYTES {
+                let items = log.rejected(next, left.min(REJECTED_READ_BATCH))?;
+                if items.is_empty() {
+                    return Ok(None);
+                }
+                for (seq, r) in &items {
+                    replay::write_rejected_line(s, *seq, r);
+                    next = seq + 1;
+                    left -= 1;
+                }
+            }
+            Ok((left > 0).then_some((next, left)))
+        })
+    };
+    let (first, mut at) = match chunk(&state, (from, limit)).await {
+        Ok(x) => x,
+        Err(e) => return finish(&state, ROUTE_REJECTED, started, e.into_response()),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(RESPONSE_QUEUE_CHUNKS);
+    let task_state = state.clone();
+    tokio::spawn(async move {
+        while let Some(pos) = at {
+            let sent = tokio::select! {
+                c = chunk(&task_state, pos) => c,
+                _ = tx.closed() => return,
+            };
+            let (bytes, next) = match sent {
+                Ok(x) => x,
+                Err(e) => {
+                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    return;
+                }
+            };
+            if tx.send(Ok(bytes)).await.is_err() {
+                return;
+            }
+            at = next;
+        }
+    });
+    finish(&state, ROUTE_REJECTED, started, ndjson_stream(first, rx))
 }
 
 fn serde_urlencoded_query<T: serde::de::DeserializeOwned>(q: Option<&str>) -> Result<T, ApiError> {
@@ -1062,9 +1388,13 @@ fn flag<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
 }
 
 /// NDJSON replay of the log, for `questlog replay` while this server holds the log.
+///
+/// Streamed in chunks of about [`RESPONSE_CHUNK_BYTES`], each read from the log on the
+/// blocking pool within the response memory budget, one chunk ahead of the connection: a
+/// reader that reads slowly is sent slowly, and holds little of the server's memory.
 async fn replay_stream(State(state): State<Arc<AppState>>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
     let started = Instant::now();
-    if let Err(e) = state.app(&headers) {
+    if let Err(e) = state.reader(&headers, None) {
         return finish(&state, ROUTE_REPLAY, started, e.into_response());
     }
     let q = match serde_urlencoded_query::<ReplayQuery>(q.as_deref()) {
@@ -1084,24 +1414,48 @@ async fn replay_stream(State(state): State<Arc<AppState>>, headers: HeaderMap, R
         let e = ApiError::BadQuery(format!("from={from} is past the end of the log ({})", state.log.durable_end()));
         return finish(&state, ROUTE_REPLAY, started, e.into_response());
     }
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
-    let log = state.log.clone();
+    // Records `next..end` (at most a chunk's bytes of them); the offset reached.
+    let chunk = |state: &Arc<AppState>, next: u64, end: u64| {
+        let log = state.log.clone();
+        budgeted_chunk(state.clone(), move |s| replay::render_until(&*log, next, end, RESPONSE_CHUNK_BYTES, s).map_err(|e| ApiError::Unavailable(e.to_string())))
+    };
+    let end = state.log.durable_end().min(to);
+    let (first, mut next) = if from < end {
+        match chunk(&state, from, end).await {
+            Ok(x) => x,
+            Err(e) => return finish(&state, ROUTE_REPLAY, started, e.into_response()),
+        }
+    } else {
+        (Bytes::new(), from)
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(RESPONSE_QUEUE_CHUNKS);
+    let task_state = state.clone();
     tokio::spawn(async move {
-        let mut next = from;
-        let mut watch = log.subscribe();
+        let state = task_state;
+        let mut watch = state.log.subscribe();
         while next < to {
-            let end = log.durable_end().min(to);
+            let end = state.log.durable_end().min(to);
             if next < end {
-                let upto = end.min(next + REPLAY_CHUNK_EVENTS);
-                let chunk = replay::render_chunk(log.clone(), next, upto, replay::write_line)
-                    .await
-                    .map(Bytes::from)
-                    .map_err(|e| std::io::Error::other(e.to_string()));
-                let failed = chunk.is_err();
-                if tx.send(chunk).await.is_err() || failed {
+                let made = tokio::select! {
+                    c = chunk(&state, next, end) => c,
+                    _ = tx.closed() => return,
+                };
+                let (bytes, reached) = match made {
+                    Ok(x) => x,
+                    Err(e) => {
+                        let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                        return;
+                    }
+                };
+                if reached <= next {
+                    // The log ends before its durable end says: never loop on it.
+                    let _ = tx.send(Err(std::io::Error::other(format!("the log returned no record at offset {next}")))).await;
                     return;
                 }
-                next = upto;
+                if tx.send(Ok(bytes)).await.is_err() {
+                    return;
+                }
+                next = reached;
             } else if follow {
                 tokio::select! {
                     changed = watch.changed() => if changed.is_err() { return },
@@ -1112,12 +1466,5 @@ async fn replay_stream(State(state): State<Arc<AppState>>, headers: HeaderMap, R
             }
         }
     });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
-    let resp = (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"))],
-        Body::from_stream(stream),
-    )
-        .into_response();
-    finish(&state, ROUTE_REPLAY, started, resp)
+    finish(&state, ROUTE_REPLAY, started, ndjson_stream(first, rx))
 }

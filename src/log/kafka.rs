@@ -689,7 +689,7 @@ fn decode_seed(payload: &[u8], timestamp_ms: Option<i64>) -> Result<Record, Reje
     let (event, headers) = crate::event::validate_seed_message(text)?;
     Ok(Record {
         received_at_us,
-        meta: RequestMeta { accept: headers.accept, host: headers.host, user_agent: headers.user_agent, app: None },
+        meta: RequestMeta { accept: headers.accept.map(Into::into), host: headers.host.map(Into::into), user_agent: headers.user_agent.map(Into::into), app: None },
         raw_event: text.to_string(),
         event,
     })
@@ -727,7 +727,7 @@ pub fn decode_value(payload: &[u8]) -> Result<Record, String> {
     let event = crate::event::validate_json(&v.raw_event).map_err(|r| format!("raw_event does not validate: {}", r.message))?;
     Ok(Record {
         received_at_us,
-        meta: RequestMeta { accept: v.accept, host: v.host, user_agent: v.user_agent, app: v.app },
+        meta: RequestMeta { accept: v.accept, host: v.host, user_agent: v.user_agent, app: v.app }.map(Into::into),
         raw_event: v.raw_event,
         event,
     })

@@ -291,9 +291,14 @@ impl Store {
                 first + u64::from(block_count(first, &v)?)
             }
         };
+        // Rejected events are kept in blocks keyed by their first sequence number (one
+        // event per entry before blocks; a block of one reads the same).
         let next_rejected = match self.rejected.last()? {
             None => 0,
-            Some((k, _)) => key_offset(&k)? + 1,
+            Some((k, v)) => {
+                let first = key_offset(&k)?;
+                first + u64::from(block_count(first, &v)?)
+            }
         };
         Ok((end, next_rejected))
     }
@@ -523,16 +528,34 @@ impl EventLog for SledLog {
 
     fn rejected(&self, from_seq: u64, limit: usize) -> Result<Vec<(u64, RejectedEvent)>, LogError> {
         let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
         let store = self.store()?;
-        for kv in store.rejected.range(block_key(from_seq)..).take(limit) {
+        let acknowledged = self.counters.rejected_total.load(Ordering::Relaxed);
+        // The block holding `from_seq` starts at or before it.
+        let start = match store.rejected.range(..=block_key(from_seq)).next_back() {
+            Some(kv) => key_offset(&kv?.0)?,
+            None => from_seq,
+        };
+        for kv in store.rejected.range(block_key(start)..) {
             let (k, v) = kv?;
-            let seq = key_offset(&k)?;
-            let mut items: Vec<RejectedEvent> = decode_block(seq, &v)?;
-            let item = items.pop().ok_or_else(|| LogError::Corrupt {
-                offset: seq,
-                reason: "empty rejected-event entry".into(),
-            })?;
-            out.push((seq, item));
+            let first = key_offset(&k)?;
+            if first >= acknowledged {
+                break;
+            }
+            let items: Vec<RejectedEvent> = decode_block(first, &v)?;
+            if items.is_empty() {
+                return Err(LogError::Corrupt { offset: first, reason: "empty rejected-event entry".into() });
+            }
+            for (seq, item) in (first..).zip(items) {
+                if seq >= from_seq {
+                    out.push((seq, item));
+                    if out.len() == limit {
+                        return Ok(out);
+                    }
+                }
+            }
         }
         Ok(out)
     }
@@ -1205,13 +1228,16 @@ impl Writer {
             }
             ranges.push(first_of_request..offset);
             duplicates_of.push(duplicates);
-            for rej in req.batch.rejected {
+            // A request's rejected events go into blocks of their own (of at most
+            // MAX_BLOCK_RECORDS), keyed by the first one's sequence number: one entry and
+            // one compressed payload for a batch's worth, its headers repeated only inside it.
+            for part in req.batch.rejected.chunks(MAX_BLOCK_RECORDS) {
                 if result.is_ok() {
-                    let bytes = encode_block(std::slice::from_ref(&rej));
+                    let bytes = encode_block(part);
                     result = store.rejected.insert(block_key(rejected_seq), bytes).map(|_| ()).map_err(Into::into);
                     rejected_keys.push(rejected_seq);
                 }
-                rejected_seq += 1;
+                rejected_seq += part.len() as u64;
             }
             reply_to.push(req.reply);
         }
@@ -1404,7 +1430,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let of_app = |app: Option<&str>, i| {
             let mut r = record(i);
-            r.meta.app = app.map(str::to_string);
+            r.meta.app = app.map(Into::into);
             r
         };
         {

@@ -345,7 +345,7 @@ impl DeltaTables {
         let (staging, cache) = match root {
             TablesRoot::Local(dir) => {
                 if create {
-                    fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
+                    super::create_dir_synced(dir)?;
                 }
                 (None, None)
             }
@@ -435,8 +435,20 @@ impl DeltaTables {
             (TablesRoot::Local(dir), _) => Ok(dir.join(t.def.location).join(name)),
             (TablesRoot::S3 { .. }, Some(cache)) => {
                 let path = cache.join(t.def.location).join(name);
-                if !path.exists() {
+                // A cached copy is used only if it is the file the Delta log recorded (its
+                // size and Parquet's magic bytes): one torn by a crash or power loss is
+                // fetched again, instead of failing every read of it for good.
+                let entry = t.files.iter().find(|f| f.name == name);
+                let good = match entry {
+                    Some(e) => check_file(&path, e).is_ok(),
+                    None => path.exists(),
+                };
+                if !good {
+                    let _ = fs::remove_file(&path);
                     self.blocking.run(download(&t.log_store.object_store(None), &t.url, name, &path))?;
+                    if let Some(e) = entry {
+                        check_file(&path, e)?;
+                    }
                 }
                 Ok(path)
             }
@@ -480,29 +492,16 @@ impl DeltaTables {
     pub fn vacuum(&mut self, force: bool) -> Result<u64, ProjectError> {
         let retention_ms = self.vacuum_retention_ms as i64;
         let mut deleted = 0;
-        for t in &mut self.tables {
+        for i in 0..self.tables.len() {
+            let t = &mut self.tables[i];
             if !force && t.last_vacuum.is_some_and(|at| at.elapsed() < Duration::from_millis(VACUUM_INTERVAL_MS)) {
                 continue;
             }
             t.last_vacuum = Some(std::time::Instant::now());
-            deleted += self.blocking.run(vacuum_table(t, retention_ms))?;
-        }
-        if let Some(cache) = &self.cache {
-            // Cached copies of files no longer in a table, once a reader of an older
-            // snapshot could no longer find them in the store either; never a download
-            // in progress (another process's temporary name).
-            let retention = Duration::from_millis(self.vacuum_retention_ms);
-            for t in &self.tables {
-                let live: BTreeSet<&str> = t.files.iter().map(|f| f.name.as_str()).collect();
-                if let Ok(entries) = fs::read_dir(cache.join(t.def.location)) {
-                    for e in entries.flatten() {
-                        let name = e.file_name().to_string_lossy().into_owned();
-                        let old = e.metadata().and_then(|m| m.modified()).ok().and_then(|m| m.elapsed().ok()).is_some_and(|age| age > retention);
-                        if parse_file_name(&name).is_some() && !live.contains(name.as_str()) && old {
-                            let _ = fs::remove_file(e.path());
-                        }
-                    }
-                }
+            let tombstones = self.blocking.run(vacuum_table(t, retention_ms))?;
+            deleted += tombstones.deleted;
+            if let Some(cache) = &self.cache {
+                evict_cached(&cache.join(self.tables[i].def.location), &self.tables[i], &tombstones, Duration::from_millis(self.vacuum_retention_ms));
             }
         }
         Ok(deleted)
@@ -513,13 +512,29 @@ impl DeltaTables {
     /// finished files that no commit names, once older than the vacuum retention (a
     /// concurrent projector may be about to commit a younger one).
     fn remove_leftovers(&self) {
-        let TablesRoot::Local(root) = &self.root else { return };
         // Never younger than an hour: a concurrent projector's finished files wait for its
         // commit, which a long rebuild can take that long to reach.
         let retention = Duration::from_millis(self.vacuum_retention_ms.max(LEFTOVER_MIN_AGE_MS));
+        let root = match &self.root {
+            TablesRoot::Local(root) => root,
+            TablesRoot::S3 { .. } => {
+                // Uploads whose commit never came (a crash between upload and commit, a
+                // lost race): in the store, named like table files, in no commit.
+                for t in &self.tables {
+                    let store = t.log_store.object_store(None);
+                    match self.blocking.run(remove_orphans(&store, t, retention)) {
+                        Ok(n) if n > 0 => tracing::info!(table = t.def.name, files = n, "deleted files no commit names"),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(table = t.def.name, error = %e, "could not look for files no commit names"),
+                    }
+                }
+                return;
+            }
+        };
         for t in &self.tables {
             let dir = root.join(t.def.location);
             let Ok(entries) = fs::read_dir(&dir) else { continue };
+            let mut removed: Option<BTreeSet<String>> = None;
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
                 let old = e.metadata().and_then(|m| m.modified()).ok().and_then(|m| m.elapsed().ok()).is_some_and(|age| age > retention);
@@ -532,7 +547,10 @@ impl DeltaTables {
                         None => old,
                     }
                 } else {
-                    parse_file_name(&name).is_some() && old && !t.files.iter().any(|f| f.name == name) && !self.is_tombstoned(t, &name)
+                    parse_file_name(&name).is_some()
+                        && old
+                        && !t.files.iter().any(|f| f.name == name)
+                        && !removed.get_or_insert_with(|| self.tombstoned(t)).contains(&name)
                 };
                 if remove {
                     let _ = fs::remove_file(e.path());
@@ -541,17 +559,23 @@ impl DeltaTables {
         }
     }
 
-    fn is_tombstoned(&self, t: &Table, name: &str) -> bool {
-        // Tombstoned files are the vacuum's to delete, after the retention period.
+    /// The files removed from `t` that its log remembers: the vacuum's to delete, after
+    /// the retention period. A table whose removals cannot be read counts every file as
+    /// removed (so nothing is deleted as a leftover).
+    fn tombstoned(&self, t: &Table) -> BTreeSet<String> {
         self.blocking.run(async {
-            match t.table.snapshot() {
-                Ok(state) => state
-                    .all_tombstones(t.log_store.as_ref())
-                    .try_any(|ts| std::future::ready(ts.path() == name))
-                    .await
-                    .unwrap_or(true),
-                Err(_) => true,
-            }
+            let all = match t.table.snapshot() {
+                Ok(state) => state.all_tombstones(t.log_store.as_ref()).map_ok(|ts| ts.path().into_owned()).try_collect::<BTreeSet<String>>().await.ok(),
+                Err(_) => None,
+            };
+            all.unwrap_or_else(|| {
+                fs::read_dir(t.url.to_file_path().unwrap_or_default())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
         })
     }
 
@@ -632,7 +656,7 @@ fn process_alive(_pid: i32) -> bool {
 async fn load_or_create(t: &mut Table, layout: Option<&Layout>, create: bool) -> Result<(), ProjectError> {
     if create && t.url.scheme() == "file" {
         if let Ok(dir) = t.url.to_file_path() {
-            fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+            super::create_dir_synced(&dir)?;
         }
     }
     let exists = match t.url.to_file_path() {
@@ -657,7 +681,10 @@ async fn load_or_create(t: &mut Table, layout: Option<&Layout>, create: bool) ->
                 Ok(table) => {
                     t.table = table;
                     if let Ok(dir) = t.url.to_file_path() {
+                        // The entry, `_delta_log/`, and the table directory that names
+                        // `_delta_log` (object_store created it with the first entry).
                         sync_log_entry(&dir, 0)?;
+                        super::fsync_dir(&dir)?;
                     }
                 }
                 // Another process created it first (the error that reports it depends on
@@ -825,14 +852,19 @@ async fn commit_table(
             txns.push(Transaction::new(partition_app_id(topic, p as u32), *o as i64));
         }
     }
+    // Names this commit in its `commitInfo`, so that a commit reported as refused can be
+    // told from one that landed (see `landed_anyway`).
+    let nonce = commit_nonce();
     let props = CommitProperties::default()
         .with_application_transactions(txns)
+        .with_metadata([(COMMIT_NONCE_KEY.to_string(), serde_json::Value::String(nonce.clone()))])
         // Exactly the version after the one read, or refused: a projector never commits
         // over a change it did not see (the conflict check for a `txn` compares ids, not
         // versions, and data-change-free removes are not checked at all).
         .with_max_retries(0)
         .with_create_checkpoint(true)
-        .with_cleanup_expired_logs(Some(next_version % LOG_CLEANUP_EVERY_COMMITS == 0));
+        // Log clean-up runs below, after the checkpoint it relies on is synced.
+        .with_cleanup_expired_logs(Some(false));
     let state = t.table.snapshot().map_err(delta_err(t.def, &t.url))?;
     let prepared = CommitBuilder::from(props)
         .with_actions(actions)
@@ -844,7 +876,7 @@ async fn commit_table(
         Err(e) => Err(e),
     };
     let post = match post {
-        Ok(post) => post,
+        Ok(post) => Some(post),
         Err(e) => {
             let moved = matches!(
                 &e,
@@ -853,7 +885,15 @@ async fn commit_table(
                         source: TransactionError::MaxCommitAttempts(_) | TransactionError::VersionAlreadyExists(_) | TransactionError::CommitConflict(_)
                     }
             );
-            if moved {
+            if !moved {
+                return Err(delta_err(t.def, &t.url)(e));
+            }
+            if landed_anyway(t, next_version, &nonce).await? {
+                // The store kept our entry and then refused a retry of the same request
+                // (object_store retries a conditional put after a 5xx): it is our commit.
+                tracing::warn!(table = t.def.name, version = next_version, "a commit reported as refused had landed (a retried request); taking it as done");
+                None
+            } else {
                 // Say who moved it: read the table again.
                 let mine = (t.offset, read_version);
                 load_or_create(t, layout, false).await?;
@@ -865,10 +905,9 @@ async fn commit_table(
                     wanted_offset: offset,
                 });
             }
-            return Err(delta_err(t.def, &t.url)(e));
         }
     };
-    let version = post.version;
+    let version = post.as_ref().map_or(next_version, |p| p.version);
     // The commit has landed. From here on nothing may make the projector forget it: the
     // offset and files are what it committed, whatever reading the table back does.
     t.offset = offset;
@@ -890,9 +929,40 @@ async fn commit_table(
     // A checkpoint or log clean-up that fails after the commit is reported, not taken for
     // a failed commit; if the table cannot be read back, the next commit (built on the
     // version before) is refused and the projector reopens the tables.
-    match post.await {
-        Ok(finalized) => t.table.state = Some(finalized.snapshot),
-        Err(e) => tracing::warn!(table = t.def.name, version, error = %e, "Delta post-commit work (checkpoint, log clean-up) failed"),
+    let mut checkpointed = false;
+    match post {
+        Some(post) => match post.await {
+            Ok(finalized) => {
+                checkpointed = finalized.metrics.new_checkpoint_created;
+                t.table.state = Some(finalized.snapshot);
+            }
+            Err(e) => tracing::warn!(table = t.def.name, version, error = %e, "Delta post-commit work (checkpoint) failed"),
+        },
+        None => {
+            // Our commit, found after a refused retry: read the table at it, and make the
+            // checkpoint the post-commit work would have made.
+            if let Err(e) = t.table.update_incremental(Some(version)).await {
+                tracing::warn!(table = t.def.name, version, error = %e, "cannot read a table back after its commit");
+            } else if (version + 1) % CHECKPOINT_INTERVAL_COMMITS == 0 {
+                match deltalake_core::protocol::checkpoints::create_checkpoint(&t.table, None).await {
+                    Ok(()) => checkpointed = true,
+                    Err(e) => tracing::warn!(table = t.def.name, version, error = %e, "Delta checkpoint failed"),
+                }
+            }
+        }
+    }
+    if let Ok(dir) = t.url.to_file_path() {
+        // A checkpoint is what a reader starts from once clean-up has removed the entries
+        // before it: synced (with `_last_checkpoint` and their directory) before any
+        // clean-up may count on it.
+        if checkpointed {
+            sync_checkpoint(&dir, version)?;
+        }
+    }
+    if version % LOG_CLEANUP_EVERY_COMMITS == 0 {
+        if let Err(e) = deltalake_core::protocol::checkpoints::cleanup_metadata(&t.table, None).await {
+            tracing::warn!(table = t.def.name, version, error = %e, "Delta log clean-up failed");
+        }
     }
     if t.table.version() == Some(version) {
         if let Err(e) = read_state(t, layout).await {
@@ -900,6 +970,44 @@ async fn commit_table(
         }
     }
     Ok(version)
+}
+
+/// The `commitInfo` member naming the commit that wrote an entry (see [`commit_nonce`]).
+const COMMIT_NONCE_KEY: &str = "questlog.commit";
+
+/// A name for one commit attempt, unique across processes and machines: pid, time and 64
+/// random bits (std's `RandomState` keys come from the OS's random source).
+fn commit_nonce() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    format!("{}-{}-{random:016x}", std::process::id(), now_ms())
+}
+
+/// Whether version `version` of `t` is the commit named `nonce`: a commit the store
+/// reported as refused because a retried request found the entry its first attempt had
+/// written.
+async fn landed_anyway(t: &Table, version: u64, nonce: &str) -> Result<bool, ProjectError> {
+    let entry = t.log_store.read_commit_entry(version).await.map_err(delta_err(t.def, &t.url))?;
+    let Some(bytes) = entry else { return Ok(false) };
+    Ok(bytes
+        .split(|b| *b == b'\n')
+        .filter_map(|line| serde_json::from_slice::<serde_json::Value>(line).ok())
+        .any(|action| action["commitInfo"][COMMIT_NONCE_KEY].as_str() == Some(nonce)))
+}
+
+/// Syncs the checkpoint of `version` (its file or parts), `_last_checkpoint` and
+/// `_delta_log/`, of a local table.
+fn sync_checkpoint(table_dir: &Path, version: u64) -> Result<(), ProjectError> {
+    let log_dir = table_dir.join("_delta_log");
+    let prefix = format!("{version:020}.checkpoint");
+    let entries = fs::read_dir(&log_dir).map_err(io_err(format!("listing {}", log_dir.display())))?;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&prefix) || name == "_last_checkpoint" {
+            File::open(e.path()).and_then(|f| f.sync_all()).map_err(io_err(format!("syncing {}", e.path().display())))?;
+        }
+    }
+    super::fsync_dir(&log_dir)
 }
 
 /// Syncs `<table dir>/_delta_log/<version>.json` and `_delta_log/`.
@@ -910,24 +1018,94 @@ fn sync_log_entry(table_dir: &Path, version: u64) -> Result<(), ProjectError> {
     super::fsync_dir(&log_dir)
 }
 
-async fn vacuum_table(t: &mut Table, retention_ms: i64) -> Result<u64, ProjectError> {
-    let Ok(state) = t.table.snapshot() else { return Ok(0) };
+/// What a vacuum pass saw of a table's removed files.
+#[derive(Default)]
+struct Tombstones {
+    /// Files deleted from the store.
+    deleted: u64,
+    /// Every removed file the log still remembers, and whether it was removed more than
+    /// the retention period ago.
+    removed: HashMap<String, bool>,
+}
+
+async fn vacuum_table(t: &mut Table, retention_ms: i64) -> Result<Tombstones, ProjectError> {
+    let Ok(state) = t.table.snapshot() else { return Ok(Tombstones::default()) };
     let cutoff = now_ms() - retention_ms;
     let live: BTreeSet<String> = t.files.iter().map(|f| f.name.clone()).collect();
-    let expired: Vec<String> = state
+    let removed: HashMap<String, bool> = state
         .all_tombstones(t.log_store.as_ref())
-        .try_filter(|ts| std::future::ready(ts.deletion_timestamp().unwrap_or(0) < cutoff))
-        .map_ok(|ts| ts.path().into_owned())
+        .map_ok(|ts| (ts.path().into_owned(), ts.deletion_timestamp().unwrap_or(0) < cutoff))
         .try_collect()
         .await
         .map_err(delta_err(t.def, &t.url))?;
     let store = t.log_store.object_store(None);
     let mut deleted = 0;
-    for name in expired.into_iter().filter(|n| !live.contains(n)) {
+    for (name, _) in removed.iter().filter(|(n, expired)| **expired && !live.contains(*n)) {
         match store.delete(&StorePath::from(name.as_str())).await {
             Ok(()) => deleted += 1,
             Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => tracing::warn!(table = t.def.name, file = %name, error = %e, "vacuum could not delete a removed file"),
+        }
+    }
+    Ok(Tombstones { deleted, removed })
+}
+
+/// Evicts cached copies (S3 tables) a reader can no longer need: of files removed from the
+/// table more than `retention` ago (by when they were removed, not when they were cached:
+/// a reader of a snapshot from before the removal may still read them until then), and of
+/// files no commit names (an upload whose commit failed) once older than `retention`; and
+/// temporary downloads of processes that are gone.
+fn evict_cached(dir: &Path, t: &Table, tombstones: &Tombstones, retention: Duration) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let evict = if let Some(pid) = name.rsplit_once(".download-").and_then(|(_, pid)| pid.parse::<i32>().ok()) {
+            pid != std::process::id() as i32 && !process_alive(pid)
+        } else if parse_file_name(&name).is_none() || t.files.iter().any(|f| f.name == name) {
+            false
+        } else {
+            match tombstones.removed.get(&name) {
+                Some(expired) => *expired,
+                None => e.metadata().and_then(|m| m.modified()).ok().and_then(|m| m.elapsed().ok()).is_some_and(|age| age > retention),
+            }
+        };
+        if evict {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Deletes objects of `store` (a table's own, prefixed store) named like table files that
+/// no commit names, neither live nor removed, once older than `min_age`; returns how many.
+async fn remove_orphans(store: &ObjectStoreRef, t: &Table, min_age: Duration) -> Result<u64, ProjectError> {
+    let removed: BTreeSet<String> = match t.table.snapshot() {
+        Ok(state) => state
+            .all_tombstones(t.log_store.as_ref())
+            .map_ok(|ts| ts.path().into_owned())
+            .try_collect()
+            .await
+            .map_err(delta_err(t.def, &t.url))?,
+        // No table yet: nothing of it is anyone's commit, but nothing is known either.
+        Err(_) => return Ok(0),
+    };
+    let cutoff = chrono::Utc::now() - chrono::Duration::milliseconds(min_age.as_millis() as i64);
+    let listing = store.list_with_delimiter(None).await.map_err(|e| ProjectError::Io {
+        context: format!("listing {}", t.url),
+        source: std::io::Error::other(e),
+    })?;
+    let mut deleted = 0;
+    for object in listing.objects {
+        let name = object.location.filename().unwrap_or("").to_string();
+        let orphan = parse_file_name(&name).is_some()
+            && object.last_modified < cutoff
+            && !t.files.iter().any(|f| f.name == name)
+            && !removed.contains(&name);
+        if orphan {
+            match store.delete(&object.location).await {
+                Ok(()) => deleted += 1,
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => tracing::warn!(table = t.def.name, file = %name, error = %e, "could not delete a file no commit names"),
+            }
         }
     }
     Ok(deleted)
@@ -967,21 +1145,91 @@ async fn download(store: &ObjectStoreRef, table: &Url, name: &str, path: &Path) 
         tokio::fs::create_dir_all(dir).await.map_err(io)?;
     }
     let tmp = path.with_extension(format!("download-{}", std::process::id()));
+    let expected = got.meta.size;
     let mut out = tokio::fs::File::create(&tmp).await.map_err(io)?;
     let mut stream = got.into_stream();
+    let mut written = 0u64;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| io(std::io::Error::other(e)))?;
         out.write_all(&chunk).await.map_err(io)?;
+        written += chunk.len() as u64;
     }
     out.flush().await.map_err(io)?;
+    if written != expected {
+        drop(out);
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(io(std::io::Error::other(format!("the download ended after {written} of {expected} bytes"))));
+    }
+    // Synced before it takes the file's name, and the name synced after: a copy that is
+    // there is whole, after a crash or power loss too.
+    out.sync_all().await.map_err(io)?;
     drop(out);
     tokio::fs::rename(&tmp, path).await.map_err(io)?;
+    if let Some(dir) = path.parent() {
+        super::fsync_dir(dir)?;
+    }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn backdate(path: &Path, secs: u64) {
+        File::options().write(true).open(path).unwrap().set_modified(SystemTime::now() - Duration::from_secs(secs)).unwrap();
+    }
+
+    /// Files no commit names are deleted once older than the leftover age, by a listing of
+    /// the table's store (what S3 tables go through): younger ones, live ones and other
+    /// names stay.
+    #[test]
+    fn orphans_are_deleted_from_the_store_once_old_and_only_they() {
+        let d = tempfile::tempdir().unwrap();
+        let root = TablesRoot::Local(d.path().join("delta"));
+        let tables = DeltaTables::open(&root, d.path(), DEFAULT_VACUUM_RETENTION_MS, false, &Layout::Local).unwrap();
+        let t = &tables.tables[0];
+        let dir = d.path().join("delta").join(t.def.location);
+        let old = file_name(0, 9, 0, "00000000000000aa");
+        let young = file_name(10, 19, 0, "00000000000000bb");
+        for (name, age) in [(old.as_str(), 7200), (young.as_str(), 0), ("notes.txt", 7200)] {
+            fs::write(dir.join(name), b"PAR1 x PAR1").unwrap();
+            backdate(&dir.join(name), age);
+        }
+        let store = t.log_store.object_store(None);
+        let deleted = tables.blocking.run(remove_orphans(&store, t, Duration::from_millis(LEFTOVER_MIN_AGE_MS))).unwrap();
+        assert_eq!(deleted, 1);
+        assert!(!dir.join(&old).exists(), "an hour-old file no commit names is deleted");
+        assert!(dir.join(&young).exists() && dir.join("notes.txt").exists());
+        assert!(dir.join("_delta_log").is_dir());
+    }
+
+    /// Cached copies go by when their file was removed from the table, not by their own
+    /// age: an old copy of a file removed a moment ago stays (a reader of the snapshot
+    /// before may read it), one removed long ago goes, and so does a dead process's
+    /// temporary download.
+    #[test]
+    fn cached_copies_are_evicted_by_removal_time() {
+        let d = tempfile::tempdir().unwrap();
+        let root = TablesRoot::Local(d.path().join("delta"));
+        let tables = DeltaTables::open(&root, d.path(), DEFAULT_VACUUM_RETENTION_MS, false, &Layout::Local).unwrap();
+        let t = &tables.tables[0];
+        let cache = d.path().join("cache");
+        fs::create_dir_all(&cache).unwrap();
+        let just_removed = file_name(0, 9, 0, "00000000000000aa");
+        let long_removed = file_name(10, 19, 0, "00000000000000bb");
+        let never_committed = file_name(20, 29, 0, "00000000000000cc");
+        let dead_download = format!("{}.download-{}", file_name(30, 39, 0, "00000000000000dd").trim_end_matches(".parquet"), i32::MAX - 1);
+        for name in [&just_removed, &long_removed, &never_committed, &dead_download] {
+            fs::write(cache.join(name), b"x").unwrap();
+            backdate(&cache.join(name), 7200);
+        }
+        let tombstones = Tombstones { deleted: 0, removed: HashMap::from([(just_removed.clone(), false), (long_removed.clone(), true)]) };
+        evict_cached(&cache, t, &tombstones, Duration::from_secs(3600));
+        assert!(cache.join(&just_removed).exists(), "removed within the retention: kept, however old the copy");
+        assert!(!cache.join(&long_removed).exists());
+        assert!(!cache.join(&never_committed).exists(), "no commit names it and it is older than the retention");
+        assert!(!cache.join(&dead_download).exists(), "a dead process's download");
+    }
 
     #[test]
     fn file_names_round_trip() {

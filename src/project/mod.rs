@@ -347,7 +347,7 @@ impl RowBuilder {
         }
     }
 
-    fn push<S: AsRef<str>>(&mut self, offset: u64, partition: u32, r: &Record<S>) {
+    fn push<S: AsRef<str>, M: AsRef<str>>(&mut self, offset: u64, partition: u32, r: &Record<S, M>) {
         use crate::event::opt_str;
         debug_assert_eq!(r.event.event_type(), self.event_type);
         self.raw_event.append_value(r.raw_event.as_ref());
@@ -578,6 +578,31 @@ impl Drop for TableOutput {
 
 fn fsync_dir(dir: &Path) -> Result<(), ProjectError> {
     File::open(dir).and_then(|f| f.sync_all()).map_err(io_err(format!("syncing directory {}", dir.display())))
+}
+
+/// `create_dir_all` whose new directories survive power loss: each directory it creates is
+/// synced into its parent (a new directory's entry is data of its parent, which no later
+/// fsync of the directory itself covers).
+fn create_dir_synced(dir: &Path) -> Result<(), ProjectError> {
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(d) = at {
+        if d.is_dir() {
+            break;
+        }
+        missing.push(d);
+        at = d.parent();
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
+    for d in missing.iter().rev() {
+        if let Some(parent) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fsync_dir(parent)?;
+        }
+    }
+    Ok(())
 }
 
 /// What a projection run did, for the user.
@@ -1446,7 +1471,7 @@ struct RowSink {
 impl RowSink {
     /// Adds a row to table `i`: the record at `position` in the step's order (what file
     /// names are cut at), stored with `offset` and `partition` (tables from a topic).
-    fn push<S: AsRef<str>>(&mut self, i: usize, position: u64, offset: u64, partition: u32, record: &Record<S>) -> Result<(), ProjectError> {
+    fn push<S: AsRef<str>, M: AsRef<str>>(&mut self, i: usize, position: u64, offset: u64, partition: u32, record: &Record<S, M>) -> Result<(), ProjectError> {
         let b = &mut self.builders[i];
         b.rows.push(offset, partition, record);
         b.first = b.first.min(position);

@@ -10,8 +10,10 @@
 //! inputs beside its output. A superseded generation is deleted [`GRACE_MS`] after it was
 //! superseded, so a reader that resolved the symlink once still finds the files it listed
 //! for that long (one that goes through the symlink for each file may not, if the view
-//! moved in between). The view is derived (the Delta log is the record); it is rebuilt on
-//! open and never synced.
+//! moved in between). When it was superseded is its directory's modification time, set
+//! just before the symlink moves off it; a generation the symlink never pointed at (above
+//! the live one: a crash's leftover) is deleted at once. The view is derived (the Delta log
+//! is the record); it is rebuilt on open and never synced.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -81,10 +83,21 @@ impl PlainView {
         let tmp = self.data_dir.join(".tables.link.tmp");
         let _ = fs::remove_file(&tmp);
         std::os::unix::fs::symlink(gen_name(next), &tmp).map_err(io_err(format!("creating link {}", tmp.display())))?;
+        // The generation being left is superseded from now: its directory says so, and its
+        // grace starts here (before the swap, so a crash in between leaves only a live
+        // generation with a fresh time, which is harmless).
+        if let Some(previous) = self.live_generation() {
+            let _ = fs::File::open(self.data_dir.join(gen_name(previous))).and_then(|d| d.set_modified(SystemTime::now()));
+        }
         fs::rename(&tmp, self.data_dir.join(LINK)).map_err(io_err("swapping the tables link"))?;
         self.live = names;
         self.remove_old(next);
         Ok(())
+    }
+
+    /// The generation `DATA_DIR/tables` points at.
+    fn live_generation(&self) -> Option<u64> {
+        gen_number(&fs::read_link(self.data_dir.join(LINK)).ok()?.to_string_lossy())
     }
 
     /// Generation directories, with their numbers.
@@ -99,21 +112,70 @@ impl PlainView {
         out
     }
 
-    /// Deletes generations superseded more than [`GRACE_MS`] ago. A generation was
-    /// superseded when the next one was made (its directory's modification time).
+    /// Deletes generations superseded more than [`GRACE_MS`] ago (by their directory's
+    /// modification time, set when the link left them), and at once those above `live`,
+    /// which the link never pointed at.
     fn remove_old(&self, live: u64) {
-        let generations = self.generations();
         let grace = Duration::from_millis(GRACE_MS);
-        for pair in generations.windows(2) {
-            let (old, _) = &pair[0];
-            let (_, successor) = &pair[1];
-            if *old == live {
-                continue;
-            }
-            let superseded_at = fs::metadata(successor).and_then(|m| m.modified()).unwrap_or(SystemTime::now());
-            if superseded_at.elapsed().is_ok_and(|age| age > grace) {
-                let _ = fs::remove_dir_all(&pair[0].1);
+        for (n, dir) in self.generations() {
+            let remove = if n > live {
+                true
+            } else if n < live {
+                let superseded_at = fs::metadata(&dir).and_then(|m| m.modified()).unwrap_or(SystemTime::now());
+                superseded_at.elapsed().is_ok_and(|age| age > grace)
+            } else {
+                false
+            };
+            if remove {
+                let _ = fs::remove_dir_all(&dir);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::project::TABLES;
+
+    fn age(dir: &Path, secs: u64) {
+        fs::File::open(dir).unwrap().set_modified(SystemTime::now() - Duration::from_secs(secs)).unwrap();
+    }
+
+    #[test]
+    fn a_stale_leftover_never_takes_the_live_generation_with_it() {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("part-a.parquet");
+        fs::write(&file, b"x").unwrap();
+        let other = d.path().join("part-b.parquet");
+        fs::write(&other, b"y").unwrap();
+        let def = &TABLES[0];
+        let mut view = PlainView::new(d.path());
+        view.publish(&[(def, vec![(file.clone(), "part-a.parquet".into())])]).unwrap();
+        // The first generation is superseded now: it stays for its grace.
+        view.publish(&[(def, vec![(other.clone(), "part-b.parquet".into())])]).unwrap();
+        assert_eq!(view.live_generation(), Some(2));
+        assert!(d.path().join(gen_name(1)).is_dir(), "superseded a moment ago: kept");
+        // A crash left an empty generation 3, dated two minutes back; generation 2 has
+        // been live for an hour.
+        let leftover = d.path().join(gen_name(3));
+        fs::create_dir(&leftover).unwrap();
+        age(&leftover, 120);
+        age(&d.path().join(gen_name(2)), 3600);
+        // A new projector (a new view) publishes another state.
+        let mut view = PlainView::new(d.path());
+        view.publish(&[(def, vec![(file.clone(), "part-a.parquet".into())])]).unwrap();
+        let live = view.live_generation().unwrap();
+        assert!(live >= 4, "{live}");
+        assert!(d.path().join(gen_name(2)).is_dir(), "the generation live until a moment ago is kept for its grace");
+        assert!(d.path().join(gen_name(1)).is_dir(), "superseded under a minute ago: kept");
+        assert!(!leftover.exists(), "the leftover the link never pointed at is gone");
+        assert!(d.path().join(LINK).join(def.location).join("part-a.parquet").is_file());
+        // Once a generation's grace is over, it goes.
+        age(&d.path().join(gen_name(1)), 120);
+        let mut view = PlainView::new(d.path());
+        view.publish(&[(def, vec![(other, "part-b.parquet".into())])]).unwrap();
+        assert!(!d.path().join(gen_name(1)).exists(), "superseded over a minute ago: deleted");
+        assert!(d.path().join(gen_name(live)).is_dir(), "superseded just now: kept");
     }
 }

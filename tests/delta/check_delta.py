@@ -4,15 +4,19 @@ clients questlog did not write: Python `deltalake` (delta-rs's Python binding), 
 globs over the plain-directory view.
 
 usage: check_delta.py QUESTLOG_BIN WORK_DIR S3_ENDPOINT [section ...]
-sections: s3 crash two rebuild readers (default: all)
+sections: s3 crash two rebuild retry cache readers (default: all)
 
 Each check asserts behaviour; timings are printed for information only.
 """
 import collections
+import glob
 import hashlib
+import http.client
+import http.server
 import json
 import os
 import random
+import re
 import signal
 import site
 import subprocess
@@ -27,7 +31,7 @@ import duckdb
 import pyarrow.dataset as pads
 
 BIN, WORK, ENDPOINT = sys.argv[1], sys.argv[2], sys.argv[3]
-SECTIONS = sys.argv[4:] or ["s3", "crash", "two", "rebuild", "readers"]
+SECTIONS = sys.argv[4:] or ["s3", "crash", "two", "rebuild", "retry", "cache", "readers"]
 BUCKET = "questlog-test"
 S3_ENV = {
     "AWS_ENDPOINT_URL": ENDPOINT,
@@ -69,7 +73,7 @@ def ql(data_dir, *args, tables=None, env=None, check=True, timeout=600):
     if tables:
         cmd += ["--tables", tables]
     cmd += list(args)
-    full_env = dict(os.environ, **S3_ENV, **(env or {}))
+    full_env = {**os.environ, **S3_ENV, **(env or {})}
     p = subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     if check and p.returncode != 0:
         fail(f"{' '.join(cmd)} exited {p.returncode}:\n{p.stdout}\n{p.stderr}")
@@ -463,6 +467,126 @@ def section_readers():
               "no count went down or past the log's end, no file went missing")
     finally:
         stop(serve)
+
+
+class FaultyProxy:
+    """An S3 proxy in front of moto that, once, stores a conditional PUT of a Delta log entry
+    (`If-None-Match: *` on `_delta_log/<version>.json`, version > 0) and then answers 500,
+    as a server or load balancer can after the write went through. object_store retries the
+    PUT; moto answers the retry 412: the commit landed and was reported refused."""
+
+    ENTRY = re.compile(r"/_delta_log/(\d{20})\.json$")
+
+    def __init__(self, upstream):
+        self.upstream = upstream.split("://", 1)[1]
+        self.faults = 0
+        self.refused_after_fault = 0
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def forward(self):
+                try:
+                    self.relay()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client hung up (object_store drops idle connections)
+
+            def relay(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                conn = http.client.HTTPConnection(proxy.upstream, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                conn.request(self.command, self.path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                m = proxy.ENTRY.search(self.path.split("?", 1)[0])
+                conditional = self.command == "PUT" and self.headers.get("If-None-Match") == "*" and m
+                if conditional and int(m.group(1)) > 0 and resp.status == 200 and proxy.faults == 0:
+                    proxy.faults += 1
+                    self.send_response(500)
+                    self.send_header("Content-Type", "application/xml")
+                    err = b"<Error><Code>InternalError</Code><Message>injected after the write</Message></Error>"
+                    self.send_header("Content-Length", str(len(err)))
+                    self.end_headers()
+                    self.wfile.write(err)
+                    return
+                if conditional and resp.status == 412 and proxy.faults:
+                    proxy.refused_after_fault += 1
+                self.send_response(resp.status)
+                for k, v in resp.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = forward
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+def section_retry():
+    """A commit that landed but was answered 5xx, then refused on object_store's retry, is
+    the projector's own commit: `project` goes on (it used to stop, calling it another
+    writer's), and the tables hold every event once."""
+    s3, d, counts, root = fresh_log("retry", 31, 6000)
+    proxy = FaultyProxy(ENDPOINT)
+    try:
+        p = ql(d, "project", "--step-events", "500", tables=root, env={"AWS_ENDPOINT_URL": proxy.url}, check=False)
+    finally:
+        proxy.close()
+    if proxy.faults != 1 or proxy.refused_after_fault < 1:
+        fail(f"the fault was not exercised: {proxy.faults} faults, {proxy.refused_after_fault} refused retries")
+    if p.returncode != 0 or "another writer" in p.stderr:
+        fail(f"project stopped on its own commit (exit {p.returncode}):\n{p.stdout}\n{p.stderr}")
+    check_delta_tables(root, counts, "a commit answered 500 after it landed, then refused on retry", STORAGE)
+    out = ql(d, "verify", tables=root).stdout
+    if "tables at offset 6000" not in out:
+        fail(f"verify after the retried commit said: {out}")
+    print("ok: a landed commit refused on retry is taken as done; verify passes")
+
+
+def section_cache():
+    """S3 tables read through local copies: a torn copy is fetched again (it used to stall
+    compaction for good), and a young file no commit names is left for its writer."""
+    s3, d, counts, root = fresh_log("cache", 32, 4500)
+    ql(d, "project", "--step-events", "500", tables=root)
+    cached = sorted(glob.glob(os.path.join(d, ".tables-cache", "guild_joins", "part-*.parquet")))
+    if len(cached) < 5:
+        fail(f"expected cached copies of guild_joins' files, found {cached}")
+    torn = cached[len(cached) // 2]
+    size = os.path.getsize(torn)
+    with open(torn, "r+b") as f:
+        f.truncate(size // 2)
+    # A file named like a table file that no commit names, young: another projector's
+    # upload waiting for its commit, which must not be deleted.
+    young = "part-000000999990-000000999999-0-0000000000000000.parquet"
+    s3.put_object(Bucket=BUCKET, Key=f"cache/guild_joins/{young}", Body=b"PAR1 waiting for a commit PAR1")
+    # More events: the next steps make the tenth level-0 file, and the merge reads them all.
+    ql(d, "generate", "--seed", "33", "--events", "1500")
+    counts = log_counts(d)
+    ql(d, "project", "--step-events", "500", tables=root)
+    check_delta_tables(root, counts, "after a torn cached copy and a compaction", STORAGE)
+    got = ql(d, "sql", "select count(*) as n from guild_joins", "--format", "csv", tables=root).stdout.split()
+    if got[-1] != str(counts["join_guild"]):
+        fail(f"sql counted {got} guild joins; the log has {counts['join_guild']}")
+    out = ql(d, "verify", tables=root).stdout
+    if "tables at offset 6000" not in out:
+        fail(f"verify said: {out}")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="cache/guild_joins/")["Contents"]]
+    if f"cache/guild_joins/{young}" not in keys:
+        fail("a young file no commit names was deleted")
+    print("ok: a torn cached copy was fetched again, compaction and readers went on; a young uncommitted file stayed")
 
 
 def main():

@@ -4,7 +4,10 @@
 //  3. freshness shows the tables catching up with the log;
 //  4. the findings (the report's summary and charts) appear;
 //  5. zero console errors; a screenshot is saved;
-//  6. with API keys: 401 without a key (and with a key that may not read), works with one.
+//  6. the page runs under a CSP with its script by hash (no 'unsafe-inline'), charts as
+//     images, no console errors (a CSP violation is one);
+//  7. with API keys: 401 without a key, 403 with a write-only key; with a read key the page
+//     works, drops ?key= from the address bar, and opens the report with the key.
 // Usage: node check_live.mjs QUESTLOG_BIN WORK_DIR ARTIFACTS_DIR
 import { chromium } from "playwright-core";
 import { spawn } from "node:child_process";
@@ -93,6 +96,15 @@ try {
   const loadDone = new Promise(r => load.on("exit", r));
   const { page, errors, status } = await openPage(browser, `${addr}/`);
   if (status !== 200) fail(`GET / answered ${status}`);
+  const head = await fetch(`${addr}/`);
+  const csp = head.headers.get("content-security-policy") || "";
+  const scriptSrc = csp.split(";").map(d => d.trim()).find(d => d.startsWith("script-src")) || "";
+  if (!scriptSrc.includes("'sha256-") || scriptSrc.includes("unsafe-inline")) fail(`the page's CSP allows inline scripts or lacks a hash: ${csp}`);
+  if (!csp.includes("frame-ancestors 'none'")) fail(`the page may be framed: ${csp}`);
+  for (const [h, v] of [["cache-control", "no-store"], ["referrer-policy", "no-referrer"]]) {
+    if (head.headers.get(h) !== v) fail(`${h}: ${head.headers.get(h)}`);
+  }
+  console.log(`ok: the page's CSP: ${scriptSrc.slice(0, 40)}…, no 'unsafe-inline' for scripts`);
 
   await waitFor("every per-type rate above 0", 30000, async () => {
     const rates = await page.$$eval("#rates td[data-rate]", tds => tds.map(td => Number(td.dataset.rate)));
@@ -148,11 +160,13 @@ try {
 
   await waitFor("the findings", 60000, async () => {
     const lines = await page.locator("#summary li").count();
-    const charts = await page.locator("#charts svg").count();
+    const charts = await page.locator("#charts img.chart").count();
     const text = await page.textContent("#summary");
     return lines >= 5 && charts >= 1 && text.includes(`${LOAD_EVENTS.toLocaleString("en-US")}`) ? true : { lines, charts };
   });
-  console.log("ok: the findings and charts are shown, for the whole load");
+  const drawn = await page.$$eval("#charts img.chart", imgs => imgs.map(i => i.complete && i.naturalWidth > 0));
+  if (!drawn.length || drawn.some(d => !d)) fail(`a chart image did not render: ${JSON.stringify(drawn)}`);
+  console.log(`ok: the findings and ${drawn.length} charts (as images) are shown, for the whole load`);
   await page.screenshot({ path: `${artifacts}/live.png`, fullPage: true });
   console.log(`screenshot: ${artifacts}/live.png`);
   if (errors.length) fail(`console errors: ${errors.join(" | ")}`);
@@ -161,19 +175,31 @@ try {
 
   // --- with API keys ----------------------------------------------------------------
   const keys = `${work}/keys.toml`;
-  writeFileSync(keys, '[[key]]\napp = "game"\nkey = "write-only-key-0001"\n\n[[key]]\napp = "dashboard"\nkey = "read-key-000000001"\nread = true\n');
+  writeFileSync(keys, '[[key]]\napp = "game"\nkey = "write-only-key-0001"\n\n[[key]]\napp = "dashboard"\nkey = "read-key-000000001"\nscopes = ["read"]\n');
   const locked = await startServe(`${work}/keys`, ["--api-keys", keys]);
-  for (const [url, what] of [[`${locked.addr}/`, "no key"], [`${locked.addr}/?key=write-only-key-0001`, "a key without read"], [`${locked.addr}/v1/live`, "no key"]]) {
+  for (const [url, what, want] of [[`${locked.addr}/`, "no key", 401], [`${locked.addr}/?key=write-only-key-0001`, "a write-only key", 403], [`${locked.addr}/v1/live`, "no key", 401]]) {
     const s = (await fetch(url)).status;
-    if (s !== 401) fail(`${url} with ${what} answered ${s}, expected 401`);
+    if (s !== want) fail(`${url} with ${what} answered ${s}, expected ${want}`);
   }
   const ok = await fetch(`${locked.addr}/v1/live`, { headers: { "X-API-Key": "read-key-000000001" } });
   if (ok.status !== 200) fail(`/v1/live with the read key answered ${ok.status}`);
+  // Events from the game's key, so the keyed page has findings and a report.
+  const sent = await fetch(`${locked.addr}/v1/events`, { method: "POST", headers: { "X-API-Key": "write-only-key-0001", "Content-Type": "application/json" },
+    body: JSON.stringify([{ event_type: "join_guild", guild_id: 1, name: "Knights", player_id: "p1" }, { event_type: "kill_enemy", enemy_id: 2, name: "Orc", level: 3, player_id: "p1" }]) });
+  if (sent.status !== 200) fail(`POST with the write key answered ${sent.status}`);
   const keyed = await openPage(browser, `${locked.addr}/?key=read-key-000000001`);
   if (keyed.status !== 200) fail(`/?key=… answered ${keyed.status}`);
   await waitFor("the keyed page's data", 15000, async () => (await keyed.page.getAttribute("#log-end", "data-value")) !== null);
+  if (keyed.page.url().includes("key=")) fail(`the key stayed in the address bar: ${keyed.page.url()}`);
+  await waitFor("the keyed page's findings", 60000, async () => (await keyed.page.locator("#summary li").count()) >= 1 && !(await keyed.page.textContent("#summary")).includes("waiting"));
+  const [popup] = await Promise.all([keyed.page.waitForEvent("popup", { timeout: 15000 }), keyed.page.click("#link-report")]);
+  await popup.waitForLoadState();
+  const reportText = await popup.textContent("body");
+  if (!popup.url().startsWith("blob:") || !reportText.includes("events")) fail(`the report link opened ${popup.url()}: ${reportText.slice(0, 200)}`);
+  await keyed.page.reload();
+  await waitFor("the keyed page after a reload (key kept for the tab)", 15000, async () => (await keyed.page.getAttribute("#log-end", "data-value")) === "2");
   if (keyed.errors.length) fail(`console errors with keys: ${keyed.errors.join(" | ")}`);
-  console.log("ok: with API keys, 401 without a key or with one that may not read; the page works with ?key=");
+  console.log("ok: with API keys, 401 without a key, 403 with a write-only key; the page works with ?key=, drops it from the address bar, keeps it across a reload and opens the report");
   await stop(locked.proc);
 } finally {
   await browser.close();
