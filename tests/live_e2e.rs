@@ -76,17 +76,20 @@ fn with_api_keys_the_page_needs_a_key_that_may_read() {
     std::fs::write(&keys, "[[key]]\napp = \"game\"\nkey = \"write-only-key-0001\"\n\n[[key]]\napp = \"dash\"\nkey = \"read-key-000000001\"\nscopes = [\"read\"]\n").unwrap();
     let data = dir.path().join("data");
     let server = Server::start_with(&data, &["--api-keys", keys.to_str().unwrap()]);
-    for path in ["/", "/v1/live", "/report.html", "/?key=wrong-key-0000000000"] {
+    for path in ["/v1/live", "/report.html", "/v1/live?key=wrong-key-0000000000"] {
         let r = server.get(path);
         assert_eq!(r.status, 401, "{path}: {}", r.text());
     }
     // A write key (the kind shipped in a game client) reads nothing: 403.
-    for path in ["/?key=write-only-key-0001", "/v1/live?key=write-only-key-0001"] {
+    for path in ["/v1/live?key=write-only-key-0001", "/report.html?key=write-only-key-0001"] {
         assert_eq!(server.get(path).status, 403, "{path}");
     }
-    let r = http(server.addr, "GET", "/", &[("X-API-Key", "write-only-key-0001")], b"").unwrap();
+    let r = http(server.addr, "GET", "/v1/live", &[("X-API-Key", "write-only-key-0001")], b"").unwrap();
     assert_eq!(r.status, 403);
     assert!(r.text().contains("scopes"), "{}", r.text());
+    // The page itself holds no data: it is served to anyone (so it can be reloaded once it
+    // has taken its key out of the address bar), and asks /v1/live with the key.
+    assert_eq!(server.get("/").status, 200);
     let page = server.get("/?key=read-key-000000001");
     assert_eq!(page.status, 200);
     // The page runs its own script by hash and nothing else; keyed answers are not kept.

@@ -8,9 +8,10 @@
 //! charts) come from a [`FindingsSource`] that `cli` runs beside the projector, so `api`
 //! does not import `report`.
 //!
-//! With API keys, the page and its data need a key with the `read` grant, in a header or,
-//! for a person with a browser, as `/?key=…`: the page keeps it for the tab
-//! (`sessionStorage`), takes it out of the address bar, and passes it on in `X-API-Key`.
+//! With API keys, the page's data and the report need a key with the `read` grant, in a
+//! header or as `?key=…`; a person opens `/?key=…` in a browser: the page (which holds no
+//! data itself) keeps the key for the tab (`sessionStorage`), takes it out of the address
+//! bar, and passes it on in `X-API-Key`.
 //!
 //! The page runs under a Content-Security-Policy that allows its one inline script by
 //! hash ([`script_hash`]) and nothing else: no other script, no framing, no requests but
@@ -230,19 +231,15 @@ fn query_key(query: Option<&str>) -> Option<String> {
     form_urlencoded::parse(query.unwrap_or("").as_bytes()).find(|(k, _)| k == "key").map(|(_, v)| v.into_owned())
 }
 
-/// `GET /`: the page.
-pub async fn page(State(state): State<Arc<AppState>>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
+/// `GET /`: the page. It holds no data (everything it shows comes from `/v1/live`, which
+/// needs a `read` key when keys are on), so it is served to anyone: a person can reload
+/// it once its key is out of the address bar, and one without a key is told what to open.
+pub async fn page(State(state): State<Arc<AppState>>) -> Response {
     let started = Instant::now();
-    let resp = match state.reader(&headers, query_key(q.as_deref()).as_deref()) {
-        Ok(()) => {
-            let mut r = (StatusCode::OK, PAGE_HTML).into_response();
-            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-            reader_headers(&mut r, Some(&page_csp()));
-            r
-        }
-        Err(e) => e.into_response(),
-    };
-    finish(&state, ROUTE_LIVE, started, resp)
+    let mut r = (StatusCode::OK, PAGE_HTML).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    reader_headers(&mut r, Some(&page_csp()));
+    finish(&state, ROUTE_LIVE, started, r)
 }
 
 /// `GET /report.html`: the report as of the latest findings.

@@ -177,7 +177,7 @@ try {
   const keys = `${work}/keys.toml`;
   writeFileSync(keys, '[[key]]\napp = "game"\nkey = "write-only-key-0001"\n\n[[key]]\napp = "dashboard"\nkey = "read-key-000000001"\nscopes = ["read"]\n');
   const locked = await startServe(`${work}/keys`, ["--api-keys", keys]);
-  for (const [url, what, want] of [[`${locked.addr}/`, "no key", 401], [`${locked.addr}/?key=write-only-key-0001`, "a write-only key", 403], [`${locked.addr}/v1/live`, "no key", 401]]) {
+  for (const [url, what, want] of [[`${locked.addr}/v1/live`, "no key", 401], [`${locked.addr}/v1/live?key=write-only-key-0001`, "a write-only key", 403], [`${locked.addr}/report.html`, "no key", 401]]) {
     const s = (await fetch(url)).status;
     if (s !== want) fail(`${url} with ${what} answered ${s}, expected ${want}`);
   }
@@ -187,6 +187,10 @@ try {
   const sent = await fetch(`${locked.addr}/v1/events`, { method: "POST", headers: { "X-API-Key": "write-only-key-0001", "Content-Type": "application/json" },
     body: JSON.stringify([{ event_type: "join_guild", guild_id: 1, name: "Knights", player_id: "p1" }, { event_type: "kill_enemy", enemy_id: 2, name: "Orc", level: 3, player_id: "p1" }]) });
   if (sent.status !== 200) fail(`POST with the write key answered ${sent.status}`);
+  // The page with a write-only key says it may not read.
+  const denied = await openPage(browser, `${locked.addr}/?key=write-only-key-0001`);
+  await waitFor("the page to say the key may not read", 15000, async () => (await denied.page.textContent("#status")).startsWith("403"));
+  await denied.page.close();
   const keyed = await openPage(browser, `${locked.addr}/?key=read-key-000000001`);
   if (keyed.status !== 200) fail(`/?key=… answered ${keyed.status}`);
   await waitFor("the keyed page's data", 15000, async () => (await keyed.page.getAttribute("#log-end", "data-value")) !== null);
