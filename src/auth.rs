@@ -190,7 +190,7 @@ impl ApiKeys {
             if key.chars().count() < MIN_KEY_CHARS {
                 return Err(err(format!("key {n} (app {}): a key needs at least {MIN_KEY_CHARS} characters", k.app)));
             }
-            if k.read.is_some() {
+            if k.read == Some(true) {
                 return Err(err(format!(
                     "key {n} (app {}): `read` is replaced by `scopes`, which grants reading and writing separately: \
                      `scopes = [\"read\"]` for a key that only reads (the one to open the live page with), \

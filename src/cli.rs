@@ -146,6 +146,10 @@ pub enum Command {
         /// Milliseconds a client has to send a request's body.
         #[arg(long, default_value_t = api::BODY_READ_TIMEOUT_MS)]
         body_read_timeout_ms: u64,
+        /// Milliseconds a client may take nothing of an answer before its connection is
+        /// closed (a slow reader that makes progress is never cut off).
+        #[arg(long, default_value_t = api::WRITE_STALL_TIMEOUT_MS)]
+        write_stall_timeout_ms: u64,
         /// Require API keys: a TOML file of [[key]] tables (app, key, and optionally
         /// scopes, events_per_second, burst). Without it, anyone who can reach the server
         /// may send and read events, so it listens on loopback only unless --allow-keyless.
@@ -435,6 +439,7 @@ pub fn run(cli: Cli) -> Result<()> {
             max_connections,
             header_read_timeout_ms,
             body_read_timeout_ms,
+            write_stall_timeout_ms,
             api_keys,
             allow_keyless,
             allowed_hosts,
@@ -444,13 +449,13 @@ pub fn run(cli: Cli) -> Result<()> {
             // Checked before anything opens: a refused file appends nothing.
             let catalog = catalog.as_deref().map(open_catalog).transpose()?;
             let keys = api_keys.as_deref().map(crate::auth::ApiKeys::load).transpose()?.map(Arc::new);
-            if max_connections == 0 || header_read_timeout_ms == 0 || body_read_timeout_ms == 0 {
+            if max_connections == 0 || header_read_timeout_ms == 0 || body_read_timeout_ms == 0 || write_stall_timeout_ms == 0 {
                 bail!("--max-connections and the timeouts must be at least 1");
             }
             if !(1..=project::MAX_PROJECT_INTERVAL_MS).contains(&project_interval_ms) {
                 bail!("--project-interval-ms must be between 1 and {} (a day)", project::MAX_PROJECT_INTERVAL_MS);
             }
-            let limits = api::Limits { max_connections, header_read_timeout_ms, body_read_timeout_ms, ..api::Limits::default() };
+            let limits = api::Limits { max_connections, header_read_timeout_ms, body_read_timeout_ms, write_stall_timeout_ms, ..api::Limits::default() };
             let access = Access { keys, allow_keyless, allowed_hosts };
             runtime()?.block_on(serve(&data_dir, &listen, project_interval_ms, codec, limits, access, catalog, shutdown_signal()))
         }

@@ -245,7 +245,7 @@ pub async fn page(State(state): State<Arc<AppState>>) -> Response {
 /// `GET /report.html`: the report as of the latest findings.
 pub async fn report_html(State(state): State<Arc<AppState>>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
     let started = Instant::now();
-    let resp = match state.reader(&headers, query_key(q.as_deref()).as_deref()) {
+    let mut resp = match state.reader(&headers, query_key(q.as_deref()).as_deref()) {
         Err(e) => e.into_response(),
         Ok(()) => match state.findings.as_ref().and_then(|f| f.findings()) {
             Some(f) => {
@@ -258,23 +258,23 @@ pub async fn report_html(State(state): State<Arc<AppState>>, headers: HeaderMap,
                 .into_response(),
         },
     };
+    if !resp.headers().contains_key(header::CACHE_CONTROL) {
+        reader_headers(&mut resp, None);
+    }
     finish(&state, ROUTE_LIVE, started, resp)
 }
 
 /// `GET /v1/live`: everything the page shows, as JSON (documented in the OpenAPI).
 pub async fn data(State(state): State<Arc<AppState>>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
     let started = Instant::now();
-    let resp = match state.reader(&headers, query_key(q.as_deref()).as_deref()) {
+    let mut resp = match state.reader(&headers, query_key(q.as_deref()).as_deref()) {
         Err(e) => e.into_response(),
         Ok(()) => match build(&state).await {
-            Ok(v) => {
-                let mut r = (StatusCode::OK, json_headers(), v.to_string()).into_response();
-                reader_headers(&mut r, None);
-                r
-            }
+            Ok(v) => (StatusCode::OK, json_headers(), v.to_string()).into_response(),
             Err(e) => e.into_response(),
         },
     };
+    reader_headers(&mut resp, None);
     finish(&state, ROUTE_LIVE, started, resp)
 }
 

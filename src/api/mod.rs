@@ -46,8 +46,9 @@ pub use crate::wire::{MAX_BODY_BYTES, MAX_DECOMPRESSED_BYTES, MAX_EVENTS_PER_REQ
 pub const OFFSET_HEADER: &str = "x-questlog-offset";
 /// Most rejected events one `/v1/rejected` request lists.
 pub const MAX_REJECTED_LIST: usize = 10_000;
-/// Rejected events read from the store at a time while a `/v1/rejected` chunk is built.
-const REJECTED_READ_BATCH: usize = 64;
+/// Rejected events read from the store at a time while a `/v1/rejected` chunk is built
+/// (each read decodes the block that holds the first: up to 1,000 events).
+const REJECTED_READ_BATCH: usize = 256;
 
 const ROUTE_EVENTS: usize = 0;
 const ROUTE_SEED: usize = 1;
@@ -125,6 +126,9 @@ pub const REJECTED_STORED_BYTES_PER_SECOND: f64 = 4.0 * 1024.0 * 1024.0;
 pub const REJECTED_STORED_BURST_BYTES: f64 = 16.0 * 1024.0 * 1024.0;
 /// What a stored rejected event costs besides its texts: time, index, reason, framing.
 const REJECTED_FIXED_BYTES: usize = 64;
+/// An append answer's bytes besides its listed rejections: `accepted`, `duplicates` and
+/// the offsets, at most 20 digits each, and the member names.
+const ANSWER_NUMBERS_BYTES: usize = 160;
 
 /// Connection limits of a server; the defaults are the constants above.
 #[derive(Clone, Copy, Debug)]
@@ -132,6 +136,8 @@ pub struct Limits {
     pub max_connections: usize,
     pub header_read_timeout_ms: u64,
     pub body_read_timeout_ms: u64,
+    /// See [`WRITE_STALL_TIMEOUT_MS`].
+    pub write_stall_timeout_ms: u64,
     /// See [`MAX_BODY_MEMORY_BYTES`].
     pub max_body_memory_bytes: usize,
 }
@@ -142,8 +148,89 @@ impl Default for Limits {
             max_connections: MAX_CONNECTIONS,
             header_read_timeout_ms: HEADER_READ_TIMEOUT_MS,
             body_read_timeout_ms: BODY_READ_TIMEOUT_MS,
+            write_stall_timeout_ms: WRITE_STALL_TIMEOUT_MS,
             max_body_memory_bytes: MAX_BODY_MEMORY_BYTES,
         }
+    }
+}
+
+/// Time a connection may take nothing of what the server writes to it: past it the
+/// connection is closed. A reader that reads slowly makes progress and is never cut off;
+/// one that reads nothing would otherwise hold its answer's memory (and a share of the
+/// response budget others wait for) for as long as it stays connected.
+pub const WRITE_STALL_TIMEOUT_MS: u64 = 60_000;
+
+/// Longest a streamed answer waits for room in the response budget before it is answered
+/// 503 (`Retry-After: 1`): the budget is held by readers that read slowly.
+pub const RESPONSE_MEMORY_WAIT_MS: u64 = 10_000;
+
+/// A connection's socket, closed with `TimedOut` once a write has been pending (the
+/// client taking nothing) for longer than its limit. Reads pass through.
+struct StallGuard<T> {
+    inner: T,
+    limit: Duration,
+    stalled: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<T> StallGuard<T> {
+    fn new(inner: T, limit: Duration) -> StallGuard<T> {
+        StallGuard { inner, limit, stalled: None }
+    }
+
+    /// After a write or flush returned `poll`: pending starts the timer (once), and a
+    /// timer that ran out turns pending into an error; only bytes taken (`progress`) clear
+    /// it. (A socket's flush is always ready at once, so it must not count as progress,
+    /// or a connection woken by its own timer would start it again for ever.)
+    fn watch<R>(&mut self, cx: &mut std::task::Context<'_>, poll: std::task::Poll<std::io::Result<R>>, progress: impl Fn(&R) -> bool) -> std::task::Poll<std::io::Result<R>> {
+        use std::task::Poll;
+        match poll {
+            Poll::Pending => {
+                let limit = self.limit;
+                let timer = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the client took nothing of the answer for too long"))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+            Poll::Ready(Ok(r)) => {
+                if progress(&r) {
+                    self.stalled = None;
+                }
+                Poll::Ready(Ok(r))
+            }
+            other => other,
+        }
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for StallGuard<T> {
+    fn poll_read(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for StallGuard<T> {
+    fn poll_write(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<std::io::Result<usize>> {
+        let poll = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(cx, poll, |n| *n > 0)
+    }
+
+    fn poll_write_vectored(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> std::task::Poll<std::io::Result<usize>> {
+        let poll = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(cx, poll, |n| *n > 0)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        let poll = std::pin::Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(cx, poll, |_| false)
+    }
+
+    fn poll_shutdown(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -169,6 +256,9 @@ pub struct AppState {
     response_memory: Arc<tokio::sync::Semaphore>,
     /// Chunks of streamed responses being built: [`RESPONSE_BUILDERS`] at once.
     response_builders: Arc<tokio::sync::Semaphore>,
+    /// Set when the server stops: streamed answers (a `follow` replay never ends by itself)
+    /// break off so that the connections can finish.
+    stopping: tokio::sync::watch::Sender<bool>,
     /// Bytes each app may still add to the rejected store (key: app name, `None` keyless).
     rejected_budget: std::sync::Mutex<std::collections::HashMap<Option<String>, Arc<TokenBucket>>>,
     /// Without API keys: the host names requests may name besides IP addresses and
@@ -271,6 +361,33 @@ impl BodyMemory {
             drop(p.split(bytes.min(p.num_permits())));
         }
     }
+
+    /// Keeps `bytes` of what this request holds (its answer, until written) and gives the
+    /// rest back.
+    fn keep_only(&mut self, bytes: usize) {
+        let held = self.permit.as_ref().map_or(0, |p| p.num_permits());
+        self.give_back(held.saturating_sub(bytes));
+    }
+}
+
+/// An answer's text with the memory it holds: given back when hyper has written it and
+/// drops the body, so answers waiting for slow readers stay in the budget too.
+struct ChargedAnswer {
+    text: Vec<u8>,
+    _memory: BodyMemory,
+}
+
+impl AsRef<[u8]> for ChargedAnswer {
+    fn as_ref(&self) -> &[u8] {
+        &self.text
+    }
+}
+
+/// The body of an answer of `text`, charged to `memory` (which keeps only its bytes) until
+/// written.
+fn charged_body(text: String, mut memory: BodyMemory) -> Body {
+    memory.keep_only(text.len());
+    Body::from(Bytes::from_owner(ChargedAnswer { text: text.into_bytes(), _memory: memory }))
 }
 
 impl AppState {
@@ -295,6 +412,7 @@ impl AppState {
             findings: None,
             response_memory,
             response_builders: Arc::new(tokio::sync::Semaphore::new(RESPONSE_BUILDERS)),
+            stopping: tokio::sync::watch::channel(false).0,
             rejected_budget: Default::default(),
             allowed_hosts: Vec::new(),
         }
@@ -459,6 +577,8 @@ pub enum ApiError {
     Busy,
     #[error("the server holds too many request bodies in memory right now (limit {} MiB in all); retry shortly", MAX_BODY_MEMORY_BYTES / (1024 * 1024))]
     OverMemoryBudget,
+    #[error("the server holds as many streamed answers for their readers as it may (limit {} MiB in all); retry shortly", MAX_RESPONSE_MEMORY_BYTES / (1024 * 1024))]
+    OverResponseBudget,
     #[error("the log did not confirm the events within {0} ms; they may or may not be stored: retry with the same event_ids (repeats are dropped)")]
     Unconfirmed(u64),
     #[error("the log could not make the events durable: {0}")]
@@ -482,7 +602,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Busy | ApiError::OverMemoryBudget | ApiError::Unavailable(_) | ApiError::Unconfirmed(_) => {
+            ApiError::Busy | ApiError::OverMemoryBudget | ApiError::OverResponseBudget | ApiError::Unavailable(_) | ApiError::Unconfirmed(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::NoSpace(_) => StatusCode::INSUFFICIENT_STORAGE,
@@ -517,7 +637,7 @@ impl IntoResponse for ApiError {
         let body = serde_json::json!({ "error": self.to_string(), "accepted": 0 });
         let mut resp = (status, json_headers(), body.to_string()).into_response();
         match &self {
-            ApiError::Busy | ApiError::OverMemoryBudget | ApiError::Unavailable(_) | ApiError::Unconfirmed(_) => {
+            ApiError::Busy | ApiError::OverMemoryBudget | ApiError::OverResponseBudget | ApiError::Unavailable(_) | ApiError::Unconfirmed(_) => {
                 resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ApiError::NoSpace(_) => {
@@ -560,10 +680,28 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// Without API keys, every route first checks `Host` and `Origin`
 /// ([`AppState::check_keyless_origin`]); with keys, the routes check the key.
 async fn keyless_guard(State(state): State<Arc<AppState>>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let started = Instant::now();
     match state.check_keyless_origin(req.headers()) {
         Ok(()) => next.run(req).await,
-        Err(e) => e.into_response(),
+        Err(e) => match route_of(req.uri().path()) {
+            Some(route) => finish(&state, route, started, e.into_response()),
+            None => e.into_response(),
+        },
     }
+}
+
+/// The measured route a path goes to (`None`: `/openapi.json`, not measured).
+fn route_of(path: &str) -> Option<usize> {
+    Some(match path {
+        "/v1/events" => ROUTE_EVENTS,
+        "/v1/rejected" => ROUTE_REJECTED,
+        "/v1/replay" => ROUTE_REPLAY,
+        "/healthz" => ROUTE_HEALTHZ,
+        "/metrics" => ROUTE_METRICS,
+        "/" | "/v1/live" | "/report.html" => ROUTE_LIVE,
+        "/openapi.json" => return None,
+        _ => ROUTE_SEED,
+    })
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then lets in-flight requests
@@ -582,6 +720,7 @@ pub async fn run(
 
     let limits = state.limits;
     let metrics = state.metrics.clone();
+    let stopping = state.stopping.clone();
     let sampler = tokio::spawn(live::sample_every_second(state.clone()));
     let app = router(state);
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
@@ -617,7 +756,7 @@ pub async fn run(
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(std::time::Duration::from_millis(limits.header_read_timeout_ms))
-                .serve_connection(TokioIo::new(stream), service);
+                .serve_connection(TokioIo::new(StallGuard::new(stream, Duration::from_millis(limits.write_stall_timeout_ms))), service);
             let mut conn = std::pin::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => {}
@@ -640,6 +779,7 @@ pub async fn run(
     }
     drop(listener);
     sampler.abort();
+    stopping.send_replace(true);
     let _ = close_tx.send(true);
     while connections.join_next().await.is_some() {}
     Ok(())
@@ -728,23 +868,22 @@ impl<'a> Outcome<'a> {
             }
             Err(rejection) => rejection,
         };
-        let t = guess_type(raw);
-        state.metrics.rejected(t, rejection.reason);
-        state.live.rejected(rejection.reason, rejection.field.as_deref());
         // The answer lists every rejected event.
-        let before = self.answer.len();
-        if self.rejected_count > 0 {
-            self.answer.push(',');
-        }
         let line = serde_json::json!({
             "index": index,
             "reason": rejection.reason.as_str(),
             "field": rejection.field,
             "error": rejection.message,
-        });
-        self.answer.push_str(&line.to_string());
+        })
+        .to_string();
+        memory.take(line.len() + 1)?;
+        if self.rejected_count > 0 {
+            self.answer.push(',');
+        }
+        self.answer.push_str(&line);
         self.rejected_count += 1;
-        memory.take(self.answer.len() - before)?;
+        state.metrics.rejected(guess_type(raw), rejection.reason);
+        state.live.rejected(rejection.reason, rejection.field.as_deref());
         // The store keeps it within the request's share and the app's rate.
         let raw = event::truncate_utf8(raw, MAX_REJECTED_RAW_BYTES);
         let mut cost = REJECTED_FIXED_BYTES + raw.len() + rejection.message.len() + rejection.field.as_ref().map_or(0, |f| f.len());
@@ -781,6 +920,9 @@ impl<'a> Outcome<'a> {
             Some(_) => self.records.iter().map(crate::catalog::purchase_of).collect(),
             None => Vec::new(),
         };
+        // The answer's few numbers besides the rejections (charged as they were listed),
+        // before the append: once it is durable, the request may no longer fail.
+        memory.take(ANSWER_NUMBERS_BYTES)?;
         let pending = state.log.append(AppendBatch { records: self.records, rejected: self.rejected })?;
         let appended = tokio::time::timeout(Duration::from_millis(APPEND_CONFIRM_TIMEOUT_MS), pending.wait_async())
             .await
@@ -806,8 +948,6 @@ impl<'a> Outcome<'a> {
         } else {
             (None, None)
         };
-        // The answer is the listed rejections and a few numbers: charged like the rest.
-        memory.take(self.answer.len() + 128)?;
         Ok(Committed { accepted, duplicates: appended.duplicates.len(), first, last, rejected: self.answer, rejected_count: self.rejected_count })
     }
 }
@@ -874,7 +1014,7 @@ async fn keep_unreadable(state: &AppState, app: Option<&crate::auth::App>, body:
 async fn ingest(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
     let resp = match ingest_inner(&state, &headers, body).await {
-        Ok(v) => (StatusCode::OK, json_headers(), v).into_response(),
+        Ok((text, memory)) => (StatusCode::OK, json_headers(), charged_body(text, memory)).into_response(),
         Err(e) => {
             if let Some(i) = e.limit_index() {
                 state.metrics.over_limit(i);
@@ -1012,7 +1152,9 @@ fn body_format(headers: &HeaderMap) -> Result<BodyFormat, ApiError> {
     }
 }
 
-async fn ingest_inner(state: &AppState, headers: &HeaderMap, body: Body) -> Result<String, ApiError> {
+/// The answer of an append and the request's memory charge, which its body keeps until
+/// written (see [`charged_body`]).
+async fn ingest_inner(state: &AppState, headers: &HeaderMap, body: Body) -> Result<(String, BodyMemory), ApiError> {
     let app = state.writer(headers)?;
     let format = body_format(headers)?;
     let meta = request_meta(headers, app);
@@ -1039,8 +1181,8 @@ async fn ingest_inner(state: &AppState, headers: &HeaderMap, body: Body) -> Resu
             lines.push(line);
         }
         check_sizes(lines.iter().copied())?;
-        // The records keep a copy of each event's text.
-        memory.take(body.len() + Outcome::record_bytes(lines.len()))?;
+        // The records keep a copy of each event's text, and their parsed fields another.
+        memory.take(2 * body.len() + Outcome::record_bytes(lines.len()))?;
         state.charge(app, lines.len() as u64)?;
         out = Outcome::new(state, meta, now, lines.len());
         for (i, line) in lines.iter().enumerate() {
@@ -1058,7 +1200,7 @@ async fn ingest_inner(state: &AppState, headers: &HeaderMap, body: Body) -> Resu
                 }
             };
             check_sizes(items.iter().map(|r| r.get()))?;
-            memory.take(body.len() + Outcome::record_bytes(items.len()))?;
+            memory.take(2 * body.len() + Outcome::record_bytes(items.len()))?;
             state.charge(app, items.len() as u64)?;
             out = Outcome::new(state, meta, now, items.len());
             for (i, raw) in items.iter().enumerate() {
@@ -1075,7 +1217,9 @@ async fn ingest_inner(state: &AppState, headers: &HeaderMap, body: Body) -> Resu
             out.take(&mut memory, 0, trimmed, event::validate_json(trimmed))?;
         }
     }
-    Ok(out.commit(&mut memory).await?.json(true))
+    let answer = out.commit(&mut memory).await?.json(true);
+    drop(body);
+    Ok((answer, memory))
 }
 
 fn check_sizes<'a>(events: impl Iterator<Item = &'a str>) -> Result<(), ApiError> {
@@ -1258,15 +1402,24 @@ async fn budgeted_chunk<T: Send + 'static>(
     render: impl FnOnce(&mut String) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<(Bytes, T), ApiError> {
     let budget = state.response_memory.clone();
-    let reserve = RESPONSE_CHUNK_RESERVE_BYTES as u32;
-    let mut permit = match budget.clone().try_acquire_many_owned(reserve) {
+    let mut stopping = state.stopping.subscribe();
+    let stopped = || ApiError::Unavailable("the server is stopping".into());
+    let mut permit = match budget.clone().try_acquire_many_owned(RESPONSE_CHUNK_RESERVE_BYTES as u32) {
         Ok(p) => p,
         Err(_) => {
             state.metrics.response_memory_waits_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            budget.acquire_many_owned(reserve).await.map_err(|_| ApiError::Unavailable("the server is stopping".into()))?
+            let wait = tokio::time::timeout(Duration::from_millis(RESPONSE_MEMORY_WAIT_MS), budget.clone().acquire_many_owned(RESPONSE_CHUNK_RESERVE_BYTES as u32));
+            tokio::select! {
+                got = wait => match got {
+                    Ok(Ok(p)) => p,
+                    Ok(Err(_)) => return Err(stopped()),
+                    Err(_) => return Err(ApiError::OverResponseBudget),
+                },
+                _ = stopping.wait_for(|s| *s) => return Err(stopped()),
+            }
         }
     };
-    let builder = state.response_builders.clone().acquire_owned().await.map_err(|_| ApiError::Unavailable("the server is stopping".into()))?;
+    let builder = state.response_builders.clone().acquire_owned().await.map_err(|_| stopped())?;
     let (text, next) = tokio::task::spawn_blocking(move || {
         let _builder = builder;
         let mut text = String::with_capacity(RESPONSE_CHUNK_BYTES + 4096);
@@ -1274,18 +1427,38 @@ async fn budgeted_chunk<T: Send + 'static>(
     })
     .await
     .map_err(|e| ApiError::Unavailable(format!("building the response failed: {e}")))??;
-    let held = text.len().max(1);
-    debug_assert!(held <= RESPONSE_CHUNK_RESERVE_BYTES, "a chunk of {held} bytes is over its reserve");
+    // The chunk holds its buffer's capacity. It cannot pass its reserve (it stops after the
+    // line that reaches RESPONSE_CHUNK_BYTES, and no line is longer than
+    // MAX_RESPONSE_LINE_BYTES); were it to, the excess is taken too, as it exists already.
+    let held = text.capacity().max(1);
     if held < RESPONSE_CHUNK_RESERVE_BYTES {
         drop(permit.split(RESPONSE_CHUNK_RESERVE_BYTES - held));
+    } else if held > RESPONSE_CHUNK_RESERVE_BYTES {
+        tracing::warn!(bytes = held, reserve = RESPONSE_CHUNK_RESERVE_BYTES, "a streamed chunk outgrew its reserve");
+        let extra = u32::try_from(held - RESPONSE_CHUNK_RESERVE_BYTES).unwrap_or(u32::MAX);
+        if let Ok(more) = budget.acquire_many_owned(extra).await {
+            permit.merge(more);
+        }
     }
     Ok((Bytes::from_owner(BudgetedChunk { bytes: text.into_bytes(), _permit: permit }), next))
 }
 
 /// A streamed `application/x-ndjson` response whose first chunk is `first` and whose
-/// later chunks come through `rx` (one waits at a time: [`RESPONSE_QUEUE_CHUNKS`]).
-fn ndjson_stream(first: Bytes, rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>) -> Response {
-    let rest = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+/// later chunks come through `rx` (one waits at a time: [`RESPONSE_QUEUE_CHUNKS`]). When
+/// the server stops, it breaks off with an error (the client sees an incomplete answer,
+/// never a clean end that is not the end).
+fn ndjson_stream(state: &AppState, first: Bytes, rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>) -> Response {
+    let stopping = state.stopping.subscribe();
+    let rest = futures_util::stream::unfold((rx, stopping, false), |(mut rx, mut stopping, done)| async move {
+        if done {
+            return None;
+        }
+        let (item, broken_off) = tokio::select! {
+            item = rx.recv() => (item, false),
+            _ = stopping.wait_for(|s| *s) => (Some(Err(std::io::Error::other("the server is stopping"))), true),
+        };
+        item.map(|item| (item, (rx, stopping, broken_off)))
+    });
     let stream = futures_util::StreamExt::chain(futures_util::stream::iter([Ok::<_, std::io::Error>(first)]), rest);
     (StatusCode::OK, [(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"))], Body::from_stream(stream)).into_response()
 }
@@ -1316,6 +1489,11 @@ async fn list_rejected(State(state): State<Arc<AppState>>, headers: HeaderMap, R
                     replay::write_rejected_line(s, *seq, r);
                     next = seq + 1;
                     left -= 1;
+                    // Stop after the line that reaches the chunk's size: the chunk's reserve
+                    // covers one line past it, not a batch.
+                    if s.len() >= RESPONSE_CHUNK_BYTES {
+                        break;
+                    }
                 }
             }
             Ok((left > 0).then_some((next, left)))
@@ -1346,7 +1524,7 @@ async fn list_rejected(State(state): State<Arc<AppState>>, headers: HeaderMap, R
             at = next;
         }
     });
-    finish(&state, ROUTE_REJECTED, started, ndjson_stream(first, rx))
+    finish(&state, ROUTE_REJECTED, started, ndjson_stream(&state, first, rx))
 }
 
 fn serde_urlencoded_query<T: serde::de::DeserializeOwned>(q: Option<&str>) -> Result<T, ApiError> {
@@ -1466,5 +1644,5 @@ async fn replay_stream(State(state): State<Arc<AppState>>, headers: HeaderMap, R
             }
         }
     });
-    finish(&state, ROUTE_REPLAY, started, ndjson_stream(first, rx))
+    finish(&state, ROUTE_REPLAY, started, ndjson_stream(&state, first, rx))
 }

@@ -1349,6 +1349,55 @@ mod tests {
         }
     }
 
+    fn rejected_event(i: u32) -> RejectedEvent {
+        RejectedEvent {
+            received_at_us: i64::from(i),
+            meta: RequestMeta::default(),
+            index: i,
+            raw: format!("bad {i}"),
+            rejection: crate::event::Rejection::new(crate::event::RejectReason::NotAnObject, None, format!("not an object {i}")),
+        }
+    }
+
+    /// Rejected events are kept a request's worth to a block (of up to MAX_BLOCK_RECORDS),
+    /// among entries of one event each that older stores hold: every listing, from any
+    /// sequence number, with any limit, gives each event once, in order, after a reopen too.
+    #[test]
+    fn rejected_events_in_blocks_read_from_any_sequence_number() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = SledLog::open(dir.path()).unwrap();
+            // An older store's entries: one event each, keyed 0, 1, 2.
+            let store = log.store().unwrap();
+            for i in 0..3u32 {
+                store.rejected.insert(block_key(u64::from(i)), encode_block(std::slice::from_ref(&rejected_event(i)))).unwrap();
+            }
+            store.db.flush().unwrap();
+            drop(store);
+            log.close().unwrap();
+        }
+        let log = SledLog::open(dir.path()).unwrap();
+        assert_eq!(log.stats().rejected_total, 3, "the next sequence number follows the old entries");
+        // A request of 2,500 rejected events (three blocks), then one of 4.
+        for (n, base) in [(2_500u32, 3u32), (4, 2_503)] {
+            let rejected = (0..n).map(|i| rejected_event(base + i)).collect();
+            log.append(AppendBatch { records: vec![], rejected }).unwrap().wait().unwrap();
+        }
+        let total = 2_507u64;
+        assert_eq!(log.stats().rejected_total, total);
+        for (from, limit) in [(0, 10), (2, 5), (999, 3), (1_002, 1_200), (2_502, 100), (2_506, 10), (2_507, 10), (0, 5_000)] {
+            let got = log.rejected(from, limit).unwrap();
+            let want: Vec<u64> = (from..total).take(limit).collect();
+            assert_eq!(got.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), want, "from {from}, limit {limit}");
+            assert!(got.iter().all(|(seq, r)| r.raw == format!("bad {seq}")), "from {from}");
+        }
+        log.close().unwrap();
+        drop(log);
+        let log = SledLog::open(dir.path()).unwrap();
+        assert_eq!(log.stats().rejected_total, total, "the next sequence number after a reopen counts the blocks' events");
+        assert_eq!(log.rejected(2_500, 3).unwrap().len(), 3);
+    }
+
     #[test]
     fn append_read_reopen() {
         let dir = tempfile::tempdir().unwrap();

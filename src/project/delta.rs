@@ -444,7 +444,8 @@ impl DeltaTables {
                     None => path.exists(),
                 };
                 if !good {
-                    let _ = fs::remove_file(&path);
+                    // Fetched to a temporary name and renamed over the bad copy: a reader in
+                    // another process that just put a good copy there never finds it gone.
                     self.blocking.run(download(&t.log_store.object_store(None), &t.url, name, &path))?;
                     if let Some(e) = entry {
                         check_file(&path, e)?;

@@ -68,6 +68,7 @@ impl PlainView {
             return Ok(());
         }
         self.last_publish = Some(std::time::Instant::now());
+        let previous = self.live_generation();
         let generations = self.generations();
         let next = generations.iter().map(|(n, _)| *n).max().unwrap_or(0) + 1;
         let dir = self.data_dir.join(gen_name(next));
@@ -85,13 +86,18 @@ impl PlainView {
         std::os::unix::fs::symlink(gen_name(next), &tmp).map_err(io_err(format!("creating link {}", tmp.display())))?;
         // The generation being left is superseded from now: its directory says so, and its
         // grace starts here (before the swap, so a crash in between leaves only a live
-        // generation with a fresh time, which is harmless).
-        if let Some(previous) = self.live_generation() {
-            let _ = fs::File::open(self.data_dir.join(gen_name(previous))).and_then(|d| d.set_modified(SystemTime::now()));
-        }
+        // generation with a fresh time, which is harmless). If its time cannot be set,
+        // nothing is deleted this time rather than judge it by its creation.
+        let marked = match previous {
+            Some(p) => fs::File::open(self.data_dir.join(gen_name(p))).and_then(|d| d.set_modified(SystemTime::now())),
+            None => Ok(()),
+        };
         fs::rename(&tmp, self.data_dir.join(LINK)).map_err(io_err("swapping the tables link"))?;
         self.live = names;
-        self.remove_old(next);
+        match marked {
+            Ok(()) => self.remove_old(next, previous),
+            Err(e) => tracing::warn!(error = %e, "cannot mark the superseded plain-view generation; old generations stay until the next publish"),
+        }
         Ok(())
     }
 
@@ -113,12 +119,13 @@ impl PlainView {
     }
 
     /// Deletes generations superseded more than [`GRACE_MS`] ago (by their directory's
-    /// modification time, set when the link left them), and at once those above `live`,
-    /// which the link never pointed at.
-    fn remove_old(&self, live: u64) {
+    /// modification time, set when the link left them), and at once those the link never
+    /// pointed at: above `previous` (the generation it left for `live`), a crash's leftovers.
+    fn remove_old(&self, live: u64, previous: Option<u64>) {
         let grace = Duration::from_millis(GRACE_MS);
         for (n, dir) in self.generations() {
-            let remove = if n > live {
+            let never_live = previous.is_some_and(|p| n > p) && n != live;
+            let remove = if never_live {
                 true
             } else if n < live {
                 let superseded_at = fs::metadata(&dir).and_then(|m| m.modified()).unwrap_or(SystemTime::now());
@@ -156,11 +163,10 @@ mod tests {
         view.publish(&[(def, vec![(other.clone(), "part-b.parquet".into())])]).unwrap();
         assert_eq!(view.live_generation(), Some(2));
         assert!(d.path().join(gen_name(1)).is_dir(), "superseded a moment ago: kept");
-        // A crash left an empty generation 3, dated two minutes back; generation 2 has
-        // been live for an hour.
+        // A crash left an empty generation 3 (a moment ago: it goes at once all the same,
+        // the link never pointed at it); generation 2 has been live for an hour.
         let leftover = d.path().join(gen_name(3));
         fs::create_dir(&leftover).unwrap();
-        age(&leftover, 120);
         age(&d.path().join(gen_name(2)), 3600);
         // A new projector (a new view) publishes another state.
         let mut view = PlainView::new(d.path());
