@@ -185,7 +185,10 @@ impl ApiKeys {
             // around it would never match.
             let key = k.key.trim();
             if key.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(err(format!("key {n} (app {}): a key may not contain spaces or control characters (headers cannot carry them)", k.app)));
+                return Err(err(format!(
+                    "key {n} (app {}): a key may not contain spaces or control characters (headers cannot carry them)",
+                    k.app
+                )));
             }
             if key.chars().count() < MIN_KEY_CHARS {
                 return Err(err(format!("key {n} (app {}): a key needs at least {MIN_KEY_CHARS} characters", k.app)));

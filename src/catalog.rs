@@ -159,7 +159,10 @@ impl Catalog {
                 return Err(bad(format!("{at}: traffic_weight must be a finite number >= 0, is {}", s.traffic_weight)));
             }
             if !(0..=MAX_RESTOCK_INTERVAL_HOURS).contains(&s.restock_interval_hours) {
-                return Err(bad(format!("{at}: restock_interval_hours must be 0 to {MAX_RESTOCK_INTERVAL_HOURS}, is {}", s.restock_interval_hours)));
+                return Err(bad(format!(
+                    "{at}: restock_interval_hours must be 0 to {MAX_RESTOCK_INTERVAL_HOURS}, is {}",
+                    s.restock_interval_hours
+                )));
             }
         }
         items.sort_by_key(|i| (i.store_id, i.inventory_id));
@@ -228,7 +231,10 @@ impl Catalog {
         if !missing.is_empty() {
             return Err(CatalogError::Schema { path: path.to_path_buf(), missing: missing.join(", ") });
         }
-        let bad_row = |table: &str, e: rusqlite::Error| CatalogError::Invalid { path: path.to_path_buf(), reason: format!("a row of `{table}`: {e}") };
+        let bad_row = |table: &str, e: rusqlite::Error| CatalogError::Invalid {
+            path: path.to_path_buf(),
+            reason: format!("a row of `{table}`: {e}"),
+        };
         let count = |table: &str| -> Result<usize, CatalogError> {
             let n: i64 = conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)).map_err(sqlite_err(path))?;
             Ok(n.max(0) as usize)
@@ -240,7 +246,8 @@ impl Catalog {
                 reason: format!("{n_stores} stores and {n_items} items, over the limits of {MAX_STORES} and {MAX_ITEMS}"),
             });
         }
-        let mut stmt = conn.prepare("SELECT store_id, name, traffic_weight, restock_interval_hours FROM stores").map_err(sqlite_err(path))?;
+        let mut stmt =
+            conn.prepare("SELECT store_id, name, traffic_weight, restock_interval_hours FROM stores").map_err(sqlite_err(path))?;
         let stores: Vec<Store> = stmt
             .query_map([], |r| {
                 Ok(Store { store_id: r.get(0)?, name: r.get(1)?, traffic_weight: r.get(2)?, restock_interval_hours: r.get(3)? })
@@ -288,7 +295,8 @@ impl Catalog {
             {
                 let mut st = tx.prepare("INSERT INTO stores VALUES (?1, ?2, ?3, ?4)").map_err(|e| err(e.to_string()))?;
                 for s in &self.stores {
-                    st.execute(rusqlite::params![s.store_id, s.name, s.traffic_weight, s.restock_interval_hours]).map_err(|e| err(e.to_string()))?;
+                    st.execute(rusqlite::params![s.store_id, s.name, s.traffic_weight, s.restock_interval_hours])
+                        .map_err(|e| err(e.to_string()))?;
                 }
                 let mut it = tx.prepare("INSERT INTO items VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)").map_err(|e| err(e.to_string()))?;
                 for i in &self.items {
@@ -348,14 +356,22 @@ impl Catalog {
             return Err(Rejection::new(
                 RejectReason::CatalogMismatch,
                 Some("item_name"),
-                format!("item_name {:?} is not the catalogue's name {:?} of inventory_id {inventory_id} in store {store_id}", clip(item_name), item.name),
+                format!(
+                    "item_name {:?} is not the catalogue's name {:?} of inventory_id {inventory_id} in store {store_id}",
+                    clip(item_name),
+                    item.name
+                ),
             ));
         }
         if item.category != *category {
             return Err(Rejection::new(
                 RejectReason::CatalogMismatch,
                 Some("category"),
-                format!("category {:?} is not the catalogue's category {:?} of inventory_id {inventory_id} in store {store_id}", clip(category), item.category),
+                format!(
+                    "category {:?} is not the catalogue's category {:?} of inventory_id {inventory_id} in store {store_id}",
+                    clip(category),
+                    item.category
+                ),
             ));
         }
         // A cost is a number of units at the list price: more than a purchase can take is
@@ -377,10 +393,18 @@ impl Catalog {
 
     fn known_item(&self, store_id: i64, inventory_id: i64) -> Result<&Item, Rejection> {
         if self.store(store_id).is_none() {
-            return Err(Rejection::new(RejectReason::UnknownStore, Some("store_id"), format!("store_id {store_id} is not in the catalogue")));
+            return Err(Rejection::new(
+                RejectReason::UnknownStore,
+                Some("store_id"),
+                format!("store_id {store_id} is not in the catalogue"),
+            ));
         }
         self.item(store_id, inventory_id).ok_or_else(|| {
-            Rejection::new(RejectReason::UnknownItem, Some("inventory_id"), format!("store {store_id} sells no inventory_id {inventory_id} in the catalogue"))
+            Rejection::new(
+                RejectReason::UnknownItem,
+                Some("inventory_id"),
+                format!("store {store_id} sells no inventory_id {inventory_id} in the catalogue"),
+            )
         })
     }
 
@@ -398,9 +422,10 @@ impl Catalog {
                 }),
             }
         };
-        let store_id = int(members, "store_id")?.ok_or_else(|| Rejection::new(RejectReason::MissingField, Some("store_id"), "field `store_id` is missing".into()))?;
-        let inventory_id =
-            int(members, "inventory_id")?.ok_or_else(|| Rejection::new(RejectReason::MissingField, Some("inventory_id"), "field `inventory_id` is missing".into()))?;
+        let store_id = int(members, "store_id")?
+            .ok_or_else(|| Rejection::new(RejectReason::MissingField, Some("store_id"), "field `store_id` is missing".into()))?;
+        let inventory_id = int(members, "inventory_id")?
+            .ok_or_else(|| Rejection::new(RejectReason::MissingField, Some("inventory_id"), "field `inventory_id` is missing".into()))?;
         let quantity = match members.iter().position(|(k, _)| k == "quantity") {
             None => 1,
             Some(at) => {
@@ -722,13 +747,17 @@ pub fn read_copies(data_dir: &Path) -> Result<Vec<Version>, CatalogError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(CatalogError::Invalid { path, reason: e.to_string() }),
     };
-    let stored: Vec<StoredVersion> = serde_json::from_slice(&bytes).map_err(|e| CatalogError::Invalid { path: path.clone(), reason: e.to_string() })?;
+    let stored: Vec<StoredVersion> =
+        serde_json::from_slice(&bytes).map_err(|e| CatalogError::Invalid { path: path.clone(), reason: e.to_string() })?;
     stored
         .into_iter()
         .map(|v| {
             let catalog = Catalog::new(v.catalog.stores, v.catalog.items, &path)?;
             if catalog.hash() != v.hash {
-                return Err(CatalogError::Invalid { path: path.clone(), reason: format!("the copy of {} does not hash to it; `questlog project` rewrites it from the log", v.hash) });
+                return Err(CatalogError::Invalid {
+                    path: path.clone(),
+                    reason: format!("the copy of {} does not hash to it; `questlog project` rewrites it from the log", v.hash),
+                });
             }
             Ok(Version { from_offset: v.from_offset, hash: v.hash, catalog })
         })

@@ -225,10 +225,8 @@ impl CheckOutcome {
 }
 
 pub fn load(path: &Path) -> Result<Scenario, CheckError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| CheckError::Scenario { path: path.to_path_buf(), reason: e.to_string() })?;
-    let s: Scenario =
-        toml::from_str(&text).map_err(|e| CheckError::Scenario { path: path.to_path_buf(), reason: e.to_string() })?;
+    let text = std::fs::read_to_string(path).map_err(|e| CheckError::Scenario { path: path.to_path_buf(), reason: e.to_string() })?;
+    let s: Scenario = toml::from_str(&text).map_err(|e| CheckError::Scenario { path: path.to_path_buf(), reason: e.to_string() })?;
     if s.schedule.project_every == 0 {
         return Err(CheckError::Scenario { path: path.to_path_buf(), reason: "schedule.project_every must be at least 1".into() });
     }
@@ -341,7 +339,8 @@ pub fn run(path: &Path, exe: &Path, tables: Option<&TablesRoot>, progress: &Prog
 
     let mut streams: Vec<(String, Stream)> = Vec::new();
     // The log, as `replay` prints it, with a line for each catalogue where it took effect.
-    let catalogs = catalog::versions(log.catalogs().map_err(run_err)?.into_iter().map(|r| (r.from_offset, r.hash, r.content))).map_err(run_err)?;
+    let catalogs =
+        catalog::versions(log.catalogs().map_err(run_err)?.into_iter().map(|r| (r.from_offset, r.hash, r.content))).map_err(run_err)?;
     let mut h = StreamHash::new(end + catalogs.len() as u64);
     let mut line = String::new();
     let mut next_catalog = catalogs.iter().peekable();
@@ -399,10 +398,8 @@ pub fn run(path: &Path, exe: &Path, tables: Option<&TablesRoot>, progress: &Prog
     streams.push(("report".into(), h.finish()));
     log.close().map_err(run_err)?;
 
-    let sidecar: BTreeMap<String, Segments> = std::fs::read_to_string(sidecar_path(path))
-        .ok()
-        .and_then(|t| toml::from_str(&t).ok())
-        .unwrap_or_default();
+    let sidecar: BTreeMap<String, Segments> =
+        std::fs::read_to_string(sidecar_path(path)).ok().and_then(|t| toml::from_str(&t).ok()).unwrap_or_default();
     let results: Vec<DigestResult> = streams
         .iter()
         .map(|(name, s)| {
@@ -422,9 +419,12 @@ fn locate(s: &Stream, expected: &Segments) -> Option<String> {
     if expected.lines != s.segment_lines {
         return Some(format!("{} lines now; the sidecar's segments were made for another length", s.lines));
     }
-    let k = s.segments.iter().zip(&expected.hashes).position(|(a, b)| a != b).or_else(|| {
-        (s.segments.len() != expected.hashes.len()).then_some(s.segments.len().min(expected.hashes.len()))
-    })?;
+    let k = s
+        .segments
+        .iter()
+        .zip(&expected.hashes)
+        .position(|(a, b)| a != b)
+        .or_else(|| (s.segments.len() != expected.hashes.len()).then_some(s.segments.len().min(expected.hashes.len())))?;
     let from = k as u64 * s.segment_lines + 1;
     let to = (from + s.segment_lines - 1).min(s.lines);
     let first = s.firsts.get(k).map(String::as_str).unwrap_or("(no such line now)");
@@ -466,9 +466,9 @@ fn hash_rows(files: &[PathBuf], rows: u64) -> Result<Stream, CheckError> {
 pub(crate) fn printable(col: &arrow::array::ArrayRef) -> arrow::array::ArrayRef {
     use arrow::array::{Array, StringArray, TimestampMicrosecondArray};
     match col.as_any().downcast_ref::<TimestampMicrosecondArray>() {
-        Some(ts) => std::sync::Arc::new(
-            (0..ts.len()).map(|i| ts.is_valid(i).then(|| event::format_time_us(ts.value(i)))).collect::<StringArray>(),
-        ),
+        Some(ts) => {
+            std::sync::Arc::new((0..ts.len()).map(|i| ts.is_valid(i).then(|| event::format_time_us(ts.value(i)))).collect::<StringArray>())
+        }
         None => col.clone(),
     }
 }
@@ -479,10 +479,8 @@ fn load_extra(path: &Path) -> Result<Vec<Record>, CheckError> {
     let meta = generate::direct_meta();
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let e = event::validate_json(line.trim()).map_err(|r| CheckError::Scenario {
-            path: path.to_path_buf(),
-            reason: format!("line {}: {}", i + 1, r.message),
-        })?;
+        let e = event::validate_json(line.trim())
+            .map_err(|r| CheckError::Scenario { path: path.to_path_buf(), reason: format!("line {}: {}", i + 1, r.message) })?;
         let received_at_us = e.event_time_us.unwrap_or(0);
         out.push(Record { received_at_us, meta: meta.clone(), raw_event: line.trim().to_string(), event: e });
     }
@@ -502,7 +500,12 @@ pub fn bless(path: &Path, outcome: &CheckOutcome) -> Result<(), CheckError> {
     let mut side = String::from("# Segment hashes of each digest's lines, to locate a mismatch. Written by `questlog check --bless`.\n");
     for (name, s) in streams {
         let _ = writeln!(out, "{:<20} = \"{}\"", format!("\"{name}\""), s.digest);
-        let _ = writeln!(side, "\n[\"{name}\"]\nlines = {}\nhashes = [{}]", s.segment_lines, s.segments.iter().map(|h| format!("\"{h}\"")).collect::<Vec<_>>().join(", "));
+        let _ = writeln!(
+            side,
+            "\n[\"{name}\"]\nlines = {}\nhashes = [{}]",
+            s.segment_lines,
+            s.segments.iter().map(|h| format!("\"{h}\"")).collect::<Vec<_>>().join(", ")
+        );
     }
     std::fs::write(path, out).map_err(run_err)?;
     std::fs::write(sidecar_path(path), side).map_err(run_err)?;

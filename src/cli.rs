@@ -395,7 +395,8 @@ static LOG_OPTIONS: std::sync::OnceLock<LogOptions> = std::sync::OnceLock::new()
 
 pub fn run(cli: Cli) -> Result<()> {
     let data_dir = cli.data_dir;
-    let min_free_bytes = cli.min_free_mb.checked_mul(1024 * 1024).ok_or_else(|| anyhow!("--min-free-mb {} is too large", cli.min_free_mb))?;
+    let min_free_bytes =
+        cli.min_free_mb.checked_mul(1024 * 1024).ok_or_else(|| anyhow!("--min-free-mb {} is too large", cli.min_free_mb))?;
     let _ = LOG_OPTIONS.set(LogOptions { min_free_bytes });
     let root = cli.tables.as_deref().map(TablesRoot::parse).transpose()?;
     let kafka_log = match cli.log_url.as_str() {
@@ -416,7 +417,11 @@ pub fn run(cli: Cli) -> Result<()> {
                 .kafka_options
                 .iter()
                 .chain(&from_env)
-                .map(|o| o.split_once('=').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).ok_or_else(|| anyhow!("--kafka-option `{o}` is not KEY=VALUE")))
+                .map(|o| {
+                    o.split_once('=')
+                        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                        .ok_or_else(|| anyhow!("--kafka-option `{o}` is not KEY=VALUE"))
+                })
                 .collect::<Result<Vec<_>>>()?;
             Some((target, options))
         }
@@ -455,7 +460,13 @@ pub fn run(cli: Cli) -> Result<()> {
             if !(1..=project::MAX_PROJECT_INTERVAL_MS).contains(&project_interval_ms) {
                 bail!("--project-interval-ms must be between 1 and {} (a day)", project::MAX_PROJECT_INTERVAL_MS);
             }
-            let limits = api::Limits { max_connections, header_read_timeout_ms, body_read_timeout_ms, write_stall_timeout_ms, ..api::Limits::default() };
+            let limits = api::Limits {
+                max_connections,
+                header_read_timeout_ms,
+                body_read_timeout_ms,
+                write_stall_timeout_ms,
+                ..api::Limits::default()
+            };
             let access = Access { keys, allow_keyless, allowed_hosts };
             runtime()?.block_on(serve(&data_dir, &listen, project_interval_ms, codec, limits, access, catalog, shutdown_signal()))
         }
@@ -600,7 +611,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Rejected { from, limit } => rejected_cmd(&data_dir, from, limit),
         Command::Project { rebuild, compression, step_events, to, out, follow, interval_ms } if kafka().is_some() => {
             if to.is_some() || out.is_some() {
-                bail!("--to and --out take one log offset; a topic has an offset per partition: rebuild the whole topic (project --rebuild)");
+                bail!(
+                    "--to and --out take one log offset; a topic has an offset per partition: rebuild the whole topic (project --rebuild)"
+                );
             }
             let codec = Codec::parse(&compression)?;
             let (target, options) = kafka().ok_or_else(|| anyhow!("no Kafka log"))?;
@@ -651,15 +664,18 @@ pub fn run(cli: Cli) -> Result<()> {
                 log.close()?;
                 return Ok(());
             }
-            let mut projector = open_projector(&data_dir, codec, !rebuild)?
-            .with_step_events(step_events)
-            .with_min_free_bytes(log_options().min_free_bytes);
+            let mut projector =
+                open_projector(&data_dir, codec, !rebuild)?.with_step_events(step_events).with_min_free_bytes(log_options().min_free_bytes);
             if follow {
                 if running_server(&data_dir).is_some() {
                     bail!("a server runs on {}; its own projector keeps the tables", data_dir.display());
                 }
                 let root = tables_root(&data_dir)?;
-                let reopen = || -> Result<Projector> { Ok(open_projector(&data_dir, codec, true)?.with_step_events(step_events).with_min_free_bytes(log_options().min_free_bytes)) };
+                let reopen = || -> Result<Projector> {
+                    Ok(open_projector(&data_dir, codec, true)?
+                        .with_step_events(step_events)
+                        .with_min_free_bytes(log_options().min_free_bytes))
+                };
                 let result = follow_log(projector, reopen, log.as_ref(), &log_name(&data_dir), interval_ms, &root);
                 log.close()?;
                 return result;
@@ -709,10 +725,9 @@ pub fn run(cli: Cli) -> Result<()> {
             let catalogs = crate::catalog::read_copies(&data_dir)?;
             let wants_catalog = !catalogs.is_empty() && sql::names_catalog_tables(&query);
             let ((frames, extra), offset) = read_snapshot(&tables_root(&data_dir)?, &data_dir, |files| {
-                let named_files = report::TableFiles::new(
-                    files.tables.iter().filter(|(t, _)| named.contains(t)).map(|(t, f)| (*t, f.clone())).collect(),
-                )
-                .partitioned(files.partitioned);
+                let named_files =
+                    report::TableFiles::new(files.tables.iter().filter(|(t, _)| named.contains(t)).map(|(t, f)| (*t, f.clone())).collect())
+                        .partitioned(files.partitioned);
                 let frames = report::load_frames_without(&named_files, &skip)?;
                 let extra = if wants_catalog { Some(report::open_snapshot(files)?) } else { None };
                 Ok((frames, extra))
@@ -830,7 +845,11 @@ fn catalog_command(cmd: CatalogCommand, data_dir: &Path) -> Result<()> {
             println!("{}: a valid catalogue, {} stores, {} items, {}", file.display(), c.stores.len(), c.items.len(), c.hash());
             for s in &c.stores {
                 let n = c.items.iter().filter(|i| i.store_id == s.store_id).count();
-                let restock = if s.restock_interval_hours == 0 { "never restocked".to_string() } else { format!("restocked every {} h", s.restock_interval_hours) };
+                let restock = if s.restock_interval_hours == 0 {
+                    "never restocked".to_string()
+                } else {
+                    format!("restocked every {} h", s.restock_interval_hours)
+                };
                 println!("  store {:>4}  {}  ({n} items, {restock})", s.store_id, s.name);
             }
             Ok(())
@@ -847,7 +866,13 @@ fn catalog_command(cmd: CatalogCommand, data_dir: &Path) -> Result<()> {
                 println!("the log has no store catalogue (serve --catalog FILE or generate --catalog FILE records one)");
             }
             for v in &versions {
-                println!("from offset {:>10}  {}  ({} stores, {} items)", v.from_offset, v.hash, v.catalog.stores.len(), v.catalog.items.len());
+                println!(
+                    "from offset {:>10}  {}  ({} stores, {} items)",
+                    v.from_offset,
+                    v.hash,
+                    v.catalog.stores.len(),
+                    v.catalog.items.len()
+                );
             }
             crate::catalog::write_copies(data_dir, &versions)?;
             log.close()?;
@@ -927,7 +952,14 @@ fn log_name(data_dir: &Path) -> String {
 /// disk) is retried after a backoff that doubles up to [`project::MAX_PROJECT_BACKOFF_MS`],
 /// from tables opened again; another writer's commit, or tables that are not this log's,
 /// end the run with that error.
-fn follow_log(mut projector: Projector, reopen: impl Fn() -> Result<Projector>, log: &dyn EventLog, source: &str, interval_ms: u64, root: &TablesRoot) -> Result<()> {
+fn follow_log(
+    mut projector: Projector,
+    reopen: impl Fn() -> Result<Projector>,
+    log: &dyn EventLog,
+    source: &str,
+    interval_ms: u64,
+    root: &TablesRoot,
+) -> Result<()> {
     use std::sync::atomic::{AtomicBool, Ordering};
     let stop = Arc::new(AtomicBool::new(false));
     let rt = runtime()?;
@@ -973,7 +1005,11 @@ fn follow_log(mut projector: Projector, reopen: impl Fn() -> Result<Projector>, 
                         continue; // more to read: no wait
                     }
                 }
-                Err(e @ (project::ProjectError::Conflict { .. } | project::ProjectError::Schema { .. } | project::ProjectError::Inconsistent { .. })) => {
+                Err(
+                    e @ (project::ProjectError::Conflict { .. }
+                    | project::ProjectError::Schema { .. }
+                    | project::ProjectError::Inconsistent { .. }),
+                ) => {
                     return Err(e.into());
                 }
                 Err(e) => {
@@ -1179,7 +1215,8 @@ fn read_snapshot<T>(
     loop {
         attempt += 1;
         let snap = project::snapshot(root, data_dir)?;
-        let files = report::TableFiles::new(TABLES.iter().zip(snap.files).map(|(t, f)| (t.name, f)).collect()).partitioned(snap.partitioned);
+        let files =
+            report::TableFiles::new(TABLES.iter().zip(snap.files).map(|(t, f)| (t.name, f)).collect()).partitioned(snap.partitioned);
         match load(&files) {
             Ok(frames) => return Ok((frames, snap.offset)),
             Err(report::ReportError::FileVanished(p)) if attempt < SNAPSHOT_ATTEMPTS => {
@@ -1325,7 +1362,13 @@ fn findings_loop(f: Arc<LiveFindings>, projection: Arc<ProjectionStats>, root: T
     }
 }
 
-async fn start_server(data_dir: &Path, listen: &str, interval_ms: u64, codec: Codec, fallback_port: bool) -> Result<(Server, tokio::net::TcpListener)> {
+async fn start_server(
+    data_dir: &Path,
+    listen: &str,
+    interval_ms: u64,
+    codec: Codec,
+    fallback_port: bool,
+) -> Result<(Server, tokio::net::TcpListener)> {
     let log = open_event_log(data_dir, "serve")?;
     let projector = match kafka() {
         Some(_) => None,

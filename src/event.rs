@@ -25,8 +25,7 @@ pub const MAX_STRING_BYTES: usize = 1024;
 pub const MAX_EVENT_KEYS: usize = 64;
 
 /// Fields the server fills in; a client sending any of them is rejected.
-pub const SERVER_OWNED_FIELDS: [&str; 6] =
-    ["log_offset", "timestamp", "accept", "host", "user_agent", "raw_event"];
+pub const SERVER_OWNED_FIELDS: [&str; 6] = ["log_offset", "timestamp", "accept", "host", "user_agent", "raw_event"];
 
 /// The five seed event types. `event_type` in the JSON decides which one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -39,13 +38,8 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 5] = [
-        EventType::JoinGuild,
-        EventType::KillEnemy,
-        EventType::AcceptQuest,
-        EventType::TakeDamage,
-        EventType::BuyAsset,
-    ];
+    pub const ALL: [EventType; 5] =
+        [EventType::JoinGuild, EventType::KillEnemy, EventType::AcceptQuest, EventType::TakeDamage, EventType::BuyAsset];
 
     /// The `event_type` string on the wire.
     pub fn as_str(self) -> &'static str {
@@ -127,14 +121,7 @@ pub enum Payload<S = String> {
     KillEnemy { enemy_id: i64, name: S, level: i16 },
     AcceptQuest { quest_id: i64, name: S, contact: S },
     TakeDamage { enemy_id: i64, name: S, damage: i16 },
-    BuyAsset {
-        store_id: i64,
-        item_name: S,
-        inventory_id: i64,
-        total_cost: f32,
-        category: S,
-        on_hand_qty: i16,
-    },
+    BuyAsset { store_id: i64, item_name: S, inventory_id: i64, total_cost: f32, category: S, on_hand_qty: i16 },
 }
 
 impl<S: AsRef<str>> Payload<S> {
@@ -146,7 +133,9 @@ impl<S: AsRef<str>> Payload<S> {
             Payload::AcceptQuest { quest_id, name, contact } => {
                 Payload::AcceptQuest { quest_id: *quest_id, name: name.as_ref(), contact: contact.as_ref() }
             }
-            Payload::TakeDamage { enemy_id, name, damage } => Payload::TakeDamage { enemy_id: *enemy_id, name: name.as_ref(), damage: *damage },
+            Payload::TakeDamage { enemy_id, name, damage } => {
+                Payload::TakeDamage { enemy_id: *enemy_id, name: name.as_ref(), damage: *damage }
+            }
             Payload::BuyAsset { store_id, item_name, inventory_id, total_cost, category, on_hand_qty } => Payload::BuyAsset {
                 store_id: *store_id,
                 item_name: item_name.as_ref(),
@@ -339,7 +328,6 @@ impl<S: AsRef<str>> ClientEvent<S> {
 }
 
 impl ClientEvent {
-
     /// The event as compact JSON in canonical member order, as a client would send it:
     /// `event_type`, the type fields, then the optional fields that are set.
     pub fn to_json_string(&self) -> String {
@@ -479,7 +467,12 @@ pub struct RequestMeta<S = Shared> {
 impl<S> RequestMeta<S> {
     /// The same metadata with each text converted by `f`.
     pub fn map<T>(self, mut f: impl FnMut(S) -> T) -> RequestMeta<T> {
-        RequestMeta { accept: self.accept.map(&mut f), host: self.host.map(&mut f), user_agent: self.user_agent.map(&mut f), app: self.app.map(&mut f) }
+        RequestMeta {
+            accept: self.accept.map(&mut f),
+            host: self.host.map(&mut f),
+            user_agent: self.user_agent.map(&mut f),
+            app: self.app.map(&mut f),
+        }
     }
 }
 
@@ -528,7 +521,12 @@ pub mod v1 {
 
     impl<S, M: From<S>> From<RequestMeta<S>> for super::RequestMeta<M> {
         fn from(m: RequestMeta<S>) -> super::RequestMeta<M> {
-            super::RequestMeta { accept: m.accept.map(M::from), host: m.host.map(M::from), user_agent: m.user_agent.map(M::from), app: None }
+            super::RequestMeta {
+                accept: m.accept.map(M::from),
+                host: m.host.map(M::from),
+                user_agent: m.user_agent.map(M::from),
+                app: None,
+            }
         }
     }
 
@@ -586,7 +584,12 @@ impl<S: AsRef<str>, M: AsRef<str>> Record<S, M> {
         let e = &self.event;
         Record {
             received_at_us: self.received_at_us,
-            meta: RequestMeta { accept: m(&self.meta.accept), host: m(&self.meta.host), user_agent: m(&self.meta.user_agent), app: m(&self.meta.app) },
+            meta: RequestMeta {
+                accept: m(&self.meta.accept),
+                host: m(&self.meta.host),
+                user_agent: m(&self.meta.user_agent),
+                app: m(&self.meta.app),
+            },
             raw_event: self.raw_event.as_ref(),
             event: ClientEvent {
                 event_id: o(&e.event_id),
@@ -810,9 +813,7 @@ impl<'de> Deserialize<'de> for StrictObject {
                 let mut members: Vec<(String, Value)> = Vec::new();
                 while let Some(key) = map.next_key::<String>()? {
                     if members.len() >= MAX_EVENT_KEYS {
-                        return Err(de::Error::custom(format_args!(
-                            "too many keys: an event has at most {MAX_EVENT_KEYS}"
-                        )));
+                        return Err(de::Error::custom(format_args!("too many keys: an event has at most {MAX_EVENT_KEYS}")));
                     }
                     if members.iter().any(|(k, _)| *k == key) {
                         return Err(de::Error::custom(format_args!("duplicate key `{}`", clip_bytes(&key, MAX_FIELD_NAME_BYTES))));
@@ -880,8 +881,8 @@ pub fn validate_seed_message(raw: &str) -> Result<(ClientEvent, SeedHeaders), Re
     let mut headers = SeedHeaders::default();
     let mut event: Vec<(String, Value)> = Vec::with_capacity(members.len());
     for (k, v) in members {
-        let header_form = k.as_bytes().first().is_some_and(u8::is_ascii_uppercase)
-            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        let header_form =
+            k.as_bytes().first().is_some_and(u8::is_ascii_uppercase) && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
         match (header_form, &v) {
             (true, Value::String(s)) => {
                 let keep = Some(truncate_utf8(s, MAX_STRING_BYTES).to_string());
@@ -903,11 +904,7 @@ fn parse_members(raw: &str) -> Result<Vec<(String, Value)>, Rejection> {
     let trimmed = raw.trim_start();
     if !trimmed.starts_with('{') {
         return Err(match serde_json::from_str::<Value>(raw) {
-            Ok(v) => Rejection::new(
-                RejectReason::NotAnObject,
-                None,
-                format!("an event must be a JSON object, got {}", json_kind(&v)),
-            ),
+            Ok(v) => Rejection::new(RejectReason::NotAnObject, None, format!("an event must be a JSON object, got {}", json_kind(&v))),
             Err(e) => Rejection::new(RejectReason::MalformedJson, None, format!("malformed JSON: {e}")),
         });
     }
@@ -986,10 +983,7 @@ pub fn validate_object(members: &[(String, Value)]) -> Result<ClientEvent, Rejec
             Rejection::new(
                 RejectReason::BadTime,
                 Some("event_time"),
-                format!(
-                    "field `event_time`: `{}` is not an RFC 3339 time ({e}); expected e.g. 2026-01-01T12:00:00Z",
-                    clip(s)
-                ),
+                format!("field `event_time`: `{}` is not an RFC 3339 time ({e}); expected e.g. 2026-01-01T12:00:00Z", clip(s)),
             )
         })?),
         Some(other) => {
@@ -1016,21 +1010,9 @@ pub fn validate_object(members: &[(String, Value)]) -> Result<ClientEvent, Rejec
 
     let payload = match event_type {
         EventType::JoinGuild => Payload::JoinGuild { guild_id: id("guild_id")?, name: text("name")? },
-        EventType::KillEnemy => Payload::KillEnemy {
-            enemy_id: id("enemy_id")?,
-            name: text("name")?,
-            level: small("level")?,
-        },
-        EventType::AcceptQuest => Payload::AcceptQuest {
-            quest_id: id("quest_id")?,
-            name: text("name")?,
-            contact: text("contact")?,
-        },
-        EventType::TakeDamage => Payload::TakeDamage {
-            enemy_id: id("enemy_id")?,
-            name: text("name")?,
-            damage: small("damage")?,
-        },
+        EventType::KillEnemy => Payload::KillEnemy { enemy_id: id("enemy_id")?, name: text("name")?, level: small("level")? },
+        EventType::AcceptQuest => Payload::AcceptQuest { quest_id: id("quest_id")?, name: text("name")?, contact: text("contact")? },
+        EventType::TakeDamage => Payload::TakeDamage { enemy_id: id("enemy_id")?, name: text("name")?, damage: small("damage")? },
         EventType::BuyAsset => Payload::BuyAsset {
             store_id: id("store_id")?,
             item_name: text("item_name")?,
@@ -1078,11 +1060,7 @@ fn json_kind(v: &Value) -> &'static str {
 }
 
 fn wrong_type(name: &str, kind: FieldKind, v: &Value) -> Rejection {
-    Rejection::new(
-        RejectReason::WrongType,
-        Some(name),
-        format!("field `{name}` must be {}, got {}", kind.expected(), json_kind(v)),
-    )
+    Rejection::new(RejectReason::WrongType, Some(name), format!("field `{name}` must be {}, got {}", kind.expected(), json_kind(v)))
 }
 
 fn check_string_len(name: &str, s: &str) -> Result<(), Rejection> {
@@ -1121,11 +1099,7 @@ fn check_integer(name: &str, kind: FieldKind, v: &Value) -> Result<i64, Rejectio
     };
     if let Some(i) = n.as_i64() {
         if i < 0 {
-            return Err(Rejection::new(
-                RejectReason::Negative,
-                Some(name),
-                format!("field `{name}` is {i}; expected {}", kind.expected()),
-            ));
+            return Err(Rejection::new(RejectReason::Negative, Some(name), format!("field `{name}` is {i}; expected {}", kind.expected())));
         }
         return Ok(i);
     }
@@ -1205,10 +1179,7 @@ fn check_cost(name: &str, v: &Value) -> Result<f32, Rejection> {
 /// (`/join_guild?guild_id=7&name=Knights`): numeric fields of the type are parsed as
 /// numbers where they parse, so the same validation applies; repeated parameters are
 /// reported as duplicate keys, and a non-finite number (`inf`, `NaN`) as non-finite.
-pub fn members_from_query(
-    event_type: &str,
-    params: &[(String, String)],
-) -> Result<Vec<(String, Value)>, Rejection> {
+pub fn members_from_query(event_type: &str, params: &[(String, String)]) -> Result<Vec<(String, Value)>, Rejection> {
     let kinds: &[(&str, FieldKind)] = EventType::parse(event_type).map(|t| t.fields()).unwrap_or(&[]);
     let mut members: Vec<(String, Value)> = Vec::with_capacity(params.len() + 1);
     members.push(("event_type".to_string(), Value::String(event_type.to_string())));
@@ -1221,11 +1192,7 @@ pub fn members_from_query(
             ));
         }
         if members.iter().any(|(existing, _)| existing == k) {
-            return Err(Rejection::new(
-                RejectReason::DuplicateKey,
-                Some(k),
-                format!("parameter `{}` is given more than once", clip(k)),
-            ));
+            return Err(Rejection::new(RejectReason::DuplicateKey, Some(k), format!("parameter `{}` is given more than once", clip(k))));
         }
         let kind = kinds.iter().find(|(name, _)| name == k).map(|(_, kind)| *kind);
         let value = match kind {
@@ -1233,22 +1200,14 @@ pub fn members_from_query(
                 Ok(i) => Value::from(i),
                 Err(_) => match v.parse::<f64>() {
                     Ok(f) if !f.is_finite() => {
-                        return Err(Rejection::new(
-                            RejectReason::NonFinite,
-                            Some(k),
-                            format!("field `{k}` is not a finite number"),
-                        ))
+                        return Err(Rejection::new(RejectReason::NonFinite, Some(k), format!("field `{k}` is not a finite number")))
                     }
                     _ => Value::String(v.clone()),
                 },
             },
             Some(FieldKind::Cost) => match v.parse::<f64>() {
                 Ok(f) if !f.is_finite() => {
-                    return Err(Rejection::new(
-                        RejectReason::NonFinite,
-                        Some(k),
-                        format!("field `{k}` is not a finite number"),
-                    ))
+                    return Err(Rejection::new(RejectReason::NonFinite, Some(k), format!("field `{k}` is not a finite number")))
                 }
                 Ok(f) => serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null),
                 Err(_) => Value::String(v.clone()),
@@ -1286,7 +1245,10 @@ mod tests {
         let (event, headers) = validate_seed_message(raw).unwrap();
         assert_eq!(event.event_type(), EventType::JoinGuild);
         assert_eq!(event.player_id.as_deref(), Some("p1"));
-        assert_eq!(headers, SeedHeaders { accept: Some("*/*".into()), host: Some("localhost:5000".into()), user_agent: Some("ApacheBench/2.3".into()) });
+        assert_eq!(
+            headers,
+            SeedHeaders { accept: Some("*/*".into()), host: Some("localhost:5000".into()), user_agent: Some("ApacheBench/2.3".into()) }
+        );
         // Validated as over HTTP: a missing field, an unknown type, a server-owned member.
         let missing = validate_seed_message(r#"{"event_type":"join_guild","name":"K","Host":"h"}"#).unwrap_err();
         assert_eq!((missing.reason, missing.field.as_deref()), (RejectReason::MissingField, Some("guild_id")));
@@ -1322,28 +1284,23 @@ mod tests {
         assert_eq!(reason(r#"{"event_type":"join_guild","name":"x"}"#), RejectReason::MissingField);
         assert_eq!(reason(r#"{"event_type":"join_guild","guild_id":"7","name":"x"}"#), RejectReason::WrongType);
         assert_eq!(reason(r#"{"event_type":"join_guild","guild_id":7.5,"name":"x"}"#), RejectReason::WrongType);
-        assert_eq!(
-            reason(r#"{"event_type":"kill_enemy","enemy_id":1,"name":"x","level":40000}"#),
-            RejectReason::OutOfRange
-        );
+        assert_eq!(reason(r#"{"event_type":"kill_enemy","enemy_id":1,"name":"x","level":40000}"#), RejectReason::OutOfRange);
         assert_eq!(reason(r#"{"event_type":"join_guild","guild_id":-1,"name":"x"}"#), RejectReason::Negative);
         assert_eq!(
-            reason(r#"{"event_type":"buy_asset","store_id":1,"item_name":"a","inventory_id":1,"total_cost":-0.5,"category":"c","on_hand_qty":1}"#),
+            reason(
+                r#"{"event_type":"buy_asset","store_id":1,"item_name":"a","inventory_id":1,"total_cost":-0.5,"category":"c","on_hand_qty":1}"#
+            ),
             RejectReason::Negative
         );
         assert_eq!(
-            reason(r#"{"event_type":"buy_asset","store_id":1,"item_name":"a","inventory_id":1,"total_cost":1e300,"category":"c","on_hand_qty":1}"#),
+            reason(
+                r#"{"event_type":"buy_asset","store_id":1,"item_name":"a","inventory_id":1,"total_cost":1e300,"category":"c","on_hand_qty":1}"#
+            ),
             RejectReason::OutOfRange
         );
         let long = "x".repeat(MAX_STRING_BYTES + 1);
-        assert_eq!(
-            reason(&format!(r#"{{"event_type":"join_guild","guild_id":1,"name":"{long}"}}"#)),
-            RejectReason::StringTooLong
-        );
-        assert_eq!(
-            reason(r#"{"event_type":"join_guild","guild_id":1,"name":"x","event_time":"yesterday"}"#),
-            RejectReason::BadTime
-        );
+        assert_eq!(reason(&format!(r#"{{"event_type":"join_guild","guild_id":1,"name":"{long}"}}"#)), RejectReason::StringTooLong);
+        assert_eq!(reason(r#"{"event_type":"join_guild","guild_id":1,"name":"x","event_time":"yesterday"}"#), RejectReason::BadTime);
         assert_eq!(reason(r#"{"event_type":"join_guild","guild_id":1,"name":"x","host":"h"}"#), RejectReason::ServerOwnedField);
         assert_eq!(reason(r#"{"event_type":"join_guild","guild_id":1,"guild_id":2,"name":"x"}"#), RejectReason::DuplicateKey);
         assert_eq!(reason(r#"[1]"#), RejectReason::NotAnObject);

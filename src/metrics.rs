@@ -17,8 +17,7 @@ pub const ROUTES: [&str; 7] = ["events", "seed_style", "healthz", "metrics", "re
 const STATUSES: [u16; 12] = [200, 400, 401, 403, 404, 408, 413, 415, 429, 503, 507, 500];
 
 /// Upper bounds (seconds) of the request latency histogram.
-pub const LATENCY_BUCKETS_SECONDS: [f64; 12] =
-    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+pub const LATENCY_BUCKETS_SECONDS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
 
 /// `event_type` label for events whose type was unknown or missing.
 const UNKNOWN_TYPE: usize = EventType::ALL.len();
@@ -165,11 +164,21 @@ impl Metrics {
         for t in EventType::ALL {
             let _ = writeln!(o, "questlog_events_accepted_total{{event_type=\"{t}\"}} {}", ld(&self.accepted[t.index()]));
         }
-        header(&mut o, "questlog_events_duplicate_total", "counter", "Events dropped because their event_id was already in the log (within the dedup window).");
+        header(
+            &mut o,
+            "questlog_events_duplicate_total",
+            "counter",
+            "Events dropped because their event_id was already in the log (within the dedup window).",
+        );
         for t in EventType::ALL {
             let _ = writeln!(o, "questlog_events_duplicate_total{{event_type=\"{t}\"}} {}", ld(&self.duplicates[t.index()]));
         }
-        header(&mut o, "questlog_events_rejected_total", "counter", "Events refused, by type and reason; each is kept in the rejected store.");
+        header(
+            &mut o,
+            "questlog_events_rejected_total",
+            "counter",
+            "Events refused, by type and reason; each is kept in the rejected store.",
+        );
         for ti in 0..=UNKNOWN_TYPE {
             let tname = EventType::ALL.get(ti).map(|t| t.as_str()).unwrap_or("unknown");
             for r in RejectReason::ALL {
@@ -192,7 +201,12 @@ impl Metrics {
                 }
             }
         }
-        header(&mut o, "questlog_http_request_duration_seconds", "histogram", "Request latency by route, from first byte read to response.");
+        header(
+            &mut o,
+            "questlog_http_request_duration_seconds",
+            "histogram",
+            "Request latency by route, from first byte read to response.",
+        );
         for (ri, route) in ROUTES.iter().enumerate() {
             let h = &self.latency[ri];
             let mut cumulative = 0;
@@ -216,13 +230,28 @@ impl Metrics {
         let _ = writeln!(o, "questlog_log_flushes_total {}", log.flushes_total);
         header(&mut o, "questlog_log_flush_errors_total", "counter", "Group commits that failed; none of their events were acknowledged.");
         let _ = writeln!(o, "questlog_log_flush_errors_total {}", log.flush_errors_total);
-        header(&mut o, "questlog_log_writable", "gauge", "1 while the log takes appends; 0 while the disk is full or its storage is reopening.");
+        header(
+            &mut o,
+            "questlog_log_writable",
+            "gauge",
+            "1 while the log takes appends; 0 while the disk is full or its storage is reopening.",
+        );
         let _ = writeln!(o, "questlog_log_writable {}", u8::from(log.unwritable.is_none()));
-        header(&mut o, "questlog_log_reopens_total", "counter", "Times the log reopened its storage after a failure (disk full, I/O error).");
+        header(
+            &mut o,
+            "questlog_log_reopens_total",
+            "counter",
+            "Times the log reopened its storage after a failure (disk full, I/O error).",
+        );
         let _ = writeln!(o, "questlog_log_reopens_total {}", log.reopens_total);
         header(&mut o, "questlog_log_flush_seconds_total", "counter", "Time spent writing and syncing groups.");
         let _ = writeln!(o, "questlog_log_flush_seconds_total {}", log.flush_seconds_total);
-        header(&mut o, "questlog_log_fsync_seconds_total", "counter", "Of the flush time, the time in fdatasync/fsync after sled's own flush (which stops at sync_file_range).");
+        header(
+            &mut o,
+            "questlog_log_fsync_seconds_total",
+            "counter",
+            "Of the flush time, the time in fdatasync/fsync after sled's own flush (which stops at sync_file_range).",
+        );
         let _ = writeln!(o, "questlog_log_fsync_seconds_total {}", log.fsync_seconds_total);
         header(&mut o, "questlog_log_flush_batch_records", "histogram", "Records per group commit.");
         let mut cumulative = 0;
@@ -241,17 +270,42 @@ impl Metrics {
         let _ = writeln!(o, "questlog_projected_offset {}", projection.projected_offset);
         header(&mut o, "questlog_projection_steps_total", "counter", "Projection steps published.");
         let _ = writeln!(o, "questlog_projection_steps_total {}", projection.steps_total);
-        header(&mut o, "questlog_projection_errors_total", "counter", "Projection steps or compactions that failed or panicked (retried with backoff).");
+        header(
+            &mut o,
+            "questlog_projection_errors_total",
+            "counter",
+            "Projection steps or compactions that failed or panicked (retried with backoff).",
+        );
         let _ = writeln!(o, "questlog_projection_errors_total {}", projection.errors_total);
-        header(&mut o, "questlog_projection_panics_total", "counter", "Projector panics caught; each restarts the projector from the published tables.");
+        header(
+            &mut o,
+            "questlog_projection_panics_total",
+            "counter",
+            "Projector panics caught; each restarts the projector from the published tables.",
+        );
         let _ = writeln!(o, "questlog_projection_panics_total {}", projection.panics_total);
         header(&mut o, "questlog_projection_failing", "gauge", "1 while projection fails (see /healthz for why), else 0.");
         let _ = writeln!(o, "questlog_projection_failing {}", u8::from(projection.error.is_some()));
-        header(&mut o, "questlog_requests_unauthorized_total", "counter", "Requests answered 401: missing or unknown API key (nothing appended).");
+        header(
+            &mut o,
+            "questlog_requests_unauthorized_total",
+            "counter",
+            "Requests answered 401: missing or unknown API key (nothing appended).",
+        );
         let _ = writeln!(o, "questlog_requests_unauthorized_total {}", ld(&self.unauthorized_total));
-        header(&mut o, "questlog_requests_rate_limited_total", "counter", "Requests answered 429: over an API key's event rate (nothing appended).");
+        header(
+            &mut o,
+            "questlog_requests_rate_limited_total",
+            "counter",
+            "Requests answered 429: over an API key's event rate (nothing appended).",
+        );
         let _ = writeln!(o, "questlog_requests_rate_limited_total {}", ld(&self.rate_limited_total));
-        header(&mut o, "questlog_requests_over_body_memory_total", "counter", "Requests answered 503 because the request bodies in flight held the server's body memory budget (nothing appended).");
+        header(
+            &mut o,
+            "questlog_requests_over_body_memory_total",
+            "counter",
+            "Requests answered 503 because the request bodies in flight held the server's body memory budget (nothing appended).",
+        );
         let _ = writeln!(o, "questlog_requests_over_body_memory_total {}", ld(&self.over_body_memory_total));
         header(&mut o, "questlog_requests_forbidden_total", "counter", "Requests answered 403: an API key without the grant the route needs, or (without keys) a Host or Origin that is not this server's.");
         for (i, cause) in FORBIDDEN_CAUSES.iter().enumerate() {
@@ -261,7 +315,12 @@ impl Metrics {
         for (i, cause) in NOT_STORED_CAUSES.iter().enumerate() {
             let _ = writeln!(o, "questlog_rejected_events_not_stored_total{{cause=\"{cause}\"}} {}", ld(&self.rejected_not_stored[i]));
         }
-        header(&mut o, "questlog_response_memory_waits_total", "counter", "Times a streamed response (replay, rejected) waited for the response memory budget.");
+        header(
+            &mut o,
+            "questlog_response_memory_waits_total",
+            "counter",
+            "Times a streamed response (replay, rejected) waited for the response memory budget.",
+        );
         let _ = writeln!(o, "questlog_response_memory_waits_total {}", ld(&self.response_memory_waits_total));
         header(&mut o, "questlog_connections_open", "gauge", "HTTP connections open now.");
         let _ = writeln!(o, "questlog_connections_open {}", ld(&self.connections_open));

@@ -114,7 +114,6 @@ pub fn render_until(log: &dyn EventLog, from: u64, to: u64, max_bytes: usize, ou
     Ok(next)
 }
 
-
 /// Renders records `from..to` of `log` into one string with `render`, on a blocking
 /// thread (reading the log is synchronous); for the async paths that read the log.
 pub async fn render_chunk(
@@ -225,7 +224,9 @@ pub async fn replay_to_url(
                 Err(e) => format!("sending to {url}: {e}"),
             };
             if attempt >= SEND_ATTEMPTS {
-                return Err(ReplayError::Send(format!("{retry_reason} ({attempt} attempts; offsets {next}..{upto} may be partly sent, replaying again is safe)")));
+                return Err(ReplayError::Send(format!(
+                    "{retry_reason} ({attempt} attempts; offsets {next}..{upto} may be partly sent, replaying again is safe)"
+                )));
             }
             report.retries += 1;
             tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
@@ -263,7 +264,8 @@ mod tests {
         let raw = r#"{"event_type":"kill_enemy","enemy_id":3,"name":"Orc \"Big\"","level":7}"#;
         let r = Record {
             received_at_us: 0,
-            meta: RequestMeta::<&str> { accept: Some("*/*"), host: None, user_agent: Some("ab"), app: None }.map(crate::event::Shared::from),
+            meta: RequestMeta::<&str> { accept: Some("*/*"), host: None, user_agent: Some("ab"), app: None }
+                .map(crate::event::Shared::from),
             raw_event: raw.into(),
             event: validate_json(raw).unwrap(),
         };

@@ -38,9 +38,7 @@ impl std::str::FromStr for OutputFormat {
             "table" | "text" => Ok(OutputFormat::Table),
             "csv" => Ok(OutputFormat::Csv),
             "json" | "jsonl" | "ndjson" => Ok(OutputFormat::Json),
-            other => Err(format!(
-                "unknown output format `{other}`; use table, csv or json"
-            )),
+            other => Err(format!("unknown output format `{other}`; use table, csv or json")),
         }
     }
 }
@@ -82,10 +80,7 @@ pub enum SqlError {
 }
 
 fn query_error(source: PolarsError) -> SqlError {
-    SqlError::Query {
-        reason: source.to_string(),
-        source,
-    }
+    SqlError::Query { reason: source.to_string(), source }
 }
 
 /// Runs one SQL statement over the five tables and returns its result.
@@ -236,23 +231,11 @@ pub fn names_catalog_tables(query: &str) -> bool {
 /// Prints a query result.
 pub fn format_output(df: &mut DataFrame, format: OutputFormat) -> Result<String, SqlError> {
     match format {
-        OutputFormat::Table => format_table(df).map_err(|source| SqlError::Output {
-            format: "a table",
-            source,
-        }),
+        OutputFormat::Table => format_table(df).map_err(|source| SqlError::Output { format: "a table", source }),
         OutputFormat::Csv => {
             let mut buf = Vec::new();
-            let mut out = utc_as_rfc3339(df).map_err(|source| SqlError::Output {
-                format: "CSV",
-                source,
-            })?;
-            CsvWriter::new(&mut buf)
-                .include_header(true)
-                .finish(&mut out)
-                .map_err(|source| SqlError::Output {
-                    format: "CSV",
-                    source,
-                })?;
+            let mut out = utc_as_rfc3339(df).map_err(|source| SqlError::Output { format: "CSV", source })?;
+            CsvWriter::new(&mut buf).include_header(true).finish(&mut out).map_err(|source| SqlError::Output { format: "CSV", source })?;
             Ok(String::from_utf8_lossy(&buf).into_owned())
         }
         OutputFormat::Json => {
@@ -260,10 +243,7 @@ pub fn format_output(df: &mut DataFrame, format: OutputFormat) -> Result<String,
             JsonWriter::new(&mut buf)
                 .with_json_format(JsonFormat::JsonLines)
                 .finish(df)
-                .map_err(|source| SqlError::Output {
-                    format: "JSON lines",
-                    source,
-                })?;
+                .map_err(|source| SqlError::Output { format: "JSON lines", source })?;
             Ok(String::from_utf8_lossy(&buf).into_owned())
         }
     }
@@ -305,10 +285,7 @@ fn cells(column: &Column, rows: usize) -> PolarsResult<Vec<String>> {
     // Most types print well through a cast to String; others through AnyValue's Display.
     if let Ok(as_str) = column.cast(&DataType::String) {
         if let Ok(ca) = as_str.str() {
-            return Ok(ca
-                .iter()
-                .map(|v| v.map_or_else(|| "null".to_string(), clean_cell))
-                .collect());
+            return Ok(ca.iter().map(|v| v.map_or_else(|| "null".to_string(), clean_cell)).collect());
         }
     }
     (0..column.len())
@@ -325,10 +302,7 @@ fn cells(column: &Column, rows: usize) -> PolarsResult<Vec<String>> {
 
 /// One line, at most [`MAX_CELL_CHARS`] characters.
 fn clean_cell(s: &str) -> String {
-    let one_line: String = s
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let one_line: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
     if one_line.chars().count() > MAX_CELL_CHARS {
         let mut cut: String = one_line.chars().take(MAX_CELL_CHARS - 1).collect();
         cut.push('…');
@@ -354,23 +328,12 @@ fn format_table(df: &DataFrame) -> PolarsResult<String> {
     let shown = df.height().min(MAX_TABLE_ROWS);
     let mut columns: Vec<(String, bool, Vec<String>)> = Vec::with_capacity(df.width());
     for column in df.columns() {
-        columns.push((
-            clean_cell(column.name().as_str()),
-            is_numeric(column.dtype()),
-            cells(column, shown)?,
-        ));
+        columns.push((clean_cell(column.name().as_str()), is_numeric(column.dtype()), cells(column, shown)?));
     }
     let width = |s: &str| s.chars().count();
     let widths: Vec<usize> = columns
         .iter()
-        .map(|(name, _, values)| {
-            values
-                .iter()
-                .map(|v| width(v))
-                .chain(std::iter::once(width(name)))
-                .max()
-                .unwrap_or(0)
-        })
+        .map(|(name, _, values)| values.iter().map(|v| width(v)).chain(std::iter::once(width(name))).max().unwrap_or(0))
         .collect();
 
     let mut out = String::new();
@@ -397,32 +360,17 @@ fn format_table(df: &DataFrame) -> PolarsResult<String> {
         out.push('\n');
     };
     if !columns.is_empty() {
-        line(
-            &mut out,
-            &mut columns
-                .iter()
-                .zip(&widths)
-                .map(|((name, _, _), w)| (name.as_str(), *w, false)),
-        );
+        line(&mut out, &mut columns.iter().zip(&widths).map(|((name, _, _), w)| (name.as_str(), *w, false)));
         let rule: Vec<String> = widths.iter().map(|w| "-".repeat(w + 2)).collect();
         out.push_str(&rule.join("+"));
         out.push('\n');
         for row in 0..shown {
-            line(
-                &mut out,
-                &mut columns
-                    .iter()
-                    .zip(&widths)
-                    .map(|((_, numeric, values), w)| (values[row].as_str(), *w, *numeric)),
-            );
+            line(&mut out, &mut columns.iter().zip(&widths).map(|((_, numeric, values), w)| (values[row].as_str(), *w, *numeric)));
         }
     }
     let total = df.height();
     if shown < total {
-        let _ = writeln!(
-            out,
-            "(showing the first {shown} of {total} rows; use CSV or JSON output for all of them)"
-        );
+        let _ = writeln!(out, "(showing the first {shown} of {total} rows; use CSV or JSON output for all of them)");
     } else {
         let _ = writeln!(out, "({total} {})", if total == 1 { "row" } else { "rows" });
     }
@@ -435,15 +383,12 @@ mod skip_tests {
 
     #[test]
     fn skips_only_unnamed_columns() {
-        let all: Vec<&str> = crate::report::TABLE_NAMES
-            .iter()
-            .flat_map(|t| crate::report::column_names(t))
-            .fold(Vec::new(), |mut v, c| {
-                if c != "log_offset" && !v.contains(&c) {
-                    v.push(c);
-                }
-                v
-            });
+        let all: Vec<&str> = crate::report::TABLE_NAMES.iter().flat_map(|t| crate::report::column_names(t)).fold(Vec::new(), |mut v, c| {
+            if c != "log_offset" && !v.contains(&c) {
+                v.push(c);
+            }
+            v
+        });
         assert_eq!(skippable_columns("SELECT count(*) FROM transactions"), all);
         assert!(skippable_columns("SELECT * FROM transactions").is_empty());
         assert!(skippable_columns("SELECT t.* FROM transactions t").is_empty());
@@ -456,7 +401,10 @@ mod skip_tests {
             assert!(skip.contains(&skipped), "{skipped} is not named");
         }
         assert!(skippable_columns("SELECT hostname_x FROM quests").contains(&"host"));
-        assert_eq!(super::named_tables("SELECT * FROM quests q JOIN take_damage d ON q.player_id = d.player_id"), ["quests", "take_damage"]);
+        assert_eq!(
+            super::named_tables("SELECT * FROM quests q JOIN take_damage d ON q.player_id = d.player_id"),
+            ["quests", "take_damage"]
+        );
         assert!(super::named_tables("SELECT 1 AS quests_x").is_empty());
     }
 }
@@ -537,26 +485,27 @@ mod tests {
     fn an_unknown_column_names_the_tables_real_columns_and_the_closest() {
         // As `questlog sql` loads them for a query naming no real column: `log_offset` only.
         let mut frames = Frames::empty();
-        for df in [&mut frames.guild_joins, &mut frames.enemy_kills, &mut frames.quests, &mut frames.take_damage, &mut frames.transactions] {
+        for df in [&mut frames.guild_joins, &mut frames.enemy_kills, &mut frames.quests, &mut frames.take_damage, &mut frames.transactions]
+        {
             *df = df.select(["log_offset"]).unwrap();
         }
         let msg = run_sql(&frames, "SELECT item_nme FROM transactions").unwrap_err().to_string();
         assert!(msg.contains("unknown column \"item_nme\"; did you mean \"item_name\"?"), "{msg}");
         assert!(msg.contains("columns of transactions: raw_event,") && msg.contains("item_name, inventory_id, total_cost"), "{msg}");
         assert!(!msg.contains("columns of quests"), "only the tables the query names: {msg}");
-        let msg = run_sql(&frames, "SELECT q.nope FROM quests q JOIN guild_joins g ON q.log_offset = g.log_offset").unwrap_err().to_string();
-        assert!(msg.contains("unknown column \"nope\"") && msg.contains("columns of quests:") && msg.contains("columns of guild_joins:"), "{msg}");
+        let msg =
+            run_sql(&frames, "SELECT q.nope FROM quests q JOIN guild_joins g ON q.log_offset = g.log_offset").unwrap_err().to_string();
+        assert!(
+            msg.contains("unknown column \"nope\"") && msg.contains("columns of quests:") && msg.contains("columns of guild_joins:"),
+            "{msg}"
+        );
         assert!(!msg.contains("did you mean"), "nothing is close to `nope`: {msg}");
     }
 
     #[test]
     fn formats_table_csv_and_json_lines() {
         let frames = frames();
-        let mut df = run_sql(
-            &frames,
-            "SELECT item_name, store_id FROM transactions ORDER BY store_id, item_name",
-        )
-        .unwrap();
+        let mut df = run_sql(&frames, "SELECT item_name, store_id FROM transactions ORDER BY store_id, item_name").unwrap();
         let table = format_output(&mut df, OutputFormat::Table).unwrap();
         assert_eq!(
             table,

@@ -97,7 +97,13 @@ pub fn verify(log: &dyn EventLog, root: &TablesRoot, data_dir: &Path, progress: 
     for (i, def) in TABLES.iter().enumerate() {
         rows.push(compare_table(def.name, &snap.files[i], &rebuilt.files[i], snap.offset, None)?);
     }
-    Ok(VerifyReport { log_records: n, tables_offset: snap.offset, rows, files: snap.files.iter().map(Vec::len).sum(), partition_offsets: None })
+    Ok(VerifyReport {
+        log_records: n,
+        tables_offset: snap.offset,
+        rows,
+        files: snap.files.iter().map(Vec::len).sum(),
+        partition_offsets: None,
+    })
 }
 
 /// Verifies tables projected from the Kafka topic `topic` (whose values are in `format`):
@@ -105,7 +111,14 @@ pub fn verify(log: &dyn EventLog, root: &TablesRoot, data_dir: &Path, progress: 
 /// exactly those a rebuild from the topic up to the tables' offsets gives, in order.
 /// (Across partitions, a table's rows follow its steps, a rebuild's follow the
 /// partitions: only the order within a partition is promised.)
-pub fn verify_topic(log: &dyn EventLog, format: ValueFormat, topic: &str, root: &TablesRoot, data_dir: &Path, progress: &ProgressBar) -> Result<VerifyReport, VerifyError> {
+pub fn verify_topic(
+    log: &dyn EventLog,
+    format: ValueFormat,
+    topic: &str,
+    root: &TablesRoot,
+    data_dir: &Path,
+    progress: &ProgressBar,
+) -> Result<VerifyReport, VerifyError> {
     let layout = Layout::Topic { topic: topic.to_string(), partitions: log.partitions() };
     let snap = project::snapshot_with(root, data_dir, Some(&layout))?;
     check_files(&snap)?;
@@ -120,7 +133,13 @@ pub fn verify_topic(log: &dyn EventLog, format: ValueFormat, topic: &str, root: 
             rows[i] += compare_table(def.name, &snap.files[i], &rebuilt.files[i], snap.offset, Some(p as i32))?;
         }
     }
-    Ok(VerifyReport { log_records: summary.events, tables_offset: snap.offset, rows, files: snap.files.iter().map(Vec::len).sum(), partition_offsets: Some(to) })
+    Ok(VerifyReport {
+        log_records: summary.events,
+        tables_offset: snap.offset,
+        rows,
+        files: snap.files.iter().map(Vec::len).sum(),
+        partition_offsets: Some(to),
+    })
 }
 
 /// Every file the Delta log lists exists with the size it recorded.
@@ -173,22 +192,29 @@ impl Rows<'_> {
                             continue; // no row of this partition in the batch: read on
                         }
                     },
-                    Some(Err(e)) => {
-                        return Err(VerifyError::Unreadable { table: self.table, path: path.clone(), reason: e.to_string() })
-                    }
+                    Some(Err(e)) => return Err(VerifyError::Unreadable { table: self.table, path: path.clone(), reason: e.to_string() }),
                     None => self.reader = None,
                 }
             }
             let Some(path) = self.files.next() else { return Ok(None) };
-            let reader = project::batch_reader(path)
-                .map_err(|e| VerifyError::Unreadable { table: self.table, path: path.clone(), reason: e.to_string() })?;
+            let reader = project::batch_reader(path).map_err(|e| VerifyError::Unreadable {
+                table: self.table,
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
             self.reader = Some((path.clone(), reader));
         }
     }
 }
 
 /// Compares a table's published rows with the rebuilt ones, slice by slice.
-fn compare_table(table: &'static str, actual: &[PathBuf], expected: &[PathBuf], offset: u64, partition: Option<i32>) -> Result<u64, VerifyError> {
+fn compare_table(
+    table: &'static str,
+    actual: &[PathBuf],
+    expected: &[PathBuf],
+    offset: u64,
+    partition: Option<i32>,
+) -> Result<u64, VerifyError> {
     let mut a = Rows { table, files: actual.iter(), reader: None, partition };
     let mut e = Rows { table, files: expected.iter(), reader: None, partition };
     let (mut ab, mut eb): (Option<RecordBatch>, Option<RecordBatch>) = (None, None);

@@ -29,10 +29,7 @@ pub struct BadUrl(pub String);
 /// `http://host:port` → `http://host:port/v1/events`; a URL already naming a path is kept.
 pub fn events_url(base: &str) -> Result<String, BadUrl> {
     let trimmed = base.trim_end_matches('/');
-    let rest = trimmed
-        .strip_prefix("http://")
-        .or_else(|| trimmed.strip_prefix("https://"))
-        .ok_or_else(|| BadUrl(base.to_string()))?;
+    let rest = trimmed.strip_prefix("http://").or_else(|| trimmed.strip_prefix("https://")).ok_or_else(|| BadUrl(base.to_string()))?;
     if rest.is_empty() {
         return Err(BadUrl(base.to_string()));
     }

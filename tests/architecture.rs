@@ -77,7 +77,10 @@ fn no_module_imports_itself_through_others() {
 fn the_code_map_names_every_module() {
     let map = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("ARCHITECTURE.md")).unwrap();
     for m in imports().keys() {
-        assert!(map.contains(&format!("`src/{m}.rs`")) || map.contains(&format!("`src/{m}/")), "ARCHITECTURE.md's code map does not name src/{m}");
+        assert!(
+            map.contains(&format!("`src/{m}.rs`")) || map.contains(&format!("`src/{m}/")),
+            "ARCHITECTURE.md's code map does not name src/{m}"
+        );
     }
 }
 

@@ -51,7 +51,11 @@ fn serve_with_a_catalogue_checks_fills_in_and_keeps_stock() {
     let expected: Vec<(usize, &str, &str)> = cases.iter().enumerate().filter_map(|(i, (_, e))| e.map(|(r, f)| (i, r, f))).collect();
     assert_eq!(rejected.len(), expected.len(), "{v}");
     for (got, (i, reason, field)) in rejected.iter().zip(&expected) {
-        assert_eq!((got["index"].as_u64().unwrap() as usize, got["reason"].as_str().unwrap(), got["field"].as_str().unwrap()), (*i, *reason, *field), "{got}");
+        assert_eq!(
+            (got["index"].as_u64().unwrap() as usize, got["reason"].as_str().unwrap(), got["field"].as_str().unwrap()),
+            (*i, *reason, *field),
+            "{got}"
+        );
     }
 
     // The seed's route: store and item ids only; the rest from the catalogue.
@@ -144,7 +148,16 @@ fn a_corrupt_or_schema_less_catalogue_is_refused_and_nothing_is_appended() {
 
     let cases: [(&Path, &[&str]); 4] = [
         (&garbage, &["is not a readable SQLite database", "garbage.sqlite"]),
-        (&empty, &["empty.sqlite", "is not a questlog catalogue", "column `stores.traffic_weight`", "column `stores.restock_interval_hours`", "table `items`"]),
+        (
+            &empty,
+            &[
+                "empty.sqlite",
+                "is not a questlog catalogue",
+                "column `stores.traffic_weight`",
+                "column `stores.restock_interval_hours`",
+                "table `items`",
+            ],
+        ),
         (&damaged, &["damaged.sqlite", "is not a readable SQLite database"]),
         (&d.join("missing.sqlite"), &["missing.sqlite", "no such file"]),
     ];
@@ -172,7 +185,9 @@ fn the_shipped_example_file_is_its_sql_and_init_writes_a_valid_catalogue() {
     let built = d.join("from-sql.sqlite");
     let sql = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/catalog-example.sql")).unwrap();
     rusqlite::Connection::open(&built).unwrap().execute_batch(&sql).unwrap();
-    let hash = |f: &Path| questlog_ok(d, &["catalog", "show", f.to_str().unwrap()]).split_whitespace().find(|w| w.starts_with("sha256:")).unwrap().to_string();
+    let hash = |f: &Path| {
+        questlog_ok(d, &["catalog", "show", f.to_str().unwrap()]).split_whitespace().find(|w| w.starts_with("sha256:")).unwrap().to_string()
+    };
     assert_eq!(hash(&built), hash(&fixture()), "fixtures/catalog-example.sqlite is not fixtures/catalog-example.sql");
 
     let a = d.join("a.sqlite");

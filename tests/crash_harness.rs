@@ -45,7 +45,10 @@ fn acknowledged_events_survive_random_sigkills_exactly_once() {
                         let body = format!(
                             "[{}]",
                             ids.iter()
-                                .map(|id| format!(r#"{{"event_type":"take_damage","enemy_id":{c},"name":"Orc","damage":{r},"event_id":"{id}"}}"#, r = r % 1000))
+                                .map(|id| format!(
+                                    r#"{{"event_type":"take_damage","enemy_id":{c},"name":"Orc","damage":{r},"event_id":"{id}"}}"#,
+                                    r = r % 1000
+                                ))
                                 .collect::<Vec<_>>()
                                 .join(",")
                         );

@@ -285,11 +285,7 @@ fn can_mount_privately() -> bool {
     }
     let probe = tempfile::tempdir().unwrap();
     let script = format!("mount -t tmpfs -o size=1m questlog-probe '{}'", probe.path().display());
-    let ok = cmd
-        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
+    let ok = cmd.args(["--mount", "--propagation", "private", "sh", "-c", &script]).output().map(|o| o.status.success()).unwrap_or(false);
     can_run(ok, "a tmpfs in a private mount namespace (root or user namespaces, and util-linux's unshare)")
 }
 

@@ -98,11 +98,7 @@ fn fd_arg(args: &str) -> &str {
 }
 
 fn strace_usable() -> bool {
-    let ok = Command::new("strace")
-        .args(["-f", "-o", "/dev/null", "true"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
+    let ok = Command::new("strace").args(["-f", "-o", "/dev/null", "true"]).output().map(|o| o.status.success()).unwrap_or(false);
     can_run(ok, "strace with ptrace allowed (apt-get install strace; run as root)")
 }
 
@@ -168,7 +164,8 @@ fn every_acknowledgement_follows_an_fsync_of_the_log_covering_it() {
     let trace = std::fs::read_to_string(&trace_path).unwrap();
     let calls = parse_trace(&trace);
     let is_log_file = |c: &Call| fd_arg(&c.args).ends_with("/log/db>");
-    let syncs: Vec<&Call> = calls.iter().filter(|c| matches!(c.name.as_str(), "fsync" | "fdatasync") && is_log_file(c) && c.ret == 0).collect();
+    let syncs: Vec<&Call> =
+        calls.iter().filter(|c| matches!(c.name.as_str(), "fsync" | "fdatasync") && is_log_file(c) && c.ret == 0).collect();
     let log_writes: Vec<&Call> = calls.iter().filter(|c| c.name.starts_with("pwrite") && is_log_file(c) && c.ret > 0).collect();
     assert!(!log_writes.is_empty(), "the trace shows no write of log/db: is the log elsewhere?");
 
@@ -189,7 +186,10 @@ fn every_acknowledgement_follows_an_fsync_of_the_log_covering_it() {
         }
     }
     let mut checked: HashMap<&str, usize> = HashMap::new();
-    for answer in calls.iter().filter(|c| matches!(c.name.as_str(), "write" | "writev" | "sendto" | "sendmsg") && tcp(c) && c.args.contains("\"HTTP/1.1 200")) {
+    for answer in calls
+        .iter()
+        .filter(|c| matches!(c.name.as_str(), "write" | "writev" | "sendto" | "sendmsg") && tcp(c) && c.args.contains("\"HTTP/1.1 200"))
+    {
         let conn = fd_arg(&answer.args).split_once('<').map_or("", |x| x.1);
         let Some(&phase) = kind.get(conn) else { continue };
         let request_read = reads[conn].iter().filter(|r| r.end < answer.start).map(|r| r.end).fold(f64::MIN, f64::max);
@@ -201,12 +201,13 @@ fn every_acknowledgement_follows_an_fsync_of_the_log_covering_it() {
             request_read
         );
         if phase == "sequential" {
-            let last_write = log_writes
-                .iter()
-                .filter(|w| w.start > request_read && w.end < answer.start)
-                .map(|w| w.end)
-                .fold(f64::MIN, f64::max);
-            assert!(last_write > f64::MIN, "no write of log/db between the request on {conn} (line {request_read}) and its answer (line {})", answer.end);
+            let last_write =
+                log_writes.iter().filter(|w| w.start > request_read && w.end < answer.start).map(|w| w.end).fold(f64::MIN, f64::max);
+            assert!(
+                last_write > f64::MIN,
+                "no write of log/db between the request on {conn} (line {request_read}) and its answer (line {})",
+                answer.end
+            );
             assert!(
                 syncs.iter().any(|s| s.start > last_write && s.end < answer.start),
                 "the answer on {conn} (line {}) is not preceded by an fsync of log/db that began after the log's last write for it (line {last_write})",
@@ -216,7 +217,11 @@ fn every_acknowledgement_follows_an_fsync_of_the_log_covering_it() {
         *checked.entry(phase).or_default() += 1;
     }
     assert_eq!(checked.get("sequential").copied().unwrap_or(0), SEQUENTIAL_REQUESTS, "every sequential answer was found in the trace");
-    assert_eq!(checked.get("concurrent").copied().unwrap_or(0), CLIENTS * REQUESTS_PER_CLIENT, "every concurrent answer was found in the trace");
+    assert_eq!(
+        checked.get("concurrent").copied().unwrap_or(0),
+        CLIENTS * REQUESTS_PER_CLIENT,
+        "every concurrent answer was found in the trace"
+    );
     let sync_file_ranges = calls.iter().filter(|c| c.name == "sync_file_range" && is_log_file(c)).count();
     eprintln!(
         "durability trace: {} log writes, {} sync_file_range, {} fsync/fdatasync of log/db for {} answers",

@@ -119,9 +119,15 @@ fn wrong_content_types_deep_nesting_and_bad_bytes_get_4xx() {
     for depth in [10_000, 7_000_000] {
         let deep = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
         let r = server.post("/v1/events", &[], deep.as_bytes());
-        assert!(matches!(r.status, 400 | 413) || (r.status == 200 && r.json()["accepted"] == 0), "depth {depth}: {} {}", r.status, r.text());
+        assert!(
+            matches!(r.status, 400 | 413) || (r.status == 200 && r.json()["accepted"] == 0),
+            "depth {depth}: {} {}",
+            r.status,
+            r.text()
+        );
     }
-    let deep_field = format!(r#"{{"event_type":"join_guild","guild_id":1,"name":"x","extra":{}1{}}}"#, "[".repeat(5_000), "]".repeat(5_000));
+    let deep_field =
+        format!(r#"{{"event_type":"join_guild","guild_id":1,"name":"x","extra":{}1{}}}"#, "[".repeat(5_000), "]".repeat(5_000));
     let r = server.post("/v1/events", &[], format!("[{deep_field}]").as_bytes());
     assert!(r.status == 400 || r.json()["rejected"][0]["reason"] == "malformed_json", "{}", r.text());
     // Huge numbers and invalid UTF-8 inside an otherwise fine array.
@@ -159,7 +165,8 @@ fn api_keys_gate_appends_name_the_app_and_limit_its_rate() {
     // A good key: accepted, recorded under its app.
     let r = server.post("/v1/events", &[("Authorization", "Bearer qk_mobile_0123456789abcdef")], event);
     assert_eq!(r.status, 200, "{}", r.text());
-    let r = http(server.addr, "GET", "/kill_enemy?enemy_id=1&name=Orc&level=2", &[("X-API-Key", "qk_mobile_0123456789abcdef")], b"").unwrap();
+    let r =
+        http(server.addr, "GET", "/kill_enemy?enemy_id=1&name=Orc&level=2", &[("X-API-Key", "qk_mobile_0123456789abcdef")], b"").unwrap();
     assert_eq!(r.status, 200);
     // Over the tiny app's rate (burst 10): 429 with Retry-After, nothing appended.
     let batch = format!("[{}]", vec![std::str::from_utf8(event).unwrap(); 8].join(","));
@@ -226,10 +233,8 @@ fn wait_projected(server: &Server) {
 #[test]
 fn hostile_suite_answers_4xx_and_memory_returns() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_with(
-        dir.path(),
-        &["--max-connections", "32", "--header-read-timeout-ms", "300", "--body-read-timeout-ms", "300"],
-    );
+    let server =
+        Server::start_with(dir.path(), &["--max-connections", "32", "--header-read-timeout-ms", "300", "--body-read-timeout-ms", "300"]);
     let pid = server.child.id();
     // Ordinary traffic first: the baseline is a server that has done its normal work.
     let ok_event = r#"{"event_type":"join_guild","guild_id":1,"name":"Knights"}"#;
@@ -247,7 +252,8 @@ fn hostile_suite_answers_4xx_and_memory_returns() {
     bad_utf8.extend_from_slice(b"\"}");
     let dup_key = r#"{"event_type":"join_guild","guild_id":1,"guild_id":2,"name":"x"}"#;
     let huge_number = r#"{"event_type":"join_guild","guild_id":123456789012345678901234567890,"name":"x"}"#;
-    let non_finite = r#"{"event_type":"buy_asset","store_id":1,"item_name":"a","inventory_id":1,"total_cost":1e400,"category":"c","on_hand_qty":1}"#;
+    let non_finite =
+        r#"{"event_type":"buy_asset","store_id":1,"item_name":"a","inventory_id":1,"total_cost":1e400,"category":"c","on_hand_qty":1}"#;
 
     for round in 0..5 {
         let expect = |what: &str, r: Response, status: u16| {
@@ -255,7 +261,8 @@ fn hostile_suite_answers_4xx_and_memory_returns() {
         };
         // A body over the limit, announced by Content-Length: refused before it is sent.
         let mut big = TcpStream::connect(server.addr).unwrap();
-        write!(big, "POST /v1/events HTTP/1.1\r\nHost: {}\r\nContent-Length: {over_body_len}\r\nExpect: 100-continue\r\n\r\n", server.addr).unwrap();
+        write!(big, "POST /v1/events HTTP/1.1\r\nHost: {}\r\nContent-Length: {over_body_len}\r\nExpect: 100-continue\r\n\r\n", server.addr)
+            .unwrap();
         let answer = read_until(big, "}");
         assert!(answer.starts_with("HTTP/1.1 413"), "round {round}, body over the limit: {answer:?}");
         expect("gzip bomb", server.post("/v1/events", &[("Content-Encoding", "gzip")], &bomb), 413);
@@ -269,7 +276,11 @@ fn hostile_suite_answers_4xx_and_memory_returns() {
         // Seed-style routes carry one event: a refused one is a 400.
         expect("duplicate parameter", server.get("/join_guild?guild_id=1&guild_id=2&name=x"), 400);
         expect("huge number", server.get("/join_guild?guild_id=123456789012345678901234567890&name=x"), 400);
-        expect("non-finite number", server.get("/buy_asset?store_id=1&item_name=a&inventory_id=1&total_cost=inf&category=c&on_hand_qty=1"), 400);
+        expect(
+            "non-finite number",
+            server.get("/buy_asset?store_id=1&item_name=a&inventory_id=1&total_cost=inf&category=c&on_hand_qty=1"),
+            400,
+        );
         // In a readable JSON body, the contract answers 200 and refuses each bad event
         // in `rejected` with its reason; nothing of it is accepted.
         for (what, body, reason) in [
@@ -353,7 +364,8 @@ fn ndjson_line_bombs_in_parallel_stay_within_the_memory_budget() {
             .map(|_| {
                 let bomb = bomb.clone();
                 std::thread::spawn(move || {
-                    http(addr, "POST", "/v1/events", &[("Content-Type", "application/x-ndjson"), ("Content-Encoding", "gzip")], &bomb).unwrap()
+                    http(addr, "POST", "/v1/events", &[("Content-Type", "application/x-ndjson"), ("Content-Encoding", "gzip")], &bomb)
+                        .unwrap()
                 })
             })
             .collect();
@@ -447,7 +459,12 @@ fn raw_request(addr: std::net::SocketAddr, head: &str, body: &[u8]) -> Response 
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let headers = head.lines().skip(1).filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string())).collect();
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
     Response { status, headers, body: body.as_bytes().to_vec() }
 }
 
@@ -515,7 +532,12 @@ fn header_heavy_ndjson_in_parallel_stays_within_memory_and_store_bounds() {
     );
     assert!(peak <= peak_before.max(before) + PEAK_GROWTH_KIB, "peak RSS {peak} KiB from {before} KiB: over start + 384 MiB");
     assert!(after as f64 <= before as f64 * 1.2, "RSS {after} KiB after, from {before} KiB");
-    assert!(((log_after - log_before.min(log_after)) as f64) < store_bound, "the log grew by {} bytes for {} rejected 2-byte lines", log_after - log_before, rounds * 20 * 10_000);
+    assert!(
+        ((log_after - log_before.min(log_after)) as f64) < store_bound,
+        "the log grew by {} bytes for {} rejected 2-byte lines",
+        log_after - log_before,
+        rounds * 20 * 10_000
+    );
     server.stop();
     // The headers kept are cut to 1 KiB.
     let rejected = questlog_ok(&data, &["rejected", "--limit", "3"]);
@@ -661,7 +683,9 @@ fn empty_event_ids_do_not_make_events_repeats() {
         let j = server.post("/v1/events", &[], body).json();
         assert_eq!((j["accepted"].as_u64(), j["duplicates"].as_u64()), (Some(1), Some(0)), "{j}");
     }
-    let j = server.post("/v1/events", &[], format!("[{},{}]", std::str::from_utf8(a).unwrap(), std::str::from_utf8(b).unwrap()).as_bytes()).json();
+    let j = server
+        .post("/v1/events", &[], format!("[{},{}]", std::str::from_utf8(a).unwrap(), std::str::from_utf8(b).unwrap()).as_bytes())
+        .json();
     assert_eq!((j["accepted"].as_u64(), j["duplicates"].as_u64()), (Some(2), Some(0)), "{j}");
     assert_eq!(server.get("/join_guild?guild_id=3&name=z&event_id=").json()["accepted"], 1);
     server.stop();
@@ -678,7 +702,13 @@ fn keyless_servers_stay_on_loopback_and_refuse_other_sites() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
     let event = r#"{"event_type":"join_guild","guild_id":1,"name":"x"}"#;
-    let post = |host: &str, extra: &str| raw_request(server.addr, &format!("POST /v1/events HTTP/1.1\r\nHost: {host}\r\nContent-Type: text/plain\r\n{extra}"), event.as_bytes());
+    let post = |host: &str, extra: &str| {
+        raw_request(
+            server.addr,
+            &format!("POST /v1/events HTTP/1.1\r\nHost: {host}\r\nContent-Type: text/plain\r\n{extra}"),
+            event.as_bytes(),
+        )
+    };
     let port = server.addr.port();
     assert_eq!(post(&format!("evil.example:{port}"), "").status, 403, "a rebound name");
     let r = raw_request(server.addr, &format!("GET /v1/replay?from=0 HTTP/1.1\r\nHost: rebind.example:{port}\r\n"), b"");
@@ -714,7 +744,14 @@ fn keyless_servers_stay_on_loopback_and_refuse_other_sites() {
     refused.stderr.take().unwrap().read_to_string(&mut err).unwrap();
     assert!(err.contains("--allow-keyless") && err.contains("--api-keys"), "{err}");
     let mut cmd = std::process::Command::new(bin());
-    cmd.arg("--data-dir").arg(dir.path().join("open")).args(["serve", "--listen", "0.0.0.0:0", "--allow-keyless", "--allowed-host", "game.example"]);
+    cmd.arg("--data-dir").arg(dir.path().join("open")).args([
+        "serve",
+        "--listen",
+        "0.0.0.0:0",
+        "--allow-keyless",
+        "--allowed-host",
+        "game.example",
+    ]);
     let open = Server::start_command(cmd);
     let r = raw_request(open.addr, "GET /healthz HTTP/1.1\r\nHost: game.example\r\n", b"");
     assert_eq!(r.status, 200, "an --allowed-host name: {}", r.text());
@@ -726,7 +763,8 @@ fn keyless_servers_stay_on_loopback_and_refuse_other_sites() {
 #[test]
 fn unreadable_bodies_are_charged_to_the_rate_before_they_are_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let keys = keys_file(dir.path(), "\n[[key]]\napp = \"tiny\"\nkey = \"qk_tiny_0123456789abcdef\"\nevents_per_second = 0.01\nburst = 3\n");
+    let keys =
+        keys_file(dir.path(), "\n[[key]]\napp = \"tiny\"\nkey = \"qk_tiny_0123456789abcdef\"\nevents_per_second = 0.01\nburst = 3\n");
     let data = dir.path().join("data");
     let server = Server::start_with(&data, &["--api-keys", keys.to_str().unwrap()]);
     let tiny = [("X-API-Key", "qk_tiny_0123456789abcdef")];
@@ -743,8 +781,15 @@ fn healthz_keeps_its_details_for_readers() {
     let dir = tempfile::tempdir().unwrap();
     let keys = keys_file(dir.path(), "");
     let data = dir.path().join("data");
-    let server = Server::start_with_failpoints(&data, &["--api-keys", keys.to_str().unwrap(), "--project-interval-ms", "50"], "project.step=return(cannot write /secret/place)");
-    assert_eq!(server.post("/v1/events", &[("X-API-Key", WRITE_KEY)], br#"{"event_type":"join_guild","guild_id":1,"name":"x"}"#).status, 200);
+    let server = Server::start_with_failpoints(
+        &data,
+        &["--api-keys", keys.to_str().unwrap(), "--project-interval-ms", "50"],
+        "project.step=return(cannot write /secret/place)",
+    );
+    assert_eq!(
+        server.post("/v1/events", &[("X-API-Key", WRITE_KEY)], br#"{"event_type":"join_guild","guild_id":1,"name":"x"}"#).status,
+        200
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     let open = loop {
         let h = server.get("/healthz").json();
@@ -786,7 +831,8 @@ fn readers_that_take_nothing_are_cut_off_and_follows_end_at_shutdown() {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let metrics = server.get("/metrics").text();
-        let waits: u64 = metrics.lines().find_map(|l| l.strip_prefix("questlog_response_memory_waits_total ")).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let waits: u64 =
+            metrics.lines().find_map(|l| l.strip_prefix("questlog_response_memory_waits_total ")).and_then(|v| v.parse().ok()).unwrap_or(0);
         if waits > 0 {
             break;
         }
@@ -799,7 +845,8 @@ fn readers_that_take_nothing_are_cut_off_and_follows_end_at_shutdown() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let metrics = server.get("/metrics").text();
-        let open: u64 = metrics.lines().find_map(|l| l.strip_prefix("questlog_connections_open ")).and_then(|v| v.parse().ok()).unwrap_or(u64::MAX);
+        let open: u64 =
+            metrics.lines().find_map(|l| l.strip_prefix("questlog_connections_open ")).and_then(|v| v.parse().ok()).unwrap_or(u64::MAX);
         if open <= 1 {
             break;
         }

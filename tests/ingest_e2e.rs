@@ -56,7 +56,12 @@ fn every_way_in_survives_sigkill_and_replays_exactly() {
         acked.push(Acked { offset: a, event_type: kind.into(), raw_event: raw, user_agent: "obj".into() });
 
         // An array of three.
-        let raws: Vec<String> = (0..3).map(|_| { i += 1; event(kind, i).to_string() }).collect();
+        let raws: Vec<String> = (0..3)
+            .map(|_| {
+                i += 1;
+                event(kind, i).to_string()
+            })
+            .collect();
         let body = format!("[{}]", raws.join(", "));
         let r = server.post("/v1/events", &[("Content-Type", "application/json"), ("User-Agent", "arr")], body.as_bytes());
         let (a, b) = ack_range(&r);
@@ -66,7 +71,12 @@ fn every_way_in_survives_sigkill_and_replays_exactly() {
         }
 
         // NDJSON of two, gzip-compressed.
-        let raws: Vec<String> = (0..2).map(|_| { i += 1; event(kind, i).to_string() }).collect();
+        let raws: Vec<String> = (0..2)
+            .map(|_| {
+                i += 1;
+                event(kind, i).to_string()
+            })
+            .collect();
         let body = gzip(format!("{}\n{}\n", raws[0], raws[1]).as_bytes());
         let r = server.post(
             "/v1/events",
@@ -83,7 +93,11 @@ fn every_way_in_survives_sigkill_and_replays_exactly() {
     let seed_routes = [
         ("GET", "/join_guild?guild_id=7&name=Knights", r#"{"event_type":"join_guild","guild_id":7,"name":"Knights"}"#),
         ("POST", "/kill_enemy?enemy_id=3&name=Orc&level=5", r#"{"event_type":"kill_enemy","enemy_id":3,"name":"Orc","level":5}"#),
-        ("GET", "/accept_quest?quest_id=1&name=Lost%20Ring&contact=Mara", r#"{"event_type":"accept_quest","quest_id":1,"name":"Lost Ring","contact":"Mara"}"#),
+        (
+            "GET",
+            "/accept_quest?quest_id=1&name=Lost%20Ring&contact=Mara",
+            r#"{"event_type":"accept_quest","quest_id":1,"name":"Lost Ring","contact":"Mara"}"#,
+        ),
         ("POST", "/take_damage?enemy_id=3&name=Orc&damage=40", r#"{"event_type":"take_damage","enemy_id":3,"name":"Orc","damage":40}"#),
         (
             "GET",
@@ -152,15 +166,18 @@ fn mixed_batch_reports_each_invalid_event_and_keeps_it() {
         (r#"{"event_type":"kill_enemy","enemy_id":1,"name":"x","level":40000}"#.into(), Some(("out_of_range", Some("level")))),
         (r#"{"event_type":"take_damage","enemy_id":-5,"name":"x","damage":1}"#.into(), Some(("negative", Some("enemy_id")))),
         (
-            r#"{"event_type":"buy_asset","store_id":1,"item_name":"a","inventory_id":1,"total_cost":-1.5,"category":"c","on_hand_qty":1}"#.into(),
+            r#"{"event_type":"buy_asset","store_id":1,"item_name":"a","inventory_id":1,"total_cost":-1.5,"category":"c","on_hand_qty":1}"#
+                .into(),
             Some(("negative", Some("total_cost"))),
         ),
         (
-            r#"{"event_type":"buy_asset","store_id":1,"item_name":"a","inventory_id":1,"total_cost":1e39,"category":"c","on_hand_qty":1}"#.into(),
+            r#"{"event_type":"buy_asset","store_id":1,"item_name":"a","inventory_id":1,"total_cost":1e39,"category":"c","on_hand_qty":1}"#
+                .into(),
             Some(("out_of_range", Some("total_cost"))),
         ),
         (
-            r#"{"event_type":"buy_asset","store_id":1,"item_name":"a","inventory_id":1,"total_cost":1e400,"category":"c","on_hand_qty":1}"#.into(),
+            r#"{"event_type":"buy_asset","store_id":1,"item_name":"a","inventory_id":1,"total_cost":1e400,"category":"c","on_hand_qty":1}"#
+                .into(),
             Some(("non_finite", Some("total_cost"))),
         ),
         (format!(r#"{{"event_type":"join_guild","guild_id":1,"name":"{long}"}}"#), Some(("string_too_long", Some("name")))),

@@ -51,7 +51,11 @@ fn the_live_data_follows_ingest_rejections_and_the_tables() {
         .iter()
         .map(|f| (f["reason"].as_str().unwrap().to_string(), f["field"].as_str().unwrap().to_string()))
         .collect();
-    assert!(fields.contains(&("missing_field".into(), "guild_id".into())) && fields.contains(&("unknown_event_type".into(), "event_type".into())), "{fields:?}");
+    assert!(
+        fields.contains(&("missing_field".into(), "guild_id".into()))
+            && fields.contains(&("unknown_event_type".into(), "event_type".into())),
+        "{fields:?}"
+    );
     let latest = v["rejected"]["latest"].as_array().unwrap();
     assert_eq!(latest.len(), 2);
     assert_eq!(latest[0]["raw"], r#"{"event_type":"nope"}"#, "newest first");
@@ -119,11 +123,18 @@ fn rejections_are_counted_by_field_within_a_bound() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
     let n = 300;
-    let body: String = (0..n).map(|i| format!("{{\"event_type\":\"join_guild\",\"guild_id\":1,\"name\":\"x\",\"k{i}\":1,\"k{i}\":2}}\n")).collect();
+    let body: String =
+        (0..n).map(|i| format!("{{\"event_type\":\"join_guild\",\"guild_id\":1,\"name\":\"x\",\"k{i}\":1,\"k{i}\":2}}\n")).collect();
     let r = server.post("/v1/events", &[("Content-Type", "application/x-ndjson")], body.as_bytes());
     assert_eq!(r.json()["rejected"].as_array().unwrap().len(), n, "{}", r.text());
     let v = live(&server, &[]);
-    let other = v["rejected"]["by_field"].as_array().unwrap().iter().find(|f| f["field"] == "(other)").unwrap_or_else(|| panic!("no (other): {v}")).clone();
+    let other = v["rejected"]["by_field"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["field"] == "(other)")
+        .unwrap_or_else(|| panic!("no (other): {v}"))
+        .clone();
     assert_eq!(other["reason"], "duplicate_key");
     assert_eq!(other["count"], (n - 256) as u64, "256 distinct pairs kept, the rest counted together");
 }

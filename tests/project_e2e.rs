@@ -162,7 +162,10 @@ fn sql_names_the_real_columns_of_the_tables_a_query_reads() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("unknown column \"categry\"; did you mean \"category\"?"), "{stderr}");
-    assert!(stderr.contains("columns of transactions: raw_event, timestamp,") && stderr.contains("total_cost, category, on_hand_qty"), "{stderr}");
+    assert!(
+        stderr.contains("columns of transactions: raw_event, timestamp,") && stderr.contains("total_cost, category, on_hand_qty"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("valid columns"), "Polars' list of the loaded columns misleads: {stderr}");
     assert!(!stderr.contains("columns of quests"), "only the tables the query reads: {stderr}");
 }

@@ -98,9 +98,16 @@ fn incremental_projection_with_random_crashes_equals_a_rebuild() {
                     .output()
                     .unwrap();
                 let crashed = !out.status.success();
-                schedule.push(format!("round {round}: +{events} events, project --step-events {step} with {fp}: {}", if crashed { "crashed" } else { "not reached" }));
+                schedule.push(format!(
+                    "round {round}: +{events} events, project --step-events {step} with {fp}: {}",
+                    if crashed { "crashed" } else { "not reached" }
+                ));
                 if crashed {
-                    assert!(String::from_utf8_lossy(&out.stderr).contains("reached; aborting"), "case {case}: {schedule:?}: {}", String::from_utf8_lossy(&out.stderr));
+                    assert!(
+                        String::from_utf8_lossy(&out.stderr).contains("reached; aborting"),
+                        "case {case}: {schedule:?}: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
                 }
             } else {
                 schedule.push(format!("round {round}: +{events} events, project --step-events {step}"));

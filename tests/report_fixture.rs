@@ -4,10 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{
-    ArrayRef, Float32Array, Int16Array, Int64Array, RecordBatch, StringArray,
-    TimestampMicrosecondArray,
-};
+use arrow::array::{ArrayRef, Float32Array, Int16Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
@@ -23,10 +20,7 @@ const BASE_US: i64 = 1_767_225_600_000_000;
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
+        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
         self.0 >> 33
     }
     fn below(&mut self, n: u64) -> u64 {
@@ -36,10 +30,7 @@ impl Lcg {
 
 fn type_fields(table: &str) -> Vec<Field> {
     match table {
-        "guild_joins" => vec![
-            Field::new("guild_id", DataType::Int64, true),
-            Field::new("name", DataType::Utf8, true),
-        ],
+        "guild_joins" => vec![Field::new("guild_id", DataType::Int64, true), Field::new("name", DataType::Utf8, true)],
         "enemy_kills" => vec![
             Field::new("enemy_id", DataType::Int64, true),
             Field::new("name", DataType::Utf8, true),
@@ -93,11 +84,7 @@ fn arrow_schema(table: &str) -> Arc<Schema> {
         Field::new("event_id", DataType::Utf8, true),
         Field::new("player_id", DataType::Utf8, true),
         Field::new("session_id", DataType::Utf8, true),
-        Field::new(
-            "event_time",
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            true,
-        ),
+        Field::new("event_time", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), true),
     ]);
     Arc::new(Schema::new(fields))
 }
@@ -118,12 +105,7 @@ fn rfc3339(us: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{frac:06}Z",
-        sod / 3600,
-        (sod / 60) % 60,
-        sod % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{frac:06}Z", sod / 3600, (sod / 60) % 60, sod % 60)
 }
 
 /// One table's rows as a RecordBatch. `offsets` are the rows' log offsets.
@@ -169,11 +151,7 @@ fn batch(table: &str, offsets: &[i64], rng: &mut Lcg) -> RecordBatch {
             vec![
                 Arc::new(Int64Array::from(e.iter().map(|&i| 1 + i as i64).collect::<Vec<_>>())),
                 Arc::new(StringArray::from(e.iter().map(|&i| names[i]).collect::<Vec<_>>())),
-                Arc::new(Int16Array::from(
-                    e.iter()
-                        .map(|&i| Some(1 + (i as i16) * 9 + rng.below(12) as i16))
-                        .collect::<Vec<_>>(),
-                )),
+                Arc::new(Int16Array::from(e.iter().map(|&i| Some(1 + (i as i16) * 9 + rng.below(12) as i16)).collect::<Vec<_>>())),
             ]
         }
         "quests" => {
@@ -181,9 +159,7 @@ fn batch(table: &str, offsets: &[i64], rng: &mut Lcg) -> RecordBatch {
             vec![
                 Arc::new(Int64Array::from((0..n).map(|_| rng.below(8) as i64).collect::<Vec<_>>())),
                 Arc::new(StringArray::from(vec!["Find the ring"; n])),
-                Arc::new(StringArray::from(
-                    (0..n).map(|_| contacts[rng.below(2) as usize]).collect::<Vec<_>>(),
-                )),
+                Arc::new(StringArray::from((0..n).map(|_| contacts[rng.below(2) as usize]).collect::<Vec<_>>())),
             ]
         }
         "take_damage" => {
@@ -193,9 +169,7 @@ fn batch(table: &str, offsets: &[i64], rng: &mut Lcg) -> RecordBatch {
                 Arc::new(Int64Array::from(e.iter().map(|&i| 1 + i as i64).collect::<Vec<_>>())),
                 Arc::new(StringArray::from(e.iter().map(|&i| names[i]).collect::<Vec<_>>())),
                 Arc::new(Int16Array::from(
-                    e.iter()
-                        .map(|&i| Some(((i as i16 + 1) * (1 + rng.below(40) as i16)).min(150)))
-                        .collect::<Vec<_>>(),
+                    e.iter().map(|&i| Some(((i as i16 + 1) * (1 + rng.below(40) as i16)).min(150))).collect::<Vec<_>>(),
                 )),
             ]
         }
@@ -207,23 +181,15 @@ fn batch(table: &str, offsets: &[i64], rng: &mut Lcg) -> RecordBatch {
                 ("health potion", "potion", 0.99),
                 ("horse", "mount", 49.99),
             ];
-            let pick: Vec<(usize, i64)> = (0..n)
-                .map(|_| (rng.below(5) as usize, 1 + rng.below(3) as i64))
-                .collect();
+            let pick: Vec<(usize, i64)> = (0..n).map(|_| (rng.below(5) as usize, 1 + rng.below(3) as i64)).collect();
             vec![
                 Arc::new(Int64Array::from(pick.iter().map(|p| p.1).collect::<Vec<_>>())),
                 Arc::new(StringArray::from(pick.iter().map(|p| items[p.0].0).collect::<Vec<_>>())),
-                Arc::new(Int64Array::from(
-                    pick.iter().map(|p| p.1 * 100 + p.0 as i64).collect::<Vec<_>>(),
-                )),
+                Arc::new(Int64Array::from(pick.iter().map(|p| p.1 * 100 + p.0 as i64).collect::<Vec<_>>())),
                 Arc::new(Float32Array::from(pick.iter().map(|p| items[p.0].2).collect::<Vec<_>>())),
                 Arc::new(StringArray::from(pick.iter().map(|p| items[p.0].1).collect::<Vec<_>>())),
                 Arc::new(Int16Array::from(
-                    offsets
-                        .iter()
-                        .zip(&pick)
-                        .map(|(off, p)| Some((40 - (off / 30) as i16 - p.0 as i16 * 3).max(0)))
-                        .collect::<Vec<_>>(),
+                    offsets.iter().zip(&pick).map(|(off, p)| Some((40 - (off / 30) as i16 - p.0 as i16 * 3).max(0))).collect::<Vec<_>>(),
                 )),
             ]
         }
@@ -242,9 +208,7 @@ fn batch(table: &str, offsets: &[i64], rng: &mut Lcg) -> RecordBatch {
 
 fn write_parquet(path: &Path, batch: &RecordBatch) {
     let file = std::fs::File::create(path).unwrap();
-    let props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .build();
+    let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
     let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).unwrap();
     writer.write(batch).unwrap();
     writer.close().unwrap();
@@ -261,13 +225,8 @@ fn fixture(dir: &Path) -> TableFiles {
 /// Returns the snapshot.
 fn fixture_with(dir: &Path, empty: Option<&str>) -> TableFiles {
     let mut rng = Lcg(205);
-    let mut plan: [(&'static str, usize, usize); 5] = [
-        ("guild_joins", 300, 1),
-        ("enemy_kills", 400, 1),
-        ("quests", 250, 1),
-        ("take_damage", 350, 1),
-        ("transactions", 300, 2),
-    ];
+    let mut plan: [(&'static str, usize, usize); 5] =
+        [("guild_joins", 300, 1), ("enemy_kills", 400, 1), ("quests", 250, 1), ("take_damage", 350, 1), ("transactions", 300, 2)];
     for p in plan.iter_mut() {
         if Some(p.0) == empty {
             p.1 = 0;
@@ -287,12 +246,7 @@ fn fixture_with(dir: &Path, empty: Option<&str>) -> TableFiles {
     }
     let mut tables = Vec::new();
     for (t, (name, _, files)) in plan.iter().enumerate() {
-        let offsets: Vec<i64> = owners
-            .iter()
-            .enumerate()
-            .filter(|(_, o)| **o == t)
-            .map(|(i, _)| i as i64)
-            .collect();
+        let offsets: Vec<i64> = owners.iter().enumerate().filter(|(_, o)| **o == t).map(|(i, _)| i as i64).collect();
         let mut paths = Vec::new();
         if *files > 0 {
             let per = offsets.len().div_ceil(*files);
@@ -310,14 +264,7 @@ fn fixture_with(dir: &Path, empty: Option<&str>) -> TableFiles {
 }
 
 fn reversed(files: &TableFiles) -> TableFiles {
-    TableFiles::new(
-        files
-            .tables
-            .iter()
-            .rev()
-            .map(|(t, p)| (*t, p.iter().rev().cloned().collect::<Vec<PathBuf>>()))
-            .collect(),
-    )
+    TableFiles::new(files.tables.iter().rev().map(|(t, p)| (*t, p.iter().rev().cloned().collect::<Vec<PathBuf>>())).collect())
 }
 
 #[test]
@@ -331,31 +278,16 @@ fn load_frames_reads_all_tables_with_their_types() {
     assert_eq!(frames.take_damage.height(), 350);
     assert_eq!(frames.transactions.height(), 300);
     for (table, df) in frames.iter() {
-        assert_eq!(
-            df.schema().as_ref(),
-            report::empty_frame(table).schema().as_ref(),
-            "{table}"
-        );
+        assert_eq!(df.schema().as_ref(), report::empty_frame(table).schema().as_ref(), "{table}");
     }
     use polars::prelude::{DataType as P, TimeUnit as PU, TimeZone};
     assert_eq!(frames.enemy_kills.column("level").unwrap().dtype(), &P::Int16);
     assert_eq!(frames.transactions.column("on_hand_qty").unwrap().dtype(), &P::Int16);
     assert_eq!(frames.transactions.column("total_cost").unwrap().dtype(), &P::Float32);
-    assert_eq!(
-        frames.take_damage.column("event_time").unwrap().dtype(),
-        &P::Datetime(PU::Microseconds, Some(TimeZone::UTC))
-    );
+    assert_eq!(frames.take_damage.column("event_time").unwrap().dtype(), &P::Datetime(PU::Microseconds, Some(TimeZone::UTC)));
     // event_time values survive: first offset's time.
     let offs = frames.take_damage.column("log_offset").unwrap().i64().unwrap().get(0).unwrap();
-    let t = frames
-        .take_damage
-        .column("event_time")
-        .unwrap()
-        .cast(&P::Int64)
-        .unwrap()
-        .i64()
-        .unwrap()
-        .get(0);
+    let t = frames.take_damage.column("event_time").unwrap().cast(&P::Int64).unwrap().i64().unwrap().get(0);
     if offs % 17 != 3 {
         assert_eq!(t, Some(BASE_US + offs * 97_000_000));
     }
@@ -456,9 +388,7 @@ fn every_section_with_events() {
 
 #[test]
 fn all_tables_empty_gives_readable_report() {
-    let files = TableFiles::new(
-        report::TABLE_NAMES.iter().map(|t| (*t, Vec::new())).collect(),
-    );
+    let files = TableFiles::new(report::TABLE_NAMES.iter().map(|t| (*t, Vec::new())).collect());
     let frames = report::load_frames(&files).unwrap();
     let r = report::build_report(&frames, "log offsets 0..0").unwrap();
     assert!(r.markdown.contains("No events yet."));
@@ -497,10 +427,7 @@ fn file_deleted_after_open_is_still_read() {
     // Datetime(µs, "UTC"); load_frames needs no casts for files questlog writes.
     use polars::prelude::{DataType as P, TimeUnit as PU, TimeZone};
     assert_eq!(df.column("on_hand_qty").unwrap().dtype(), &P::Int16);
-    assert_eq!(
-        df.column("event_time").unwrap().dtype(),
-        &P::Datetime(PU::Microseconds, Some(TimeZone::UTC))
-    );
+    assert_eq!(df.column("event_time").unwrap().dtype(), &P::Datetime(PU::Microseconds, Some(TimeZone::UTC)));
     assert_eq!(df.schema().as_ref(), report::empty_frame("transactions").schema().as_ref());
     // And a snapshot naming the deleted file now fails distinctly.
     assert!(matches!(report::load_frames(&files), Err(ReportError::FileVanished(_))));
@@ -518,14 +445,7 @@ fn damaged_file_gives_a_parquet_error() {
 }
 
 fn first_i64(df: &polars::prelude::DataFrame, name: &str) -> i64 {
-    df.column(name)
-        .unwrap()
-        .cast(&polars::prelude::DataType::Int64)
-        .unwrap()
-        .i64()
-        .unwrap()
-        .get(0)
-        .unwrap()
+    df.column(name).unwrap().cast(&polars::prelude::DataType::Int64).unwrap().i64().unwrap().get(0).unwrap()
 }
 
 #[test]
@@ -560,11 +480,7 @@ fn sql_over_the_fixture() {
     .unwrap();
     assert!(df.height() > 0 && df.height() <= 4);
 
-    let df = sql::run_sql(
-        &frames,
-        "SELECT name, max(damage) AS worst FROM take_damage WHERE name LIKE 'dr%' GROUP BY name",
-    )
-    .unwrap();
+    let df = sql::run_sql(&frames, "SELECT name, max(damage) AS worst FROM take_damage WHERE name LIKE 'dr%' GROUP BY name").unwrap();
     assert_eq!(df.height(), 1);
 
     let df = sql::run_sql(&frames, "SHOW TABLES").unwrap();
@@ -587,11 +503,7 @@ fn sql_over_the_fixture() {
     assert_eq!(df.height(), 0);
 
     // Timestamps and Int16 come out in CSV and JSON.
-    let mut df = sql::run_sql(
-        &frames,
-        "SELECT log_offset, level, event_time FROM enemy_kills ORDER BY log_offset LIMIT 3",
-    )
-    .unwrap();
+    let mut df = sql::run_sql(&frames, "SELECT log_offset, level, event_time FROM enemy_kills ORDER BY log_offset LIMIT 3").unwrap();
     let csv = sql::format_output(&mut df, OutputFormat::Csv).unwrap();
     assert!(csv.starts_with("log_offset,level,event_time\n"), "{csv}");
     assert!(csv.contains(",2026-01-01T00:01:37.000000Z\n"), "{csv}");
@@ -605,11 +517,7 @@ fn sql_over_the_fixture() {
 #[test]
 fn bad_sql_is_explained() {
     let frames = report::Frames::empty();
-    for q in [
-        "SELECT * FROM nowhere",
-        "SELEKT 1",
-        "SELECT missing_column FROM transactions",
-    ] {
+    for q in ["SELECT * FROM nowhere", "SELEKT 1", "SELECT missing_column FROM transactions"] {
         let err = sql::run_sql(&frames, q).unwrap_err();
         let msg = err.to_string();
         if q.contains("missing_column") {

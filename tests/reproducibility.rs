@@ -142,7 +142,11 @@ fn verify_passes_when_healthy_and_names_each_kind_of_damage() {
         assert!(!out.status.success(), "verify passed after {name}");
         assert!(stderr.contains(expect), "after {name}: {stderr}");
     };
-    damaged("deleting a table file", &|d| std::fs::remove_file(table_file(d, "enemies_killed")).unwrap(), "is in the Delta log but missing");
+    damaged(
+        "deleting a table file",
+        &|d| std::fs::remove_file(table_file(d, "enemies_killed")).unwrap(),
+        "is in the Delta log but missing",
+    );
     damaged(
         "editing a Parquet file",
         &|d| {
@@ -195,7 +199,8 @@ fn time_travel_builds_tables_and_reports_as_of_an_offset() {
     let counted: u64 = ["guild_joins", "enemy_kills", "quests", "take_damage", "transactions"]
         .iter()
         .map(|t| {
-            let csv = questlog_ok(d, &["--tables", out.to_str().unwrap(), "sql", &format!("select count(*) as n from {t}"), "--format", "csv"]);
+            let csv =
+                questlog_ok(d, &["--tables", out.to_str().unwrap(), "sql", &format!("select count(*) as n from {t}"), "--format", "csv"]);
             csv.lines().last().unwrap().parse::<u64>().unwrap()
         })
         .sum();

@@ -35,7 +35,13 @@ fn prefix(data_dir: &std::path::Path) -> u64 {
             (cols[0].clone(), cols[1..].to_vec())
         })
         .collect();
-    let num = |s: &str| -> u64 { if s.is_empty() { 0 } else { s.parse().unwrap() } };
+    let num = |s: &str| -> u64 {
+        if s.is_empty() {
+            0
+        } else {
+            s.parse().unwrap()
+        }
+    };
     let total: u64 = rows.values().map(|r| num(&r[0])).sum();
     for (k, t) in TYPES.iter().enumerate() {
         let r = &rows[*t];
@@ -59,7 +65,9 @@ fn event(i: usize) -> String {
         1 => format!(r#"{{"event_type":"kill_enemy","enemy_id":{i},"name":"Orc","level":3}}"#),
         2 => format!(r#"{{"event_type":"accept_quest","quest_id":{i},"name":"Q","contact":"Mara"}}"#),
         3 => format!(r#"{{"event_type":"take_damage","enemy_id":{i},"name":"Orc","damage":9}}"#),
-        _ => format!(r#"{{"event_type":"buy_asset","store_id":1,"item_name":"Sword","inventory_id":{i},"total_cost":3.5,"category":"weapon","on_hand_qty":2}}"#),
+        _ => format!(
+            r#"{{"event_type":"buy_asset","store_id":1,"item_name":"Sword","inventory_id":{i},"total_cost":3.5,"category":"weapon","on_hand_qty":2}}"#
+        ),
     }
 }
 
@@ -165,7 +173,8 @@ fn a_projector_panic_is_reported_and_restarted() {
 #[test]
 fn a_failed_compaction_after_a_published_step_is_reported_and_the_offset_is_current() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_with_failpoints(dir.path(), &["--project-interval-ms", "10"], "compact.publish=return(injected compaction failure)");
+    let server =
+        Server::start_with_failpoints(dir.path(), &["--project-interval-ms", "10"], "compact.publish=return(injected compaction failure)");
     // Ten steps of ten events (two of each type): the tenth makes ten files per table,
     // so compaction runs, and fails.
     for b in 0..10 {

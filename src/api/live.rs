@@ -89,7 +89,8 @@ fn page_csp() -> String {
 }
 
 /// The report's policy: a document without scripts.
-const REPORT_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+const REPORT_CSP: &str =
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// Headers of every answer the page's routes give: not cached (they are behind a key, and
 /// the figures are live), no referrer (a key in the address bar must not travel on), not
@@ -254,7 +255,11 @@ pub async fn report_html(State(state): State<Arc<AppState>>, headers: HeaderMap,
                 reader_headers(&mut r, Some(REPORT_CSP));
                 r
             }
-            None => (StatusCode::NOT_FOUND, json_headers(), json!({"error": "no report yet: the tables have no events, or the first report is still being made"}).to_string())
+            None => (
+                StatusCode::NOT_FOUND,
+                json_headers(),
+                json!({"error": "no report yet: the tables have no events, or the first report is still being made"}).to_string(),
+            )
                 .into_response(),
         },
     };
@@ -373,7 +378,9 @@ mod tests {
 
     #[test]
     fn base64_matches_rfc_4648() {
-        for (plain, encoded) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE="), ("foobar", "Zm9vYmFy")] {
+        for (plain, encoded) in
+            [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE="), ("foobar", "Zm9vYmFy")]
+        {
             assert_eq!(base64(plain.as_bytes()), encoded);
         }
         assert!(script_hash().starts_with("'sha256-") && script_hash().len() == 8 + 44 + 1, "{}", script_hash());

@@ -30,11 +30,9 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use tokio::net::TcpListener;
 
-use crate::event::{
-    self, EventType, Record, RejectReason, Rejection, RejectedEvent, RequestMeta, MAX_REJECTED_RAW_BYTES,
-};
 use crate::auth::TokenBucket;
 use crate::catalog::{Catalog, StockBook};
+use crate::event::{self, EventType, Record, RejectReason, RejectedEvent, Rejection, RequestMeta, MAX_REJECTED_RAW_BYTES};
 use crate::log::{AppendBatch, EventLog, LogError};
 use crate::metrics::{Metrics, ProjectionSource};
 use crate::replay;
@@ -181,14 +179,22 @@ impl<T> StallGuard<T> {
     /// timer that ran out turns pending into an error; only bytes taken (`progress`) clear
     /// it. (A socket's flush is always ready at once, so it must not count as progress,
     /// or a connection woken by its own timer would start it again for ever.)
-    fn watch<R>(&mut self, cx: &mut std::task::Context<'_>, poll: std::task::Poll<std::io::Result<R>>, progress: impl Fn(&R) -> bool) -> std::task::Poll<std::io::Result<R>> {
+    fn watch<R>(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        poll: std::task::Poll<std::io::Result<R>>,
+        progress: impl Fn(&R) -> bool,
+    ) -> std::task::Poll<std::io::Result<R>> {
         use std::task::Poll;
         match poll {
             Poll::Pending => {
                 let limit = self.limit;
                 let timer = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
                 match timer.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the client took nothing of the answer for too long"))),
+                    Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the client took nothing of the answer for too long",
+                    ))),
                     Poll::Pending => Poll::Pending,
                 }
             }
@@ -204,18 +210,30 @@ impl<T> StallGuard<T> {
 }
 
 impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for StallGuard<T> {
-    fn poll_read(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
 impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for StallGuard<T> {
-    fn poll_write(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
         let poll = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
         self.watch(cx, poll, |n| *n > 0)
     }
 
-    fn poll_write_vectored(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> std::task::Poll<std::io::Result<usize>> {
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
         let poll = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         self.watch(cx, poll, |n| *n > 0)
     }
@@ -308,7 +326,6 @@ impl ApiCatalog {
         }
     }
 }
-
 
 /// Bytes of [`AppState::body_memory`] one request holds; given back when dropped.
 struct BodyMemory {
@@ -525,7 +542,9 @@ impl AppState {
             Denied::Missing | Denied::Unknown => {
                 self.metrics.unauthorized_total.fetch_add(1, Ordering::Relaxed);
                 ApiError::Unauthorized(match d {
-                    Denied::Missing => "missing API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>` (in a browser, open /?key=<key>)",
+                    Denied::Missing => {
+                        "missing API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>` (in a browser, open /?key=<key>)"
+                    }
                     _ => "unknown API key",
                 })
             }
@@ -591,10 +610,9 @@ impl ApiError {
     /// The one place where errors become HTTP statuses.
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::BodyTooLarge
-            | ApiError::DecompressedTooLarge
-            | ApiError::TooManyEvents
-            | ApiError::EventTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTooLarge | ApiError::DecompressedTooLarge | ApiError::TooManyEvents | ApiError::EventTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             ApiError::UnsupportedEncoding(_) | ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unreadable(_) | ApiError::BadQuery(_) => StatusCode::BAD_REQUEST,
             ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
@@ -602,9 +620,11 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Busy | ApiError::OverMemoryBudget | ApiError::OverResponseBudget | ApiError::Unavailable(_) | ApiError::Unconfirmed(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::Busy
+            | ApiError::OverMemoryBudget
+            | ApiError::OverResponseBudget
+            | ApiError::Unavailable(_)
+            | ApiError::Unconfirmed(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NoSpace(_) => StatusCode::INSUFFICIENT_STORAGE,
         }
     }
@@ -637,7 +657,11 @@ impl IntoResponse for ApiError {
         let body = serde_json::json!({ "error": self.to_string(), "accepted": 0 });
         let mut resp = (status, json_headers(), body.to_string()).into_response();
         match &self {
-            ApiError::Busy | ApiError::OverMemoryBudget | ApiError::OverResponseBudget | ApiError::Unavailable(_) | ApiError::Unconfirmed(_) => {
+            ApiError::Busy
+            | ApiError::OverMemoryBudget
+            | ApiError::OverResponseBudget
+            | ApiError::Unavailable(_)
+            | ApiError::Unconfirmed(_) => {
                 resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ApiError::NoSpace(_) => {
@@ -709,11 +733,7 @@ fn route_of(path: &str) -> Option<usize> {
 ///
 /// Each connection has [`Limits::header_read_timeout_ms`] to send its headers; past
 /// [`Limits::max_connections`] open connections a new one gets a 429 and is closed.
-pub async fn run(
-    listener: TcpListener,
-    state: Arc<AppState>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+pub async fn run(listener: TcpListener, state: Arc<AppState>, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::service::TowerToHyperService;
     use std::sync::atomic::Ordering;
@@ -855,7 +875,13 @@ impl<'a> Outcome<'a> {
         events.saturating_mul(std::mem::size_of::<Record>())
     }
 
-    fn take(&mut self, memory: &mut BodyMemory, index: usize, raw: &str, parsed: Result<event::ClientEvent, Rejection>) -> Result<(), ApiError> {
+    fn take(
+        &mut self,
+        memory: &mut BodyMemory,
+        index: usize,
+        raw: &str,
+        parsed: Result<event::ClientEvent, Rejection>,
+    ) -> Result<(), ApiError> {
         let state = self.state;
         let parsed = match (&state.catalog, parsed) {
             (Some(c), Ok(e)) => c.catalog.check_purchase(&e.payload).map(|()| e),
@@ -948,7 +974,14 @@ impl<'a> Outcome<'a> {
         } else {
             (None, None)
         };
-        Ok(Committed { accepted, duplicates: appended.duplicates.len(), first, last, rejected: self.answer, rejected_count: self.rejected_count })
+        Ok(Committed {
+            accepted,
+            duplicates: appended.duplicates.len(),
+            first,
+            last,
+            rejected: self.answer,
+            rejected_count: self.rejected_count,
+        })
     }
 }
 
@@ -1297,8 +1330,7 @@ async fn seed_style_inner(state: &AppState, event_type: &str, query: &str, heade
     // The query, its parsed parameters and the record's copy.
     memory.take(meta.text_bytes() + 3 * query.len() + Outcome::record_bytes(1))?;
     let now = now_us();
-    let params: Vec<(String, String)> =
-        form_urlencoded::parse(query.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    let params: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
     let mut out = Outcome::new(state, meta, now, 1);
     match event::members_from_query(event_type, &params) {
         Ok(mut members) => {
@@ -1364,12 +1396,7 @@ async fn healthz(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let started = Instant::now();
     let text = state.metrics.render(&state.log.stats(), &state.projection.figures());
-    let resp = (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))],
-        text,
-    )
-        .into_response();
+    let resp = (StatusCode::OK, [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))], text).into_response();
     finish(&state, ROUTE_METRICS, started, resp)
 }
 
@@ -1408,7 +1435,10 @@ async fn budgeted_chunk<T: Send + 'static>(
         Ok(p) => p,
         Err(_) => {
             state.metrics.response_memory_waits_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let wait = tokio::time::timeout(Duration::from_millis(RESPONSE_MEMORY_WAIT_MS), budget.clone().acquire_many_owned(RESPONSE_CHUNK_RESERVE_BYTES as u32));
+            let wait = tokio::time::timeout(
+                Duration::from_millis(RESPONSE_MEMORY_WAIT_MS),
+                budget.clone().acquire_many_owned(RESPONSE_CHUNK_RESERVE_BYTES as u32),
+            );
             tokio::select! {
                 got = wait => match got {
                     Ok(Ok(p)) => p,
@@ -1595,7 +1625,9 @@ async fn replay_stream(State(state): State<Arc<AppState>>, headers: HeaderMap, R
     // Records `next..end` (at most a chunk's bytes of them); the offset reached.
     let chunk = |state: &Arc<AppState>, next: u64, end: u64| {
         let log = state.log.clone();
-        budgeted_chunk(state.clone(), move |s| replay::render_until(&*log, next, end, RESPONSE_CHUNK_BYTES, s).map_err(|e| ApiError::Unavailable(e.to_string())))
+        budgeted_chunk(state.clone(), move |s| {
+            replay::render_until(&*log, next, end, RESPONSE_CHUNK_BYTES, s).map_err(|e| ApiError::Unavailable(e.to_string()))
+        })
     };
     let end = state.log.durable_end().min(to);
     let (first, mut next) = if from < end {

@@ -43,8 +43,7 @@ impl Default for WorldConfig {
         WorldConfig {
             seed: 0,
             players: DEFAULT_PLAYERS,
-            start_time_us: crate::event::parse_time_us(DEFAULT_START_TIME)
-                .expect("DEFAULT_START_TIME is valid RFC 3339"),
+            start_time_us: crate::event::parse_time_us(DEFAULT_START_TIME).expect("DEFAULT_START_TIME is valid RFC 3339"),
         }
     }
 }
@@ -170,81 +169,23 @@ const CONTACTS: [(&str, f64, &[QuestDef]); 10] = [
             ("Saga of the Jötunn", 45, false),
         ],
     ),
-    (
-        "Sister Maribel",
-        8.0,
-        &[
-            ("Herbs for the Infirmary", 1, true),
-            ("The Plague Cellar", 8, false),
-            ("Lantern in the Crypt", 22, false),
-        ],
-    ),
-    (
-        "Old Tomás",
-        6.0,
-        &[
-            ("Tomás's Lost Ring", 1, false),
-            ("The Missing Caravan", 3, false),
-            ("Bandits on the Ridge", 9, false),
-        ],
-    ),
+    ("Sister Maribel", 8.0, &[("Herbs for the Infirmary", 1, true), ("The Plague Cellar", 8, false), ("Lantern in the Crypt", 22, false)]),
+    ("Old Tomás", 6.0, &[("Tomás's Lost Ring", 1, false), ("The Missing Caravan", 3, false), ("Bandits on the Ridge", 9, false)]),
     (
         "Captain Ilsa Varn",
         9.0,
-        &[
-            ("Muster Call", 1, false),
-            ("Patrol Duty", 5, true),
-            ("Hold the Bridge", 15, false),
-            ("Siege of Greywatch", 35, false),
-        ],
+        &[("Muster Call", 1, false), ("Patrol Duty", 5, true), ("Hold the Bridge", 15, false), ("Siege of Greywatch", 35, false)],
     ),
-    (
-        "Grimble Cogsworth",
-        4.0,
-        &[("Gears and Gizmos", 2, false), ("Spare Parts", 10, true), ("The Runaway Golem", 44, false)],
-    ),
-    (
-        "Li Mei of the Jade Road",
-        5.0,
-        &[("Silk and Steel", 18, false), ("Jade Road Escort", 20, true), ("The Tengu's Riddle", 33, false)],
-    ),
-    (
-        "Brother Anselm",
-        3.0,
-        &[
-            ("Bless the Well", 1, false),
-            ("Relics of the Fallen", 28, false),
-            ("The Lich's Ledger", 42, false),
-        ],
-    ),
-    (
-        "Zuzana Dvořák",
-        4.0,
-        &[
-            ("Rats in the Granary", 1, true),
-            ("Spider Silk Harvest", 14, false),
-            ("The Basilisk's Gaze", 32, false),
-        ],
-    ),
+    ("Grimble Cogsworth", 4.0, &[("Gears and Gizmos", 2, false), ("Spare Parts", 10, true), ("The Runaway Golem", 44, false)]),
+    ("Li Mei of the Jade Road", 5.0, &[("Silk and Steel", 18, false), ("Jade Road Escort", 20, true), ("The Tengu's Riddle", 33, false)]),
+    ("Brother Anselm", 3.0, &[("Bless the Well", 1, false), ("Relics of the Fallen", 28, false), ("The Lich's Ledger", 42, false)]),
+    ("Zuzana Dvořák", 4.0, &[("Rats in the Granary", 1, true), ("Spider Silk Harvest", 14, false), ("The Basilisk's Gaze", 32, false)]),
     (
         "Warden Kethra",
         7.0,
-        &[
-            ("Into the Thornwood", 6, false),
-            ("Bounty Board", 12, true),
-            ("Drake Hunt", 47, false),
-            ("The Hydra's Lair", 54, false),
-        ],
+        &[("Into the Thornwood", 6, false), ("Bounty Board", 12, true), ("Drake Hunt", 47, false), ("The Hydra's Lair", 54, false)],
     ),
-    (
-        "春斗 the Wanderer",
-        2.0,
-        &[
-            ("Cherry Blossom Vigil", 1, false),
-            ("Lanterns over Kyōto", 25, false),
-            ("The Last Dragon", 58, false),
-        ],
-    ),
+    ("春斗 the Wanderer", 2.0, &[("Cherry Blossom Vigil", 1, false), ("Lanterns over Kyōto", 25, false), ("The Last Dragon", 58, false)]),
 ];
 
 /// An item for sale: (name, category, list price in cents, minimum level, initial stock
@@ -331,9 +272,9 @@ const STYLES: [(f64, [u32; 5]); 3] = [
     (0.2, [15, 27, 37, 90, 100]), // trading: 15 kill, 12 damage, 10 quest, 53 buy, 10 join
 ];
 
-
 /// The names of [`STORES`], for the catalogue `catalog init` writes.
-const STORE_NAMES: [&str; 5] = ["The Rusty Anvil", "Crème de la Crème Apothecary", "Highmoor Stables", "The Gilded Emporium", "Wayfarer's Rest"];
+const STORE_NAMES: [&str; 5] =
+    ["The Rusty Anvil", "Crème de la Crème Apothecary", "Highmoor Stables", "The Gilded Emporium", "Wayfarer's Rest"];
 /// A built-in store's restock interval in the catalogue `catalog init` writes (the
 /// built-in world draws each gap from [`RESTOCK_HOURS`] instead).
 const CATALOG_RESTOCK_HOURS: i64 = 6;
@@ -616,16 +557,11 @@ impl World {
             })
             .collect();
 
-        let enemies: Vec<Enemy> = ENEMIES
-            .iter()
-            .enumerate()
-            .map(|(i, &(name, _, _, boss))| Enemy { id: 101 + i as i64, name: name.to_string(), boss })
-            .collect();
+        let enemies: Vec<Enemy> =
+            ENEMIES.iter().enumerate().map(|(i, &(name, _, _, boss))| Enemy { id: 101 + i as i64, name: name.to_string(), boss }).collect();
         let spawns = (1..=MAX_LEVEL)
             .map(|level| {
-                let mut near: Vec<usize> = (0..ENEMIES.len())
-                    .filter(|&i| (ENEMIES[i].1 - level).abs() <= ENEMY_LEVEL_BAND)
-                    .collect();
+                let mut near: Vec<usize> = (0..ENEMIES.len()).filter(|&i| (ENEMIES[i].1 - level).abs() <= ENEMY_LEVEL_BAND).collect();
                 if near.is_empty() {
                     // Unreachable with the table above, but keep every level fightable.
                     let closest = (0..ENEMIES.len()).min_by_key(|&i| (ENEMIES[i].1 - level).abs());
@@ -964,11 +900,7 @@ impl World {
         if !quest.repeatable {
             self.players[p].quests_taken |= 1 << q;
         }
-        Payload::AcceptQuest {
-            quest_id: quest.id,
-            name: quest.name.clone(),
-            contact: self.contacts[quest.contact].name.clone(),
-        }
+        Payload::AcceptQuest { quest_id: quest.id, name: quest.name.clone(), contact: self.contacts[quest.contact].name.clone() }
     }
 
     /// A purchase of an in-stock item the player's level allows, chosen by store traffic
@@ -1127,9 +1059,7 @@ fn ln(x: f64) -> f64 {
     let s2 = s * s;
     let series = 1.0
         + s2 * (1.0 / 3.0
-            + s2 * (1.0 / 5.0
-                + s2 * (1.0 / 7.0
-                    + s2 * (1.0 / 9.0 + s2 * (1.0 / 11.0 + s2 * (1.0 / 13.0 + s2 * (1.0 / 15.0)))))));
+            + s2 * (1.0 / 5.0 + s2 * (1.0 / 7.0 + s2 * (1.0 / 9.0 + s2 * (1.0 / 11.0 + s2 * (1.0 / 13.0 + s2 * (1.0 / 15.0)))))));
     exp as f64 * std::f64::consts::LN_2 + 2.0 * s * series
 }
 
@@ -1162,8 +1092,7 @@ mod tests {
     fn event_ids_depend_only_on_seed_and_index() {
         // Different populations, same seed: the events differ but the ids line up.
         let a: Vec<ClientEvent> = world(7).take(500).collect();
-        let b: Vec<ClientEvent> =
-            World::new(WorldConfig { seed: 7, players: 3, start_time_us: 0 }).take(500).collect();
+        let b: Vec<ClientEvent> = World::new(WorldConfig { seed: 7, players: 3, start_time_us: 0 }).take(500).collect();
         for (x, y) in a.iter().zip(&b) {
             assert_eq!(x.event_id, y.event_id);
         }
@@ -1240,8 +1169,7 @@ mod tests {
         let mut sold_out = 0u64;
         let mut restocked_up = 0u64;
         for i in 0..200_000 {
-            let before: Vec<Vec<i32>> =
-                w.stores.iter().map(|s| s.items.iter().map(|it| it.stock).collect()).collect();
+            let before: Vec<Vec<i32>> = w.stores.iter().map(|s| s.items.iter().map(|it| it.stock).collect()).collect();
             let restocks_before = w.restocks;
             let ev = w.next_event();
 
@@ -1278,31 +1206,16 @@ mod tests {
                     assert!(*enemy_id >= 101 && *damage >= 0);
                     check_text(name);
                 }
-                Payload::BuyAsset {
-                    store_id,
-                    item_name,
-                    inventory_id,
-                    total_cost,
-                    category,
-                    on_hand_qty,
-                } => {
+                Payload::BuyAsset { store_id, item_name, inventory_id, total_cost, category, on_hand_qty } => {
                     check_text(item_name);
                     check_text(category);
                     assert!(total_cost.is_finite() && *total_cost > 0.0);
                     assert!(*on_hand_qty >= 0);
                     let st = w.stores.iter().position(|s| s.id == *store_id).expect("store");
-                    let it = w.stores[st]
-                        .items
-                        .iter()
-                        .position(|x| x.inventory_id == *inventory_id)
-                        .expect("item");
+                    let it = w.stores[st].items.iter().position(|x| x.inventory_id == *inventory_id).expect("item");
                     let item = &w.stores[st].items[it];
                     assert_eq!(item.name, *item_name);
-                    assert_eq!(
-                        i32::from(*on_hand_qty),
-                        item.stock,
-                        "on_hand_qty is the stock after the sale"
-                    );
+                    assert_eq!(i32::from(*on_hand_qty), item.stock, "on_hand_qty is the stock after the sale");
                     assert!(item.stock <= item.capacity && item.capacity <= i16::MAX as i32);
                     if w.restocks == restocks_before {
                         let qty = before[st][it] - item.stock;
@@ -1371,13 +1284,7 @@ mod tests {
                 }
             }
         }
-        let limited: Vec<i64> = w
-            .stores
-            .iter()
-            .flat_map(|s| &s.items)
-            .filter(|it| it.restock_qty == 0)
-            .map(|it| it.inventory_id)
-            .collect();
+        let limited: Vec<i64> = w.stores.iter().flat_map(|s| &s.items).filter(|it| it.restock_qty == 0).map(|it| it.inventory_id).collect();
         assert!(limited.iter().any(|id| zero_at.contains_key(id)), "a limited item sells out: {zero_at:?}");
         assert!(limited.iter().all(|id| !sold_after_zero.contains(id)), "limited items never come back");
         assert!(!sold_after_zero.is_empty(), "a restocked item sells again after running out: {zero_at:?}");
@@ -1411,11 +1318,7 @@ mod tests {
             if let Payload::KillEnemy { level, .. } = ev.payload {
                 let pid = ev.player_id.unwrap();
                 let p: usize = pid[2..].parse::<usize>().unwrap() - 1;
-                assert!(
-                    (level - levels[p]).abs() <= 3 || level == 1,
-                    "kill level {level}, player {}",
-                    levels[p]
-                );
+                assert!((level - levels[p]).abs() <= 3 || level == 1, "kill level {level}, player {}", levels[p]);
             }
         }
     }

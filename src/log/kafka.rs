@@ -36,7 +36,10 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{oneshot, watch};
 
-use super::{AppendBatch, Appended, EventLog, LogError, LogOptions, LogStats, Pending, RecordIter, ScanIter, Scanned, SledLog, ValueFormat, MAX_APPEND_RECORDS};
+use super::{
+    AppendBatch, Appended, EventLog, LogError, LogOptions, LogStats, Pending, RecordIter, ScanIter, Scanned, SledLog, ValueFormat,
+    MAX_APPEND_RECORDS,
+};
 use crate::event::{Record, RejectReason, RejectedEvent, Rejection, RequestMeta};
 use crate::wire::MAX_EVENT_BYTES;
 
@@ -83,7 +86,9 @@ impl KafkaTarget {
         let bad = |why: &str| LogError::BadLogUrl(format!("--log `{url}`: {why} (expected kafka://HOST:PORT[,HOST:PORT]/TOPIC)"));
         let rest = url.strip_prefix("kafka://").ok_or_else(|| bad("not a kafka:// URL"))?;
         let (brokers, topic) = rest.split_once('/').ok_or_else(|| bad("no topic"))?;
-        if brokers.is_empty() || brokers.split(',').any(|b| b.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())) {
+        if brokers.is_empty()
+            || brokers.split(',').any(|b| b.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err()))
+        {
             return Err(bad("each broker must be HOST:PORT"));
         }
         // Kafka's own rule for topic names.
@@ -220,18 +225,29 @@ pub struct KafkaLog {
 
 /// librdkafka settings questlog sets; `--kafka-option` may not change them, because the
 /// promises of this module rest on them.
-const FIXED_PRODUCER_OPTIONS: [(&str, &str); 3] =
-    [("enable.idempotence", "true"), ("acks", "all"), ("partitioner", "murmur2_random")];
+const FIXED_PRODUCER_OPTIONS: [(&str, &str); 3] = [("enable.idempotence", "true"), ("acks", "all"), ("partitioner", "murmur2_random")];
 
 /// Settings `--kafka-option` may not name: the fixed ones, their librdkafka aliases, and
 /// the delivery timeout the API's answers rest on.
-const FORBIDDEN_OPTIONS: [&str; 7] =
-    ["enable.idempotence", "acks", "request.required.acks", "partitioner", "delivery.timeout.ms", "message.timeout.ms", "queue.buffering.max.messages"];
+const FORBIDDEN_OPTIONS: [&str; 7] = [
+    "enable.idempotence",
+    "acks",
+    "request.required.acks",
+    "partitioner",
+    "delivery.timeout.ms",
+    "message.timeout.ms",
+    "queue.buffering.max.messages",
+];
 
 impl KafkaLog {
     /// Connects to the topic (which must exist) and opens the local rejected-event store
     /// under `data_dir`. `options` are librdkafka settings (`--kafka-option KEY=VALUE`).
-    pub fn open(target: &KafkaTarget, options: &[(String, String)], data_dir: &Path, log_options: LogOptions) -> Result<Arc<KafkaLog>, LogError> {
+    pub fn open(
+        target: &KafkaTarget,
+        options: &[(String, String)],
+        data_dir: &Path,
+        log_options: LogOptions,
+    ) -> Result<Arc<KafkaLog>, LogError> {
         KafkaLog::open_with(target, options, Some((data_dir, log_options)))
     }
 
@@ -242,7 +258,11 @@ impl KafkaLog {
         KafkaLog::open_with(target, options, None)
     }
 
-    fn open_with(target: &KafkaTarget, options: &[(String, String)], local: Option<(&Path, LogOptions)>) -> Result<Arc<KafkaLog>, LogError> {
+    fn open_with(
+        target: &KafkaTarget,
+        options: &[(String, String)],
+        local: Option<(&Path, LogOptions)>,
+    ) -> Result<Arc<KafkaLog>, LogError> {
         let err = |message: String| LogError::Kafka { brokers: target.brokers.clone(), topic: target.topic.clone(), message };
         for (k, _) in options {
             if FORBIDDEN_OPTIONS.contains(&k.as_str()) {
@@ -295,7 +315,8 @@ fn topic_partitions<C: ClientContext>(client: &rdkafka::client::Client<C>, targe
     let metadata = client
         .fetch_metadata(Some(&target.topic), Duration::from_millis(METADATA_TIMEOUT_MS))
         .map_err(|e| err(format!("cannot reach the brokers within {METADATA_TIMEOUT_MS} ms: {e}")))?;
-    let topic = metadata.topics().iter().find(|t| t.name() == target.topic).ok_or_else(|| err("the brokers do not know the topic".into()))?;
+    let topic =
+        metadata.topics().iter().find(|t| t.name() == target.topic).ok_or_else(|| err("the brokers do not know the topic".into()))?;
     if let Some(e) = topic.error() {
         return Err(err(format!(
             "the topic is not available ({:?}); create it first, e.g. kafka-topics.sh --create --topic {} --partitions 3",
@@ -304,7 +325,10 @@ fn topic_partitions<C: ClientContext>(client: &rdkafka::client::Client<C>, targe
         )));
     }
     match topic.partitions().len() {
-        0 => Err(err(format!("the topic has no partitions; create it first, e.g. kafka-topics.sh --create --topic {} --partitions 3", target.topic))),
+        0 => Err(err(format!(
+            "the topic has no partitions; create it first, e.g. kafka-topics.sh --create --topic {} --partitions 3",
+            target.topic
+        ))),
         n => Ok(n as u32),
     }
 }
@@ -500,7 +524,12 @@ struct PartitionReader {
 /// A consumer of `target` assigned `starts` (partition, offset) without a consumer group:
 /// no offsets are committed, and an offset out of range is an error, never a silent
 /// restart from the beginning. With `eof`, reaching a partition's end is reported.
-fn assigned_consumer(target: &KafkaTarget, options: &[(String, String)], starts: &[(u32, u64)], eof: bool) -> Result<BaseConsumer<Reading>, LogError> {
+fn assigned_consumer(
+    target: &KafkaTarget,
+    options: &[(String, String)],
+    starts: &[(u32, u64)],
+    eof: bool,
+) -> Result<BaseConsumer<Reading>, LogError> {
     let err = |message: String| LogError::Kafka { brokers: target.brokers.clone(), topic: target.topic.clone(), message };
     let consumer: BaseConsumer<Reading> = client_config(target, options)
         // librdkafka wants a group id even for assigned partitions; nothing joins or
@@ -515,7 +544,8 @@ fn assigned_consumer(target: &KafkaTarget, options: &[(String, String)], starts:
     let mut tpl = TopicPartitionList::new();
     for &(p, from) in starts {
         let start = i64::try_from(from).map_err(|_| err(format!("offset {from} is out of Kafka's range")))?;
-        tpl.add_partition_offset(&target.topic, p as i32, Offset::Offset(start)).map_err(|e| err(format!("partition {p} at {from}: {e}")))?;
+        tpl.add_partition_offset(&target.topic, p as i32, Offset::Offset(start))
+            .map_err(|e| err(format!("partition {p} at {from}: {e}")))?;
     }
     consumer.assign(&tpl).map_err(|e| err(format!("cannot read partitions {starts:?}: {e}")))?;
     Ok(consumer)
@@ -570,7 +600,15 @@ impl KafkaLog {
 }
 
 impl PartitionReader {
-    fn open(target: &KafkaTarget, options: &[(String, String)], p: u32, from: u64, to: u64, format: ValueFormat, counters: Arc<Counters>) -> Result<PartitionReader, LogError> {
+    fn open(
+        target: &KafkaTarget,
+        options: &[(String, String)],
+        p: u32,
+        from: u64,
+        to: u64,
+        format: ValueFormat,
+        counters: Arc<Counters>,
+    ) -> Result<PartitionReader, LogError> {
         let consumer = assigned_consumer(target, options, &[(p, from)], true)?;
         Ok(PartitionReader { consumer, format, partition: p, from, to, done: from >= to, started: false, counters, target: target.clone() })
     }
@@ -617,7 +655,9 @@ impl PartitionReader {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 self.done = true;
-                return Some(Err(self.err(format!("partition {}: no answer from the brokers within {READ_TIMEOUT_MS} ms", self.partition))));
+                return Some(
+                    Err(self.err(format!("partition {}: no answer from the brokers within {READ_TIMEOUT_MS} ms", self.partition))),
+                );
             }
             let polled = self.consumer.poll(left.min(Duration::from_millis(500)));
             if let Some(reason) = self.consumer.context().out_of_range.lock().unwrap_or_else(|p| p.into_inner()).take() {
@@ -627,13 +667,17 @@ impl PartitionReader {
             match polled {
                 // Some brokers (Tansu) answer a fetch past the end with nothing at all,
                 // neither records nor an error: after a quiet while, ask where the end is.
-                None if !self.started && deadline.saturating_duration_since(Instant::now()) < Duration::from_millis(READ_TIMEOUT_MS - PAST_END_CHECK_MS) => {
+                None if !self.started
+                    && deadline.saturating_duration_since(Instant::now()) < Duration::from_millis(READ_TIMEOUT_MS - PAST_END_CHECK_MS) =>
+                {
                     self.started = true;
                     let timeout = Duration::from_millis(METADATA_TIMEOUT_MS);
                     if let Ok((_, high)) = self.consumer.fetch_watermarks(&self.target.topic, self.partition as i32, timeout) {
                         if u64::try_from(high).is_ok_and(|h| self.from > h) {
                             self.done = true;
-                            return Some(Err(self.err(format!("partition {}: offset {} is past its end ({high})", self.partition, self.from))));
+                            return Some(Err(
+                                self.err(format!("partition {}: offset {} is past its end ({high})", self.partition, self.from))
+                            ));
                         }
                     }
                 }
@@ -680,16 +724,26 @@ impl PartitionReader {
 /// timestamp (as the seed's Spark job took it).
 fn decode_seed(payload: &[u8], timestamp_ms: Option<i64>) -> Result<Record, Rejection> {
     if payload.len() > MAX_EVENT_BYTES {
-        return Err(Rejection::new(RejectReason::TooLarge, None, format!("the message is {} bytes, over the limit of {MAX_EVENT_BYTES} bytes for an event", payload.len())));
+        return Err(Rejection::new(
+            RejectReason::TooLarge,
+            None,
+            format!("the message is {} bytes, over the limit of {MAX_EVENT_BYTES} bytes for an event", payload.len()),
+        ));
     }
-    let text = std::str::from_utf8(payload).map_err(|e| Rejection::new(RejectReason::MalformedJson, None, format!("the message is not UTF-8: {e}")))?;
+    let text = std::str::from_utf8(payload)
+        .map_err(|e| Rejection::new(RejectReason::MalformedJson, None, format!("the message is not UTF-8: {e}")))?;
     let Some(received_at_us) = timestamp_ms.and_then(|ms| ms.checked_mul(1000)) else {
         return Err(Rejection::new(RejectReason::BadTime, Some("timestamp"), "the Kafka record has no timestamp".into()));
     };
     let (event, headers) = crate::event::validate_seed_message(text)?;
     Ok(Record {
         received_at_us,
-        meta: RequestMeta { accept: headers.accept.map(Into::into), host: headers.host.map(Into::into), user_agent: headers.user_agent.map(Into::into), app: None },
+        meta: RequestMeta {
+            accept: headers.accept.map(Into::into),
+            host: headers.host.map(Into::into),
+            user_agent: headers.user_agent.map(Into::into),
+            app: None,
+        },
         raw_event: text.to_string(),
         event,
     })

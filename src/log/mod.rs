@@ -30,9 +30,9 @@ use crate::event::{Record, RecordView, RejectedEvent};
 pub mod kafka;
 pub mod sled;
 
-use self::sled::REOPEN_MIN_FREE_BYTES;
 #[cfg(not(fuzzing))]
 pub use self::kafka::{KafkaLog, KafkaTarget};
+use self::sled::REOPEN_MIN_FREE_BYTES;
 pub use self::sled::{LogOptions, SledLog, DEFAULT_MIN_FREE_BYTES};
 
 /// Format of a stored block. Bumped when [`Record`]'s encoding changes; readers refuse
@@ -105,9 +105,7 @@ const BLOCK_HEADER_BYTES: usize = 10;
 pub enum LogError {
     #[error("cannot open the log at {path}: {source}")]
     Open { path: PathBuf, source: ::sled::Error },
-    #[error(
-        "the log at {path} is in use by another process (is `questlog serve` running on this data dir?)"
-    )]
+    #[error("the log at {path} is in use by another process (is `questlog serve` running on this data dir?)")]
     Locked { path: PathBuf },
     #[error("log storage error: {0}")]
     Storage(#[from] ::sled::Error),
@@ -352,9 +350,7 @@ pub trait EventLog: Send + Sync + 'static {
     /// Only the sled log keeps catalogues.
     fn record_catalog(&self, hash: String, content: Vec<u8>) -> Result<Pending, LogError> {
         let _ = (hash, content);
-        Err(LogError::Unsupported(
-            "store catalogues are kept by the sled log only; a Kafka log takes purchases without a catalogue".into(),
-        ))
+        Err(LogError::Unsupported("store catalogues are kept by the sled log only; a Kafka log takes purchases without a catalogue".into()))
     }
     /// Every catalogue recorded, in the order recorded (so by `from_offset`).
     fn catalogs(&self) -> Result<Vec<CatalogRecord>, LogError> {
@@ -506,7 +502,13 @@ fn decompress(zstd: &mut zstd::bulk::Decompressor<'static>, raw: &RawBlock, plai
 }
 
 /// Decodes a block's bincode payload into views borrowing from it; keeps the `wanted`.
-fn decode_views(offset: u64, version: u8, count: usize, plain: &[u8], wanted: Range<u64>) -> Result<impl Iterator<Item = (u64, RecordView<'_>)> + '_, LogError> {
+fn decode_views(
+    offset: u64,
+    version: u8,
+    count: usize,
+    plain: &[u8],
+    wanted: Range<u64>,
+) -> Result<impl Iterator<Item = (u64, RecordView<'_>)> + '_, LogError> {
     let corrupt = |reason: String| LogError::Corrupt { offset, reason };
     let (records, used): (Vec<RecordView<'_>>, usize) = if version == 1 {
         let (old, used): (Vec<crate::event::v1::Record<&str>>, usize) =
@@ -666,7 +668,8 @@ pub fn fuzz_block(data: &[u8]) {
         Ok(records) => {
             // ...and reads the same records, compared as encoded bytes (a NaN cost is not
             // equal to itself), both in one go and decompressed on one thread, decoded on another.
-            let views: Vec<RecordView<'_>> = decoder.views(&raw).expect("a block that decodes owned decodes borrowed").map(|(_, v)| v).collect();
+            let views: Vec<RecordView<'_>> =
+                decoder.views(&raw).expect("a block that decodes owned decodes borrowed").map(|(_, v)| v).collect();
             assert_eq!(encode_block(&views), encode_block(&records), "borrowed and owned decoding differ");
             let plain = BlockDecoder::new().expect("a zstd context").decompress(&raw, Vec::new()).expect("it decompresses");
             assert_eq!(plain.views().expect("it decodes").count(), records.len());
@@ -752,8 +755,8 @@ pub fn decode_block<T: Stored>(offset: u64, bytes: &[u8]) -> Result<Vec<T>, LogE
     let corrupt = |reason: String| LogError::Corrupt { offset, reason };
     let (version, count, plain) = block_payload(offset, bytes)?;
     let (items, used): (Vec<T>, usize) = if version == 1 {
-        let (old, used): (Vec<T::V1>, usize) = bincode::serde::decode_from_slice(&plain, bincode_config())
-            .map_err(|e| corrupt(format!("decode (format 1): {e}")))?;
+        let (old, used): (Vec<T::V1>, usize) =
+            bincode::serde::decode_from_slice(&plain, bincode_config()).map_err(|e| corrupt(format!("decode (format 1): {e}")))?;
         (old.into_iter().map(Into::into).collect(), used)
     } else {
         bincode::serde::decode_from_slice(&plain, bincode_config()).map_err(|e| corrupt(format!("decode: {e}")))?
@@ -761,4 +764,3 @@ pub fn decode_block<T: Stored>(offset: u64, bytes: &[u8]) -> Result<Vec<T>, LogE
     check_decoded(offset, plain.len(), used, count, items.len())?;
     Ok(items)
 }
-

@@ -16,7 +16,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
 
-
 /// Free bytes the log's filesystem must keep after an append, by default. Below it, appends
 /// fail with [`LogError::NoSpace`] before sled writes a byte: sled 0.34 latches an I/O
 /// error for the life of the database, so running it into ENOSPC costs a reopen (see
@@ -50,7 +49,6 @@ const FLUSH_KICK_MS: u64 = 2_000;
 /// A group flush that has not returned after this long makes the log report itself
 /// unwritable (`/healthz` 503) until it returns.
 const FLUSH_STUCK_MS: u64 = 10_000;
-
 
 const BLOCKS_TREE: &str = "blocks";
 const REJECTED_TREE: &str = "rejected";
@@ -169,9 +167,7 @@ fn segment_size_for(dir: &Path) -> usize {
     std::fs::read(dir.join("conf"))
         .ok()
         .and_then(|conf| {
-            String::from_utf8_lossy(&conf)
-                .lines()
-                .find_map(|l| l.strip_prefix("segment_size: ").and_then(|n| n.trim().parse().ok()))
+            String::from_utf8_lossy(&conf).lines().find_map(|l| l.strip_prefix("segment_size: ").and_then(|n| n.trim().parse().ok()))
         })
         .unwrap_or(SEGMENT_BYTES)
 }
@@ -187,10 +183,7 @@ impl Store {
             .mode(::sled::Mode::HighThroughput)
             .open()
             .map_err(|e| match &e {
-                ::sled::Error::Io(io)
-                    if io.kind() == std::io::ErrorKind::WouldBlock
-                        || io.to_string().contains("lock") =>
-                {
+                ::sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
                     LogError::Locked { path: dir.to_path_buf() }
                 }
                 _ => LogError::Open { path: dir.to_path_buf(), source: e },
@@ -381,10 +374,8 @@ fn block_key(offset: u64) -> [u8; 8] {
 }
 
 fn key_offset(key: &[u8]) -> Result<u64, LogError> {
-    let bytes: [u8; 8] = key.try_into().map_err(|_| LogError::Corrupt {
-        offset: 0,
-        reason: format!("block key of {} bytes, expected 8", key.len()),
-    })?;
+    let bytes: [u8; 8] =
+        key.try_into().map_err(|_| LogError::Corrupt { offset: 0, reason: format!("block key of {} bytes, expected 8", key.len()) })?;
     Ok(u64::from_be_bytes(bytes))
 }
 
@@ -396,8 +387,7 @@ impl SledLog {
 
     /// Opens (or creates) the log in `dir` and starts its writer thread.
     pub fn open_with(dir: &Path, options: LogOptions) -> Result<Arc<SledLog>, LogError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| LogError::Open { path: dir.to_path_buf(), source: ::sled::Error::Io(e) })?;
+        std::fs::create_dir_all(dir).map_err(|e| LogError::Open { path: dir.to_path_buf(), source: ::sled::Error::Io(e) })?;
         // sled writes while it opens; opened on a full disk it can leave a corrupt snapshot
         // and then read the log as empty. Refuse instead.
         if let Ok(free) = fs2::available_space(dir) {
@@ -468,13 +458,10 @@ impl SledLog {
     fn store(&self) -> Result<Store, LogError> {
         let guard = self.store.read().unwrap_or_else(|p| p.into_inner());
         guard.clone().ok_or_else(|| {
-            LogError::Recovering(
-                self.counters.unwritable.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default(),
-            )
+            LogError::Recovering(self.counters.unwritable.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default())
         })
     }
 }
-
 
 impl EventLog for SledLog {
     fn append(&self, batch: AppendBatch) -> Result<Pending, LogError> {
@@ -1037,9 +1024,7 @@ impl Writer {
         let opened = loop {
             match Store::open(&self.dir).and_then(|s| s.ends().map(|ends| (s, ends))) {
                 // A reader still holds the old store (sled locks its files): wait for it.
-                Err(LogError::Locked { .. }) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
+                Err(LogError::Locked { .. }) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
                 other => break other,
             }
         };

@@ -234,10 +234,8 @@ impl Drop for Blocking {
 
 impl Blocking {
     pub(crate) fn new() -> Result<Blocking, ProjectError> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(io_err("starting the runtime for Delta commits"))?;
+        let rt =
+            tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(io_err("starting the runtime for Delta commits"))?;
         Ok(Blocking { rt: Some(rt) })
     }
 
@@ -312,7 +310,13 @@ impl DeltaTables {
     /// With `check`, each file of local tables must have the size the Delta log recorded
     /// and Parquet's magic bytes at both ends (a cheap start-up check; `verify` compares
     /// every row with the log).
-    pub fn open(root: &TablesRoot, work_dir: &Path, vacuum_retention_ms: u64, check: bool, layout: &Layout) -> Result<DeltaTables, ProjectError> {
+    pub fn open(
+        root: &TablesRoot,
+        work_dir: &Path,
+        vacuum_retention_ms: u64,
+        check: bool,
+        layout: &Layout,
+    ) -> Result<DeltaTables, ProjectError> {
         let me = Self::open_with(root, work_dir, vacuum_retention_ms, Some(layout.clone()))?;
         if check {
             if let TablesRoot::Local(dir) = root {
@@ -338,7 +342,12 @@ impl DeltaTables {
         Ok(me)
     }
 
-    fn open_with(root: &TablesRoot, work_dir: &Path, vacuum_retention_ms: u64, layout: Option<Layout>) -> Result<DeltaTables, ProjectError> {
+    fn open_with(
+        root: &TablesRoot,
+        work_dir: &Path,
+        vacuum_retention_ms: u64,
+        layout: Option<Layout>,
+    ) -> Result<DeltaTables, ProjectError> {
         let create = layout.is_some();
         let store = root.root_store()?;
         let blocking = Blocking::new()?;
@@ -463,7 +472,15 @@ impl DeltaTables {
     /// the error is [`ProjectError::Conflict`], that another writer moved the table.
     /// For tables from a topic, `partition_offsets` are the partitions' next offsets after
     /// the change (their sum is `offset`).
-    pub fn commit(&mut self, i: usize, kind: CommitKind, added: &[FileEntry], removed: &[FileEntry], offset: u64, partition_offsets: &[u64]) -> Result<(), ProjectError> {
+    pub fn commit(
+        &mut self,
+        i: usize,
+        kind: CommitKind,
+        added: &[FileEntry],
+        removed: &[FileEntry],
+        offset: u64,
+        partition_offsets: &[u64],
+    ) -> Result<(), ProjectError> {
         let layout = self.layout.clone();
         let staging = self.staging.clone();
         let t = &mut self.tables[i];
@@ -502,7 +519,12 @@ impl DeltaTables {
             let tombstones = self.blocking.run(vacuum_table(t, retention_ms))?;
             deleted += tombstones.deleted;
             if let Some(cache) = &self.cache {
-                evict_cached(&cache.join(self.tables[i].def.location), &self.tables[i], &tombstones, Duration::from_millis(self.vacuum_retention_ms));
+                evict_cached(
+                    &cache.join(self.tables[i].def.location),
+                    &self.tables[i],
+                    &tombstones,
+                    Duration::from_millis(self.vacuum_retention_ms),
+                );
             }
         }
         Ok(deleted)
@@ -566,7 +588,12 @@ impl DeltaTables {
     fn tombstoned(&self, t: &Table) -> BTreeSet<String> {
         self.blocking.run(async {
             let all = match t.table.snapshot() {
-                Ok(state) => state.all_tombstones(t.log_store.as_ref()).map_ok(|ts| ts.path().into_owned()).try_collect::<BTreeSet<String>>().await.ok(),
+                Ok(state) => state
+                    .all_tombstones(t.log_store.as_ref())
+                    .map_ok(|ts| ts.path().into_owned())
+                    .try_collect::<BTreeSet<String>>()
+                    .await
+                    .ok(),
                 Err(_) => None,
             };
             all.unwrap_or_else(|| {
@@ -725,7 +752,9 @@ async fn read_state(t: &mut Table, layout: Option<&Layout>) -> Result<(), Projec
     let err = delta_err(t.def, &t.url);
     let state = t.table.snapshot().map_err(delta_err(t.def, &t.url))?;
     let got: Vec<String> = state.schema().fields().map(|f| f.name().to_string()).collect();
-    let names = |partitioned| -> Result<Vec<String>, ProjectError> { Ok(delta_schema(t.def, partitioned)?.fields().map(|f| f.name().to_string()).collect()) };
+    let names = |partitioned| -> Result<Vec<String>, ProjectError> {
+        Ok(delta_schema(t.def, partitioned)?.fields().map(|f| f.name().to_string()).collect())
+    };
     let partitioned = match layout {
         Some(l) => l.partitioned(),
         None => got == names(true)?,
@@ -772,7 +801,10 @@ async fn read_state(t: &mut Table, layout: Option<&Layout>) -> Result<(), Projec
         let Some((first, last, level)) = parse_file_name(&name) else {
             return Err(ProjectError::Schema {
                 table: t.def.name,
-                reason: format!("the Delta table at {} holds {name}, a file questlog did not write; questlog must be the only writer of its tables", t.url),
+                reason: format!(
+                    "the Delta table at {} holds {name}, a file questlog did not write; questlog must be the only writer of its tables",
+                    t.url
+                ),
             });
         };
         let rows = f.num_records().unwrap_or(0) as u64;
@@ -883,7 +915,9 @@ async fn commit_table(
                 &e,
                 DeltaTableError::VersionAlreadyExists(_)
                     | DeltaTableError::Transaction {
-                        source: TransactionError::MaxCommitAttempts(_) | TransactionError::VersionAlreadyExists(_) | TransactionError::CommitConflict(_)
+                        source: TransactionError::MaxCommitAttempts(_)
+                            | TransactionError::VersionAlreadyExists(_)
+                            | TransactionError::CommitConflict(_)
                     }
             );
             if !moved {
@@ -892,7 +926,11 @@ async fn commit_table(
             if landed_anyway(t, next_version, &nonce).await? {
                 // The store kept our entry and then refused a retry of the same request
                 // (object_store retries a conditional put after a 5xx): it is our commit.
-                tracing::warn!(table = t.def.name, version = next_version, "a commit reported as refused had landed (a retried request); taking it as done");
+                tracing::warn!(
+                    table = t.def.name,
+                    version = next_version,
+                    "a commit reported as refused had landed (a retried request); taking it as done"
+                );
                 None
             } else {
                 // Say who moved it: read the table again.
@@ -1090,10 +1128,10 @@ async fn remove_orphans(store: &ObjectStoreRef, t: &Table, min_age: Duration) ->
         Err(_) => return Ok(0),
     };
     let cutoff = chrono::Utc::now() - chrono::Duration::milliseconds(min_age.as_millis() as i64);
-    let listing = store.list_with_delimiter(None).await.map_err(|e| ProjectError::Io {
-        context: format!("listing {}", t.url),
-        source: std::io::Error::other(e),
-    })?;
+    let listing = store
+        .list_with_delimiter(None)
+        .await
+        .map_err(|e| ProjectError::Io { context: format!("listing {}", t.url), source: std::io::Error::other(e) })?;
     let mut deleted = 0;
     for object in listing.objects {
         let name = object.location.filename().unwrap_or("").to_string();

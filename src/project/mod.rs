@@ -25,9 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{
-    ArrayRef, Float32Builder, Int16Builder, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
-};
+use arrow::array::{ArrayRef, Float32Builder, Int16Builder, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use indicatif::ProgressBar;
@@ -48,8 +46,8 @@ mod topic;
 pub const DELTA_DIR: &str = "delta";
 
 pub use delta::{CommitKind, DeltaTables, Layout, TablesRoot, DEFAULT_VACUUM_RETENTION_MS};
-pub use topic::{rebuild_topic_into, SourceRejects, SOURCE_REJECTED_DIR, TOPIC_DEDUP_WINDOW_OFFSETS};
 use plain::PlainView;
+pub use topic::{rebuild_topic_into, SourceRejects, SOURCE_REJECTED_DIR, TOPIC_DEDUP_WINDOW_OFFSETS};
 
 /// Events one incremental step reads at most. Bounds a step's memory and time; catching
 /// up runs as many steps as it takes.
@@ -78,7 +76,6 @@ pub const ROWS_PER_FILE: usize = 1_000_000;
 /// in base `COMPACT_FANIN`: a table holds at most `COMPACT_FANIN - 1` files per level, and
 /// each row is rewritten once per level — log10 of the number of steps in all.
 pub const COMPACT_FANIN: usize = 10;
-
 
 /// Crash testing: when `QUESTLOG_FAILPOINTS` makes this point fire (`name=return`, or
 /// `name=3*off->return` for its fourth hit; see `cli::setup_failpoints`), the process
@@ -281,14 +278,16 @@ impl RowBuilder {
     fn new_reusing(t: EventType, partitioned: bool, mut spare: Vec<Option<StringBuilder>>) -> RowBuilder {
         let fields_count = t.fields().len();
         let mut string = |column: usize, bytes_per_row: usize| {
-            spare.get_mut(column).and_then(Option::take).unwrap_or_else(|| StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * bytes_per_row))
+            spare
+                .get_mut(column)
+                .and_then(Option::take)
+                .unwrap_or_else(|| StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * bytes_per_row))
         };
         // Columns in schema order: raw_event, timestamp, accept, host, user_agent,
         // event_type, the type fields, log_offset, event_id, player_id, session_id, ...
         let (raw_event, timestamp, accept, host, user_agent, event_type_col) =
             (string(0, 256), string(1, 24), string(2, 24), string(3, 24), string(4, 24), string(5, 24));
-        let (event_id, player_id, session_id) =
-            (string(7 + fields_count, 24), string(8 + fields_count, 24), string(9 + fields_count, 24));
+        let (event_id, player_id, session_id) = (string(7 + fields_count, 24), string(8 + fields_count, 24), string(9 + fields_count, 24));
         let fields = t
             .fields()
             .iter()
@@ -460,9 +459,7 @@ struct FileWriter {
 const NO_DICTIONARY: [&str; 4] = ["raw_event", "event_id", "timestamp", "log_offset"];
 
 fn writer_props(codec: Codec) -> WriterProperties {
-    let mut b = WriterProperties::builder()
-        .set_compression(codec.parquet())
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
+    let mut b = WriterProperties::builder().set_compression(codec.parquet()).set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
     for col in NO_DICTIONARY {
         b = b.set_column_dictionary_enabled(parquet::schema::types::ColumnPath::from(col), false);
     }
@@ -496,7 +493,10 @@ impl FileWriter {
         // `into_inner` writes the footer and hands back the writer.
         let hashing = self.writer.into_inner().map_err(perr)?;
         let digest = hashing.hash.finalize();
-        let file = hashing.inner.into_inner().map_err(|e| ProjectError::Io { context: format!("writing {}", path.display()), source: e.into_error() })?;
+        let file = hashing
+            .inner
+            .into_inner()
+            .map_err(|e| ProjectError::Io { context: format!("writing {}", path.display()), source: e.into_error() })?;
         file.sync_all().map_err(io_err(format!("syncing {}", path.display())))?;
         let bytes = file.metadata().map_err(io_err(format!("stat {}", path.display())))?.len();
         let hash_hex16: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
@@ -524,7 +524,16 @@ struct TableOutput {
 
 impl TableOutput {
     fn new(def: &TableDef, dir: PathBuf, codec: Codec, level: u8, partitioned: bool) -> TableOutput {
-        TableOutput { dir, codec, level, schema: schema_for(def.event_type, partitioned), current: None, done: Vec::new(), seq: 0, roll_within: true }
+        TableOutput {
+            dir,
+            codec,
+            level,
+            schema: schema_for(def.event_type, partitioned),
+            current: None,
+            done: Vec::new(),
+            seq: 0,
+            roll_within: true,
+        }
     }
 
     /// Writes a batch of rows with log offsets `first..=last`, after those written so far.
@@ -701,7 +710,15 @@ pub trait TableSink: Send {
     /// in `partition_offsets`, `offset` their sum). `Ok` means the change is durable and
     /// visible to readers; an error, that it was not made (or, for
     /// [`ProjectError::Conflict`], that another writer's change was).
-    fn commit(&mut self, i: usize, kind: CommitKind, added: &[FileEntry], removed: &[FileEntry], offset: u64, partition_offsets: &[u64]) -> Result<(), ProjectError>;
+    fn commit(
+        &mut self,
+        i: usize,
+        kind: CommitKind,
+        added: &[FileEntry],
+        removed: &[FileEntry],
+        offset: u64,
+        partition_offsets: &[u64],
+    ) -> Result<(), ProjectError>;
     /// A local path to read a committed file of table `i`.
     fn local_file(&self, i: usize, name: &str) -> Result<PathBuf, ProjectError>;
     /// Called after a step's (or a merge's) commits: derived views catch up, at once with
@@ -727,7 +744,13 @@ impl Tables {
     /// Opens (creating what is missing) the tables at `root`; `data_dir` is where the
     /// plain view (local tables) or the staging and cache directories (S3) go.
     /// With `check`, local files are checked against the Delta log (see [`DeltaTables::open`]).
-    pub fn open(root: &TablesRoot, data_dir: &Path, vacuum_retention_ms: u64, check: bool, layout: &Layout) -> Result<Tables, ProjectError> {
+    pub fn open(
+        root: &TablesRoot,
+        data_dir: &Path,
+        vacuum_retention_ms: u64,
+        check: bool,
+        layout: &Layout,
+    ) -> Result<Tables, ProjectError> {
         fs::create_dir_all(data_dir).map_err(io_err(format!("creating {}", data_dir.display())))?;
         let delta = DeltaTables::open(root, data_dir, vacuum_retention_ms, check, layout)?;
         let plain = root.is_local().then(|| PlainView::new(data_dir));
@@ -765,7 +788,15 @@ impl TableSink for Tables {
         self.delta.staging_dir(table)
     }
 
-    fn commit(&mut self, i: usize, kind: CommitKind, added: &[FileEntry], removed: &[FileEntry], offset: u64, partition_offsets: &[u64]) -> Result<(), ProjectError> {
+    fn commit(
+        &mut self,
+        i: usize,
+        kind: CommitKind,
+        added: &[FileEntry],
+        removed: &[FileEntry],
+        offset: u64,
+        partition_offsets: &[u64],
+    ) -> Result<(), ProjectError> {
         // The new files' directory entries must be durable before a commit names them.
         if !added.is_empty() {
             fsync_dir(&self.delta.staging_dir(&TABLES[i]))?;
@@ -787,7 +818,12 @@ impl TableSink for Tables {
         failpoint("publish.before_view")?;
         let mut view = Vec::with_capacity(TABLES.len());
         for (i, def) in TABLES.iter().enumerate() {
-            let files = self.delta.files(i).iter().map(|f| Ok((self.delta.local_file(i, &f.name)?, f.name.clone()))).collect::<Result<Vec<_>, ProjectError>>()?;
+            let files = self
+                .delta
+                .files(i)
+                .iter()
+                .map(|f| Ok((self.delta.local_file(i, &f.name)?, f.name.clone())))
+                .collect::<Result<Vec<_>, ProjectError>>()?;
             view.push((def, files));
         }
         if let Err(e) = plain.publish(&view) {
@@ -869,7 +905,13 @@ impl Projector {
 
     /// With `check` false, damaged or missing files are not errors (for a rebuild, which
     /// replaces them all).
-    pub fn open_with_retention(root: &TablesRoot, data_dir: &Path, codec: Codec, vacuum_retention_ms: u64, check: bool) -> Result<Projector, ProjectError> {
+    pub fn open_with_retention(
+        root: &TablesRoot,
+        data_dir: &Path,
+        codec: Codec,
+        vacuum_retention_ms: u64,
+        check: bool,
+    ) -> Result<Projector, ProjectError> {
         Projector::open_source(root, data_dir, codec, vacuum_retention_ms, check, Layout::Local, ValueFormat::Questlog)
     }
 
@@ -974,7 +1016,11 @@ impl Projector {
             if let Err(ProjectError::NoSpace { free_bytes, .. }) = self.check_space("a projection step", estimate) {
                 let room = free_bytes.saturating_sub(self.settings.min_free_bytes) / EST_PARQUET_BYTES_PER_EVENT;
                 if room == 0 {
-                    return Err(ProjectError::NoSpace { what: "a projection step", free_bytes, needed_bytes: self.settings.min_free_bytes + EST_PARQUET_BYTES_PER_EVENT });
+                    return Err(ProjectError::NoSpace {
+                        what: "a projection step",
+                        free_bytes,
+                        needed_bytes: self.settings.min_free_bytes + EST_PARQUET_BYTES_PER_EVENT,
+                    });
                 }
                 to = from + room.min(to - from);
             }
@@ -1080,11 +1126,9 @@ impl Projector {
                 let (first, last) = if partitioned {
                     (f.first_offset, f.last_offset)
                 } else {
-                    let offsets = batch
-                        .column(offset_col)
-                        .as_any()
-                        .downcast_ref::<arrow::array::Int64Array>()
-                        .ok_or_else(|| ProjectError::Schema { table: def.name, reason: format!("log_offset is not INT64 in {}", path.display()) })?;
+                    let offsets = batch.column(offset_col).as_any().downcast_ref::<arrow::array::Int64Array>().ok_or_else(|| {
+                        ProjectError::Schema { table: def.name, reason: format!("log_offset is not INT64 in {}", path.display()) }
+                    })?;
                     // Rows are in log order within and across the files of a table.
                     (offsets.value(0) as u64, offsets.value(offsets.len() - 1) as u64)
                 };
@@ -1107,7 +1151,13 @@ impl Projector {
 
 /// Writes the tables for log offsets `0..to` and commits each table's files in place of
 /// what it held.
-fn rebuild_tables(tables: &mut dyn TableSink, log: &dyn EventLog, to: u64, codec: Codec, progress: &ProgressBar) -> Result<ProjectSummary, ProjectError> {
+fn rebuild_tables(
+    tables: &mut dyn TableSink,
+    log: &dyn EventLog,
+    to: u64,
+    codec: Codec,
+    progress: &ProgressBar,
+) -> Result<ProjectSummary, ProjectError> {
     let started = Instant::now();
     let to = to.min(log.durable_end());
     progress.set_length(to);
@@ -1128,7 +1178,14 @@ fn rebuild_tables(tables: &mut dyn TableSink, log: &dyn EventLog, to: u64, codec
 /// Writes the tables for log offsets `0..to` as Delta tables under `root` (time travel
 /// into another place: `project --out`, `report --to`, `verify`). `work_dir` holds
 /// staging files for S3.
-pub fn rebuild_into(log: &dyn EventLog, to: u64, root: &TablesRoot, work_dir: &Path, codec: Codec, progress: &ProgressBar) -> Result<ProjectSummary, ProjectError> {
+pub fn rebuild_into(
+    log: &dyn EventLog,
+    to: u64,
+    root: &TablesRoot,
+    work_dir: &Path,
+    codec: Codec,
+    progress: &ProgressBar,
+) -> Result<ProjectSummary, ProjectError> {
     let mut tables = Tables::scratch(root, work_dir, &Layout::Local)?;
     rebuild_tables(&mut tables, log, to, codec, progress)
 }
@@ -1246,12 +1303,7 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 }
 
 impl Continuous {
-    pub fn start(
-        projector: Projector,
-        log: Arc<dyn EventLog>,
-        stats: Arc<ProjectionStats>,
-        interval_ms: u64,
-    ) -> Continuous {
+    pub fn start(projector: Projector, log: Arc<dyn EventLog>, stats: Arc<ProjectionStats>, interval_ms: u64) -> Continuous {
         use std::sync::atomic::Ordering;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stop2 = stop.clone();
@@ -1276,7 +1328,10 @@ impl Continuous {
                     if projector.is_none() {
                         match restart.reopen() {
                             Ok(p) => {
-                                tracing::warn!(projected_offset = p.offset(), "projector reopened the tables after a panic or a conflicting commit");
+                                tracing::warn!(
+                                    projected_offset = p.offset(),
+                                    "projector reopened the tables after a panic or a conflicting commit"
+                                );
                                 stats.projected_offset.store(p.offset(), Ordering::Relaxed);
                                 stats.set_error(None);
                                 projector = Some(p);
@@ -1366,7 +1421,9 @@ impl Continuous {
                                 break; // space came back: no need to sit out the backoff
                             }
                         }
-                        std::thread::park_timeout(left.min(std::time::Duration::from_millis(interval_ms.clamp(1, MAX_PROJECT_INTERVAL_MS))));
+                        std::thread::park_timeout(
+                            left.min(std::time::Duration::from_millis(interval_ms.clamp(1, MAX_PROJECT_INTERVAL_MS))),
+                        );
                     }
                 }
             })
@@ -1425,24 +1482,24 @@ fn write_range(
         let spare = std::sync::Mutex::new(Vec::<Vec<u8>>::new());
         let mapped = !background
             && crate::log::map_blocks(
-            log,
-            from,
-            to,
-            || Ok(BlockDecoder::new()?),
-            |decoder, raw| -> Result<PlainBlock, ProjectError> {
-                let buffer = spare.lock().ok().and_then(|mut s| s.pop()).unwrap_or_default();
-                Ok(decoder.decompress(raw, buffer)?)
-            },
-            |block| {
-                for (offset, record) in block.views()? {
-                    push(offset, &record)?;
-                }
-                if let Ok(mut s) = spare.lock() {
-                    s.push(block.bytes);
-                }
-                Ok(())
-            },
-        )?;
+                log,
+                from,
+                to,
+                || Ok(BlockDecoder::new()?),
+                |decoder, raw| -> Result<PlainBlock, ProjectError> {
+                    let buffer = spare.lock().ok().and_then(|mut s| s.pop()).unwrap_or_default();
+                    Ok(decoder.decompress(raw, buffer)?)
+                },
+                |block| {
+                    for (offset, record) in block.views()? {
+                        push(offset, &record)?;
+                    }
+                    if let Ok(mut s) = spare.lock() {
+                        s.push(block.bytes);
+                    }
+                    Ok(())
+                },
+            )?;
         if !mapped {
             // Owned records decoded on one helper thread.
             crate::log::for_each_prefetched(log.read(from, to)?, |offset, record| push(offset, &record.view()))?;
@@ -1471,7 +1528,14 @@ struct RowSink {
 impl RowSink {
     /// Adds a row to table `i`: the record at `position` in the step's order (what file
     /// names are cut at), stored with `offset` and `partition` (tables from a topic).
-    fn push<S: AsRef<str>, M: AsRef<str>>(&mut self, i: usize, position: u64, offset: u64, partition: u32, record: &Record<S, M>) -> Result<(), ProjectError> {
+    fn push<S: AsRef<str>, M: AsRef<str>>(
+        &mut self,
+        i: usize,
+        position: u64,
+        offset: u64,
+        partition: u32,
+        record: &Record<S, M>,
+    ) -> Result<(), ProjectError> {
         let b = &mut self.builders[i];
         b.rows.push(offset, partition, record);
         b.first = b.first.min(position);
@@ -1595,7 +1659,12 @@ struct Building {
 
 /// What the row builder hands the Parquet writer thread.
 enum ToWriter {
-    Batch { table: usize, batch: RecordBatch, first: u64, last: u64 },
+    Batch {
+        table: usize,
+        batch: RecordBatch,
+        first: u64,
+        last: u64,
+    },
     /// Every row was sent: close the files and return them.
     Finish,
 }
@@ -1663,7 +1732,11 @@ pub fn snapshot_with(root: &TablesRoot, work_dir: &Path, layout: Option<&Layout>
         if tables.partition_offsets(i) != partition_offsets {
             return Err(ProjectError::Inconsistent {
                 table: def.name,
-                reason: format!("at position {offset} it reaches the partitions' offsets {:?}, table {} {partition_offsets:?}", tables.partition_offsets(i), TABLES[0].name),
+                reason: format!(
+                    "at position {offset} it reaches the partitions' offsets {:?}, table {} {partition_offsets:?}",
+                    tables.partition_offsets(i),
+                    TABLES[0].name
+                ),
             });
         }
     }
@@ -1763,9 +1836,23 @@ mod tests {
         assert_eq!(
             names,
             [
-                "raw_event", "timestamp", "accept", "host", "user_agent", "event_type", "store_id", "item_name",
-                "inventory_id", "total_cost", "category", "on_hand_qty", "log_offset", "event_id", "player_id",
-                "session_id", "event_time"
+                "raw_event",
+                "timestamp",
+                "accept",
+                "host",
+                "user_agent",
+                "event_type",
+                "store_id",
+                "item_name",
+                "inventory_id",
+                "total_cost",
+                "category",
+                "on_hand_qty",
+                "log_offset",
+                "event_id",
+                "player_id",
+                "session_id",
+                "event_time"
             ]
         );
     }

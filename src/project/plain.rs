@@ -96,7 +96,9 @@ impl PlainView {
         self.live = names;
         match marked {
             Ok(()) => self.remove_old(next, previous),
-            Err(e) => tracing::warn!(error = %e, "cannot mark the superseded plain-view generation; old generations stay until the next publish"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot mark the superseded plain-view generation; old generations stay until the next publish")
+            }
         }
         Ok(())
     }

@@ -21,7 +21,10 @@ use std::time::Instant;
 
 use indicatif::ProgressBar;
 
-use super::{failpoint, fsync_dir, io_err, write_rows, CommitKind, FileEntry, ProjectError, ProjectSummary, Projector, RowSink, TableSink, PARQUET_WRITERS, TABLES};
+use super::{
+    failpoint, fsync_dir, io_err, write_rows, CommitKind, FileEntry, ProjectError, ProjectSummary, Projector, RowSink, TableSink,
+    PARQUET_WRITERS, TABLES,
+};
 use crate::event::RejectedEvent;
 use crate::log::{event_id_key, EventLog, Scanned, ValueFormat};
 
@@ -72,12 +75,15 @@ impl Window {
         *self = Window::default();
         let start = from.saturating_sub(TOPIC_DEDUP_WINDOW_OFFSETS);
         if from > start {
-            crate::log::for_each_prefetched(log.scan_partition(p, start, from, format)?, |offset, value: Scanned| -> Result<(), ProjectError> {
-                if let Ok(r) = value {
-                    self.admit(offset, key_of(&r));
-                }
-                Ok(())
-            })?;
+            crate::log::for_each_prefetched(
+                log.scan_partition(p, start, from, format)?,
+                |offset, value: Scanned| -> Result<(), ProjectError> {
+                    if let Ok(r) = value {
+                        self.admit(offset, key_of(&r));
+                    }
+                    Ok(())
+                },
+            )?;
         }
         self.next = Some(from);
         Ok(())
@@ -251,31 +257,34 @@ fn read_topic(
             window.fill_to(log, p as u32, format, from[p])?;
             let rejects = &mut state.rejects;
             let reached_p = &mut reached[p];
-            crate::log::for_each_prefetched(log.scan_partition(p as u32, from[p], limit[p], format)?, |offset, value: Scanned| -> Result<(), ProjectError> {
-                debug_assert!(offset >= *reached_p, "a partition's offsets grow");
-                *reached_p = offset + 1;
-                events += 1;
-                if events % 16_384 == 0 {
-                    progress.inc(16_384);
-                }
-                let record = match value {
-                    Ok(r) => r,
-                    Err(rejection) => {
-                        rejects.record(p as u32, offset, &rejection);
-                        rejected += 1;
+            crate::log::for_each_prefetched(
+                log.scan_partition(p as u32, from[p], limit[p], format)?,
+                |offset, value: Scanned| -> Result<(), ProjectError> {
+                    debug_assert!(offset >= *reached_p, "a partition's offsets grow");
+                    *reached_p = offset + 1;
+                    events += 1;
+                    if events % 16_384 == 0 {
+                        progress.inc(16_384);
+                    }
+                    let record = match value {
+                        Ok(r) => r,
+                        Err(rejection) => {
+                            rejects.record(p as u32, offset, &rejection);
+                            rejected += 1;
+                            return Ok(());
+                        }
+                    };
+                    if !window.admit(offset, key_of(&record)) {
+                        duplicates += 1;
                         return Ok(());
                     }
-                };
-                if !window.admit(offset, key_of(&record)) {
-                    duplicates += 1;
-                    return Ok(());
-                }
-                let i = record.event.event_type().index();
-                if offset < starts[i][p] {
-                    return Ok(()); // this table has it already (a step that stopped half-way)
-                }
-                sink.push(i, base + (offset - from[p]), offset, p as u32, &record)
-            })?;
+                    let i = record.event.event_type().index();
+                    if offset < starts[i][p] {
+                        return Ok(()); // this table has it already (a step that stopped half-way)
+                    }
+                    sink.push(i, base + (offset - from[p]), offset, p as u32, &record)
+                },
+            )?;
             window.next = Some(reached[p]);
             if reached[p] >= limit[p] {
                 at_end = false;
@@ -355,7 +364,17 @@ impl Projector {
             *w = Window::default();
         }
         let zeros = vec![0u64; n];
-        let read = read_topic(log, self.settings.format, state, &zeros, &vec![u64::MAX; n], &vec![zeros.clone(); TABLES.len()], &dirs, self.settings.codec, progress)?;
+        let read = read_topic(
+            log,
+            self.settings.format,
+            state,
+            &zeros,
+            &vec![u64::MAX; n],
+            &vec![zeros.clone(); TABLES.len()],
+            &dirs,
+            self.settings.codec,
+            progress,
+        )?;
         failpoint("rebuild.before_commit")?;
         state.rejects.sync()?;
         let position: u64 = read.reached.iter().sum();
@@ -408,7 +427,13 @@ pub fn rebuild_topic_into(
     for (i, files) in read.files.into_iter().enumerate() {
         tables.commit(i, CommitKind::Replace, &files, &[], position, to)?;
     }
-    Ok(ProjectSummary { to_offset: position, events: read.events, duplicates: read.duplicates, rejected: read.rejected, ..Default::default() })
+    Ok(ProjectSummary {
+        to_offset: position,
+        events: read.events,
+        duplicates: read.duplicates,
+        rejected: read.rejected,
+        ..Default::default()
+    })
 }
 
 #[cfg(test)]

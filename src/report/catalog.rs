@@ -26,9 +26,7 @@ pub fn stock_book(src: &dyn TableSource, versions: &[Version]) -> Result<StockBo
     let items = ints(&df, "inventory_id")?;
     let costs = df.column("total_cost")?.cast(&DataType::Float32)?;
     let costs = costs.f32()?;
-    let rows = (0..df.height()).filter_map(|i| {
-        Some((offsets[i]? as u64, times.get(i)?, stores[i]?, items[i]?, costs.get(i)?))
-    });
+    let rows = (0..df.height()).filter_map(|i| Some((offsets[i]? as u64, times.get(i)?, stores[i]?, items[i]?, costs.get(i)?)));
     Ok(catalog::stock_from(versions, rows))
 }
 
@@ -39,23 +37,27 @@ pub fn catalog_items_frame(latest: &Version) -> Result<DataFrame, ReportError> {
     let c = &latest.catalog;
     let store = |i: &catalog::Item| c.store(i.store_id).expect("a valid catalogue's items have stores");
     let col_i64 = |name: &str, f: &dyn Fn(&catalog::Item) -> i64| Column::new(name.into(), c.items.iter().map(f).collect::<Vec<i64>>());
-    let col_str = |name: &str, f: &dyn Fn(&catalog::Item) -> String| Column::new(name.into(), c.items.iter().map(f).collect::<Vec<String>>());
+    let col_str =
+        |name: &str, f: &dyn Fn(&catalog::Item) -> String| Column::new(name.into(), c.items.iter().map(f).collect::<Vec<String>>());
     let n = c.items.len();
-    Ok(DataFrame::new(n, vec![
-        col_i64("store_id", &|i| i.store_id),
-        col_str("store_name", &|i| store(i).name.clone()),
-        col_i64("inventory_id", &|i| i.inventory_id),
-        col_str("item_name", &|i| i.name.clone()),
-        col_str("category", &|i| i.category.clone()),
-        Column::new("unit_price".into(), c.items.iter().map(|i| catalog::cents_to_cost(i.unit_price_cents)).collect::<Vec<f64>>()),
-        col_i64("unit_price_cents", &|i| i.unit_price_cents),
-        col_i64("starting_stock", &|i| i.starting_stock),
-        col_i64("restock_qty", &|i| i.restock_qty),
-        col_i64("restock_interval_hours", &|i| store(i).restock_interval_hours),
-        col_i64("min_level", &|i| i.min_level),
-        Column::new("catalog_hash".into(), vec![latest.hash.clone(); n]),
-        Column::new("from_log_offset".into(), vec![latest.from_offset as i64; n]),
-    ])?)
+    Ok(DataFrame::new(
+        n,
+        vec![
+            col_i64("store_id", &|i| i.store_id),
+            col_str("store_name", &|i| store(i).name.clone()),
+            col_i64("inventory_id", &|i| i.inventory_id),
+            col_str("item_name", &|i| i.name.clone()),
+            col_str("category", &|i| i.category.clone()),
+            Column::new("unit_price".into(), c.items.iter().map(|i| catalog::cents_to_cost(i.unit_price_cents)).collect::<Vec<f64>>()),
+            col_i64("unit_price_cents", &|i| i.unit_price_cents),
+            col_i64("starting_stock", &|i| i.starting_stock),
+            col_i64("restock_qty", &|i| i.restock_qty),
+            col_i64("restock_interval_hours", &|i| store(i).restock_interval_hours),
+            col_i64("min_level", &|i| i.min_level),
+            Column::new("catalog_hash".into(), vec![latest.hash.clone(); n]),
+            Column::new("from_log_offset".into(), vec![latest.from_offset as i64; n]),
+        ],
+    )?)
 }
 
 /// Every item's stock as a frame, with the latest catalogue's name and category.
@@ -65,22 +67,25 @@ pub fn stock_frame(book: &StockBook, latest: &Catalog) -> Result<DataFrame, Repo
     let named = |f: &dyn Fn(&catalog::Item) -> String| -> Vec<Option<String>> {
         rows.iter().map(|r| latest.item(r.store_id, r.inventory_id).map(f)).collect()
     };
-    Ok(DataFrame::new(rows.len(), vec![
-        i64s("store_id", &|r| r.store_id),
-        i64s("inventory_id", &|r| r.inventory_id),
-        Column::new("item_name".into(), named(&|i| i.name.clone())),
-        Column::new("category".into(), named(&|i| i.category.clone())),
-        i64s("starting_stock", &|r| r.starting_stock),
-        i64s("on_hand_qty", &|r| r.on_hand_qty),
-        i64s("sold_qty", &|r| r.sold_qty),
-        i64s("restocked_qty", &|r| r.restocked_qty),
-        i64s("purchases", &|r| r.purchases),
-        i64s("short_purchases", &|r| r.short_purchases),
-        i64s("short_qty", &|r| r.short_qty),
-        Column::new("revenue".into(), rows.iter().map(|r| r.revenue_cents as f64 / 100.0).collect::<Vec<f64>>()),
-        Column::new("list_value".into(), rows.iter().map(|r| r.list_value_cents as f64 / 100.0).collect::<Vec<f64>>()),
-        Column::new("listed".into(), rows.iter().map(|r| r.listed).collect::<Vec<bool>>()),
-    ])?)
+    Ok(DataFrame::new(
+        rows.len(),
+        vec![
+            i64s("store_id", &|r| r.store_id),
+            i64s("inventory_id", &|r| r.inventory_id),
+            Column::new("item_name".into(), named(&|i| i.name.clone())),
+            Column::new("category".into(), named(&|i| i.category.clone())),
+            i64s("starting_stock", &|r| r.starting_stock),
+            i64s("on_hand_qty", &|r| r.on_hand_qty),
+            i64s("sold_qty", &|r| r.sold_qty),
+            i64s("restocked_qty", &|r| r.restocked_qty),
+            i64s("purchases", &|r| r.purchases),
+            i64s("short_purchases", &|r| r.short_purchases),
+            i64s("short_qty", &|r| r.short_qty),
+            Column::new("revenue".into(), rows.iter().map(|r| r.revenue_cents as f64 / 100.0).collect::<Vec<f64>>()),
+            Column::new("list_value".into(), rows.iter().map(|r| r.list_value_cents as f64 / 100.0).collect::<Vec<f64>>()),
+            Column::new("listed".into(), rows.iter().map(|r| r.listed).collect::<Vec<bool>>()),
+        ],
+    )?)
 }
 
 /// Both frames `sql` registers when the log has a catalogue.
@@ -91,13 +96,22 @@ pub fn frames(src: &dyn TableSource, versions: &[Version]) -> Result<Vec<(&'stat
 }
 
 /// The report's catalogue section.
-pub(super) fn section(src: &dyn TableSource, versions: &[Version], number: usize, summary: &mut Vec<String>) -> Result<Section, ReportError> {
+pub(super) fn section(
+    src: &dyn TableSource,
+    versions: &[Version],
+    number: usize,
+    summary: &mut Vec<String>,
+) -> Result<Section, ReportError> {
     let latest = versions.last().expect("called with a catalogue");
     let book = stock_book(src, versions)?;
     let rows = book.rows();
     let listed: Vec<&ItemStock> = rows.iter().filter(|r| r.listed).collect();
     let name = |r: &ItemStock| -> (String, String) {
-        latest.catalog.item(r.store_id, r.inventory_id).map(|i| (i.name.clone(), i.category.clone())).unwrap_or_else(|| ("–".into(), "–".into()))
+        latest
+            .catalog
+            .item(r.store_id, r.inventory_id)
+            .map(|i| (i.name.clone(), i.category.clone()))
+            .unwrap_or_else(|| ("–".into(), "–".into()))
     };
     let mut blocks = Vec::new();
     blocks.push(Block::Para(format!(
@@ -130,7 +144,14 @@ pub(super) fn section(src: &dyn TableSource, versions: &[Version], number: usize
         fmt_int(rows.iter().map(|r| r.short_purchases).sum())
     ));
     blocks.push(Block::Heading("Revenue against list price".into()));
-    let mut t = Table::new(&[("Category", false), ("Purchases", true), ("Units", true), ("Revenue", true), ("At list price", true), ("Revenue / list", true)]);
+    let mut t = Table::new(&[
+        ("Category", false),
+        ("Purchases", true),
+        ("Units", true),
+        ("Revenue", true),
+        ("At list price", true),
+        ("Revenue / list", true),
+    ]);
     for (cat, (p, u, rev, lv)) in &by_cat {
         t.row(vec![cat.clone(), fmt_int(*p), fmt_int(*u), fmt_money(*rev), fmt_money(*lv), fmt_pct(*rev, *lv)]);
     }
@@ -145,7 +166,14 @@ pub(super) fn section(src: &dyn TableSource, versions: &[Version], number: usize
         e.1 += r.starting_stock + r.restocked_qty;
         e.2 += r.on_hand_qty;
     }
-    let mut t = Table::new(&[("Store", true), ("Name", false), ("Units sold", true), ("Units stocked", true), ("Sell-through", true), ("On hand", true)]);
+    let mut t = Table::new(&[
+        ("Store", true),
+        ("Name", false),
+        ("Units sold", true),
+        ("Units stocked", true),
+        ("Sell-through", true),
+        ("On hand", true),
+    ]);
     for (store, (sold, stocked, on_hand)) in &by_store {
         let store_name = latest.catalog.store(*store).map(|s| s.name.clone()).unwrap_or_default();
         t.row(vec![store.to_string(), store_name, fmt_int(*sold), fmt_int(*stocked), fmt_pct(*sold, *stocked), fmt_int(*on_hand)]);
@@ -177,7 +205,15 @@ pub(super) fn section(src: &dyn TableSource, versions: &[Version], number: usize
         blocks.push(Block::Para(
             "Items sold out now or bought when fewer units were on hand than the purchase took (such purchases are accepted: the event is what the game did, the shortfall is the finding).".into(),
         ));
-        let mut t = Table::new(&[("Store", true), ("Item", false), ("On hand", true), ("Sold", true), ("Restocked", true), ("Short purchases", true), ("Units short", true)]);
+        let mut t = Table::new(&[
+            ("Store", true),
+            ("Item", false),
+            ("On hand", true),
+            ("Sold", true),
+            ("Restocked", true),
+            ("Short purchases", true),
+            ("Units short", true),
+        ]);
         for r in short.iter().take(MAX_ROWS) {
             t.row(vec![
                 r.store_id.to_string(),

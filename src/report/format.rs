@@ -33,11 +33,7 @@ pub(super) fn fmt_int(n: i64) -> String {
 pub(super) fn fmt_money(cents: i64) -> String {
     let sign = if cents < 0 { "-" } else { "" };
     let abs = cents.unsigned_abs();
-    format!(
-        "{sign}${}.{:02}",
-        fmt_int((abs / 100) as i64),
-        abs % 100
-    )
+    format!("{sign}${}.{:02}", fmt_int((abs / 100) as i64), abs % 100)
 }
 
 /// `part / whole` as a percentage with one decimal.
@@ -133,12 +129,7 @@ pub(super) fn fmt_instant(micros: i64) -> String {
 /// A duration in microseconds → `2d 3h 4m`, `5m 6s`, `0s`.
 pub(super) fn fmt_duration(micros: i64) -> String {
     let total = micros.max(0) / MICROS_PER_SEC;
-    let (d, h, m, s) = (
-        total / 86_400,
-        (total / 3600) % 24,
-        (total / 60) % 60,
-        total % 60,
-    );
+    let (d, h, m, s) = (total / 86_400, (total / 3600) % 24, (total / 60) % 60, total % 60);
     let mut parts = Vec::new();
     if d > 0 {
         parts.push(format!("{d}d"));
@@ -218,10 +209,8 @@ pub(super) fn bucket_precision(width_micros: i64) -> TimePrecision {
 }
 
 /// Histogram band widths tried in order; the first giving at most 12 bands wins.
-pub(super) const BAND_WIDTHS: [i64; 20] = [
-    1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1_000, 2_000, 2_500, 5_000, 10_000, 20_000,
-    25_000, 50_000, 100_000,
-];
+pub(super) const BAND_WIDTHS: [i64; 20] =
+    [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1_000, 2_000, 2_500, 5_000, 10_000, 20_000, 25_000, 50_000, 100_000];
 
 pub(super) fn pick_band(min: i64, max: i64) -> i64 {
     for w in BAND_WIDTHS {
@@ -270,17 +259,12 @@ pub(super) fn distinct(column: &str) -> Expr {
 }
 
 pub(super) fn quantile(column: &str, q: f64) -> Expr {
-    col(column)
-        .cast(DataType::Float64)
-        .quantile(lit(q), QuantileMethod::Nearest)
+    col(column).cast(DataType::Float64).quantile(lit(q), QuantileMethod::Nearest)
 }
 
 /// Sort options: `descending[i]` per key, nulls last, stable.
 pub(super) fn sort_opts(descending: &[bool]) -> SortMultipleOptions {
-    SortMultipleOptions::new()
-        .with_order_descending_multi(descending.iter().copied())
-        .with_nulls_last(true)
-        .with_maintain_order(true)
+    SortMultipleOptions::new().with_order_descending_multi(descending.iter().copied()).with_nulls_last(true).with_maintain_order(true)
 }
 
 /// The event's time in µs since the epoch: `event_time`, or the server receive
@@ -297,12 +281,7 @@ pub(super) fn time_expr() -> Expr {
         .to_datetime(
             Some(TimeUnit::Microseconds),
             None,
-            StrptimeOptions {
-                format: Some("%Y-%m-%dT%H:%M:%S%.fZ".into()),
-                strict: false,
-                exact: true,
-                cache: false,
-            },
+            StrptimeOptions { format: Some("%Y-%m-%dT%H:%M:%S%.fZ".into()), strict: false, exact: true, cache: false },
             lit("raise"),
         )
         .cast(DataType::Int64);
@@ -311,10 +290,7 @@ pub(super) fn time_expr() -> Expr {
 
 /// Whole cents of `total_cost` (rounded half to even per purchase).
 pub(super) fn cents_expr() -> Expr {
-    (col("total_cost").cast(DataType::Float64) * lit(100.0))
-        .round(0, RoundMode::HalfToEven)
-        .cast(DataType::Int64)
-        .alias("cents")
+    (col("total_cost").cast(DataType::Float64) * lit(100.0)).round(0, RoundMode::HalfToEven).cast(DataType::Int64).alias("cents")
 }
 
 /// Events per player and per session over all five tables, counted table by table so that
@@ -341,12 +317,7 @@ impl People {
         for (i, table) in TABLE_NAMES.into_iter().enumerate() {
             let ids = src.columns(table, &["player_id"])?;
             no_player += ids.column("player_id")?.null_count() as i64;
-            let per = ids
-                .lazy()
-                .filter(col("player_id").is_not_null())
-                .group_by([col("player_id")])
-                .agg([count_as("events")])
-                .collect()?;
+            let per = ids.lazy().filter(col("player_id").is_not_null()).group_by([col("player_id")]).agg([count_as("events")]).collect()?;
             players_by_table[i] = per.height() as i64;
             player_parts.push(per.lazy());
             session_parts.push(
@@ -368,11 +339,6 @@ impl People {
             .group_by([col("session_id")])
             .agg([col("events").sum().cast(DataType::Int64).alias("events")])
             .collect()?;
-        Ok(People {
-            per_player,
-            per_session,
-            players_by_table,
-            no_player,
-        })
+        Ok(People { per_player, per_session, players_by_table, no_player })
     }
 }

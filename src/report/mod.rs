@@ -43,32 +43,14 @@ use render::*;
 use sections::*;
 
 /// The five table names, in the order used throughout the report.
-pub const TABLE_NAMES: [&str; 5] = [
-    "guild_joins",
-    "enemy_kills",
-    "quests",
-    "take_damage",
-    "transactions",
-];
+pub const TABLE_NAMES: [&str; 5] = ["guild_joins", "enemy_kills", "quests", "take_damage", "transactions"];
 
 /// The `event_type` stored in each table, in the same order as [`TABLE_NAMES`]
 /// (this is also the funnel order).
-const EVENT_TYPES: [&str; 5] = [
-    "join_guild",
-    "kill_enemy",
-    "accept_quest",
-    "take_damage",
-    "buy_asset",
-];
+const EVENT_TYPES: [&str; 5] = ["join_guild", "kill_enemy", "accept_quest", "take_damage", "buy_asset"];
 
 /// Funnel order: join_guild → accept_quest → kill_enemy → take_damage → buy_asset.
-const FUNNEL: [&str; 5] = [
-    "join_guild",
-    "accept_quest",
-    "kill_enemy",
-    "take_damage",
-    "buy_asset",
-];
+const FUNNEL: [&str; 5] = ["join_guild", "accept_quest", "kill_enemy", "take_damage", "buy_asset"];
 
 /// A snapshot of the tables: for each table name, the Parquet files that make it up
 /// (possibly none).
@@ -130,11 +112,7 @@ pub enum ReportError {
         "Parquet file {} does not match the `{table}` table: {detail} (rebuild the tables with `questlog project --rebuild`)",
         path.display()
     )]
-    SchemaMismatch {
-        table: &'static str,
-        path: PathBuf,
-        detail: String,
-    },
+    SchemaMismatch { table: &'static str, path: PathBuf, detail: String },
 
     /// The snapshot names a table questlog does not have.
     #[error("unknown table `{0}`; the tables are guild_joins, enemy_kills, quests, take_damage, transactions")]
@@ -254,12 +232,7 @@ pub fn column_names(table: &str) -> Vec<&'static str> {
 
 /// The Polars schema of a table (columns in file order).
 pub fn table_schema(table: &str) -> Option<Schema> {
-    table_fields(table).map(|fields| {
-        fields
-            .into_iter()
-            .map(|(name, dtype)| (PlSmallStr::from_static(name), dtype))
-            .collect()
-    })
+    table_fields(table).map(|fields| fields.into_iter().map(|(name, dtype)| (PlSmallStr::from_static(name), dtype)).collect())
 }
 
 /// A frame with the table's schema and zero rows. An unknown table name gives a frame with
@@ -375,11 +348,7 @@ pub fn open_snapshot(files: &TableFiles) -> Result<Snapshot, ReportError> {
                     return Err(ReportError::FileVanished(path.clone()));
                 }
                 Err(source) => {
-                    return Err(ReportError::Io {
-                        action: "could not open table file",
-                        path: path.clone(),
-                        source,
-                    });
+                    return Err(ReportError::Io { action: "could not open table file", path: path.clone(), source });
                 }
             }
         }
@@ -408,10 +377,7 @@ impl TableSource for Snapshot {
     fn rows(&self, table: &'static str) -> Result<usize, ReportError> {
         let mut rows = 0;
         for (path, file) in self.files(table) {
-            rows += Self::reader(path, file)?.num_rows().map_err(|source| ReportError::Parquet {
-                path: path.clone(),
-                source,
-            })?;
+            rows += Self::reader(path, file)?.num_rows().map_err(|source| ReportError::Parquet { path: path.clone(), source })?;
         }
         Ok(rows)
     }
@@ -440,10 +406,7 @@ impl TableSource for Snapshot {
             let df = Self::reader(path, file)?
                 .with_columns(Some(names.clone()))
                 .finish()
-                .map_err(|source| ReportError::Parquet {
-                    path: path.clone(),
-                    source,
-                })?;
+                .map_err(|source| ReportError::Parquet { path: path.clone(), source })?;
             combined.vstack_mut_owned(select_columns(conform(table, path, &fields, df)?, columns)?)?;
         }
         Ok(combined)
@@ -451,12 +414,7 @@ impl TableSource for Snapshot {
 }
 
 /// Puts a file's columns in the table's order and types (extra columns are dropped).
-fn conform(
-    table: &'static str,
-    path: &Path,
-    fields: &[(&'static str, DataType)],
-    df: DataFrame,
-) -> Result<DataFrame, ReportError> {
+fn conform(table: &'static str, path: &Path, fields: &[(&'static str, DataType)], df: DataFrame) -> Result<DataFrame, ReportError> {
     let height = df.height();
     let mut columns = Vec::with_capacity(fields.len());
     for (name, dtype) in fields {
@@ -468,16 +426,11 @@ fn conform(
         let column = if column.dtype() == dtype {
             column.clone()
         } else {
-            column
-                .strict_cast(dtype)
-                .map_err(|e| ReportError::SchemaMismatch {
-                    table,
-                    path: path.to_path_buf(),
-                    detail: format!(
-                        "column `{name}` has type {} where {dtype} was expected ({e})",
-                        column.dtype()
-                    ),
-                })?
+            column.strict_cast(dtype).map_err(|e| ReportError::SchemaMismatch {
+                table,
+                path: path.to_path_buf(),
+                detail: format!("column `{name}` has type {} where {dtype} was expected ({e})", column.dtype()),
+            })?
         };
         columns.push(column);
     }
@@ -512,10 +465,7 @@ const MAX_ROWS: usize = 25;
 /// A note under a table that was cut to [`MAX_ROWS`] rows.
 fn cut_note(blocks: &mut Vec<Block>, total: usize, what: &str) {
     if total > MAX_ROWS {
-        blocks.push(Block::Para(format!(
-            "Showing the first {MAX_ROWS} of {} {what}; `questlog sql` has the rest.",
-            fmt_int(total as i64)
-        )));
+        blocks.push(Block::Para(format!("Showing the first {MAX_ROWS} of {} {what}; `questlog sql` has the rest.", fmt_int(total as i64))));
     }
 }
 
@@ -561,12 +511,7 @@ pub fn build_report_with(src: &dyn TableSource, title_note: &str, catalogs: &[cr
             _ => None,
         })
         .collect();
-    Ok(Report {
-        markdown,
-        html,
-        summary,
-        charts,
-    })
+    Ok(Report { markdown, html, summary, charts })
 }
 
 /// Writes `report.md` and `report.html` into `out_dir` (created if needed) and returns
@@ -586,16 +531,9 @@ pub fn write_report(report: &Report, out_dir: &Path) -> Result<(PathBuf, PathBuf
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = path.with_file_name(format!(".{file_name}.tmp"));
-    std::fs::write(&tmp, bytes).map_err(|source| ReportError::Io {
-        action: "could not write",
-        path: tmp.clone(),
-        source,
-    })?;
+    std::fs::write(&tmp, bytes).map_err(|source| ReportError::Io { action: "could not write", path: tmp.clone(), source })?;
     std::fs::rename(&tmp, path).map_err(|source| ReportError::Io {
         action: "could not move report into place at",
         path: path.to_path_buf(),
@@ -629,11 +567,7 @@ struct Table {
 
 impl Table {
     fn new(headers: &[(&'static str, bool)]) -> Self {
-        Table {
-            headers: headers.iter().map(|(h, _)| *h).collect(),
-            numeric: headers.iter().map(|(_, n)| *n).collect(),
-            rows: Vec::new(),
-        }
+        Table { headers: headers.iter().map(|(h, _)| *h).collect(), numeric: headers.iter().map(|(_, n)| *n).collect(), rows: Vec::new() }
     }
     fn row(&mut self, cells: Vec<String>) {
         debug_assert_eq!(cells.len(), self.headers.len());
@@ -654,17 +588,10 @@ struct Bar {
 
 impl Chart {
     fn new(title: impl Into<String>) -> Self {
-        Chart {
-            title: title.into(),
-            bars: Vec::new(),
-        }
+        Chart { title: title.into(), bars: Vec::new() }
     }
     fn bar(&mut self, label: impl Into<String>, value: f64, display: impl Into<String>) {
-        self.bars.push(Bar {
-            label: label.into(),
-            value,
-            display: display.into(),
-        });
+        self.bars.push(Bar { label: label.into(), value, display: display.into() });
     }
 }
 
@@ -749,17 +676,11 @@ mod tests {
             let df = empty_frame(table);
             assert_eq!(df.height(), 0);
             assert_eq!(df.get_column_names()[0].as_str(), "raw_event");
-            assert_eq!(
-                df.column("event_time").unwrap().dtype(),
-                &DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC))
-            );
+            assert_eq!(df.column("event_time").unwrap().dtype(), &DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC)));
         }
         assert_eq!(empty_frame("transactions").width(), 17);
         assert_eq!(empty_frame("guild_joins").width(), 13);
-        assert_eq!(
-            empty_frame("enemy_kills").column("level").unwrap().dtype(),
-            &DataType::Int16
-        );
+        assert_eq!(empty_frame("enemy_kills").column("level").unwrap().dtype(), &DataType::Int16);
         assert_eq!(empty_frame("nope").width(), 0);
     }
 
@@ -780,25 +701,13 @@ mod tests {
     fn receive_time_stands_in_for_missing_event_time() {
         let day0 = 1_767_225_600 * MICROS_PER_SEC;
         let mut frames = Frames::empty();
-        let timestamp = Column::new(
-            "timestamp".into(),
-            ["2026-01-01T00:00:00.250000Z", "2026-01-02T03:04:05Z", "garbage"],
-        );
-        let event_time = Column::new("event_time".into(), [Some(day0 + 10), None, None])
-            .cast(&datetime_utc_us())
-            .unwrap();
+        let timestamp = Column::new("timestamp".into(), ["2026-01-01T00:00:00.250000Z", "2026-01-02T03:04:05Z", "garbage"]);
+        let event_time = Column::new("event_time".into(), [Some(day0 + 10), None, None]).cast(&datetime_utc_us()).unwrap();
         let player = Column::new("player_id".into(), [Some("a"), Some("b"), None]);
         let session = Column::new("session_id".into(), [None::<&str>, None, None]);
         frames.quests = DataFrame::new(3, vec![timestamp, event_time, player, session]).unwrap();
         let t = frames.columns("quests", &[TIME]).unwrap();
-        assert_eq!(
-            ints(&t, "t").unwrap(),
-            vec![
-                Some(day0 + 10),
-                Some(day0 + (86_400 + 3 * 3_600 + 4 * 60 + 5) * MICROS_PER_SEC),
-                None
-            ]
-        );
+        assert_eq!(ints(&t, "t").unwrap(), vec![Some(day0 + 10), Some(day0 + (86_400 + 3 * 3_600 + 4 * 60 + 5) * MICROS_PER_SEC), None]);
     }
 
     #[test]

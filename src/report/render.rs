@@ -161,12 +161,7 @@ pub(super) fn svg_bar_chart(chart: &Chart) -> String {
     const TOP: f64 = 36.0;
     let rows = chart.bars.len().max(1) as f64;
     let height = TOP + rows * ROW_H + 12.0;
-    let max = chart
-        .bars
-        .iter()
-        .map(|b| b.value)
-        .filter(|v| v.is_finite())
-        .fold(0.0_f64, f64::max);
+    let max = chart.bars.iter().map(|b| b.value).filter(|v| v.is_finite()).fold(0.0_f64, f64::max);
     let title = xml_escape(&chart.title);
     let mut out = String::new();
     let _ = write!(
@@ -174,19 +169,11 @@ pub(super) fn svg_bar_chart(chart: &Chart) -> String {
         "<svg class=\"chart\" width=\"{WIDTH:.0}\" height=\"{height:.0}\" viewBox=\"0 0 {WIDTH:.0} {height:.0}\" font-family=\"sans-serif\" font-size=\"12\" role=\"img\" aria-label=\"{title}\">\n<title>{title}</title>\n<text x=\"0\" y=\"20\" class=\"ct\" font-size=\"14\" font-weight=\"600\">{title}</text>\n"
     );
     if chart.bars.is_empty() {
-        let _ = writeln!(
-            out,
-            "<text x=\"{LABEL_W:.0}\" y=\"{:.0}\" class=\"cl\">no data</text>",
-            TOP + 16.0
-        );
+        let _ = writeln!(out, "<text x=\"{LABEL_W:.0}\" y=\"{:.0}\" class=\"cl\">no data</text>", TOP + 16.0);
     }
     for (i, bar) in chart.bars.iter().enumerate() {
         let y = TOP + i as f64 * ROW_H;
-        let w = if max > 0.0 && bar.value.is_finite() && bar.value > 0.0 {
-            (bar.value / max * BAR_MAX).max(1.0)
-        } else {
-            0.0
-        };
+        let w = if max > 0.0 && bar.value.is_finite() && bar.value > 0.0 { (bar.value / max * BAR_MAX).max(1.0) } else { 0.0 };
         let text_y = y + ROW_H / 2.0 + 4.0;
         let label = xml_escape(&truncate_label(&bar.label, 30));
         let full = xml_escape(&bar.label);
@@ -204,7 +191,8 @@ pub(super) fn svg_bar_chart(chart: &Chart) -> String {
     out
 }
 
-pub(super) const CSS: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;color:#1f2328;background:#fff;margin:0;line-height:1.45}
+pub(super) const CSS: &str =
+    "body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;color:#1f2328;background:#fff;margin:0;line-height:1.45}
 main{max-width:960px;margin:0 auto;padding:24px}
 h1{font-size:1.8em;margin-bottom:0.2em}
 h2{border-bottom:1px solid #d0d7de;padding-bottom:0.2em;margin-top:1.8em}
@@ -241,12 +229,7 @@ pub(super) fn render_html(title_note: &str, summary: &[String], sections: &[Sect
     }
     out.push_str("</ul>\n</section>\n");
     for section in sections {
-        let _ = writeln!(
-            out,
-            "<section id=\"{}\">\n<h2>{}</h2>",
-            section.id,
-            xml_escape(&section.title)
-        );
+        let _ = writeln!(out, "<section id=\"{}\">\n<h2>{}</h2>", section.id, xml_escape(&section.title));
         for block in &section.blocks {
             match block {
                 Block::Para(p) => {

@@ -3,8 +3,8 @@
 //! it needs through a [`TableSource`], adds its headline to the summary and returns a
 //! [`Section`] of paragraphs, tables and charts.
 
-use super::*;
 use super::format::quantile;
+use super::*;
 
 // ---------------------------------------------------------------------------------------
 // Sections
@@ -39,12 +39,7 @@ pub(super) fn overview_section(src: &dyn TableSource, people: &People, summary: 
         summary.push("No events yet: all five tables are empty.".to_string());
     } else {
         let span = match (first, last) {
-            (Some(f), Some(l)) => format!(
-                ", between {} and {} ({})",
-                fmt_instant(f),
-                fmt_instant(l),
-                fmt_duration(l - f)
-            ),
+            (Some(f), Some(l)) => format!(", between {} and {} ({})", fmt_instant(f), fmt_instant(l), fmt_duration(l - f)),
             _ => String::new(),
         };
         blocks.push(Block::Para(format!(
@@ -53,36 +48,16 @@ pub(super) fn overview_section(src: &dyn TableSource, people: &People, summary: 
             fmt_int(players),
             fmt_int(sessions)
         )));
-        summary.push(format!(
-            "{} events from {} players in {} sessions{span}.",
-            fmt_int(total),
-            fmt_int(players),
-            fmt_int(sessions)
-        ));
+        summary.push(format!("{} events from {} players in {} sessions{span}.", fmt_int(total), fmt_int(players), fmt_int(sessions)));
     }
 
-    let mut table = Table::new(&[
-        ("Table", false),
-        ("Event type", false),
-        ("Events", true),
-        ("Share", true),
-    ]);
+    let mut table = Table::new(&[("Table", false), ("Event type", false), ("Events", true), ("Share", true)]);
     let mut chart = Chart::new("Events by type");
     for ((name, kind), n) in TABLE_NAMES.iter().zip(EVENT_TYPES).zip(&counts) {
-        table.row(vec![
-            name.to_string(),
-            kind.to_string(),
-            fmt_int(*n),
-            fmt_pct(*n, total),
-        ]);
+        table.row(vec![name.to_string(), kind.to_string(), fmt_int(*n), fmt_pct(*n, total)]);
         chart.bar(kind, *n as f64, fmt_int(*n));
     }
-    table.row(vec![
-        "**Total**".to_string(),
-        String::new(),
-        fmt_int(total),
-        fmt_pct(total, total),
-    ]);
+    table.row(vec!["**Total**".to_string(), String::new(), fmt_int(total), fmt_pct(total, total)]);
     if total > 0 {
         blocks.push(Block::Chart(chart));
     }
@@ -91,14 +66,8 @@ pub(super) fn overview_section(src: &dyn TableSource, people: &People, summary: 
     let mut facts = Table::new(&[("Measure", false), ("Value", true)]);
     facts.row(vec!["Distinct players".into(), fmt_int(players)]);
     facts.row(vec!["Distinct sessions".into(), fmt_int(sessions)]);
-    facts.row(vec![
-        "First event".into(),
-        first.map(fmt_instant).unwrap_or_else(|| "–".into()),
-    ]);
-    facts.row(vec![
-        "Last event".into(),
-        last.map(fmt_instant).unwrap_or_else(|| "–".into()),
-    ]);
+    facts.row(vec!["First event".into(), first.map(fmt_instant).unwrap_or_else(|| "–".into())]);
+    facts.row(vec!["Last event".into(), last.map(fmt_instant).unwrap_or_else(|| "–".into())]);
     facts.row(vec![
         "Time span".into(),
         match (first, last) {
@@ -107,17 +76,10 @@ pub(super) fn overview_section(src: &dyn TableSource, people: &People, summary: 
         },
     ]);
     facts.row(vec!["Events without player_id".into(), fmt_int(no_player)]);
-    facts.row(vec![
-        "Events without event_time (receive time used)".into(),
-        fmt_int(no_event_time),
-    ]);
+    facts.row(vec!["Events without event_time (receive time used)".into(), fmt_int(no_event_time)]);
     blocks.push(Block::Table(facts));
 
-    Ok(Section {
-        id: "overview",
-        title: "1. Overview".into(),
-        blocks,
-    })
+    Ok(Section { id: "overview", title: "1. Overview".into(), blocks })
 }
 
 pub(super) fn revenue_section(src: &dyn TableSource, summary: &mut Vec<String>) -> Result<Section, ReportError> {
@@ -126,25 +88,14 @@ pub(super) fn revenue_section(src: &dyn TableSource, summary: &mut Vec<String>) 
     if src.rows("transactions")? == 0 {
         blocks.push(Block::Para(format!("{NO_EVENTS} No purchases (buy_asset) so far.")));
         summary.push("Revenue: no purchases yet.".to_string());
-        return Ok(Section {
-            id: "revenue",
-            title: "2. Revenue".into(),
-            blocks,
-        });
+        return Ok(Section { id: "revenue", title: "2. Revenue".into(), blocks });
     }
 
     let by_cat = tx
         .clone()
         .group_by([col("category")])
-        .agg([
-            count_as("units"),
-            col("cents").sum().cast(DataType::Int64).alias("revenue"),
-            distinct("item_name").alias("items"),
-        ])
-        .sort_by_exprs(
-            [col("revenue"), col("units"), col("category")],
-            sort_opts(&[true, true, false]),
-        )
+        .agg([count_as("units"), col("cents").sum().cast(DataType::Int64).alias("revenue"), distinct("item_name").alias("items")])
+        .sort_by_exprs([col("revenue"), col("units"), col("category")], sort_opts(&[true, true, false]))
         .collect()?;
     let cats = strs(&by_cat, "category")?;
     let units = ints(&by_cat, "units")?;
@@ -171,45 +122,21 @@ pub(super) fn revenue_section(src: &dyn TableSource, summary: &mut Vec<String>) 
     ));
 
     let mut chart = Chart::new("Revenue by category");
-    let mut table = Table::new(&[
-        ("Category", false),
-        ("Items", true),
-        ("Units", true),
-        ("Revenue", true),
-        ("Share of revenue", true),
-    ]);
+    let mut table = Table::new(&[("Category", false), ("Items", true), ("Units", true), ("Revenue", true), ("Share of revenue", true)]);
     for i in 0..by_cat.height().min(MAX_ROWS) {
         let rev = revenue[i].unwrap_or(0);
         chart.bar(or_none(&cats[i]), rev as f64, fmt_money(rev));
-        table.row(vec![
-            or_none(&cats[i]),
-            fmt_opt_int(items[i]),
-            fmt_opt_int(units[i]),
-            fmt_money(rev),
-            fmt_pct(rev, total_rev),
-        ]);
+        table.row(vec![or_none(&cats[i]), fmt_opt_int(items[i]), fmt_opt_int(units[i]), fmt_money(rev), fmt_pct(rev, total_rev)]);
     }
-    table.row(vec![
-        "**Total**".into(),
-        String::new(),
-        fmt_int(total_units),
-        fmt_money(total_rev),
-        fmt_pct(total_rev, total_rev),
-    ]);
+    table.row(vec!["**Total**".into(), String::new(), fmt_int(total_units), fmt_money(total_rev), fmt_pct(total_rev, total_rev)]);
     blocks.push(Block::Chart(chart));
     blocks.push(Block::Table(table));
     cut_note(&mut blocks, by_cat.height(), "categories");
 
     let top = tx
         .group_by([col("item_name"), col("store_id")])
-        .agg([
-            count_as("units"),
-            col("cents").sum().cast(DataType::Int64).alias("revenue"),
-        ])
-        .sort_by_exprs(
-            [col("revenue"), col("units"), col("item_name"), col("store_id")],
-            sort_opts(&[true, true, false, false]),
-        )
+        .agg([count_as("units"), col("cents").sum().cast(DataType::Int64).alias("revenue")])
+        .sort_by_exprs([col("revenue"), col("units"), col("item_name"), col("store_id")], sort_opts(&[true, true, false, false]))
         .limit(TOP_N as IdxSize)
         .collect()?;
     let names = strs(&top, "item_name")?;
@@ -217,13 +144,7 @@ pub(super) fn revenue_section(src: &dyn TableSource, summary: &mut Vec<String>) 
     let units = ints(&top, "units")?;
     let revenue = ints(&top, "revenue")?;
     blocks.push(Block::Heading(format!("Top {TOP_N} items by revenue")));
-    let mut table = Table::new(&[
-        ("#", true),
-        ("Item", false),
-        ("Store", true),
-        ("Units", true),
-        ("Revenue", true),
-    ]);
+    let mut table = Table::new(&[("#", true), ("Item", false), ("Store", true), ("Units", true), ("Revenue", true)]);
     for i in 0..top.height() {
         table.row(vec![
             (i + 1).to_string(),
@@ -244,11 +165,7 @@ pub(super) fn revenue_section(src: &dyn TableSource, summary: &mut Vec<String>) 
     }
     blocks.push(Block::Table(table));
 
-    Ok(Section {
-        id: "revenue",
-        title: "2. Revenue".into(),
-        blocks,
-    })
+    Ok(Section { id: "revenue", title: "2. Revenue".into(), blocks })
 }
 
 pub(super) fn stock_section(src: &dyn TableSource, summary: &mut Vec<String>) -> Result<Section, ReportError> {
@@ -256,37 +173,23 @@ pub(super) fn stock_section(src: &dyn TableSource, summary: &mut Vec<String>) ->
     let title = "3. Store stock running out".to_string();
     if src.rows("transactions")? == 0 {
         blocks.push(Block::Para(format!("{NO_EVENTS} Stock levels are reported with purchases.")));
-        return Ok(Section {
-            id: "stock",
-            title,
-            blocks,
-        });
+        return Ok(Section { id: "stock", title, blocks });
     }
     let items = src
         .columns("transactions", &["store_id", "item_name", "on_hand_qty", "log_offset"])?
         .lazy()
         .group_by([col("store_id"), col("item_name")])
         .agg([
-            col("on_hand_qty")
-                .sort_by([col("log_offset")], SortMultipleOptions::default())
-                .last()
-                .cast(DataType::Int64)
-                .alias("stock"),
+            col("on_hand_qty").sort_by([col("log_offset")], SortMultipleOptions::default()).last().cast(DataType::Int64).alias("stock"),
             count_as("purchases"),
             col("log_offset").max().alias("last_offset"),
         ])
-        .sort_by_exprs(
-            [col("stock"), col("purchases"), col("store_id"), col("item_name")],
-            sort_opts(&[false, true, false, false]),
-        )
+        .sort_by_exprs([col("stock"), col("purchases"), col("store_id"), col("item_name")], sort_opts(&[false, true, false, false]))
         .collect()?;
     let stock = ints(&items, "stock")?;
     let n_items = items.height() as i64;
     let sold_out = stock.iter().filter(|s| **s == Some(0)).count() as i64;
-    let low = stock
-        .iter()
-        .filter(|s| matches!(s, Some(q) if *q < LOW_STOCK))
-        .count() as i64;
+    let low = stock.iter().filter(|s| matches!(s, Some(q) if *q < LOW_STOCK)).count() as i64;
     blocks.push(Block::Para(format!(
         "Latest on-hand quantity (by log offset) for each of the {} store items: {} sold out, {} with fewer than {LOW_STOCK} left. The {} lowest:",
         fmt_int(n_items),
@@ -304,13 +207,8 @@ pub(super) fn stock_section(src: &dyn TableSource, summary: &mut Vec<String>) ->
     let names = strs(&items, "item_name")?;
     let purchases = ints(&items, "purchases")?;
     let last_offset = ints(&items, "last_offset")?;
-    let mut table = Table::new(&[
-        ("Store", true),
-        ("Item", false),
-        ("Last seen stock", true),
-        ("Purchases", true),
-        ("Last seen at log offset", true),
-    ]);
+    let mut table =
+        Table::new(&[("Store", true), ("Item", false), ("Last seen stock", true), ("Purchases", true), ("Last seen at log offset", true)]);
     for i in 0..items.height().min(TOP_N) {
         table.row(vec![
             fmt_opt_int(stores[i]),
@@ -321,11 +219,7 @@ pub(super) fn stock_section(src: &dyn TableSource, summary: &mut Vec<String>) ->
         ]);
     }
     blocks.push(Block::Table(table));
-    Ok(Section {
-        id: "stock",
-        title,
-        blocks,
-    })
+    Ok(Section { id: "stock", title, blocks })
 }
 
 pub(super) fn guild_section(src: &dyn TableSource, summary: &mut Vec<String>) -> Result<Section, ReportError> {
@@ -335,21 +229,14 @@ pub(super) fn guild_section(src: &dyn TableSource, summary: &mut Vec<String>) ->
     if total_joins == 0 {
         blocks.push(Block::Para(format!("{NO_EVENTS} Nobody has joined a guild.")));
         summary.push("Guilds: no joins yet.".to_string());
-        return Ok(Section {
-            id: "guilds",
-            title,
-            blocks,
-        });
+        return Ok(Section { id: "guilds", title, blocks });
     }
     let joins = src.columns("guild_joins", &["name", "guild_id", "player_id", TIME])?.lazy();
     let sizes = joins
         .clone()
         .group_by([col("name"), col("guild_id")])
         .agg([distinct("player_id").alias("members"), count_as("joins")])
-        .sort_by_exprs(
-            [col("members"), col("joins"), col("name"), col("guild_id")],
-            sort_opts(&[true, true, false, false]),
-        )
+        .sort_by_exprs([col("members"), col("joins"), col("name"), col("guild_id")], sort_opts(&[true, true, false, false]))
         .collect()?;
     let names = strs(&sizes, "name")?;
     let ids = ints(&sizes, "guild_id")?;
@@ -371,39 +258,23 @@ pub(super) fn guild_section(src: &dyn TableSource, summary: &mut Vec<String>) ->
         fmt_int(sizes.height() as i64)
     ));
     let mut chart = Chart::new("Guild sizes (distinct members)");
-    let mut table = Table::new(&[
-        ("Guild", false),
-        ("Guild id", true),
-        ("Members", true),
-        ("Joins", true),
-    ]);
+    let mut table = Table::new(&[("Guild", false), ("Guild id", true), ("Members", true), ("Joins", true)]);
     const MAX_GUILDS: usize = 20;
     for i in 0..sizes.height().min(MAX_GUILDS) {
         let label = format!("{} (#{})", or_none(&names[i]), fmt_opt_int(ids[i]));
         chart.bar(label, members[i].unwrap_or(0) as f64, fmt_opt_int(members[i]));
-        table.row(vec![
-            or_none(&names[i]),
-            fmt_opt_int(ids[i]),
-            fmt_opt_int(members[i]),
-            fmt_opt_int(joins_n[i]),
-        ]);
+        table.row(vec![or_none(&names[i]), fmt_opt_int(ids[i]), fmt_opt_int(members[i]), fmt_opt_int(joins_n[i])]);
     }
     if sizes.height() > MAX_GUILDS {
         chart.title = format!("Guild sizes (distinct members), largest {MAX_GUILDS}");
-        blocks.push(Block::Para(format!(
-            "The {MAX_GUILDS} largest of {} guilds:",
-            fmt_int(sizes.height() as i64)
-        )));
+        blocks.push(Block::Para(format!("The {MAX_GUILDS} largest of {} guilds:", fmt_int(sizes.height() as i64))));
     }
     blocks.push(Block::Chart(chart));
     blocks.push(Block::Table(table));
 
     // Growth over time.
     let timed = joins.select([col("player_id"), col(TIME)]).filter(col(TIME).is_not_null());
-    let range = timed
-        .clone()
-        .select([col("t").min().alias("min"), col("t").max().alias("max")])
-        .collect()?;
+    let range = timed.clone().select([col("t").min().alias("min"), col("t").max().alias("max")]).collect()?;
     if let (Some(min), Some(max)) = (scalar_i64(&range, "min")?, scalar_i64(&range, "max")?) {
         let (width, width_name) = pick_bucket(min, max);
         let per_bucket = timed
@@ -420,28 +291,17 @@ pub(super) fn guild_section(src: &dyn TableSource, summary: &mut Vec<String>) ->
             .agg([count_as("new")])
             .sort_by_exprs([col("bucket")], sort_opts(&[false]))
             .collect()?;
-        let joins_at: std::collections::BTreeMap<i64, i64> = ints(&per_bucket, "bucket")?
-            .into_iter()
-            .zip(ints(&per_bucket, "joins")?)
-            .filter_map(|(b, n)| Some((b?, n?)))
-            .collect();
-        let new_at: std::collections::BTreeMap<i64, i64> = ints(&newcomers, "bucket")?
-            .into_iter()
-            .zip(ints(&newcomers, "new")?)
-            .filter_map(|(b, n)| Some((b?, n?)))
-            .collect();
+        let joins_at: std::collections::BTreeMap<i64, i64> =
+            ints(&per_bucket, "bucket")?.into_iter().zip(ints(&per_bucket, "joins")?).filter_map(|(b, n)| Some((b?, n?))).collect();
+        let new_at: std::collections::BTreeMap<i64, i64> =
+            ints(&newcomers, "bucket")?.into_iter().zip(ints(&newcomers, "new")?).filter_map(|(b, n)| Some((b?, n?))).collect();
         let precision = bucket_precision(width);
         blocks.push(Block::Heading(format!("Growth: joins per {width_name}")));
         blocks.push(Block::Para(format!(
             "Joins bucketed by event time (UTC) per {width_name}; new members are players joining their first guild."
         )));
         let mut chart = Chart::new(format!("Guild joins per {width_name}"));
-        let mut table = Table::new(&[
-            ("Period starting (UTC)", false),
-            ("Joins", true),
-            ("New members", true),
-            ("Members so far", true),
-        ]);
+        let mut table = Table::new(&[("Period starting (UTC)", false), ("Joins", true), ("New members", true), ("Members so far", true)]);
         let mut cumulative = 0i64;
         for b in min.div_euclid(width)..=max.div_euclid(width) {
             let n = joins_at.get(&b).copied().unwrap_or(0);
@@ -454,11 +314,7 @@ pub(super) fn guild_section(src: &dyn TableSource, summary: &mut Vec<String>) ->
         blocks.push(Block::Chart(chart));
         blocks.push(Block::Table(table));
     }
-    Ok(Section {
-        id: "guilds",
-        title,
-        blocks,
-    })
+    Ok(Section { id: "guilds", title, blocks })
 }
 
 pub(super) fn kills_section(src: &dyn TableSource, summary: &mut Vec<String>) -> Result<Section, ReportError> {
@@ -468,11 +324,7 @@ pub(super) fn kills_section(src: &dyn TableSource, summary: &mut Vec<String>) ->
     if total == 0 {
         blocks.push(Block::Para(format!("{NO_EVENTS} No enemies killed.")));
         summary.push("Kills: none yet.".to_string());
-        return Ok(Section {
-            id: "kills",
-            title,
-            blocks,
-        });
+        return Ok(Section { id: "kills", title, blocks });
     }
     let kills = src.columns("enemy_kills", &["name", "level"])?.lazy();
     let by_enemy = kills
@@ -508,21 +360,10 @@ pub(super) fn kills_section(src: &dyn TableSource, summary: &mut Vec<String>) ->
         fmt_pct(n_kills[0].unwrap_or(0), total),
         mean(0)
     )));
-    summary.push(format!(
-        "Most killed enemy: {lead} ({} of {} kills, mean level {}).",
-        fmt_opt_int(n_kills[0]),
-        fmt_int(total),
-        mean(0)
-    ));
+    summary.push(format!("Most killed enemy: {lead} ({} of {} kills, mean level {}).", fmt_opt_int(n_kills[0]), fmt_int(total), mean(0)));
     let mut chart = Chart::new("Kills by enemy");
-    let mut table = Table::new(&[
-        ("Enemy", false),
-        ("Kills", true),
-        ("Share", true),
-        ("Mean level", true),
-        ("Min level", true),
-        ("Max level", true),
-    ]);
+    let mut table =
+        Table::new(&[("Enemy", false), ("Kills", true), ("Share", true), ("Mean level", true), ("Min level", true), ("Max level", true)]);
     for i in 0..by_enemy.height().min(MAX_ROWS) {
         chart.bar(or_none(&names[i]), n_kills[i].unwrap_or(0) as f64, fmt_opt_int(n_kills[i]));
         table.row(vec![
@@ -539,9 +380,7 @@ pub(super) fn kills_section(src: &dyn TableSource, summary: &mut Vec<String>) ->
     cut_note(&mut blocks, by_enemy.height(), "enemies");
 
     let bands = kills
-        .group_by([(col("level").cast(DataType::Int64) - lit(1i64))
-            .floor_div(lit(10i64))
-            .alias("band")])
+        .group_by([(col("level").cast(DataType::Int64) - lit(1i64)).floor_div(lit(10i64)).alias("band")])
         .agg([count_as("kills"), distinct("name").alias("enemies")])
         .sort_by_exprs([col("band")], sort_opts(&[false]))
         .collect()?;
@@ -549,30 +388,16 @@ pub(super) fn kills_section(src: &dyn TableSource, summary: &mut Vec<String>) ->
     let band_kills = ints(&bands, "kills")?;
     let enemies = ints(&bands, "enemies")?;
     blocks.push(Block::Heading("Kills by enemy level band".into()));
-    let mut table = Table::new(&[
-        ("Level band", false),
-        ("Kills", true),
-        ("Share", true),
-        ("Enemy kinds", true),
-    ]);
+    let mut table = Table::new(&[("Level band", false), ("Kills", true), ("Share", true), ("Enemy kinds", true)]);
     for i in 0..bands.height() {
         let label = match band[i] {
             Some(b) => format!("{}–{}", b * 10 + 1, b * 10 + 10),
             None => "(no level)".into(),
         };
-        table.row(vec![
-            label,
-            fmt_opt_int(band_kills[i]),
-            fmt_pct(band_kills[i].unwrap_or(0), total),
-            fmt_opt_int(enemies[i]),
-        ]);
+        table.row(vec![label, fmt_opt_int(band_kills[i]), fmt_pct(band_kills[i].unwrap_or(0), total), fmt_opt_int(enemies[i])]);
     }
     blocks.push(Block::Table(table));
-    Ok(Section {
-        id: "kills",
-        title,
-        blocks,
-    })
+    Ok(Section { id: "kills", title, blocks })
 }
 
 pub(super) fn damage_section(src: &dyn TableSource, summary: &mut Vec<String>) -> Result<Section, ReportError> {
@@ -582,11 +407,7 @@ pub(super) fn damage_section(src: &dyn TableSource, summary: &mut Vec<String>) -
     if total_hits == 0 {
         blocks.push(Block::Para(format!("{NO_EVENTS} No damage taken.")));
         summary.push("Damage: none taken yet.".to_string());
-        return Ok(Section {
-            id: "damage",
-            title,
-            blocks,
-        });
+        return Ok(Section { id: "damage", title, blocks });
     }
     let dmg = src.columns("take_damage", &["name", "damage"])?.lazy();
     let by_enemy = dmg
@@ -626,9 +447,7 @@ pub(super) fn damage_section(src: &dyn TableSource, summary: &mut Vec<String>) -
     order.sort_by(|&a, &b| {
         let key = |i: usize| (p90[i].unwrap_or(f64::MIN), maxs[i].unwrap_or(i64::MIN));
         let (ka, kb) = (key(a), key(b));
-        kb.0.total_cmp(&ka.0)
-            .then(kb.1.cmp(&ka.1))
-            .then(names[a].cmp(&names[b]))
+        kb.0.total_cmp(&ka.0).then(kb.1.cmp(&ka.1)).then(names[a].cmp(&names[b]))
     });
     let hard = order[0];
     blocks.push(Block::Para(format!(
@@ -648,15 +467,8 @@ pub(super) fn damage_section(src: &dyn TableSource, summary: &mut Vec<String>) -
         fmt_opt_int(maxs[hard]),
         fmt_int(total_hits)
     ));
-    let mut table = Table::new(&[
-        ("Enemy", false),
-        ("Hits", true),
-        ("Total damage", true),
-        ("p50", true),
-        ("p90", true),
-        ("p99", true),
-        ("Max", true),
-    ]);
+    let mut table =
+        Table::new(&[("Enemy", false), ("Hits", true), ("Total damage", true), ("p50", true), ("p90", true), ("p99", true), ("Max", true)]);
     for i in 0..by_enemy.height().min(MAX_ROWS) {
         table.row(vec![
             or_none(&names[i]),
@@ -677,9 +489,7 @@ pub(super) fn damage_section(src: &dyn TableSource, summary: &mut Vec<String>) -
         fmt_opt_num(scalar_f64(&overall, "p99")?),
         fmt_opt_int(scalar_i64(&overall, "max")?),
     ]);
-    blocks.push(Block::Para(
-        "Per enemy (percentiles are nearest-rank values of single hits):".into(),
-    ));
+    blocks.push(Block::Para("Per enemy (percentiles are nearest-rank values of single hits):".into()));
     blocks.push(Block::Table(table));
     cut_note(&mut blocks, by_enemy.height(), "enemies");
 
@@ -691,33 +501,22 @@ pub(super) fn damage_section(src: &dyn TableSource, summary: &mut Vec<String>) -
             .agg([count_as("hits")])
             .sort_by_exprs([col("band")], sort_opts(&[false]))
             .collect()?;
-        let counts: std::collections::BTreeMap<i64, i64> = ints(&hist, "band")?
-            .into_iter()
-            .zip(ints(&hist, "hits")?)
-            .filter_map(|(b, n)| Some((b?, n?)))
-            .collect();
+        let counts: std::collections::BTreeMap<i64, i64> =
+            ints(&hist, "band")?.into_iter().zip(ints(&hist, "hits")?).filter_map(|(b, n)| Some((b?, n?))).collect();
         let with_damage: i64 = counts.values().sum();
         blocks.push(Block::Heading("Damage per hit, histogram".into()));
         let mut chart = Chart::new("Damage per hit (number of hits per damage band)");
         let mut table = Table::new(&[("Damage", false), ("Hits", true), ("Share", true)]);
         for b in min.div_euclid(width)..=max.div_euclid(width) {
             let n = counts.get(&b).copied().unwrap_or(0);
-            let label = if width == 1 {
-                fmt_int(b)
-            } else {
-                format!("{}–{}", fmt_int(b * width), fmt_int(b * width + width - 1))
-            };
+            let label = if width == 1 { fmt_int(b) } else { format!("{}–{}", fmt_int(b * width), fmt_int(b * width + width - 1)) };
             chart.bar(label.clone(), n as f64, fmt_int(n));
             table.row(vec![label, fmt_int(n), fmt_pct(n, with_damage)]);
         }
         blocks.push(Block::Chart(chart));
         blocks.push(Block::Table(table));
     }
-    Ok(Section {
-        id: "damage",
-        title,
-        blocks,
-    })
+    Ok(Section { id: "damage", title, blocks })
 }
 
 pub(super) fn quests_section(src: &dyn TableSource, summary: &mut Vec<String>) -> Result<Section, ReportError> {
@@ -727,25 +526,14 @@ pub(super) fn quests_section(src: &dyn TableSource, summary: &mut Vec<String>) -
     if total == 0 {
         blocks.push(Block::Para(format!("{NO_EVENTS} No quests accepted.")));
         summary.push("Quests: none accepted yet.".to_string());
-        return Ok(Section {
-            id: "quests",
-            title,
-            blocks,
-        });
+        return Ok(Section { id: "quests", title, blocks });
     }
     let by_contact = src
         .columns("quests", &["contact", "quest_id", "player_id"])?
         .lazy()
         .group_by([col("contact")])
-        .agg([
-            count_as("accepted"),
-            distinct("quest_id").alias("quests"),
-            distinct("player_id").alias("players"),
-        ])
-        .sort_by_exprs(
-            [col("accepted"), col("contact")],
-            sort_opts(&[true, false]),
-        )
+        .agg([count_as("accepted"), distinct("quest_id").alias("quests"), distinct("player_id").alias("players")])
+        .sort_by_exprs([col("accepted"), col("contact")], sort_opts(&[true, false]))
         .collect()?;
     let contacts = strs(&by_contact, "contact")?;
     let accepted = ints(&by_contact, "accepted")?;
@@ -759,19 +547,10 @@ pub(super) fn quests_section(src: &dyn TableSource, summary: &mut Vec<String>) -
         fmt_opt_int(accepted[0]),
         fmt_pct(accepted[0].unwrap_or(0), total)
     )));
-    summary.push(format!(
-        "Top quest contact: {lead} ({} of {} quests accepted).",
-        fmt_opt_int(accepted[0]),
-        fmt_int(total)
-    ));
+    summary.push(format!("Top quest contact: {lead} ({} of {} quests accepted).", fmt_opt_int(accepted[0]), fmt_int(total)));
     let mut chart = Chart::new("Quests accepted by contact");
-    let mut table = Table::new(&[
-        ("Contact", false),
-        ("Accepted", true),
-        ("Share", true),
-        ("Distinct quests", true),
-        ("Distinct players", true),
-    ]);
+    let mut table =
+        Table::new(&[("Contact", false), ("Accepted", true), ("Share", true), ("Distinct quests", true), ("Distinct players", true)]);
     for i in 0..by_contact.height().min(MAX_ROWS) {
         chart.bar(or_none(&contacts[i]), accepted[i].unwrap_or(0) as f64, fmt_opt_int(accepted[i]));
         table.row(vec![
@@ -785,11 +564,7 @@ pub(super) fn quests_section(src: &dyn TableSource, summary: &mut Vec<String>) -
     blocks.push(Block::Chart(chart));
     blocks.push(Block::Table(table));
     cut_note(&mut blocks, by_contact.height(), "contacts");
-    Ok(Section {
-        id: "quests",
-        title,
-        blocks,
-    })
+    Ok(Section { id: "quests", title, blocks })
 }
 
 pub(super) fn activity_section(people: &People, summary: &mut Vec<String>) -> Result<Section, ReportError> {
@@ -813,32 +588,17 @@ pub(super) fn activity_section(people: &People, summary: &mut Vec<String>) -> Re
     if players == 0 && scalar_i64(&sd, "n")?.unwrap_or(0) == 0 {
         blocks.push(Block::Para(format!("{NO_EVENTS} No events carry a player_id or session_id.")));
         summary.push("Players: no player activity yet.".to_string());
-        return Ok(Section {
-            id: "activity",
-            title,
-            blocks,
-        });
+        return Ok(Section { id: "activity", title, blocks });
     }
 
-    let mut table = Table::new(&[
-        ("Per", false),
-        ("Count", true),
-        ("Mean events", true),
-        ("p50", true),
-        ("p90", true),
-        ("Max", true),
-    ]);
+    let mut table = Table::new(&[("Per", false), ("Count", true), ("Mean events", true), ("p50", true), ("p90", true), ("Max", true)]);
     for (label, d) in [("Player", &pd), ("Session", &sd)] {
         let n = scalar_i64(d, "n")?.unwrap_or(0);
         let sum = scalar_i64(d, "sum")?.unwrap_or(0);
         table.row(vec![
             label.into(),
             fmt_int(n),
-            if n > 0 {
-                fmt_float(sum as f64 / n as f64, 1)
-            } else {
-                "–".into()
-            },
+            if n > 0 { fmt_float(sum as f64 / n as f64, 1) } else { "–".into() },
             fmt_opt_num(scalar_f64(d, "p50")?),
             fmt_opt_num(scalar_f64(d, "p90")?),
             fmt_opt_int(scalar_i64(d, "max")?),
@@ -853,42 +613,21 @@ pub(super) fn activity_section(people: &People, summary: &mut Vec<String>) -> Re
     blocks.push(Block::Table(table));
 
     // Top players.
-    let top = per_player
-        .clone()
-        .sort_by_exprs(
-            [col("events"), col("player_id")],
-            sort_opts(&[true, false]),
-        )
-        .limit(TOP_N as IdxSize)
-        .collect()?;
+    let top =
+        per_player.clone().sort_by_exprs([col("events"), col("player_id")], sort_opts(&[true, false])).limit(TOP_N as IdxSize).collect()?;
     let ids = strs(&top, "player_id")?;
     let ev = ints(&top, "events")?;
     let kinds = ints(&top, "kinds")?;
     blocks.push(Block::Heading(format!("Top {TOP_N} players by events")));
-    let mut table = Table::new(&[
-        ("#", true),
-        ("Player", false),
-        ("Events", true),
-        ("Event types", true),
-    ]);
+    let mut table = Table::new(&[("#", true), ("Player", false), ("Events", true), ("Event types", true)]);
     for i in 0..top.height() {
-        table.row(vec![
-            (i + 1).to_string(),
-            or_none(&ids[i]),
-            fmt_opt_int(ev[i]),
-            format!("{} of 5", fmt_opt_int(kinds[i])),
-        ]);
+        table.row(vec![(i + 1).to_string(), or_none(&ids[i]), fmt_opt_int(ev[i]), format!("{} of 5", fmt_opt_int(kinds[i]))]);
     }
     blocks.push(Block::Table(table));
 
     // Funnel.
-    let players_of = |kind: &str| -> i64 {
-        EVENT_TYPES.iter().position(|k| *k == kind).map_or(0, |i| people.players_by_table[i])
-    };
-    let all_five = per_player
-        .filter(col("kinds").eq(lit(5i64)))
-        .select([count_as("n")])
-        .collect()?;
+    let players_of = |kind: &str| -> i64 { EVENT_TYPES.iter().position(|k| *k == kind).map_or(0, |i| people.players_by_table[i]) };
+    let all_five = per_player.filter(col("kinds").eq(lit(5i64))).select([count_as("n")]).collect()?;
     let all_five = scalar_i64(&all_five, "n")?.unwrap_or(0);
     blocks.push(Block::Heading("Funnel across event types".into()));
     blocks.push(Block::Para(format!(
@@ -904,34 +643,15 @@ pub(super) fn activity_section(people: &People, summary: &mut Vec<String>) -> Re
         fmt_pct(all_five, players)
     ));
     let mut chart = Chart::new("Funnel: distinct players per event type");
-    let mut table = Table::new(&[
-        ("Step", true),
-        ("Event type", false),
-        ("Players", true),
-        ("Share of players", true),
-    ]);
+    let mut table = Table::new(&[("Step", true), ("Event type", false), ("Players", true), ("Share of players", true)]);
     for (i, kind) in FUNNEL.iter().enumerate() {
         let n = players_of(kind);
         chart.bar(*kind, n as f64, format!("{} ({})", fmt_int(n), fmt_pct(n, players)));
-        table.row(vec![
-            (i + 1).to_string(),
-            kind.to_string(),
-            fmt_int(n),
-            fmt_pct(n, players),
-        ]);
+        table.row(vec![(i + 1).to_string(), kind.to_string(), fmt_int(n), fmt_pct(n, players)]);
     }
     chart.bar("all five", all_five as f64, format!("{} ({})", fmt_int(all_five), fmt_pct(all_five, players)));
-    table.row(vec![
-        String::new(),
-        "**all five**".into(),
-        fmt_int(all_five),
-        fmt_pct(all_five, players),
-    ]);
+    table.row(vec![String::new(), "**all five**".into(), fmt_int(all_five), fmt_pct(all_five, players)]);
     blocks.push(Block::Chart(chart));
     blocks.push(Block::Table(table));
-    Ok(Section {
-        id: "activity",
-        title,
-        blocks,
-    })
+    Ok(Section { id: "activity", title, blocks })
 }

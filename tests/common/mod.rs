@@ -16,13 +16,7 @@ pub fn bin() -> PathBuf {
 
 /// Runs `questlog --data-dir DIR ARGS…` to completion.
 pub fn questlog(data_dir: &Path, args: &[&str]) -> Output {
-    let out = Command::new(bin())
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("running questlog");
+    let out = Command::new(bin()).arg("--data-dir").arg(data_dir).args(args).stdin(Stdio::null()).output().expect("running questlog");
     out
 }
 
@@ -68,12 +62,7 @@ impl Server {
     /// Starts `cmd`, a command that ends up running `questlog serve` on a port it prints
     /// on the first line of stdout, and waits until it is healthy.
     pub fn start_command(mut cmd: Command) -> Server {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("starting questlog serve");
+        let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("starting questlog serve");
         // The first line of stdout names the address: "questlog serving on http://ADDR (…)".
         // Read on a thread so that a server that never prints fails the test in bounded time.
         let stdout = child.stdout.take().expect("piped stdout");
@@ -162,8 +151,7 @@ pub struct Response {
 
 impl Response {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("response is not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("response is not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 
     pub fn text(&self) -> String {
@@ -184,10 +172,7 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]
     s.write_all(body)?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other("no header end"))?;
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| std::io::Error::other("no header end"))?;
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut lines = head.lines();
     let status: u16 = lines
@@ -195,9 +180,8 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| std::io::Error::other("bad status line"))?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string())))
-        .collect();
+    let headers: Vec<(String, String)> =
+        lines.filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))).collect();
     let mut body = raw[split + 4..].to_vec();
     if headers.iter().any(|(k, v)| k == "transfer-encoding" && v.contains("chunked")) {
         body = dechunk(&body);
@@ -227,10 +211,7 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
 
 /// Parses `questlog replay` output.
 pub fn replay_lines(data_dir: &Path) -> Vec<serde_json::Value> {
-    questlog_ok(data_dir, &["replay", "--from", "0"])
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("replay line is JSON"))
-        .collect()
+    questlog_ok(data_dir, &["replay", "--from", "0"]).lines().map(|l| serde_json::from_str(l).expect("replay line is JSON")).collect()
 }
 
 /// Copies a directory tree (symlinks as symlinks).
@@ -267,10 +248,7 @@ pub fn delta_table_offset(table_dir: &Path) -> u64 {
         .max();
     let Some((_, path)) = newest else { return 0 };
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find_map(|v| v["txn"]["version"].as_u64())
-        .unwrap_or(0)
+    text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).find_map(|v| v["txn"]["version"].as_u64()).unwrap_or(0)
 }
 
 /// The offset all five local Delta tables of `data_dir` reach (`DATA_DIR/delta`).
