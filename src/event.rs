@@ -8,6 +8,9 @@
 //!   `i16`, costs finite `f32`, strings within [`MAX_STRING_BYTES`]).
 //! - A client can never set a server-owned field ([`SERVER_OWNED_FIELDS`]).
 //! - Nothing here does I/O.
+//!
+//! One file: the model and the rules that admit a value into it are one job, and the fuzz
+//! crate (`fuzz/`) compiles this file by path, on its own.
 
 use std::fmt;
 

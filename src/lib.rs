@@ -5,13 +5,15 @@
 //! HTTP sides) → [`log`] (durable append, read from offset) →
 //! [`api`] (HTTP in) / [`generate`] (seeded traffic) → [`project`] (Parquet tables) →
 //! [`report`] / [`sql`] (Polars); [`replay`] prints the log; [`verify`] and [`check`]
-//! prove the log and what is derived from it reproducible; [`cli`] wires them.
+//! prove the log and what is derived from it reproducible; [`cli`] parses the command
+//! line and [`commands`] runs each command.
 
 pub mod api;
 pub mod auth;
 pub mod catalog;
 pub mod check;
 pub mod cli;
+pub mod commands;
 pub mod event;
 pub mod generate;
 pub mod log;

@@ -68,7 +68,7 @@ pub const FORBIDDEN_CAUSES: [&str; 3] = ["scope", "host", "origin"];
 pub const NOT_STORED_CAUSES: [&str; 2] = ["request_budget", "app_rate"];
 
 /// What the projector reports, read when `/metrics` or `/healthz` is asked. The projector
-/// keeps its own counters (`project::ProjectionStats`); `cli` hands them to the API through
+/// keeps its own counters (`project::ProjectionStats`); `commands` hands them to the API through
 /// [`ProjectionSource`], so neither module imports the other.
 #[derive(Clone, Debug, Default)]
 pub struct ProjectionFigures {

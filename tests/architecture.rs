@@ -5,8 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-/// `module → modules it names as crate::module`, for every module of src/ but the
-/// entry points (`lib`, `main`) and `cli`, which wires everything and nothing imports.
+/// `module → modules it names as crate::module`, for every module of src/ (a folder is one
+/// module, all its files together) but the entry points (`lib`, `main`) and `cli`, which
+/// parses and dispatches to `commands` and nothing imports.
 fn imports() -> BTreeMap<String, BTreeSet<String>> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut modules: BTreeMap<String, String> = BTreeMap::new();
@@ -97,4 +98,51 @@ fn the_imports_table_of_architecture_md_matches_the_source() {
         table.insert(module, imports);
     }
     assert_eq!(table, imports(), "ARCHITECTURE.md's Imports table (left) against the source (right)");
+}
+
+/// `cli` only parses and dispatches: it names no module but `commands` (the commands'
+/// arguments and bodies), `log` and `project` (the global options' types), and it stays
+/// short enough to read in one sitting.
+#[test]
+fn cli_only_parses_and_dispatches() {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/cli.rs")).unwrap();
+    let code: String = text.lines().map(|l| l.split("//").next().unwrap_or("")).collect::<Vec<_>>().join("\n");
+    let mut named = BTreeSet::new();
+    for (i, _) in code.match_indices("crate::") {
+        let rest = &code[i + "crate::".len()..];
+        named.insert(rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect::<String>());
+    }
+    let allowed: BTreeSet<String> = ["commands", "log", "project"].iter().map(|s| s.to_string()).collect();
+    assert!(named.is_subset(&allowed), "cli names {named:?}; command bodies belong in src/commands/");
+    assert!(text.lines().count() <= 300, "src/cli.rs has {} lines", text.lines().count());
+}
+
+/// No file of src/ is over ~1,000 lines unless it says in its `//!` doc why it stays one
+/// file (a long file with one job).
+#[test]
+fn long_files_say_why_they_are_one() {
+    fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|e| e == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut files);
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let lines = text.lines().count();
+        if lines > 1_100 {
+            let doc: String = text.lines().take_while(|l| l.starts_with("//!")).collect::<Vec<_>>().join("\n");
+            assert!(
+                doc.contains("One file"),
+                "{} has {lines} lines and its //! doc does not say why it is one file (\"One file …\")",
+                f.display()
+            );
+        }
+    }
 }

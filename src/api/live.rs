@@ -5,7 +5,7 @@
 //! CSS and JavaScript, no CDN); it polls `/v1/live` every second. The API keeps the last
 //! [`HISTORY_SECONDS`] of per-second samples itself ([`sample_every_second`]), so a page
 //! opened late still draws the last minutes. The findings (the report's summary and
-//! charts) come from a [`FindingsSource`] that `cli` runs beside the projector, so `api`
+//! charts) come from a [`FindingsSource`] that `commands::serve` runs beside the projector, so `api`
 //! does not import `report`.
 //!
 //! With API keys, the page's data and the report need a key with the `read` grant, in a
@@ -118,7 +118,7 @@ pub struct Findings {
     pub html: String,
 }
 
-/// Where the API reads the latest findings (implemented in `cli`).
+/// Where the API reads the latest findings (implemented in `commands::serve`).
 pub trait FindingsSource: Send + Sync {
     fn findings(&self) -> Option<Arc<Findings>>;
 }

@@ -12,6 +12,10 @@
 //! wall clock or global state, so the same [`WorldConfig`] gives the same event sequence every
 //! time; the maths uses only basic IEEE operations (no platform `ln`/`exp`/`pow`), so it
 //! should also be the same on every platform.
+//!
+//! One file: the world's model (players, sessions, guilds, quests, enemies, stores and
+//! their stock) is one simulation whose parts draw from the same random streams in a fixed
+//! order; split, the order that makes the bytes reproducible would be harder to see.
 
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;

@@ -7,6 +7,10 @@
 //!   `k+count`.
 //! - `durable_end` moves only after the `fdatasync`/`fsync` that covers it (sled 0.34's
 //!   own flush is `sync_file_range`, which does not survive power loss).
+//!
+//! One file: the sled log is one job — its store, its one writer thread (group commit,
+//! dedup, space checks, reopening after a failure) and its readers share the invariants
+//! above; the fuzz crate compiles `src/log/` by path. About a fifth of it is tests.
 
 use super::*;
 use std::path::{Path, PathBuf};

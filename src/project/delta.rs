@@ -20,6 +20,11 @@
 //! offset of the rows, the compaction level, and 16 hex digits of the SHA-256 of the
 //! bytes, so a name never stands for two different files (a rebuild that writes the same
 //! rows in another layout gets another name).
+//!
+//! One file: everything here is one job, the five tables as Delta tables through delta-rs
+//! (opening and creating them, the commit protocol and its conflict checks, vacuum, the S3
+//! staging and cache, leftovers); its halves lean on each other's invariants, which a
+//! split would scatter. About a fifth of it is tests.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File};

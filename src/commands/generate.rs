@@ -1,0 +1,104 @@
+//! `generate`: the seeded world's traffic, written into the log (the same arguments give
+//! the same log) or sent to a server over HTTP as a load test.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Result};
+use clap::Args;
+
+use super::{kafka, log_name, open_catalog, open_event_log, record_catalog, runtime};
+use crate::event;
+use crate::generate::{self, World, WorldConfig};
+
+/// The arguments of `generate`.
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    #[arg(long)]
+    pub seed: u64,
+    #[arg(long)]
+    pub events: u64,
+    #[arg(long, default_value_t = generate::world::DEFAULT_PLAYERS)]
+    pub players: u32,
+    /// Start of the simulated clock (RFC 3339).
+    #[arg(long, default_value = generate::world::DEFAULT_START_TIME)]
+    pub start_time: String,
+    /// Send to this questlog server instead of writing the log (a load test).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Target events per second (with --url); unlimited when absent.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Concurrent requests (with --url).
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Events per request (with --url).
+    #[arg(long, default_value_t = 500)]
+    pub batch: usize,
+    /// Sell what this store catalogue (SQLite) lists instead of the built-in stores;
+    /// without --url it is recorded in the log before the events.
+    #[arg(long)]
+    pub catalog: Option<PathBuf>,
+}
+
+/// `generate`: seeded traffic into the log, or over HTTP with `--url` (a load test).
+pub fn run(args: GenerateArgs, data_dir: &Path) -> Result<()> {
+    let GenerateArgs { seed, events, players, start_time, url, rate, concurrency, batch, catalog } = args;
+    if players == 0 {
+        bail!("--players must be at least 1");
+    }
+    let start_time_us = event::parse_time_us(&start_time).map_err(|e| anyhow!("--start-time `{start_time}`: {e}"))?;
+    let cfg = WorldConfig { seed, players, start_time_us };
+    let catalog = catalog.as_deref().map(open_catalog).transpose()?;
+    let world = match &catalog {
+        Some(c) => World::with_catalog(cfg, c).map_err(|e| anyhow!("--catalog: {e}"))?,
+        None => World::new(cfg),
+    };
+    match url {
+        Some(url) => {
+            if batch == 0 || batch > generate::MAX_BATCH {
+                bail!("--batch must be between 1 and {}", generate::MAX_BATCH);
+            }
+            if concurrency == 0 || concurrency > generate::MAX_CONCURRENCY {
+                bail!("--concurrency must be between 1 and {}", generate::MAX_CONCURRENCY);
+            }
+            let settings = generate::LoadSettings { url, rate, concurrency, batch };
+            let pb = generate::progress_bar(events, "sending");
+            let report = runtime()?.block_on(generate::load_test(world, events, settings, pb.clone()))?;
+            pb.finish_and_clear();
+            print!("{}", report.render());
+            if report.failed_requests > 0 {
+                bail!("{} requests failed", report.failed_requests);
+            }
+            Ok(())
+        }
+        None => {
+            let log = open_event_log(data_dir, "generate into the log")?;
+            if let Some(c) = &catalog {
+                record_catalog(log.as_ref(), data_dir, c)?;
+            }
+            let mut world = world;
+            let pb = generate::progress_bar(events, "generating");
+            let s = generate::generate_into_log(log.as_ref(), &mut world, events, &pb)?;
+            pb.finish_and_clear();
+            log.close()?;
+            if s.duplicates > 0 {
+                println!(
+                        "{} of the events were already in the log (same event ids: this seed was generated here before) and were not appended again",
+                        s.duplicates
+                    );
+            }
+            let place = match kafka() {
+                Some((target, _)) => format!("{target} ({} partitions; acknowledged by the brokers)", log.partitions()),
+                None => format!("{} at offsets {}..{}", log_name(data_dir), s.first_offset, s.end_offset),
+            };
+            println!(
+                "generated {} events (seed {seed}; {} bytes of event JSON) into {place} in {:.2} s ({:.0} events/s), durable",
+                s.events,
+                s.json_bytes,
+                s.seconds,
+                s.events as f64 / s.seconds.max(1e-9)
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! `report`, `sql` and `ddl`: what reads the published tables — the findings report, SQL
+//! with Polars, and the statements other engines register them with.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+
+use super::catalog::catalog_ddl;
+use super::{absolute, catalogs_up_to, open_log_for, read_snapshot, sled_only, tables_root};
+use crate::log::EventLog;
+use crate::project::{self, Codec, TablesRoot};
+use crate::replay;
+use crate::report;
+use crate::sql;
+
+/// The arguments of `report`.
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// Where to write report.md and report.html (default DATA_DIR/report).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Report on the tables as they were at this log offset (rebuilt in a temp dir).
+    #[arg(long)]
+    pub to: Option<u64>,
+}
+
+/// The arguments of `sql`.
+#[derive(Args, Debug)]
+pub struct SqlArgs {
+    pub query: String,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+/// `report`: the findings report of the tables (as of `--to`, rebuilt in a temp dir).
+pub fn run(args: ReportArgs, data_dir: &Path) -> Result<()> {
+    let ReportArgs { out, to } = args;
+    let out = out.unwrap_or_else(|| data_dir.join("report"));
+    let (report, offset) = match to {
+        None => build_report(&tables_root(data_dir)?, data_dir, data_dir)?,
+        Some(to) => {
+            // As of offset `to`: rebuild the tables that far in a temp dir.
+            sled_only("report as of an offset")?;
+            let log = open_log_for(data_dir, "report as of an offset")?;
+            let end = log.durable_end();
+            if to > end {
+                bail!("--to {to} is past the end of the log ({end} events)");
+            }
+            let tmp = tempfile::tempdir().context("creating a temp dir")?;
+            let root = TablesRoot::Local(tmp.path().join("tables"));
+            project::rebuild_into(log.as_ref(), to, &root, tmp.path(), Codec::Snappy, &indicatif::ProgressBar::hidden())?;
+            log.close()?;
+            build_report(&root, tmp.path(), data_dir)?
+        }
+    };
+    let (md, html) = report::write_report(&report, &out)?;
+    for line in &report.summary {
+        println!("{line}");
+    }
+    println!("\nreport (tables at log offset {offset}): {}\n                                   {}", md.display(), html.display());
+    Ok(())
+}
+
+/// `sql`: a query over the tables (and the catalogue's tables).
+pub fn run_sql(args: SqlArgs, data_dir: &Path) -> Result<()> {
+    let SqlArgs { query, format } = args;
+    // Load only the tables the query names, without heavy columns it never uses.
+    let skip = sql::skippable_columns(&query);
+    let named = sql::named_tables(&query);
+    // With a store catalogue: `catalog_items` and `stock` beside the five.
+    let catalogs = crate::catalog::read_copies(data_dir)?;
+    let wants_catalog = !catalogs.is_empty() && sql::names_catalog_tables(&query);
+    let ((frames, extra), offset) = read_snapshot(&tables_root(data_dir)?, data_dir, |files| {
+        let named_files =
+            report::TableFiles::new(files.tables.iter().filter(|(t, _)| named.contains(t)).map(|(t, f)| (*t, f.clone())).collect())
+                .partitioned(files.partitioned);
+        let frames = report::load_frames_without(&named_files, &skip)?;
+        let extra = if wants_catalog { Some(report::open_snapshot(files)?) } else { None };
+        Ok((frames, extra))
+    })?;
+    let extra = match extra {
+        Some(snapshot) => {
+            let in_force: Vec<_> = catalogs.into_iter().filter(|v| v.from_offset <= offset).collect();
+            report::catalog::frames(&snapshot, &in_force)?
+        }
+        None => Vec::new(),
+    };
+    let mut df = sql::run_sql_with(&frames, &extra, &query)?;
+    let fmt = match format {
+        Format::Table => sql::OutputFormat::Table,
+        Format::Csv => sql::OutputFormat::Csv,
+        Format::Json => sql::OutputFormat::Json,
+    };
+    let text = sql::format_output(&mut df, fmt)?;
+    let mut out = std::io::stdout().lock();
+    replay::write_all(&mut out, text.as_bytes())?;
+    if !text.ends_with('\n') {
+        replay::write_all(&mut out, b"\n")?;
+    }
+    Ok(())
+}
+
+/// `ddl`: statements that register the tables in Hive, Spark, Trino and DuckDB.
+pub fn run_ddl(data_dir: &Path) -> Result<()> {
+    let root = tables_root(data_dir)?;
+    let mut text = String::new();
+    // The plain view exists once a projector has opened local tables (and is gone if
+    // it could not be kept up to date, e.g. tables on another filesystem).
+    let view = absolute(data_dir)?.join(project::plain::LINK);
+    if root.is_local() && std::fs::read_link(&view).is_ok() {
+        text.push_str("-- Hive, or Spark without Delta Lake: the plain-directory view DATA_DIR/tables\n");
+        text.push_str(&project::hive_ddl(&view));
+    }
+    text.push_str(&project::delta_ddl(&root)?);
+    text.push_str(&catalog_ddl(data_dir)?);
+    // Through write_all: a closed pipe (`questlog ddl | head`) ends quietly.
+    replay::write_all(&mut std::io::stdout().lock(), text.as_bytes())?;
+    Ok(())
+}
+
+/// The report of the tables at `root`; `catalogs_from` is the data dir whose catalogue
+/// copies apply (those in force up to the tables' offset).
+pub(crate) fn build_report(root: &TablesRoot, data_dir: &Path, catalogs_from: &Path) -> Result<(report::Report, u64)> {
+    // Opened, not loaded: each section reads only the columns it uses.
+    let (snapshot, offset) = read_snapshot(root, data_dir, report::open_snapshot)?;
+    let catalogs = catalogs_up_to(catalogs_from, offset)?;
+    let report = report::build_report_with(&snapshot, &format!("log offsets 0..{offset}"), &catalogs)?;
+    Ok((report, offset))
+}

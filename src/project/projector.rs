@@ -1,0 +1,552 @@
+//! The projector: steps from the tables' offset to the log's end, catch-up, compaction of
+//! small files by level, and rebuilds from offset 0 (in place or into another place).
+//!
+//! Invariants: a step commits each table once, with the offset it reaches; a table already
+//! ahead takes only the events past its own offset; compaction rewrites rows without
+//! changing them (`dataChange = false`), and a row is rewritten once per level.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use indicatif::ProgressBar;
+
+use super::rows::{write_rows, PARQUET_WRITERS};
+use super::sink::{TableSink, Tables};
+use super::topic::TopicState;
+use super::writer::TableOutput;
+use super::{
+    batch_reader, failpoint, schema, Codec, CommitKind, FileEntry, Layout, ProjectError, TableDef, TablesRoot, DEFAULT_VACUUM_RETENTION_MS,
+    ROWS_PER_FILE, TABLES,
+};
+use crate::event::RecordView;
+use crate::log::{BlockDecoder, EventLog, LogError, PlainBlock, ValueFormat};
+
+/// Events one incremental step reads at most. Bounds a step's memory and time; catching
+/// up runs as many steps as it takes.
+pub const MAX_STEP_EVENTS: u64 = 500_000;
+
+/// Compaction fan-in. Every step's file starts at level 0; when the last
+/// `COMPACT_FANIN` files of a table share a level, they are merged into files of the next
+/// level (rolled at [`ROWS_PER_FILE`]; full files are never merged again). Like a counter
+/// in base `COMPACT_FANIN`: a table holds at most `COMPACT_FANIN - 1` files per level, and
+/// each row is rewritten once per level — log10 of the number of steps in all.
+pub const COMPACT_FANIN: usize = 10;
+
+/// What a projection run did, for the user.
+#[derive(Clone, Debug, Default)]
+pub struct ProjectSummary {
+    pub from_offset: u64,
+    pub to_offset: u64,
+    pub events: u64,
+    /// Rows added per table, in [`TABLES`] order.
+    pub rows: [u64; 5],
+    pub files_written: u64,
+    pub bytes_written: u64,
+    pub files_compacted: u64,
+    pub files_vacuumed: u64,
+    /// From a topic: events dropped as re-sent copies (same `event_id` in the partition's
+    /// dedup window) and values kept as rejected (they did not decode or validate).
+    pub duplicates: u64,
+    pub rejected: u64,
+    pub seconds: f64,
+    /// Whether the step reached the end of the log (of every partition) as it was then.
+    pub at_end: bool,
+    /// Whether the log is a topic (`from_offset`/`to_offset` are positions: sums of the
+    /// partitions' offsets).
+    pub partitioned: bool,
+}
+
+impl ProjectSummary {
+    pub fn render(&self) -> String {
+        let what = if self.partitioned { "records of the topic (positions" } else { "events (offsets" };
+        let mut s = format!(
+            "projected {} {what} {}..{}) in {:.2} s: {} files, {} bytes written",
+            self.events, self.from_offset, self.to_offset, self.seconds, self.files_written, self.bytes_written
+        );
+        if self.files_compacted > 0 {
+            s.push_str(&format!(", {} small files merged", self.files_compacted));
+        }
+        if self.files_vacuumed > 0 {
+            s.push_str(&format!(", {} removed files deleted", self.files_vacuumed));
+        }
+        if self.duplicates > 0 {
+            s.push_str(&format!(", {} re-sent copies dropped", self.duplicates));
+        }
+        if self.rejected > 0 {
+            s.push_str(&format!(", {} values rejected (questlog rejected --source)", self.rejected));
+        }
+        for (t, rows) in TABLES.iter().zip(self.rows) {
+            s.push_str(&format!("\n  {:<13} +{rows} rows", t.name));
+        }
+        s
+    }
+
+    /// Counts `files`, written for table `i`.
+    pub(super) fn written(&mut self, i: usize, files: &[FileEntry]) {
+        for f in files {
+            self.rows[i] += f.rows;
+            self.files_written += 1;
+            self.bytes_written += f.bytes;
+        }
+    }
+
+    fn add(&mut self, other: &ProjectSummary) {
+        if self.events == 0 && self.files_written == 0 {
+            self.from_offset = other.from_offset;
+        }
+        self.to_offset = other.to_offset;
+        self.events += other.events;
+        for i in 0..5 {
+            self.rows[i] += other.rows[i];
+        }
+        self.files_written += other.files_written;
+        self.bytes_written += other.bytes_written;
+        self.files_compacted += other.files_compacted;
+        self.files_vacuumed += other.files_vacuumed;
+        self.duplicates += other.duplicates;
+        self.rejected += other.rejected;
+        self.at_end = other.at_end;
+        self.partitioned |= other.partitioned;
+    }
+}
+
+/// A projector's settings: with them it can open its tables again (recovering whatever a
+/// failed step left), which is how the continuous projector restarts after a panic or a
+/// failed step.
+#[derive(Clone)]
+pub(super) struct Settings {
+    root: TablesRoot,
+    data_dir: PathBuf,
+    pub(super) codec: Codec,
+    pub(super) step_events: u64,
+    /// Free bytes to leave on the tables' filesystem before writing; see
+    /// [`Projector::with_min_free_bytes`].
+    min_free_bytes: u64,
+    vacuum_retention_ms: u64,
+    /// What the tables are projected from.
+    layout: Layout,
+    /// Tables from a topic: the form of its values.
+    pub(super) format: ValueFormat,
+    /// Projecting beside ingest (`serve`): a step uses one decoding thread and one Parquet
+    /// writer, not one per core, so that ingest keeps the machine and the server's memory
+    /// stays flat (threads started per step each took memory of their own).
+    background: bool,
+}
+
+impl Settings {
+    pub(super) fn reopen(&self) -> Result<Projector, ProjectError> {
+        self.open(true)
+    }
+
+    fn open(&self, check: bool) -> Result<Projector, ProjectError> {
+        let tables = Tables::open(&self.root, &self.data_dir, self.vacuum_retention_ms, check, &self.layout)?;
+        let topic = match &self.layout {
+            Layout::Local => None,
+            Layout::Topic { topic, partitions } => Some(TopicState::open(&self.data_dir, topic, *partitions)?),
+        };
+        Ok(Projector { tables: Box::new(tables), settings: self.clone(), topic })
+    }
+}
+
+/// Reads the log and keeps the tables up to date.
+pub struct Projector {
+    pub(super) tables: Box<dyn TableSink>,
+    pub(super) settings: Settings,
+    /// Tables from a topic: the dedup windows and the store of values that did not decode.
+    pub(super) topic: Option<TopicState>,
+}
+
+/// Estimated Parquet bytes per projected event, for the free-space check of a step
+/// (measured: 90–200 bytes with SNAPPY; the estimate leaves some slack).
+pub(super) const EST_PARQUET_BYTES_PER_EVENT: u64 = 256;
+
+impl Projector {
+    /// Opens the tables at `root` (recovering from a crash); `data_dir` holds the
+    /// plain-directory view or the S3 staging area. `codec` applies to files written from
+    /// now on.
+    pub fn open(root: &TablesRoot, data_dir: &Path, codec: Codec) -> Result<Projector, ProjectError> {
+        Projector::open_with_retention(root, data_dir, codec, DEFAULT_VACUUM_RETENTION_MS, true)
+    }
+
+    /// With `check` false, damaged or missing files are not errors (for a rebuild, which
+    /// replaces them all).
+    pub fn open_with_retention(
+        root: &TablesRoot,
+        data_dir: &Path,
+        codec: Codec,
+        vacuum_retention_ms: u64,
+        check: bool,
+    ) -> Result<Projector, ProjectError> {
+        Projector::open_source(root, data_dir, codec, vacuum_retention_ms, check, Layout::Local, ValueFormat::Questlog)
+    }
+
+    /// Opens tables projected from the source `layout` describes (a Kafka topic's
+    /// partitions, whose values are in `format`); see [`Projector::open_with_retention`].
+    pub fn open_source(
+        root: &TablesRoot,
+        data_dir: &Path,
+        codec: Codec,
+        vacuum_retention_ms: u64,
+        check: bool,
+        layout: Layout,
+        format: ValueFormat,
+    ) -> Result<Projector, ProjectError> {
+        let settings = Settings {
+            root: root.clone(),
+            data_dir: data_dir.to_path_buf(),
+            codec,
+            step_events: MAX_STEP_EVENTS,
+            min_free_bytes: 0,
+            vacuum_retention_ms,
+            layout,
+            format,
+            background: false,
+        };
+        settings.open(check)
+    }
+
+    /// What it takes to open this projector again (see [`Settings`]).
+    pub(super) fn restart(&self) -> Settings {
+        self.settings.clone()
+    }
+
+    /// Projects beside ingest: see `Settings::background`.
+    pub(super) fn in_background(mut self) -> Projector {
+        self.settings.background = true;
+        self
+    }
+
+    /// Caps the events of one step (at most [`MAX_STEP_EVENTS`]); smaller steps publish
+    /// more often and make more small files for compaction to merge.
+    pub fn with_step_events(mut self, n: u64) -> Projector {
+        self.settings.step_events = n.clamp(1, MAX_STEP_EVENTS);
+        self
+    }
+
+    /// Leaves room for the log: a step or merge starts only when the filesystem has twice
+    /// `log_reserve_bytes` free besides what it expects to write, so when a disk fills,
+    /// the tables stop growing before the log (whose appends are acknowledged) runs out.
+    pub fn with_min_free_bytes(mut self, log_reserve_bytes: u64) -> Projector {
+        self.settings.min_free_bytes = log_reserve_bytes.saturating_mul(2);
+        self
+    }
+
+    /// Brings views held back by their pace up to date (the continuous projector calls
+    /// it when idle).
+    pub fn publish_views(&mut self) -> Result<(), ProjectError> {
+        self.tables.published(true)
+    }
+
+    /// Free bytes where new table files are written, if known.
+    pub fn free_bytes(&self) -> Option<u64> {
+        self.tables.free_bytes()
+    }
+
+    pub(super) fn check_space(&self, what: &'static str, estimate_bytes: u64) -> Result<(), ProjectError> {
+        if self.settings.min_free_bytes == 0 {
+            return Ok(());
+        }
+        let needed_bytes = self.settings.min_free_bytes.saturating_add(estimate_bytes);
+        match self.tables.free_bytes() {
+            Some(free_bytes) if free_bytes < needed_bytes => Err(ProjectError::NoSpace { what, free_bytes, needed_bytes }),
+            // A filesystem that cannot say leaves the decision to the write itself.
+            _ => Ok(()),
+        }
+    }
+
+    /// The log offset all five tables reach (the smallest of theirs).
+    pub fn offset(&self) -> u64 {
+        self.tables.offsets().into_iter().min().unwrap_or(0)
+    }
+
+    /// Rows per table, in [`TABLES`] order.
+    pub fn rows(&self) -> Vec<u64> {
+        (0..TABLES.len()).map(|i| self.tables.files(i).iter().map(|f| f.rows).sum()).collect()
+    }
+
+    /// Projects at most `step_events` events past the published offset and
+    /// publishes them, then merges small files when a level is full.
+    pub fn step(&mut self, log: &dyn EventLog, progress: &ProgressBar) -> Result<ProjectSummary, ProjectError> {
+        if self.settings.layout.partitioned() {
+            return self.step_topic(log, progress);
+        }
+        let started = Instant::now();
+        failpoint("project.step")?;
+        let offsets = self.tables.offsets();
+        let from = self.offset();
+        let mut to = log.durable_end().min(from + self.settings.step_events);
+        if to > from && self.settings.min_free_bytes > 0 {
+            // On a filling disk, a shorter step that fits beats none.
+            let estimate = (to - from).saturating_mul(EST_PARQUET_BYTES_PER_EVENT);
+            if let Err(ProjectError::NoSpace { free_bytes, .. }) = self.check_space("a projection step", estimate) {
+                let room = free_bytes.saturating_sub(self.settings.min_free_bytes) / EST_PARQUET_BYTES_PER_EVENT;
+                if room == 0 {
+                    return Err(ProjectError::NoSpace {
+                        what: "a projection step",
+                        free_bytes,
+                        needed_bytes: self.settings.min_free_bytes + EST_PARQUET_BYTES_PER_EVENT,
+                    });
+                }
+                to = from + room.min(to - from);
+            }
+        }
+        let mut summary = ProjectSummary { from_offset: from, to_offset: to, ..Default::default() };
+        if to <= from {
+            return Ok(summary);
+        }
+        let dirs: Vec<PathBuf> = TABLES.iter().map(|d| self.tables.staging_dir(d)).collect();
+        // A table that is ahead of the others (a step that stopped between the tables'
+        // commits) takes only the events past its own offset.
+        let outputs = write_range(log, from, to, &offsets, &dirs, self.settings.codec, self.settings.background, progress)?;
+        for (i, files) in outputs.into_iter().enumerate() {
+            if offsets[i] >= to {
+                continue;
+            }
+            summary.written(i, &files);
+            self.tables.commit(i, CommitKind::Append, &files, &[], to, &[])?;
+        }
+        summary.events = to - from;
+        summary.at_end = to >= log.durable_end();
+        self.tables.published(false)?;
+        summary.files_compacted = self.compact()?;
+        summary.files_vacuumed = self.tables.vacuum(false)?;
+        summary.seconds = started.elapsed().as_secs_f64();
+        Ok(summary)
+    }
+
+    /// Steps until the tables reach the end of the log as it was when called.
+    pub fn catch_up(&mut self, log: &dyn EventLog, progress: &ProgressBar) -> Result<ProjectSummary, ProjectError> {
+        let started = Instant::now();
+        let mut total = ProjectSummary { from_offset: self.offset(), to_offset: self.offset(), ..Default::default() };
+        if self.settings.layout.partitioned() {
+            // A topic has no end known in advance: step until every partition's read
+            // reached its end.
+            loop {
+                let s = self.step(log, progress)?;
+                total.add(&s);
+                if s.at_end {
+                    break;
+                }
+            }
+        }
+        let target = log.durable_end();
+        progress.set_length(target.saturating_sub(self.offset()));
+        while !self.settings.layout.partitioned() && self.offset() < target {
+            let s = self.step(log, progress)?;
+            total.add(&s);
+        }
+        self.tables.published(true)?;
+        // A run that ends deletes what has expired since its last pass, not a minute later.
+        total.files_vacuumed += self.tables.vacuum(true)?;
+        total.seconds = started.elapsed().as_secs_f64();
+        Ok(total)
+    }
+
+    /// Merges runs of [`COMPACT_FANIN`] files of one level; returns how many
+    /// files were merged away.
+    pub(super) fn compact(&mut self) -> Result<u64, ProjectError> {
+        let mut merged_files = 0;
+        loop {
+            let mut did = false;
+            for (i, def) in TABLES.iter().enumerate() {
+                let files = self.tables.files(i);
+                let Some(run) = compaction_run(files) else { continue };
+                let inputs: Vec<FileEntry> = files[run].to_vec();
+                let input_bytes = inputs.iter().map(|f| f.bytes).sum();
+                if let Err(e) = self.check_space("merging table files", input_bytes) {
+                    // The step itself is published; merging waits for room.
+                    tracing::warn!(error = %e, table = def.name, "compaction postponed");
+                    continue;
+                }
+                let merged = self.merge(i, def, &inputs, inputs[0].level.saturating_add(1))?;
+                failpoint("compact.publish")?;
+                let offset = self.tables.offsets()[i];
+                let partition_offsets = self.tables.partition_offsets(i).to_vec();
+                self.tables.commit(i, CommitKind::Compact, &merged, &inputs, offset, &partition_offsets)?;
+                self.tables.published(false)?;
+                merged_files += inputs.len() as u64;
+                did = true;
+            }
+            if !did {
+                return Ok(merged_files);
+            }
+        }
+    }
+
+    fn merge(&self, i: usize, def: &TableDef, inputs: &[FileEntry], level: u8) -> Result<Vec<FileEntry>, ProjectError> {
+        let dir = self.tables.staging_dir(def);
+        let partitioned = self.settings.layout.partitioned();
+        let offset_col = schema(def.event_type).index_of("log_offset")?;
+        let mut out = TableOutput::new(def, dir, self.settings.codec, level, partitioned);
+        // Rows from a topic do not carry their position (a file's name does): a merged
+        // file takes its inputs' ranges, and is cut only between inputs.
+        out.roll_within = !partitioned;
+        for f in inputs {
+            let path = self.tables.local_file(i, &f.name)?;
+            for batch in batch_reader(&path)? {
+                let batch = batch?;
+                if batch.num_rows() == 0 {
+                    continue;
+                }
+                let (first, last) = if partitioned {
+                    (f.first_offset, f.last_offset)
+                } else {
+                    let offsets = batch.column(offset_col).as_any().downcast_ref::<arrow::array::Int64Array>().ok_or_else(|| {
+                        ProjectError::Schema { table: def.name, reason: format!("log_offset is not INT64 in {}", path.display()) }
+                    })?;
+                    // Rows are in log order within and across the files of a table.
+                    (offsets.value(0) as u64, offsets.value(offsets.len() - 1) as u64)
+                };
+                out.write_batch(&batch, first, last)?;
+            }
+            out.roll_if_full()?;
+        }
+        out.finish()
+    }
+
+    /// Rebuilds all five tables from offset 0 up to `to` (clamped to the log's end): one
+    /// commit per table replaces its files with the rebuilt ones.
+    pub fn rebuild(&mut self, log: &dyn EventLog, to: u64, progress: &ProgressBar) -> Result<ProjectSummary, ProjectError> {
+        if self.settings.layout.partitioned() {
+            return self.rebuild_topic(log, progress);
+        }
+        rebuild_tables(self.tables.as_mut(), log, to, self.settings.codec, progress)
+    }
+}
+
+/// Writes the tables for log offsets `0..to` and commits each table's files in place of
+/// what it held.
+fn rebuild_tables(
+    tables: &mut dyn TableSink,
+    log: &dyn EventLog,
+    to: u64,
+    codec: Codec,
+    progress: &ProgressBar,
+) -> Result<ProjectSummary, ProjectError> {
+    let started = Instant::now();
+    let to = to.min(log.durable_end());
+    progress.set_length(to);
+    let dirs: Vec<PathBuf> = TABLES.iter().map(|d| tables.staging_dir(d)).collect();
+    let outputs = write_range(log, 0, to, &[0; 5], &dirs, codec, false, progress)?;
+    failpoint("rebuild.before_commit")?;
+    let mut summary = ProjectSummary { from_offset: 0, to_offset: to, events: to, ..Default::default() };
+    for (i, files) in outputs.into_iter().enumerate() {
+        summary.written(i, &files);
+        let old = tables.files(i).to_vec();
+        tables.commit(i, CommitKind::Replace, &files, &old, to, &[])?;
+    }
+    tables.published(true)?;
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// Writes the tables for log offsets `0..to` as Delta tables under `root` (time travel
+/// into another place: `project --out`, `report --to`, `verify`). `work_dir` holds
+/// staging files for S3.
+pub fn rebuild_into(
+    log: &dyn EventLog,
+    to: u64,
+    root: &TablesRoot,
+    work_dir: &Path,
+    codec: Codec,
+    progress: &ProgressBar,
+) -> Result<ProjectSummary, ProjectError> {
+    let mut tables = Tables::scratch(root, work_dir, &Layout::Local)?;
+    rebuild_tables(&mut tables, log, to, codec, progress)
+}
+
+/// Reads `from..to` from the log and writes each table's rows into files in `dirs`;
+/// table `i` takes only the events at or past `starts[i]`.
+#[allow(clippy::too_many_arguments)]
+fn write_range(
+    log: &dyn EventLog,
+    from: u64,
+    to: u64,
+    starts: &[u64],
+    dirs: &[PathBuf],
+    codec: Codec,
+    background: bool,
+    progress: &ProgressBar,
+) -> Result<Vec<Vec<FileEntry>>, ProjectError> {
+    let writers = if background { 1 } else { PARQUET_WRITERS };
+    write_rows(dirs, codec, false, writers, |sink| {
+        let mut n = 0u64;
+        let mut push = |offset: u64, record: &RecordView<'_>| -> Result<(), ProjectError> {
+            let i = record.event.event_type().index();
+            n += 1;
+            if n % 16_384 == 0 {
+                progress.inc(16_384);
+            }
+            if offset < starts[i] {
+                return Ok(());
+            }
+            sink.push(i, offset, offset, 0, record)
+        };
+        // A sled log's blocks are checked and decompressed on one thread per core, and
+        // decoded here without copying their text (the Arrow builders copy it once);
+        // their buffers go back to be reused, not freed on another thread than made them.
+        let spare = std::sync::Mutex::new(Vec::<Vec<u8>>::new());
+        let mapped = !background
+            && crate::log::map_blocks(
+                log,
+                from,
+                to,
+                || Ok(BlockDecoder::new()?),
+                |decoder, raw| -> Result<PlainBlock, ProjectError> {
+                    let buffer = spare.lock().ok().and_then(|mut s| s.pop()).unwrap_or_default();
+                    Ok(decoder.decompress(raw, buffer)?)
+                },
+                |block| {
+                    for (offset, record) in block.views()? {
+                        push(offset, &record)?;
+                    }
+                    if let Ok(mut s) = spare.lock() {
+                        s.push(block.bytes);
+                    }
+                    Ok(())
+                },
+            )?;
+        if !mapped {
+            // Owned records decoded on one helper thread.
+            crate::log::for_each_prefetched(log.read(from, to)?, |offset, record| push(offset, &record.view()))?;
+        }
+        if n != to - from {
+            return Err(ProjectError::Log(LogError::Corrupt {
+                offset: from + n,
+                reason: format!("expected {} records from offset {from}, read {n}", to - from),
+            }));
+        }
+        progress.inc(n % 16_384);
+        Ok(())
+    })
+}
+
+/// The trailing run of files to merge: the last [`COMPACT_FANIN`] or more files, if they
+/// share a level and none is full.
+fn compaction_run(files: &[FileEntry]) -> Option<std::ops::Range<usize>> {
+    let last = files.last()?;
+    let mergeable = |f: &FileEntry| f.level == last.level && (f.rows as usize) < ROWS_PER_FILE;
+    if !mergeable(last) {
+        return None;
+    }
+    let start = files.len() - files.iter().rev().take_while(|f| mergeable(f)).count();
+    (files.len() - start >= COMPACT_FANIN).then_some(start..files.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compaction_runs_by_level() {
+        let f = |level, rows| FileEntry { name: String::new(), level, rows, bytes: 0, first_offset: 0, last_offset: 0 };
+        let mut files: Vec<FileEntry> = (0..9).map(|_| f(0, 50)).collect();
+        assert_eq!(compaction_run(&files), None);
+        files.push(f(0, 5_000));
+        assert_eq!(compaction_run(&files), Some(0..10));
+        files.insert(0, f(1, 5_000));
+        assert_eq!(compaction_run(&files), Some(1..11));
+        files.push(f(0, ROWS_PER_FILE as u64));
+        assert_eq!(compaction_run(&files), None, "a full file is never merged");
+    }
+}
