@@ -1,7 +1,8 @@
 //! `questlog verify`: checks that the log is whole (dense offsets, every block decodes with
 //! a known format version and a matching checksum) and that the published tables are
 //! exactly a projection of the log up to their offset — by rebuilding them in a scratch
-//! directory and comparing row by row.
+//! directory and comparing row by row — and that the plain-directory view shows exactly
+//! the files of a committed state.
 //!
 //! Invariant: verify only reads the data dir (its scratch rebuild lives in a temp dir).
 
@@ -30,6 +31,8 @@ pub enum VerifyError {
     RowDiffers { table: &'static str, row: u64, offset: String, detail: String },
     #[error("table {table} has {actual} rows; the log up to offset {offset} projects to {expected}")]
     RowCount { table: &'static str, actual: u64, expected: u64, offset: u64 },
+    #[error("table {table}: the plain-directory view {dir}: {reason}")]
+    PlainView { table: &'static str, dir: PathBuf, reason: String },
     #[error("{0}")]
     Io(String),
 }
@@ -89,6 +92,7 @@ pub fn verify(log: &dyn EventLog, root: &TablesRoot, data_dir: &Path, progress: 
         return Err(VerifyError::TablesAheadOfLog { tables: snap.offset, log: end });
     }
     check_files(&snap)?;
+    check_plain_view(root, data_dir, &snap)?;
     let scratch = tempfile::tempdir().map_err(|e| VerifyError::Io(format!("creating a scratch dir: {e}")))?;
     let rebuilt_root = TablesRoot::Local(scratch.path().join("tables"));
     project::rebuild_into(log, snap.offset, &rebuilt_root, scratch.path(), Codec::Snappy, &ProgressBar::hidden())?;
@@ -156,6 +160,63 @@ fn check_files(snap: &Snapshot) -> Result<(), VerifyError> {
                     })
                 }
                 Ok(_) => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The plain-directory view (`DATA_DIR/tables`, local tables), which Hive, Spark and
+/// directory globs read instead of the Delta log: each table's directory of the generation
+/// the link points at holds exactly the files of one committed state of that table (the
+/// snapshot's, or the table's newest, which the view shows once a step is published), and
+/// each is that file (a hard link to it, or the same bytes). Absent when no projector made
+/// it (or it could not be kept): nothing to check.
+fn check_plain_view(root: &TablesRoot, data_dir: &Path, snap: &Snapshot) -> Result<(), VerifyError> {
+    use std::collections::BTreeSet;
+    use std::os::unix::fs::MetadataExt;
+    if !root.is_local() || std::fs::read_link(data_dir.join(project::plain::LINK)).is_err() {
+        return Ok(());
+    }
+    let generation = std::fs::canonicalize(data_dir.join(project::plain::LINK))
+        .map_err(|e| VerifyError::Io(format!("resolving {}: {e}", data_dir.join(project::plain::LINK).display())))?;
+    let newest = project::DeltaTables::open_read_only(root, data_dir, None)?;
+    for (i, def) in TABLES.iter().enumerate() {
+        let dir = generation.join(def.location);
+        let bad = |reason: String| VerifyError::PlainView { table: def.name, dir: dir.clone(), reason };
+        let listed: BTreeSet<String> = std::fs::read_dir(&dir)
+            .map_err(|e| bad(format!("cannot list it: {e}")))?
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        let at_snapshot: BTreeSet<String> = snap.entries[i].iter().map(|f| f.name.clone()).collect();
+        let at_newest: BTreeSet<String> = newest.files(i).iter().map(|f| f.name.clone()).collect();
+        let newest_paths: Vec<PathBuf>;
+        let committed: &[PathBuf] = if listed == at_snapshot {
+            &snap.files[i]
+        } else if listed == at_newest {
+            newest_paths = newest.files(i).iter().map(|f| newest.local_file(i, &f.name)).collect::<Result<_, _>>()?;
+            &newest_paths
+        } else {
+            let missing: Vec<&String> = at_snapshot.difference(&listed).take(3).collect();
+            let extra: Vec<&String> = listed.difference(&at_snapshot).take(3).collect();
+            return Err(bad(format!(
+                "it holds {} files, not those of a committed state ({} at the checked version; missing {missing:?}, not committed {extra:?})",
+                listed.len(),
+                at_snapshot.len()
+            )));
+        };
+        for table_file in committed.iter() {
+            let name = table_file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let shown = dir.join(&name);
+            let (a, b) = match (std::fs::metadata(&shown), std::fs::metadata(table_file)) {
+                (Ok(a), Ok(b)) => (a, b),
+                (Err(e), _) | (_, Err(e)) => return Err(bad(format!("{name}: {e}"))),
+            };
+            let same = (a.dev(), a.ino()) == (b.dev(), b.ino())
+                || (a.len() == b.len() && std::fs::read(&shown).ok() == std::fs::read(table_file).ok());
+            if !same {
+                return Err(bad(format!("{name} is not the table's file of that name (other bytes)")));
             }
         }
     }

@@ -391,8 +391,10 @@ fn ndjson_line_bombs_in_parallel_stay_within_the_memory_budget() {
     // Ordinary traffic again, then the same measurement as before.
     ordinary_traffic(&server);
     // Each large body gives its memory back to the OS as its request ends
-    // (api::RETURN_MEMORY_AFTER_BYTES); allow the last ones a moment, bounded.
-    let bound = (before as f64 * 1.2) as u64;
+    // (api::RETURN_MEMORY_AFTER_BYTES); allow the last ones a moment, bounded. The bound is
+    // 20% or 16 MiB, whichever is more: without transparent huge pages a server starts at
+    // ~50 MB, where 20% (10 MB) is within what sled's cache and the runtime move on their own.
+    let bound = ((before as f64 * 1.2) as u64).max(before + 16 * 1024);
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut after = rss_kib(pid);
     while after > bound && Instant::now() < deadline {
@@ -404,7 +406,7 @@ fn ndjson_line_bombs_in_parallel_stay_within_the_memory_budget() {
         (after as f64 / before as f64 - 1.0) * 100.0
     );
     assert!(peak <= peak_before.max(before) + LINE_BOMB_PEAK_GROWTH_KIB, "peak RSS {peak} KiB, from {before} KiB: over the budget");
-    assert!(after <= bound, "RSS grew from {before} KiB to {after} KiB and stayed for 10 s");
+    assert!(after <= bound, "RSS grew from {before} KiB to {after} KiB and stayed for 10 s (bound {bound} KiB)");
     server.stop();
     assert_eq!(replay_lines(dir.path()).len(), 2 * ORDINARY_EVENTS, "only the ordinary events were appended");
 }

@@ -196,3 +196,41 @@ fn removed_files_are_vacuumed_after_the_retention_period() {
     }
     assert!(questlog_ok(d, &["verify"]).starts_with("ok:"));
 }
+
+/// `verify` checks the plain-directory view too (what Hive, Spark and directory globs read):
+/// a file deleted from it, or replaced by other bytes, fails verify, naming the view; a
+/// projector's next open makes the view again.
+#[test]
+fn verify_checks_the_plain_directory_view() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    questlog_ok(d, &["generate", "--seed", "8", "--events", "3000"]);
+    questlog_ok(d, &["project", "--step-events", "500"]);
+    assert!(questlog_ok(d, &["verify"]).starts_with("ok:"));
+    let view = d.join("tables").join("enemies_killed");
+    let mut names: Vec<_> = std::fs::read_dir(&view).unwrap().map(|e| e.unwrap().path()).collect();
+    names.sort();
+    assert!(names.len() >= 2, "{names:?}");
+    // One file gone from the view.
+    std::fs::remove_file(&names[0]).unwrap();
+    let out = questlog(d, &["verify"]);
+    assert!(!out.status.success(), "verify passed with a file missing from the plain view");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("plain-directory view") && err.contains("enemy_kills"), "{err}");
+    // A projector's open makes the view again.
+    questlog_ok(d, &["project"]);
+    assert!(questlog_ok(d, &["verify"]).starts_with("ok:"));
+    // One file replaced by other bytes (another file's, under its name).
+    let names: Vec<_> = {
+        let mut n: Vec<_> = std::fs::read_dir(&view).unwrap().map(|e| e.unwrap().path()).collect();
+        n.sort();
+        n
+    };
+    let other = std::fs::read(&names[1]).unwrap();
+    std::fs::remove_file(&names[0]).unwrap();
+    std::fs::write(&names[0], &other).unwrap();
+    let out = questlog(d, &["verify"]);
+    assert!(!out.status.success(), "verify passed with a file of the plain view replaced");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("plain-directory view") && err.contains("other bytes"), "{err}");
+}

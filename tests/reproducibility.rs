@@ -272,8 +272,12 @@ fn a_corrupt_log_block_is_reported_never_served() {
     assert!(!out.status.success(), "verify passed over a corrupt block");
     assert!(String::from_utf8_lossy(&out.stderr).contains("corrupt log block at offset 2000"), "{}", String::from_utf8_lossy(&out.stderr));
 
-    // Through a running server: the stream breaks off and the client says so.
-    let server = Server::start(d);
+    // Through a running server: it says it cannot take appends (the block is in the tail
+    // its dedup window is read from), the stream breaks off and the client says so.
+    let server = Server::start_with_status(d, "degraded");
+    let health = server.get("/healthz");
+    assert_eq!(health.status, 503);
+    assert!(health.text().contains("corrupt log block at offset 2000"), "{}", health.text());
     let out = questlog(d, &["replay"]);
     assert!(!out.status.success(), "replay through the server exited 0 over a corrupt block");
     assert!(clean.starts_with(String::from_utf8_lossy(&out.stdout).as_ref()));

@@ -40,21 +40,25 @@ pub(super) const ANSWER_NUMBERS_BYTES: usize = 160;
 pub(super) struct BodyMemory {
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
     budget: Arc<tokio::sync::Semaphore>,
+    /// The most it held at once.
+    peak: usize,
 }
 
-/// A request whose body held at least this much memory asks the allocator to give freed
-/// memory back to the OS when it ends. mimalloc (the binary's allocator) otherwise keeps
-/// freed memory until later allocations trigger a purge, so after a burst of large bodies
-/// an idle server kept ~40 MB more for as long as it stayed idle. 8 MiB: well above
-/// ordinary batches (~3 MiB for 10,000 events), so they never pay for the collection.
-pub(super) const RETURN_MEMORY_AFTER_BYTES: usize = 8 * 1024 * 1024;
+/// A request that held at least this much memory at its peak asks the allocator to give
+/// freed memory back to the OS when it ends. mimalloc (the binary's allocator) otherwise
+/// keeps freed memory in the thread's heap until later allocations reuse it, so after a
+/// burst of large bodies an idle server kept ~40 MB more for as long as it stayed idle
+/// (and ~23 MB after 40 header-heavy NDJSON requests of 10,000 bad lines, whose answers
+/// and rejected events held ~2 MiB each). 2 MiB: above ordinary batches of a few hundred
+/// events (~150 KiB), which never pay for the collection; a batch that large takes tens of
+/// milliseconds, against well under one for the collection.
+pub(super) const RETURN_MEMORY_AFTER_BYTES: usize = 2 * 1024 * 1024;
 
 impl Drop for BodyMemory {
     fn drop(&mut self) {
-        let held = self.permit.as_ref().map_or(0, |p| p.num_permits());
         // The body's buffers are dropped before this (declared after it in the handler).
         drop(self.permit.take());
-        if held >= RETURN_MEMORY_AFTER_BYTES {
+        if self.peak >= RETURN_MEMORY_AFTER_BYTES {
             // SAFETY: mi_collect takes a flag and touches only mimalloc's own state; it is
             // callable from any thread at any time (a no-op for memory it does not manage).
             unsafe { libmimalloc_sys::mi_collect(true) };
@@ -64,7 +68,7 @@ impl Drop for BodyMemory {
 
 impl BodyMemory {
     fn new(budget: &Arc<tokio::sync::Semaphore>) -> BodyMemory {
-        BodyMemory { permit: None, budget: budget.clone() }
+        BodyMemory { permit: None, budget: budget.clone(), peak: 0 }
     }
 
     /// Takes `bytes` more from the budget, or [`ApiError::OverMemoryBudget`] at once.
@@ -78,6 +82,7 @@ impl BodyMemory {
             Some(p) => p.merge(more),
             None => self.permit = Some(more),
         }
+        self.peak = self.peak.max(self.permit.as_ref().map_or(0, |p| p.num_permits()));
         Ok(())
     }
 
@@ -380,7 +385,7 @@ pub(super) async fn read_body(headers: &HeaderMap, body: Body, body_timeout_ms: 
             // Inflating 64 MiB takes a core for ~0.1 s: on the blocking pool, so the async
             // workers keep serving other connections meanwhile. The request's memory
             // charge travels with it and comes back.
-            let mut charge = BodyMemory { permit: memory.permit.take(), budget: memory.budget.clone() };
+            let mut charge = BodyMemory { permit: memory.permit.take(), budget: memory.budget.clone(), peak: memory.peak };
             let (result, mut charge) = tokio::task::spawn_blocking(move || {
                 let result = inflate(wire, &mut charge);
                 (result, charge)
@@ -388,6 +393,7 @@ pub(super) async fn read_body(headers: &HeaderMap, body: Body, body_timeout_ms: 
             .await
             .map_err(|e| ApiError::Unreadable(format!("inflating the body failed: {e}")))?;
             memory.permit = charge.permit.take();
+            memory.peak = std::mem::take(&mut charge.peak);
             result
         }
         other => Err(ApiError::UnsupportedEncoding(other.chars().take(64).collect())),

@@ -363,7 +363,13 @@ async fn build(state: &Arc<AppState>) -> Result<Value, ApiError> {
             "projection_error": projection.error,
         },
         "health": {
-            "status": if unwritable.is_some() || projection.error.is_some() { "degraded" } else { "ok" },
+            "status": if unwritable.is_some() || projection.error.is_some() {
+                "degraded"
+            } else if state.log.starting().is_some() {
+                "starting"
+            } else {
+                "ok"
+            },
             "reason": unwritable,
             "disk_free_bytes": stats.free_bytes,
             "disk_reserve_bytes": stats.reserve_bytes,

@@ -550,7 +550,9 @@ async fn openapi() -> Response {
 }
 
 /// `200 {"status":"ok"}` while the log takes appends; `503 {"status":"degraded","reason":…}`
-/// while it cannot (disk full, storage reopening), so a load balancer steers games away.
+/// while it cannot (disk full, storage reopening), so a load balancer steers games away;
+/// `503 {"status":"starting","reason":…}` while appends would wait for what the log does
+/// at start (its dedup window, refilled from the log's tail).
 ///
 /// Projection failing (a step's error, a panic) makes the status `degraded` with
 /// `projection_error` saying why, but stays 200: appends still succeed, and the log keeps
@@ -566,15 +568,25 @@ async fn healthz(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
         unwritable = unwritable.map(|_| format!("the log cannot take appends ({HIDDEN})"));
         projection.error = projection.error.map(|_| format!("projection is failing ({HIDDEN})"));
     }
+    // Starting: appends would wait for what the log does first (its dedup window), so a
+    // load balancer should not send any yet.
+    let starting = if unwritable.is_none() { state.log.starting() } else { None };
+    let status_word = if unwritable.is_some() || projection.error.is_some() {
+        "degraded"
+    } else if starting.is_some() {
+        "starting"
+    } else {
+        "ok"
+    };
     let mut body = serde_json::json!({
-        "status": if unwritable.is_some() || projection.error.is_some() { "degraded" } else { "ok" },
+        "status": status_word,
         "log_end_offset": state.log.durable_end(),
         "projected_offset": projection.projected_offset,
     });
     if let Some(why) = projection.error {
         body["projection_error"] = serde_json::Value::String(why);
     }
-    let status = match unwritable {
+    let status = match unwritable.or(starting) {
         Some(reason) => {
             body["reason"] = serde_json::Value::String(reason);
             StatusCode::SERVICE_UNAVAILABLE

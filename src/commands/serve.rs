@@ -203,9 +203,15 @@ impl api::live::FindingsSource for LiveFindings {
     }
 }
 
+/// The findings thread's nice value: the lowest priority. A report is a burst of work on
+/// every core (Polars' pool, which this thread starts and so passes its priority to); at
+/// the API's priority it showed as 100 ms+ answers to appends while a page was open.
+const FINDINGS_NICE: libc::c_int = 19;
+
 /// Makes the findings again whenever the published tables moved, until told to stop.
 fn findings_loop(f: Arc<LiveFindings>, projection: Arc<ProjectionStats>, root: TablesRoot, data_dir: PathBuf) {
     use std::sync::atomic::Ordering::Relaxed;
+    project::set_thread_nice(FINDINGS_NICE);
     let mut last = 0;
     while !f.stop.load(Relaxed) {
         let mut wait = Duration::from_millis(FINDINGS_INTERVAL_MS);
@@ -236,6 +242,9 @@ async fn start_server(
     fallback_port: bool,
 ) -> Result<(Server, tokio::net::TcpListener)> {
     let log = open_event_log(data_dir, "serve")?;
+    // The dedup window is refilled now, in the background, not on the first append (which
+    // would wait for it); /healthz says `starting` until it is done.
+    log.prepare_for_appends();
     let projector = match kafka() {
         Some(_) => None,
         None => Some(open_projector(data_dir, codec, true)?.with_min_free_bytes(log_options().min_free_bytes)),

@@ -362,6 +362,15 @@ pub trait EventLog: Send + Sync + 'static {
     /// Why appends fail right now (disk under the reserve, storage failed and reopening),
     /// or `None` when they can succeed. Cheap: for health checks.
     fn unwritable(&self) -> Option<String>;
+    /// Starts now, in the background, the work the first append would otherwise wait for
+    /// (the sled log: refilling its dedup window from the log's tail), for a server that
+    /// is about to take appends. Commands that only read never call it, and never pay.
+    fn prepare_for_appends(&self) {}
+    /// `None` once appends are answered at their normal speed; else what the log is still
+    /// doing (for `/healthz`'s `starting`). Cheap.
+    fn starting(&self) -> Option<String> {
+        None
+    }
     /// Finishes queued appends, flushes, and stops the writer. Later appends fail.
     fn close(&self) -> Result<(), LogError>;
 }

@@ -81,6 +81,8 @@ struct Counters {
     reopens_total: AtomicU64,
     /// Why the log cannot take appends now; `None` when it can.
     unwritable: Mutex<Option<String>>,
+    /// Whether the writer has refilled the dedup window (appends before it wait for it).
+    refilled: std::sync::atomic::AtomicBool,
 }
 
 impl Counters {
@@ -574,6 +576,17 @@ impl EventLog for SledLog {
         self.counters.unwritable.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    fn prepare_for_appends(&self) {
+        // An empty batch: the writer takes it as its first group, refilling the window
+        // before anything else (see `Writer::ready`); nobody waits for its answer.
+        let _ = self.append(AppendBatch::default());
+    }
+
+    fn starting(&self) -> Option<String> {
+        (!self.counters.refilled.load(Ordering::Acquire))
+            .then(|| format!("refilling the dedup window from the log's last {DEDUP_WINDOW_EVENTS} events; appends wait for it"))
+    }
+
     fn close(&self) -> Result<(), LogError> {
         if self.closed.swap(true, Ordering::SeqCst) {
             return Ok(());
@@ -921,6 +934,20 @@ impl Refusal {
     }
 }
 
+/// `syncfs` of the filesystem holding `dir`: writes back every dirty page there. Best
+/// effort: the log's own syncs are what make its data durable. (Not in the fuzz crate,
+/// which compiles this file without `libc`.)
+fn sync_filesystem(dir: &Path) {
+    #[cfg(not(all(target_os = "linux", not(fuzzing))))]
+    let _ = dir;
+    #[cfg(all(target_os = "linux", not(fuzzing)))]
+    if let Ok(d) = std::fs::File::open(dir) {
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: syncfs takes a descriptor this function owns; it reads no memory of ours.
+        let _ = unsafe { libc::syncfs(d.as_raw_fd()) };
+    }
+}
+
 impl Writer {
     /// Fills the dedup window from the last [`DEDUP_WINDOW_EVENTS`] records.
     fn refill_dedup(&mut self) -> Result<(), LogError> {
@@ -977,12 +1004,25 @@ impl Writer {
             return Err(Refusal { no_space: true, message: why });
         }
         if !self.refilled {
+            let started = Instant::now();
+            // Write back what is dirty on the log's filesystem first (another process's
+            // files: a `project` that just ran, a copy): the first group commits would
+            // otherwise queue behind that writeback, for seconds on a large store.
+            sync_filesystem(&self.dir);
             if let Err(e) = self.refill_dedup() {
-                // Without the window, duplicates could land: refuse to append.
+                // Without the window, duplicates could land: refuse to append, and say so
+                // (the next append tries again).
                 tracing::error!(error = %e, "cannot read the log's tail to refill the dedup window");
-                return Err(Refusal { no_space: false, message: format!("reading the log's tail: {e}") });
+                let message = format!("cannot read the log's tail to refill the dedup window: {e}");
+                self.counters.set_unwritable(Some(message.clone()));
+                return Err(Refusal { no_space: false, message });
             }
             self.refilled = true;
+            self.counters.refilled.store(true, Ordering::Release);
+            if self.counters.is_unwritable() {
+                self.counters.set_unwritable(None);
+            }
+            tracing::info!(seconds = started.elapsed().as_secs_f64(), "dedup window refilled from the log's tail");
         }
         Ok(())
     }
@@ -1043,6 +1083,7 @@ impl Writer {
                 self.counters.rejected_total.store(next_rejected, Ordering::Relaxed);
                 self.dedup = Dedup::new();
                 self.refilled = false;
+                self.counters.refilled.store(false, Ordering::Release);
                 *self.shared.write().unwrap_or_else(|p| p.into_inner()) = Some(store.clone());
                 self.store = Some(store);
                 self.end_tx.send_replace(end);

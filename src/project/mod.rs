@@ -48,7 +48,9 @@ pub mod writer;
 /// The default place of the Delta tables: `DATA_DIR/delta`.
 pub const DELTA_DIR: &str = "delta";
 
-pub use continuous::{Continuous, ProjectionStats, DEFAULT_PROJECT_INTERVAL_MS, MAX_PROJECT_BACKOFF_MS, MAX_PROJECT_INTERVAL_MS};
+pub use continuous::{
+    set_thread_nice, Continuous, ProjectionStats, DEFAULT_PROJECT_INTERVAL_MS, MAX_PROJECT_BACKOFF_MS, MAX_PROJECT_INTERVAL_MS,
+};
 pub use ddl::{delta_ddl, hive_ddl};
 pub use delta::{CommitKind, DeltaTables, Layout, TablesRoot, DEFAULT_VACUUM_RETENTION_MS};
 pub use projector::{rebuild_into, ProjectSummary, Projector, COMPACT_FANIN, MAX_STEP_EVENTS};

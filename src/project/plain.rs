@@ -37,8 +37,10 @@ pub const MIN_INTERVAL_MS: u64 = 1_000;
 
 pub struct PlainView {
     data_dir: PathBuf,
-    /// The file names of the live generation, per table, to skip publishing no change.
-    live: Vec<Vec<String>>,
+    /// The files of the live generation, per table, by name and inode, to skip publishing
+    /// no change. The inode counts: a rebuild that writes a file of the same name (same
+    /// content) over a damaged one must not leave the view linked to the damaged one.
+    live: Vec<Vec<(String, u64, u64)>>,
     last_publish: Option<std::time::Instant>,
 }
 
@@ -63,7 +65,18 @@ impl PlainView {
     /// Points `DATA_DIR/tables` at a new generation holding `files` (per table: the
     /// Delta file's path and name), unless that is what it shows already.
     pub fn publish(&mut self, tables: &[(&TableDef, Vec<(PathBuf, String)>)]) -> Result<(), ProjectError> {
-        let names: Vec<Vec<String>> = tables.iter().map(|(_, fs)| fs.iter().map(|(_, n)| n.clone()).collect()).collect();
+        use std::os::unix::fs::MetadataExt as _;
+        let names: Vec<Vec<(String, u64, u64)>> = tables
+            .iter()
+            .map(|(_, fs)| {
+                fs.iter()
+                    .map(|(path, n)| {
+                        let id = fs::metadata(path).map(|m| (m.dev(), m.ino())).unwrap_or((0, 0));
+                        (n.clone(), id.0, id.1)
+                    })
+                    .collect()
+            })
+            .collect();
         if names == self.live && fs::read_link(self.data_dir.join(LINK)).is_ok() {
             return Ok(());
         }

@@ -11,7 +11,7 @@ use std::time::Instant;
 use indicatif::ProgressBar;
 
 use super::rows::{write_rows, PARQUET_WRITERS};
-use super::sink::{TableSink, Tables};
+use super::sink::{TableCommit, TableSink, Tables};
 use super::topic::TopicState;
 use super::writer::TableOutput;
 use super::{
@@ -298,13 +298,22 @@ impl Projector {
         // A table that is ahead of the others (a step that stopped between the tables'
         // commits) takes only the events past its own offset.
         let outputs = write_range(log, from, to, &offsets, &dirs, self.settings.codec, self.settings.background, progress)?;
-        for (i, files) in outputs.into_iter().enumerate() {
+        let mut commits = Vec::with_capacity(TABLES.len());
+        for (i, files) in outputs.iter().enumerate() {
             if offsets[i] >= to {
                 continue;
             }
-            summary.written(i, &files);
-            self.tables.commit(i, CommitKind::Append, &files, &[], to, &[])?;
+            summary.written(i, files);
+            commits.push(TableCommit {
+                table: i,
+                kind: CommitKind::Append,
+                added: files,
+                removed: &[],
+                offset: to,
+                partition_offsets: &[],
+            });
         }
+        self.tables.commit_all(&commits)?;
         summary.events = to - from;
         summary.at_end = to >= log.durable_end();
         self.tables.published(false)?;

@@ -11,6 +11,16 @@ use super::{
     DEFAULT_VACUUM_RETENTION_MS, TABLES,
 };
 
+/// One table's change in a [`TableSink::commit_all`].
+pub struct TableCommit<'a> {
+    pub table: usize,
+    pub kind: CommitKind,
+    pub added: &'a [FileEntry],
+    pub removed: &'a [FileEntry],
+    pub offset: u64,
+    pub partition_offsets: &'a [u64],
+}
+
 /// The seam between projection and storage: what the tables hold, where new files are
 /// written, and how a change is committed. [`Tables`] implements it with Delta Lake tables
 /// on a local disk or S3-protocol object storage.
@@ -38,6 +48,15 @@ pub trait TableSink: Send {
         offset: u64,
         partition_offsets: &[u64],
     ) -> Result<(), ProjectError>;
+    /// Several tables' changes (a step's), each as [`commit`](TableSink::commit), at once
+    /// where the storage allows: each is its own commit, and any of them may land while
+    /// another fails. `Ok` means every one is durable and visible.
+    fn commit_all(&mut self, commits: &[TableCommit<'_>]) -> Result<(), ProjectError> {
+        for c in commits {
+            self.commit(c.table, c.kind, c.added, c.removed, c.offset, c.partition_offsets)?;
+        }
+        Ok(())
+    }
     /// A local path to read a committed file of table `i`.
     fn local_file(&self, i: usize, name: &str) -> Result<PathBuf, ProjectError>;
     /// Called after a step's (or a merge's) commits: derived views catch up, at once with
@@ -121,6 +140,13 @@ impl TableSink for Tables {
             fsync_dir(&self.delta.staging_dir(&TABLES[i]))?;
         }
         self.delta.commit(i, kind, added, removed, offset, partition_offsets)
+    }
+
+    fn commit_all(&mut self, commits: &[TableCommit<'_>]) -> Result<(), ProjectError> {
+        for c in commits.iter().filter(|c| !c.added.is_empty()) {
+            fsync_dir(&self.delta.staging_dir(&TABLES[c.table]))?;
+        }
+        self.delta.commit_all(commits)
     }
 
     fn local_file(&self, i: usize, name: &str) -> Result<PathBuf, ProjectError> {

@@ -339,13 +339,22 @@ impl Projector {
         }
         // Rejected values are kept before a commit moves past them.
         state.rejects.sync()?;
-        for (i, files) in read.files.into_iter().enumerate() {
+        let mut commits = Vec::with_capacity(TABLES.len());
+        for (i, files) in read.files.iter().enumerate() {
             if starts[i] == read.reached {
                 continue;
             }
-            summary.written(i, &files);
-            self.tables.commit(i, CommitKind::Append, &files, &[], position, &read.reached)?;
+            summary.written(i, files);
+            commits.push(super::sink::TableCommit {
+                table: i,
+                kind: CommitKind::Append,
+                added: files,
+                removed: &[],
+                offset: position,
+                partition_offsets: &read.reached,
+            });
         }
+        self.tables.commit_all(&commits)?;
         self.tables.published(false)?;
         summary.files_compacted = self.compact()?;
         summary.files_vacuumed = self.tables.vacuum(false)?;

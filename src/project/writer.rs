@@ -67,17 +67,71 @@ pub struct FileEntry {
     pub last_offset: u64,
 }
 
-/// A `Write` that hashes what passes through it (SHA-256), for content-named files.
-struct Hashing<W> {
-    inner: W,
+/// Bytes of a Parquet file handed to the disk at a time as it is written
+/// (`sync_file_range`, as RocksDB's `bytes_per_sync`): each piece is started when full, and
+/// the writer waits for the piece before it, so at most two are in flight. Without it a
+/// compaction's file of tens of MB went to the disk all at once at its final fsync, and the
+/// log's group commits queued behind it: 100–220 ms answers to appends under 5,000
+/// events/s while a merge ran. In 1 MiB pieces the log's syncs slip in between, and the
+/// final fsync has at most two pieces left to write.
+const SYNC_PIECE_BYTES: u64 = 1024 * 1024;
+
+/// A `Write` that hashes what passes through it (SHA-256), for content-named files, and
+/// writes it to the disk in [`SYNC_PIECE_BYTES`] pieces as it goes.
+struct Hashing {
+    inner: BufWriter<File>,
     hash: sha2::Sha256,
+    /// Bytes written; where the piece being written starts; where the piece in flight
+    /// (started, not waited for) starts.
+    written: u64,
+    piece: u64,
+    in_flight: u64,
 }
 
-impl<W: Write> Write for Hashing<W> {
+impl Hashing {
+    fn new(file: File) -> Hashing {
+        use sha2::Digest as _;
+        Hashing { inner: BufWriter::with_capacity(1 << 20, file), hash: sha2::Sha256::new(), written: 0, piece: 0, in_flight: 0 }
+    }
+
+    /// Starts writing the full piece to the disk, and waits for the piece before it. Best
+    /// effort (an error is left to the final fsync, which makes the file durable).
+    fn next_piece(&mut self) -> std::io::Result<()> {
+        self.inner.flush()?;
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd as _;
+            let fd = self.inner.get_ref().as_raw_fd();
+            // SAFETY: sync_file_range takes a descriptor this writer owns and plain
+            // integers; it reads no memory of ours.
+            unsafe {
+                libc::sync_file_range(
+                    fd,
+                    self.piece as libc::off64_t,
+                    (self.written - self.piece) as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                );
+                if self.piece > self.in_flight {
+                    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+                    libc::sync_file_range(fd, self.in_flight as libc::off64_t, (self.piece - self.in_flight) as libc::off64_t, flags);
+                }
+            }
+        }
+        self.in_flight = self.piece;
+        self.piece = self.written;
+        Ok(())
+    }
+}
+
+impl Write for Hashing {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         use sha2::Digest as _;
         let n = self.inner.write(buf)?;
         self.hash.update(&buf[..n]);
+        self.written += n as u64;
+        if self.written - self.piece >= SYNC_PIECE_BYTES {
+            self.next_piece()?;
+        }
         Ok(n)
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -88,7 +142,7 @@ impl<W: Write> Write for Hashing<W> {
 /// Writes one Parquet file a batch at a time.
 struct FileWriter {
     path: PathBuf,
-    writer: ArrowWriter<Hashing<BufWriter<File>>>,
+    writer: ArrowWriter<Hashing>,
     rows: u64,
     first_offset: u64,
     last_offset: u64,
@@ -109,7 +163,7 @@ fn writer_props(codec: Codec) -> WriterProperties {
 impl FileWriter {
     fn create(path: PathBuf, schema: SchemaRef, codec: Codec) -> Result<FileWriter, ProjectError> {
         let file = File::create(&path).map_err(io_err(format!("creating {}", path.display())))?;
-        let out = Hashing { inner: BufWriter::with_capacity(1 << 20, file), hash: Default::default() };
+        let out = Hashing::new(file);
         let writer = ArrowWriter::try_new(out, schema, Some(writer_props(codec)))
             .map_err(|source| ProjectError::Parquet { path: path.clone(), source })?;
         Ok(FileWriter { path, writer, rows: 0, first_offset: u64::MAX, last_offset: 0 })

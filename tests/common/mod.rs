@@ -59,9 +59,22 @@ impl Server {
         Server::start_command(cmd)
     }
 
+    /// `start`, for a server that is expected not to become healthy: waits (bounded) until
+    /// `/healthz` says `status` (e.g. `degraded`) instead.
+    pub fn start_with_status(data_dir: &Path, status: &str) -> Server {
+        let mut cmd = Command::new(bin());
+        cmd.arg("--data-dir").arg(data_dir).args(["serve", "--listen", "127.0.0.1:0"]);
+        Server::start_command_until(cmd, |r| r.json()["status"] == status)
+    }
+
     /// Starts `cmd`, a command that ends up running `questlog serve` on a port it prints
     /// on the first line of stdout, and waits until it is healthy.
-    pub fn start_command(mut cmd: Command) -> Server {
+    pub fn start_command(cmd: Command) -> Server {
+        Server::start_command_until(cmd, |r| r.status == 200)
+    }
+
+    /// `start_command`, waiting (bounded) until `/healthz`'s answer passes `ready`.
+    pub fn start_command_until(mut cmd: Command, ready: impl Fn(&Response) -> bool) -> Server {
         let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("starting questlog serve");
         // The first line of stdout names the address: "questlog serving on http://ADDR (…)".
         // Read on a thread so that a server that never prints fails the test in bounded time.
@@ -95,19 +108,21 @@ impl Server {
             }
         });
         let server = Server { child, addr, output };
-        server.wait_healthy();
+        server.wait_until(ready);
         server
     }
 
-    fn wait_healthy(&self) {
+    fn wait_until(&self, ready: impl Fn(&Response) -> bool) {
         let deadline = Instant::now() + Duration::from_millis(STARTUP_TIMEOUT_MS);
+        let mut last = String::new();
         loop {
             if let Ok(r) = http(self.addr, "GET", "/healthz", &[], b"") {
-                if r.status == 200 {
+                if ready(&r) {
                     return;
                 }
+                last = format!("{} {}", r.status, r.text());
             }
-            assert!(Instant::now() < deadline, "server at {} not healthy in time", self.addr);
+            assert!(Instant::now() < deadline, "server at {} not healthy (or not as expected) in time; last: {last}", self.addr);
             std::thread::sleep(Duration::from_millis(20));
         }
     }

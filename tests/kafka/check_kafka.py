@@ -3,7 +3,12 @@ back by clients questlog did not write: confluent-kafka (librdkafka, as kcat wou
 kafka-python (pure Python).
 
 usage: check_kafka.py QUESTLOG_BIN TANSU_BIN NISSHI_BIN WORK_DIR [section ...]
-sections: nodes kill memory broker tables two crash seed restart (default: all)
+sections: readme nodes kill memory broker tables two crash seed restart (default: all)
+
+- readme: the README's "Running on Kafka" recipe, its shell block and its Python snippet
+          taken from README.md and run as written (with `questlog`, `python` and `pip` on
+          the PATH, in an empty directory, on the recipe's own ports): every command
+          succeeds, verify passes, and the snippet reads the topic's 100,000 records.
 
 - nodes:  two `serve` nodes on one topic of 3 partitions take seeded load over HTTP at the
           same time; the topic then holds every accepted event once, as JSON that both
@@ -57,7 +62,7 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 BIN, TANSU, NISSHI, WORK = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
-SECTIONS = sys.argv[5:] or ["nodes", "kill", "memory", "broker", "tables", "two", "crash", "seed", "restart"]
+SECTIONS = sys.argv[5:] or ["readme", "nodes", "kill", "memory", "broker", "tables", "two", "crash", "seed", "restart"]
 TOPIC = "events"
 PARTITIONS = 3
 
@@ -363,6 +368,49 @@ def questlog(data, *args, log=None, check=True, timeout=300):
     if check and p.returncode != 0:
         fail(f"{' '.join(cmd)} exited {p.returncode}:\n{p.stderr}")
     return p
+
+
+def readme_blocks():
+    """The ```sh and ```python blocks of README.md's "Running on Kafka" section."""
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    text = open(os.path.join(repo, "README.md")).read()
+    section = text.split("## Running on Kafka", 1)[1].split("\n## ", 1)[0]
+    blocks = {}
+    for lang in ("sh", "python"):
+        part = section.split(f"```{lang}\n", 1)
+        if len(part) != 2:
+            fail(f"README.md's Running on Kafka section has no ```{lang} block")
+        blocks[lang] = part[1].split("```", 1)[0]
+    return blocks
+
+
+def section_readme():
+    """The README's recipe, pasted into a shell as a reader would."""
+    blocks = readme_blocks()
+    work = os.path.join(WORK, "readme")
+    os.makedirs(work, exist_ok=True)
+    bindir = os.path.join(work, "bin")
+    os.makedirs(bindir, exist_ok=True)
+    os.symlink(os.path.abspath(BIN), os.path.join(bindir, "questlog"))
+    # `python` and `pip` are the venv's (its bin first on the PATH), which has the packages.
+    venv_bin = os.path.dirname(sys.executable)
+    script = "set -euxo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n" + blocks["sh"] + "\npython readme_snippet.py > snippet.out\n"
+    with open(os.path.join(work, "recipe.sh"), "w") as f:
+        f.write(script)
+    with open(os.path.join(work, "readme_snippet.py"), "w") as f:
+        f.write(blocks["python"])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QUESTLOG_")}
+    env["PATH"] = bindir + os.pathsep + venv_bin + os.pathsep + env.get("PATH", "")
+    t0 = time.time()
+    p = subprocess.run(["bash", "recipe.sh"], cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    if p.returncode != 0:
+        fail(f"the README's Kafka recipe failed (exit {p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-5000:]}")
+    if "ok: tables at the partitions' offsets" not in p.stdout:
+        fail(f"the recipe's verify did not pass:\n{p.stdout[-3000:]}")
+    lines = open(os.path.join(work, "snippet.out")).read().splitlines()
+    if len(lines) != 100000:
+        fail(f"the README's Python snippet read {len(lines)} records, the recipe sent 100000")
+    print(f"ok: the README's Kafka recipe ran as written in {time.time() - t0:.1f} s: verify passed, the snippet read {len(lines)} records")
 
 
 def section_nodes():
