@@ -238,9 +238,20 @@ impl Drop for Blocking {
 }
 
 impl Blocking {
+    /// A multi-thread runtime of one worker: on a current-thread runtime delta-rs gives each
+    /// Delta kernel engine a background executor of its own (`get_engine`), whose runtime
+    /// dies with the engine, and the S3 client's pooled keep-alive connections opened there
+    /// died with it: a later commit then failed with "dispatch task is gone: runtime dropped
+    /// the dispatch task" (seen behind a keep-alive proxy, tests/delta `retry`; real S3
+    /// keeps connections alive too). On this runtime every request runs on it, and it lives
+    /// as long as the tables.
     pub(crate) fn new() -> Result<Blocking, ProjectError> {
-        let rt =
-            tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(io_err("starting the runtime for Delta commits"))?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("questlog-delta-io")
+            .enable_all()
+            .build()
+            .map_err(io_err("starting the runtime for Delta commits"))?;
         Ok(Blocking { rt: Some(rt) })
     }
 

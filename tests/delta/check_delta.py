@@ -481,6 +481,8 @@ class FaultyProxy:
         self.upstream = upstream.split("://", 1)[1]
         self.faults = 0
         self.refused_after_fault = 0
+        self.upstream_errors = []
+        self.lock = threading.Lock()
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -489,45 +491,64 @@ class FaultyProxy:
             def log_message(self, *args):
                 pass
 
-            def forward(self):
+            def handle(self):
                 try:
-                    self.relay()
+                    super().handle()
                 except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client hung up (object_store drops idle connections)
+                    pass  # a client that hung up between requests
 
-            def relay(self):
+            def forward(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
+                try:
+                    status, headers, data = self.upstream(body)
+                except Exception as e:  # the upstream failed: say so, as a real proxy would
+                    proxy.upstream_errors.append(repr(e))
+                    status, headers, data = 502, [("Content-Length", "0")], b""
+                try:
+                    self.send_response(status)
+                    for k, v in headers:
+                        self.send_header(k, v)
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True  # the client hung up
+
+            def upstream(self, body):
+                """The upstream's answer, or the injected fault, as (status, headers, body)."""
                 conn = http.client.HTTPConnection(proxy.upstream, timeout=60)
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
-                conn.request(self.command, self.path, body=body, headers=headers)
-                resp = conn.getresponse()
-                data = resp.read()
+                try:
+                    headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                    conn.request(self.command, self.path, body=body, headers=headers)
+                    resp = conn.getresponse()
+                    data = resp.read()
+                finally:
+                    conn.close()
                 m = proxy.ENTRY.search(self.path.split("?", 1)[0])
                 conditional = self.command == "PUT" and self.headers.get("If-None-Match") == "*" and m
-                if conditional and int(m.group(1)) > 0 and resp.status == 200 and proxy.faults == 0:
-                    proxy.faults += 1
-                    self.send_response(500)
-                    self.send_header("Content-Type", "application/xml")
-                    err = b"<Error><Code>InternalError</Code><Message>injected after the write</Message></Error>"
-                    self.send_header("Content-Length", str(len(err)))
-                    self.end_headers()
-                    self.wfile.write(err)
-                    return
-                if conditional and resp.status == 412 and proxy.faults:
-                    proxy.refused_after_fault += 1
-                self.send_response(resp.status)
-                for k, v in resp.getheaders():
-                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
+                with proxy.lock:
+                    if conditional and int(m.group(1)) > 0 and resp.status == 200 and proxy.faults == 0:
+                        proxy.faults += 1
+                        err = b"<Error><Code>InternalError</Code><Message>injected after the write</Message></Error>"
+                        return 500, [("Content-Type", "application/xml"), ("Content-Length", str(len(err)))], err
+                    if conditional and resp.status == 412 and proxy.faults:
+                        proxy.refused_after_fault += 1
+                out = [(k, v) for k, v in resp.getheaders() if k.lower() not in ("transfer-encoding", "connection", "content-length")]
+                # A HEAD's length is the object's (its body is empty).
+                length = resp.getheader("Content-Length") if self.command == "HEAD" else None
+                out.append(("Content-Length", length or str(len(data))))
+                return resp.status, out, data
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = forward
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(http.server.ThreadingHTTPServer):
+            # object_store opens several connections at once (five tables commit together):
+            # the default backlog of 5 refused some.
+            request_queue_size = 128
+            daemon_threads = True
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
