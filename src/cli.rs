@@ -47,6 +47,12 @@ pub struct Cli {
     #[arg(long = "log-format", global = true, default_value = "questlog", env = "QUESTLOG_LOG_FORMAT",
           value_parser = ["questlog", "seed"])]
     pub log_format: String,
+    /// The API key sent by the commands that talk to a running server: `generate --url`
+    /// and `replay --url` (a key with the `write` scope), `replay` and `rejected` while a
+    /// server holds the log (`read`). Prefer the environment variable: a flag's value shows
+    /// in the process list.
+    #[arg(long, global = true, env = "QUESTLOG_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -182,6 +188,7 @@ pub fn run(cli: Cli) -> Result<()> {
         tables: root,
         vacuum_retention_ms: cli.vacuum_retention_ms,
         runs_to_an_end: !matches!(cli.command, Command::Serve(_) | Command::Quickstart(_)),
+        api_key: cli.api_key.filter(|k| !k.is_empty()),
     });
     let dd = data_dir.as_path();
     match cli.command {

@@ -169,17 +169,20 @@ impl SendReport {
 
 /// Re-sends records `from..to` of `log` to the questlog at `url` in order, as NDJSON
 /// batches of their `raw_event` (so `event_id`s are kept and a second replay adds
-/// nothing there), at most `rate` events per second when given.
+/// nothing there), at most `rate` events per second when given, with `api_key` as
+/// `Authorization: Bearer` when given.
 pub async fn replay_to_url(
     log: std::sync::Arc<dyn EventLog>,
     from: u64,
     to: u64,
     url: &str,
     rate: Option<f64>,
+    api_key: Option<&str>,
     progress: &indicatif::ProgressBar,
 ) -> Result<SendReport, ReplayError> {
     let url = crate::wire::events_url(url).map_err(|e| ReplayError::Send(e.to_string()))?;
     let client = reqwest::Client::builder()
+        .default_headers(crate::wire::client_headers(api_key).map_err(|e| ReplayError::Send(e.to_string()))?)
         .timeout(std::time::Duration::from_millis(SEND_TIMEOUT_MS))
         .build()
         .map_err(|e| ReplayError::Send(e.to_string()))?;
@@ -216,9 +219,10 @@ pub async fn replay_to_url(
                 Ok(resp) if resp.status().as_u16() == 503 => format!("{url} answered 503"),
                 Ok(resp) => {
                     let status = resp.status();
+                    let hint = crate::wire::key_hint(status.as_u16(), "write");
                     return Err(ReplayError::Send(format!(
-                        "{url} answered {status} for offsets {next}..{upto}: {}",
-                        resp.text().await.unwrap_or_default()
+                        "{url} answered {status} for offsets {next}..{upto}: {}{hint}",
+                        resp.text().await.unwrap_or_default().trim_end()
                     )));
                 }
                 Err(e) => format!("sending to {url}: {e}"),

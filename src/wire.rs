@@ -40,6 +40,34 @@ pub fn events_url(base: &str) -> Result<String, BadUrl> {
     }
 }
 
+/// An API key that cannot be sent in a header (a control character or a non-ASCII byte).
+#[derive(Debug, thiserror::Error)]
+#[error("the API key (--api-key or QUESTLOG_API_KEY) cannot be sent in an HTTP header: it holds a control or non-ASCII character")]
+pub struct BadApiKey;
+
+/// The headers questlog's own clients send with every request: `Authorization: Bearer KEY`
+/// when a key is given (`--api-key`, `QUESTLOG_API_KEY`), marked sensitive so no debug
+/// output shows it. Empty without a key.
+pub fn client_headers(api_key: Option<&str>) -> Result<reqwest::header::HeaderMap, BadApiKey> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = api_key {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| BadApiKey)?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    Ok(headers)
+}
+
+/// What to tell a person whose request a server refused with `status`: for 401 and 403,
+/// which key to give; empty otherwise.
+pub fn key_hint(status: u16, scope: &str) -> String {
+    match status {
+        401 => format!(" (the server has API keys: give one with the `{scope}` scope in QUESTLOG_API_KEY or --api-key)"),
+        403 => format!(" (the key given has no `{scope}` scope: give one that has it in QUESTLOG_API_KEY or --api-key)"),
+        _ => String::new(),
+    }
+}
+
 /// Appends the JSON line (with its `\n`) for the record at `offset`.
 ///
 /// Members: `log_offset`, `event_type`, the type fields, `event_id`, `player_id`,

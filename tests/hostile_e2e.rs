@@ -885,3 +885,75 @@ fn readers_that_take_nothing_are_cut_off_and_follows_end_at_shutdown() {
     let status = wait_exit(&mut server.child, Duration::from_secs(20), "serve stopping with a follow replay open");
     assert!(status.success(), "{status}");
 }
+
+/// `questlog` run with `QUESTLOG_API_KEY` set to `key` (unset when `None`).
+fn questlog_with_key(data: &std::path::Path, key: Option<&str>, args: &[&str]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(bin());
+    cmd.arg("--data-dir").arg(data).args(args).stdin(std::process::Stdio::null()).env_remove("QUESTLOG_API_KEY");
+    if let Some(k) = key {
+        cmd.env("QUESTLOG_API_KEY", k);
+    }
+    cmd.output().unwrap()
+}
+
+/// The commands that talk to a server with keys send the key given in
+/// `QUESTLOG_API_KEY` (or `--api-key`): `generate --url` and `replay --url` with a write
+/// key, `replay` and `rejected` through the server that holds the log with a read key.
+/// Without one, or with one of the wrong scope, each fails and says which key to give.
+#[test]
+fn cli_commands_send_the_api_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys_file(dir.path(), "");
+    let data = dir.path().join("data");
+    let server = Server::start_with(&data, &["--api-keys", keys.to_str().unwrap()]);
+    let url = format!("http://{}", server.addr);
+    let send = ["generate", "--url", url.as_str(), "--seed", "3", "--events", "200", "--batch", "50"];
+
+    for (key, scope) in [(None, "401"), (Some(READ_KEY), "403")] {
+        let out = questlog_with_key(&data, key, &send);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "generate with {key:?} succeeded");
+        assert!(err.contains("QUESTLOG_API_KEY") && err.contains("`write`"), "{scope}: {err}");
+    }
+    let out = questlog_with_key(&data, Some(WRITE_KEY), &send);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("200 accepted"), "{}", String::from_utf8_lossy(&out.stdout));
+    // The flag works as the variable does.
+    let out = questlog_with_key(&data, None, &["--api-key", WRITE_KEY, "generate", "--url", &url, "--seed", "4", "--events", "10"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // A refused event, for `rejected` to list.
+    let r =
+        http(server.addr, "POST", "/v1/events", &[("Authorization", &format!("Bearer {WRITE_KEY}"))], br#"{"event_type":"nope"}"#).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // The server holds the log: replay and rejected go through it, with a read key.
+    for args in [&["replay"][..], &["rejected"][..]] {
+        for key in [None, Some(WRITE_KEY)] {
+            let out = questlog_with_key(&data, key, args);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{args:?} with {key:?} succeeded");
+            assert!(err.contains("QUESTLOG_API_KEY") && err.contains("`read`"), "{args:?} with {key:?}: {err}");
+        }
+    }
+    let replayed = questlog_with_key(&data, Some(READ_KEY), &["replay"]);
+    assert!(replayed.status.success(), "{}", String::from_utf8_lossy(&replayed.stderr));
+    assert_eq!(String::from_utf8_lossy(&replayed.stdout).lines().count(), 210);
+    let rejected = questlog_with_key(&data, Some(READ_KEY), &["rejected"]);
+    assert!(rejected.status.success(), "{}", String::from_utf8_lossy(&rejected.stderr));
+    assert!(String::from_utf8_lossy(&rejected.stdout).contains("nope"), "{}", String::from_utf8_lossy(&rejected.stdout));
+
+    // replay --url re-sends to a server with keys: refused without a write key, sent with one.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other_keys = keys_file(other_dir.path(), "");
+    let other = Server::start_with(&other_dir.path().join("data"), &["--api-keys", other_keys.to_str().unwrap()]);
+    let other_url = format!("http://{}", other.addr);
+    server.stop();
+    let out = questlog_with_key(&data, Some(READ_KEY), &["replay", "--url", &other_url]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("`write`"), "{err}");
+    let out = questlog_with_key(&data, Some(WRITE_KEY), &["replay", "--url", &other_url]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let h = http(other.addr, "GET", "/healthz", &[("Authorization", &format!("Bearer {READ_KEY}"))], b"").unwrap().json();
+    assert_eq!(h["log_end_offset"], 210, "{h}");
+    other.stop();
+}

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Result};
 use clap::Args;
 
-use super::{kafka, log_name, open_catalog, open_event_log, record_catalog, runtime};
+use super::{api_key, kafka, log_name, open_catalog, open_event_log, record_catalog, runtime};
 use crate::event;
 use crate::generate::{self, World, WorldConfig};
 
@@ -61,13 +61,14 @@ pub fn run(args: GenerateArgs, data_dir: &Path) -> Result<()> {
             if concurrency == 0 || concurrency > generate::MAX_CONCURRENCY {
                 bail!("--concurrency must be between 1 and {}", generate::MAX_CONCURRENCY);
             }
-            let settings = generate::LoadSettings { url, rate, concurrency, batch };
+            let settings = generate::LoadSettings { url, rate, concurrency, batch, api_key: api_key().map(str::to_string) };
             let pb = generate::progress_bar(events, "sending");
             let report = runtime()?.block_on(generate::load_test(world, events, settings, pb.clone()))?;
             pb.finish_and_clear();
             print!("{}", report.render());
             if report.failed_requests > 0 {
-                bail!("{} requests failed", report.failed_requests);
+                let refused = [401, 403].into_iter().find(|s| report.errors.iter().any(|(kind, _)| *kind == format!("HTTP {s}")));
+                bail!("{} requests failed{}", report.failed_requests, refused.map_or(String::new(), |s| crate::wire::key_hint(s, "write")));
             }
             Ok(())
         }

@@ -31,6 +31,8 @@ pub struct Globals {
     pub vacuum_retention_ms: u64,
     /// Whether the command runs to an end (not `serve`/`quickstart`): see [`keep_freed_memory`].
     pub runs_to_an_end: bool,
+    /// `--api-key` / `QUESTLOG_API_KEY`: what the commands that talk to a server send.
+    pub api_key: Option<String>,
 }
 
 /// Sets the global options once, before a command runs.
@@ -39,6 +41,7 @@ pub fn set_globals(g: Globals) {
     let _ = LOG_FORMAT.set(g.log_format);
     let _ = KAFKA.set(g.kafka);
     let _ = TABLES_OPTIONS.set((g.tables, g.vacuum_retention_ms));
+    let _ = API_KEY.set(g.api_key);
     if g.runs_to_an_end {
         keep_freed_memory();
     }
@@ -54,6 +57,16 @@ pub(crate) const SNAPSHOT_ATTEMPTS: u32 = 5;
 
 /// `--log kafka://…` and its `--kafka-option`s, set once by [`run`]; `None` for the sled log.
 pub(crate) static KAFKA: std::sync::OnceLock<Option<(KafkaTarget, Vec<(String, String)>)>> = std::sync::OnceLock::new();
+
+/// `--api-key` / `QUESTLOG_API_KEY`, set once by [`set_globals`].
+static API_KEY: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+/// The API key the commands that talk to a running server send with each request
+/// (`generate --url`, `replay --url`, and `replay`/`rejected` through the server that
+/// holds the log); `None`: none given.
+pub(crate) fn api_key() -> Option<&'static str> {
+    API_KEY.get().and_then(Option::as_deref)
+}
 
 pub(crate) fn kafka() -> Option<&'static (KafkaTarget, Vec<(String, String)>)> {
     KAFKA.get().and_then(Option::as_ref)

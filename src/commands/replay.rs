@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 
-use super::{kafka, log_format, open_log_for, running_server, runtime, sled_only, FOLLOW_POLL_MS};
+use super::{api_key, kafka, log_format, open_log_for, running_server, runtime, sled_only, FOLLOW_POLL_MS};
 use crate::generate;
 use crate::log::{EventLog, KafkaLog, LogError, SledLog, ValueFormat};
 use crate::project;
@@ -58,7 +58,7 @@ pub fn run(args: ReplayArgs, data_dir: &Path) -> Result<()> {
             let log = open_log_for(data_dir, "replay to another server")?;
             let pb = generate::progress_bar(0, "replaying");
             let dyn_log: Arc<dyn EventLog> = log.clone();
-            let report = runtime()?.block_on(replay::replay_to_url(dyn_log, from, to.unwrap_or(u64::MAX), &url, rate, &pb))?;
+            let report = runtime()?.block_on(replay::replay_to_url(dyn_log, from, to.unwrap_or(u64::MAX), &url, rate, api_key(), &pb))?;
             pb.finish_and_clear();
             println!("{}", report.render());
             log.close()?;
@@ -184,13 +184,14 @@ fn replay_cmd(data_dir: &Path, from: u64, to: Option<u64>, follow: bool) -> Resu
     }
 }
 
-/// Copies an HTTP response body to stdout as it arrives.
+/// Copies an HTTP response body to stdout as it arrives (sent with the API key, if given).
 async fn stream_http(url: &str) -> Result<()> {
-    let client = reqwest::Client::new();
+    let client = reqwest::Client::builder().default_headers(crate::wire::client_headers(api_key())?).build()?;
     let mut resp = client.get(url).send().await.with_context(|| format!("GET {url}"))?;
     if !resp.status().is_success() {
         let status = resp.status();
-        bail!("GET {url}: {status}: {}", resp.text().await.unwrap_or_default());
+        let hint = crate::wire::key_hint(status.as_u16(), "read");
+        bail!("GET {url}: {status}: {}{hint}", resp.text().await.unwrap_or_default().trim_end());
     }
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

@@ -407,7 +407,7 @@ async fn quickstart(data_dir: &Path, listen: &str, seed: u64, events: u64, exit:
     println!("sending {events} seeded events (seed {seed}) over HTTP, 500 per request, 4 connections…");
     let start_time_us = event::parse_time_us(generate::world::DEFAULT_START_TIME).map_err(|e| anyhow!(e))?;
     let world = World::new(WorldConfig { seed, players: generate::world::DEFAULT_PLAYERS, start_time_us });
-    let settings = generate::LoadSettings { url: format!("http://{addr}"), rate: None, concurrency: 4, batch: 500 };
+    let settings = generate::LoadSettings { url: format!("http://{addr}"), rate: None, concurrency: 4, batch: 500, api_key: None };
     let pb = generate::progress_bar(events, "sending");
     let load = generate::load_test(world, events, settings, pb.clone()).await?;
     pb.finish_and_clear();

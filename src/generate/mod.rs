@@ -115,6 +115,8 @@ pub struct LoadSettings {
     pub concurrency: usize,
     /// Events per request (1 sends a single JSON object).
     pub batch: usize,
+    /// Sent as `Authorization: Bearer …` when the server has API keys (a `write` key).
+    pub api_key: Option<String>,
 }
 
 /// What a load test measured.
@@ -187,6 +189,8 @@ pub enum LoadError {
     BadUrl(String),
     #[error("HTTP client: {0}")]
     Client(String),
+    #[error(transparent)]
+    BadApiKey(#[from] crate::wire::BadApiKey),
 }
 
 /// Sends `events` events of `world` to a questlog server over HTTP.
@@ -195,6 +199,7 @@ pub async fn load_test(world: World, events: u64, settings: LoadSettings, progre
     let concurrency = settings.concurrency.clamp(1, MAX_CONCURRENCY);
     let batch = settings.batch.clamp(1, MAX_BATCH);
     let client = reqwest::Client::builder()
+        .default_headers(crate::wire::client_headers(settings.api_key.as_deref())?)
         .pool_max_idle_per_host(concurrency)
         .timeout(Duration::from_millis(REQUEST_TIMEOUT_MS))
         .build()
