@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Soak: `serve` under steady HTTP load at a fraction of its measured maximum for a while,
 # sampling its memory, open files and projection lag. Then: no request may have failed,
-# RSS and open files must be flat (the lowest RSS and median open files of the last third
-# of the loaded samples vs the first third after warm-up),
+# RSS and open files must be flat (the last third's lowest RSS sample within 10% of the
+# first third's highest after warm-up, and its median open files within 8),
 # the tables must catch up, and `verify` must pass. RELIABILITY.md quotes a 10-minute run.
 #
 # usage: tests/soak/run.sh [--minutes 10] [--fraction 0.7] [--batch 100] [--concurrency 4]
@@ -94,20 +94,22 @@ if len(rows) < 6:
     print("soak: too few samples"); sys.exit(1)
 third = max(1, len(rows) // 3)
 early, late = rows[1:1 + third], rows[-third:]   # the first sample is warm-up
-# Growth is judged on the floor of each third (its lowest RSS sample): a leak raises every
-# later sample, the lowest too, while a projection step or merge in flight adds ~100-150 MiB
-# for a moment, and after a merge held the projector up its catch-up steps add as much for
-# seconds (medians of 390 and 500 MiB in one run without a leak, when the late third caught
-# the projector ~900,000 events behind). Medians and peaks are printed too.
+# Growth is judged by comparing the late third's lowest RSS sample with the early third's
+# highest: a leak lifts the whole late third above the early one, while the working set
+# moves by ~100-150 MiB within a third (a projection step or merge in flight; catch-up
+# steps after a merge held the projector up; in 30-s runs without a leak the lowest
+# samples of the early third ranged 297-407 MiB and the medians moved by up to +25%).
+# Medians are printed too.
 rss = lambda part: [float(r["rss_mib"]) for r in part]
 floor_early, floor_late = min(rss(early)), min(rss(late))
+peak_early = max(rss(early))
 # Open files likewise, by the median: a merge in flight holds its inputs open for a moment
 # (one sample of 45 against 22-26 around it), a leak raises every later sample.
 fd_early = median(int(r["open_files"]) for r in early); fd_late = median(int(r["open_files"]) for r in late)
-print(f"soak: RSS floor {floor_early:.0f} MiB early, {floor_late:.0f} MiB late ({(floor_late / floor_early - 1) * 100:+.1f}%), "
-      f"medians {median(rss(early)):.0f} and {median(rss(late)):.0f} MiB, peaks {max(rss(early)):.0f} and {max(rss(late)):.0f} MiB; "
+print(f"soak: RSS early {floor_early:.0f}-{peak_early:.0f} MiB (median {median(rss(early)):.0f}), late {floor_late:.0f}-{max(rss(late)):.0f} MiB "
+      f"(median {median(rss(late)):.0f}): the late lowest {(floor_late / peak_early - 1) * 100:+.1f}% against the early highest; "
       f"open files (median) {fd_early:.0f} early, {fd_late:.0f} late, peaks {max(int(r['open_files']) for r in early)} and {max(int(r['open_files']) for r in late)}; largest projection lag {lag_max} events")
-ok = floor_late <= floor_early * 1.2 and fd_late <= fd_early + 8
+ok = floor_late <= peak_early * 1.1 and fd_late <= fd_early + 8
 print("soak: RSS and open files flat" if ok else "soak: RSS or open files grew")
 sys.exit(0 if ok else 1)
 PY
