@@ -219,6 +219,14 @@ fn ordinary_traffic_with(server: &Server, headers: &[(&str, &str)]) {
 
 const ORDINARY_EVENTS: usize = 20 * 500;
 
+/// After the suite: the server still appends (the ordinary traffic repeated before the
+/// measurement is all duplicates).
+fn appends_a_new_event(server: &Server) {
+    let r = server.post("/v1/events", &[], br#"{"event_type":"join_guild","guild_id":2,"name":"After","event_id":"after-the-suite"}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["accepted"], 1, "{}", r.text());
+}
+
 /// Waits (bounded) until the tables have caught up with the log, so that projection
 /// work does not move the memory figures.
 fn wait_projected(server: &Server) {
@@ -332,8 +340,9 @@ fn hostile_suite_answers_4xx_and_memory_returns() {
     let after = rss_kib(pid);
     eprintln!("hostile suite: RSS {before} KiB before, {after} KiB after ({:+.1}%)", (after as f64 / before as f64 - 1.0) * 100.0);
     assert!(after as f64 <= before as f64 * 1.2, "RSS grew from {before} KiB to {after} KiB over the hostile suite");
+    appends_a_new_event(&server);
     server.stop();
-    assert_eq!(replay_lines(dir.path()).len(), ORDINARY_EVENTS, "only the ordinary events were appended (once)");
+    assert_eq!(replay_lines(dir.path()).len(), ORDINARY_EVENTS + 1, "only the ordinary events (once) and the new one were appended");
 }
 
 /// The server's peak resident memory so far (VmHWM), from /proc.
@@ -413,8 +422,9 @@ fn ndjson_line_bombs_in_parallel_stay_within_the_memory_budget() {
     );
     assert!(peak <= peak_before.max(before) + LINE_BOMB_PEAK_GROWTH_KIB, "peak RSS {peak} KiB, from {before} KiB: over the budget");
     assert!(after <= bound, "RSS grew from {before} KiB to {after} KiB and stayed for 10 s (bound {bound} KiB)");
+    appends_a_new_event(&server);
     server.stop();
-    assert_eq!(replay_lines(dir.path()).len(), ORDINARY_EVENTS, "only the ordinary events were appended (once)");
+    assert_eq!(replay_lines(dir.path()).len(), ORDINARY_EVENTS + 1, "only the ordinary events (once) and the new one were appended");
 }
 
 /// Bytes of the files under `dir`.
@@ -956,4 +966,26 @@ fn cli_commands_send_the_api_key() {
     let h = http(other.addr, "GET", "/healthz", &[("Authorization", &format!("Bearer {READ_KEY}"))], b"").unwrap().json();
     assert_eq!(h["log_end_offset"], 210, "{h}");
     other.stop();
+}
+
+/// `serve`'s projector takes at most 100,000 events a step (`SERVE_STEP_EVENTS`): a step
+/// holds its events' rows in memory, so on a store 250,000 events behind it catches up in
+/// at least three steps, never one (steps of 500,000 raised the soak's RSS by ~100 MiB).
+#[test]
+fn serve_catches_up_in_bounded_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    questlog_ok(&data, &["generate", "--seed", "7", "--events", "250000"]);
+    let server = Server::start(&data);
+    wait_projected(&server);
+    let metrics = server.get("/metrics").text();
+    let steps: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("questlog_projection_steps_total "))
+        .and_then(|v| v.parse().ok())
+        .expect("questlog_projection_steps_total in /metrics");
+    let h = server.get("/healthz").json();
+    assert_eq!(h["projected_offset"], 250_000, "{h}");
+    assert!(steps >= 3, "250,000 events projected in {steps} steps: a step took more than 100,000");
+    server.stop();
 }
