@@ -9,12 +9,15 @@
 # DuckDB and Polars turning the same events (NDJSON) into five SNAPPY Parquet files, and
 # DuckDB running the report's headline queries over questlog's own Parquet.
 #
-# usage: benches/run.sh [--smoke] [--sizes "100000 1000000 10000000"] [--no-baseline]
+# usage: benches/run.sh [--smoke] [--sizes "100000 1000000 10000000"] [--no-baseline] [--no-peers]
+#                       [--no-criterion]
 #                       [--baseline-sizes "100000 1000000"]
 #   --smoke        tiny sizes and short load phases: checks the script works (CI), asserts
 #                  nothing about speed
 #   --sizes        event counts for the per-size stages (default 10^5, 10^6, 10^7)
 #   --no-baseline  skip the Flask/PySpark baseline
+#   --no-peers     skip DuckDB and Polars (they run when installed)
+#   --no-criterion skip `cargo bench --bench hot` (it builds the bench profile: minutes)
 #   --baseline-sizes  event counts for the baseline (default 10^5 and 10^6)
 # Needs: a release build (cargo build --release), wrk, GNU time, and for the baseline
 # python3 with flask, gunicorn, pyspark (pip) and Java; for the peers, duckdb and polars.
@@ -28,11 +31,16 @@ bin="${QUESTLOG_BIN:-${CARGO_TARGET_DIR:-$root/target}/release/questlog}"
 sizes="100000 1000000 10000000"
 smoke=0
 baseline=1
+no_peers=0
+criterion=1
+args="$*"
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) smoke=1; sizes="20000" ;;
     --sizes) sizes="$2"; shift ;;
     --no-baseline) baseline=0 ;;
+    --no-peers) no_peers=1 ;;
+    --no-criterion) criterion=0 ;;
     --baseline-sizes) baseline_sizes_arg="$2"; shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
@@ -49,7 +57,8 @@ if [ -n "$baseline_sizes_arg" ]; then baseline_sizes="$baseline_sizes_arg"; fi
 for tool in wrk /usr/bin/time; do command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install wrk time)" >&2; exit 1; }; done
 # The peers (DuckDB, Polars from PyPI: benches/requirements.txt) run when installed.
 peers=0
-if python3 -c "import duckdb, polars" 2>/dev/null; then peers=1; else echo "== peers skipped: pip install -r benches/requirements.txt" >&2; fi
+if [ "$no_peers" = 1 ]; then echo "== peers skipped (--no-peers)" >&2
+elif python3 -c "import duckdb, polars" 2>/dev/null; then peers=1; else echo "== peers skipped: pip install -r benches/requirements.txt" >&2; fi
 
 work="$(mktemp -d)"
 pids=()
@@ -176,6 +185,9 @@ for n in $sizes; do
     [ "$(awk '$1 == "rows" {print $2}' "$work/out.txt")" = "$n" ] || { echo "DuckDB's report counted other than $n events" >&2; exit 1; }
     row "peer: DuckDB, the report's 9 headline queries on questlog's Parquet" "$n" "" "$psecs s" "$(mib "$rss_kb")" "report: ${q[report_$n]} s for 9 sections, charts and the document"
   fi
+
+  measure verify "$bin" --data-dir "$d" verify
+  row "verify (log, Delta tables, plain view)" "$n" "$(rate "$n" "$secs")" "" "$(mib "$rss_kb")" "$secs s; $cores cores"
 
   for query in \
       "SELECT category, count(*) AS units, sum(total_cost) AS revenue FROM transactions GROUP BY category ORDER BY revenue DESC" \
@@ -356,7 +368,7 @@ PY
   } >>"$table"
 fi
 
-if [ "$smoke" = 0 ] && command -v cargo >/dev/null; then
+if [ "$smoke" = 0 ] && [ "$criterion" = 1 ] && command -v cargo >/dev/null; then
   echo "== criterion: the hot functions" >&2
   (cd "$root" && cargo bench --bench hot -- --warm-up-time 1 --measurement-time 3) >"$work/criterion.txt" 2>&1 || {
     tail -20 "$work/criterion.txt" >&2; exit 1; }
@@ -370,7 +382,7 @@ fi
 
 {
   echo "Machine: $(cat "$work/machine.txt")"
-  echo "Command: benches/run.sh $([ "$smoke" = 1 ] && echo --smoke) --sizes \"$sizes\"$([ "$baseline" = 0 ] && echo ' --no-baseline')"
+  echo "Command: benches/run.sh $args"
   echo "Date: $(date -u +%Y-%m-%dT%H:%MZ)"
   echo
   cat "$table"

@@ -187,7 +187,7 @@ pub fn run(cli: Cli) -> Result<()> {
         log_format: format,
         tables: root,
         vacuum_retention_ms: cli.vacuum_retention_ms,
-        runs_to_an_end: !matches!(cli.command, Command::Serve(_) | Command::Quickstart(_)),
+        serves: matches!(cli.command, Command::Serve(_) | Command::Quickstart(_)),
         api_key: cli.api_key.filter(|k| !k.is_empty()),
     });
     let dd = data_dir.as_path();

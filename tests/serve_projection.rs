@@ -198,3 +198,43 @@ fn an_interval_too_long_to_keep_is_refused_with_a_reason() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--project-interval-ms must be between 1 and 86400000"), "{stderr}");
 }
+
+/// Every thread of the server that projects (the projector, its decoders and writers, the
+/// Delta runtime's workers and blocking pool) runs below the API's priority, and the API's
+/// own threads do not: under one-event requests the Delta runtime's blocking pool, started
+/// at the API's priority, took a quarter of the server's CPU (benches/HISTORY.md, item 32).
+#[test]
+#[cfg(target_os = "linux")]
+fn background_threads_run_below_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &["--project-interval-ms", "20"]);
+    for round in 0..5 {
+        assert_eq!(server.post("/v1/events", &[], &batch(round * 200, 200)).status, 200);
+    }
+    wait_for(&server, "projection catches up", |h| h["projected_offset"] == 1000);
+    let mut by_name: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{}/task", server.child.id())).unwrap() {
+        let task = task.unwrap().path();
+        let (Ok(name), Ok(stat)) = (std::fs::read_to_string(task.join("comm")), std::fs::read_to_string(task.join("stat"))) else {
+            continue; // a thread that ended meanwhile
+        };
+        // Fields after the command's closing parenthesis: state is the 3rd field, nice the 19th.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let nice: i64 = rest.split(' ').nth(16).unwrap().parse().unwrap();
+        by_name.entry(name.trim().to_string()).or_default().push(nice);
+    }
+    server.stop();
+    // Thread names are cut to 15 bytes in /proc.
+    let nices = |prefix: &str| -> Vec<i64> { by_name.iter().filter(|(n, _)| n.starts_with(prefix)).flat_map(|(_, v)| v.clone()).collect() };
+    for (background, prefix) in
+        [(true, "questlog-delta"), (true, "questlog-projec"), (false, "tokio-rt-worker"), (false, "questlog-log-wr")]
+    {
+        let found = nices(prefix);
+        assert!(!found.is_empty(), "no {prefix} threads: {by_name:?}");
+        if background {
+            assert!(found.iter().all(|&n| n >= 10), "{prefix} threads at the API's priority: {by_name:?}");
+        } else {
+            assert!(found.iter().all(|&n| n == 0), "{prefix} threads below the API's priority: {by_name:?}");
+        }
+    }
+}

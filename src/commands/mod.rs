@@ -29,8 +29,8 @@ pub struct Globals {
     pub log_format: ValueFormat,
     pub tables: Option<TablesRoot>,
     pub vacuum_retention_ms: u64,
-    /// Whether the command runs to an end (not `serve`/`quickstart`): see [`keep_freed_memory`].
-    pub runs_to_an_end: bool,
+    /// Whether the command is a server (`serve`, `quickstart`): see [`SERVER_PURGE_DELAY_MS`].
+    pub serves: bool,
     /// `--api-key` / `QUESTLOG_API_KEY`: what the commands that talk to a server send.
     pub api_key: Option<String>,
 }
@@ -42,8 +42,8 @@ pub fn set_globals(g: Globals) {
     let _ = KAFKA.set(g.kafka);
     let _ = TABLES_OPTIONS.set((g.tables, g.vacuum_retention_ms));
     let _ = API_KEY.set(g.api_key);
-    if g.runs_to_an_end {
-        keep_freed_memory();
+    if g.serves {
+        set_purge_delay(SERVER_PURGE_DELAY_MS);
     }
 }
 
@@ -117,18 +117,22 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
 /// v2 and v3; libmimalloc-sys has no constant for it).
 pub(crate) const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Tells mimalloc (the binary's allocator) never to give freed memory back to the OS, for
-/// commands that run to an end (everything but `serve` and `quickstart`). Projection and
-/// replay free and allocate at a high rate, and memory given back is zeroed by the kernel
-/// when taken again: a `project --rebuild` of 10^6 events gave back and took again 291 MiB
-/// in 1,000 purges (`MIMALLOC_SHOW_STATS=1`), and ran in 1.55–1.81 s with purging off
-/// against 1.96–2.51 s with it on, side by side. Peak memory stays that of the busiest
-/// moment. A server keeps mimalloc's default, so that memory a burst took goes back.
-pub(crate) fn keep_freed_memory() {
+/// How long (ms) a server's allocator keeps freed memory before giving it back to the OS.
+/// mimalloc's own default, 1,000 ms, kept what each projector step and group commit freed
+/// for a second while the next ones took more: under batched HTTP ingest of 10^7 events
+/// `serve` peaked at 606–658 MiB with it, and at 389–399 MiB with 1–3 ms, ingesting as
+/// fast (the projector, catching up meanwhile, ~25% slower: memory given back is zeroed by
+/// the kernel when taken again; benches/HISTORY.md, item 32). Commands that run to an end
+/// keep mimalloc's default: `project --rebuild` of 10^7 events peaked at 466–475 MiB with
+/// it against 530–540 never giving memory back, in 15.5–16.0 s against 13.6–14.7.
+pub(crate) const SERVER_PURGE_DELAY_MS: std::os::raw::c_long = 2;
+
+/// Sets mimalloc's purge delay (see [`SERVER_PURGE_DELAY_MS`]).
+fn set_purge_delay(ms: std::os::raw::c_long) {
     // SAFETY: `mi_option_set` stores a number in mimalloc's option table; mimalloc
     // documents it as callable at any time from any thread. With another global allocator
     // (the library's tests) it has no effect.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, ms) }
 }
 
 /// Log options from the command line, set once in [`run`].

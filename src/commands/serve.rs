@@ -255,9 +255,10 @@ async fn start_server(
     log.prepare_for_appends();
     let projector = match kafka() {
         Some(_) => None,
-        None => Some(
-            open_projector(data_dir, codec, true)?.with_step_events(SERVE_STEP_EVENTS).with_min_free_bytes(log_options().min_free_bytes),
-        ),
+        None => Some({
+            project::run_delta_in_background();
+            open_projector(data_dir, codec, true)?.with_step_events(SERVE_STEP_EVENTS).with_min_free_bytes(log_options().min_free_bytes)
+        }),
     };
     let metrics = Arc::new(Metrics::default());
     let projection = Arc::new(ProjectionStats::default());

@@ -86,8 +86,9 @@ pub const MAX_QUEUED_APPENDS: usize = 4_096;
 pub const MAX_APPEND_RECORDS: usize = 1_000_000;
 
 /// How many of the most recent `event_id`s the log remembers to drop re-sent events
-/// (a client retry, a second `replay --url`). 1M ids cost about 48 MiB (a 128-bit hash in
-/// a set and a queue each) and cover minutes of peak ingest or days of a game's traffic.
+/// (a client retry, a second `replay --url`). The sled log keeps them in two generations
+/// of 2^21-bucket tables (~34 MiB each), so it remembers at least this many and at most
+/// twice; they cover minutes of peak ingest or days of a game's traffic.
 pub const DEDUP_WINDOW_EVENTS: usize = 1_000_000;
 /// zstd level for block payloads: level 1 compresses JSON-heavy blocks 4–6× at several
 /// hundred MB/s per core, far faster than the disk syncs it saves.

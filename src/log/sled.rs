@@ -637,6 +637,13 @@ impl Drop for SledLog {
 /// item 13).
 const SLED_LRU_TOUCHES: usize = 16;
 
+/// How often a block just written is looked up, for the same reason as
+/// [`SLED_LRU_TOUCHES`]: without, sled's cache kept what `generate` wrote and its memory
+/// grew with the log (10^7 events: 580–626 MiB peak); with 4 lookups, 404–408 MiB, at
+/// ~10% of its speed (the lookups let sled evict, and it splits nodes on them); with 1 or
+/// 2, 531–608 MiB (benches/HISTORY.md, item 32).
+const SLED_WRITE_TOUCHES: usize = 4;
+
 /// Reads a sled block tree up to a durable end.
 struct TreeReader {
     blocks: ::sled::Tree,
@@ -873,18 +880,40 @@ struct Writer {
     encoders: Encoders,
 }
 
-/// The recent `event_id`s, as 128-bit hashes, oldest first in `order`.
+/// The recent `event_id`s, as 128-bit hashes, in two generations: `current` takes new
+/// ids; once it holds [`DEDUP_WINDOW_EVENTS`], it becomes `previous` and the old
+/// `previous` is dropped. So the window always holds at least the last
+/// [`DEDUP_WINDOW_EVENTS`] ids (and at most twice as many).
+///
+/// One set with a queue of ids in order, trimmed one id at a time, left tombstones in the
+/// table until it doubled to 2^22 buckets, and its resizes briefly held both tables: 92 MB
+/// of the server's peak heap under batched ingest (heaptrack), against two tables of 2^21
+/// buckets here (~34 MiB each, reserved once, never resized) and no queue
+/// (benches/HISTORY.md, item 32).
 struct Dedup {
     /// The keys are already hashes; foldhash (seeded per process, so still not
     /// predictable from outside) hashes them again for the table in a few instructions,
     /// where the default SipHash took ~5% of the writer thread under batched ingest.
-    set: std::collections::HashSet<u128, foldhash::fast::RandomState>,
-    order: std::collections::VecDeque<u128>,
+    current: std::collections::HashSet<u128, foldhash::fast::RandomState>,
+    previous: std::collections::HashSet<u128, foldhash::fast::RandomState>,
+    /// Ids per generation: [`DEDUP_WINDOW_EVENTS`] (smaller in tests).
+    window: usize,
 }
 
 impl Dedup {
     fn new() -> Dedup {
-        Dedup { set: Default::default(), order: Default::default() }
+        Dedup::with_window(DEDUP_WINDOW_EVENTS)
+    }
+
+    fn with_window(window: usize) -> Dedup {
+        Dedup { current: Dedup::generation(window), previous: Default::default(), window }
+    }
+
+    /// Room for a full window plus the group that fills it, since generations turn only
+    /// between groups ([`Dedup::trim`]), so that a failed group's ids are all in `current`
+    /// to be forgotten. (One append larger than a group may still grow it.)
+    fn generation(window: usize) -> std::collections::HashSet<u128, foldhash::fast::RandomState> {
+        std::collections::HashSet::with_capacity_and_hasher(window + MAX_GROUP_RECORDS, Default::default())
     }
 
     /// See [`super::event_id_key`].
@@ -894,25 +923,21 @@ impl Dedup {
 
     /// Remembers `k`; false if it was already there.
     fn insert(&mut self, k: u128) -> bool {
-        if !self.set.insert(k) {
-            return false;
-        }
-        self.order.push_back(k);
-        true
+        !self.previous.contains(&k) && self.current.insert(k)
     }
 
+    /// Takes back an id [`Dedup::insert`] took since the last [`Dedup::trim`].
     fn forget(&mut self, k: u128) {
-        self.set.remove(&k);
-        if self.order.back() == Some(&k) {
-            self.order.pop_back();
-        }
+        self.current.remove(&k);
     }
 
+    /// Turns the generations once `current` is full; between groups only.
     fn trim(&mut self) {
-        while self.order.len() > DEDUP_WINDOW_EVENTS {
-            if let Some(k) = self.order.pop_front() {
-                self.set.remove(&k);
-            }
+        if self.current.len() >= self.window {
+            // Drop the oldest before reserving the next, so that at most two are held.
+            self.previous = Default::default();
+            self.previous = std::mem::take(&mut self.current);
+            self.current = Dedup::generation(self.window);
         }
     }
 }
@@ -1212,7 +1237,7 @@ impl Writer {
         let mut rejected_seq = base_rejected;
         let mut ranges = Vec::with_capacity(group.len());
         // The group's records in offset order, and its blocks as ranges of them.
-        let mut kept: Vec<Record> = Vec::new();
+        let mut kept: Vec<Record> = Vec::with_capacity(group.iter().map(|r| r.batch.records.len()).sum());
         let mut block_start = 0usize;
         let mut block_keys = Vec::new();
         let mut rejected_keys = Vec::new();
@@ -1280,6 +1305,12 @@ impl Writer {
                 if let Err(e) = store.blocks.insert(block_key(first), bytes) {
                     result = Err(e.into());
                     break;
+                }
+                for _ in 0..SLED_WRITE_TOUCHES {
+                    if let Err(e) = store.blocks.get(block_key(first)) {
+                        result = Err(e.into());
+                        break;
+                    }
                 }
                 block_keys.push(first);
             }
@@ -1377,6 +1408,35 @@ mod tests {
                 payload: Payload::JoinGuild { guild_id: i, name: "g".into() },
             },
         }
+    }
+
+    /// The window remembers at least its last `window` ids, forgets older ones, and its
+    /// tables never grow past the room reserved for them: with the generations never
+    /// turned (the bound lifted), the table resizes and this fails.
+    #[test]
+    fn the_dedup_window_keeps_its_last_ids_within_two_generations() {
+        let window = 10_000;
+        let mut d = Dedup::with_window(window);
+        let reserved = d.current.capacity();
+        let group = 1_000u128;
+        for g in 0..50u128 {
+            for i in 0..group {
+                assert!(d.insert(g * group + i), "a new id is new");
+            }
+            // The same group again (a client's retry) is all duplicates.
+            assert!((0..group).all(|i| !d.insert(g * group + i)));
+            d.trim();
+            assert!(d.current.capacity() <= reserved && d.previous.capacity() <= reserved, "a generation grew past its room");
+            assert!(d.current.len() + d.previous.len() <= 2 * window);
+        }
+        let last = 50 * group;
+        assert!((last - window as u128..last).all(|k| !d.insert(k)), "one of the last {window} ids was forgotten");
+        assert!(d.insert(0), "the oldest ids are forgotten");
+        // A failed group's ids are taken back.
+        let mut d = Dedup::with_window(window);
+        assert!(d.insert(7));
+        d.forget(7);
+        assert!(d.insert(7));
     }
 
     fn rejected_event(i: u32) -> RejectedEvent {

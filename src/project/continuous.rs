@@ -20,6 +20,26 @@ const SPACE_REGAINED_BYTES: u64 = 4 * 1024 * 1024;
 /// at equal priority, and ~3 ms without projection (benches/HISTORY.md, item 15).
 const PROJECTOR_NICE: libc::c_int = 10;
 
+/// Whether the Delta runtime's threads run at [`PROJECTOR_NICE`]: set by a server before
+/// it opens its projector ([`run_delta_in_background`]).
+static DELTA_IN_BACKGROUND: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes the threads of Delta runtimes started from now on run at [`PROJECTOR_NICE`], as
+/// the projector's own do: they do its I/O and commits (tokio's blocking pool, spawned
+/// from whichever thread first needed one: in `serve`, 26 of them ran at the API's
+/// priority and took a quarter of the server's CPU under one-event requests;
+/// benches/HISTORY.md, item 32). For servers only: a batch command has no API to yield to.
+pub fn run_delta_in_background() {
+    DELTA_IN_BACKGROUND.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// `on_thread_start` of the Delta runtime (see [`run_delta_in_background`]).
+pub(super) fn delta_thread_start() {
+    if DELTA_IN_BACKGROUND.load(std::sync::atomic::Ordering::Relaxed) {
+        set_thread_nice(PROJECTOR_NICE);
+    }
+}
+
 /// Lowers the calling thread's scheduling priority to [`PROJECTOR_NICE`]. Best effort: a
 /// failure leaves the priority as it was.
 fn lower_thread_priority() {

@@ -249,6 +249,7 @@ impl Blocking {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("questlog-delta-io")
+            .on_thread_start(super::continuous::delta_thread_start)
             .enable_all()
             .build()
             .map_err(io_err("starting the runtime for Delta commits"))?;

@@ -49,7 +49,8 @@ pub mod writer;
 pub const DELTA_DIR: &str = "delta";
 
 pub use continuous::{
-    set_thread_nice, Continuous, ProjectionStats, DEFAULT_PROJECT_INTERVAL_MS, MAX_PROJECT_BACKOFF_MS, MAX_PROJECT_INTERVAL_MS,
+    run_delta_in_background, set_thread_nice, Continuous, ProjectionStats, DEFAULT_PROJECT_INTERVAL_MS, MAX_PROJECT_BACKOFF_MS,
+    MAX_PROJECT_INTERVAL_MS,
 };
 pub use ddl::{delta_ddl, hive_ddl};
 pub use delta::{CommitKind, DeltaTables, Layout, TablesRoot, DEFAULT_VACUUM_RETENTION_MS};

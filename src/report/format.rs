@@ -308,6 +308,21 @@ pub(super) struct People {
     pub(super) no_player: i64,
 }
 
+/// Rows of `table` per non-null value of `column` (`column`, `events`), counted a part at
+/// a time; adds the rows where it is null to `nulls`.
+fn counts_by(src: &dyn TableSource, table: &'static str, column: &str, nulls: &mut i64) -> Result<DataFrame, ReportError> {
+    let mut parts = Vec::new();
+    src.for_each_part(table, &[column], &mut |part| {
+        *nulls += part.column(column)?.null_count() as i64;
+        parts.push(part.lazy().filter(col(column).is_not_null()).group_by([col(column)]).agg([count_as("events")]).collect()?.lazy());
+        Ok(())
+    })?;
+    Ok(concat(parts, UnionArgs::default())?
+        .group_by([col(column)])
+        .agg([col("events").sum().cast(DataType::Int64).alias("events")])
+        .collect()?)
+}
+
 impl People {
     pub(super) fn count(src: &dyn TableSource) -> Result<People, ReportError> {
         let mut player_parts = Vec::with_capacity(TABLE_NAMES.len());
@@ -315,20 +330,10 @@ impl People {
         let mut players_by_table = [0; 5];
         let mut no_player = 0;
         for (i, table) in TABLE_NAMES.into_iter().enumerate() {
-            let ids = src.columns(table, &["player_id"])?;
-            no_player += ids.column("player_id")?.null_count() as i64;
-            let per = ids.lazy().filter(col("player_id").is_not_null()).group_by([col("player_id")]).agg([count_as("events")]).collect()?;
-            players_by_table[i] = per.height() as i64;
-            player_parts.push(per.lazy());
-            session_parts.push(
-                src.columns(table, &["session_id"])?
-                    .lazy()
-                    .filter(col("session_id").is_not_null())
-                    .group_by([col("session_id")])
-                    .agg([count_as("events")])
-                    .collect()?
-                    .lazy(),
-            );
+            let players = counts_by(src, table, "player_id", &mut no_player)?;
+            players_by_table[i] = players.height() as i64;
+            player_parts.push(players.lazy());
+            session_parts.push(counts_by(src, table, "session_id", &mut 0)?.lazy());
         }
         // A player's kinds is the number of tables it occurs in: each table is one type.
         let per_player = concat(player_parts, UnionArgs::default())?

@@ -283,6 +283,20 @@ pub trait TableSource {
     /// `table` with only `columns`, in that order. [`TIME`] names the event time, computed
     /// from `event_time` and `timestamp`.
     fn columns(&self, table: &'static str, columns: &[&str]) -> Result<DataFrame, ReportError>;
+
+    /// [`TableSource::columns`] a part at a time, for aggregations that combine per-part
+    /// results: `f` sees at least one part (an empty one for an empty table), and a
+    /// [`Snapshot`] holds one file's columns at a time. At 10^7 events, counting players
+    /// and sessions over whole `session_id` columns took the report to 514 MiB, a file at
+    /// a time to under 400 (benches/HISTORY.md, item 32).
+    fn for_each_part(
+        &self,
+        table: &'static str,
+        columns: &[&str],
+        f: &mut dyn FnMut(DataFrame) -> Result<(), ReportError>,
+    ) -> Result<(), ReportError> {
+        f(self.columns(table, columns)?)
+    }
 }
 
 /// The stored columns needed to give `columns` (`TIME` needs two), each once.
@@ -383,6 +397,25 @@ impl TableSource for Snapshot {
     }
 
     fn columns(&self, table: &'static str, columns: &[&str]) -> Result<DataFrame, ReportError> {
+        let mut combined: Option<DataFrame> = None;
+        self.for_each_part(table, columns, &mut |part| {
+            match &mut combined {
+                None => combined = Some(part),
+                Some(c) => {
+                    c.vstack_mut_owned(part)?;
+                }
+            }
+            Ok(())
+        })?;
+        Ok(combined.expect("for_each_part gives at least one part"))
+    }
+
+    fn for_each_part(
+        &self,
+        table: &'static str,
+        columns: &[&str],
+        f: &mut dyn FnMut(DataFrame) -> Result<(), ReportError>,
+    ) -> Result<(), ReportError> {
         let mut all = table_fields(table).ok_or_else(|| ReportError::UnknownTable(table.to_string()))?;
         if self.partitioned {
             all.push((PARTITION_COLUMN, DataType::Int32));
@@ -398,18 +431,21 @@ impl TableSource for Snapshot {
             }
         }
         let names: Vec<String> = stored.iter().map(|n| n.to_string()).collect();
-        let schema: Schema = fields.iter().map(|(n, d)| (PlSmallStr::from_static(n), d.clone())).collect();
-        let mut combined = select_columns(DataFrame::empty_with_schema(&schema), columns)?;
+        let files = self.files(table);
+        if files.is_empty() {
+            let schema: Schema = fields.iter().map(|(n, d)| (PlSmallStr::from_static(n), d.clone())).collect();
+            return f(select_columns(DataFrame::empty_with_schema(&schema), columns)?);
+        }
         // File by file, so that columns only needed to compute others (the text `timestamp`
         // behind TIME) are held for one file at a time.
-        for (path, file) in self.files(table) {
+        for (path, file) in files {
             let df = Self::reader(path, file)?
                 .with_columns(Some(names.clone()))
                 .finish()
                 .map_err(|source| ReportError::Parquet { path: path.clone(), source })?;
-            combined.vstack_mut_owned(select_columns(conform(table, path, &fields, df)?, columns)?)?;
+            f(select_columns(conform(table, path, &fields, df)?, columns)?)?;
         }
-        Ok(combined)
+        Ok(())
     }
 }
 
@@ -469,6 +505,16 @@ fn cut_note(blocks: &mut Vec<Block>, total: usize, what: &str) {
     }
 }
 
+/// Gives the memory a section freed back to the OS before the next section takes its own
+/// (mimalloc keeps freed memory for a second otherwise, so two sections' columns were held
+/// at once): at 10^7 events `report` peaked at 512–566 MiB without, 418–432 MiB with, in
+/// 3.1 s against 2.2–3.0 (benches/HISTORY.md, item 32). Without mimalloc as the global
+/// allocator (the library's tests) it does nothing.
+fn give_back_freed_memory() {
+    // SAFETY: mi_collect takes a flag and touches only mimalloc's own state.
+    unsafe { libmimalloc_sys::mi_collect(true) }
+}
+
 /// Builds the report from the five tables. `title_note` says which snapshot this is
 /// (e.g. "log offsets 0..20000") and appears under the title.
 pub fn build_report(frames: &Frames, title_note: &str) -> Result<Report, ReportError> {
@@ -488,16 +534,22 @@ pub fn build_report_from(src: &dyn TableSource, title_note: &str) -> Result<Repo
 pub fn build_report_with(src: &dyn TableSource, title_note: &str, catalogs: &[crate::catalog::Version]) -> Result<Report, ReportError> {
     let mut summary = Vec::new();
     let people = People::count(src)?;
-    let mut sections = vec![
-        overview_section(src, &people, &mut summary)?,
-        revenue_section(src, &mut summary)?,
-        stock_section(src, &mut summary)?,
-        guild_section(src, &mut summary)?,
-        kills_section(src, &mut summary)?,
-        damage_section(src, &mut summary)?,
-        quests_section(src, &mut summary)?,
-        activity_section(&people, &mut summary)?,
+    give_back_freed_memory();
+    let mut sections = Vec::new();
+    let builders: [&dyn Fn(&mut Vec<String>) -> Result<Section, ReportError>; 7] = [
+        &|s| overview_section(src, &people, s),
+        &|s| revenue_section(src, s),
+        &|s| stock_section(src, s),
+        &|s| guild_section(src, s),
+        &|s| kills_section(src, s),
+        &|s| damage_section(src, s),
+        &|s| quests_section(src, s),
     ];
+    for build in builders {
+        sections.push(build(&mut summary)?);
+        give_back_freed_memory();
+    }
+    sections.push(activity_section(&people, &mut summary)?);
     if !catalogs.is_empty() {
         sections.push(catalog::section(src, catalogs, sections.len() + 1, &mut summary)?);
     }
