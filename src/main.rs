@@ -6,7 +6,25 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     no_transparent_huge_pages();
+    quiet_broken_pipe();
     questlog::cli::main()
+}
+
+/// Ends the process quietly with 141 (128 + SIGPIPE, what a shell reports for `yes | head`)
+/// when stdout is a pipe whose reader has gone (`questlog replay | head`): Rust ignores
+/// SIGPIPE, so `print!` panics there, with a backtrace. Other panics keep the default hook.
+/// (SIGPIPE itself stays ignored: a server writing to a closed socket must not die of it.)
+fn quiet_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message =
+            payload.downcast_ref::<String>().map(String::as_str).or_else(|| payload.downcast_ref::<&str>().copied()).unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info)
+    }));
 }
 
 /// Turns transparent huge pages off for this process (`PR_SET_THP_DISABLE`, as mimalloc's

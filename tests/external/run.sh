@@ -99,7 +99,8 @@ INSERT INTO items (store_id, inventory_id, name, category, unit_price_cents, sta
   (20, 902, 'Lantern Oil', 'consumable', 250, 40, 0, 1),
   (20, 903, 'Masked Cloak', 'cosmetic', 9900, 12, 0, 2);
 SQL
-"$bin" catalog show "$work/shop.sqlite" | head -n 1
+# (sed reads it all: with `head`, questlog may still be printing when head exits.)
+"$bin" catalog show "$work/shop.sqlite" | sed -n 1p
 start_server "$work/cat" --catalog "$work/shop.sqlite"
 python3 "$here/check_catalog.py" serve "$addr"
 "$bin" --data-dir "$work/cat" generate --url "$addr" --catalog "$work/shop.sqlite" --seed 4 --events 5000 --players 100 >"$work/gen.out" \
