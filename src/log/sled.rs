@@ -644,6 +644,15 @@ const SLED_LRU_TOUCHES: usize = 16;
 /// 2, 531–608 MiB (benches/HISTORY.md, item 32).
 const SLED_WRITE_TOUCHES: usize = 4;
 
+/// Looks `key` up `times` times, so that sled counts the accesses and its cache can evict
+/// (see [`SLED_LRU_TOUCHES`]).
+fn touch(tree: &::sled::Tree, key: &[u8], times: usize) -> ::sled::Result<()> {
+    for _ in 0..times {
+        tree.get(key)?;
+    }
+    Ok(())
+}
+
 /// Reads a sled block tree up to a durable end.
 struct TreeReader {
     blocks: ::sled::Tree,
@@ -697,9 +706,7 @@ impl RawBlocks {
             });
         };
         let (k, v) = kv?;
-        for _ in 0..SLED_LRU_TOUCHES {
-            self.tree.get(&k)?;
-        }
+        touch(&self.tree, &k, SLED_LRU_TOUCHES)?;
         let first = key_offset(&k)?;
         if first != self.expected {
             return Err(LogError::Corrupt {
@@ -934,8 +941,7 @@ impl Dedup {
     /// Turns the generations once `current` is full; between groups only.
     fn trim(&mut self) {
         if self.current.len() >= self.window {
-            // Drop the oldest before reserving the next, so that at most two are held.
-            self.previous = Default::default();
+            // The oldest is dropped here, before the next is reserved: at most two are held.
             self.previous = std::mem::take(&mut self.current);
             self.current = Dedup::generation(self.window);
         }
@@ -1306,13 +1312,11 @@ impl Writer {
                     result = Err(e.into());
                     break;
                 }
-                for _ in 0..SLED_WRITE_TOUCHES {
-                    if let Err(e) = store.blocks.get(block_key(first)) {
-                        result = Err(e.into());
-                        break;
-                    }
-                }
                 block_keys.push(first);
+                if let Err(e) = touch(&store.blocks, &block_key(first), SLED_WRITE_TOUCHES) {
+                    result = Err(e.into());
+                    break;
+                }
             }
         }
         let total = offset - base;
