@@ -100,12 +100,45 @@ pub struct Continuous {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-/// How long a caught-up projector waits before it looks for new events (under load it
-/// steps again at once). 250 ms keeps the tables within half a second of the log at
-/// 20,000 events/s on 2 cores (p99 0.41 s, against 0.81 s at 1,000 ms; ingest p99 the
-/// same: BENCHMARKS.md, "Fresh tables"), at four small steps a second, whose files
-/// compaction merges by level.
+/// The projection period: a step starts this long after the last one started, less the
+/// time the last one took ([`Schedule`]), and a caught-up projector looks for new events
+/// this often. 250 ms keeps the tables within p99 0.2 s of the log at 20,000 events/s on
+/// 2 cores with merges in the background (BENCHMARKS.md, "From the first second, and fresh
+/// tables"), at about four steps a second under any load, whose files compaction merges
+/// by level.
 pub const DEFAULT_PROJECT_INTERVAL_MS: u64 = 250;
+
+/// When the continuous projector starts its next step. Each event should reach the
+/// tables about one period after it reached the log, and each step should carry as many
+/// events as that allows: a step starts a period after the last one started, less the
+/// time the last one took (so an event that arrived just after a step began waits about a
+/// period), and at once when the last step took half a period or more.
+///
+/// Under one event per request, a step that started as soon as the last one ended carried
+/// a couple of thousand events and paid five table commits each time: 11-18 steps a
+/// second, a core the API lacked (benches/HISTORY.md, items 34-35).
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    period: std::time::Duration,
+    /// When the last step started and how long it took (none yet: the first runs at once).
+    last: Option<(std::time::Instant, std::time::Duration)>,
+}
+
+impl Schedule {
+    fn new(interval_ms: u64) -> Schedule {
+        Schedule { period: std::time::Duration::from_millis(interval_ms.clamp(1, MAX_PROJECT_INTERVAL_MS)), last: None }
+    }
+
+    fn stepped(&mut self, started: std::time::Instant, took: std::time::Duration) {
+        self.last = Some((started, took));
+    }
+
+    /// The earliest the next step may start (`None`: at once).
+    fn next_step_at(&self) -> Option<std::time::Instant> {
+        let (started, took) = self.last?;
+        started.checked_add(self.period.saturating_sub(took))
+    }
+}
 
 /// Longest wait between projection attempts after repeated failures: a minute keeps a
 /// failing disk from costing CPU while noticing a fix quickly enough.
@@ -140,7 +173,7 @@ fn guarded<T>(stats: &ProjectionStats, what: &str, work: impl FnOnce() -> Result
             Err(Failure::Error(e))
         }
         Err(panic) => {
-            let why = format!("the projector panicked: {}; it restarts from the published tables", panic_message(panic.as_ref()));
+            let why = format!("the projector panicked: {}; it restarts from the published tables", super::panic_message(panic.as_ref()));
             stats.panics_total.fetch_add(1, Ordering::Relaxed);
             stats.errors_total.fetch_add(1, Ordering::Relaxed);
             stats.set_error(Some(why.clone()));
@@ -148,15 +181,6 @@ fn guarded<T>(stats: &ProjectionStats, what: &str, work: impl FnOnce() -> Result
             Err(Failure::Panic)
         }
     }
-}
-
-/// The message of a caught panic.
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 impl Continuous {
@@ -180,6 +204,7 @@ impl Continuous {
                 // `None` after a panic, until the projector is reopened from disk.
                 let mut projector = Some(projector);
                 let mut compaction_failed = false;
+                let mut schedule = Schedule::new(interval_ms);
                 loop {
                     let stopping = stop2.load(Ordering::SeqCst);
                     if projector.is_none() {
@@ -201,8 +226,9 @@ impl Continuous {
                         }
                     }
                     // A compaction that failed after its step was published is retried when
-                    // there is no new step to run it after.
-                    if let Some(p) = projector.as_mut().filter(|p| compaction_failed && p.offset() >= log.durable_end()) {
+                    // there is no new step to run it after, and a merge that finished
+                    // meanwhile is committed.
+                    if let Some(p) = projector.as_mut().filter(|p| (compaction_failed || p.merge_pending()) && p.offset() >= log.durable_end()) {
                         match guarded(&stats, "compaction", || p.compact()) {
                             Ok(_) => {
                                 compaction_failed = false;
@@ -216,9 +242,16 @@ impl Continuous {
                             }
                         }
                     }
+                    // Steps follow the [`Schedule`]; when stopping, every event left is
+                    // projected at once.
                     while let Some(p) = projector.as_mut().filter(|p| p.offset() < log.durable_end()) {
+                        if !stopping && schedule.next_step_at().is_some_and(|t| t > std::time::Instant::now()) {
+                            break;
+                        }
                         let before = p.offset();
+                        let started = std::time::Instant::now();
                         let result = guarded(&stats, "projection step", || p.step(log.as_ref(), &hidden));
+                        schedule.stepped(started, started.elapsed());
                         // Whatever happened after it, a published step moved the tables.
                         stats.projected_offset.store(p.offset(), Ordering::Relaxed);
                         match result {
@@ -227,7 +260,7 @@ impl Continuous {
                                 free_at_failure = None;
                                 compaction_failed = false;
                                 stats.steps_total.fetch_add(1, Ordering::Relaxed);
-                                tracing::debug!(from = s.from_offset, to = s.to_offset, files = s.files_written, "projection step");
+                                tracing::debug!(from = s.from_offset, to = s.to_offset, files = s.files_written, compacted = s.files_compacted, vacuumed = s.files_vacuumed, seconds = s.seconds, "projection step");
                             }
                             Err(Failure::Error(e)) => {
                                 failures = failures.saturating_add(1);
@@ -249,8 +282,15 @@ impl Continuous {
                             }
                         }
                     }
-                    // Caught up (or failing): the plain view shows the last commit.
-                    if let Some(p) = projector.as_mut() {
+                    if stopping {
+                        // The merge running beside the steps is finished and committed.
+                        if let Some(p) = projector.as_mut() {
+                            let _ = guarded(&stats, "compaction", || p.finish_merge());
+                        }
+                    }
+                    // Caught up (or failing): the plain view shows the last commit. (While
+                    // behind, each step publishes it no more often than its own bound.)
+                    if let Some(p) = projector.as_mut().filter(|p| failures > 0 || p.offset() >= log.durable_end()) {
                         if let Err(e) = p.publish_views() {
                             tracing::warn!(error = %e, "cannot update the plain-directory view");
                         }
@@ -260,13 +300,24 @@ impl Continuous {
                     }
                     // After failures (a full disk, say), wait longer each time instead of
                     // re-reading and re-encoding the same range every interval.
-                    let wait_ms = if failures == 0 {
-                        interval_ms.max(1)
+                    let now = std::time::Instant::now();
+                    let deadline = if failures == 0 {
+                        // The next step's time, or a period from now when that is past
+                        // (caught up: look again in a period).
+                        schedule.next_step_at().filter(|t| *t > now).or_else(|| now.checked_add(schedule.period))
                     } else {
-                        (interval_ms.max(1) << failures.min(16)).min(MAX_PROJECT_BACKOFF_MS)
+                        let backoff_ms = (interval_ms.max(1) << failures.min(16)).min(MAX_PROJECT_BACKOFF_MS);
+                        now.checked_add(std::time::Duration::from_millis(backoff_ms))
                     };
-                    let deadline = std::time::Instant::now().checked_add(std::time::Duration::from_millis(wait_ms));
-                    while !stop2.load(Ordering::SeqCst) && !wake2.swap(false, Ordering::SeqCst) {
+                    loop {
+                        if stop2.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        if wake2.swap(false, Ordering::SeqCst) {
+                            // Asked for a step now (see [`Continuous::nudge`]).
+                            schedule = Schedule::new(interval_ms);
+                            break;
+                        }
                         let now = std::time::Instant::now();
                         // No deadline (past what the clock can add) means: until woken.
                         let left = deadline.map_or(std::time::Duration::MAX, |d| d.saturating_duration_since(now));
@@ -303,5 +354,25 @@ impl Continuous {
             t.thread().unpark();
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Schedule;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_step_starts_a_period_after_the_last_less_its_duration() {
+        let mut s = Schedule::new(250);
+        assert_eq!(s.next_step_at(), None, "the first step runs at once");
+        let t0 = Instant::now();
+        s.stepped(t0, Duration::from_millis(50));
+        // Not at once after a short step: under one event per request that is what
+        // made steps small and frequent.
+        assert_eq!(s.next_step_at(), Some(t0 + Duration::from_millis(200)));
+        // A step as long as the period (or longer) is followed at once.
+        s.stepped(t0, Duration::from_millis(400));
+        assert_eq!(s.next_step_at(), Some(t0));
     }
 }

@@ -36,6 +36,7 @@ use crate::log::LogError;
 pub mod continuous;
 pub mod ddl;
 pub mod delta;
+mod merge;
 pub mod plain;
 pub mod projector;
 pub mod rows;
@@ -63,6 +64,15 @@ pub use writer::{Codec, FileEntry, ROWS_PER_FILE, ROW_GROUP_ROWS};
 // For topic.rs, which names these through `super::`.
 use projector::EST_PARQUET_BYTES_PER_EVENT;
 use rows::{write_rows, RowSink, PARQUET_WRITERS};
+
+/// The message of a caught panic.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
 
 /// Crash testing: when `QUESTLOG_FAILPOINTS` makes this point fire (`name=return`, or
 /// `name=3*off->return` for its fourth hit; see `cli::setup_failpoints`), the process

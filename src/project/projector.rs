@@ -12,10 +12,10 @@ use indicatif::ProgressBar;
 
 use super::rows::{write_rows, PARQUET_WRITERS};
 use super::sink::{TableCommit, TableSink, Tables};
+use super::merge::{merge_files, BackgroundMerge};
 use super::topic::TopicState;
-use super::writer::TableOutput;
 use super::{
-    batch_reader, failpoint, schema, Codec, CommitKind, FileEntry, Layout, ProjectError, TableDef, TablesRoot, DEFAULT_VACUUM_RETENTION_MS,
+    failpoint, Codec, CommitKind, FileEntry, Layout, ProjectError, TablesRoot, DEFAULT_VACUUM_RETENTION_MS,
     ROWS_PER_FILE, TABLES,
 };
 use crate::event::RecordView;
@@ -144,7 +144,7 @@ impl Settings {
             Layout::Local => None,
             Layout::Topic { topic, partitions } => Some(TopicState::open(&self.data_dir, topic, *partitions)?),
         };
-        Ok(Projector { tables: Box::new(tables), settings: self.clone(), topic })
+        Ok(Projector { tables: Box::new(tables), settings: self.clone(), topic, merging: None })
     }
 }
 
@@ -154,6 +154,8 @@ pub struct Projector {
     pub(super) settings: Settings,
     /// Tables from a topic: the dedup windows and the store of values that did not decode.
     pub(super) topic: Option<TopicState>,
+    /// The merge running beside the steps, in the background only (see [`Projector::compact`]).
+    merging: Option<BackgroundMerge>,
 }
 
 /// Estimated Parquet bytes per projected event, for the free-space check of a step
@@ -351,66 +353,89 @@ impl Projector {
         Ok(total)
     }
 
-    /// Merges runs of [`COMPACT_FANIN`] files of one level; returns how many
-    /// files were merged away.
+    /// Merges runs of [`COMPACT_FANIN`] files of one level; returns how many files were
+    /// merged away. In the background (`serve`), the merge itself runs on a thread of its
+    /// own ([`BackgroundMerge`]): this call commits a merge that has finished and starts
+    /// the next, so a step never waits for a merge (one of a million rows took 3-4 s, and
+    /// the tables fell that far behind the log: benches/HISTORY.md, item 35).
     pub(super) fn compact(&mut self) -> Result<u64, ProjectError> {
-        let mut merged_files = 0;
-        loop {
-            let mut did = false;
-            for (i, def) in TABLES.iter().enumerate() {
-                let files = self.tables.files(i);
-                let Some(run) = compaction_run(files) else { continue };
-                let inputs: Vec<FileEntry> = files[run].to_vec();
-                let input_bytes = inputs.iter().map(|f| f.bytes).sum();
-                if let Err(e) = self.check_space("merging table files", input_bytes) {
-                    // The step itself is published; merging waits for room.
-                    tracing::warn!(error = %e, table = def.name, "compaction postponed");
-                    continue;
-                }
-                let merged = self.merge(i, def, &inputs, inputs[0].level.saturating_add(1))?;
-                failpoint("compact.publish")?;
-                let offset = self.tables.offsets()[i];
-                let partition_offsets = self.tables.partition_offsets(i).to_vec();
-                self.tables.commit(i, CommitKind::Compact, &merged, &inputs, offset, &partition_offsets)?;
-                self.tables.published(false)?;
-                merged_files += inputs.len() as u64;
-                did = true;
-            }
-            if !did {
-                return Ok(merged_files);
-            }
+        if self.settings.background {
+            return self.compact_in_background();
         }
+        let mut merged_files = 0;
+        while let Some((i, inputs)) = self.next_merge()? {
+            let def = &TABLES[i];
+            let paths = self.input_paths(i, &inputs)?;
+            let merged = merge_files(def, self.tables.staging_dir(def), self.settings.codec, self.settings.layout.partitioned(), &paths, inputs[0].level.saturating_add(1))?;
+            self.commit_merge(i, &merged, &inputs)?;
+            merged_files += inputs.len() as u64;
+        }
+        Ok(merged_files)
     }
 
-    fn merge(&self, i: usize, def: &TableDef, inputs: &[FileEntry], level: u8) -> Result<Vec<FileEntry>, ProjectError> {
-        let dir = self.tables.staging_dir(def);
-        let partitioned = self.settings.layout.partitioned();
-        let offset_col = schema(def.event_type).index_of("log_offset")?;
-        let mut out = TableOutput::new(def, dir, self.settings.codec, level, partitioned);
-        // Rows from a topic do not carry their position (a file's name does): a merged
-        // file takes its inputs' ranges, and is cut only between inputs.
-        out.roll_within = !partitioned;
-        for f in inputs {
-            let path = self.tables.local_file(i, &f.name)?;
-            for batch in batch_reader(&path)? {
-                let batch = batch?;
-                if batch.num_rows() == 0 {
-                    continue;
-                }
-                let (first, last) = if partitioned {
-                    (f.first_offset, f.last_offset)
-                } else {
-                    let offsets = batch.column(offset_col).as_any().downcast_ref::<arrow::array::Int64Array>().ok_or_else(|| {
-                        ProjectError::Schema { table: def.name, reason: format!("log_offset is not INT64 in {}", path.display()) }
-                    })?;
-                    // Rows are in log order within and across the files of a table.
-                    (offsets.value(0) as u64, offsets.value(offsets.len() - 1) as u64)
-                };
-                out.write_batch(&batch, first, last)?;
-            }
-            out.roll_if_full()?;
+    fn compact_in_background(&mut self) -> Result<u64, ProjectError> {
+        let mut merged_files = 0;
+        if let Some(job) = self.merging.take_if(|m| m.is_finished()) {
+            let (i, inputs) = (job.table, job.inputs.clone());
+            let merged = job.join()?;
+            self.commit_merge(i, &merged, &inputs)?;
+            merged_files = inputs.len() as u64;
         }
-        out.finish()
+        if self.merging.is_none() {
+            if let Some((i, inputs)) = self.next_merge()? {
+                let def = &TABLES[i];
+                let paths = self.input_paths(i, &inputs)?;
+                let level = inputs[0].level.saturating_add(1);
+                let partitioned = self.settings.layout.partitioned();
+                self.merging = Some(BackgroundMerge::start(i, def, self.tables.staging_dir(def), self.settings.codec, partitioned, paths, level)?);
+            }
+        }
+        Ok(merged_files)
+    }
+
+    /// Whether a background merge is running or waits to be committed.
+    pub(super) fn merge_pending(&self) -> bool {
+        self.merging.is_some()
+    }
+
+    /// Waits for a background merge and commits it; returns how many files it merged away.
+    pub(super) fn finish_merge(&mut self) -> Result<u64, ProjectError> {
+        let Some(job) = self.merging.take() else { return Ok(0) };
+        let (i, inputs) = (job.table, job.inputs.clone());
+        let merged = job.join()?;
+        self.commit_merge(i, &merged, &inputs)?;
+        Ok(inputs.len() as u64)
+    }
+
+    /// The next run to merge, by table: the first table with a full level (where the disk
+    /// has room for the merge).
+    fn next_merge(&self) -> Result<Option<(usize, Vec<FileEntry>)>, ProjectError> {
+        for (i, def) in TABLES.iter().enumerate() {
+            let files = self.tables.files(i);
+            let Some(run) = compaction_run(files) else { continue };
+            let inputs: Vec<FileEntry> = files[run].to_vec();
+            let input_bytes = inputs.iter().map(|f| f.bytes).sum();
+            if let Err(e) = self.check_space("merging table files", input_bytes) {
+                // The step itself is published; merging waits for room.
+                tracing::warn!(error = %e, table = def.name, "compaction postponed");
+                continue;
+            }
+            return Ok(Some((i, inputs)));
+        }
+        Ok(None)
+    }
+
+    fn input_paths(&self, i: usize, inputs: &[FileEntry]) -> Result<Vec<(PathBuf, FileEntry)>, ProjectError> {
+        inputs.iter().map(|f| Ok((self.tables.local_file(i, &f.name)?, f.clone()))).collect()
+    }
+
+    /// Commits `merged` in place of `inputs` in table `i`, at the table's own offset.
+    fn commit_merge(&mut self, i: usize, merged: &[FileEntry], inputs: &[FileEntry]) -> Result<(), ProjectError> {
+        failpoint("compact.publish")?;
+        let offset = self.tables.offsets()[i];
+        let partition_offsets = self.tables.partition_offsets(i).to_vec();
+        self.tables.commit(i, CommitKind::Compact, merged, inputs, offset, &partition_offsets)?;
+        self.tables.published(false)
     }
 
     /// Rebuilds all five tables from offset 0 up to `to` (clamped to the log's end): one
@@ -530,21 +555,83 @@ fn write_range(
     })
 }
 
-/// The trailing run of files to merge: the last [`COMPACT_FANIN`] or more files, if they
-/// share a level and none is full.
+/// The run of files to merge: [`COMPACT_FANIN`] or more consecutive files of one level,
+/// none full; the latest such run if there are several. Merging as each step lands, the
+/// only run is the trailing one (a table is a counter in base [`COMPACT_FANIN`]); merging
+/// in the background, steps add level-0 files after a run while it is merged, so the run a
+/// merge makes can end up before them.
 fn compaction_run(files: &[FileEntry]) -> Option<std::ops::Range<usize>> {
-    let last = files.last()?;
-    let mergeable = |f: &FileEntry| f.level == last.level && (f.rows as usize) < ROWS_PER_FILE;
-    if !mergeable(last) {
-        return None;
+    let mergeable = |f: &FileEntry| (f.rows as usize) < ROWS_PER_FILE;
+    let mut end = files.len();
+    while end > 0 {
+        let last = &files[end - 1];
+        if !mergeable(last) {
+            end -= 1;
+            continue;
+        }
+        let start = end - files[..end].iter().rev().take_while(|f| mergeable(f) && f.level == last.level).count();
+        if end - start >= COMPACT_FANIN {
+            return Some(start..end);
+        }
+        end = start;
     }
-    let start = files.len() - files.iter().rev().take_while(|f| mergeable(f)).count();
-    (files.len() - start >= COMPACT_FANIN).then_some(start..files.len())
+    None
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Beside `serve`'s steps, a merge runs on a thread of its own: the step that fills a
+    /// level starts it and returns, steps go on while it runs, and once committed the
+    /// tables hold the same rows as tables merged in place. (Merged in place, the tenth
+    /// step returns having merged 50 files, and nothing is pending.)
+    #[test]
+    fn in_the_background_a_step_never_waits_for_a_merge() {
+        use crate::generate::world::{World, WorldConfig};
+        let dir = tempfile::tempdir().unwrap();
+        let log = crate::log::SledLog::open(&dir.path().join("log")).unwrap();
+        let log: &dyn EventLog = log.as_ref();
+        let mut world = World::new(WorldConfig { seed: 3, players: 20, start_time_us: 1_780_000_000_000_000 });
+        crate::generate::generate_into_log(log, &mut world, 1_500, &ProgressBar::hidden()).unwrap();
+        let hidden = ProgressBar::hidden();
+        let open = |name: &str| {
+            let root = TablesRoot::Local(dir.path().join(name).join("delta"));
+            Projector::open(&root, &dir.path().join(name), Codec::Snappy).unwrap().with_step_events(100)
+        };
+        let mut p = open("background").in_background();
+        for k in 1..=10 {
+            let s = p.step(log, &hidden).unwrap();
+            assert_eq!(s.files_compacted, 0, "step {k} merged files itself");
+        }
+        assert!(p.merge_pending(), "the tenth step filled level 0 and started a merge");
+        assert!((0..TABLES.len()).any(|i| p.tables.files(i).len() == COMPACT_FANIN), "no table has a full level 0 yet");
+        // Steps go on; each commits a merge that has finished and starts the next.
+        let mut merged = 0;
+        for _ in 0..5 {
+            merged += p.step(log, &hidden).unwrap().files_compacted;
+        }
+        assert_eq!(p.offset(), 1_500);
+        while p.merge_pending() {
+            merged += p.finish_merge().unwrap();
+            merged += p.compact().unwrap();
+        }
+        assert!(merged >= 40, "level 0 merged in every table with ten files: {merged} files");
+        let mut in_place = open("in-place");
+        for _ in 0..15 {
+            in_place.step(log, &hidden).unwrap();
+        }
+        assert_eq!(p.rows(), in_place.rows());
+        for i in 0..TABLES.len() {
+            let (bg, ip) = (p.tables.files(i), in_place.tables.files(i));
+            assert!(bg.len() <= COMPACT_FANIN, "table {i}: {} files after merging", bg.len());
+            // The same rows in offset order, file after file, with no gap or overlap.
+            let span = |files: &[FileEntry]| (files.first().map(|f| f.first_offset), files.last().map(|f| f.last_offset));
+            assert_eq!(span(bg), span(ip), "table {i}");
+            assert!(bg.windows(2).all(|w| w[0].last_offset < w[1].first_offset), "table {i}: {bg:?}");
+        }
+        log.close().unwrap();
+    }
 
     #[test]
     fn compaction_runs_by_level() {
@@ -556,6 +643,17 @@ mod tests {
         files.insert(0, f(1, 5_000));
         assert_eq!(compaction_run(&files), Some(1..11));
         files.push(f(0, ROWS_PER_FILE as u64));
-        assert_eq!(compaction_run(&files), None, "a full file is never merged");
+        assert_eq!(compaction_run(&files), Some(1..11), "a full file is never merged; the run before it is");
+        // Merged in the background: steps added level-0 files after the run a merge made.
+        let mut files: Vec<FileEntry> = (0..10).map(|_| f(1, 5_000)).collect();
+        files.extend((0..3).map(|_| f(0, 50)));
+        assert_eq!(compaction_run(&files), Some(0..10));
+        files.extend((0..7).map(|_| f(0, 50)));
+        assert_eq!(compaction_run(&files), Some(10..20), "the latest run first");
+        files.push(f(1, ROWS_PER_FILE as u64));
+        files.insert(5, f(1, ROWS_PER_FILE as u64));
+        assert_eq!(compaction_run(&files), Some(11..21));
+        files.truncate(11);
+        assert_eq!(compaction_run(&files), None, "a full file splits a run");
     }
 }

@@ -198,6 +198,9 @@ impl FileWriter {
     }
 }
 
+/// Numbers the unfinished files of this process (see [`TableOutput::write_batch`]).
+static NEXT_UNFINISHED_FILE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// Writes one table's batches into a rolling sequence of files.
 pub(super) struct TableOutput {
     dir: PathBuf,
@@ -206,7 +209,6 @@ pub(super) struct TableOutput {
     schema: SchemaRef,
     current: Option<FileWriter>,
     done: Vec<FileEntry>,
-    seq: u32,
     /// Whether a file is cut as soon as it reaches [`ROWS_PER_FILE`] rows, even within a
     /// batch sequence (else only where [`TableOutput::roll_if_full`] is called).
     pub(super) roll_within: bool,
@@ -221,7 +223,6 @@ impl TableOutput {
             schema: schema_for(def.event_type, partitioned),
             current: None,
             done: Vec::new(),
-            seq: 0,
             roll_within: true,
         }
     }
@@ -229,10 +230,11 @@ impl TableOutput {
     /// Writes a batch of rows with log offsets `first..=last`, after those written so far.
     pub(super) fn write_batch(&mut self, batch: &RecordBatch, first: u64, last: u64) -> Result<(), ProjectError> {
         if self.current.is_none() {
-            self.seq += 1;
             // The process id keeps two projectors' unfinished files apart, and tells a
-            // later open whether the writer of one is gone.
-            let path = self.dir.join(format!(".writing-{}-{}.tmp", std::process::id(), self.seq));
+            // later open whether the writer of one is gone; the process-wide sequence
+            // number keeps apart a step's and a background merge's in one table.
+            let seq = NEXT_UNFINISHED_FILE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path = self.dir.join(format!(".writing-{}-{seq}.tmp", std::process::id()));
             self.current = Some(FileWriter::create(path, self.schema.clone(), self.codec)?);
         }
         let w = self.current.as_mut().expect("just created");
