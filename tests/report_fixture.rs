@@ -532,3 +532,69 @@ fn bad_sql_is_explained() {
         println!("{q}\n  → {msg}");
     }
 }
+
+/// Players and sessions are counted a file at a time (the bound that took `report` at
+/// 10^7 events from 514 MiB to under 400: benches/HISTORY.md, item 32): no section asks for
+/// a whole `session_id` column, and each table's ids come in one part per file, no part
+/// larger than its file. Counting over whole columns again fails here.
+#[test]
+fn players_and_sessions_are_counted_a_file_at_a_time() {
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+
+    struct Watched<'a> {
+        inner: &'a dyn report::TableSource,
+        whole: RefCell<Vec<(&'static str, Vec<String>)>>,
+        /// Per (table, column): the rows of each part handed out.
+        parts: RefCell<BTreeMap<(&'static str, String), Vec<usize>>>,
+    }
+    impl report::TableSource for Watched<'_> {
+        fn rows(&self, table: &'static str) -> Result<usize, ReportError> {
+            self.inner.rows(table)
+        }
+        fn columns(&self, table: &'static str, columns: &[&str]) -> Result<polars::prelude::DataFrame, ReportError> {
+            self.whole.borrow_mut().push((table, columns.iter().map(|c| c.to_string()).collect()));
+            self.inner.columns(table, columns)
+        }
+        fn for_each_part(
+            &self,
+            table: &'static str,
+            columns: &[&str],
+            f: &mut dyn FnMut(polars::prelude::DataFrame) -> Result<(), ReportError>,
+        ) -> Result<(), ReportError> {
+            self.inner.for_each_part(table, columns, &mut |part| {
+                self.parts.borrow_mut().entry((table, columns.join(","))).or_default().push(part.height());
+                f(part)
+            })
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let files = fixture_with(dir.path(), None);
+    let snapshot = report::open_snapshot(&files).unwrap();
+    let watched = Watched { inner: &snapshot, whole: RefCell::new(Vec::new()), parts: RefCell::new(BTreeMap::new()) };
+    let a = report::build_report_from(&watched, "all tables").unwrap();
+    assert_eq!(a, report::build_report(&report::load_frames(&files).unwrap(), "all tables").unwrap());
+    let whole = watched.whole.borrow();
+    assert!(!whole.iter().any(|(_, cols)| cols.iter().any(|c| c == "session_id")), "a whole session_id column was read: {whole:?}");
+    let parts = watched.parts.borrow();
+    for (table, paths) in &files.tables {
+        let file_rows: Vec<usize> = paths
+            .iter()
+            .map(|p| {
+                let f = std::fs::File::open(p).unwrap();
+                parquet::file::reader::FileReader::metadata(&parquet::file::serialized_reader::SerializedFileReader::new(f).unwrap())
+                    .file_metadata()
+                    .num_rows() as usize
+            })
+            .collect();
+        for column in ["player_id", "session_id"] {
+            let seen = parts.get(&(*table, column.to_string())).unwrap_or_else(|| panic!("{table}.{column} not counted a part at a time"));
+            if file_rows.is_empty() {
+                assert_eq!(seen, &vec![0], "{table}.{column}: one empty part for an empty table");
+            } else {
+                assert_eq!(seen, &file_rows, "{table}.{column}: one part per file, each the file's rows");
+            }
+        }
+    }
+}

@@ -228,7 +228,9 @@ impl Continuous {
                     // A compaction that failed after its step was published is retried when
                     // there is no new step to run it after, and a merge that finished
                     // meanwhile is committed.
-                    if let Some(p) = projector.as_mut().filter(|p| (compaction_failed || p.merge_pending()) && p.offset() >= log.durable_end()) {
+                    if let Some(p) =
+                        projector.as_mut().filter(|p| (compaction_failed || p.merge_pending()) && p.offset() >= log.durable_end())
+                    {
                         match guarded(&stats, "compaction", || p.compact()) {
                             Ok(_) => {
                                 compaction_failed = false;
@@ -260,7 +262,15 @@ impl Continuous {
                                 free_at_failure = None;
                                 compaction_failed = false;
                                 stats.steps_total.fetch_add(1, Ordering::Relaxed);
-                                tracing::debug!(from = s.from_offset, to = s.to_offset, files = s.files_written, compacted = s.files_compacted, vacuumed = s.files_vacuumed, seconds = s.seconds, "projection step");
+                                tracing::debug!(
+                                    from = s.from_offset,
+                                    to = s.to_offset,
+                                    files = s.files_written,
+                                    compacted = s.files_compacted,
+                                    vacuumed = s.files_vacuumed,
+                                    seconds = s.seconds,
+                                    "projection step"
+                                );
                             }
                             Err(Failure::Error(e)) => {
                                 failures = failures.saturating_add(1);

@@ -10,13 +10,12 @@ use std::time::Instant;
 
 use indicatif::ProgressBar;
 
+use super::merge::{merge_files, BackgroundMerge};
 use super::rows::{write_rows, PARQUET_WRITERS};
 use super::sink::{TableCommit, TableSink, Tables};
-use super::merge::{merge_files, BackgroundMerge};
 use super::topic::TopicState;
 use super::{
-    failpoint, Codec, CommitKind, FileEntry, Layout, ProjectError, TablesRoot, DEFAULT_VACUUM_RETENTION_MS,
-    ROWS_PER_FILE, TABLES,
+    failpoint, Codec, CommitKind, FileEntry, Layout, ProjectError, TablesRoot, DEFAULT_VACUUM_RETENTION_MS, ROWS_PER_FILE, TABLES,
 };
 use crate::event::RecordView;
 use crate::log::{BlockDecoder, EventLog, LogError, PlainBlock, ValueFormat};
@@ -366,7 +365,14 @@ impl Projector {
         while let Some((i, inputs)) = self.next_merge()? {
             let def = &TABLES[i];
             let paths = self.input_paths(i, &inputs)?;
-            let merged = merge_files(def, self.tables.staging_dir(def), self.settings.codec, self.settings.layout.partitioned(), &paths, inputs[0].level.saturating_add(1))?;
+            let merged = merge_files(
+                def,
+                self.tables.staging_dir(def),
+                self.settings.codec,
+                self.settings.layout.partitioned(),
+                &paths,
+                inputs[0].level.saturating_add(1),
+            )?;
             self.commit_merge(i, &merged, &inputs)?;
             merged_files += inputs.len() as u64;
         }
@@ -387,7 +393,8 @@ impl Projector {
                 let paths = self.input_paths(i, &inputs)?;
                 let level = inputs[0].level.saturating_add(1);
                 let partitioned = self.settings.layout.partitioned();
-                self.merging = Some(BackgroundMerge::start(i, def, self.tables.staging_dir(def), self.settings.codec, partitioned, paths, level)?);
+                self.merging =
+                    Some(BackgroundMerge::start(i, def, self.tables.staging_dir(def), self.settings.codec, partitioned, paths, level)?);
             }
         }
         Ok(merged_files)
