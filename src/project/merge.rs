@@ -83,15 +83,14 @@ impl BackgroundMerge {
         self.thread.as_ref().is_none_or(|t| t.is_finished())
     }
 
-    /// Waits for the merge; its files are then the caller's to commit (or delete).
+    /// Waits for the merge; its files are then the caller's to commit. A panic of the
+    /// merge thread is raised again here, on the projector's thread, which reports and
+    /// counts it as its own (`serve`'s projector reopens the tables after one).
     pub(super) fn join(mut self) -> Result<Vec<FileEntry>, ProjectError> {
         let thread = self.thread.take().expect("a merge is joined once");
         match thread.join() {
             Ok(result) => result,
-            Err(panic) => Err(ProjectError::Io {
-                context: "merging table files".into(),
-                source: std::io::Error::other(format!("the merge thread panicked: {}", super::panic_message(panic.as_ref()))),
-            }),
+            Err(panic) => std::panic::resume_unwind(panic),
         }
     }
 }
