@@ -240,10 +240,17 @@ impl Continuous {
                             Ok(_) => {
                                 compaction_failed = false;
                                 failures = 0;
+                                free_at_failure = None;
                             }
                             Err(failure) => {
                                 failures = failures.saturating_add(1);
                                 compaction_failed = true;
+                                // The space to regain is counted from this failure, not an
+                                // older one (else the backoff is skipped on every pass).
+                                free_at_failure = match &failure {
+                                    Failure::Error(e) if e.is_no_space() => p.free_bytes(),
+                                    _ => None,
+                                };
                                 if matches!(failure, Failure::Panic) || matches!(&failure, Failure::Error(e) if !e.is_no_space()) {
                                     projector = None;
                                 }
