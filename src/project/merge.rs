@@ -4,13 +4,15 @@
 //! Invariants: a merge only reads committed files and writes new ones (content-named, in
 //! no commit yet); it never commits. The projector commits a finished merge between
 //! steps, so the tables have one writer. At most one background merge runs per projector,
-//! and dropping it waits for its thread and deletes what it wrote and nobody committed.
+//! and dropping it unjoined waits for its thread and deletes what it wrote. (Files of a
+//! merge whose commit failed stay, since the commit may have landed: the next open
+//! removes them if no commit names them.)
 
 use std::path::PathBuf;
 use std::thread::JoinHandle;
 
 use super::writer::TableOutput;
-use super::{batch_reader, schema, Codec, FileEntry, ProjectError, TableDef};
+use super::{batch_reader, schema, Codec, FileEntry, ProjectError, TableDef, TABLES};
 
 /// Merges `inputs` (local paths of committed files, in log order, with their entries) into
 /// files of `level` in `dir`.
@@ -59,11 +61,10 @@ pub(super) struct BackgroundMerge {
 }
 
 impl BackgroundMerge {
-    /// Starts merging `inputs` of table `table` into files of `level` in `dir`. The thread
+    /// Starts merging `inputs` of table `table` (in [`TABLES`]) into files of `level` in `dir`. The thread
     /// inherits the caller's (lowered) priority.
     pub(super) fn start(
         table: usize,
-        def: &'static TableDef,
         dir: PathBuf,
         codec: Codec,
         partitioned: bool,
@@ -74,7 +75,7 @@ impl BackgroundMerge {
         let out_dir = dir.clone();
         let thread = std::thread::Builder::new()
             .name("questlog-merge".into())
-            .spawn(move || merge_files(def, out_dir, codec, partitioned, &inputs, level))
+            .spawn(move || merge_files(&TABLES[table], out_dir, codec, partitioned, &inputs, level))
             .map_err(|e| ProjectError::Io { context: "starting a merge thread".into(), source: e })?;
         Ok(BackgroundMerge { table, inputs: entries, dir, thread: Some(thread) })
     }

@@ -383,19 +383,14 @@ impl Projector {
     fn compact_in_background(&mut self) -> Result<u64, ProjectError> {
         let mut merged_files = 0;
         if let Some(job) = self.merging.take_if(|m| m.is_finished()) {
-            let (i, inputs) = (job.table, job.inputs.clone());
-            let merged = job.join()?;
-            self.commit_merge(i, &merged, &inputs)?;
-            merged_files = inputs.len() as u64;
+            merged_files = self.commit_background(job)?;
         }
         if self.merging.is_none() {
             if let Some((i, inputs)) = self.next_merge()? {
-                let def = &TABLES[i];
                 let paths = self.input_paths(i, &inputs)?;
                 let level = inputs[0].level.saturating_add(1);
-                let partitioned = self.settings.layout.partitioned();
-                self.merging =
-                    Some(BackgroundMerge::start(i, def, self.tables.staging_dir(def), self.settings.codec, partitioned, paths, level)?);
+                let (dir, partitioned) = (self.tables.staging_dir(&TABLES[i]), self.settings.layout.partitioned());
+                self.merging = Some(BackgroundMerge::start(i, dir, self.settings.codec, partitioned, paths, level)?);
             }
         }
         Ok(merged_files)
@@ -414,7 +409,14 @@ impl Projector {
 
     /// Waits for a background merge and commits it; returns how many files it merged away.
     pub(super) fn finish_merge(&mut self) -> Result<u64, ProjectError> {
-        let Some(job) = self.merging.take() else { return Ok(0) };
+        match self.merging.take() {
+            Some(job) => self.commit_background(job),
+            None => Ok(0),
+        }
+    }
+
+    /// Waits for `job` and commits its files in place of its inputs.
+    fn commit_background(&mut self, job: BackgroundMerge) -> Result<u64, ProjectError> {
         let (i, inputs) = (job.table, job.inputs.clone());
         let merged = job.join()?;
         self.commit_merge(i, &merged, &inputs)?;
@@ -646,6 +648,7 @@ mod tests {
             merged += p.compact().unwrap();
         }
         assert!(merged >= 10, "level 0 merged: {merged} files");
+        assert_eq!(p.offset(), 1_500, "a merge's commit keeps each table's offset");
         let mut in_place = open("in-place");
         for _ in 0..15 {
             in_place.step(log, &hidden).unwrap();

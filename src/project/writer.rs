@@ -276,3 +276,29 @@ impl Drop for TableOutput {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A step's output and a background merge's write into one table directory at once:
+    /// their unfinished files must not share a name. (Numbered per output, both took
+    /// `.writing-<pid>-1.tmp`: the second truncated the first's file, and the second
+    /// finish found its file renamed away.)
+    #[test]
+    fn two_outputs_in_one_directory_at_once_both_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let def = &super::super::TABLES[0];
+        let batch = RecordBatch::new_empty(schema_for(def.event_type, false));
+        let mut a = TableOutput::new(def, dir.path().to_path_buf(), Codec::Snappy, 0, false);
+        let mut b = TableOutput::new(def, dir.path().to_path_buf(), Codec::Snappy, 1, false);
+        a.write_batch(&batch, 0, 0).unwrap();
+        b.write_batch(&batch, 1, 1).unwrap();
+        let (fa, fb) = (a.finish().unwrap(), b.finish().unwrap());
+        assert_eq!((fa.len(), fb.len()), (1, 1));
+        assert_ne!(fa[0].name, fb[0].name);
+        for f in fa.iter().chain(&fb) {
+            crate::project::batch_reader(&dir.path().join(&f.name)).unwrap();
+        }
+    }
+}
