@@ -182,7 +182,7 @@ pub fn run(cli: Cli) -> Result<()> {
         bail!("--log-format {}: only a Kafka log (--log kafka://…) holds values of another form", cli.log_format);
     }
     commands::set_globals(commands::Globals {
-        log_options: LogOptions { min_free_bytes },
+        log_options: LogOptions { min_free_bytes, ..LogOptions::default() },
         kafka: kafka_log,
         log_format: format,
         tables: root,

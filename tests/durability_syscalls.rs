@@ -1,17 +1,17 @@
 //! "Acknowledged only once durable", checked at the level of the promise: the system
 //! calls. `serve` runs under `strace`; events are sent one request at a time and then from
 //! eight clients at once; the trace must show, for every `200` answer to `POST /v1/events`,
-//! an `fdatasync`/`fsync` of the log's segment file (`log/db`) that began after the
-//! request was read and ended before the answer was written — and, for the requests sent
-//! one at a time, one that began after the last write of the log made for that request.
+//! an `fdatasync`/`fsync` of the log's journal (`log/journal/<n>`, where each group commit
+//! is written before sled is flushed in the background) that began after the request was
+//! read and ended before the answer was written — and, for the requests sent one at a
+//! time, one that began after the last write of the journal made for that request.
 //!
 //! The same for the tables: every table directory that gained a file is synced before the
 //! Delta commit that names it, and the commit's log entry and directory after it.
 //!
-//! SIGKILL tests cannot catch a missing fsync (the page cache survives them); sled 0.34's
-//! own flush ends in `sync_file_range`, which this test does not count as durable. It
-//! fails if the fsync after sled's flush is removed, or moved after the answer or before
-//! sled's writes.
+//! SIGKILL tests cannot catch a missing fsync (the page cache survives them). This one
+//! fails if the journal's `fdatasync` is removed, or moved after the answer or before the
+//! journal's write.
 //!
 //! Needs `strace` and ptrace (`.ci/run` installs strace; CI runs as root). Where either is
 //! missing, the test says so and passes without running — except under CI (`CI` set).
@@ -92,6 +92,11 @@ fn split_result(s: &str) -> Option<(String, i64)> {
     Some((args.to_string(), ret))
 }
 
+/// A write to a file: the journal appends with `write`, sled with `pwrite`.
+fn is_write(c: &Call) -> bool {
+    matches!(c.name.as_str(), "write" | "writev" | "pwrite64" | "pwritev" | "pwritev2")
+}
+
 /// The first argument: an fd with its path or endpoints, e.g. `7</tmp/x/log/db>`.
 fn fd_arg(args: &str) -> &str {
     args.split(", ").next().unwrap_or("")
@@ -163,11 +168,11 @@ fn every_acknowledgement_follows_an_fsync_of_the_log_covering_it() {
 
     let trace = std::fs::read_to_string(&trace_path).unwrap();
     let calls = parse_trace(&trace);
-    let is_log_file = |c: &Call| fd_arg(&c.args).ends_with("/log/db>");
+    let is_log_file = |c: &Call| fd_arg(&c.args).contains("/log/journal/");
     let syncs: Vec<&Call> =
         calls.iter().filter(|c| matches!(c.name.as_str(), "fsync" | "fdatasync") && is_log_file(c) && c.ret == 0).collect();
-    let log_writes: Vec<&Call> = calls.iter().filter(|c| c.name.starts_with("pwrite") && is_log_file(c) && c.ret > 0).collect();
-    assert!(!log_writes.is_empty(), "the trace shows no write of log/db: is the log elsewhere?");
+    let log_writes: Vec<&Call> = calls.iter().filter(|c| is_write(c) && is_log_file(c) && c.ret > 0).collect();
+    assert!(!log_writes.is_empty(), "the trace shows no write of log/journal/: is the log elsewhere?");
 
     // Per connection (the fd's TCP endpoints, unique per connection): its reads, and
     // whether it carried an event POST, and of which phase.
@@ -196,7 +201,7 @@ fn every_acknowledgement_follows_an_fsync_of_the_log_covering_it() {
         assert!(request_read > f64::MIN, "an answer on {conn} before any read of its request");
         assert!(
             syncs.iter().any(|s| s.start > request_read && s.end < answer.start),
-            "{phase} answer on {conn} (trace line {}) was sent with no fsync of log/db between reading its request (line {}) and answering",
+            "{phase} answer on {conn} (trace line {}) was sent with no fsync of the journal between reading its request (line {}) and answering",
             answer.end,
             request_read
         );
@@ -205,12 +210,12 @@ fn every_acknowledgement_follows_an_fsync_of_the_log_covering_it() {
                 log_writes.iter().filter(|w| w.start > request_read && w.end < answer.start).map(|w| w.end).fold(f64::MIN, f64::max);
             assert!(
                 last_write > f64::MIN,
-                "no write of log/db between the request on {conn} (line {request_read}) and its answer (line {})",
+                "no write of the journal between the request on {conn} (line {request_read}) and its answer (line {})",
                 answer.end
             );
             assert!(
                 syncs.iter().any(|s| s.start > last_write && s.end < answer.start),
-                "the answer on {conn} (line {}) is not preceded by an fsync of log/db that began after the log's last write for it (line {last_write})",
+                "the answer on {conn} (line {}) is not preceded by an fsync of the journal that began after its last write for it (line {last_write})",
                 answer.end
             );
         }
@@ -222,9 +227,9 @@ fn every_acknowledgement_follows_an_fsync_of_the_log_covering_it() {
         CLIENTS * REQUESTS_PER_CLIENT,
         "every concurrent answer was found in the trace"
     );
-    let sync_file_ranges = calls.iter().filter(|c| c.name == "sync_file_range" && is_log_file(c)).count();
+    let sync_file_ranges = calls.iter().filter(|c| c.name == "sync_file_range").count();
     eprintln!(
-        "durability trace: {} log writes, {} sync_file_range, {} fsync/fdatasync of log/db for {} answers",
+        "durability trace: {} journal writes, {} sync_file_range (sled), {} fsync/fdatasync of the journal for {} answers",
         log_writes.len(),
         sync_file_ranges,
         syncs.len(),
@@ -333,8 +338,8 @@ fn every_table_commit_follows_an_fsync_of_the_directories_it_names() {
 
 /// A store catalogue is in force only once durable: `generate --catalog` records it, and
 /// only after the record's `Ok` writes the copies under `DATA_DIR/catalog/`. Between the
-/// log's opening sync and that first copy, the trace must show the record written to
-/// `log/db` and an `fdatasync`/`fsync` of `log/db` after that write.
+/// log's opening sync (of `log/db`) and that first copy, the trace must show the record
+/// written to the log's journal and an `fdatasync`/`fsync` of the journal after that write.
 #[test]
 fn a_catalogue_record_is_synced_before_it_is_in_force() {
     if !strace_usable() {
@@ -358,22 +363,23 @@ fn a_catalogue_record_is_synced_before_it_is_in_force() {
         .unwrap();
     assert!(status.success(), "generate --catalog under strace exited with {status}");
     let calls = parse_trace(&std::fs::read_to_string(&trace_path).unwrap());
-    let is_log_file = |c: &Call| fd_arg(&c.args).ends_with("/log/db>");
+    let is_log_file = |c: &Call| fd_arg(&c.args).contains("/log/journal/");
     let is_sync = |c: &Call| matches!(c.name.as_str(), "fsync" | "fdatasync") && is_log_file(c) && c.ret == 0;
+    let is_store_sync = |c: &Call| matches!(c.name.as_str(), "fsync" | "fdatasync") && fd_arg(&c.args).ends_with("/log/db>") && c.ret == 0;
     let copy = calls
         .iter()
         .find(|c| c.name.starts_with("write") && fd_arg(&c.args).contains("/catalog/.versions.json.tmp>"))
         .expect("the trace shows the catalogue copy being written");
-    let opened = calls.iter().find(|c| is_sync(c)).expect("the log's opening sync");
+    let opened = calls.iter().find(|c| is_store_sync(c)).expect("the log's opening sync");
     let record_write = calls
         .iter()
-        .filter(|c| c.name.starts_with("pwrite") && is_log_file(c) && c.ret > 0 && c.start > opened.end && c.end < copy.start)
+        .filter(|c| is_write(c) && is_log_file(c) && c.ret > 0 && c.start > opened.end && c.end < copy.start)
         .map(|c| c.end)
         .fold(f64::MIN, f64::max);
-    assert!(record_write > f64::MIN, "no write of log/db between opening the log and the catalogue coming into force");
+    assert!(record_write > f64::MIN, "no write of the log's journal between opening the log and the catalogue coming into force");
     assert!(
         calls.iter().any(|c| is_sync(c) && c.start > record_write && c.end < copy.start),
-        "the catalogue came into force (trace line {}) with no fsync of log/db after its record was written (line {record_write})",
+        "the catalogue came into force (trace line {}) with no fsync of the journal after its record was written (line {record_write})",
         copy.end
     );
 }

@@ -26,6 +26,7 @@ use crate::event::{Record, RecordView, RejectedEvent};
 
 // The fuzz crate (`fuzz/`, built with `--cfg fuzzing`) compiles this folder by path for
 // the block format, without librdkafka.
+mod journal;
 #[cfg(not(fuzzing))]
 pub mod kafka;
 pub mod sled;
@@ -138,6 +139,8 @@ pub enum LogError {
     Partitioned(u32),
     #[error("{0}")]
     Unsupported(String),
+    #[error("cannot replay the log's journal: {0}")]
+    Journal(String),
 }
 
 impl LogError {
@@ -711,15 +714,24 @@ pub fn block_count(offset: u64, bytes: &[u8]) -> Result<u32, LogError> {
 }
 
 /// Checks a block's header and CRC and decompresses its payload: (version, record count,
-/// the bincode payload).
-fn block_payload(offset: u64, bytes: &[u8]) -> Result<(u8, usize, std::borrow::Cow<'_, [u8]>), LogError> {
+/// the bincode payload). `zstd` is the context to decompress with, made here the first
+/// time one is needed.
+fn block_payload<'a>(
+    zstd: &mut Option<zstd::bulk::Decompressor<'static>>,
+    offset: u64,
+    bytes: &'a [u8],
+) -> Result<(u8, usize, std::borrow::Cow<'a, [u8]>), LogError> {
     let corrupt = |reason: String| LogError::Corrupt { offset, reason };
     let (version, count, payload) = block_header(offset, bytes)?;
     let plain = match bytes[1] {
         CODEC_NONE => std::borrow::Cow::Borrowed(payload),
         CODEC_ZSTD => {
             let size = zstd_content_size(offset, payload)?;
-            std::borrow::Cow::Owned(zstd::bulk::decompress(payload, size).map_err(|e| corrupt(format!("zstd: {e}")))?)
+            let zstd = match zstd {
+                Some(z) => z,
+                None => zstd.insert(zstd::bulk::Decompressor::new().map_err(|e| corrupt(format!("cannot start a zstd decoder: {e}")))?),
+            };
+            std::borrow::Cow::Owned(zstd.decompress(payload, size).map_err(|e| corrupt(format!("zstd: {e}")))?)
         }
         c => return Err(corrupt(format!("unknown codec {c}"))),
     };
@@ -762,8 +774,17 @@ fn check_decoded(offset: u64, plain_bytes: usize, used: usize, count: usize, dec
 
 /// Decodes a block, checking version, CRC and count.
 pub fn decode_block<T: Stored>(offset: u64, bytes: &[u8]) -> Result<Vec<T>, LogError> {
+    decode_block_in(&mut None, offset, bytes)
+}
+
+/// [`decode_block`] with a zstd context kept from one block to the next.
+pub(crate) fn decode_block_in<T: Stored>(
+    zstd: &mut Option<zstd::bulk::Decompressor<'static>>,
+    offset: u64,
+    bytes: &[u8],
+) -> Result<Vec<T>, LogError> {
     let corrupt = |reason: String| LogError::Corrupt { offset, reason };
-    let (version, count, plain) = block_payload(offset, bytes)?;
+    let (version, count, plain) = block_payload(zstd, offset, bytes)?;
     let (items, used): (Vec<T>, usize) = if version == 1 {
         let (old, used): (Vec<T::V1>, usize) =
             bincode::serde::decode_from_slice(&plain, bincode_config()).map_err(|e| corrupt(format!("decode (format 1): {e}")))?;

@@ -5,13 +5,16 @@
 //! - Only its single writer thread writes the store.
 //! - Offsets are dense: block `k` holds offsets `k..k+count`, and the next block's key is
 //!   `k+count`.
-//! - `durable_end` moves only after the `fdatasync`/`fsync` that covers it (sled 0.34's
-//!   own flush is `sync_file_range`, which does not survive power loss).
+//! - `durable_end` moves only after the `fdatasync` of the group's journal record (see
+//!   [`super::journal`]); sled itself is flushed and synced in the background at a
+//!   checkpoint, and on open after replaying the journal (sled 0.34's own flush ends in
+//!   `sync_file_range`, which does not survive power loss, so an `fdatasync` follows it).
 //!
 //! One file: the sled log is one job — its store, its one writer thread (group commit,
 //! dedup, space checks, reopening after a failure) and its readers share the invariants
 //! above; the fuzz crate compiles `src/log/` by path. About a fifth of it is tests.
 
+use super::journal::{self, Journal};
 use super::*;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -53,6 +56,11 @@ const FLUSH_KICK_MS: u64 = 2_000;
 /// A group flush that has not returned after this long makes the log report itself
 /// unwritable (`/healthz` 503) until it returns.
 const FLUSH_STUCK_MS: u64 = 10_000;
+
+/// How long a stopping writer waits for a checkpoint still running. A healthy one takes
+/// what syncing up to [`journal::CHECKPOINT_BYTES`] takes, well under this; one stuck in
+/// sled after a write error never ends, and then the next open replays the journal.
+const FINISH_CHECKPOINT_MS: u64 = 30_000;
 
 const BLOCKS_TREE: &str = "blocks";
 const REJECTED_TREE: &str = "rejected";
@@ -215,6 +223,48 @@ impl Store {
         Ok(store)
     }
 
+    /// Opens the store in `dir` and replays its journal into it: every record the journal
+    /// holds is put into sled again (the same keys and values), sled is synced, and only
+    /// then are the journal files removed. Returns the store and the number for the next
+    /// journal file.
+    fn open_and_replay(dir: &Path) -> Result<(Store, u64), LogError> {
+        let store = Store::open(dir)?;
+        let journal_dir = dir.join(journal::JOURNAL_DIR);
+        let replayed = journal::replay(&journal_dir, |tree, key, value| {
+            let tree = match tree {
+                journal::Tree::Blocks => &store.blocks,
+                journal::Tree::Rejected => &store.rejected,
+                journal::Tree::Catalogs => &store.catalogs,
+            };
+            tree.insert(key, value)?;
+            Ok(())
+        })
+        .map_err(|e| match e {
+            journal::ReplayError::Apply(e) => e,
+            other => LogError::Journal(other.to_string()),
+        })?;
+        if replayed.files > 0 {
+            store.sync(&mut BlobsSeen::new(), &AtomicU64::new(0))?;
+            journal::remove_through(&journal_dir, replayed.last_sequence)
+                .map_err(|e| LogError::Journal(format!("removing replayed files from {}: {e}", journal_dir.display())))?;
+            if replayed.records > 0 {
+                tracing::info!(
+                    files = replayed.files,
+                    records = replayed.records,
+                    writes = replayed.entries,
+                    "replayed the log's journal (groups acknowledged since the last checkpoint)"
+                );
+            }
+            if replayed.torn_bytes > 0 {
+                tracing::warn!(
+                    torn_bytes = replayed.torn_bytes,
+                    "the journal ended in a group cut short (the process stopped while writing it; never acknowledged); skipped"
+                );
+            }
+        }
+        Ok((store, replayed.last_sequence + 1))
+    }
+
     /// Flushes what sled holds and makes it durable: on return `Ok`, every write sled made
     /// so far is on stable storage, as far as the disk honours `fdatasync`.
     ///
@@ -222,7 +272,9 @@ impl Store {
     /// the disk's write cache nor the file's size (segments are appended at its end), nor
     /// syncs the blob files it writes for pages over a quarter segment (spacejam/sled#1452).
     /// So after it: `fdatasync` of the segment file, then `fsync` of every blob file not
-    /// seen before and of the blobs directory. One call per group commit.
+    /// seen before and of the blobs directory. Called at open (after replaying the
+    /// journal), at each checkpoint and at close, not per group (the journal is synced
+    /// per group).
     ///
     /// A blob is synced again whenever its length changed since it was last synced (sled
     /// may be writing one from another thread while this runs); sled writes a blob whole
@@ -352,11 +404,14 @@ pub struct LogOptions {
     /// Appends fail with [`LogError::NoSpace`] when the log's filesystem has fewer free
     /// bytes than this (0 turns the check off).
     pub min_free_bytes: u64,
+    /// Journal bytes after which sled is synced in the background and the journal files
+    /// it covers removed (see [`journal::CHECKPOINT_BYTES`], the default).
+    pub checkpoint_bytes: u64,
 }
 
 impl Default for LogOptions {
     fn default() -> Self {
-        LogOptions { min_free_bytes: DEFAULT_MIN_FREE_BYTES }
+        LogOptions { min_free_bytes: DEFAULT_MIN_FREE_BYTES, checkpoint_bytes: journal::CHECKPOINT_BYTES }
     }
 }
 
@@ -401,8 +456,9 @@ impl SledLog {
                 return Err(LogError::NoSpaceToOpen { path: dir.to_path_buf(), free_bytes: free });
             }
         }
-        let store = Store::open(dir)?;
+        let (store, journal_sequence) = Store::open_and_replay(dir)?;
         let (end, next_rejected) = store.ends()?;
+        let journal = Journal::create(&dir.join(journal::JOURNAL_DIR), journal_sequence).map_err(io_error)?;
 
         // The dedup window is refilled from the log's tail by the writer before its first
         // append, so commands that only read never pay for it.
@@ -435,6 +491,9 @@ impl SledLog {
             stuck: false,
             blobs_seen: Default::default(),
             encoders: Encoders::start(),
+            journal: Some(journal),
+            checkpoint: None,
+            checkpoint_bytes: options.checkpoint_bytes.max(1),
         };
         let handle = std::thread::Builder::new()
             .name("questlog-log-writer".into())
@@ -601,13 +660,8 @@ impl EventLog for SledLog {
             h.thread().unpark();
             let _ = h.join();
         }
-        // Every acknowledged group is already flushed; after a storage failure a flush can
-        // block for good (sled 0.34), so only a healthy store is flushed once more.
-        if self.unwritable().is_none() {
-            if let Ok(store) = self.store() {
-                store.sync(&mut Default::default(), &self.counters.fsync_nanos_total)?;
-            }
-        }
+        // Every acknowledged group is in the journal; the writer synced sled and removed
+        // the journal as it stopped (`Writer::finish`), unless the store had failed.
         Ok(())
     }
 }
@@ -662,7 +716,7 @@ struct TreeReader {
 impl TreeReader {
     fn read(&self, from: u64, to: u64) -> Result<RecordIter<'static>, LogError> {
         let to = to.min(self.end);
-        Ok(Box::new(BlockReader { blocks: self.blocks(from, to)?, current: (0..).zip(Vec::new()), to }))
+        Ok(Box::new(BlockReader { blocks: self.blocks(from, to)?, current: (0..).zip(Vec::new()), to, zstd: None }))
     }
 
     /// The blocks holding `from..to`, clamped to the durable end.
@@ -827,6 +881,10 @@ struct BlockReader {
     blocks: RawBlocks,
     current: std::iter::Zip<std::ops::RangeFrom<u64>, std::vec::IntoIter<Record>>,
     to: u64,
+    /// One zstd context for all the blocks read: `serve`'s projector reads a group
+    /// commit's small block at a time, and a context made per block (~100 KB, zeroed)
+    /// showed in its profile.
+    zstd: Option<zstd::bulk::Decompressor<'static>>,
 }
 
 impl Iterator for BlockReader {
@@ -845,7 +903,7 @@ impl Iterator for BlockReader {
                 Ok(b) => b,
                 Err(e) => return Some(Err(e)),
             };
-            match decode_block::<Record>(block.first, &block.bytes) {
+            match decode_block_in::<Record>(&mut self.zstd, block.first, &block.bytes) {
                 Ok(records) => self.current = (block.first..).zip(records),
                 Err(e) => {
                     self.blocks.failed = true;
@@ -882,9 +940,16 @@ struct Writer {
     refilled: bool,
     /// The failed store could not be released: only a restart recovers.
     stuck: bool,
-    /// sled's blob files already synced (see [`Store::sync`]).
-    blobs_seen: BlobsSeen,
+    /// sled's blob files already synced (see [`Store::sync`]); shared with the checkpoint
+    /// thread, the one that syncs sled while the writer runs.
+    blobs_seen: Arc<Mutex<BlobsSeen>>,
     encoders: Encoders,
+    /// The journal file group commits append to; `None` from a failed append until the
+    /// store is reopened (nothing more is appended to a file after a failure).
+    journal: Option<Journal>,
+    /// The checkpoint running in the background, if any (see [`Writer::maybe_checkpoint`]).
+    checkpoint: Option<JoinHandle<Result<(), LogError>>>,
+    checkpoint_bytes: u64,
 }
 
 /// The recent `event_id`s, as 128-bit hashes, in two generations: `current` takes new
@@ -1083,6 +1148,13 @@ impl Writer {
         // handle flushes, and after a write error that flush can wait for good (sled
         // 0.34): drop on a thread of its own, and give up on reopening if it never ends.
         let old = (self.shared.write().unwrap_or_else(|p| p.into_inner()).take(), self.store.take());
+        self.journal = None;
+        // A checkpoint still running holds the old store; the reopen below waits for it
+        // like for a reader (and a failed one leaves its journal files to the replay).
+        if self.checkpoint.as_ref().is_some_and(|h| h.is_finished()) {
+            let _ = self.checkpoint.take().map(|h| h.join());
+        }
+        self.checkpoint = None;
         let (dropped_tx, dropped_rx) = mpsc::channel::<()>();
         let spawned = std::thread::Builder::new().name("questlog-log-reaper".into()).spawn(move || {
             drop(old);
@@ -1097,18 +1169,20 @@ impl Writer {
         }
         let deadline = Instant::now() + Duration::from_millis(REOPEN_WAIT_MS);
         let opened = loop {
-            match Store::open(&self.dir).and_then(|s| s.ends().map(|ends| (s, ends))) {
+            match Store::open_and_replay(&self.dir).and_then(|(s, sequence)| s.ends().map(|ends| (s, sequence, ends))) {
                 // A reader still holds the old store (sled locks its files): wait for it.
                 Err(LogError::Locked { .. }) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
                 other => break other,
             }
         };
-        let opened = opened.and_then(|(store, ends)| {
+        let opened = opened.and_then(|(store, sequence, ends)| {
             let ends = self.drop_unacknowledged(&store, ends)?;
-            Ok((store, ends))
+            let journal = Journal::create(&self.dir.join(journal::JOURNAL_DIR), sequence).map_err(io_error)?;
+            Ok((store, journal, ends))
         });
         match opened {
-            Ok((store, (end, next_rejected))) => {
+            Ok((store, journal, (end, next_rejected))) => {
+                self.journal = Some(journal);
                 self.next_offset = end;
                 self.next_rejected = next_rejected;
                 self.counters.rejected_total.store(next_rejected, Ordering::Relaxed);
@@ -1226,16 +1300,90 @@ impl Writer {
                 }
             }
         }
+        self.finish();
         tracing::debug!("log writer stopped");
     }
 
+    /// Starts a checkpoint once the journal file holds [`LogOptions::checkpoint_bytes`] and
+    /// none is running: appends go on in a new journal file while a thread of its own
+    /// syncs sled (everything inserted so far, the old file's groups with it) and then
+    /// removes the old file. A failed checkpoint leaves its files for the next one, or the
+    /// next open, to cover.
+    fn maybe_checkpoint(&mut self) {
+        if self.checkpoint.as_ref().is_some_and(|h| !h.is_finished()) {
+            return;
+        }
+        if let Some(done) = self.checkpoint.take() {
+            match done.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "a checkpoint of the log failed; its journal files stay until the next one"),
+                Err(_) => tracing::error!("the log's checkpoint thread panicked; its journal files stay until the next checkpoint"),
+            }
+        }
+        let (Some(journal), Some(store)) = (self.journal.as_mut(), self.store.clone()) else { return };
+        if journal.len() < self.checkpoint_bytes {
+            return;
+        }
+        let through = match journal.rotate() {
+            Ok(through) => through,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start a new journal file; appends go on in the current one");
+                return;
+            }
+        };
+        let dir = self.dir.join(journal::JOURNAL_DIR);
+        let blobs_seen = self.blobs_seen.clone();
+        let spawned = std::thread::Builder::new().name("questlog-log-checkpoint".into()).spawn(move || {
+            let started = Instant::now();
+            let mut blobs_seen = blobs_seen.lock().unwrap_or_else(|p| p.into_inner());
+            store.sync(&mut blobs_seen, &AtomicU64::new(0))?;
+            journal::remove_through(&dir, through).map_err(io_error)?;
+            tracing::debug!(seconds = started.elapsed().as_secs_f64(), through, "log checkpoint done");
+            Ok(())
+        });
+        match spawned {
+            Ok(handle) => self.checkpoint = Some(handle),
+            Err(e) => tracing::warn!(error = %e, "cannot start a checkpoint thread; the journal files stay until the next one"),
+        }
+    }
+
+    /// When the writer stops: waits for a running checkpoint (up to [`FINISH_CHECKPOINT_MS`];
+    /// one stuck in sled after a write error would wait for good), then, on a healthy
+    /// store, syncs sled and removes the journal, so a clean stop leaves nothing to replay.
+    /// Whatever this cannot do, the next open replays.
+    fn finish(&mut self) {
+        if let Some(running) = self.checkpoint.take() {
+            let deadline = Instant::now() + Duration::from_millis(FINISH_CHECKPOINT_MS);
+            while !running.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if !running.is_finished() {
+                tracing::warn!("a checkpoint of the log did not end; the next open replays the journal");
+                return;
+            }
+            let _ = running.join();
+        }
+        if self.failed.is_some() || self.counters.is_unwritable() {
+            return;
+        }
+        let (Some(store), Some(journal)) = (&self.store, &self.journal) else { return };
+        let mut blobs_seen = self.blobs_seen.lock().unwrap_or_else(|p| p.into_inner());
+        let synced = store
+            .sync(&mut blobs_seen, &AtomicU64::new(0))
+            .and_then(|()| journal::remove_through(&self.dir.join(journal::JOURNAL_DIR), journal.sequence()).map_err(io_error));
+        if let Err(e) = synced {
+            tracing::warn!(error = %e, "cannot checkpoint the log at shutdown; the next open replays its journal");
+        }
+    }
+
     fn commit(&mut self, group: Vec<Request>) {
-        let Some(store) = self.store.clone() else {
+        let (Some(store), Some(mut journal)) = (self.store.clone(), self.journal.take()) else {
             for req in group {
                 let _ = req.reply.send(Err(LogError::Recovering("store not open".into())));
             }
             return;
         };
+        journal.begin();
         let started = Instant::now();
         let base = self.next_offset;
         let base_rejected = self.next_rejected;
@@ -1265,6 +1413,7 @@ impl Writer {
                 if latest_catalog.as_deref() != Some(hash.as_str()) && result.is_ok() {
                     let rec = CatalogRecord { from_offset: offset, hash: hash.clone(), content };
                     let bytes = encode_block(std::slice::from_ref(&rec));
+                    journal.add(journal::Tree::Catalogs, &block_key(catalog_seq), &bytes);
                     result = store.catalogs.insert(block_key(catalog_seq), bytes).map(|_| ()).map_err(Into::into);
                     catalog_keys.push(catalog_seq);
                     catalog_seq += 1;
@@ -1295,6 +1444,7 @@ impl Writer {
             for part in req.batch.rejected.chunks(MAX_BLOCK_RECORDS) {
                 if result.is_ok() {
                     let bytes = encode_block(part);
+                    journal.add(journal::Tree::Rejected, &block_key(rejected_seq), &bytes);
                     result = store.rejected.insert(block_key(rejected_seq), bytes).map(|_| ()).map_err(Into::into);
                     rejected_keys.push(rejected_seq);
                 }
@@ -1308,6 +1458,7 @@ impl Writer {
         if result.is_ok() {
             let encoded = self.encoders.encode(kept, blocks);
             for (first, bytes) in encoded {
+                journal.add(journal::Tree::Blocks, &block_key(first), &bytes);
                 if let Err(e) = store.blocks.insert(block_key(first), bytes) {
                     result = Err(e.into());
                     break;
@@ -1322,7 +1473,11 @@ impl Writer {
         let total = offset - base;
         if result.is_ok() && (total > 0 || rejected_seq > base_rejected || !catalog_keys.is_empty()) {
             self.flush_watch.started_ms.store(self.epoch.elapsed().as_millis() as u64 + 1, Ordering::SeqCst);
-            result = store.sync(&mut self.blobs_seen, &self.counters.fsync_nanos_total);
+            // The group's record in the journal, synced: the group survives a crash from
+            // here (sled holds it in memory until the next checkpoint).
+            let syncing = Instant::now();
+            result = journal.commit().map_err(io_error);
+            self.counters.fsync_nanos_total.fetch_add(syncing.elapsed().as_nanos() as u64, Ordering::Relaxed);
             if result.is_ok() && fail::eval("log.after_sync", |_| ()).is_some() {
                 // Crash tests: the group is on disk, but its appends are told it failed.
                 result = Err(io_error(std::io::Error::other("failpoint log.after_sync")));
@@ -1351,6 +1506,8 @@ impl Writer {
                 for ((reply, range), duplicates) in reply_to.into_iter().zip(ranges).zip(duplicates_of) {
                     let _ = reply.send(Ok(Appended { offsets: range, positions: Vec::new(), duplicates }));
                 }
+                self.journal = Some(journal);
+                self.maybe_checkpoint();
             }
             Err(e) => {
                 c.flush_errors_total.fetch_add(1, Ordering::Relaxed);
@@ -1364,6 +1521,9 @@ impl Writer {
                 // can block for good waiting on the write that failed: leave the store
                 // alone; `recover` reopens it and takes whatever reached the disk.
                 if !matches!(e, LogError::Storage(_)) {
+                    // Nothing of the group reached the journal (its append is the last
+                    // step, and fails as `Storage`): appends go on in the same file.
+                    self.journal = Some(journal);
                     for k in block_keys {
                         let _ = store.blocks.remove(block_key(k));
                     }
@@ -1520,6 +1680,77 @@ mod tests {
         let some: Vec<_> = log.read(10, 20).unwrap().map(|r| r.unwrap().0).collect();
         assert_eq!(some, (10..20).collect::<Vec<_>>());
         assert!(matches!(log.read(3501, 4000), Err(LogError::OutOfRange { .. })));
+    }
+
+    /// What a crash leaves: groups acknowledged (their journal record synced) that sled
+    /// never flushed, and a group cut short while being written. Opening replays the one
+    /// and skips the other, and removes the replayed file.
+    #[test]
+    fn a_journal_left_by_a_crash_is_replayed_on_open() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        {
+            let log = SledLog::open(dir).unwrap();
+            log.append(AppendBatch { records: (0..10).map(record).collect(), rejected: vec![] }).unwrap().wait().unwrap();
+            log.close().unwrap();
+        }
+        let journal_dir = dir.join(journal::JOURNAL_DIR);
+        assert!(journal::files(&journal_dir).unwrap().is_empty(), "a clean close leaves no journal");
+        {
+            let mut j = Journal::create(&journal_dir, 7).unwrap();
+            j.begin();
+            j.add(journal::Tree::Blocks, &block_key(10), &encode_block(&(10..15).map(record).collect::<Vec<_>>()));
+            j.add(journal::Tree::Rejected, &block_key(0), &encode_block(&[rejected_event(0)]));
+            j.commit().unwrap();
+            j.begin();
+            j.add(journal::Tree::Blocks, &block_key(15), &encode_block(&(15..20).map(record).collect::<Vec<_>>()));
+            j.commit().unwrap();
+            let file = journal_dir.join(format!("{:020}", 7));
+            let whole = std::fs::read(&file).unwrap();
+            // The second group cut short: the process died while writing it.
+            std::fs::write(&file, &whole[..whole.len() - 3]).unwrap();
+        }
+        let log = SledLog::open(dir).unwrap();
+        assert_eq!(log.durable_end(), 15);
+        let got: Vec<_> = log.read(0, u64::MAX).unwrap().map(|r| r.unwrap()).collect();
+        assert_eq!(got, (0..15).map(|o| (o, record(o as i64))).collect::<Vec<_>>());
+        assert_eq!(log.rejected(0, 10).unwrap().len(), 1);
+        // The replayed file is gone; appends go to a newer one.
+        let files: Vec<u64> = journal::files(&journal_dir).unwrap().into_iter().map(|f| f.0).collect();
+        assert_eq!(files, [8]);
+        let next = log.append(AppendBatch { records: (15..20).map(record).collect(), rejected: vec![] }).unwrap().wait().unwrap();
+        assert_eq!(next.offsets, 15..20);
+    }
+
+    /// Checkpoints sync sled and remove the journal files behind them while appends go
+    /// on, so the journal stays near its threshold; everything stays readable after a
+    /// reopen.
+    #[test]
+    fn checkpoints_keep_the_journal_short() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let journal_dir = dir.join(journal::JOURNAL_DIR);
+        let options = LogOptions { checkpoint_bytes: 2 * 1024, ..LogOptions::default() };
+        let mut most_files = 0;
+        {
+            let log = SledLog::open_with(dir, options).unwrap();
+            for i in 0..200 {
+                let records = (i * 50..(i + 1) * 50).map(record).collect();
+                log.append(AppendBatch { records, rejected: vec![] }).unwrap().wait().unwrap();
+                most_files = most_files.max(journal::files(&journal_dir).unwrap().len());
+            }
+            let newest = journal::files(&journal_dir).unwrap().last().map(|f| f.0).unwrap();
+            assert!(newest > 10, "only {newest} journal files were started: no checkpoints?");
+            log.close().unwrap();
+        }
+        // One file being written and one a checkpoint is removing, at most one more
+        // between a checkpoint's end and the next group.
+        assert!(most_files <= 3, "{most_files} journal files at once");
+        assert!(journal::files(&journal_dir).unwrap().is_empty());
+        let log = SledLog::open(dir).unwrap();
+        assert_eq!(log.durable_end(), 10_000);
+        let got: Vec<_> = log.read(9_990, u64::MAX).unwrap().map(|r| r.unwrap().1).collect();
+        assert_eq!(got, (9_990..10_000).map(record).collect::<Vec<_>>());
     }
 
     #[test]
