@@ -11,13 +11,14 @@
 //! and the journal files that checkpoint covers are then deleted.
 //!
 //! Files: `LOG_DIR/journal/<sequence>` (20 decimal digits), written in order; the writer
-//! appends to the newest only. A record is `len: u32 LE, crc32(body): u32 LE, body`, the
-//! body a version byte ([`RECORD_VERSION`]), an entry count (`u32 LE`) and the entries,
-//! each `tree: u8, key: [u8; 8], value length: u32 LE, value`. A record is written whole
-//! by one `write` and synced before its group is acknowledged; after a failed write or
-//! sync nothing more is appended to that file (the writer reopens the store, which
-//! replays and removes the journal), so a torn or unchecked record can only be the
-//! newest file's last.
+//! appends to the newest only. A record is `len: u32 LE, crc32(len ‖ body): u32 LE, body`,
+//! the body a version byte ([`RECORD_VERSION`]), an entry count (`u32 LE`) and the
+//! entries, each `tree: u8, key: [u8; 8], value length: u32 LE, value`. A record is
+//! written whole by one `write` and synced before its group is acknowledged; after a
+//! failed write or sync the file is cut back to its last synced record and nothing more
+//! is appended to it (the writer reopens the store, which replays and removes the
+//! journal). So the only record that may be torn is one running to the end of the newest
+//! file that holds records: the group being written when the process or machine died.
 //!
 //! Invariants:
 //! - A group is acknowledged only after its record is synced ([`Journal::commit`]).
@@ -44,6 +45,21 @@ const RECORD_HEADER_BYTES: usize = 8;
 /// A record's body is one group's writes, at most a group of `MAX_GROUP_RECORDS` events
 /// with their rejected events and a catalogue; a length past this is a torn header.
 const MAX_RECORD_BYTES: usize = 1 << 30;
+
+/// File numbers [`Journal::rotate`] tries past the current one before giving up (and
+/// going on in the current file): only files left by failed rotations take them.
+const ROTATE_TRIES: u64 = 8;
+
+/// A record's CRC: over its length field and its body, so a zeroed header does not pass.
+fn record_crc(len: &[u8], body: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(len);
+    h.update(body);
+    h.finalize()
+}
+
+/// The shortest body: its version byte and entry count.
+const MIN_BODY_BYTES: usize = 5;
 
 /// The directory of the journal files, in the log's directory.
 pub(crate) const JOURNAL_DIR: &str = "journal";
@@ -116,9 +132,11 @@ impl Journal {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(file_name(sequence));
         let file = std::fs::OpenOptions::new().create_new(true).append(true).open(&path)?;
-        sync_dir(dir)?;
-        if let Some(parent) = dir.parent() {
-            sync_dir(parent)?;
+        let synced = sync_dir(dir).and_then(|()| dir.parent().map_or(Ok(()), sync_dir));
+        if let Err(e) = synced {
+            // Not left behind: appends go on in the older file.
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
         }
         Ok(Journal { dir: dir.to_path_buf(), file, sequence, len: 0, record: Vec::new(), entries: 0 })
     }
@@ -136,13 +154,13 @@ impl Journal {
     /// Starts the next group's record, dropping anything added since the last commit.
     pub(crate) fn begin(&mut self) {
         self.record.clear();
-        self.record.resize(RECORD_HEADER_BYTES + 5, 0);
+        self.record.resize(RECORD_HEADER_BYTES + MIN_BODY_BYTES, 0);
         self.entries = 0;
     }
 
     /// Adds one write of the group to its record.
     pub(crate) fn add(&mut self, tree: Tree, key: &[u8; 8], value: &[u8]) {
-        debug_assert!(self.record.len() >= RECORD_HEADER_BYTES + 5, "begin() first");
+        debug_assert!(self.record.len() >= RECORD_HEADER_BYTES + MIN_BODY_BYTES, "begin() first");
         self.record.push(tree as u8);
         self.record.extend_from_slice(key);
         self.record.extend_from_slice(&(value.len() as u32).to_le_bytes());
@@ -164,11 +182,18 @@ impl Journal {
         }
         self.record[RECORD_HEADER_BYTES] = RECORD_VERSION;
         self.record[RECORD_HEADER_BYTES + 1..RECORD_HEADER_BYTES + 5].copy_from_slice(&self.entries.to_le_bytes());
-        let crc = crc32fast::hash(&self.record[RECORD_HEADER_BYTES..]);
         self.record[0..4].copy_from_slice(&(body_len as u32).to_le_bytes());
+        let crc = record_crc(&self.record[0..4], &self.record[RECORD_HEADER_BYTES..]);
         self.record[4..8].copy_from_slice(&crc.to_le_bytes());
-        self.file.write_all(&self.record)?;
-        self.file.sync_data()?;
+        let written = self.file.write_all(&self.record).and_then(|()| self.file.sync_data());
+        if let Err(e) = written {
+            // Best effort: the record was not acknowledged, so it should not come back
+            // at the next open (an error promises nothing either way).
+            if self.file.set_len(self.len).is_ok() {
+                let _ = self.file.sync_data();
+            }
+            return Err(e);
+        }
         self.len += self.record.len() as u64;
         Ok(())
     }
@@ -176,7 +201,15 @@ impl Journal {
     /// Starts the next file and returns the number of the one it replaces, which holds
     /// only committed records. On `Err`, appends go on to the current file.
     pub(crate) fn rotate(&mut self) -> std::io::Result<u64> {
-        let next = Journal::create(&self.dir, self.sequence + 1)?;
+        // A number taken by a file a failed rotation could not remove is skipped.
+        let mut next = Journal::create(&self.dir, self.sequence + 1);
+        for skip in 2..=ROTATE_TRIES {
+            match next {
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => next = Journal::create(&self.dir, self.sequence + skip),
+                _ => break,
+            }
+        }
+        let next = next?;
         let done = self.sequence;
         *self = next;
         Ok(done)
@@ -219,16 +252,17 @@ pub(crate) struct Replayed {
 pub(crate) enum ReplayError {
     #[error("reading the journal file {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("journal file {path} is damaged at byte {at}: {reason}, and newer journal files follow it; a record there was acknowledged, so the log is not opened (restore the file, or move it aside to give its records up)")]
+    #[error("journal file {path} is damaged at byte {at}: {reason}; records after it were acknowledged, so the log is not opened (restore the file from a copy; moving it aside gives those records up)")]
     Damaged { path: PathBuf, at: u64, reason: String },
     #[error(transparent)]
     Apply(#[from] super::LogError),
 }
 
 /// Reads every record of every journal file in `dir`, oldest first, and hands each entry
-/// to `apply`. A damaged tail of the newest file (a record cut short, or one whose CRC
-/// does not match) is the group being written when the process died: skipped and counted
-/// in [`Replayed::torn_bytes`]. Damage in a file with newer ones after it is an error.
+/// to `apply`. The group being written when the process or machine died (a record that
+/// runs to the end of the last file holding records, cut short or failing its CRC, or a
+/// zeroed tail) is skipped and counted in [`Replayed::torn_bytes`]. Any other damage is an
+/// error: records after it, or in later files, were acknowledged.
 pub(crate) fn replay(
     dir: &Path,
     mut apply: impl FnMut(Tree, [u8; 8], &[u8]) -> Result<(), super::LogError>,
@@ -237,15 +271,11 @@ pub(crate) fn replay(
     let mut out = Replayed { files: all.len(), ..Default::default() };
     for (i, (sequence, path)) in all.iter().enumerate() {
         out.last_sequence = *sequence;
-        let bytes = match std::fs::read(path) {
-            Ok(bytes) => bytes,
-            // Removed by a checkpoint that finished meanwhile: sled holds its records.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(source) => return Err(ReplayError::Io { path: path.clone(), source }),
-        };
+        let Some(bytes) = read(path)? else { continue };
         let mut at = 0usize;
         while at < bytes.len() {
-            match parse_record(&bytes[at..]) {
+            let rest = &bytes[at..];
+            match parse_record(rest) {
                 Ok((body, used)) => {
                     for_each_entry(body, |tree, key, value| {
                         out.entries += 1;
@@ -258,32 +288,71 @@ pub(crate) fn replay(
                     out.records += 1;
                     at += used;
                 }
-                Err(reason) => {
-                    if i + 1 < all.len() {
-                        return Err(ReplayError::Damaged { path: path.clone(), at: at as u64, reason });
-                    }
-                    out.torn_bytes = (bytes.len() - at) as u64;
+                Err(Parse::Torn) if !later_files_hold_records(&all[i + 1..])? => {
+                    out.torn_bytes += rest.len() as u64;
                     break;
                 }
+                Err(Parse::Torn) => {
+                    let reason = "a record cut short, with newer journal files after it".to_string();
+                    return Err(ReplayError::Damaged { path: path.clone(), at: at as u64, reason });
+                }
+                Err(Parse::Damaged(reason)) => return Err(ReplayError::Damaged { path: path.clone(), at: at as u64, reason }),
             }
         }
     }
     Ok(out)
 }
 
+/// A journal file's bytes; `None` when it is gone (removed by a checkpoint that finished
+/// meanwhile: sled holds its records).
+fn read(path: &Path) -> Result<Option<Vec<u8>>, ReplayError> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(ReplayError::Io { path: path.to_path_buf(), source }),
+    }
+}
+
+/// Whether any of `files` starts with a whole record (an empty file, or one holding only
+/// a torn record, is what a rotation or a crash can leave; neither was acknowledged).
+fn later_files_hold_records(files: &[(u64, PathBuf)]) -> Result<bool, ReplayError> {
+    for (_, path) in files {
+        if let Some(bytes) = read(path)? {
+            if parse_record(&bytes).is_ok() {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// Why the bytes at a position are not a record.
+enum Parse {
+    /// What a write cut short leaves: the bytes run to the end of the file (a short
+    /// header, a length past the end, a CRC failing on a record that ends the file), or
+    /// nothing but zeros follows.
+    Torn,
+    /// Anything else: a bad record with more bytes after it.
+    Damaged(String),
+}
+
 /// One checked record at the start of `bytes`: (its body, bytes it takes).
-fn parse_record(bytes: &[u8]) -> Result<(&[u8], usize), String> {
-    if bytes.len() < RECORD_HEADER_BYTES {
-        return Err(format!("{} bytes, shorter than a record header", bytes.len()));
+fn parse_record(bytes: &[u8]) -> Result<(&[u8], usize), Parse> {
+    if bytes.iter().all(|&b| b == 0) || bytes.len() < RECORD_HEADER_BYTES {
+        return Err(Parse::Torn);
     }
     let len = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
     let crc = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
-    if len > MAX_RECORD_BYTES || bytes.len() - RECORD_HEADER_BYTES < len {
-        return Err(format!("a record of {len} bytes where {} remain", bytes.len() - RECORD_HEADER_BYTES));
+    if bytes.len() - RECORD_HEADER_BYTES < len {
+        return Err(Parse::Torn);
     }
     let body = &bytes[RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + len];
-    if crc32fast::hash(body) != crc {
-        return Err("checksum mismatch".into());
+    let ends_file = RECORD_HEADER_BYTES + len == bytes.len();
+    if len < MIN_BODY_BYTES || len > MAX_RECORD_BYTES {
+        return Err(if ends_file { Parse::Torn } else { Parse::Damaged(format!("a record length of {len} bytes")) });
+    }
+    if record_crc(&bytes[0..4], body) != crc {
+        return Err(if ends_file { Parse::Torn } else { Parse::Damaged("checksum mismatch".into()) });
     }
     Ok((body, RECORD_HEADER_BYTES + len))
 }
@@ -295,7 +364,7 @@ enum EntryError {
 
 fn for_each_entry(body: &[u8], mut apply: impl FnMut(Tree, [u8; 8], &[u8]) -> Result<(), super::LogError>) -> Result<(), EntryError> {
     let format = |s: &str| EntryError::Format(s.to_string());
-    if body.len() < 5 {
+    if body.len() < MIN_BODY_BYTES {
         return Err(format("record body shorter than its header"));
     }
     if body[0] != RECORD_VERSION {
@@ -386,10 +455,38 @@ mod tests {
         *flipped.last_mut().unwrap() ^= 1;
         std::fs::write(&path, &flipped).unwrap();
         assert_eq!(collect(&dir).unwrap().0.records, 1);
-        // The same damage with a newer file after it is refused: a record there was acknowledged.
+        // A zeroed tail (the file's size reached the disk, its data did not): skipped.
+        let mut zeroed = whole.clone();
+        zeroed.extend_from_slice(&[0; 64]);
+        std::fs::write(&path, &zeroed).unwrap();
+        assert_eq!(collect(&dir).unwrap().0, Replayed { files: 1, records: 2, entries: 4, torn_bytes: 64, last_sequence: 1 });
+        // Damage with a record after it is refused, in the newest file too: that record
+        // was acknowledged.
+        let mut early = whole.clone();
+        early[RECORD_HEADER_BYTES + 3] ^= 1;
+        std::fs::write(&path, &early).unwrap();
+        let err = collect(&dir).unwrap_err().to_string();
+        assert!(err.contains("damaged at byte 0") && err.contains("checksum"), "{err}");
+        // A torn tail with only an empty newer file after it (a rotation the crash cut
+        // short) is still the unacknowledged tail.
+        std::fs::write(&path, &flipped).unwrap();
+        std::fs::File::create(dir.join(file_name(2))).unwrap();
+        assert_eq!(collect(&dir).unwrap().0.records, 1);
+        // With a record in the newer file, the same damage is refused.
+        std::fs::remove_file(dir.join(file_name(2))).unwrap();
         let mut j2 = Journal::create(&dir, 2).unwrap();
         group(&mut j2, 10);
         let err = collect(&dir).unwrap_err().to_string();
         assert!(err.contains("damaged") && err.contains(&file_name(1)), "{err}");
+    }
+
+    #[test]
+    fn a_rotation_skips_numbers_left_taken() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join(JOURNAL_DIR);
+        let mut j = Journal::create(&dir, 1).unwrap();
+        std::fs::File::create(dir.join(file_name(2))).unwrap();
+        assert_eq!(j.rotate().unwrap(), 1);
+        assert_eq!(j.sequence(), 3);
     }
 }

@@ -358,12 +358,26 @@ impl Store {
 /// The store readers use; `None` while the writer reopens it.
 type SharedStore = Arc<RwLock<Option<Store>>>;
 
-/// What the flush watchdog watches: when the writer's current flush began.
+/// What the flush watchdog watches: when the writer's current flush began, and when the
+/// running checkpoint's sync of sled began.
 #[derive(Default)]
 struct FlushWatch {
     /// Milliseconds since `epoch` when the running flush began, plus one; 0 when idle.
     started_ms: AtomicU64,
+    /// The same for a checkpoint's (or the closing) sync of sled: kicked like a flush, but
+    /// appends do not wait for it, so it never makes the log report itself unwritable.
+    checkpoint_started_ms: AtomicU64,
     stop: AtomicBool,
+}
+
+impl FlushWatch {
+    /// Runs `sync` with `checkpoint_started_ms` set, so the watchdog can kick it.
+    fn watch_checkpoint<T>(&self, epoch: Instant, sync: impl FnOnce() -> T) -> T {
+        self.checkpoint_started_ms.store(epoch.elapsed().as_millis() as u64 + 1, Ordering::SeqCst);
+        let out = sync();
+        self.checkpoint_started_ms.store(0, Ordering::SeqCst);
+        out
+    }
 }
 
 /// Runs until `watch.stop`: kicks a flush that has run longer than [`FLUSH_KICK_MS`] (once
@@ -371,10 +385,25 @@ struct FlushWatch {
 /// log unwritable once one has run longer than [`FLUSH_STUCK_MS`].
 fn flush_watchdog(watch: Arc<FlushWatch>, shared: SharedStore, counters: Arc<Counters>, epoch: Instant) {
     let mut kicked_flush = 0;
+    let mut kicked_checkpoint = 0;
+    let kick = |shared: &SharedStore, waited_ms: u64, what: &'static str| {
+        let store = shared.read().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(store) = store {
+            tracing::warn!(waited_ms, "{what} is stuck; kicking it");
+            let _ = std::thread::Builder::new().name("questlog-log-kick".into()).spawn(move || {
+                let _ = store.db.flush();
+            });
+        }
+    };
     while !watch.stop.load(Ordering::SeqCst) {
         std::thread::park_timeout(Duration::from_millis(FLUSH_KICK_MS / 4));
-        let started = watch.started_ms.load(Ordering::SeqCst);
         let now = epoch.elapsed().as_millis() as u64 + 1;
+        let checkpoint = watch.checkpoint_started_ms.load(Ordering::SeqCst);
+        if checkpoint != 0 && now.saturating_sub(checkpoint) > FLUSH_KICK_MS && kicked_checkpoint != checkpoint {
+            kicked_checkpoint = checkpoint;
+            kick(&shared, now - checkpoint, "a checkpoint's sync of the log");
+        }
+        let started = watch.started_ms.load(Ordering::SeqCst);
         if started == 0 {
             continue;
         }
@@ -387,13 +416,7 @@ fn flush_watchdog(watch: Arc<FlushWatch>, shared: SharedStore, counters: Arc<Cou
         }
         if waited_ms > FLUSH_KICK_MS && kicked_flush != started {
             kicked_flush = started;
-            let store = shared.read().unwrap_or_else(|p| p.into_inner()).clone();
-            if let Some(store) = store {
-                tracing::warn!(waited_ms, "a log flush is stuck; kicking it");
-                let _ = std::thread::Builder::new().name("questlog-log-kick".into()).spawn(move || {
-                    let _ = store.db.flush();
-                });
-            }
+            kick(&shared, waited_ms, "a log flush");
         }
     }
 }
@@ -1314,10 +1337,19 @@ impl Writer {
             return;
         }
         if let Some(done) = self.checkpoint.take() {
-            match done.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "a checkpoint of the log failed; its journal files stay until the next one"),
-                Err(_) => tracing::error!("the log's checkpoint thread panicked; its journal files stay until the next checkpoint"),
+            // A failed sync may have lost sled's writes for good (a second fsync can
+            // report success for pages the first one dropped), so no later checkpoint may
+            // remove the journal files behind them: the store is reopened, which replays
+            // the journal into sled and syncs it again.
+            let failed = match done.join() {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some((e.is_no_space(), format!("a checkpoint of the log failed: {e}"))),
+                Err(_) => Some((false, "the log's checkpoint thread panicked".to_string())),
+            };
+            if let Some((no_space, why)) = failed {
+                tracing::error!(reason = %why, "reopening the log's storage; the journal keeps every acknowledged group");
+                self.fail(no_space, why);
+                return;
             }
         }
         let (Some(journal), Some(store)) = (self.journal.as_mut(), self.store.clone()) else { return };
@@ -1333,10 +1365,14 @@ impl Writer {
         };
         let dir = self.dir.join(journal::JOURNAL_DIR);
         let blobs_seen = self.blobs_seen.clone();
+        let (watch, epoch) = (self.flush_watch.clone(), self.epoch);
         let spawned = std::thread::Builder::new().name("questlog-log-checkpoint".into()).spawn(move || {
             let started = Instant::now();
             let mut blobs_seen = blobs_seen.lock().unwrap_or_else(|p| p.into_inner());
-            store.sync(&mut blobs_seen, &AtomicU64::new(0))?;
+            watch.watch_checkpoint(epoch, || store.sync(&mut blobs_seen, &AtomicU64::new(0)))?;
+            if fail::eval("log.checkpoint", |_| ()).is_some() {
+                return Err(io_error(std::io::Error::other("failpoint log.checkpoint")));
+            }
             journal::remove_through(&dir, through).map_err(io_error)?;
             tracing::debug!(seconds = started.elapsed().as_secs_f64(), through, "log checkpoint done");
             Ok(())
@@ -1348,7 +1384,8 @@ impl Writer {
     }
 
     /// When the writer stops: waits for a running checkpoint (up to [`FINISH_CHECKPOINT_MS`];
-    /// one stuck in sled after a write error would wait for good), then, on a healthy
+    /// one stuck in sled after a write error is kicked by the watchdog, which runs until the
+    /// writer is joined), then, unless it failed, on a healthy
     /// store, syncs sled and removes the journal, so a clean stop leaves nothing to replay.
     /// Whatever this cannot do, the next open replays.
     fn finish(&mut self) {
@@ -1361,15 +1398,19 @@ impl Writer {
                 tracing::warn!("a checkpoint of the log did not end; the next open replays the journal");
                 return;
             }
-            let _ = running.join();
+            if !matches!(running.join(), Ok(Ok(()))) {
+                tracing::warn!("a checkpoint of the log failed; the next open replays the journal");
+                return;
+            }
         }
         if self.failed.is_some() || self.counters.is_unwritable() {
             return;
         }
         let (Some(store), Some(journal)) = (&self.store, &self.journal) else { return };
         let mut blobs_seen = self.blobs_seen.lock().unwrap_or_else(|p| p.into_inner());
-        let synced = store
-            .sync(&mut blobs_seen, &AtomicU64::new(0))
+        let synced = self
+            .flush_watch
+            .watch_checkpoint(self.epoch, || store.sync(&mut blobs_seen, &AtomicU64::new(0)))
             .and_then(|()| journal::remove_through(&self.dir.join(journal::JOURNAL_DIR), journal.sequence()).map_err(io_error));
         if let Err(e) = synced {
             tracing::warn!(error = %e, "cannot checkpoint the log at shutdown; the next open replays its journal");
@@ -1722,11 +1763,45 @@ mod tests {
         assert_eq!(next.offsets, 15..20);
     }
 
+    /// The checkpoint tests, one at a time: one of them sets a failpoint every checkpoint
+    /// of the process passes.
+    static CHECKPOINT_TESTS: Mutex<()> = Mutex::new(());
+
+    /// A checkpoint whose sync fails removes nothing, and the store is reopened (the
+    /// journal replayed into sled, sled synced again) before the next group: a second
+    /// sync could report success for writes the first one lost.
+    #[test]
+    fn a_failed_checkpoint_reopens_the_store_and_keeps_every_group() {
+        let _alone = CHECKPOINT_TESTS.lock().unwrap_or_else(|p| p.into_inner());
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let options = LogOptions { checkpoint_bytes: 2 * 1024, ..LogOptions::default() };
+        let log = SledLog::open_with(dir, options).unwrap();
+        fail::cfg("log.checkpoint", "return").unwrap();
+        let appended = (0..100).map(|i| {
+            let records = (i * 50..(i + 1) * 50).map(record).collect();
+            log.append(AppendBatch { records, rejected: vec![] }).and_then(|p| p.wait())
+        });
+        let refused = appended.filter(|a| a.is_err()).count();
+        fail::remove("log.checkpoint");
+        assert!(log.stats().reopens_total >= 1, "no reopen after failed checkpoints ({refused} appends refused)");
+        // Every group was acknowledged or refused; the acknowledged ones are all there,
+        // densely, after the reopens and after a clean close.
+        let end = log.durable_end();
+        assert_eq!(end, (100 - refused as u64) * 50);
+        log.close().unwrap();
+        drop(log);
+        let log = SledLog::open(dir).unwrap();
+        assert_eq!(log.durable_end(), end);
+        assert_eq!(log.read(0, u64::MAX).unwrap().count() as u64, end);
+    }
+
     /// Checkpoints sync sled and remove the journal files behind them while appends go
     /// on, so the journal stays near its threshold; everything stays readable after a
     /// reopen.
     #[test]
     fn checkpoints_keep_the_journal_short() {
+        let _alone = CHECKPOINT_TESTS.lock().unwrap_or_else(|p| p.into_inner());
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
         let journal_dir = dir.join(journal::JOURNAL_DIR);
