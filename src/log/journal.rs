@@ -7,7 +7,8 @@
 //! `sync_file_range`; under one event per request (~1,700 group commits a second on two
 //! cores) that pool took ~190 ms of CPU a second, most of it in `futex`, and the flush a
 //! serial wait per group (benches/HISTORY.md, item 36). sled is flushed and synced in the
-//! background instead, once the journal holds [`CHECKPOINT_BYTES`] (a *checkpoint*),
+//! background instead, once the journal holds [`CHECKPOINT_BYTES`] or a second after the
+//! last time (a *checkpoint*),
 //! and the journal files that checkpoint covers are then deleted.
 //!
 //! Files: `LOG_DIR/journal/<sequence>` (20 decimal digits), written in order; the writer
@@ -30,10 +31,10 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-/// Journal bytes after which the writer starts a checkpoint: about 25 s of one event per
-/// request at 40,000 a second, 3 s of batched ingest at 300,000 events a second. Bounds
-/// the journal's disk use (about twice this while a checkpoint runs) and the replay at
-/// the next open (~0.1 s); large enough that the background sync of sled is rare.
+/// Journal bytes after which the writer starts a checkpoint (it also starts one a second
+/// after the last, see the sled log's `CHECKPOINT_INTERVAL_MS`): about 3 s of batched
+/// ingest at 300,000 events a second. Bounds the journal's disk use (about twice this
+/// while a checkpoint runs) and the replay at the next open (~0.3 s).
 pub(crate) const CHECKPOINT_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Format of a journal record's body; a reader refuses others.

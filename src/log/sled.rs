@@ -57,6 +57,15 @@ const FLUSH_KICK_MS: u64 = 2_000;
 /// unwritable (`/healthz` 503) until it returns.
 const FLUSH_STUCK_MS: u64 = 10_000;
 
+/// The longest the writer goes between checkpoints while groups arrive, however little
+/// the journal holds. sled frees and rewrites its segments on the strength of its own
+/// flush (`sync_file_range`, no cache flush), so between syncs of sled a power loss on a
+/// disk with a volatile write cache could take pages sled relocated since the last sync,
+/// which no journal file holds any more. A sync of sled a second bounds that window to a
+/// second (it was one group commit while sled was synced per group), for one background
+/// sled flush and `fdatasync` a second.
+const CHECKPOINT_INTERVAL_MS: u64 = 1_000;
+
 /// How long a stopping writer waits for a checkpoint still running. A healthy one takes
 /// what syncing up to [`journal::CHECKPOINT_BYTES`] takes, well under this; one stuck in
 /// sled after a write error never ends, and then the next open replays the journal.
@@ -517,6 +526,7 @@ impl SledLog {
             journal: Some(journal),
             checkpoint: None,
             checkpoint_bytes: options.checkpoint_bytes.max(1),
+            last_checkpoint: Instant::now(),
         };
         let handle = std::thread::Builder::new()
             .name("questlog-log-writer".into())
@@ -973,6 +983,8 @@ struct Writer {
     /// The checkpoint running in the background, if any (see [`Writer::maybe_checkpoint`]).
     checkpoint: Option<JoinHandle<Result<(), LogError>>>,
     checkpoint_bytes: u64,
+    /// When the last checkpoint started (see [`CHECKPOINT_INTERVAL_MS`]).
+    last_checkpoint: Instant,
 }
 
 /// The recent `event_id`s, as 128-bit hashes, in two generations: `current` takes new
@@ -1327,8 +1339,9 @@ impl Writer {
         tracing::debug!("log writer stopped");
     }
 
-    /// Starts a checkpoint once the journal file holds [`LogOptions::checkpoint_bytes`] and
-    /// none is running: appends go on in a new journal file while a thread of its own
+    /// Starts a checkpoint once the journal file holds [`LogOptions::checkpoint_bytes`], or
+    /// anything at all [`CHECKPOINT_INTERVAL_MS`] after the last one started, and none is
+    /// running: appends go on in a new journal file while a thread of its own
     /// syncs sled (everything inserted so far, the old file's groups with it) and then
     /// removes the old file. A failed checkpoint leaves its files for the next one, or the
     /// next open, to cover.
@@ -1353,7 +1366,9 @@ impl Writer {
             }
         }
         let (Some(journal), Some(store)) = (self.journal.as_mut(), self.store.clone()) else { return };
-        if journal.len() < self.checkpoint_bytes {
+        let due = journal.len() >= self.checkpoint_bytes
+            || (journal.len() > 0 && self.last_checkpoint.elapsed() >= Duration::from_millis(CHECKPOINT_INTERVAL_MS));
+        if !due {
             return;
         }
         let through = match journal.rotate() {
@@ -1377,6 +1392,7 @@ impl Writer {
             tracing::debug!(seconds = started.elapsed().as_secs_f64(), through, "log checkpoint done");
             Ok(())
         });
+        self.last_checkpoint = Instant::now();
         match spawned {
             Ok(handle) => self.checkpoint = Some(handle),
             Err(e) => tracing::warn!(error = %e, "cannot start a checkpoint thread; the journal files stay until the next one"),
