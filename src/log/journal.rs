@@ -18,8 +18,9 @@
 //! written whole by one `write` and synced before its group is acknowledged; after a
 //! failed write or sync the file is cut back to its last synced record and nothing more
 //! is appended to it (the writer reopens the store, which replays and removes the
-//! journal). So the only record that may be torn is one running to the end of the newest
-//! file that holds records: the group being written when the process or machine died.
+//! journal). So the only record that may be torn is the last of the newest file that
+//! holds records, with nothing whole after it: the group being written when the process
+//! or machine died.
 //!
 //! Invariants:
 //! - A group is acknowledged only after its record is synced ([`Journal::commit`]).
@@ -260,10 +261,12 @@ pub(crate) enum ReplayError {
 }
 
 /// Reads every record of every journal file in `dir`, oldest first, and hands each entry
-/// to `apply`. The group being written when the process or machine died (a record that
-/// runs to the end of the last file holding records, cut short or failing its CRC, or a
-/// zeroed tail) is skipped and counted in [`Replayed::torn_bytes`]. Any other damage is an
-/// error: records after it, or in later files, were acknowledged.
+/// to `apply`. Where the bytes stop being a record, the rest is the group being written
+/// when the process or machine died (never acknowledged; skipped and counted in
+/// [`Replayed::torn_bytes`]) unless a whole record follows somewhere after it, in this file
+/// or a later one: then it is damage, and an error, since that record was acknowledged.
+/// (A power loss can leave any part of an unsynced write on the disk, its header zeroed
+/// and its tail present, so the only sure sign of damage is a good record after it.)
 pub(crate) fn replay(
     dir: &Path,
     mut apply: impl FnMut(Tree, [u8; 8], &[u8]) -> Result<(), super::LogError>,
@@ -275,8 +278,7 @@ pub(crate) fn replay(
         let Some(bytes) = read(path)? else { continue };
         let mut at = 0usize;
         while at < bytes.len() {
-            let rest = &bytes[at..];
-            match parse_record(rest) {
+            match parse_record(&bytes[at..]) {
                 Ok((body, used)) => {
                     for_each_entry(body, |tree, key, value| {
                         out.entries += 1;
@@ -289,15 +291,18 @@ pub(crate) fn replay(
                     out.records += 1;
                     at += used;
                 }
-                Err(Parse::Torn) if !later_files_hold_records(&all[i + 1..])? => {
-                    out.torn_bytes += rest.len() as u64;
+                Err(reason) => {
+                    if let Some(next) = (at + 1..bytes.len()).find(|&j| parse_record(&bytes[j..]).is_ok()) {
+                        let reason = format!("{reason}, and a whole record at byte {next} after it");
+                        return Err(ReplayError::Damaged { path: path.clone(), at: at as u64, reason });
+                    }
+                    if let Some(later) = later_file_with_records(&all[i + 1..])? {
+                        let reason = format!("{reason}, and records in the newer file {} after it", later.display());
+                        return Err(ReplayError::Damaged { path: path.clone(), at: at as u64, reason });
+                    }
+                    out.torn_bytes += (bytes.len() - at) as u64;
                     break;
                 }
-                Err(Parse::Torn) => {
-                    let reason = "a record cut short, with newer journal files after it".to_string();
-                    return Err(ReplayError::Damaged { path: path.clone(), at: at as u64, reason });
-                }
-                Err(Parse::Damaged(reason)) => return Err(ReplayError::Damaged { path: path.clone(), at: at as u64, reason }),
             }
         }
     }
@@ -314,46 +319,36 @@ fn read(path: &Path) -> Result<Option<Vec<u8>>, ReplayError> {
     }
 }
 
-/// Whether any of `files` starts with a whole record (an empty file, or one holding only
-/// a torn record, is what a rotation or a crash can leave; neither was acknowledged).
-fn later_files_hold_records(files: &[(u64, PathBuf)]) -> Result<bool, ReplayError> {
+/// The first of `files` that starts with a whole record (an empty file, or one holding
+/// only a torn record, is what a rotation or a crash can leave; neither was acknowledged).
+fn later_file_with_records(files: &[(u64, PathBuf)]) -> Result<Option<&Path>, ReplayError> {
     for (_, path) in files {
         if let Some(bytes) = read(path)? {
             if parse_record(&bytes).is_ok() {
-                return Ok(true);
+                return Ok(Some(path));
             }
         }
     }
-    Ok(false)
+    Ok(None)
 }
 
-/// Why the bytes at a position are not a record.
-enum Parse {
-    /// What a write cut short leaves: the bytes run to the end of the file (a short
-    /// header, a length past the end, a CRC failing on a record that ends the file), or
-    /// nothing but zeros follows.
-    Torn,
-    /// Anything else: a bad record with more bytes after it.
-    Damaged(String),
-}
-
-/// One checked record at the start of `bytes`: (its body, bytes it takes).
-fn parse_record(bytes: &[u8]) -> Result<(&[u8], usize), Parse> {
-    if bytes.iter().all(|&b| b == 0) || bytes.len() < RECORD_HEADER_BYTES {
-        return Err(Parse::Torn);
+/// One checked record at the start of `bytes`: (its body, bytes it takes), or why the
+/// bytes there are not one.
+fn parse_record(bytes: &[u8]) -> Result<(&[u8], usize), String> {
+    if bytes.len() < RECORD_HEADER_BYTES {
+        return Err(format!("{} bytes, shorter than a record header", bytes.len()));
     }
     let len = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
     let crc = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
+    if !(MIN_BODY_BYTES..=MAX_RECORD_BYTES).contains(&len) {
+        return Err(format!("a record length of {len} bytes"));
+    }
     if bytes.len() - RECORD_HEADER_BYTES < len {
-        return Err(Parse::Torn);
+        return Err(format!("a record of {len} bytes where {} remain", bytes.len() - RECORD_HEADER_BYTES));
     }
     let body = &bytes[RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + len];
-    let ends_file = RECORD_HEADER_BYTES + len == bytes.len();
-    if len < MIN_BODY_BYTES || len > MAX_RECORD_BYTES {
-        return Err(if ends_file { Parse::Torn } else { Parse::Damaged(format!("a record length of {len} bytes")) });
-    }
     if record_crc(&bytes[0..4], body) != crc {
-        return Err(if ends_file { Parse::Torn } else { Parse::Damaged("checksum mismatch".into()) });
+        return Err("checksum mismatch".into());
     }
     Ok((body, RECORD_HEADER_BYTES + len))
 }
@@ -467,7 +462,18 @@ mod tests {
         early[RECORD_HEADER_BYTES + 3] ^= 1;
         std::fs::write(&path, &early).unwrap();
         let err = collect(&dir).unwrap_err().to_string();
-        assert!(err.contains("damaged at byte 0") && err.contains("checksum"), "{err}");
+        assert!(err.contains("damaged at byte 0") && err.contains("checksum") && err.contains("a whole record at byte"), "{err}");
+        // A length made too large by damage does not hide the records after it either.
+        let mut long = whole.clone();
+        long[2] = 0x7f;
+        std::fs::write(&path, &long).unwrap();
+        assert!(collect(&dir).unwrap_err().to_string().contains("damaged at byte 0"));
+        // What a power loss can leave of an unsynced last write: its header zeroed, its
+        // tail on the disk. Nothing whole follows, so it is the torn group.
+        let mut holed = whole.clone();
+        holed[first_len..first_len + RECORD_HEADER_BYTES + 2].fill(0);
+        std::fs::write(&path, &holed).unwrap();
+        assert_eq!(collect(&dir).unwrap().0.records, 1);
         // A torn tail with only an empty newer file after it (a rotation the crash cut
         // short) is still the unacknowledged tail.
         std::fs::write(&path, &flipped).unwrap();

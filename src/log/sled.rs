@@ -66,6 +66,11 @@ const FLUSH_STUCK_MS: u64 = 10_000;
 /// sled flush and `fdatasync` a second.
 const CHECKPOINT_INTERVAL_MS: u64 = 1_000;
 
+/// The longest wait before another checkpoint after failures in a row (see
+/// `Writer::checkpoint_backoff`): a minute of journal is at most what a minute of appends
+/// writes, and the next open replays it.
+const CHECKPOINT_BACKOFF_MAX_MS: u64 = 60_000;
+
 /// How long a stopping writer waits for a checkpoint still running. A healthy one takes
 /// what syncing up to [`journal::CHECKPOINT_BYTES`] takes, well under this; one stuck in
 /// sled after a write error never ends, and then the next open replays the journal.
@@ -527,6 +532,8 @@ impl SledLog {
             checkpoint: None,
             checkpoint_bytes: options.checkpoint_bytes.max(1),
             last_checkpoint: Instant::now(),
+            checkpoint_failures: 0,
+            checkpoint_not_before: Instant::now(),
         };
         let handle = std::thread::Builder::new()
             .name("questlog-log-writer".into())
@@ -985,6 +992,9 @@ struct Writer {
     checkpoint_bytes: u64,
     /// When the last checkpoint started (see [`CHECKPOINT_INTERVAL_MS`]).
     last_checkpoint: Instant,
+    /// Checkpoints failed (or not started) in a row, and when the next may start.
+    checkpoint_failures: u32,
+    checkpoint_not_before: Instant,
 }
 
 /// The recent `event_id`s, as 128-bit hashes, in two generations: `current` takes new
@@ -1361,9 +1371,14 @@ impl Writer {
             };
             if let Some((no_space, why)) = failed {
                 tracing::error!(reason = %why, "reopening the log's storage; the journal keeps every acknowledged group");
+                self.checkpoint_backoff();
                 self.fail(no_space, why);
                 return;
             }
+            self.checkpoint_failures = 0;
+        }
+        if Instant::now() < self.checkpoint_not_before {
+            return;
         }
         let (Some(journal), Some(store)) = (self.journal.as_mut(), self.store.clone()) else { return };
         let due = journal.len() >= self.checkpoint_bytes
@@ -1375,6 +1390,7 @@ impl Writer {
             Ok(through) => through,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot start a new journal file; appends go on in the current one");
+                self.checkpoint_backoff();
                 return;
             }
         };
@@ -1385,7 +1401,10 @@ impl Writer {
             let started = Instant::now();
             let mut blobs_seen = blobs_seen.lock().unwrap_or_else(|p| p.into_inner());
             watch.watch_checkpoint(epoch, || store.sync(&mut blobs_seen, &AtomicU64::new(0)))?;
-            if fail::eval("log.checkpoint", |_| ()).is_some() {
+            // `return` fails every log's checkpoint; `return(DIR)` only that of the log in DIR
+            // (tests that share a process).
+            let failpoint = fail::eval("log.checkpoint", |only| only.is_none_or(|only| Path::new(&only) == store.dir));
+            if failpoint == Some(true) {
                 return Err(io_error(std::io::Error::other("failpoint log.checkpoint")));
             }
             journal::remove_through(&dir, through).map_err(io_error)?;
@@ -1397,6 +1416,16 @@ impl Writer {
             Ok(handle) => self.checkpoint = Some(handle),
             Err(e) => tracing::warn!(error = %e, "cannot start a checkpoint thread; the journal files stay until the next one"),
         }
+    }
+
+    /// After a checkpoint failed or could not start: the next waits 1 s, doubling with each
+    /// failure in a row up to [`CHECKPOINT_BACKOFF_MAX_MS`], so a disk that keeps failing
+    /// does not cost a reopen (readers told `Recovering`, the dedup window refilled) every
+    /// second. The journal keeps every group meanwhile.
+    fn checkpoint_backoff(&mut self) {
+        self.checkpoint_failures = self.checkpoint_failures.saturating_add(1);
+        let wait_ms = (CHECKPOINT_INTERVAL_MS << self.checkpoint_failures.min(16)).min(CHECKPOINT_BACKOFF_MAX_MS);
+        self.checkpoint_not_before = Instant::now() + Duration::from_millis(wait_ms);
     }
 
     /// When the writer stops: waits for a running checkpoint (up to [`FINISH_CHECKPOINT_MS`];
@@ -1793,7 +1822,7 @@ mod tests {
         let dir = tmp.path();
         let options = LogOptions { checkpoint_bytes: 2 * 1024, ..LogOptions::default() };
         let log = SledLog::open_with(dir, options).unwrap();
-        fail::cfg("log.checkpoint", "return").unwrap();
+        fail::cfg("log.checkpoint", &format!("return({})", dir.display())).unwrap();
         let appended = (0..100).map(|i| {
             let records = (i * 50..(i + 1) * 50).map(record).collect();
             log.append(AppendBatch { records, rejected: vec![] }).and_then(|p| p.wait())
