@@ -26,7 +26,6 @@ use crate::event::{Record, RecordView, RejectedEvent};
 
 // The fuzz crate (`fuzz/`, built with `--cfg fuzzing`) compiles this folder by path for
 // the block format, without librdkafka.
-mod journal;
 #[cfg(not(fuzzing))]
 pub mod kafka;
 pub mod sled;

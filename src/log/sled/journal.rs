@@ -257,7 +257,7 @@ pub(crate) enum ReplayError {
     #[error("journal file {path} is damaged at byte {at}: {reason}; records after it were acknowledged, so the log is not opened (restore the file from a copy; moving it aside gives those records up)")]
     Damaged { path: PathBuf, at: u64, reason: String },
     #[error(transparent)]
-    Apply(#[from] super::LogError),
+    Apply(#[from] crate::log::LogError),
 }
 
 /// Reads every record of every journal file in `dir`, oldest first, and hands each entry
@@ -269,7 +269,7 @@ pub(crate) enum ReplayError {
 /// and its tail present, so the only sure sign of damage is a good record after it.)
 pub(crate) fn replay(
     dir: &Path,
-    mut apply: impl FnMut(Tree, [u8; 8], &[u8]) -> Result<(), super::LogError>,
+    mut apply: impl FnMut(Tree, [u8; 8], &[u8]) -> Result<(), crate::log::LogError>,
 ) -> Result<Replayed, ReplayError> {
     let all = files(dir).map_err(|source| ReplayError::Io { path: dir.to_path_buf(), source })?;
     let mut out = Replayed { files: all.len(), ..Default::default() };
@@ -355,10 +355,10 @@ fn parse_record(bytes: &[u8]) -> Result<(&[u8], usize), String> {
 
 enum EntryError {
     Format(String),
-    Apply(super::LogError),
+    Apply(crate::log::LogError),
 }
 
-fn for_each_entry(body: &[u8], mut apply: impl FnMut(Tree, [u8; 8], &[u8]) -> Result<(), super::LogError>) -> Result<(), EntryError> {
+fn for_each_entry(body: &[u8], mut apply: impl FnMut(Tree, [u8; 8], &[u8]) -> Result<(), crate::log::LogError>) -> Result<(), EntryError> {
     let format = |s: &str| EntryError::Format(s.to_string());
     if body.len() < MIN_BODY_BYTES {
         return Err(format("record body shorter than its header"));
