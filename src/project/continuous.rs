@@ -102,11 +102,12 @@ pub struct Continuous {
 
 /// The projection period: a step starts this long after the last one started, less the
 /// time the last one took ([`Schedule`]), and a caught-up projector looks for new events
-/// this often. 250 ms keeps the tables within p99 0.2 s of the log at 20,000 events/s on
-/// 2 cores with merges in the background (BENCHMARKS.md, "From the first second, and fresh
-/// tables"), at four to eight steps a second under any load, whose files compaction
-/// merges by level.
-pub const DEFAULT_PROJECT_INTERVAL_MS: u64 = 250;
+/// this often. Each step pays a fixed cost (five table commits, and the files that merges
+/// later take in), so the period trades freshness for CPU the API could use: at 400 ms the
+/// tables stay within p99 0.31 s of the log at 20,000 events/s on 2 cores (0.20 s at 250
+/// ms), and one event per request runs 17% faster (58.5-60.6k against 49.8-51.8k requests/s
+/// side by side, the seed's Flask 5.8k: ~10.4x against ~8.8x; benches/HISTORY.md, item 37).
+pub const DEFAULT_PROJECT_INTERVAL_MS: u64 = 400;
 
 /// When the continuous projector starts its next step. Each event should reach the
 /// tables about one period after it reached the log, and each step should carry as many
