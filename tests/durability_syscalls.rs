@@ -92,7 +92,7 @@ fn split_result(s: &str) -> Option<(String, i64)> {
     Some((args.to_string(), ret))
 }
 
-/// A write to a file: the journal appends with `write`, sled with `pwrite`.
+/// A write to a file: the journal writes its records with `pwrite64`, as sled does.
 fn is_write(c: &Call) -> bool {
     matches!(c.name.as_str(), "write" | "writev" | "pwrite64" | "pwritev" | "pwritev2")
 }

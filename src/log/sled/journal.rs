@@ -22,6 +22,14 @@
 //! holds records, with nothing whole after it: the group being written when the process
 //! or machine died.
 //!
+//! Records are written in place over zeros written ahead of them ([`ZERO_AHEAD_BYTES`]),
+//! so the `fdatasync` of a small group writes its data only: an append that grows the file
+//! makes the sync write the inode too, one more I/O for every group (on this project's
+//! ext4 disks a 2 KB write and sync took 170–200 µs appended, 108–128 µs in place). A
+//! replay reads the zeros after the last record as no record (a zero length is not one),
+//! and a file is cut back to its last record before the next starts, so only the newest
+//! can end in zeros.
+//!
 //! Invariants:
 //! - A group is acknowledged only after its record is synced ([`Journal::commit`]).
 //! - Opening the log replays every journal file into sled (idempotent: the same keys and
@@ -29,7 +37,7 @@
 //! - A file is deleted only after a sync of sled that began after its last record was
 //!   inserted into sled.
 
-use std::io::Write as _;
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
 /// Journal bytes after which the writer starts a checkpoint (it also starts one a second
@@ -37,6 +45,18 @@ use std::path::{Path, PathBuf};
 /// ingest at 300,000 events a second. Bounds the journal's disk use (about twice this
 /// while a checkpoint runs) and the replay at the next open (~0.3 s).
 pub(crate) const CHECKPOINT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Zeros written past the last record when a small group's record reaches the end of
+/// the zeros before it: one inode write per MiB of small groups (about 500 groups of
+/// one-event requests) instead of one per group. The zeros are written and synced with
+/// that group's record. At most this much disk per journal file beyond its records.
+const ZERO_AHEAD_BYTES: u64 = 1 << 20;
+
+/// A record at least this long extends the file by itself, with no zeros after it: its
+/// own sync writes several pages, so an inode write more costs it little, and zeros ahead
+/// of batched ingest's groups (a request of 500 events is ~50 KB) would double the
+/// journal's writes. One-event requests make groups of ~2–10 KB.
+const SMALL_RECORD_BYTES: usize = 16 * 1024;
 
 /// Format of a journal record's body; a reader refuses others.
 const RECORD_VERSION: u8 = 1;
@@ -90,8 +110,10 @@ pub(crate) struct Journal {
     dir: PathBuf,
     file: std::fs::File,
     sequence: u64,
-    /// Bytes in the current file, all of them synced records.
+    /// Bytes of synced records at the start of the current file.
     len: u64,
+    /// The file's size: from `len` to here it holds zeros ([`ZERO_AHEAD_BYTES`]).
+    zeroed_to: u64,
     record: Vec<u8>,
     entries: u32,
 }
@@ -133,14 +155,14 @@ impl Journal {
     pub(crate) fn create(dir: &Path, sequence: u64) -> std::io::Result<Journal> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(file_name(sequence));
-        let file = std::fs::OpenOptions::new().create_new(true).append(true).open(&path)?;
+        let file = std::fs::OpenOptions::new().create_new(true).write(true).open(&path)?;
         let synced = sync_dir(dir).and_then(|()| dir.parent().map_or(Ok(()), sync_dir));
         if let Err(e) = synced {
             // Not left behind: appends go on in the older file.
             let _ = std::fs::remove_file(&path);
             return Err(e);
         }
-        Ok(Journal { dir: dir.to_path_buf(), file, sequence, len: 0, record: Vec::new(), entries: 0 })
+        Ok(Journal { dir: dir.to_path_buf(), file, sequence, len: 0, zeroed_to: 0, record: Vec::new(), entries: 0 })
     }
 
     /// The number of the file being appended to.
@@ -170,10 +192,12 @@ impl Journal {
         self.entries += 1;
     }
 
-    /// Appends the group's record (one `write`) and syncs it (`fdatasync`). On `Ok`, the
-    /// group's writes survive a crash or power loss, as far as the disk honours
-    /// `fdatasync`: opening the log replays them. On `Err`, the file may hold part or all
-    /// of the record; append nothing more to it. A group without writes appends nothing.
+    /// Writes the group's record after the last one (one `write`, and a second of zeros
+    /// ahead when a small record reaches the end of the zeros) and syncs it (`fdatasync`).
+    /// On `Ok`, the group's writes survive a crash or power loss, as far as the disk
+    /// honours `fdatasync`: opening the log replays them. On `Err`, the file may hold part
+    /// or all of the record; append nothing more to it. A group without writes appends
+    /// nothing.
     pub(crate) fn commit(&mut self) -> std::io::Result<()> {
         if self.entries == 0 {
             return Ok(());
@@ -187,22 +211,42 @@ impl Journal {
         self.record[0..4].copy_from_slice(&(body_len as u32).to_le_bytes());
         let crc = record_crc(&self.record[0..4], &self.record[RECORD_HEADER_BYTES..]);
         self.record[4..8].copy_from_slice(&crc.to_le_bytes());
-        let written = self.file.write_all(&self.record).and_then(|()| self.file.sync_data());
+        let end = self.len + self.record.len() as u64;
+        let zero_ahead = end > self.zeroed_to && self.record.len() < SMALL_RECORD_BYTES;
+        let written = self
+            .file
+            .write_all_at(&self.record, self.len)
+            .and_then(|()| if zero_ahead { self.file.write_all_at(&vec![0; ZERO_AHEAD_BYTES as usize], end) } else { Ok(()) })
+            .and_then(|()| self.file.sync_data());
         if let Err(e) = written {
             // Best effort: the record was not acknowledged, so it should not come back
             // at the next open (an error promises nothing either way).
             if self.file.set_len(self.len).is_ok() {
                 let _ = self.file.sync_data();
             }
+            self.zeroed_to = self.len;
             return Err(e);
         }
-        self.len += self.record.len() as u64;
+        self.len = end;
+        self.zeroed_to = if zero_ahead { end + ZERO_AHEAD_BYTES } else { self.zeroed_to.max(end) };
+        debug_assert!(self.len <= self.zeroed_to);
         Ok(())
     }
 
     /// Starts the next file and returns the number of the one it replaces, which holds
     /// only committed records. On `Err`, appends go on to the current file.
     pub(crate) fn rotate(&mut self) -> std::io::Result<u64> {
+        // The file it replaces ends at its last record, so that in a replay only the newest
+        // file can end in zeros: an older one that does lost records to damage, and a
+        // newer file's records show it.
+        if self.zeroed_to > self.len {
+            if let Err(e) = self.file.set_len(self.len).and_then(|()| self.file.sync_data()) {
+                // Appends go on here, writing zeros ahead again as they need them.
+                self.zeroed_to = self.len;
+                return Err(e);
+            }
+            self.zeroed_to = self.len;
+        }
         // A number taken by a file a failed rotation could not remove is skipped.
         let mut next = Journal::create(&self.dir, self.sequence + 1);
         for skip in 2..=ROTATE_TRIES {
@@ -242,8 +286,9 @@ pub(crate) struct Replayed {
     pub files: usize,
     pub records: u64,
     pub entries: u64,
-    /// Bytes at the end of the newest file that are not a whole, checked record: the
-    /// group being written when the process died, never acknowledged.
+    /// Bytes at the end of the newest file that are not a whole, checked record, up to
+    /// its last byte that is not zero: the group being written when the process died,
+    /// never acknowledged. (The zeros after the last record are written ahead on purpose.)
     pub torn_bytes: u64,
     /// The highest file number seen (0 when none).
     pub last_sequence: u64,
@@ -292,7 +337,8 @@ pub(crate) fn replay(
                     at += used;
                 }
                 Err(reason) => {
-                    if let Some(next) = (at + 1..bytes.len()).find(|&j| parse_record(&bytes[j..]).is_ok()) {
+                    if let Some(next) = (at + 1..bytes.len()).find(|&j| plausible_length(&bytes[j..]) && parse_record(&bytes[j..]).is_ok())
+                    {
                         let reason = format!("{reason}, and a whole record at byte {next} after it");
                         return Err(ReplayError::Damaged { path: path.clone(), at: at as u64, reason });
                     }
@@ -300,7 +346,10 @@ pub(crate) fn replay(
                         let reason = format!("{reason}, and records in the newer file {} after it", later.display());
                         return Err(ReplayError::Damaged { path: path.clone(), at: at as u64, reason });
                     }
-                    out.torn_bytes += (bytes.len() - at) as u64;
+                    // Zeros at the end are the writer's zeros ahead (or a size that
+                    // reached the disk before its data): not part of a torn group.
+                    let end = bytes.iter().rposition(|&b| b != 0).map_or(at, |last| (last + 1).max(at));
+                    out.torn_bytes += (end - at) as u64;
                     break;
                 }
             }
@@ -330,6 +379,15 @@ fn later_file_with_records(files: &[(u64, PathBuf)]) -> Result<Option<&Path>, Re
         }
     }
     Ok(None)
+}
+
+/// Whether `bytes` start with a length a record can have: a quick test before
+/// [`parse_record`] when looking for a record at every byte of a file's tail (its zeros
+/// ahead included).
+fn plausible_length(bytes: &[u8]) -> bool {
+    bytes.len() >= RECORD_HEADER_BYTES
+        && (MIN_BODY_BYTES..=MAX_RECORD_BYTES.min(bytes.len() - RECORD_HEADER_BYTES))
+            .contains(&(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize))
 }
 
 /// One checked record at the start of `bytes`: (its body, bytes it takes), or why the
@@ -417,8 +475,13 @@ mod tests {
         j.begin();
         j.commit().unwrap();
         let len = j.len();
-        assert_eq!(std::fs::metadata(dir.join(file_name(1))).unwrap().len(), len);
+        // The file holds its records, then zeros written ahead.
+        let bytes = std::fs::read(dir.join(file_name(1))).unwrap();
+        assert_eq!(bytes.len() as u64, len + ZERO_AHEAD_BYTES);
+        assert!(bytes[len as usize..].iter().all(|&b| b == 0));
         assert_eq!(j.rotate().unwrap(), 1);
+        // The file it replaced ends at its last record.
+        assert_eq!(std::fs::metadata(dir.join(file_name(1))).unwrap().len(), len);
         group(&mut j, 20);
         let (r, got) = collect(&dir).unwrap();
         assert_eq!((r.files, r.records, r.entries, r.torn_bytes, r.last_sequence), (2, 2, 4, 0, 2));
@@ -437,13 +500,18 @@ mod tests {
         group(&mut j, 0);
         group(&mut j, 5);
         let path = dir.join(file_name(1));
-        let whole = std::fs::read(&path).unwrap();
+        let mut whole = std::fs::read(&path).unwrap();
+        // The zeros ahead are not torn bytes.
+        assert_eq!(collect(&dir).unwrap().0, Replayed { files: 1, records: 2, entries: 4, torn_bytes: 0, last_sequence: 1 });
+        whole.truncate(j.len() as usize);
         // Every cut of the second record leaves the first, and counts the rest as torn.
         let first_len = whole.len() / 2;
         for cut in first_len..whole.len() {
             std::fs::write(&path, &whole[..cut]).unwrap();
             let (r, got) = collect(&dir).unwrap();
-            assert_eq!((r.records, r.torn_bytes), (1, (cut - first_len) as u64), "cut at {cut}");
+            // Torn: the cut record's bytes up to its last one that is not zero.
+            let torn = whole[first_len..cut].iter().rposition(|&b| b != 0).map_or(0, |last| last + 1);
+            assert_eq!((r.records, r.torn_bytes), (1, torn as u64), "cut at {cut}");
             assert_eq!(got.len(), 2);
         }
         // A flipped byte in the last record: its CRC fails; it is skipped.
@@ -451,11 +519,22 @@ mod tests {
         *flipped.last_mut().unwrap() ^= 1;
         std::fs::write(&path, &flipped).unwrap();
         assert_eq!(collect(&dir).unwrap().0.records, 1);
-        // A zeroed tail (the file's size reached the disk, its data did not): skipped.
+        // A zeroed tail (the file's size reached the disk, its data did not): skipped,
+        // and not counted as torn, like the zeros ahead.
         let mut zeroed = whole.clone();
         zeroed.extend_from_slice(&[0; 64]);
         std::fs::write(&path, &zeroed).unwrap();
-        assert_eq!(collect(&dir).unwrap().0, Replayed { files: 1, records: 2, entries: 4, torn_bytes: 64, last_sequence: 1 });
+        assert_eq!(collect(&dir).unwrap().0, Replayed { files: 1, records: 2, entries: 4, torn_bytes: 0, last_sequence: 1 });
+        // A torn group followed by zeros: its bytes up to the last non-zero one are torn.
+        // (Cut where the zeros after it cannot complete it: its last non-zero byte goes.)
+        let cut = whole.len() - 10;
+        let mut torn = whole[..cut].to_vec();
+        torn.extend_from_slice(&[0; 64]);
+        std::fs::write(&path, &torn).unwrap();
+        let last_nonzero = whole[..cut].iter().rposition(|&b| b != 0).unwrap();
+        assert!(last_nonzero > first_len);
+        let r = collect(&dir).unwrap().0;
+        assert_eq!((r.records, r.torn_bytes), (1, (last_nonzero + 1 - first_len) as u64));
         // Damage with a record after it is refused, in the newest file too: that record
         // was acknowledged.
         let mut early = whole.clone();

@@ -972,7 +972,7 @@ mod tests {
             let file = journal_dir.join(format!("{:020}", 7));
             let whole = std::fs::read(&file).unwrap();
             // The second group cut short: the process died while writing it.
-            std::fs::write(&file, &whole[..whole.len() - 3]).unwrap();
+            std::fs::write(&file, &whole[..j.len() as usize - 3]).unwrap();
         }
         let log = SledLog::open(dir).unwrap();
         assert_eq!(log.durable_end(), 15);
