@@ -1242,6 +1242,39 @@ pub fn members_to_json(members: &[(String, Value)]) -> String {
 mod tests {
     use super::*;
 
+    /// The seed's types as schemas (`src/schema/builtin/`) take exactly the values this
+    /// module's checks take: the same fields in order, each required, the same ranges.
+    #[test]
+    fn the_builtin_schemas_are_the_seed_types() {
+        use crate::schema::{builtin, ColumnType, JsonType};
+        assert_eq!(crate::schema::STRING_LIMIT_BYTES, MAX_STRING_BYTES);
+        for f in SERVER_OWNED_FIELDS {
+            assert!(crate::schema::RESERVED_PROPERTY_NAMES.contains(&f), "{f}");
+        }
+        let schemas = builtin::schemas();
+        assert_eq!(schemas.len(), EventType::ALL.len());
+        for (t, s) in EventType::ALL.into_iter().zip(&schemas) {
+            assert_eq!(s.name, t.as_str());
+            let got: Vec<&str> = s.properties.iter().map(|p| p.name.as_str()).collect();
+            let want: Vec<&str> = t.fields().iter().map(|(n, _)| *n).collect();
+            assert_eq!(got, want, "{t}");
+            for (p, (_, kind)) in s.properties.iter().zip(t.fields()) {
+                assert!(p.required && !p.null_allowed, "{t}.{}", p.name);
+                let as_schema = match kind {
+                    FieldKind::Id => (JsonType::Integer, ColumnType::BigInt, Some((0, i64::MAX)), None),
+                    FieldKind::Text => (JsonType::String, ColumnType::String, None, Some(MAX_STRING_BYTES as u64)),
+                    FieldKind::SmallInt => (JsonType::Integer, ColumnType::SmallInt, Some((0, i16::MAX as i64)), None),
+                    FieldKind::Cost => (JsonType::Number, ColumnType::Float, None, None),
+                };
+                assert_eq!((p.json_type, p.column, p.int_range, p.max_length), as_schema, "{t}.{}", p.name);
+                if *kind == FieldKind::Cost {
+                    assert_eq!(p.number_range, (Some(0.0), None), "{t}.{}", p.name);
+                }
+                assert!(p.enum_values.is_none());
+            }
+        }
+    }
+
     #[test]
     fn seed_messages_split_headers_from_the_event() {
         let raw = r#"{"event_type":"join_guild","guild_id":7,"name":"Knights","Host":"localhost:5000","User-Agent":"ApacheBench/2.3","Accept":"*/*","Content-Length":"0","player_id":"p1"}"#;

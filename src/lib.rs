@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod project;
 pub mod replay;
 pub mod report;
+pub mod schema;
 pub mod sql;
 pub mod verify;
 pub mod wire;

@@ -19,6 +19,7 @@ pub mod generate;
 pub mod project;
 pub mod replay;
 pub mod report;
+pub mod schema;
 pub mod serve;
 pub mod verify;
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use crate::event::{EventType, FieldKind};
+use crate::schema::ColumnType;
 
 /// A table of the contract: its name for SQL and Hive, its directory, its event type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,9 +66,38 @@ pub fn schema_for(t: EventType, partitioned: bool) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
+/// The Arrow type of a schema's column type (docs/CONTRACT.md 13.2).
+pub fn arrow_type(c: ColumnType) -> DataType {
+    match c {
+        ColumnType::SmallInt => DataType::Int16,
+        ColumnType::Int => DataType::Int32,
+        ColumnType::BigInt => DataType::Int64,
+        ColumnType::Float => DataType::Float32,
+        ColumnType::Double => DataType::Float64,
+        ColumnType::String | ColumnType::Json => DataType::Utf8,
+        ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        ColumnType::Boolean => DataType::Boolean,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The seed's five types written as schemas map to exactly today's columns: the same
+    /// names, Arrow types and nullability (SMALLINT stays SMALLINT, FLOAT stays FLOAT).
+    #[test]
+    fn the_builtin_schemas_map_to_the_seed_columns() {
+        for (t, s) in EventType::ALL.into_iter().zip(crate::schema::builtin::schemas()) {
+            let table = schema(t);
+            let fields = &table.fields()[6..6 + t.fields().len()];
+            let from_schema: Vec<(String, DataType, bool)> =
+                s.properties.iter().map(|p| (p.name.clone(), arrow_type(p.column), p.nullable())).collect();
+            let today: Vec<(String, DataType, bool)> =
+                fields.iter().map(|f| (f.name().clone(), f.data_type().clone(), f.is_nullable())).collect();
+            assert_eq!(from_schema, today, "{t}");
+        }
+    }
 
     #[test]
     fn schemas_follow_the_contract() {
