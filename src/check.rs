@@ -338,23 +338,28 @@ pub fn run(path: &Path, exe: &Path, tables: Option<&TablesRoot>, progress: &Prog
     let end = log.durable_end();
 
     let mut streams: Vec<(String, Stream)> = Vec::new();
-    // The log, as `replay` prints it, with a line for each catalogue where it took effect.
+    // The log, as `replay` prints it, with a line for each catalogue and each event type
+    // schema where it took effect (none for a log with neither: the seed's digests).
     let catalogs =
         catalog::versions(log.catalogs().map_err(run_err)?.into_iter().map(|r| (r.from_offset, r.hash, r.content))).map_err(run_err)?;
-    let mut h = StreamHash::new(end + catalogs.len() as u64);
+    let mut kept: Vec<(u64, String)> = catalogs.iter().map(|v| (v.from_offset, format!("catalog {} {}", v.from_offset, v.hash))).collect();
+    kept.extend(log.schemas().map_err(run_err)?.into_iter().map(|r| (r.from_offset, format!("schema {} {}", r.from_offset, r.hash))));
+    // Stable: records of one offset keep the order they were recorded in, catalogues first.
+    kept.sort_by_key(|(from, _)| *from);
+    let mut h = StreamHash::new(end + kept.len() as u64);
     let mut line = String::new();
-    let mut next_catalog = catalogs.iter().peekable();
+    let mut next_kept = kept.iter().peekable();
     for item in log.read(0, end).map_err(run_err)? {
         let (offset, record) = item.map_err(run_err)?;
-        while let Some(v) = next_catalog.next_if(|v| v.from_offset <= offset) {
-            h.line(&format!("catalog {} {}", v.from_offset, v.hash));
+        while let Some((_, l)) = next_kept.next_if(|(from, _)| *from <= offset) {
+            h.line(l);
         }
         line.clear();
         replay::write_line(&mut line, offset, &record);
         h.line(line.trim_end());
     }
-    for v in next_catalog {
-        h.line(&format!("catalog {} {}", v.from_offset, v.hash));
+    for (_, l) in next_kept {
+        h.line(l);
     }
     streams.push(("log".into(), h.finish()));
 

@@ -85,8 +85,8 @@ pub enum Command {
     Catalog(commands::catalog::CatalogCommand),
     /// Run a golden scenario (replay/*.toml) and compare its digests.
     Check(commands::check::CheckArgs),
-    /// Event type schemas (JSON Schema, Iglu's self-describing form): check files, list
-    /// and show the types.
+    /// Event type schemas (JSON Schema, Iglu's self-describing form): check and record
+    /// files, list and show the types.
     #[command(subcommand)]
     Schema(commands::schema::SchemaCommand),
 }
@@ -208,6 +208,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Verify => commands::verify::run(dd),
         Command::Catalog(cmd) => commands::catalog::run(cmd, dd),
         Command::Check(args) => commands::check::run(args),
-        Command::Schema(cmd) => commands::schema::run(cmd),
+        Command::Schema(cmd) => commands::schema::run(cmd, dd),
     }
 }

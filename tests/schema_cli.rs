@@ -103,3 +103,65 @@ fn the_builtin_types_are_listed_shown_and_not_registrable() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no event type `level_up`; the types are join_guild, kill_enemy"));
 }
+
+#[test]
+fn schemas_recorded_in_the_log_evolve_and_a_refusal_records_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let d = tmp.path();
+    questlog_ok(&data, &["generate", "--seed", "1", "--events", "100"]);
+    let level = r#""level": {"type": "integer", "minimum": 1, "maximum": 100}, "class": {"type": "string", "enum": ["warrior", "mage"]}"#;
+    let v1 = write_schema(d, "v1.json", "1-0-0", level, r#""level", "class""#);
+    let v2 = write_schema(d, "v2.json", "1-0-1", &format!(r#"{level}, "zone": {{"type": "string"}}"#), r#""level", "class""#);
+    let bad = write_schema(
+        d,
+        "bad.json",
+        "1-0-2",
+        r#""level": {"type": "string"}, "class": {"type": "string", "enum": ["warrior", "mage"]}"#,
+        r#""level", "class""#,
+    );
+
+    let out = questlog_ok(&data, &["schema", "add", &v1]);
+    assert!(out.contains("iglu:com.example.game/level_up/jsonschema/1-0-0") && out.contains("in force from log offset 100"), "{out}");
+    let out = questlog_ok(&data, &["schema", "add", &v1]);
+    assert!(out.starts_with("unchanged"), "{out}");
+    // One refused file: nothing of the others is recorded either.
+    let out = questlog(&data, &["schema", "add", &v2, &bad]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("bad.json: iglu:com.example.game/level_up/jsonschema/1-0-2 is not backward compatible")
+            && stdout.contains("TYPE_CHANGED level"),
+        "{stdout}"
+    );
+    assert_eq!(questlog_ok(&data, &["schema", "history"]).lines().count(), 1);
+
+    questlog_ok(&data, &["generate", "--seed", "2", "--events", "50"]);
+    let out = questlog_ok(&data, &["schema", "add", &v2]);
+    assert!(out.contains("in force from log offset 150"), "{out}");
+    let history = questlog_ok(&data, &["schema", "history"]);
+    let lines: Vec<&str> = history.lines().collect();
+    assert_eq!(lines.len(), 2, "{history}");
+    assert!(
+        lines[0].contains("from offset        100  iglu:com.example.game/level_up/jsonschema/1-0-0")
+            && lines[0].contains("a new table `level_up`"),
+        "{history}"
+    );
+    assert!(lines[1].contains("offset        150") && lines[1].contains("ADDITION to `level_up`: zone added, nullable"), "{history}");
+
+    let list = questlog_ok(&data, &["schema", "list"]);
+    assert!(
+        list.contains("level_up  iglu:com.example.game/level_up/jsonschema/1-0-1  from offset 150, table level_up (3 properties)"),
+        "{list}"
+    );
+    let shown: serde_json::Value = serde_json::from_str(&questlog_ok(&data, &["schema", "show", "level_up"])).unwrap();
+    assert_eq!(shown["self"]["version"], "1-0-1");
+    assert_eq!(shown["properties"]["zone"]["type"], "string");
+    // `check` weighs files against the log's schemas too.
+    let out = questlog(&data, &["schema", "check", &bad]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("TYPE_CHANGED level"));
+    assert!(questlog_ok(&data, &["schema", "check", &v1]).contains("registered already"));
+    // The events are the log's as before: a schema takes no offset.
+    assert_eq!(questlog_ok(&data, &["replay"]).lines().count(), 150);
+}

@@ -1,8 +1,10 @@
-//! `schema check|list|show`: event type schemas (JSON Schema, self-describing in Iglu's
-//! way; docs/CONTRACT.md section 13). `check` gives the verdict on files without recording
-//! anything: each is checked against the seed's built-in types and the files before it on
-//! the command line, so `schema check v1.json v2.json` checks the evolution from one to
-//! the other. `list` and `show` print the built-in types.
+//! `schema check|add|history|list|show`: event type schemas (JSON Schema, self-describing
+//! in Iglu's way; docs/CONTRACT.md section 13). `check` gives the verdict on files without
+//! recording anything: each is checked against the seed's built-in types, the log's
+//! schemas (when the data dir has a log) and the files before it on the command line, so
+//! `schema check v1.json v2.json` checks the evolution from one to the other. `add`
+//! records files in the log after the same checks, all or nothing; `history`, `list` and
+//! `show` read the log's records (the seed's five are built in and never recorded).
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -10,42 +12,159 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 
+use super::{open_log_for, sled_only};
+use crate::log::{EventLog, SchemaRecord};
 use crate::schema::{self, builtin, Evolution, Schema};
 
 #[derive(Subcommand, Debug)]
 pub enum SchemaCommand {
-    /// Check schema files without recording anything: each against the seed's types and
-    /// the files before it (`v1.json v2.json` checks the evolution); prints each one's
-    /// table and columns, or why it is refused.
+    /// Check schema files without recording anything: each against the seed's types, the
+    /// log's schemas and the files before it (`v1.json v2.json` checks the evolution);
+    /// prints each one's table and columns, or why it is refused.
     Check {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-    /// List the event types: the seed's five, built in.
+    /// Record schema files in the log, in force from the next offset: checked as `check`
+    /// does, and recorded only if every file passes. Needs the log (not while `serve`
+    /// holds it).
+    Add {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// The schemas the log recorded, oldest first, each with the offset it took effect at.
+    History,
+    /// List the event types: the seed's five (built in) and the log's, newest version of
+    /// each model.
     List,
-    /// Print the schema of an event type (`join_guild`, …) as a document.
+    /// Print the schema of an event type (`join_guild`, …), its newest version.
     Show { name: String },
 }
 
+/// A schema the log holds, and where it took effect.
+struct Registered {
+    from_offset: u64,
+    schema: Schema,
+}
+
 /// Runs a `schema` subcommand.
-pub fn run(cmd: SchemaCommand) -> Result<()> {
+pub fn run(cmd: SchemaCommand, data_dir: &Path) -> Result<()> {
     match cmd {
-        SchemaCommand::Check { files } => check(&files),
+        SchemaCommand::Check { files } => {
+            let known = match existing(data_dir, "check schemas against the log's") {
+                Ok(known) => known,
+                Err(e) if super::running_server(data_dir).is_some() => {
+                    eprintln!("note: {e:#}\nnote: checked against the built-in types and the files given only, not the log's schemas");
+                    Vec::new()
+                }
+                Err(e) => return Err(e),
+            };
+            let (verdicts, refused) = check_files(&files, known.iter().map(|r| r.schema.clone()).collect());
+            for v in &verdicts {
+                println!("{v}");
+            }
+            if refused > 0 {
+                bail!("{refused} of {} schema files refused; nothing was recorded", files.len());
+            }
+            Ok(())
+        }
+        SchemaCommand::Add { files } => add(&files, data_dir),
+        SchemaCommand::History => {
+            let known = existing(data_dir, "list the log's schemas")?;
+            if known.is_empty() {
+                println!("the log has no schema of its own (the seed's five types are built in; `questlog schema add FILE` records one)");
+            }
+            let mut before: Vec<Schema> = Vec::new();
+            for r in &known {
+                let what = describe(&schema::evolve(&before, &r.schema), &r.schema);
+                println!("from offset {:>10}  {}  {}  {what}", r.from_offset, r.schema.uri(), r.schema.hash());
+                before.push(r.schema.clone());
+            }
+            Ok(())
+        }
         SchemaCommand::List => {
             for s in builtin::schemas() {
-                println!("{}  {}  built in ({} properties)", s.name, s.uri(), s.properties.len());
+                println!("{}  {}  built in, table {} ({} properties)", s.name, s.uri(), builtin_table(&s.name), s.properties.len());
+            }
+            for r in newest_of_each_model(&existing(data_dir, "list the log's schemas")?) {
+                let s = &r.schema;
+                println!(
+                    "{}  {}  from offset {}, table {} ({} properties)",
+                    s.name,
+                    s.uri(),
+                    r.from_offset,
+                    s.table_name(),
+                    s.properties.len()
+                );
             }
             Ok(())
         }
         SchemaCommand::Show { name } => {
-            let Some((_, doc)) = builtin::DOCUMENTS.iter().find(|(n, _)| *n == name) else {
-                let names: Vec<&str> = builtin::DOCUMENTS.iter().map(|(n, _)| *n).collect();
+            if let Some((_, doc)) = builtin::DOCUMENTS.iter().find(|(n, _)| *n == name) {
+                print!("{doc}");
+                return Ok(());
+            }
+            let known = existing(data_dir, "read the log's schemas")?;
+            let Some(r) = known.iter().filter(|r| r.schema.name == name).max_by_key(|r| r.schema.version) else {
+                let mut names: Vec<String> = builtin::DOCUMENTS.iter().map(|(n, _)| n.to_string()).collect();
+                for r in &known {
+                    if !names.contains(&r.schema.name) {
+                        names.push(r.schema.name.clone());
+                    }
+                }
                 bail!("no event type `{name}`; the types are {}", names.join(", "));
             };
-            print!("{doc}");
+            let doc: serde_json::Value = serde_json::from_str(r.schema.canonical()).context("a recorded schema's canonical form")?;
+            println!("{}", serde_json::to_string_pretty(&doc)?);
             Ok(())
         }
     }
+}
+
+/// The seed's table of a built-in type.
+fn builtin_table(name: &str) -> &'static str {
+    crate::project::TABLES.iter().find(|t| t.event_type.as_str() == name).map_or("?", |t| t.name)
+}
+
+/// The schemas the log of `data_dir` holds (none when it has no log yet: nothing is
+/// created to find that out).
+fn existing(data_dir: &Path, what: &str) -> Result<Vec<Registered>> {
+    if !data_dir.join("log").exists() {
+        return Ok(Vec::new());
+    }
+    sled_only(what)?;
+    let log = open_log_for(data_dir, what)?;
+    let out = registered(log.schemas()?)?;
+    log.close()?;
+    Ok(out)
+}
+
+/// The log's schema records, each parsed again and checked against its hash.
+fn registered(records: Vec<SchemaRecord>) -> Result<Vec<Registered>> {
+    records
+        .into_iter()
+        .map(|r| {
+            let schema = Schema::parse(&r.content)
+                .with_context(|| format!("the schema record {} in force from log offset {} does not parse", r.hash, r.from_offset))?;
+            if schema.hash() != r.hash {
+                bail!("the schema record in force from log offset {} is named {} but hashes to {}", r.from_offset, r.hash, schema.hash());
+            }
+            Ok(Registered { from_offset: r.from_offset, schema })
+        })
+        .collect()
+}
+
+fn newest_of_each_model(all: &[Registered]) -> Vec<&Registered> {
+    let mut out: Vec<&Registered> = Vec::new();
+    for r in all {
+        let s = &r.schema;
+        match out.iter_mut().find(|o| o.schema.vendor == s.vendor && o.schema.name == s.name && o.schema.version.model == s.version.model) {
+            Some(o) if o.schema.version < s.version => *o = r,
+            Some(_) => {}
+            None => out.push(r),
+        }
+    }
+    out
 }
 
 /// A schema file's bytes, at most [`schema::MAX_SCHEMA_BYTES`] of them read.
@@ -56,45 +175,79 @@ fn read_schema_file(path: &Path) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-fn check(files: &[PathBuf]) -> Result<()> {
-    let mut known: Vec<Schema> = Vec::new();
+fn describe(evolution: &Result<Evolution, schema::EvolutionError>, s: &Schema) -> String {
+    let table = s.table_name();
+    match evolution {
+        Ok(Evolution::NewTable) => format!("a new table `{table}`"),
+        Ok(Evolution::Addition { added }) if added.is_empty() => format!("the same columns of `{table}`"),
+        Ok(Evolution::Addition { added }) => format!("ADDITION to `{table}`: {} added, nullable", added.join(", ")),
+        Ok(Evolution::Unchanged) => "registered already".to_string(),
+        Err(e) => format!("refused: {e}"),
+    }
+}
+
+/// One verdict line (with the columns) per file, and how many were refused. Files that
+/// pass join `known` for the files after them.
+fn check_files(files: &[PathBuf], mut known: Vec<Schema>) -> (Vec<String>, usize) {
+    let mut out = Vec::new();
     let mut refused = 0usize;
     for path in files {
-        let verdict = read_schema_file(path).and_then(|bytes| Schema::parse(&bytes).map_err(anyhow::Error::from));
-        let s = match verdict {
+        let s = match read_schema_file(path).and_then(|bytes| Schema::parse(&bytes).map_err(anyhow::Error::from)) {
             Ok(s) => s,
             Err(e) => {
-                println!("refused  {}: {e:#}", path.display());
+                out.push(format!("refused  {}: {e:#}", path.display()));
                 refused += 1;
                 continue;
             }
         };
         match schema::check_against(&known, &s) {
             Ok(evolution) => {
-                let table = s.table_name();
-                let what = match &evolution {
-                    Evolution::NewTable => format!("a new table `{table}`"),
-                    Evolution::Addition { added } if added.is_empty() => format!("the same columns of `{table}`"),
-                    Evolution::Addition { added } => format!("ADDITION to `{table}`: {} added, nullable", added.join(", ")),
-                    Evolution::Unchanged => "the same as an earlier file".to_string(),
-                };
-                println!("ok  {}  {}: {what}; {}", path.display(), s.uri(), s.hash());
+                let mut text = format!("ok  {}  {}: {}; {}", path.display(), s.uri(), describe(&Ok(evolution.clone()), &s), s.hash());
                 for p in &s.properties {
                     let null = if p.nullable() { "nullable" } else { "NOT NULL" };
-                    println!("      {:<24} {:<8} {:<18} {null}", p.name, p.json_type.as_str(), p.column.sql_name());
+                    text.push_str(&format!("\n      {:<24} {:<8} {:<18} {null}", p.name, p.json_type.as_str(), p.column.sql_name()));
                 }
+                out.push(text);
                 if evolution != Evolution::Unchanged {
                     known.push(s);
                 }
             }
             Err(e) => {
-                println!("refused  {}: {e}", path.display());
+                out.push(format!("refused  {}: {e}", path.display()));
                 refused += 1;
             }
         }
     }
+    (out, refused)
+}
+
+fn add(files: &[PathBuf], data_dir: &Path) -> Result<()> {
+    sled_only("record schemas")?;
+    let log = open_log_for(data_dir, "record schemas")?;
+    let known = registered(log.schemas()?)?;
+    let (verdicts, refused) = check_files(files, known.iter().map(|r| r.schema.clone()).collect());
     if refused > 0 {
+        for v in verdicts.iter().filter(|v| v.starts_with("refused")) {
+            println!("{v}");
+        }
+        log.close()?;
         bail!("{refused} of {} schema files refused; nothing was recorded", files.len());
     }
+    // Every file passed against the log and the files before it: record them in order.
+    let mut recorded_before = log.schemas()?.len();
+    for path in files {
+        let s = Schema::parse(&read_schema_file(path)?)?;
+        log.record_schema(s.hash(), s.canonical().as_bytes().to_vec())?.wait()?;
+        let now = log.schemas()?;
+        match now.get(recorded_before) {
+            Some(r) if now.len() > recorded_before => {
+                println!("recorded  {}  {}  {}: in force from log offset {}", path.display(), s.uri(), s.hash(), r.from_offset);
+                tracing::info!(schema = %s.uri(), hash = %s.hash(), from_offset = r.from_offset, "event type schema recorded");
+            }
+            _ => println!("unchanged  {}  {}: the log holds it already", path.display(), s.uri()),
+        }
+        recorded_before = now.len();
+    }
+    log.close()?;
     Ok(())
 }

@@ -92,6 +92,7 @@ pub(crate) enum Tree {
     Blocks = 0,
     Rejected = 1,
     Catalogs = 2,
+    Schemas = 3,
 }
 
 impl Tree {
@@ -100,6 +101,7 @@ impl Tree {
             0 => Some(Tree::Blocks),
             1 => Some(Tree::Rejected),
             2 => Some(Tree::Catalogs),
+            3 => Some(Tree::Schemas),
             _ => None,
         }
     }

@@ -61,10 +61,20 @@ const REJECTED_TREE: &str = "rejected";
 /// Catalogue records ([`CatalogRecord`]), keyed by sequence number like rejected events.
 const CATALOGS_TREE: &str = "catalogs";
 
+/// Event type schema records ([`SchemaRecord`]), keyed by sequence number.
+const SCHEMAS_TREE: &str = "schemas";
+
+/// A record kept beside the events, in force from the offset the next record takes:
+/// (hash, canonical content).
+enum Meta {
+    Catalog(String, Vec<u8>),
+    Schema(String, Vec<u8>),
+}
+
 struct Request {
     batch: AppendBatch,
-    /// A catalogue to record before the batch's records: (hash, canonical content).
-    catalog: Option<(String, Vec<u8>)>,
+    /// A record to keep before the batch's records.
+    meta: Option<Meta>,
     reply: oneshot::Sender<Result<Appended, LogError>>,
 }
 
@@ -80,6 +90,8 @@ struct Counters {
     rejected_total: AtomicU64,
     /// Catalogue records acknowledged (readers list no more than this many).
     catalogs_total: AtomicU64,
+    /// Schema records acknowledged (readers list no more than this many).
+    schemas_total: AtomicU64,
     reopens_total: AtomicU64,
     /// Why the log cannot take appends now; `None` when it can.
     unwritable: Mutex<Option<String>>,
@@ -112,9 +124,23 @@ struct Store {
     blocks: ::sled::Tree,
     rejected: ::sled::Tree,
     catalogs: ::sled::Tree,
+    schemas: ::sled::Tree,
     /// sled's segment file (`db`), for the `fdatasync` after each flush (see [`Store::sync`]).
     segments: Arc<std::fs::File>,
     dir: PathBuf,
+}
+
+/// The records of a tree whose entries hold one record each (catalogues, schemas), in key
+/// order.
+fn one_record_entries<T: Stored>(tree: &::sled::Tree, what: &str) -> Result<Vec<T>, LogError> {
+    let mut out = Vec::new();
+    for kv in tree.iter() {
+        let (k, v) = kv?;
+        let seq = key_offset(&k)?;
+        let mut items: Vec<T> = decode_block(seq, &v)?;
+        out.push(items.pop().ok_or_else(|| LogError::Corrupt { offset: seq, reason: format!("empty {what} entry") })?);
+    }
+    Ok(out)
 }
 
 /// Blob files already synced, with the length they had then.
@@ -199,12 +225,13 @@ impl Store {
         let blocks = db.open_tree(BLOCKS_TREE)?;
         let rejected = db.open_tree(REJECTED_TREE)?;
         let catalogs = db.open_tree(CATALOGS_TREE)?;
+        let schemas = db.open_tree(SCHEMAS_TREE)?;
         // sled (0.34) creates its files and renames its snapshot without syncing their
         // directories, and writes `conf` without an fsync: make all of that durable once,
         // here, before anything is acknowledged.
         let open_err = |e: std::io::Error| LogError::Open { path: dir.to_path_buf(), source: ::sled::Error::Io(e) };
         let segments = std::fs::File::open(dir.join(SLED_SEGMENT_FILE)).map_err(open_err)?;
-        let store = Store { db, blocks, rejected, catalogs, segments: Arc::new(segments), dir: dir.to_path_buf() };
+        let store = Store { db, blocks, rejected, catalogs, schemas, segments: Arc::new(segments), dir: dir.to_path_buf() };
         // The segment file and every blob (none seen yet), as after each group commit.
         store.sync(&mut BlobsSeen::new(), &AtomicU64::new(0))?;
         if let Ok(conf) = std::fs::File::open(dir.join("conf")) {
@@ -229,6 +256,7 @@ impl Store {
                 journal::Tree::Blocks => &store.blocks,
                 journal::Tree::Rejected => &store.rejected,
                 journal::Tree::Catalogs => &store.catalogs,
+                journal::Tree::Schemas => &store.schemas,
             };
             tree.insert(key, value)?;
             Ok(())
@@ -317,14 +345,12 @@ impl Store {
 
     /// The catalogue records stored, oldest first.
     fn catalog_records(&self) -> Result<Vec<CatalogRecord>, LogError> {
-        let mut out = Vec::new();
-        for kv in self.catalogs.iter() {
-            let (k, v) = kv?;
-            let seq = key_offset(&k)?;
-            let mut items: Vec<CatalogRecord> = decode_block(seq, &v)?;
-            out.push(items.pop().ok_or_else(|| LogError::Corrupt { offset: seq, reason: "empty catalogue entry".into() })?);
-        }
-        Ok(out)
+        one_record_entries(&self.catalogs, "catalogue")
+    }
+
+    /// The schema records stored, oldest first.
+    fn schema_records(&self) -> Result<Vec<SchemaRecord>, LogError> {
+        one_record_entries(&self.schemas, "schema")
     }
 
     /// One past the last stored offset, and the next rejected-event sequence number.
@@ -458,6 +484,19 @@ fn key_offset(key: &[u8]) -> Result<u64, LogError> {
 }
 
 impl SledLog {
+    /// Queues a catalogue or schema record, to be kept in the next group commit.
+    fn record_meta(&self, meta: Meta) -> Result<Pending, LogError> {
+        let (reply, rx) = oneshot::channel();
+        let guard = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = guard.as_ref().ok_or(LogError::Closed)?;
+        let batch = AppendBatch { records: Vec::new(), rejected: Vec::new() };
+        match tx.try_send(Request { batch, meta: Some(meta), reply }) {
+            Ok(()) => Ok(Pending::new(rx)),
+            Err(mpsc::TrySendError::Full(_)) => Err(LogError::Busy),
+            Err(mpsc::TrySendError::Disconnected(_)) => Err(LogError::Closed),
+        }
+    }
+
     /// Opens (or creates) the log in `dir` with default options and starts its writer.
     pub fn open(dir: &Path) -> Result<Arc<SledLog>, LogError> {
         SledLog::open_with(dir, LogOptions::default())
@@ -486,6 +525,8 @@ impl SledLog {
         counters.rejected_total.store(next_rejected, Ordering::Relaxed);
         let catalogs = store.catalog_records()?;
         counters.catalogs_total.store(catalogs.len() as u64, Ordering::Relaxed);
+        let schemas = store.schema_records()?;
+        counters.schemas_total.store(schemas.len() as u64, Ordering::Relaxed);
         let shared: SharedStore = Arc::new(RwLock::new(Some(store.clone())));
         let flush_watch = Arc::new(FlushWatch::default());
         let epoch = Instant::now();
@@ -501,6 +542,8 @@ impl SledLog {
             next_rejected,
             next_catalog: catalogs.len() as u64,
             latest_catalog: catalogs.last().map(|c| c.hash.clone()),
+            next_schema: schemas.len() as u64,
+            schema_hashes: schemas.into_iter().map(|s| s.hash).collect(),
             end_tx,
             counters: counters.clone(),
             dedup,
@@ -556,7 +599,7 @@ impl EventLog for SledLog {
         let (reply, rx) = oneshot::channel();
         let guard = self.tx.lock().unwrap_or_else(|p| p.into_inner());
         let tx = guard.as_ref().ok_or(LogError::Closed)?;
-        match tx.try_send(Request { batch, catalog: None, reply }) {
+        match tx.try_send(Request { batch, meta: None, reply }) {
             Ok(()) => Ok(Pending::new(rx)),
             Err(mpsc::TrySendError::Full(_)) => Err(LogError::Busy),
             Err(mpsc::TrySendError::Disconnected(_)) => Err(LogError::Closed),
@@ -580,20 +623,23 @@ impl EventLog for SledLog {
     }
 
     fn record_catalog(&self, hash: String, content: Vec<u8>) -> Result<Pending, LogError> {
-        let (reply, rx) = oneshot::channel();
-        let guard = self.tx.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = guard.as_ref().ok_or(LogError::Closed)?;
-        let batch = AppendBatch { records: Vec::new(), rejected: Vec::new() };
-        match tx.try_send(Request { batch, catalog: Some((hash, content)), reply }) {
-            Ok(()) => Ok(Pending::new(rx)),
-            Err(mpsc::TrySendError::Full(_)) => Err(LogError::Busy),
-            Err(mpsc::TrySendError::Disconnected(_)) => Err(LogError::Closed),
-        }
+        self.record_meta(Meta::Catalog(hash, content))
     }
 
     fn catalogs(&self) -> Result<Vec<CatalogRecord>, LogError> {
         let acknowledged = self.counters.catalogs_total.load(Ordering::Acquire) as usize;
         let mut all = self.store()?.catalog_records()?;
+        all.truncate(acknowledged);
+        Ok(all)
+    }
+
+    fn record_schema(&self, hash: String, content: Vec<u8>) -> Result<Pending, LogError> {
+        self.record_meta(Meta::Schema(hash, content))
+    }
+
+    fn schemas(&self) -> Result<Vec<SchemaRecord>, LogError> {
+        let acknowledged = self.counters.schemas_total.load(Ordering::Acquire) as usize;
+        let mut all = self.store()?.schema_records()?;
         all.truncate(acknowledged);
         Ok(all)
     }
@@ -875,6 +921,54 @@ mod tests {
             raw: format!("bad {i}"),
             rejection: crate::event::Rejection::new(crate::event::RejectReason::NotAnObject, None, format!("not an object {i}")),
         }
+    }
+
+    /// A schema record takes effect at the offset the next record takes, a schema the log
+    /// holds already is no change, and both survive a clean reopen and a crash (the
+    /// journal's record of the group, replayed).
+    #[test]
+    fn schema_records_take_effect_at_the_next_offset_once_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = |from: u64, h: &str| SchemaRecord {
+            from_offset: from,
+            hash: format!("sha256:{h}"),
+            content: format!("{{\"{h}\":1}}").into_bytes(),
+        };
+        let put = |log: &SledLog, r: &SchemaRecord| log.record_schema(r.hash.clone(), r.content.clone()).unwrap().wait().unwrap();
+        let want = vec![rec(3, "a"), rec(5, "b")];
+        {
+            let log = SledLog::open(dir.path()).unwrap();
+            log.append(AppendBatch { records: (0..3).map(record).collect(), rejected: vec![] }).unwrap().wait().unwrap();
+            put(&log, &rec(3, "a"));
+            put(&log, &rec(3, "a"));
+            log.append(AppendBatch { records: (3..5).map(record).collect(), rejected: vec![] }).unwrap().wait().unwrap();
+            put(&log, &rec(5, "b"));
+            // A catalogue is kept apart, with the same hash even.
+            log.record_catalog("sha256:a".into(), b"catalogue".to_vec()).unwrap().wait().unwrap();
+            put(&log, &rec(5, "a"));
+            assert_eq!(log.schemas().unwrap(), want);
+            assert_eq!(log.catalogs().unwrap().len(), 1);
+            assert_eq!(log.durable_end(), 5, "schema records take no offset");
+            log.close().unwrap();
+        }
+        {
+            let log = SledLog::open(dir.path()).unwrap();
+            assert_eq!(log.schemas().unwrap(), want);
+            put(&log, &rec(5, "b"));
+            assert_eq!(log.schemas().unwrap(), want, "after a reopen the log still knows what it holds");
+            log.close().unwrap();
+        }
+        // A group that only reached the journal before the process died.
+        {
+            let mut j = Journal::create(&dir.path().join(journal::JOURNAL_DIR), 100).unwrap();
+            j.begin();
+            j.add(journal::Tree::Schemas, &block_key(2), &encode_block(&[rec(5, "c")]));
+            j.commit().unwrap();
+        }
+        let log = SledLog::open(dir.path()).unwrap();
+        let mut with_c = want.clone();
+        with_c.push(rec(5, "c"));
+        assert_eq!(log.schemas().unwrap(), with_c);
     }
 
     /// Rejected events are kept a request's worth to a block (of up to MAX_BLOCK_RECORDS),

@@ -140,6 +140,9 @@ pub(super) struct Writer {
     /// Catalogue records acknowledged, and the hash of the latest.
     pub(super) next_catalog: u64,
     pub(super) latest_catalog: Option<String>,
+    /// Schema records acknowledged, and the hashes of all of them.
+    pub(super) next_schema: u64,
+    pub(super) schema_hashes: std::collections::HashSet<String>,
     pub(super) end_tx: watch::Sender<u64>,
     pub(super) counters: Arc<Counters>,
     pub(super) dedup: Dedup,
@@ -434,8 +437,12 @@ impl Writer {
             store.catalogs.remove(kv?.0)?;
             removed_catalogs = true;
         }
+        for kv in store.schemas.range(block_key(self.next_schema)..) {
+            store.schemas.remove(kv?.0)?;
+            removed_catalogs = true;
+        }
         if removed_catalogs {
-            tracing::warn!("a catalogue record of a failed, unacknowledged group reached the disk; removed it");
+            tracing::warn!("a catalogue or schema record of a failed, unacknowledged group reached the disk; removed it");
             store.sync(&mut Default::default(), &self.counters.fsync_nanos_total)?;
         }
         if end < acked || next_rejected < acked_rejected {
@@ -651,6 +658,9 @@ impl Writer {
         let mut catalog_seq = self.next_catalog;
         let mut latest_catalog = self.latest_catalog.clone();
         let mut catalog_keys = Vec::new();
+        let mut schema_seq = self.next_schema;
+        let mut new_schemas: Vec<String> = Vec::new();
+        let mut schema_keys = Vec::new();
         let mut result: Result<(), LogError> = Ok(());
         // Blocks are cut here and encoded together after the loop, on several threads
         // when there are several (see `encode_blocks`).
@@ -661,9 +671,9 @@ impl Writer {
         for req in group {
             let first_of_request = offset;
             let mut duplicates = Vec::new();
-            if let Some((hash, content)) = req.catalog {
+            match req.meta {
                 // In force from here; the same catalogue again is no change.
-                if latest_catalog.as_deref() != Some(hash.as_str()) && result.is_ok() {
+                Some(Meta::Catalog(hash, content)) if latest_catalog.as_deref() != Some(hash.as_str()) && result.is_ok() => {
                     let rec = CatalogRecord { from_offset: offset, hash: hash.clone(), content };
                     let bytes = encode_block(std::slice::from_ref(&rec));
                     journal.add(journal::Tree::Catalogs, &block_key(catalog_seq), &bytes);
@@ -672,6 +682,19 @@ impl Writer {
                     catalog_seq += 1;
                     latest_catalog = Some(hash);
                 }
+                // In force from here, beside the others; a schema the log holds is no change.
+                Some(Meta::Schema(hash, content))
+                    if !self.schema_hashes.contains(&hash) && !new_schemas.contains(&hash) && result.is_ok() =>
+                {
+                    let rec = SchemaRecord { from_offset: offset, hash: hash.clone(), content };
+                    let bytes = encode_block(std::slice::from_ref(&rec));
+                    journal.add(journal::Tree::Schemas, &block_key(schema_seq), &bytes);
+                    result = store.schemas.insert(block_key(schema_seq), bytes).map(|_| ()).map_err(Into::into);
+                    schema_keys.push(schema_seq);
+                    schema_seq += 1;
+                    new_schemas.push(hash);
+                }
+                _ => {}
             }
             for (i, r) in req.batch.records.into_iter().enumerate() {
                 if let Some(id) = &r.event.event_id {
@@ -724,7 +747,7 @@ impl Writer {
             }
         }
         let total = offset - base;
-        if result.is_ok() && (total > 0 || rejected_seq > base_rejected || !catalog_keys.is_empty()) {
+        if result.is_ok() && (total > 0 || rejected_seq > base_rejected || !catalog_keys.is_empty() || !schema_keys.is_empty()) {
             self.flush_watch.started_ms.store(self.epoch.elapsed().as_millis() as u64 + 1, Ordering::SeqCst);
             // The group's record in the journal, synced: the group survives a crash from
             // here (sled holds it in memory until the next checkpoint).
@@ -745,6 +768,9 @@ impl Writer {
                 self.next_catalog = catalog_seq;
                 self.latest_catalog = latest_catalog;
                 c.catalogs_total.store(catalog_seq, Ordering::Release);
+                self.next_schema = schema_seq;
+                self.schema_hashes.extend(new_schemas);
+                c.schemas_total.store(schema_seq, Ordering::Release);
                 c.flushes_total.fetch_add(1, Ordering::Relaxed);
                 c.flushed_records_total.fetch_add(total, Ordering::Relaxed);
                 let bucket = FLUSH_BATCH_BUCKETS.iter().position(|&b| total <= b).unwrap_or(FLUSH_BATCH_BUCKETS.len() - 1);
@@ -785,6 +811,9 @@ impl Writer {
                     }
                     for k in catalog_keys {
                         let _ = store.catalogs.remove(block_key(k));
+                    }
+                    for k in schema_keys {
+                        let _ = store.schemas.remove(block_key(k));
                     }
                     let _ = store.db.flush();
                 }
