@@ -10,6 +10,8 @@
 #     rejects purchases as documented and fills in the seed's GET /buy_asset; generated
 #     traffic from the same catalogue is all accepted; `sql`'s join of purchases with the
 #     catalogue equals DuckDB's over the same Parquet files and the same SQLite file.
+#  6. The jsonschema package reads questlog's event type schemas: the built-in five are
+#     valid JSON Schema, generated events valid against them, refused values invalid.
 # Usage: tests/external/run.sh [path/to/questlog]
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -110,6 +112,11 @@ stop_server
 "$bin" --data-dir "$work/cat" project >/dev/null
 "$bin" --data-dir "$work/cat" sql "select c.store_name, c.category, count(*) as purchases, sum(cast(round(t.total_cost * 100) as bigint)) as revenue_cents, sum(c.unit_price_cents) as list_cents_per_unit from transactions t join catalog_items c using (store_id, inventory_id) group by c.store_name, c.category order by 1, 2" --format csv >"$work/questlog.csv"
 python3 "$here/check_catalog.py" compare "$work/cat" "$work/shop.sqlite" "$work/questlog.csv"
+passed=$((passed + 1))
+
+echo "-- event type schemas read by the jsonschema package"
+"$bin" --data-dir "$work/schemas" generate --seed 9 --events 3000 >/dev/null
+python3 "$here/check_schemas.py" "$bin" "$work/schemas"
 passed=$((passed + 1))
 
 echo "$passed passed, 0 failed"

@@ -9,8 +9,12 @@
 //! - A client can never set a server-owned field ([`SERVER_OWNED_FIELDS`]).
 //! - Nothing here does I/O.
 //!
-//! One file: the model and the rules that admit a value into it are one job, and the fuzz
-//! crate (`fuzz/`) compiles this file by path, on its own.
+//! One file for the seed's types: their model and the rules that admit a value into it are
+//! one job. `custom.rs` beside it holds the checks of the types a studio registers,
+//! compiled from their schemas (`crate::schema`). The fuzz crate (`fuzz/`) compiles this
+//! folder by path, with `schema`.
+
+pub mod custom;
 
 use std::fmt;
 
