@@ -33,8 +33,12 @@ pub enum AuthError {
 pub enum Scope {
     /// Append events (`POST /v1/events`, `/{event_type}`).
     Write,
-    /// Read: `/v1/replay`, `/v1/rejected`, the live page (`/`, `/v1/live`) and `/report.html`.
+    /// Read: `/v1/replay`, `/v1/rejected`, `/v1/schemas`, the live page (`/`, `/v1/live`)
+    /// and `/report.html`.
     Read,
+    /// Register event type schemas (`POST /v1/schemas`): what every game's events are
+    /// checked against, so not a grant for keys shipped in game clients.
+    Admin,
 }
 
 impl Scope {
@@ -42,6 +46,7 @@ impl Scope {
         match self {
             Scope::Write => "write",
             Scope::Read => "read",
+            Scope::Admin => "admin",
         }
     }
 }
@@ -128,6 +133,8 @@ pub struct App {
     pub write: bool,
     /// May read the log, rejected events, the live page and the report.
     pub read: bool,
+    /// May register event type schemas.
+    pub admin: bool,
     rate: Option<TokenBucket>,
 }
 
@@ -142,6 +149,7 @@ impl App {
         match scope {
             Scope::Write => self.write,
             Scope::Read => self.read,
+            Scope::Admin => self.admin,
         }
     }
 }
@@ -201,20 +209,24 @@ impl ApiKeys {
                     k.app
                 )));
             }
-            let (mut write, mut read) = (false, false);
+            let (mut write, mut read, mut admin) = (false, false, false);
             match &k.scopes {
                 None => write = true,
                 Some(list) if list.is_empty() => {
-                    return Err(err(format!("key {n} (app {}): `scopes` is empty; give it \"write\", \"read\" or both", k.app)))
+                    return Err(err(format!(
+                        "key {n} (app {}): `scopes` is empty; give it \"write\", \"read\", \"admin\" or several",
+                        k.app
+                    )))
                 }
                 Some(list) => {
                     for s in list {
                         match s.as_str() {
                             "write" => write = true,
                             "read" => read = true,
+                            "admin" => admin = true,
                             other => {
                                 return Err(err(format!(
-                                    "key {n} (app {}): unknown scope {:?}; scopes are \"write\" and \"read\"",
+                                    "key {n} (app {}): unknown scope {:?}; scopes are \"write\", \"read\" and \"admin\"",
                                     k.app,
                                     other.chars().take(32).collect::<String>()
                                 )))
@@ -234,7 +246,7 @@ impl ApiKeys {
                 }
                 Some(_) => return Err(err(format!("key {n} (app {}): `events_per_second` must be positive", k.app))),
             };
-            let app = App { name: k.app.clone(), write, read, rate };
+            let app = App { name: k.app.clone(), write, read, admin, rate };
             if by_hash.insert(hash(key), app).is_some() {
                 return Err(err(format!("key {n} (app {}): the same key appears twice", k.app)));
             }
@@ -251,6 +263,11 @@ impl ApiKeys {
     /// browser, `query_key` (the `key` query parameter); the key must hold `read`.
     pub fn reader(&self, headers: &HeaderMap, query_key: Option<&str>) -> Result<&App, Denied> {
         self.with_scope(headers, query_key, Scope::Read)
+    }
+
+    /// The app of the request's key, which must hold `admin` (registering schemas).
+    pub fn admin(&self, headers: &HeaderMap) -> Result<&App, Denied> {
+        self.with_scope(headers, None, Scope::Admin)
     }
 
     /// Whether the request carries a known key with `read` (for details only readers see).
@@ -348,8 +365,15 @@ mod tests {
     fn bad_files_are_explained() {
         let old = keys("[[key]]\napp = \"a\"\nkey = \"aaaaaaaaaaaaaaaaaaaa\"\nread = true\n").unwrap_err().to_string();
         assert!(old.contains("replaced by `scopes`"), "{old}");
-        let bad = keys("[[key]]\napp = \"a\"\nkey = \"aaaaaaaaaaaaaaaaaaaa\"\nscopes = [\"admin\"]\n").unwrap_err().to_string();
-        assert!(bad.contains("unknown scope"), "{bad}");
+        let bad = keys("[[key]]\napp = \"a\"\nkey = \"aaaaaaaaaaaaaaaaaaaa\"\nscopes = [\"root\"]\n").unwrap_err().to_string();
+        assert!(bad.contains("unknown scope") && bad.contains("\"admin\""), "{bad}");
+        // `admin` registers schemas only: it neither writes nor reads.
+        let k = keys("[[key]]\napp = \"ops\"\nkey = \"aaaaaaaaaaaaaaaaaaaa\"\nscopes = [\"admin\"]\n").unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-api-key", "aaaaaaaaaaaaaaaaaaaa".parse().unwrap());
+        assert!(k.admin(&h).is_ok());
+        assert_eq!(k.writer(&h).err(), Some(Denied::Forbidden(Scope::Write)));
+        assert_eq!(k.reader(&h, None).err(), Some(Denied::Forbidden(Scope::Read)));
         let spaced = keys("[[key]]\napp = \"a\"\nkey = \"aaaaaaaa aaaaaaaaaaaa\"\n").unwrap_err().to_string();
         assert!(spaced.contains("spaces"), "{spaced}");
         assert!(keys("").unwrap_err().to_string().contains("no [[key]]"));

@@ -11,10 +11,10 @@ use crate::event::{EventType, RejectReason};
 use crate::log::{LogStats, FLUSH_BATCH_BUCKETS};
 
 /// Routes the API measures, in the order of [`Metrics::requests`].
-pub const ROUTES: [&str; 7] = ["events", "seed_style", "healthz", "metrics", "rejected", "replay", "live"];
+pub const ROUTES: [&str; 8] = ["events", "seed_style", "healthz", "metrics", "rejected", "replay", "live", "schemas"];
 
 /// HTTP status classes counted per route.
-const STATUSES: [u16; 12] = [200, 400, 401, 403, 404, 408, 413, 415, 429, 503, 507, 500];
+const STATUSES: [u16; 16] = [200, 201, 400, 401, 403, 404, 408, 409, 413, 415, 422, 429, 501, 503, 507, 500];
 
 /// Upper bounds (seconds) of the request latency histogram.
 pub const LATENCY_BUCKETS_SECONDS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];

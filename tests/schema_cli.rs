@@ -165,3 +165,72 @@ fn schemas_recorded_in_the_log_evolve_and_a_refusal_records_nothing() {
     // The events are the log's as before: a schema takes no offset.
     assert_eq!(questlog_ok(&data, &["replay"]).lines().count(), 150);
 }
+
+/// While `serve` holds the log, `schema add|list|show|check` go through it
+/// (`GET|POST /v1/schemas`), no restart; with API keys, registering needs the `admin`
+/// scope and listing `read`.
+#[test]
+fn schemas_are_registered_through_a_running_server_with_the_admin_scope() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let keys = d.join("keys.toml");
+    std::fs::write(
+        &keys,
+        "[[key]]\napp = \"game\"\nkey = \"qk_game_0123456789abcdef\"\n\n\
+         [[key]]\napp = \"ops\"\nkey = \"qk_ops_0123456789abcdef\"\nscopes = [\"admin\", \"read\"]\n",
+    )
+    .unwrap();
+    let data = d.join("data");
+    let server = Server::start_with(&data, &["--api-keys", keys.to_str().unwrap()]);
+    let level = r#""level": {"type": "integer", "minimum": 1, "maximum": 100}, "class": {"type": "string", "enum": ["warrior", "mage"]}"#;
+    let v1 = write_schema(d, "v1.json", "1-0-0", level, r#""level", "class""#);
+    let bad = write_schema(
+        d,
+        "bad.json",
+        "1-0-1",
+        r#""level": {"type": "string"}, "class": {"type": "string", "enum": ["warrior", "mage"]}"#,
+        r#""level", "class""#,
+    );
+    let doc = std::fs::read(&v1).unwrap();
+
+    // The game's key (write only) may not register; no key at all is 401.
+    let r = server.post("/v1/schemas", &[("Authorization", "Bearer qk_game_0123456789abcdef")], &doc);
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("scopes = [\\\"admin\\\"]"), "{}", r.text());
+    assert_eq!(server.post("/v1/schemas", &[], &doc).status, 401);
+    let out = questlog(&data, &["--api-key", "qk_game_0123456789abcdef", "schema", "add", &v1]);
+    assert!(!out.status.success());
+
+    // The CLI with the ops key: through the server.
+    let ops = ["--api-key", "qk_ops_0123456789abcdef"];
+    let out = questlog_ok(&data, &[&ops[..], &["schema", "add", &v1]].concat());
+    assert!(out.contains("recorded") && out.contains("in force from log offset 0 (through the server at http://"), "{out}");
+    let out = questlog_ok(&data, &[&ops[..], &["schema", "add", &v1]].concat());
+    assert!(out.starts_with("unchanged"), "{out}");
+    let out = questlog(&data, &[&ops[..], &["schema", "add", &bad]].concat());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("TYPE_CHANGED level"), "{}", String::from_utf8_lossy(&out.stdout));
+    // The server refuses it by itself too: 409, nothing recorded.
+    let r = server.post("/v1/schemas", &[("X-API-Key", "qk_ops_0123456789abcdef")], &std::fs::read(&bad).unwrap());
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.text().contains("TYPE_CHANGED level") && r.text().contains("nothing was recorded"), "{}", r.text());
+    let r = server.post("/v1/schemas", &[("X-API-Key", "qk_ops_0123456789abcdef")], b"{\"type\": \"object\"}");
+    assert_eq!(r.status, 422, "{}", r.text());
+    let r = server.post("/v1/schemas", &[("X-API-Key", "qk_ops_0123456789abcdef")], &vec![b' '; 70 * 1024]);
+    assert_eq!(r.status, 413, "{}", r.text());
+
+    let list = questlog_ok(&data, &[&ops[..], &["schema", "list"]].concat());
+    assert!(list.contains("level_up  iglu:com.example.game/level_up/jsonschema/1-0-0  from offset 0, table level_up"), "{list}");
+    let shown: serde_json::Value =
+        serde_json::from_str(&questlog_ok(&data, &[&ops[..], &["schema", "show", "level_up"]].concat())).unwrap();
+    assert_eq!(shown["properties"]["level"]["maximum"], 100);
+    let r = server.get("/v1/schemas");
+    assert_eq!(r.status, 401, "listing needs the read scope when keys are on");
+    let metrics = server.get("/metrics").text();
+    for status in ["201", "409", "422", "413", "403", "401"] {
+        assert!(metrics.contains(&format!("questlog_http_requests_total{{route=\"schemas\",status=\"{status}\"}}")), "{status}: {metrics}");
+    }
+    server.stop();
+    // After the server: the same record, read from the log itself.
+    assert_eq!(questlog_ok(&data, &["schema", "history"]).lines().count(), 1);
+}

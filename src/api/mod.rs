@@ -3,12 +3,14 @@
 //!
 //! Routes (see docs/CONTRACT.md): `POST /v1/events` (JSON object, JSON array, NDJSON, gzip),
 //! `GET|POST /{event_type}?field=value&…` (the seed's Flask style), `GET /healthz`,
-//! `GET /metrics`, `GET /v1/rejected`, `GET /v1/replay`, the live page.
+//! `GET /metrics`, `GET /v1/rejected`, `GET /v1/replay`, `GET|POST /v1/schemas`, the live
+//! page.
 //!
 //! Where things are: this file — the shared state ([`AppState`]), limits, errors and their
 //! one status map, access (keys, the keyless guard), the router, health and metrics;
 //! `ingest.rs` — taking events in, within the request memory budget; `read.rs` — replay
-//! and rejected events streamed within the response budget; `server.rs` — the accept
+//! and rejected events streamed within the response budget; `schemas.rs` — listing and
+//! registering event type schemas; `server.rs` — the accept
 //! loop and connection limits ([`run`]); `live.rs` — the live page and its data.
 //!
 //! Invariants:
@@ -64,6 +66,7 @@ use crate::replay;
 mod ingest;
 pub mod live;
 mod read;
+mod schemas;
 mod server;
 
 use ingest::*;
@@ -90,6 +93,8 @@ const ROUTE_REJECTED: usize = 4;
 const ROUTE_REPLAY: usize = 5;
 
 const ROUTE_LIVE: usize = 6;
+
+const ROUTE_SCHEMAS: usize = 7;
 
 /// Most open connections. Each costs a task, buffers (tens of KiB) and a file descriptor;
 /// 1,024 is well under the default descriptor limit and far above what the 64-connection
@@ -171,6 +176,9 @@ pub struct AppState {
     /// Without API keys: the host names requests may name besides IP addresses and
     /// `localhost` (`serve --allowed-host`), against DNS rebinding.
     pub allowed_hosts: Vec<String>,
+    /// Held while a schema is checked against the log's and recorded: registrations one
+    /// at a time, so two cannot both pass against the schemas before either.
+    schema_registration: tokio::sync::Mutex<()>,
 }
 
 /// The store catalogue `serve --catalog` checks purchases against (it is recorded in the
@@ -241,6 +249,7 @@ impl AppState {
             stopping: tokio::sync::watch::channel(false).0,
             rejected_budget: Default::default(),
             allowed_hosts: Vec::new(),
+            schema_registration: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -323,6 +332,13 @@ impl AppState {
         keys.reader(headers, query_key).map(|_| ()).map_err(|d| self.denied(d))
     }
 
+    /// Checks that the request may register event type schemas, when keys are configured:
+    /// 401 without a known key, 403 for a key without the `admin` grant.
+    fn admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let Some(keys) = &self.keys else { return Ok(()) };
+        keys.admin(headers).map(|_| ()).map_err(|d| self.denied(d))
+    }
+
     /// Checks purchases against `catalog` (see [`ApiCatalog`]).
     pub fn with_catalog(mut self, catalog: Option<Arc<ApiCatalog>>) -> AppState {
         self.catalog = catalog;
@@ -362,6 +378,7 @@ impl AppState {
                 ApiError::Forbidden(match scope {
                     crate::auth::Scope::Read => "this API key may not read: reading the log, rejected events, the live page and the report needs a key with `scopes = [\"read\"]` (or [\"write\", \"read\"]) in the keys file".into(),
                     crate::auth::Scope::Write => "this API key may not send events: appending needs a key with `scopes = [\"write\"]` in the keys file".into(),
+                    crate::auth::Scope::Admin => "this API key may not register event type schemas: that needs a key with `scopes = [\"admin\"]` in the keys file (not one shipped in a game client)".into(),
                 })
             }
             Denied::RateLimited { retry_after_s } => {
@@ -413,15 +430,28 @@ pub enum ApiError {
     Unavailable(String),
     #[error("the disk is full: nothing was acknowledged; retry once space is freed ({0})")]
     NoSpace(String),
+    #[error("a schema is at most {} bytes", crate::schema::MAX_SCHEMA_BYTES)]
+    SchemaTooLarge,
+    #[error("not a schema questlog takes: {0}")]
+    SchemaInvalid(String),
+    #[error("{0}; nothing was recorded")]
+    SchemaRefused(String),
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl ApiError {
     /// The one place where errors become HTTP statuses.
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::BodyTooLarge | ApiError::DecompressedTooLarge | ApiError::TooManyEvents | ApiError::EventTooLarge { .. } => {
-                StatusCode::PAYLOAD_TOO_LARGE
-            }
+            ApiError::BodyTooLarge
+            | ApiError::DecompressedTooLarge
+            | ApiError::TooManyEvents
+            | ApiError::EventTooLarge { .. }
+            | ApiError::SchemaTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::SchemaInvalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::SchemaRefused(_) => StatusCode::CONFLICT,
+            ApiError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::UnsupportedEncoding(_) | ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unreadable(_) | ApiError::BadQuery(_) => StatusCode::BAD_REQUEST,
             ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
@@ -499,6 +529,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/events", axum::routing::post(ingest))
         .route("/v1/rejected", get(list_rejected))
         .route("/v1/replay", get(replay_stream))
+        .route("/v1/schemas", get(schemas::list).post(schemas::register))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))

@@ -4,7 +4,8 @@
 //! schemas (when the data dir has a log) and the files before it on the command line, so
 //! `schema check v1.json v2.json` checks the evolution from one to the other. `add`
 //! records files in the log after the same checks, all or nothing; `history`, `list` and
-//! `show` read the log's records (the seed's five are built in and never recorded).
+//! `show` read the log's records (the seed's five are built in and never recorded). While
+//! `serve` holds the log, they go through it (`GET|POST /v1/schemas`).
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -12,8 +13,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 
-use super::{open_log_for, sled_only};
-use crate::log::{EventLog, SchemaRecord};
+use super::{api_key, log_options, open_log_for, running_server, runtime, sled_only};
+use crate::log::{EventLog, LogError, SchemaRecord, SledLog};
 use crate::schema::{self, builtin, Evolution, Schema};
 
 #[derive(Subcommand, Debug)]
@@ -26,8 +27,8 @@ pub enum SchemaCommand {
         files: Vec<PathBuf>,
     },
     /// Record schema files in the log, in force from the next offset: checked as `check`
-    /// does, and recorded only if every file passes. Needs the log (not while `serve`
-    /// holds it).
+    /// does, and recorded only if every file passes. While `serve` holds the log, through
+    /// it (`POST /v1/schemas`, a key with the `admin` scope when it has keys).
     Add {
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -126,17 +127,67 @@ fn builtin_table(name: &str) -> &'static str {
     crate::project::TABLES.iter().find(|t| t.event_type.as_str() == name).map_or("?", |t| t.name)
 }
 
-/// The schemas the log of `data_dir` holds (none when it has no log yet: nothing is
-/// created to find that out).
-fn existing(data_dir: &Path, what: &str) -> Result<Vec<Registered>> {
+/// Where the log's schemas are: nowhere yet, the log itself, or the server holding it.
+enum Source {
+    NoLog,
+    Log(std::sync::Arc<SledLog>),
+    Server(std::net::SocketAddr),
+}
+
+fn source(data_dir: &Path, what: &str) -> Result<Source> {
     if !data_dir.join("log").exists() {
-        return Ok(Vec::new());
+        return Ok(Source::NoLog);
     }
     sled_only(what)?;
-    let log = open_log_for(data_dir, what)?;
-    let out = registered(log.schemas()?)?;
-    log.close()?;
-    Ok(out)
+    match SledLog::open_with(&data_dir.join("log"), log_options()) {
+        Ok(log) => Ok(Source::Log(log)),
+        Err(LogError::Locked { .. }) => match running_server(data_dir) {
+            Some(addr) => Ok(Source::Server(addr)),
+            // Held by something that is not a server: say so, as other commands do.
+            None => Ok(Source::Log(open_log_for(data_dir, what)?)),
+        },
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The schemas the log of `data_dir` holds (none when it has no log yet: nothing is
+/// created to find that out), from the server when one holds the log.
+fn existing(data_dir: &Path, what: &str) -> Result<Vec<Registered>> {
+    match source(data_dir, what)? {
+        Source::NoLog => Ok(Vec::new()),
+        Source::Log(log) => {
+            let out = registered(log.schemas()?)?;
+            log.close()?;
+            Ok(out)
+        }
+        Source::Server(addr) => runtime()?.block_on(from_server(addr)),
+    }
+}
+
+fn http_client() -> Result<reqwest::Client> {
+    Ok(reqwest::Client::builder().default_headers(crate::wire::client_headers(api_key())?).build()?)
+}
+
+/// `GET /v1/schemas`'s records, each parsed again and checked against its hash.
+async fn from_server(addr: std::net::SocketAddr) -> Result<Vec<Registered>> {
+    let url = format!("http://{addr}/v1/schemas");
+    let resp = http_client()?.get(&url).send().await.with_context(|| format!("GET {url}"))?;
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    if !status.is_success() {
+        bail!("GET {url}: {status}: {}{}", text.trim_end(), crate::wire::key_hint(status.as_u16(), "read"));
+    }
+    let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("GET {url}: not JSON"))?;
+    let records = v["registered"].as_array().map(|a| a.as_slice()).unwrap_or_default();
+    let mut out = Vec::with_capacity(records.len());
+    for r in records {
+        out.push(SchemaRecord {
+            from_offset: r["from_offset"].as_u64().context("a record without from_offset")?,
+            hash: r["hash"].as_str().context("a record without hash")?.to_string(),
+            content: crate::schema::canonical_json(&r["schema"]).into_bytes(),
+        });
+    }
+    registered(out)
 }
 
 /// The log's schema records, each parsed again and checked against its hash.
@@ -223,15 +274,17 @@ fn check_files(files: &[PathBuf], mut known: Vec<Schema>) -> (Vec<String>, usize
 
 fn add(files: &[PathBuf], data_dir: &Path) -> Result<()> {
     sled_only("record schemas")?;
-    let log = open_log_for(data_dir, "record schemas")?;
-    let known = registered(log.schemas()?)?;
-    let (verdicts, refused) = check_files(files, known.iter().map(|r| r.schema.clone()).collect());
-    if refused > 0 {
-        for v in verdicts.iter().filter(|v| v.starts_with("refused")) {
-            println!("{v}");
+    let (log, known) = match source(data_dir, "record schemas")? {
+        Source::Server(addr) => return runtime()?.block_on(add_through_server(files, addr)),
+        Source::Log(log) => {
+            let known = registered(log.schemas()?)?;
+            (log, known)
         }
+        Source::NoLog => (open_log_for(data_dir, "record schemas")?, Vec::new()),
+    };
+    if let Err(e) = check_all(files, &known) {
         log.close()?;
-        bail!("{refused} of {} schema files refused; nothing was recorded", files.len());
+        return Err(e);
     }
     // Every file passed against the log and the files before it: record them in order.
     let mut recorded_before = log.schemas()?.len();
@@ -249,5 +302,55 @@ fn add(files: &[PathBuf], data_dir: &Path) -> Result<()> {
         recorded_before = now.len();
     }
     log.close()?;
+    Ok(())
+}
+
+/// Checks every file before any is recorded; prints and returns the refusals.
+fn check_all(files: &[PathBuf], known: &[Registered]) -> Result<()> {
+    let (verdicts, refused) = check_files(files, known.iter().map(|r| r.schema.clone()).collect());
+    if refused > 0 {
+        for v in verdicts.iter().filter(|v| v.starts_with("refused")) {
+            println!("{v}");
+        }
+        bail!("{refused} of {} schema files refused; nothing was recorded", files.len());
+    }
+    Ok(())
+}
+
+/// `schema add` while `serve` holds the log: the files checked against the server's
+/// schemas first (all or nothing), then `POST /v1/schemas` one at a time (the server
+/// checks each again, against what it holds then).
+async fn add_through_server(files: &[PathBuf], addr: std::net::SocketAddr) -> Result<()> {
+    check_all(files, &from_server(addr).await?)?;
+    let url = format!("http://{addr}/v1/schemas");
+    let client = http_client()?;
+    for path in files {
+        let bytes = read_schema_file(path)?;
+        let resp = client
+            .post(&url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(bytes)
+            .send()
+            .await
+            .with_context(|| format!("POST {url}"))?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        if !status.is_success() {
+            let why = v["error"].as_str().map_or_else(|| text.trim_end().to_string(), str::to_string);
+            println!("refused  {}: {why}", path.display());
+            bail!("POST {url}: {status}{}", crate::wire::key_hint(status.as_u16(), "admin"));
+        }
+        let (uri, hash) = (v["uri"].as_str().unwrap_or("?"), v["hash"].as_str().unwrap_or("?"));
+        match v["from_offset"].as_u64() {
+            Some(from) if v["recorded"] == true => {
+                println!(
+                    "recorded  {}  {uri}  {hash}: in force from log offset {from} (through the server at http://{addr})",
+                    path.display()
+                )
+            }
+            _ => println!("unchanged  {}  {uri}: the log holds it already", path.display()),
+        }
+    }
     Ok(())
 }

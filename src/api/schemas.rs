@@ -1,0 +1,97 @@
+//! `GET /v1/schemas` (the event types: the seed's five, built in, and the log's schema
+//! records) and `POST /v1/schemas` (register one schema document, checked against the
+//! log's as `questlog schema add` checks it, recorded in the log in force from the next
+//! offset). docs/CONTRACT.md 3.8.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::{finish, json_headers, ApiError, AppState, ROUTE_SCHEMAS};
+use crate::log::{EventLog, LogError};
+use crate::schema::{self, builtin, Evolution, Schema};
+
+/// The log's schemas, parsed again and checked against their hashes.
+fn registered(log: &dyn EventLog) -> Result<Vec<(u64, Schema)>, ApiError> {
+    let mut out = Vec::new();
+    for r in log.schemas()? {
+        let s = Schema::parse(&r.content)
+            .map_err(|e| ApiError::Unavailable(format!("the log's schema record {} does not parse: {e}", r.hash)))?;
+        if s.hash() != r.hash {
+            return Err(ApiError::Unavailable(format!("the log's schema record {} hashes to {}", r.hash, s.hash())));
+        }
+        out.push((r.from_offset, s));
+    }
+    Ok(out)
+}
+
+fn describe(s: &Schema) -> serde_json::Value {
+    serde_json::json!({"name": s.name, "uri": s.uri(), "hash": s.hash(), "table": s.table_name()})
+}
+
+pub(super) async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let started = Instant::now();
+    let resp = match list_inner(&state, &headers) {
+        Ok(body) => (StatusCode::OK, json_headers(), body.to_string()).into_response(),
+        Err(e) => e.into_response(),
+    };
+    finish(&state, ROUTE_SCHEMAS, started, resp)
+}
+
+fn list_inner(state: &AppState, headers: &HeaderMap) -> Result<serde_json::Value, ApiError> {
+    state.reader(headers, None)?;
+    let builtins: Vec<serde_json::Value> = builtin::schemas().iter().map(describe).collect();
+    let mut recorded = Vec::new();
+    for (from_offset, s) in registered(state.log.as_ref())? {
+        let mut d = describe(&s);
+        d["from_offset"] = from_offset.into();
+        d["schema"] = serde_json::from_str(s.canonical()).map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        recorded.push(d);
+    }
+    Ok(serde_json::json!({"builtin": builtins, "registered": recorded}))
+}
+
+pub(super) async fn register(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let started = Instant::now();
+    let resp = match register_inner(&state, &headers, body).await {
+        Ok((status, body)) => (status, json_headers(), body.to_string()).into_response(),
+        Err(e) => e.into_response(),
+    };
+    finish(&state, ROUTE_SCHEMAS, started, resp)
+}
+
+async fn register_inner(state: &AppState, headers: &HeaderMap, body: Body) -> Result<(StatusCode, serde_json::Value), ApiError> {
+    state.admin(headers)?;
+    let bytes = axum::body::to_bytes(body, schema::MAX_SCHEMA_BYTES).await.map_err(|_| ApiError::SchemaTooLarge)?;
+    let s = Schema::parse(&bytes).map_err(|e| ApiError::SchemaInvalid(e.to_string()))?;
+    let _one_at_a_time = state.schema_registration.lock().await;
+    let known: Vec<Schema> = registered(state.log.as_ref())?.into_iter().map(|(_, s)| s).collect();
+    let evolution = schema::check_against(&known, &s).map_err(|e| ApiError::SchemaRefused(e.to_string()))?;
+    let mut answer = describe(&s);
+    match &evolution {
+        Evolution::Unchanged => {
+            answer["recorded"] = false.into();
+            answer["evolution"] = "unchanged".into();
+            return Ok((StatusCode::OK, answer));
+        }
+        Evolution::NewTable => answer["evolution"] = "new_table".into(),
+        Evolution::Addition { added } => {
+            answer["evolution"] = "addition".into();
+            answer["added"] = added.clone().into();
+        }
+    }
+    let pending = state.log.record_schema(s.hash(), s.canonical().as_bytes().to_vec()).map_err(|e| match e {
+        LogError::Unsupported(m) => ApiError::Unsupported(m),
+        other => other.into(),
+    })?;
+    pending.wait_async().await?;
+    let from_offset = state.log.schemas()?.iter().find(|r| r.hash == s.hash()).map(|r| r.from_offset);
+    answer["recorded"] = true.into();
+    answer["from_offset"] = from_offset.into();
+    tracing::info!(schema = %s.uri(), hash = %s.hash(), ?from_offset, "event type schema recorded");
+    Ok((StatusCode::CREATED, answer))
+}
