@@ -1,7 +1,8 @@
 //! API keys (`serve --api-keys FILE`): which apps may send events, under which name their
 //! events are recorded, how fast each may send (a token bucket per key, in events), and
-//! what each key is granted: `write` (append events) and `read` (the log, rejected events,
-//! the live page and the report), separately.
+//! what each key is granted: `write` (append events), `read` (the log, rejected events,
+//! the event types, the live page and the report) and `admin` (register event type
+//! schemas), separately.
 //!
 //! Invariants: keys are kept only as SHA-256 hashes once loaded and never appear in logs,
 //! metrics or error messages; a request without a valid key appends nothing; a key reads

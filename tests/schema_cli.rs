@@ -168,7 +168,7 @@ fn schemas_recorded_in_the_log_evolve_and_a_refusal_records_nothing() {
 
 /// While `serve` holds the log, `schema add|list|show|check` go through it
 /// (`GET|POST /v1/schemas`), no restart; with API keys, registering needs the `admin`
-/// scope and listing `read`.
+/// scope and listing `read` or `admin`.
 #[test]
 fn schemas_are_registered_through_a_running_server_with_the_admin_scope() {
     let tmp = tempfile::tempdir().unwrap();
@@ -177,7 +177,7 @@ fn schemas_are_registered_through_a_running_server_with_the_admin_scope() {
     std::fs::write(
         &keys,
         "[[key]]\napp = \"game\"\nkey = \"qk_game_0123456789abcdef\"\n\n\
-         [[key]]\napp = \"ops\"\nkey = \"qk_ops_0123456789abcdef\"\nscopes = [\"admin\", \"read\"]\n",
+         [[key]]\napp = \"ops\"\nkey = \"qk_ops_0123456789abcdef\"\nscopes = [\"admin\"]\n",
     )
     .unwrap();
     let data = d.join("data");
@@ -225,7 +225,12 @@ fn schemas_are_registered_through_a_running_server_with_the_admin_scope() {
         serde_json::from_str(&questlog_ok(&data, &[&ops[..], &["schema", "show", "level_up"]].concat())).unwrap();
     assert_eq!(shown["properties"]["level"]["maximum"], 100);
     let r = server.get("/v1/schemas");
-    assert_eq!(r.status, 401, "listing needs the read scope when keys are on");
+    assert_eq!(r.status, 401, "listing needs a key when keys are on");
+    let r = http(server.addr, "GET", "/v1/schemas", &[("X-API-Key", "qk_game_0123456789abcdef")], b"").unwrap();
+    assert_eq!(r.status, 403, "a write key does not list them: {}", r.text());
+    let r = http(server.addr, "GET", "/v1/schemas", &[("X-API-Key", "qk_ops_0123456789abcdef")], b"").unwrap();
+    assert_eq!(r.status, 200, "an admin key lists what it registers against: {}", r.text());
+    assert_eq!(r.json()["registered"][0]["schema"]["properties"]["level"]["maximum"], 100);
     let metrics = server.get("/metrics").text();
     for status in ["201", "409", "422", "413", "403", "401"] {
         assert!(metrics.contains(&format!("questlog_http_requests_total{{route=\"schemas\",status=\"{status}\"}}")), "{status}: {metrics}");

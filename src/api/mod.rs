@@ -178,7 +178,7 @@ pub struct AppState {
     pub allowed_hosts: Vec<String>,
     /// Held while a schema is checked against the log's and recorded: registrations one
     /// at a time, so two cannot both pass against the schemas before either.
-    schema_registration: tokio::sync::Mutex<()>,
+    schema_registration: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The store catalogue `serve --catalog` checks purchases against (it is recorded in the
@@ -249,7 +249,7 @@ impl AppState {
             stopping: tokio::sync::watch::channel(false).0,
             rejected_budget: Default::default(),
             allowed_hosts: Vec::new(),
-            schema_registration: tokio::sync::Mutex::new(()),
+            schema_registration: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
@@ -560,6 +560,7 @@ fn route_of(path: &str) -> Option<usize> {
         "/v1/events" => ROUTE_EVENTS,
         "/v1/rejected" => ROUTE_REJECTED,
         "/v1/replay" => ROUTE_REPLAY,
+        "/v1/schemas" => ROUTE_SCHEMAS,
         "/healthz" => ROUTE_HEALTHZ,
         "/metrics" => ROUTE_METRICS,
         "/" | "/v1/live" | "/report.html" => ROUTE_LIVE,

@@ -4,14 +4,14 @@
 //! offset). docs/CONTRACT.md 3.8.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::{finish, json_headers, ApiError, AppState, ROUTE_SCHEMAS};
+use super::{finish, json_headers, ApiError, AppState, APPEND_CONFIRM_TIMEOUT_MS, ROUTE_SCHEMAS};
 use crate::log::{EventLog, LogError};
 use crate::schema::{self, builtin, Evolution, Schema};
 
@@ -43,7 +43,8 @@ pub(super) async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap)
 }
 
 fn list_inner(state: &AppState, headers: &HeaderMap) -> Result<serde_json::Value, ApiError> {
-    state.reader(headers, None)?;
+    // A key that registers schemas may see them too (`schema add` checks against them).
+    state.reader(headers, None).or_else(|e| state.admin(headers).map_err(|_| e))?;
     let builtins: Vec<serde_json::Value> = builtin::schemas().iter().map(describe).collect();
     let mut recorded = Vec::new();
     for (from_offset, s) in registered(state.log.as_ref())? {
@@ -64,11 +65,45 @@ pub(super) async fn register(State(state): State<Arc<AppState>>, headers: Header
     finish(&state, ROUTE_SCHEMAS, started, resp)
 }
 
-async fn register_inner(state: &AppState, headers: &HeaderMap, body: Body) -> Result<(StatusCode, serde_json::Value), ApiError> {
+async fn register_inner(state: &Arc<AppState>, headers: &HeaderMap, body: Body) -> Result<(StatusCode, serde_json::Value), ApiError> {
     state.admin(headers)?;
-    let bytes = axum::body::to_bytes(body, schema::MAX_SCHEMA_BYTES).await.map_err(|_| ApiError::SchemaTooLarge)?;
+    let timeout_ms = state.limits.body_read_timeout_ms;
+    let bytes = match tokio::time::timeout(Duration::from_millis(timeout_ms), axum::body::to_bytes(body, schema::MAX_SCHEMA_BYTES)).await {
+        Err(_) => return Err(ApiError::BodyTimeout(timeout_ms)),
+        Ok(Err(e)) if is_length_limit(&e) => return Err(ApiError::SchemaTooLarge),
+        Ok(Err(e)) => return Err(ApiError::Unreadable(e.to_string())),
+        Ok(Ok(b)) => b,
+    };
     let s = Schema::parse(&bytes).map_err(|e| ApiError::SchemaInvalid(e.to_string()))?;
-    let _one_at_a_time = state.schema_registration.lock().await;
+    // The check and the record run on a task of their own that holds the registration
+    // lock until the log answers, even if this request is dropped meanwhile: the next
+    // registration is checked against this one whatever became of its client.
+    let guard = state.schema_registration.clone().lock_owned().await;
+    let task_state = state.clone();
+    let task = tokio::spawn(async move {
+        let _one_at_a_time = guard;
+        check_and_record(&task_state, s).await
+    });
+    match tokio::time::timeout(Duration::from_millis(APPEND_CONFIRM_TIMEOUT_MS), task).await {
+        Err(_) => Err(ApiError::Unconfirmed(APPEND_CONFIRM_TIMEOUT_MS)),
+        Ok(Err(join)) => Err(ApiError::Unavailable(format!("the registration failed: {join}"))),
+        Ok(Ok(result)) => result,
+    }
+}
+
+/// Whether reading a body failed on its length limit (axum wraps the limit's error).
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+async fn check_and_record(state: &AppState, s: Schema) -> Result<(StatusCode, serde_json::Value), ApiError> {
     let known: Vec<Schema> = registered(state.log.as_ref())?.into_iter().map(|(_, s)| s).collect();
     let evolution = schema::check_against(&known, &s).map_err(|e| ApiError::SchemaRefused(e.to_string()))?;
     let mut answer = describe(&s);
@@ -89,9 +124,11 @@ async fn register_inner(state: &AppState, headers: &HeaderMap, body: Body) -> Re
         other => other.into(),
     })?;
     pending.wait_async().await?;
-    let from_offset = state.log.schemas()?.iter().find(|r| r.hash == s.hash()).map(|r| r.from_offset);
+    let Some(from_offset) = state.log.schemas()?.iter().find(|r| r.hash == s.hash()).map(|r| r.from_offset) else {
+        return Err(ApiError::Unavailable(format!("the log acknowledged {} but does not list it", s.uri())));
+    };
     answer["recorded"] = true.into();
     answer["from_offset"] = from_offset.into();
-    tracing::info!(schema = %s.uri(), hash = %s.hash(), ?from_offset, "event type schema recorded");
+    tracing::info!(schema = %s.uri(), hash = %s.hash(), from_offset, "event type schema recorded");
     Ok((StatusCode::CREATED, answer))
 }

@@ -237,9 +237,14 @@ fn describe(evolution: &Result<Evolution, schema::EvolutionError>, s: &Schema) -
     }
 }
 
+fn check_files(files: &[PathBuf], known: Vec<Schema>) -> (Vec<String>, usize) {
+    check_files_into(files, known, &mut Vec::new())
+}
+
 /// One verdict line (with the columns) per file, and how many were refused. Files that
-/// pass join `known` for the files after them.
-fn check_files(files: &[PathBuf], mut known: Vec<Schema>) -> (Vec<String>, usize) {
+/// pass join `known` for the files after them; `passed` gets each passing file's schema,
+/// as checked.
+fn check_files_into(files: &[PathBuf], mut known: Vec<Schema>, passed: &mut Vec<(PathBuf, Schema)>) -> (Vec<String>, usize) {
     let mut out = Vec::new();
     let mut refused = 0usize;
     for path in files {
@@ -259,6 +264,7 @@ fn check_files(files: &[PathBuf], mut known: Vec<Schema>) -> (Vec<String>, usize
                     text.push_str(&format!("\n      {:<24} {:<8} {:<18} {null}", p.name, p.json_type.as_str(), p.column.sql_name()));
                 }
                 out.push(text);
+                passed.push((path.clone(), s.clone()));
                 if evolution != Evolution::Unchanged {
                     known.push(s);
                 }
@@ -282,74 +288,101 @@ fn add(files: &[PathBuf], data_dir: &Path) -> Result<()> {
         }
         Source::NoLog => (open_log_for(data_dir, "record schemas")?, Vec::new()),
     };
-    if let Err(e) = check_all(files, &known) {
-        log.close()?;
-        return Err(e);
-    }
-    // Every file passed against the log and the files before it: record them in order.
-    let mut recorded_before = log.schemas()?.len();
-    for path in files {
-        let s = Schema::parse(&read_schema_file(path)?)?;
-        log.record_schema(s.hash(), s.canonical().as_bytes().to_vec())?.wait()?;
+    let checked = match check_all(files, &known) {
+        Ok(checked) => checked,
+        Err(e) => {
+            log.close()?;
+            return Err(e);
+        }
+    };
+    // Every file passed against the log and the files before it: record the schemas as
+    // checked (not the files again), in order.
+    let mut done: Vec<String> = Vec::new();
+    for (path, s) in &checked {
+        let before = log.schemas()?.len();
+        let recorded = log.record_schema(s.hash(), s.canonical().as_bytes().to_vec()).and_then(|p| p.wait());
+        if let Err(e) = recorded {
+            log.close()?;
+            return Err(partial(e.into(), path, &done));
+        }
         let now = log.schemas()?;
-        match now.get(recorded_before) {
-            Some(r) if now.len() > recorded_before => {
+        match now.get(before) {
+            Some(r) => {
                 println!("recorded  {}  {}  {}: in force from log offset {}", path.display(), s.uri(), s.hash(), r.from_offset);
                 tracing::info!(schema = %s.uri(), hash = %s.hash(), from_offset = r.from_offset, "event type schema recorded");
+                done.push(s.uri());
             }
-            _ => println!("unchanged  {}  {}: the log holds it already", path.display(), s.uri()),
+            None => println!("unchanged  {}  {}: the log holds it already", path.display(), s.uri()),
         }
-        recorded_before = now.len();
     }
     log.close()?;
     Ok(())
 }
 
-/// Checks every file before any is recorded; prints and returns the refusals.
-fn check_all(files: &[PathBuf], known: &[Registered]) -> Result<()> {
-    let (verdicts, refused) = check_files(files, known.iter().map(|r| r.schema.clone()).collect());
+/// The error of a registration that failed part way, saying what was recorded before it.
+fn partial(e: anyhow::Error, path: &Path, done: &[String]) -> anyhow::Error {
+    if done.is_empty() {
+        e.context(format!("recording {}; nothing was recorded", path.display()))
+    } else {
+        e.context(format!("recording {}; recorded before it, and kept: {}", path.display(), done.join(", ")))
+    }
+}
+
+/// Checks every file before any is recorded; prints the refusals and fails if there are
+/// any, else returns each file's schema as checked.
+fn check_all(files: &[PathBuf], known: &[Registered]) -> Result<Vec<(PathBuf, Schema)>> {
+    let mut passed = Vec::new();
+    let (verdicts, refused) = check_files_into(files, known.iter().map(|r| r.schema.clone()).collect(), &mut passed);
     if refused > 0 {
         for v in verdicts.iter().filter(|v| v.starts_with("refused")) {
             println!("{v}");
         }
         bail!("{refused} of {} schema files refused; nothing was recorded", files.len());
     }
-    Ok(())
+    Ok(passed)
 }
 
 /// `schema add` while `serve` holds the log: the files checked against the server's
-/// schemas first (all or nothing), then `POST /v1/schemas` one at a time (the server
-/// checks each again, against what it holds then).
+/// schemas first (all or nothing), then `POST /v1/schemas` one at a time with the
+/// schemas as checked (the server checks each again, against what it holds then).
 async fn add_through_server(files: &[PathBuf], addr: std::net::SocketAddr) -> Result<()> {
-    check_all(files, &from_server(addr).await?)?;
+    let checked = check_all(files, &from_server(addr).await?)?;
     let url = format!("http://{addr}/v1/schemas");
     let client = http_client()?;
-    for path in files {
-        let bytes = read_schema_file(path)?;
-        let resp = client
+    let mut done: Vec<String> = Vec::new();
+    for (path, s) in &checked {
+        let sent = client
             .post(&url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(bytes)
+            .body(s.canonical().to_string())
             .send()
             .await
-            .with_context(|| format!("POST {url}"))?;
+            .with_context(|| format!("POST {url}"));
+        let resp = match sent {
+            Ok(r) => r,
+            Err(e) => return Err(partial(e, path, &done)),
+        };
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
         if !status.is_success() {
             let why = v["error"].as_str().map_or_else(|| text.trim_end().to_string(), str::to_string);
-            println!("refused  {}: {why}", path.display());
-            bail!("POST {url}: {status}{}", crate::wire::key_hint(status.as_u16(), "admin"));
+            let verdict = if status.is_client_error() { "refused" } else { "failed" };
+            println!("{verdict}  {}: {why}", path.display());
+            let e = anyhow::anyhow!("POST {url}: {status}{}", crate::wire::key_hint(status.as_u16(), "admin"));
+            return Err(partial(e, path, &done));
         }
-        let (uri, hash) = (v["uri"].as_str().unwrap_or("?"), v["hash"].as_str().unwrap_or("?"));
         match v["from_offset"].as_u64() {
             Some(from) if v["recorded"] == true => {
                 println!(
-                    "recorded  {}  {uri}  {hash}: in force from log offset {from} (through the server at http://{addr})",
-                    path.display()
-                )
+                    "recorded  {}  {}  {}: in force from log offset {from} (through the server at http://{addr})",
+                    path.display(),
+                    s.uri(),
+                    s.hash()
+                );
+                done.push(s.uri());
             }
-            _ => println!("unchanged  {}  {uri}: the log holds it already", path.display()),
+            _ => println!("unchanged  {}  {}: the log holds it already", path.display(), s.uri()),
         }
     }
     Ok(())

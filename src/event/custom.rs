@@ -259,6 +259,15 @@ impl CompiledProperty {
                 self.reject(RejectReason::OutOfRange, format!("field `{}` is {f}, beyond the FLOAT range (about 3.4e38)", self.name))
             );
         }
+        // The column holds the value rounded to 32 bits: the bounds hold for that too
+        // (0.1 under `maximum: 0.1` is stored as 0.10000000149).
+        let stored = f64::from(s);
+        if lo.is_some_and(|lo| stored < lo) || hi.is_some_and(|hi| stored > hi) {
+            return Err(self.reject(
+                RejectReason::OutOfRange,
+                format!("field `{}` is {f}, which a FLOAT column holds as {s}, outside {}", self.name, self.expected),
+            ));
+        }
         Ok(CustomValue::Float(s))
     }
 }
@@ -386,6 +395,10 @@ mod tests {
             .map_err(|r| (r.reason, r.message))
     }
 
+    fn check_one_free(c: &CompiledType, name: &str, v: Value) -> Result<CustomValue, RejectReason> {
+        c.check(&[(name.to_string(), v)]).map(|mut vs| vs.remove(0)).map_err(|r| r.reason)
+    }
+
     #[test]
     fn each_kind_of_property_takes_its_values_and_refuses_others_by_reason() {
         use RejectReason::*;
@@ -412,6 +425,9 @@ mod tests {
         assert_eq!(reason("ratio", json!(0.5)), Ok(CustomValue::Double(0.5)));
         assert_eq!(reason("ratio", json!(1.5)), Err(OutOfRange));
         assert_eq!(reason("ratio", json!("0.5")), Err(WrongType));
+        let f = compiled(json!({"share": {"type": "number", "format": "float", "maximum": 0.1}}), &[]);
+        assert_eq!(check_one_free(&f, "share", json!(0.1)), Err(OutOfRange), "0.1 as FLOAT is above 0.1");
+        assert_eq!(check_one_free(&f, "share", json!(0.09)), Ok(CustomValue::Float(0.09)));
         assert_eq!(reason("class", json!("mage")), Ok(CustomValue::Text("mage".into())));
         assert_eq!(reason("class", json!("rogue")), Err(OutOfRange));
         assert_eq!(reason("map", json!("ééé")), Ok(CustomValue::Text("ééé".into())), "maxLength counts characters");

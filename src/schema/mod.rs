@@ -225,7 +225,7 @@ pub struct Schema {
     pub version: Version,
     /// In the document's order: the table's column order for the first version of a model.
     pub properties: Vec<Property>,
-    /// The document with its keys sorted and no whitespace: what the log records and hashes.
+    /// The document in canonical form ([`canonical_json`]): what the log records and hashes.
     canonical: String,
 }
 
@@ -285,8 +285,8 @@ impl Schema {
         Ok(Schema { vendor, name, version, properties, canonical })
     }
 
-    /// The document in canonical form: keys sorted at every level, no whitespace, numbers
-    /// as serde_json writes them.
+    /// The document in canonical form ([`canonical_json`]): keys sorted (but the
+    /// properties, in column order), no whitespace, numbers as serde_json writes them.
     pub fn canonical(&self) -> &str {
         &self.canonical
     }
@@ -559,20 +559,31 @@ fn parse_property(name: &str, v: &Value, required: bool) -> Result<Property, Sch
     Ok(prop)
 }
 
-/// `v` with object keys sorted at every level, written without whitespace.
+/// `v` with object keys sorted at every level but one, written without whitespace: the
+/// members of the top level's `properties` keep their order, which is the order of the
+/// table's columns (two documents that differ in it are different schemas).
 pub fn canonical_json(v: &Value) -> String {
-    fn sorted(v: &Value) -> Value {
+    fn sorted(v: &Value, keep_order: bool) -> Value {
         match v {
             Value::Object(m) => {
                 let mut keys: Vec<&String> = m.keys().collect();
-                keys.sort();
-                Value::Object(keys.into_iter().map(|k| (k.clone(), sorted(&m[k]))).collect())
+                if !keep_order {
+                    keys.sort();
+                }
+                Value::Object(keys.into_iter().map(|k| (k.clone(), sorted(&m[k], false))).collect())
             }
-            Value::Array(a) => Value::Array(a.iter().map(sorted).collect()),
+            Value::Array(a) => Value::Array(a.iter().map(|x| sorted(x, false)).collect()),
             other => other.clone(),
         }
     }
-    sorted(v).to_string()
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            Value::Object(keys.into_iter().map(|k| (k.clone(), sorted(&m[k], k == "properties"))).collect()).to_string()
+        }
+        other => sorted(other, false).to_string(),
+    }
 }
 
 /// Why a schema document is refused. Each names where in the document (a JSON pointer).

@@ -94,6 +94,25 @@ fn the_canonical_form_sorts_keys_and_ignores_whitespace() {
     assert!(!a.canonical().contains(' '));
     let c = parse(&doc("level_up", "1-0-0", &[("level", serde_json::json!({"type": "integer", "minimum": 2}))], &[]));
     assert_ne!(a.hash(), c.hash());
+    // The properties keep their order (the columns'), through the canonical form too.
+    let ab = parse(&doc(
+        "level_up",
+        "1-0-0",
+        &[("zeta", serde_json::json!({"type": "integer"})), ("alpha", serde_json::json!({"type": "string"}))],
+        &[],
+    ));
+    let ba = parse(&doc(
+        "level_up",
+        "1-0-0",
+        &[("alpha", serde_json::json!({"type": "string"})), ("zeta", serde_json::json!({"type": "integer"}))],
+        &[],
+    ));
+    assert_ne!(ab.hash(), ba.hash(), "another column order is another schema");
+    let again = parse(ab.canonical());
+    let names: Vec<&str> = again.properties.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["zeta", "alpha"]);
+    assert_eq!(again.canonical(), ab.canonical());
+    assert!(ab.canonical().find("\"type\":\"integer\"").unwrap() < ab.canonical().find("\"type\":\"string\"").unwrap());
 }
 
 #[test]

@@ -383,11 +383,13 @@ fn later_file_with_records(files: &[(u64, PathBuf)]) -> Result<Option<&Path>, Re
     Ok(None)
 }
 
-/// Whether `bytes` start with a length a record can have: a quick test before
+/// Whether `bytes` start with a length a record can have and its format byte: a quick
+/// test (it spares a CRC over the rest of the file at most positions of a torn tail) before
 /// [`parse_record`] when looking for a record at every byte of a file's tail (its zeros
 /// ahead included).
 fn plausible_length(bytes: &[u8]) -> bool {
-    bytes.len() >= RECORD_HEADER_BYTES
+    bytes.len() >= RECORD_HEADER_BYTES + MIN_BODY_BYTES
+        && bytes[RECORD_HEADER_BYTES] == RECORD_VERSION
         && (MIN_BODY_BYTES..=MAX_RECORD_BYTES.min(bytes.len() - RECORD_HEADER_BYTES))
             .contains(&(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize))
 }
