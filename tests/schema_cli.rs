@@ -239,3 +239,32 @@ fn schemas_are_registered_through_a_running_server_with_the_admin_scope() {
     // After the server: the same record, read from the log itself.
     assert_eq!(questlog_ok(&data, &["schema", "history"]).lines().count(), 1);
 }
+
+/// Registrations run one at a time, each checked against those before it: eight clients
+/// registering eight different contents of one version at once get one 201 and seven 409,
+/// and the log holds one schema (without the registration lock, several pass the check
+/// before the first is recorded).
+#[test]
+fn concurrent_registrations_of_one_version_record_exactly_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"));
+    let addr = server.addr;
+    let clients: Vec<_> = (0..8)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let doc = format!(
+                    r#"{{"$schema": "{META}", "description": "variant {i}",
+  "self": {{"vendor": "com.example.game", "name": "level_up", "format": "jsonschema", "version": "1-0-0"}},
+  "type": "object", "properties": {{"level": {{"type": "integer"}}}}}}"#
+                );
+                http(addr, "POST", "/v1/schemas", &[("Content-Type", "application/json")], doc.as_bytes()).unwrap().status
+            })
+        })
+        .collect();
+    let mut statuses: Vec<u16> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    statuses.sort();
+    assert_eq!(statuses, [201, 409, 409, 409, 409, 409, 409, 409]);
+    let listed = server.get("/v1/schemas").json();
+    assert_eq!(listed["registered"].as_array().unwrap().len(), 1, "{listed}");
+    server.stop();
+}

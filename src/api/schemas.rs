@@ -19,11 +19,7 @@ use crate::schema::{self, builtin, Evolution, Schema};
 fn registered(log: &dyn EventLog) -> Result<Vec<(u64, Schema)>, ApiError> {
     let mut out = Vec::new();
     for r in log.schemas()? {
-        let s = Schema::parse(&r.content)
-            .map_err(|e| ApiError::Unavailable(format!("the log's schema record {} does not parse: {e}", r.hash)))?;
-        if s.hash() != r.hash {
-            return Err(ApiError::Unavailable(format!("the log's schema record {} hashes to {}", r.hash, s.hash())));
-        }
+        let s = Schema::from_record(&r.content, &r.hash).map_err(|e| ApiError::Unavailable(e.to_string()))?;
         out.push((r.from_offset, s));
     }
     Ok(out)

@@ -195,11 +195,7 @@ fn registered(records: Vec<SchemaRecord>) -> Result<Vec<Registered>> {
     records
         .into_iter()
         .map(|r| {
-            let schema = Schema::parse(&r.content)
-                .with_context(|| format!("the schema record {} in force from log offset {} does not parse", r.hash, r.from_offset))?;
-            if schema.hash() != r.hash {
-                bail!("the schema record in force from log offset {} is named {} but hashes to {}", r.from_offset, r.hash, schema.hash());
-            }
+            let schema = Schema::from_record(&r.content, &r.hash).with_context(|| format!("in force from log offset {}", r.from_offset))?;
             Ok(Registered { from_offset: r.from_offset, schema })
         })
         .collect()

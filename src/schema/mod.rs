@@ -285,6 +285,17 @@ impl Schema {
         Ok(Schema { vendor, name, version, properties, canonical })
     }
 
+    /// A schema the log recorded (its canonical form and the hash it was recorded under),
+    /// parsed again and checked against that hash: what every reader of the log's records
+    /// (the CLI, the API) goes through.
+    pub fn from_record(content: &[u8], hash: &str) -> Result<Schema, SchemaError> {
+        let s = Schema::parse(content).map_err(|e| SchemaError::Record { hash: hash.to_string(), reason: e.to_string() })?;
+        if s.hash() != hash {
+            return Err(SchemaError::Record { hash: hash.to_string(), reason: format!("its content hashes to {}", s.hash()) });
+        }
+        Ok(s)
+    }
+
     /// The document in canonical form ([`canonical_json`]): keys sorted (but the
     /// properties, in column order), no whitespace, numbers as serde_json writes them.
     pub fn canonical(&self) -> &str {
@@ -601,6 +612,8 @@ pub enum SchemaError {
     Limit { at: String, what: &'static str, value: usize, max: usize },
     #[error("`{name}` is reserved: {why}")]
     Reserved { name: String, why: &'static str },
+    #[error("the log's schema record {hash} is not one: {reason}")]
+    Record { hash: String, reason: String },
 }
 
 /// One change between two versions of a model that readers of its table cannot take.

@@ -112,6 +112,9 @@ fn the_canonical_form_sorts_keys_and_ignores_whitespace() {
     let names: Vec<&str> = again.properties.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["zeta", "alpha"]);
     assert_eq!(again.canonical(), ab.canonical());
+    // A record is read back only under the hash it was recorded with.
+    assert_eq!(Schema::from_record(ab.canonical().as_bytes(), &ab.hash()).unwrap().canonical(), ab.canonical());
+    assert!(matches!(Schema::from_record(ab.canonical().as_bytes(), &ba.hash()), Err(SchemaError::Record { .. })));
     assert!(ab.canonical().find("\"type\":\"integer\"").unwrap() < ab.canonical().find("\"type\":\"string\"").unwrap());
 }
 
