@@ -22,6 +22,24 @@ pub const LATENCY_BUCKETS_SECONDS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.
 /// `event_type` label for events whose type was unknown or missing.
 const UNKNOWN_TYPE: usize = EventType::ALL.len();
 
+/// The `event_type` an event is counted under.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum TypeLabel<'a> {
+    Seed(EventType),
+    /// A registered type (its name comes from the log's schemas, never from a client, so
+    /// there are at most [`crate::schema::MAX_REGISTERED_TABLES`] of them).
+    Registered(&'a str),
+    /// Unknown or missing.
+    Unknown,
+}
+
+/// Counts of one registered type.
+struct RegisteredCounts {
+    accepted: u64,
+    duplicates: u64,
+    rejected: [u64; RejectReason::ALL.len()],
+}
+
 #[derive(Default)]
 struct Histogram {
     buckets: [AtomicU64; LATENCY_BUCKETS_SECONDS.len()],
@@ -56,6 +74,8 @@ pub struct Metrics {
     rejected_not_stored: [AtomicU64; NOT_STORED_CAUSES.len()],
     /// Times a streamed response waited for the response memory budget.
     pub response_memory_waits_total: AtomicU64,
+    /// Events of registered types, by name.
+    registered: std::sync::Mutex<std::collections::BTreeMap<String, RegisteredCounts>>,
 }
 
 /// Why a request was answered 403: a key without the grant the route needs, a `Host`
@@ -92,18 +112,50 @@ pub trait ProjectionSource: Send + Sync {
 pub const LIMITS: [&str; 4] = ["body_bytes", "decompressed_bytes", "events_per_request", "event_bytes"];
 
 impl Metrics {
-    pub fn accepted(&self, t: EventType) {
-        self.accepted[t.index()].fetch_add(1, Ordering::Relaxed);
+    fn registered(&self, name: &str, f: impl FnOnce(&mut RegisteredCounts)) {
+        let mut map = self.registered.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !map.contains_key(name) {
+            map.insert(name.to_string(), RegisteredCounts { accepted: 0, duplicates: 0, rejected: [0; RejectReason::ALL.len()] });
+        }
+        if let Some(c) = map.get_mut(name) {
+            f(c);
+        }
+    }
+
+    pub fn accepted(&self, t: TypeLabel<'_>) {
+        match t {
+            TypeLabel::Seed(t) => {
+                self.accepted[t.index()].fetch_add(1, Ordering::Relaxed);
+            }
+            TypeLabel::Registered(name) => self.registered(name, |c| c.accepted += 1),
+            TypeLabel::Unknown => {}
+        }
     }
 
     /// An event dropped because its `event_id` was already in the log.
-    pub fn duplicate(&self, t: EventType) {
-        self.duplicates[t.index()].fetch_add(1, Ordering::Relaxed);
+    pub fn duplicate(&self, t: TypeLabel<'_>) {
+        match t {
+            TypeLabel::Seed(t) => {
+                self.duplicates[t.index()].fetch_add(1, Ordering::Relaxed);
+            }
+            TypeLabel::Registered(name) => self.registered(name, |c| c.duplicates += 1),
+            TypeLabel::Unknown => {}
+        }
     }
 
-    pub fn rejected(&self, t: Option<EventType>, reason: RejectReason) {
-        let ti = t.map(EventType::index).unwrap_or(UNKNOWN_TYPE);
+    pub fn rejected(&self, t: TypeLabel<'_>, reason: RejectReason) {
+        let ti = match t {
+            TypeLabel::Seed(t) => t.index(),
+            TypeLabel::Registered(name) => return self.registered(name, |c| c.rejected[reason.index()] += 1),
+            TypeLabel::Unknown => UNKNOWN_TYPE,
+        };
         self.rejected[ti][reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Events of registered types accepted so far, by name.
+    pub fn accepted_registered(&self) -> Vec<(String, u64)> {
+        let map = self.registered.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.iter().map(|(n, c)| (n.clone(), c.accepted)).collect()
     }
 
     /// A 403, by index into [`FORBIDDEN_CAUSES`].
@@ -144,15 +196,20 @@ impl Metrics {
 
     /// Events rejected so far by reason (every type), reasons that occurred only.
     pub fn rejected_by_reason(&self) -> Vec<(RejectReason, u64)> {
+        let map = self.registered.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         RejectReason::ALL
             .iter()
-            .map(|r| (*r, self.rejected.iter().map(|per| per[r.index()].load(Ordering::Relaxed)).sum()))
+            .map(|r| {
+                let seed: u64 = self.rejected.iter().map(|per| per[r.index()].load(Ordering::Relaxed)).sum();
+                (*r, seed + map.values().map(|c| c.rejected[r.index()]).sum::<u64>())
+            })
             .filter(|(_, n)| *n > 0)
             .collect()
     }
 
     pub fn accepted_total(&self) -> u64 {
-        self.accepted.iter().map(|a| a.load(Ordering::Relaxed)).sum()
+        let map = self.registered.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.accepted.iter().map(|a| a.load(Ordering::Relaxed)).sum::<u64>() + map.values().map(|c| c.accepted).sum::<u64>()
     }
 
     /// The Prometheus text exposition of these metrics and the log's.
@@ -161,8 +218,12 @@ impl Metrics {
         let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
 
         header(&mut o, "questlog_events_accepted_total", "counter", "Events appended to the log, by type.");
+        let registered = self.registered.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for t in EventType::ALL {
             let _ = writeln!(o, "questlog_events_accepted_total{{event_type=\"{t}\"}} {}", ld(&self.accepted[t.index()]));
+        }
+        for (name, c) in registered.iter() {
+            let _ = writeln!(o, "questlog_events_accepted_total{{event_type=\"{name}\"}} {}", c.accepted);
         }
         header(
             &mut o,
@@ -172,6 +233,9 @@ impl Metrics {
         );
         for t in EventType::ALL {
             let _ = writeln!(o, "questlog_events_duplicate_total{{event_type=\"{t}\"}} {}", ld(&self.duplicates[t.index()]));
+        }
+        for (name, c) in registered.iter() {
+            let _ = writeln!(o, "questlog_events_duplicate_total{{event_type=\"{name}\"}} {}", c.duplicates);
         }
         header(
             &mut o,
@@ -188,6 +252,15 @@ impl Metrics {
                 }
             }
         }
+        for (name, c) in registered.iter() {
+            for r in RejectReason::ALL {
+                let v = c.rejected[r.index()];
+                if v > 0 {
+                    let _ = writeln!(o, "questlog_events_rejected_total{{event_type=\"{name}\",reason=\"{}\"}} {v}", r.as_str());
+                }
+            }
+        }
+        drop(registered);
         header(&mut o, "questlog_requests_over_limit_total", "counter", "Requests answered 413, by the limit they broke.");
         for (i, name) in LIMITS.iter().enumerate() {
             let _ = writeln!(o, "questlog_requests_over_limit_total{{limit=\"{name}\"}} {}", ld(&self.refused_over_limit[i]));

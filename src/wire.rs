@@ -103,7 +103,7 @@ pub fn write_value<S: AsRef<str>, M: AsRef<str>>(out: &mut String, r: &Record<S,
 fn write_members<S: AsRef<str>, M: AsRef<str>>(out: &mut String, r: &Record<S, M>) {
     let e = &r.event;
     out.push_str("\"event_type\":\"");
-    out.push_str(e.event_type().as_str());
+    out.push_str(e.type_name());
     out.push('"');
     e.payload.visit_fields(|name, value| {
         out.push_str(",\"");

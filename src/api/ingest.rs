@@ -155,6 +155,8 @@ pub(super) struct Outcome<'a> {
     stored_bytes: usize,
     /// The app's rejected-store bucket, once the request has a rejection.
     bucket: Option<Arc<TokenBucket>>,
+    /// The registered types this request's events are checked against.
+    types: Arc<Registry>,
 }
 
 impl<'a> Outcome<'a> {
@@ -169,6 +171,7 @@ impl<'a> Outcome<'a> {
             rejected_count: 0,
             stored_bytes: 0,
             bucket: None,
+            types: state.types(),
         }
     }
 
@@ -191,6 +194,10 @@ impl<'a> Outcome<'a> {
         };
         let rejection = match parsed {
             Ok(e) => {
+                if let event::Payload::Custom(c) = &e.payload {
+                    // A registered type's values are held apart from the body's text.
+                    memory.take(c.held_bytes())?;
+                }
                 self.records.push(Record { received_at_us: self.now, meta: self.meta.clone(), raw_event: raw.to_string(), event: e });
                 return Ok(());
             }
@@ -210,7 +217,7 @@ impl<'a> Outcome<'a> {
         }
         self.answer.push_str(&line);
         self.rejected_count += 1;
-        state.metrics.rejected(guess_type(raw), rejection.reason);
+        state.metrics.rejected(guess_type(raw, &self.types), rejection.reason);
         state.live.rejected(rejection.reason, rejection.field.as_deref());
         // The store keeps it within the request's share and the app's rate.
         let raw = event::truncate_utf8(raw, MAX_REJECTED_RAW_BYTES);
@@ -243,7 +250,12 @@ impl<'a> Outcome<'a> {
     /// Appends everything; the numbers and rejections of the 200 answer (or the error).
     async fn commit(self, memory: &mut BodyMemory) -> Result<Committed, ApiError> {
         let state = self.state;
-        let mut types: Vec<Option<EventType>> = self.records.iter().map(|r| Some(r.event.event_type())).collect();
+        // The types' names, counted once the append is known (not when they are duplicates).
+        let mut types: Vec<Option<(Option<EventType>, String)>> = self
+            .records
+            .iter()
+            .map(|r| Some((r.event.builtin(), if r.event.builtin().is_some() { String::new() } else { r.event.type_name().to_string() })))
+            .collect();
         let purchases: Vec<Option<(i64, i64, i64, f32)>> = match &state.catalog {
             Some(_) => self.records.iter().map(crate::catalog::purchase_of).collect(),
             None => Vec::new(),
@@ -257,15 +269,15 @@ impl<'a> Outcome<'a> {
             .map_err(|_| ApiError::Unconfirmed(APPEND_CONFIRM_TIMEOUT_MS))??;
         for &i in &appended.duplicates {
             if let Some(t) = types.get_mut(i as usize).and_then(Option::take) {
-                state.metrics.duplicate(t);
+                state.metrics.duplicate(label(&t));
             }
         }
         for t in types.iter().flatten() {
-            state.metrics.accepted(*t);
+            state.metrics.accepted(label(t));
         }
         if let Some(c) = &state.catalog {
             // Stored purchases only: a duplicate's type was taken out of `types` above.
-            let stored: Vec<_> = purchases.into_iter().zip(&types).filter_map(|(p, t)| t.and(p)).collect();
+            let stored: Vec<_> = purchases.into_iter().zip(&types).filter_map(|(p, t)| t.as_ref().and(p)).collect();
             c.stored(&stored);
         }
         // A partitioned (Kafka) log gives each record a (partition, offset) instead of
@@ -311,14 +323,26 @@ impl Committed {
     }
 }
 
+fn label(t: &(Option<EventType>, String)) -> TypeLabel<'_> {
+    match t {
+        (Some(seed), _) => TypeLabel::Seed(*seed),
+        (None, name) => TypeLabel::Registered(name),
+    }
+}
+
 /// The `event_type` of a raw event when it can be told, for the metrics label.
-pub(super) fn guess_type(raw: &str) -> Option<EventType> {
+pub(super) fn guess_type<'a>(raw: &str, types: &'a Registry) -> TypeLabel<'a> {
     #[derive(serde::Deserialize)]
     struct T<'a> {
         #[serde(borrow)]
-        event_type: Option<&'a str>,
+        event_type: Option<std::borrow::Cow<'a, str>>,
     }
-    serde_json::from_str::<T>(raw).ok().and_then(|t| t.event_type).and_then(EventType::parse)
+    let Some(name) = serde_json::from_str::<T>(raw).ok().and_then(|t| t.event_type) else { return TypeLabel::Unknown };
+    match (EventType::parse(&name), types.get(&name)) {
+        (Some(t), _) => TypeLabel::Seed(t),
+        (None, Some(c)) => TypeLabel::Registered(&c.name),
+        (None, None) => TypeLabel::Unknown,
+    }
 }
 
 /// Keeps a body nobody could read as a rejected event, so it can be inspected. It counts as
@@ -335,7 +359,7 @@ pub(super) async fn keep_unreadable(
         return limited;
     }
     let reason = RejectReason::MalformedJson;
-    state.metrics.rejected(None, reason);
+    state.metrics.rejected(TypeLabel::Unknown, reason);
     state.live.rejected(reason, None);
     let raw = String::from_utf8_lossy(&body[..body.len().min(MAX_REJECTED_RAW_BYTES)]).into_owned();
     let raw = event::truncate_utf8(&raw, MAX_REJECTED_RAW_BYTES).to_string();
@@ -528,7 +552,8 @@ pub(super) async fn ingest_inner(state: &AppState, headers: &HeaderMap, body: Bo
         state.charge(app, lines.len() as u64)?;
         out = Outcome::new(state, meta, now, lines.len());
         for (i, line) in lines.iter().enumerate() {
-            out.take(&mut memory, i, line, event::validate_json(line))?;
+            let parsed = event::validate_json_in(line, &out.types);
+            out.take(&mut memory, i, line, parsed)?;
         }
     } else {
         let trimmed = text.trim();
@@ -546,7 +571,8 @@ pub(super) async fn ingest_inner(state: &AppState, headers: &HeaderMap, body: Bo
             state.charge(app, items.len() as u64)?;
             out = Outcome::new(state, meta, now, items.len());
             for (i, raw) in items.iter().enumerate() {
-                out.take(&mut memory, i, raw.get(), event::validate_json(raw.get()))?;
+                let parsed = event::validate_json_in(raw.get(), &out.types);
+                out.take(&mut memory, i, raw.get(), parsed)?;
             }
         } else {
             check_sizes(std::iter::once(trimmed))?;
@@ -556,7 +582,8 @@ pub(super) async fn ingest_inner(state: &AppState, headers: &HeaderMap, body: Bo
             }
             state.charge(app, 1)?;
             out = Outcome::new(state, meta, now, 1);
-            out.take(&mut memory, 0, trimmed, event::validate_json(trimmed))?;
+            let parsed = event::validate_json_in(trimmed, &out.types);
+            out.take(&mut memory, 0, trimmed, parsed)?;
         }
     }
     let answer = out.commit(&mut memory).await?.json(true);
@@ -625,7 +652,8 @@ pub(super) async fn seed_style(
 }
 
 pub(super) async fn seed_style_inner(state: &AppState, event_type: &str, query: &str, headers: &HeaderMap) -> Result<Committed, ApiError> {
-    if EventType::parse(event_type).is_none() {
+    let types = state.types();
+    if EventType::parse(event_type).is_none() && types.get(event_type).is_none() {
         return Err(ApiError::NoRoute(format!("/{}", event_type.chars().take(64).collect::<String>())));
     }
     let app = state.writer(headers)?;
@@ -641,14 +669,14 @@ pub(super) async fn seed_style_inner(state: &AppState, event_type: &str, query: 
     let now = now_us();
     let params: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
     let mut out = Outcome::new(state, meta, now, 1);
-    match event::members_from_query(event_type, &params) {
+    match event::members_from_query(event_type, &params, &types) {
         Ok(mut members) => {
             let filled = match &state.catalog {
                 Some(c) if event_type == EventType::BuyAsset.as_str() => c.fill(&mut members, now),
                 _ => Ok(()),
             };
             let raw = event::members_to_json(&members);
-            let parsed = filled.and_then(|()| event::validate_object(&members));
+            let parsed = filled.and_then(|()| event::validate_object_in(&members, &types));
             out.take(&mut memory, 0, &raw, parsed)?;
         }
         Err(rejection) => {

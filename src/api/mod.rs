@@ -55,11 +55,11 @@ use crate::auth::TokenBucket;
 
 use crate::catalog::{Catalog, StockBook};
 
-use crate::event::{self, EventType, Record, RejectReason, RejectedEvent, Rejection, RequestMeta, MAX_REJECTED_RAW_BYTES};
+use crate::event::{self, EventType, Record, Registry, RejectReason, RejectedEvent, Rejection, RequestMeta, MAX_REJECTED_RAW_BYTES};
 
 use crate::log::{AppendBatch, EventLog, LogError};
 
-use crate::metrics::{Metrics, ProjectionSource};
+use crate::metrics::{Metrics, ProjectionSource, TypeLabel};
 
 use crate::replay;
 
@@ -179,6 +179,10 @@ pub struct AppState {
     /// Held while a schema is checked against the log's and recorded: registrations one
     /// at a time, so two cannot both pass against the schemas before either.
     schema_registration: Arc<tokio::sync::Mutex<()>>,
+    /// The registered event types events are checked against, swapped whole by a
+    /// registration once the log has its record (so an event checked against a new type
+    /// is appended after the type is in force).
+    types: std::sync::RwLock<Arc<crate::event::Registry>>,
 }
 
 /// The store catalogue `serve --catalog` checks purchases against (it is recorded in the
@@ -250,7 +254,23 @@ impl AppState {
             rejected_budget: Default::default(),
             allowed_hosts: Vec::new(),
             schema_registration: Arc::new(tokio::sync::Mutex::new(())),
+            types: Default::default(),
         }
+    }
+
+    /// The registered types of the log's schemas (`serve` reads them from the log at start).
+    pub fn with_types(self, types: crate::event::Registry) -> AppState {
+        self.set_types(types);
+        self
+    }
+
+    /// The registered event types in force now.
+    pub fn types(&self) -> Arc<crate::event::Registry> {
+        self.types.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    fn set_types(&self, types: crate::event::Registry) {
+        *self.types.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(types);
     }
 
     /// Host names (besides IP addresses and `localhost`) a keyless server answers to.

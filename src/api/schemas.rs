@@ -123,6 +123,11 @@ async fn check_and_record(state: &AppState, s: Schema) -> Result<(StatusCode, se
     let Some(from_offset) = state.log.schemas()?.iter().find(|r| r.hash == s.hash()).map(|r| r.from_offset) else {
         return Err(ApiError::Unavailable(format!("the log acknowledged {} but does not list it", s.uri())));
     };
+    // Events are checked against the new type from now on: after its record, so each lands
+    // past its `from_offset`.
+    let mut all = known;
+    all.push(s.clone());
+    state.set_types(crate::event::Registry::from_schemas(&all));
     answer["recorded"] = true.into();
     answer["from_offset"] = from_offset.into();
     tracing::info!(schema = %s.uri(), hash = %s.hash(), from_offset, "event type schema recorded");

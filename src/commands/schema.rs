@@ -284,35 +284,63 @@ fn add(files: &[PathBuf], data_dir: &Path) -> Result<()> {
         }
         Source::NoLog => (open_log_for(data_dir, "record schemas")?, Vec::new()),
     };
-    let checked = match check_all(files, &known) {
-        Ok(checked) => checked,
-        Err(e) => {
-            log.close()?;
-            return Err(e);
-        }
-    };
+    let recorded = record_checked(log.as_ref(), files, &known);
+    log.close()?;
+    for line in recorded? {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// Checks `files` against the log's schemas (`known`) and each other, and records them all
+/// or, if any is refused, none (a failure while recording says what was kept): a line
+/// per file saying what became of it.
+fn record_checked(log: &dyn EventLog, files: &[PathBuf], known: &[Registered]) -> Result<Vec<String>> {
+    let checked = check_all(files, known)?;
     // Every file passed against the log and the files before it: record the schemas as
     // checked (not the files again), in order.
     let mut done: Vec<String> = Vec::new();
+    let mut lines = Vec::new();
     for (path, s) in &checked {
         let before = log.schemas()?.len();
         let recorded = log.record_schema(s.hash(), s.canonical().as_bytes().to_vec()).and_then(|p| p.wait());
         if let Err(e) = recorded {
-            log.close()?;
             return Err(partial(e.into(), path, &done));
         }
         let now = log.schemas()?;
         match now.get(before) {
             Some(r) => {
-                println!("recorded  {}  {}  {}: in force from log offset {}", path.display(), s.uri(), s.hash(), r.from_offset);
+                lines.push(format!("recorded  {}  {}  {}: in force from log offset {}", path.display(), s.uri(), s.hash(), r.from_offset));
                 tracing::info!(schema = %s.uri(), hash = %s.hash(), from_offset = r.from_offset, "event type schema recorded");
                 done.push(s.uri());
             }
-            None => println!("unchanged  {}  {}: the log holds it already", path.display(), s.uri()),
+            None => lines.push(format!("unchanged  {}  {}: the log holds it already", path.display(), s.uri())),
         }
     }
-    log.close()?;
-    Ok(())
+    Ok(lines)
+}
+
+/// `serve --schemas DIR`: records the directory's `*.json` files (in name order) as
+/// `schema add` would, before the server takes events: a line per file.
+pub(crate) fn record_dir(log: &dyn EventLog, dir: &Path) -> Result<Vec<String>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("--schemas {}", dir.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()
+        .with_context(|| format!("--schemas {}", dir.display()))?;
+    files.retain(|p| p.extension().is_some_and(|e| e == "json"));
+    files.sort();
+    if files.is_empty() {
+        bail!("--schemas {}: no *.json schema files in it", dir.display());
+    }
+    let known = registered(log.schemas()?)?;
+    record_checked(log, &files, &known).with_context(|| format!("--schemas {}", dir.display()))
+}
+
+/// The registered event types of the log's schemas, to check events against.
+pub(crate) fn registry_of(log: &dyn EventLog) -> Result<crate::event::Registry> {
+    let all = registered(log.schemas()?)?;
+    Ok(crate::event::Registry::from_schemas(all.iter().map(|r| &r.schema)))
 }
 
 /// The error of a registration that failed part way, saying what was recorded before it.

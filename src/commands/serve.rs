@@ -66,6 +66,11 @@ pub struct ServeArgs {
     /// from it. Recorded in the log before the server takes events.
     #[arg(long)]
     pub catalog: Option<PathBuf>,
+    /// Register the event type schemas of this directory's `*.json` files (in name order)
+    /// before the server takes events, as `questlog schema add` does: all or none, and a
+    /// schema the log holds already is left as it is.
+    #[arg(long, value_name = "DIR")]
+    pub schemas: Option<PathBuf>,
 }
 
 /// The arguments of `quickstart`.
@@ -97,6 +102,7 @@ pub fn run(args: ServeArgs, data_dir: &Path) -> Result<()> {
         allow_keyless,
         allowed_hosts,
         catalog,
+        schemas,
     } = args;
     let codec = Codec::parse(&compression)?;
     // Checked before anything opens: a refused file appends nothing.
@@ -111,7 +117,7 @@ pub fn run(args: ServeArgs, data_dir: &Path) -> Result<()> {
     let limits =
         api::Limits { max_connections, header_read_timeout_ms, body_read_timeout_ms, write_stall_timeout_ms, ..api::Limits::default() };
     let access = Access { keys, allow_keyless, allowed_hosts };
-    runtime()?.block_on(serve(data_dir, &listen, project_interval_ms, codec, limits, access, catalog, shutdown_signal()))
+    runtime()?.block_on(serve(data_dir, &listen, project_interval_ms, codec, limits, access, catalog, schemas, shutdown_signal()))
 }
 
 /// `quickstart`: the whole pipeline on the embedded defaults.
@@ -164,6 +170,8 @@ struct Server {
     data_dir: PathBuf,
     /// `serve --catalog`: the catalogue purchases are checked against.
     catalog: Option<Arc<api::ApiCatalog>>,
+    /// The registered event types of the log's schemas at start.
+    types: crate::event::Registry,
     /// The report's findings for the live page, and the thread that makes them.
     findings: Option<(Arc<LiveFindings>, std::thread::JoinHandle<()>)>,
 }
@@ -250,6 +258,7 @@ async fn start_server(
     fallback_port: bool,
 ) -> Result<(Server, tokio::net::TcpListener)> {
     let log = open_event_log(data_dir, "serve")?;
+    let types = super::schema::registry_of(log.as_ref())?;
     // The dedup window is refilled now, in the background, not on the first append (which
     // would wait for it); /healthz says `starting` until it is done.
     log.prepare_for_appends();
@@ -307,6 +316,7 @@ async fn start_server(
             projector,
             data_dir: data_dir.to_path_buf(),
             catalog: None,
+            types,
             findings,
         },
         listener,
@@ -319,6 +329,7 @@ impl Server {
         Arc::new(
             AppState::new(self.log.clone(), self.metrics.clone(), self.projection.clone(), self.limits, self.keys.clone())
                 .with_catalog(self.catalog.clone())
+                .with_types(self.types.clone())
                 .with_findings(findings)
                 .with_allowed_hosts(self.allowed_hosts.clone()),
         )
@@ -349,8 +360,12 @@ async fn serve(
     limits: api::Limits,
     access: Access,
     catalog: Option<crate::catalog::Catalog>,
+    schemas: Option<PathBuf>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    if schemas.is_some() && kafka().is_some() {
+        bail!("--schemas: event type schemas are kept in the sled log only for now; a Kafka log takes the seed's types");
+    }
     if catalog.is_some() && kafka().is_some() {
         bail!("--catalog: store catalogues are kept in the sled log only; a Kafka log takes purchases without one");
     }
@@ -369,6 +384,17 @@ async fn serve(
         server.catalog = Some(api_catalog);
         catalog_note = Some(note);
     }
+    let mut schema_lines = Vec::new();
+    if let Some(dir) = schemas {
+        let log = server.log.clone();
+        let (types, lines) = tokio::task::spawn_blocking(move || -> Result<(crate::event::Registry, Vec<String>)> {
+            let lines = super::schema::record_dir(log.as_ref(), &dir)?;
+            Ok((super::schema::registry_of(log.as_ref())?, lines))
+        })
+        .await??;
+        server.types = types;
+        schema_lines = lines;
+    }
     println!("questlog serving on http://{} (data in {}; log {})", server.addr, data_dir.display(), log_name(data_dir));
     println!("live page: http://{}/{}", server.addr, if server.keys.is_some() { "?key=<a key with the read scope>" } else { "" });
     if let Some((target, _)) = kafka() {
@@ -376,6 +402,9 @@ async fn serve(
     }
     if let Some(note) = catalog_note {
         println!("{note}");
+    }
+    for line in schema_lines {
+        println!("{line}");
     }
     std::io::stdout().flush().ok();
     tracing::info!(addr = %server.addr, log_end_offset = server.log.durable_end(), "serving");

@@ -9,26 +9,144 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{clip, json_kind, parse_time_us, RejectReason, Rejection, MAX_STRING_BYTES};
-use crate::schema::{ColumnType, JsonType, Property, Schema};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::{clip, json_kind, parse_time_us, FieldValue, RejectReason, Rejection, MAX_STRING_BYTES};
+use crate::schema::{ColumnType, JsonType, Property, Schema, Version};
 
 /// Longest JSON text of an `object` or `array` property: a row's nested value, not a
 /// document store (the whole event is bounded by the request limits too).
 pub const MAX_JSON_BYTES: usize = 4096;
 
-/// A checked value of a registered type's property, as its column holds it.
+/// A checked value of a registered type's property, as its column holds it. `S` is how
+/// text is held, as in [`super::Payload`]. Stored in the log by bincode variant index:
+/// variants are only ever appended.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum CustomValue {
+pub enum CustomValue<S = String> {
     Null,
     Int(i64),
     Float(f32),
     Double(f64),
-    Text(String),
+    Text(S),
     /// Microseconds since the epoch, UTC.
     Timestamp(i64),
     Bool(bool),
     /// The value's JSON text, keys in the order sent.
-    Json(String),
+    Json(S),
+}
+
+impl<S: AsRef<str>> CustomValue<S> {
+    pub fn view(&self) -> CustomValue<&str> {
+        match self {
+            CustomValue::Null => CustomValue::Null,
+            CustomValue::Int(v) => CustomValue::Int(*v),
+            CustomValue::Float(v) => CustomValue::Float(*v),
+            CustomValue::Double(v) => CustomValue::Double(*v),
+            CustomValue::Text(v) => CustomValue::Text(v.as_ref()),
+            CustomValue::Timestamp(v) => CustomValue::Timestamp(*v),
+            CustomValue::Bool(v) => CustomValue::Bool(*v),
+            CustomValue::Json(v) => CustomValue::Json(v.as_ref()),
+        }
+    }
+
+    /// The value as replay lines and rows take it.
+    pub fn field_value(&self) -> FieldValue<'_> {
+        match self {
+            CustomValue::Null => FieldValue::Null,
+            CustomValue::Int(v) => FieldValue::Int(*v),
+            CustomValue::Float(v) => FieldValue::Float(*v),
+            CustomValue::Double(v) => FieldValue::Double(*v),
+            CustomValue::Text(v) => FieldValue::Text(v.as_ref()),
+            CustomValue::Timestamp(v) => FieldValue::Time(*v),
+            CustomValue::Bool(v) => FieldValue::Bool(*v),
+            CustomValue::Json(v) => FieldValue::Json(v.as_ref()),
+        }
+    }
+}
+
+/// The checked properties of an event of a registered type, as the log keeps them: the
+/// type's name, the version of the schema that checked it and each declared property's
+/// value (null when absent) in that version's column order, with its name, so that a
+/// record reads back, and replays, without its schema (docs/CONTRACT.md 13.5).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CustomPayload<S = String> {
+    pub event_type: S,
+    /// MODEL, REVISION, ADDITION of the schema the event was checked against.
+    pub version: [u32; 3],
+    pub fields: Vec<(S, CustomValue<S>)>,
+}
+
+impl<S: AsRef<str>> CustomPayload<S> {
+    pub fn view(&self) -> CustomPayload<&str> {
+        CustomPayload {
+            event_type: self.event_type.as_ref(),
+            version: self.version,
+            fields: self.fields.iter().map(|(n, v)| (n.as_ref(), v.view())).collect(),
+        }
+    }
+
+    /// Bytes this payload holds on the heap: what a request is charged for it.
+    pub fn held_bytes(&self) -> usize {
+        let text = |v: &CustomValue<S>| match v {
+            CustomValue::Text(t) | CustomValue::Json(t) => t.as_ref().len(),
+            _ => 0,
+        };
+        self.event_type.as_ref().len()
+            + self.fields.iter().map(|(n, v)| std::mem::size_of::<(S, CustomValue<S>)>() + n.as_ref().len() + text(v)).sum::<usize>()
+    }
+
+    pub fn version(&self) -> Version {
+        let [model, revision, addition] = self.version;
+        Version { model, revision, addition }
+    }
+}
+
+/// The registered event types events are checked against: for each name, the newest
+/// version of its newest model (an event names its type, not a version; an ADDITION's
+/// events hold the new property, older ones null). Built from the log's schema records
+/// in force at a point; the seed's five are not in it (they are checked by their own code).
+/// At most [`crate::schema::MAX_REGISTERED_TABLES`] names: registration refuses more.
+#[derive(Clone, Debug, Default)]
+pub struct Registry {
+    types: BTreeMap<String, Arc<CompiledType>>,
+}
+
+impl Registry {
+    pub const fn empty() -> Registry {
+        Registry { types: BTreeMap::new() }
+    }
+
+    /// The types of `schemas` (recorded ones; any order).
+    pub fn from_schemas<'a>(schemas: impl IntoIterator<Item = &'a Schema>) -> Registry {
+        let mut newest: BTreeMap<&str, &Schema> = BTreeMap::new();
+        for s in schemas {
+            match newest.get(s.name.as_str()) {
+                Some(have) if have.version >= s.version => {}
+                _ => {
+                    newest.insert(&s.name, s);
+                }
+            }
+        }
+        Registry { types: newest.into_iter().map(|(name, s)| (name.to_string(), Arc::new(CompiledType::compile(s)))).collect() }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&CompiledType> {
+        self.types.get(name).map(Arc::as_ref)
+    }
+
+    /// The registered names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.types.keys().map(String::as_str)
+    }
+
+    pub fn len(&self) -> usize {
+        self.types.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.types.is_empty()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -47,6 +165,7 @@ struct CompiledProperty {
     check: Check,
     required: bool,
     null_allowed: bool,
+    column: ColumnType,
     /// "an integer from 1 to 100 (SMALLINT)": what a rejection says was expected.
     expected: String,
 }
@@ -55,6 +174,7 @@ struct CompiledProperty {
 #[derive(Clone, Debug)]
 pub struct CompiledType {
     pub name: String,
+    pub version: Version,
     properties: Vec<CompiledProperty>,
 }
 
@@ -103,10 +223,33 @@ impl CompiledType {
                     ColumnType::Boolean => Check::Bool,
                     ColumnType::Json => Check::Json { object: p.json_type == JsonType::Object },
                 };
-                CompiledProperty { name: p.name.clone(), check, required: p.required, null_allowed: p.null_allowed, expected: expected(p) }
+                CompiledProperty {
+                    name: p.name.clone(),
+                    check,
+                    required: p.required,
+                    null_allowed: p.null_allowed,
+                    column: p.column,
+                    expected: expected(p),
+                }
             })
             .collect();
-        CompiledType { name: schema.name.clone(), properties }
+        CompiledType { name: schema.name.clone(), version: schema.version, properties }
+    }
+
+    /// The column type of a declared property.
+    pub fn column(&self, name: &str) -> Option<ColumnType> {
+        self.properties.iter().find(|p| p.name == name).map(|p| p.column)
+    }
+
+    /// Checks an event's members into the payload the log keeps.
+    pub fn payload(&self, members: &[(String, Value)]) -> Result<CustomPayload, Rejection> {
+        let values = self.check(members)?;
+        let v = self.version;
+        Ok(CustomPayload {
+            event_type: self.name.clone(),
+            version: [v.model, v.revision, v.addition],
+            fields: self.properties.iter().map(|p| p.name.clone()).zip(values).collect(),
+        })
     }
 
     /// Checks an event's members (the envelope is checked by the caller), returning the
@@ -337,6 +480,7 @@ mod tests {
             FieldValue::Small(i) => CustomValue::Int(i64::from(i)),
             FieldValue::Float(f) => CustomValue::Float(f),
             FieldValue::Text(s) => CustomValue::Text(s.to_string()),
+            other => panic!("a seed type's field is never {other:?}"),
         }
     }
 

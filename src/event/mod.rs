@@ -19,6 +19,7 @@ pub mod custom;
 use std::fmt;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+pub use custom::{CustomPayload, CustomValue, Registry};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -124,11 +125,36 @@ impl FieldKind {
 /// view borrowed from a decoded log block (see [`Record`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Payload<S = String> {
-    JoinGuild { guild_id: i64, name: S },
-    KillEnemy { enemy_id: i64, name: S, level: i16 },
-    AcceptQuest { quest_id: i64, name: S, contact: S },
-    TakeDamage { enemy_id: i64, name: S, damage: i16 },
-    BuyAsset { store_id: i64, item_name: S, inventory_id: i64, total_cost: f32, category: S, on_hand_qty: i16 },
+    JoinGuild {
+        guild_id: i64,
+        name: S,
+    },
+    KillEnemy {
+        enemy_id: i64,
+        name: S,
+        level: i16,
+    },
+    AcceptQuest {
+        quest_id: i64,
+        name: S,
+        contact: S,
+    },
+    TakeDamage {
+        enemy_id: i64,
+        name: S,
+        damage: i16,
+    },
+    BuyAsset {
+        store_id: i64,
+        item_name: S,
+        inventory_id: i64,
+        total_cost: f32,
+        category: S,
+        on_hand_qty: i16,
+    },
+    /// An event of a registered type (docs/CONTRACT.md 13). Appended after the seed's
+    /// five, so their records keep their bytes (bincode stores the variant's index).
+    Custom(custom::CustomPayload<S>),
 }
 
 impl<S: AsRef<str>> Payload<S> {
@@ -151,21 +177,32 @@ impl<S: AsRef<str>> Payload<S> {
                 category: category.as_ref(),
                 on_hand_qty: *on_hand_qty,
             },
+            Payload::Custom(c) => Payload::Custom(c.view()),
         }
     }
 
-    pub fn event_type(&self) -> EventType {
+    /// The seed type, or `None` for a registered type's event.
+    pub fn builtin(&self) -> Option<EventType> {
         match self {
-            Payload::JoinGuild { .. } => EventType::JoinGuild,
-            Payload::KillEnemy { .. } => EventType::KillEnemy,
-            Payload::AcceptQuest { .. } => EventType::AcceptQuest,
-            Payload::TakeDamage { .. } => EventType::TakeDamage,
-            Payload::BuyAsset { .. } => EventType::BuyAsset,
+            Payload::JoinGuild { .. } => Some(EventType::JoinGuild),
+            Payload::KillEnemy { .. } => Some(EventType::KillEnemy),
+            Payload::AcceptQuest { .. } => Some(EventType::AcceptQuest),
+            Payload::TakeDamage { .. } => Some(EventType::TakeDamage),
+            Payload::BuyAsset { .. } => Some(EventType::BuyAsset),
+            Payload::Custom(_) => None,
+        }
+    }
+
+    /// The `event_type` string on the wire.
+    pub fn type_name(&self) -> &str {
+        match self {
+            Payload::Custom(c) => c.event_type.as_ref(),
+            other => other.builtin().map_or("", EventType::as_str),
         }
     }
 
     /// Calls `f` with each type field, in table column order.
-    pub fn visit_fields(&self, mut f: impl FnMut(&'static str, FieldValue<'_>)) {
+    pub fn visit_fields(&self, mut f: impl FnMut(&str, FieldValue<'_>)) {
         use FieldValue::*;
         match self {
             Payload::JoinGuild { guild_id, name } => {
@@ -195,6 +232,11 @@ impl<S: AsRef<str>> Payload<S> {
                 f("category", Text(category.as_ref()));
                 f("on_hand_qty", Small(*on_hand_qty));
             }
+            Payload::Custom(c) => {
+                for (name, value) in &c.fields {
+                    f(name.as_ref(), value.field_value());
+                }
+            }
         }
     }
 }
@@ -206,6 +248,14 @@ pub enum FieldValue<'a> {
     Small(i16),
     Float(f32),
     Text(&'a str),
+    /// A registered type's optional property without a value.
+    Null,
+    Double(f64),
+    Bool(bool),
+    /// Microseconds since the epoch, UTC (written as RFC 3339 text).
+    Time(i64),
+    /// JSON text (an object or array property), written as it is.
+    Json(&'a str),
 }
 
 impl FieldValue<'_> {
@@ -221,6 +271,21 @@ impl FieldValue<'_> {
                 let _ = write!(out, "{v}");
             }
             FieldValue::Text(s) => push_json_str(out, s),
+            FieldValue::Null => out.push_str("null"),
+            // serde_json's (ryu's) shortest form, which reads back as the same f64.
+            FieldValue::Double(v) => match serde_json::Number::from_f64(*v) {
+                Some(n) => {
+                    let _ = write!(out, "{n}");
+                }
+                None => out.push_str("null"),
+            },
+            FieldValue::Bool(v) => out.push_str(if *v { "true" } else { "false" }),
+            FieldValue::Time(us) => {
+                out.push('"');
+                push_time_us(out, *us);
+                out.push('"');
+            }
+            FieldValue::Json(s) => out.push_str(s),
         }
     }
 }
@@ -329,8 +394,14 @@ pub struct ClientEvent<S = String> {
 }
 
 impl<S: AsRef<str>> ClientEvent<S> {
-    pub fn event_type(&self) -> EventType {
-        self.payload.event_type()
+    /// The `event_type` string on the wire.
+    pub fn type_name(&self) -> &str {
+        self.payload.type_name()
+    }
+
+    /// The seed type, or `None` for a registered type's event.
+    pub fn builtin(&self) -> Option<EventType> {
+        self.payload.builtin()
     }
 }
 
@@ -340,7 +411,7 @@ impl ClientEvent {
     pub fn to_json_string(&self) -> String {
         let mut out = String::with_capacity(192);
         out.push_str("{\"event_type\":");
-        push_json_str(&mut out, self.event_type().as_str());
+        push_json_str(&mut out, self.type_name());
         self.payload.visit_fields(|name, value| {
             out.push(',');
             push_json_str(&mut out, name);
@@ -852,7 +923,7 @@ pub fn fuzz_event(data: &[u8]) {
     } else {
         let (event_type, query) = text.split_once('?').unwrap_or((&text, ""));
         let params: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
-        members_from_query(event_type, &params).and_then(|m| validate_object(&m))
+        members_from_query(event_type, &params, &Registry::empty()).and_then(|m| validate_object(&m))
     };
     if let Ok(event) = result {
         let canonical = event.to_json_string();
@@ -862,9 +933,15 @@ pub fn fuzz_event(data: &[u8]) {
     }
 }
 
-/// Validates one event given as JSON text (`raw` is kept verbatim as `raw_event`).
+/// Validates one event of a seed type given as JSON text (`raw` is kept verbatim as
+/// `raw_event`).
 pub fn validate_json(raw: &str) -> Result<ClientEvent, Rejection> {
     validate_object(&parse_members(raw)?)
+}
+
+/// Validates one event given as JSON text against the seed's types and `types`.
+pub fn validate_json_in(raw: &str, types: &Registry) -> Result<ClientEvent, Rejection> {
+    validate_object_in(&parse_members(raw)?, types)
 }
 
 /// What the seed's Flask API merged into each event from its request
@@ -941,8 +1018,17 @@ fn parse_members(raw: &str) -> Result<Vec<(String, Value)>, Rejection> {
     Ok(obj.0)
 }
 
-/// Validates one event given as ordered members (from JSON, or built from query parameters).
+/// Validates one event of a seed type given as ordered members (from JSON, or built from
+/// query parameters).
 pub fn validate_object(members: &[(String, Value)]) -> Result<ClientEvent, Rejection> {
+    static NONE: Registry = Registry::empty();
+    validate_object_in(members, &NONE)
+}
+
+/// Validates one event given as ordered members against the seed's types and `types`: the
+/// envelope (server-owned fields, `event_type`, the client fields) the same for every type,
+/// then the type's own fields.
+pub fn validate_object_in(members: &[(String, Value)], types: &Registry) -> Result<ClientEvent, Rejection> {
     let get = |name: &str| members.iter().find(|(k, _)| k == name).map(|(_, v)| v);
 
     for owned in SERVER_OWNED_FIELDS {
@@ -960,16 +1046,20 @@ pub fn validate_object(members: &[(String, Value)]) -> Result<ClientEvent, Rejec
             return Err(Rejection::new(
                 RejectReason::MissingEventType,
                 Some("event_type"),
-                format!("missing field `event_type`: expected one of {}", type_list()),
+                format!("missing field `event_type`: expected one of {}", type_list(types)),
             ))
         }
-        Some(Value::String(s)) => EventType::parse(s).ok_or_else(|| {
-            Rejection::new(
-                RejectReason::UnknownEventType,
-                Some("event_type"),
-                format!("field `event_type` is `{}`, not a known event type: expected one of {}", clip(s), type_list()),
-            )
-        })?,
+        Some(Value::String(s)) => match (EventType::parse(s), types.get(s)) {
+            (Some(t), _) => Ok(t),
+            (None, Some(custom)) => Err(custom),
+            (None, None) => {
+                return Err(Rejection::new(
+                    RejectReason::UnknownEventType,
+                    Some("event_type"),
+                    format!("field `event_type` is `{}`, not a known event type: expected one of {}", clip(s), type_list(types)),
+                ))
+            }
+        },
         Some(other) => {
             return Err(Rejection::new(
                 RejectReason::WrongType,
@@ -1002,6 +1092,13 @@ pub fn validate_object(members: &[(String, Value)]) -> Result<ClientEvent, Rejec
         }
     };
 
+    let event_type = match event_type {
+        Ok(t) => t,
+        Err(custom) => {
+            let payload = Payload::Custom(custom.payload(members)?);
+            return Ok(ClientEvent { event_id, player_id, session_id, event_time_us, payload });
+        }
+    };
     let field = |name: &'static str, kind: FieldKind| -> Result<&Value, Rejection> {
         get(name).filter(|v| !v.is_null()).ok_or_else(|| {
             Rejection::new(
@@ -1032,8 +1129,11 @@ pub fn validate_object(members: &[(String, Value)]) -> Result<ClientEvent, Rejec
     Ok(ClientEvent { event_id, player_id, session_id, event_time_us, payload })
 }
 
-fn type_list() -> String {
-    EventType::ALL.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", ")
+/// The seed's five in their order, then the registered types by name.
+fn type_list(types: &Registry) -> String {
+    let mut names: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
+    names.extend(types.names());
+    names.join(", ")
 }
 
 /// `s` cut to at most `max` bytes on a character boundary, ending in `…` when cut.
@@ -1186,8 +1286,11 @@ fn check_cost(name: &str, v: &Value) -> Result<f32, Rejection> {
 /// (`/join_guild?guild_id=7&name=Knights`): numeric fields of the type are parsed as
 /// numbers where they parse, so the same validation applies; repeated parameters are
 /// reported as duplicate keys, and a non-finite number (`inf`, `NaN`) as non-finite.
-pub fn members_from_query(event_type: &str, params: &[(String, String)]) -> Result<Vec<(String, Value)>, Rejection> {
+/// A registered type's parameters are read by their column: integers and numbers as for the
+/// seed's, `true`/`false` for a BOOLEAN, JSON text for an object or array property.
+pub fn members_from_query(event_type: &str, params: &[(String, String)], types: &Registry) -> Result<Vec<(String, Value)>, Rejection> {
     let kinds: &[(&str, FieldKind)] = EventType::parse(event_type).map(|t| t.fields()).unwrap_or(&[]);
+    let custom = types.get(event_type);
     let mut members: Vec<(String, Value)> = Vec::with_capacity(params.len() + 1);
     members.push(("event_type".to_string(), Value::String(event_type.to_string())));
     for (k, v) in params {
@@ -1201,7 +1304,15 @@ pub fn members_from_query(event_type: &str, params: &[(String, String)]) -> Resu
         if members.iter().any(|(existing, _)| existing == k) {
             return Err(Rejection::new(RejectReason::DuplicateKey, Some(k), format!("parameter `{}` is given more than once", clip(k))));
         }
-        let kind = kinds.iter().find(|(name, _)| name == k).map(|(_, kind)| *kind);
+        let kind = kinds.iter().find(|(name, _)| name == k).map(|(_, kind)| *kind).or_else(|| {
+            use crate::schema::ColumnType as C;
+            match custom?.column(k)? {
+                C::SmallInt | C::Int | C::BigInt => Some(FieldKind::Id),
+                C::Float | C::Double => Some(FieldKind::Cost),
+                C::String | C::Timestamp | C::Boolean | C::Json => None,
+            }
+        });
+        let column = custom.and_then(|c| c.column(k));
         let value = match kind {
             Some(FieldKind::Id) | Some(FieldKind::SmallInt) => match v.parse::<i64>() {
                 Ok(i) => Value::from(i),
@@ -1219,7 +1330,12 @@ pub fn members_from_query(event_type: &str, params: &[(String, String)]) -> Resu
                 Ok(f) => serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null),
                 Err(_) => Value::String(v.clone()),
             },
-            Some(FieldKind::Text) | None => Value::String(v.clone()),
+            Some(FieldKind::Text) | None => match (column, v.as_str()) {
+                (Some(crate::schema::ColumnType::Boolean), "true") => Value::Bool(true),
+                (Some(crate::schema::ColumnType::Boolean), "false") => Value::Bool(false),
+                (Some(crate::schema::ColumnType::Json), text) => serde_json::from_str(text).unwrap_or_else(|_| Value::String(v.clone())),
+                _ => Value::String(v.clone()),
+            },
         };
         members.push((k.clone(), value));
     }
@@ -1283,7 +1399,7 @@ mod tests {
     fn seed_messages_split_headers_from_the_event() {
         let raw = r#"{"event_type":"join_guild","guild_id":7,"name":"Knights","Host":"localhost:5000","User-Agent":"ApacheBench/2.3","Accept":"*/*","Content-Length":"0","player_id":"p1"}"#;
         let (event, headers) = validate_seed_message(raw).unwrap();
-        assert_eq!(event.event_type(), EventType::JoinGuild);
+        assert_eq!(event.builtin(), Some(EventType::JoinGuild));
         assert_eq!(event.player_id.as_deref(), Some("p1"));
         assert_eq!(
             headers,
@@ -1355,12 +1471,12 @@ mod tests {
     #[test]
     fn query_params_coerce_numbers() {
         let params = vec![("guild_id".to_string(), "7".to_string()), ("name".to_string(), "Knights".to_string())];
-        let m = members_from_query("join_guild", &params).unwrap();
+        let m = members_from_query("join_guild", &params, &Registry::empty()).unwrap();
         let e = validate_object(&m).unwrap();
         assert_eq!(e.payload, Payload::JoinGuild { guild_id: 7, name: "Knights".into() });
         assert_eq!(members_to_json(&m), r#"{"event_type":"join_guild","guild_id":7,"name":"Knights"}"#);
         let bad = vec![("total_cost".to_string(), "inf".to_string())];
-        assert_eq!(members_from_query("buy_asset", &bad).unwrap_err().reason, RejectReason::NonFinite);
+        assert_eq!(members_from_query("buy_asset", &bad, &Registry::empty()).unwrap_err().reason, RejectReason::NonFinite);
     }
 
     #[test]

@@ -137,7 +137,7 @@ impl RowBuilder {
 
     fn push<S: AsRef<str>, M: AsRef<str>>(&mut self, offset: u64, partition: u32, r: &Record<S, M>) {
         use crate::event::opt_str;
-        debug_assert_eq!(r.event.event_type(), self.event_type);
+        debug_assert_eq!(r.event.builtin(), Some(self.event_type));
         self.raw_event.append_value(r.raw_event.as_ref());
         self.scratch.clear();
         crate::event::push_time_us(&mut self.scratch, r.received_at_us);

@@ -278,7 +278,8 @@ fn read_topic(
                         duplicates += 1;
                         return Ok(());
                     }
-                    let i = record.event.event_type().index();
+                    let Some(t) = record.event.builtin() else { return Ok(()) };
+                    let i = t.index();
                     if offset < starts[i][p] {
                         return Ok(()); // this table has it already (a step that stopped half-way)
                     }

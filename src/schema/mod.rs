@@ -83,6 +83,12 @@ pub const RESERVED_PROPERTY_NAMES: [&str; 13] = [
 /// catalogue.
 pub const RESERVED_TYPE_NAMES: [&str; 5] = ["healthz", "metrics", "v1", "catalog_items", "stock"];
 
+/// Most tables (types and their models) a log may register besides the seed's five: each
+/// is a Delta table, a section of the report and rows of the metrics, and a game's
+/// catalogue of events has dozens, not thousands (Snowplow's largest public Iglu vendors
+/// list a few hundred schemas over all their versions).
+pub const MAX_REGISTERED_TABLES: usize = 256;
+
 /// Annotations: allowed anywhere, with no effect on validation or columns.
 const ANNOTATIONS: [&str; 4] = ["title", "description", "$comment", "examples"];
 
@@ -667,6 +673,10 @@ pub enum EvolutionError {
     VersionNotNewer { uri: String, version: Version, latest: Version, model: u32 },
     #[error("{uri}: {reason}")]
     Clash { uri: String, reason: String },
+    #[error(
+        "{uri}: the log has {max} tables of registered types, the limit ({MAX_REGISTERED_TABLES}); a new model or type needs one more"
+    )]
+    TooManyTables { uri: String, max: usize },
     #[error("{uri} is not backward compatible with {against}: {}; a change like this needs a new MODEL version (a table of its own)", changes.iter().map(|c| c.to_string()).collect::<Vec<_>>().join("; "))]
     Incompatible { uri: String, against: String, changes: Vec<Change> },
 }
@@ -684,6 +694,10 @@ pub fn check_against(known: &[Schema], new: &Schema) -> Result<Evolution, Evolut
     let table = new.table_name();
     if builtin::TABLE_NAMES.contains(&table.as_str()) {
         return clash(format!("its table `{table}` is a built-in table's name or directory"));
+    }
+    let tables: std::collections::BTreeSet<String> = known.iter().map(Schema::table_name).collect();
+    if !tables.contains(&table) && tables.len() >= MAX_REGISTERED_TABLES {
+        return Err(EvolutionError::TooManyTables { uri: new.uri(), max: tables.len() });
     }
     for k in known {
         if k.name == new.name && k.vendor != new.vendor {

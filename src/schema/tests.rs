@@ -301,3 +301,24 @@ fn the_builtin_schemas_parse_and_describe_the_seed_fields() {
     );
     assert!(builtin::schema("level_up").is_none());
 }
+
+#[test]
+fn a_log_takes_at_most_max_registered_tables() {
+    let full: Vec<Schema> = (0..MAX_REGISTERED_TABLES)
+        .map(|i| parse(&doc(&format!("t{i}"), "1-0-0", &[("level", serde_json::json!({"type": "integer"}))], &[])))
+        .collect();
+    let one_more = parse(&doc("late", "1-0-0", &[("level", serde_json::json!({"type": "integer"}))], &[]));
+    assert!(matches!(check_against(&full, &one_more), Err(EvolutionError::TooManyTables { max: MAX_REGISTERED_TABLES, .. })));
+    // A new version of a table already there needs no new table.
+    let addition = parse(&doc(
+        "t0",
+        "1-0-1",
+        &[("level", serde_json::json!({"type": "integer"})), ("zone", serde_json::json!({"type": "string"}))],
+        &[],
+    ));
+    assert!(matches!(check_against(&full, &addition), Ok(Evolution::Addition { .. })));
+    // A new model does.
+    let model2 = parse(&doc("t0", "2-0-0", &[("level", serde_json::json!({"type": "string"}))], &[]));
+    assert!(matches!(check_against(&full, &model2), Err(EvolutionError::TooManyTables { .. })));
+    assert!(check_against(&full[1..], &one_more).is_ok());
+}

@@ -91,12 +91,13 @@ impl Server {
             let _ = child.wait();
             panic!("the server printed no first line within {STARTUP_TIMEOUT_MS} ms");
         };
-        let addr: SocketAddr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no address in server output {line:?}"));
+        let Some(addr) =
+            line.split("http://").nth(1).and_then(|rest| rest.split_whitespace().next()).and_then(|a| a.parse::<SocketAddr>().ok())
+        else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("no address in server output {line:?}");
+        };
         // Keep draining stdout so the server never blocks on a full pipe; keep what it says.
         let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let sink = output.clone();

@@ -1,0 +1,182 @@
+//! Events of registered types (docs/CONTRACT.md 13.5) through the real binary: refused
+//! before their schema is registered, accepted after it without a restart, checked with
+//! the seed's rejection reasons, kept in the log and replayed with their values, still
+//! known after a restart, and registered at start with `serve --schemas DIR`.
+
+mod common;
+
+use common::*;
+
+const META: &str = "http://iglucentral.com/schemas/com.snowplowanalytics.self-desc/schema/jsonschema/1-0-0#";
+
+fn level_up(version: &str, extra: &str) -> String {
+    format!(
+        r#"{{"$schema": "{META}",
+  "self": {{"vendor": "com.example.game", "name": "level_up", "format": "jsonschema", "version": "{version}"}},
+  "type": "object",
+  "properties": {{"level": {{"type": "integer", "minimum": 1, "maximum": 100}},
+                 "class": {{"type": "string", "enum": ["warrior", "mage"]}},
+                 "reached_at": {{"type": "string", "format": "date-time"}},
+                 "won": {{"type": "boolean"}},
+                 "loadout": {{"type": "object"}}{extra}}},
+  "required": ["level", "class"]}}"#
+    )
+}
+
+fn post_events(server: &Server, body: &str) -> serde_json::Value {
+    let r = server.post("/v1/events", &[("Content-Type", "application/json")], body.as_bytes());
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+fn metric(server: &Server, line_start: &str) -> Option<u64> {
+    server.get("/metrics").text().lines().find_map(|l| l.strip_prefix(line_start).and_then(|v| v.trim().parse().ok()))
+}
+
+#[test]
+fn a_type_registered_while_serve_runs_takes_events_without_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let server = Server::start(&data);
+    let event = r#"{"event_type":"level_up","level":5,"class":"mage","player_id":"p-1","loadout":{"sword":2},"extra":"kept in raw_event"}"#;
+
+    // Before: unknown, and the answer lists the types there are; the seed-style route
+    // does not exist for it.
+    let before = post_events(&server, event);
+    assert_eq!(before["accepted"], 0, "{before}");
+    assert_eq!(before["rejected"][0]["reason"], "unknown_event_type", "{before}");
+    assert!(
+        before["rejected"][0]["error"]
+            .as_str()
+            .unwrap()
+            .ends_with("expected one of join_guild, kill_enemy, accept_quest, take_damage, buy_asset"),
+        "{before}"
+    );
+    assert_eq!(server.get("/level_up?level=5&class=mage").status, 404);
+
+    // Registered through the running server: in force from the next offset.
+    let r = server.post("/v1/schemas", &[("Content-Type", "application/json")], level_up("1-0-0", "").as_bytes());
+    assert_eq!(r.status, 201, "{}", r.text());
+    let from_offset = r.json()["from_offset"].as_u64().unwrap();
+
+    // After: accepted at or past that offset, with no restart.
+    let after = post_events(&server, event);
+    assert_eq!(after["accepted"], 1, "{after}");
+    assert!(after["first_offset"].as_u64().unwrap() >= from_offset, "{after}");
+    // The seed's reasons and field names.
+    let bad = post_events(
+        &server,
+        r#"[{"event_type":"level_up","level":101,"class":"mage"},
+            {"event_type":"level_up","level":3},
+            {"event_type":"level_up","level":3,"class":"rogue"},
+            {"event_type":"level_up","level":3,"class":"mage","reached_at":"yesterday"},
+            {"event_type":"level_up","level":3,"class":"mage","won":"yes"},
+            {"event_type":"level_up","level":-1,"class":"mage"},
+            {"event_type":"level_up","level":3,"class":"mage","log_offset":1}]"#,
+    );
+    let reasons: Vec<(&str, &str)> =
+        bad["rejected"].as_array().unwrap().iter().map(|r| (r["reason"].as_str().unwrap(), r["field"].as_str().unwrap_or(""))).collect();
+    assert_eq!(
+        reasons,
+        [
+            ("out_of_range", "level"),
+            ("missing_field", "class"),
+            ("out_of_range", "class"),
+            ("bad_time", "reached_at"),
+            ("wrong_type", "won"),
+            ("negative", "level"),
+            ("server_owned_field", "log_offset"),
+        ],
+        "{bad}"
+    );
+    // The unknown type's message now lists it.
+    let other = post_events(&server, r#"{"event_type":"match_end"}"#);
+    assert!(other["rejected"][0]["error"].as_str().unwrap().ends_with("buy_asset, level_up"), "{other}");
+
+    // The seed-style route takes it, parameters read by their columns.
+    let r = server.get("/level_up?level=9&class=warrior&won=true&loadout=%7B%22bow%22%3A1%7D&reached_at=2026-01-01T00:00:00Z");
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // An ADDITION: the new property is taken from its record on.
+    let r = server.post("/v1/schemas", &[], level_up("1-0-1", r#", "zone": {"type": "string", "maxLength": 16}"#).as_bytes());
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["evolution"], "addition");
+    assert_eq!(post_events(&server, r#"{"event_type":"level_up","level":12,"class":"mage","zone":"north"}"#)["accepted"], 1);
+    let too_long = post_events(&server, r#"{"event_type":"level_up","level":12,"class":"mage","zone":"a zone far too long"}"#);
+    assert_eq!(too_long["rejected"][0]["reason"], "string_too_long", "{too_long}");
+    // Seed traffic is untouched.
+    assert_eq!(post_events(&server, r#"{"event_type":"join_guild","guild_id":1,"name":"K"}"#)["accepted"], 1);
+
+    assert_eq!(metric(&server, "questlog_events_accepted_total{event_type=\"level_up\"}"), Some(3));
+    assert_eq!(metric(&server, "questlog_events_rejected_total{event_type=\"level_up\",reason=\"out_of_range\"}"), Some(2));
+    assert_eq!(metric(&server, "questlog_events_rejected_total{event_type=\"unknown\",reason=\"unknown_event_type\"}"), Some(2));
+
+    // Replay through the server: each event's declared properties in column order, null
+    // when absent, values as their columns hold them.
+    let lines: Vec<serde_json::Value> = server.get("/v1/replay?from=0").text().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let custom: Vec<&serde_json::Value> = lines.iter().filter(|l| l["event_type"] == "level_up").collect();
+    assert_eq!(custom.len(), 3);
+    let first = custom[0];
+    let keys: Vec<&str> = first.as_object().unwrap().keys().map(String::as_str).take(7).collect();
+    assert_eq!(keys, ["log_offset", "event_type", "level", "class", "reached_at", "won", "loadout"], "{first}");
+    assert_eq!((first["level"].as_i64(), first["class"].as_str(), first["won"].is_null()), (Some(5), Some("mage"), true), "{first}");
+    assert_eq!(first["loadout"], serde_json::json!({"sword": 2}));
+    assert_eq!(first["raw_event"], event, "raw_event keeps what was sent, undeclared members too");
+    assert_eq!(first["player_id"], "p-1");
+    assert!(first.get("zone").is_none(), "an event checked against 1-0-0 has no zone: {first}");
+    let seed_style = custom[1];
+    assert_eq!(
+        (&seed_style["won"], &seed_style["loadout"], &seed_style["reached_at"]),
+        (&serde_json::json!(true), &serde_json::json!({"bow": 1}), &serde_json::json!("2026-01-01T00:00:00.000000Z")),
+        "{seed_style}"
+    );
+    assert_eq!(custom[2]["zone"], "north");
+    server.stop();
+
+    // Offline, the log replays the same lines; a new server knows the type from the log.
+    let offline = replay_lines(&data);
+    assert_eq!(offline, lines);
+    let server = Server::start(&data);
+    assert_eq!(post_events(&server, r#"{"event_type":"level_up","level":1,"class":"warrior","zone":"x"}"#)["accepted"], 1);
+    server.stop();
+    // The log is whole and its seed tables a projection of it.
+    questlog_ok(&data, &["project"]);
+    let verified = questlog_ok(&data, &["verify"]);
+    assert!(verified.starts_with("ok: log holds 5 records"), "{verified}");
+}
+
+#[test]
+fn serve_registers_a_directory_of_schemas_at_start_all_or_none() {
+    let tmp = tempfile::tempdir().unwrap();
+    let schemas = tmp.path().join("schemas");
+    std::fs::create_dir(&schemas).unwrap();
+    std::fs::write(schemas.join("a-level_up-1-0-0.json"), level_up("1-0-0", "")).unwrap();
+    std::fs::write(schemas.join("b-level_up-1-0-1.json"), level_up("1-0-1", r#", "zone": {"type": "string"}"#)).unwrap();
+    std::fs::write(schemas.join("README.md"), "not a schema").unwrap();
+
+    // A refused file among them: serve does not start and records nothing.
+    let bad_dir = tmp.path().join("bad");
+    std::fs::create_dir(&bad_dir).unwrap();
+    std::fs::write(bad_dir.join("a.json"), level_up("1-0-0", "")).unwrap();
+    std::fs::write(bad_dir.join("b.json"), level_up("1-0-1", "").replace(r#""minimum": 1"#, r#""minimum": 5"#)).unwrap();
+    let data = tmp.path().join("data");
+    let out = questlog(&data, &["serve", "--listen", "127.0.0.1:0", "--schemas", bad_dir.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("RANGE_NARROWED level"), "{stdout}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing was recorded"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        questlog_ok(&data, &["schema", "history"]).starts_with("the log has no schema of its own"),
+        "a refused directory records nothing"
+    );
+
+    let server = Server::start_with(&data, &["--schemas", schemas.to_str().unwrap()]);
+    let r = post_events(&server, r#"{"event_type":"level_up","level":2,"class":"mage","zone":"z"}"#);
+    assert_eq!(r["accepted"], 1, "{r}");
+    server.stop();
+    // Again with the same directory: the log has them, nothing is recorded twice.
+    let server = Server::start_with(&data, &["--schemas", schemas.to_str().unwrap()]);
+    server.stop();
+    assert_eq!(questlog_ok(&data, &["schema", "history"]).lines().count(), 2);
+    assert!(replay_lines(&data).iter().any(|l| l["zone"] == "z"));
+}
