@@ -53,11 +53,20 @@ fn a_type_registered_while_serve_runs_takes_events_without_a_restart() {
         "{before}"
     );
     assert_eq!(server.get("/level_up?level=5&class=mage").status, 404);
+    let spec = server.get("/openapi.json").json();
+    assert!(spec["components"]["schemas"].get("Event_level_up").is_none() && spec["paths"].get("/level_up").is_none());
 
     // Registered through the running server: in force from the next offset.
     let r = server.post("/v1/schemas", &[("Content-Type", "application/json")], level_up("1-0-0", "").as_bytes());
     assert_eq!(r.status, 201, "{}", r.text());
     let from_offset = r.json()["from_offset"].as_u64().unwrap();
+    // The OpenAPI document follows: the type's own schema, among Event's oneOf, and its route.
+    let spec = server.get("/openapi.json").json();
+    let described = &spec["components"]["schemas"]["Event_level_up"];
+    assert_eq!(described["required"], serde_json::json!(["event_type", "level", "class"]), "{described}");
+    assert_eq!(described["properties"]["level"], serde_json::json!({"type": "integer", "minimum": 1, "maximum": 100}));
+    assert_eq!(spec["components"]["schemas"]["Event"]["discriminator"]["mapping"]["level_up"], "#/components/schemas/Event_level_up");
+    assert_eq!(spec["paths"]["/level_up"]["parameters"][0]["name"], "level");
 
     // After: accepted at or past that offset, with no restart.
     let after = post_events(&server, event);

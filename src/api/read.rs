@@ -213,6 +213,8 @@ pub(super) fn serde_urlencoded_query<T: serde::de::DeserializeOwned>(q: Option<&
     for (k, v) in pairs {
         let value = match v.parse::<u64>() {
             Ok(n) => serde_json::Value::from(n),
+            // Past 2^64 - 1 (an offset or count no log reaches): the largest there is.
+            Err(_) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => serde_json::Value::from(u64::MAX),
             Err(_) => match v.as_str() {
                 "true" | "1" => serde_json::Value::Bool(true),
                 "false" | "0" => serde_json::Value::Bool(false),
@@ -268,7 +270,7 @@ pub(super) async fn replay_stream(State(state): State<Arc<AppState>>, headers: H
     let to = q.to.unwrap_or(u64::MAX);
     let follow = q.follow.unwrap_or(false);
     if from > state.log.durable_end() && !follow {
-        let e = ApiError::BadQuery(format!("from={from} is past the end of the log ({})", state.log.durable_end()));
+        let e = ApiError::PastTheEnd(format!("from={from} is past the end of the log ({})", state.log.durable_end()));
         return finish(&state, ROUTE_REPLAY, started, e.into_response());
     }
     // Records `next..end` (at most a chunk's bytes of them); the offset reached.

@@ -109,7 +109,7 @@ impl<S: AsRef<str>> CustomPayload<S> {
 /// At most [`crate::schema::MAX_REGISTERED_TABLES`] names: registration refuses more.
 #[derive(Clone, Debug, Default)]
 pub struct Registry {
-    types: BTreeMap<String, Arc<CompiledType>>,
+    types: BTreeMap<String, (Arc<CompiledType>, Arc<Schema>)>,
 }
 
 impl Registry {
@@ -128,11 +128,21 @@ impl Registry {
                 }
             }
         }
-        Registry { types: newest.into_iter().map(|(name, s)| (name.to_string(), Arc::new(CompiledType::compile(s)))).collect() }
+        Registry {
+            types: newest
+                .into_iter()
+                .map(|(name, s)| (name.to_string(), (Arc::new(CompiledType::compile(s)), Arc::new(s.clone()))))
+                .collect(),
+        }
     }
 
     pub fn get(&self, name: &str) -> Option<&CompiledType> {
-        self.types.get(name).map(Arc::as_ref)
+        self.types.get(name).map(|(c, _)| c.as_ref())
+    }
+
+    /// The schema each name's events are checked against, by name.
+    pub fn schemas(&self) -> impl Iterator<Item = &Schema> {
+        self.types.values().map(|(_, s)| s.as_ref())
     }
 
     /// The registered names, sorted.
