@@ -207,6 +207,13 @@ impl Metrics {
             .collect()
     }
 
+    /// Events rejected so far, of every type.
+    pub fn rejected_total(&self) -> u64 {
+        let seed: u64 = self.rejected.iter().flatten().map(|c| c.load(Ordering::Relaxed)).sum();
+        let map = self.registered.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        seed + map.values().map(|c| c.rejected.iter().sum::<u64>()).sum::<u64>()
+    }
+
     pub fn accepted_total(&self) -> u64 {
         let map = self.registered.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         self.accepted.iter().map(|a| a.load(Ordering::Relaxed)).sum::<u64>() + map.values().map(|c| c.accepted).sum::<u64>()

@@ -140,6 +140,13 @@ fn a_type_registered_while_serve_runs_takes_events_without_a_restart() {
         "{seed_style}"
     );
     assert_eq!(custom[2]["zone"], "north");
+    // The live page counts the type beside the seed's.
+    let live = server.get("/v1/live").json();
+    let types: Vec<&str> = live["event_types"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    assert_eq!(types, ["join_guild", "kill_enemy", "accept_quest", "take_damage", "buy_asset", "level_up"], "{live}");
+    assert_eq!(live["accepted_total"][5], 3);
+    assert_eq!(live["accepted_total"][0], 1);
+    assert_eq!(live["rejected_total"], 10, "one unknown before, seven in the batch, one unknown after, one too long");
     server.stop();
 
     // Offline, the log replays the same lines; a new server knows the type from the log.
@@ -188,4 +195,48 @@ fn serve_registers_a_directory_of_schemas_at_start_all_or_none() {
     server.stop();
     assert_eq!(questlog_ok(&data, &["schema", "history"]).lines().count(), 2);
     assert!(replay_lines(&data).iter().any(|l| l["zone"] == "z"));
+}
+
+/// `generate --schema`: the schemas recorded before the events, a documented share of
+/// events of those types, each valid, and the same bytes for the same seed and schemas.
+#[test]
+fn generate_mixes_registered_types_into_the_seeded_traffic_reproducibly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let schema = tmp.path().join("level_up.json");
+    std::fs::write(&schema, level_up("1-0-1", r#", "zone": {"type": ["string", "null"], "maxLength": 8}"#)).unwrap();
+    let run = |dir: &str| {
+        let data = tmp.path().join(dir);
+        let out = questlog_ok(
+            &data,
+            &["generate", "--seed", "5", "--events", "4000", "--schema", schema.to_str().unwrap(), "--custom-share", "25"],
+        );
+        assert!(out.contains("recorded") && out.contains("generated 4000 events"), "{out}");
+        data
+    };
+    let (a, b) = (run("a"), run("b"));
+    let lines = replay_lines(&a);
+    assert_eq!(lines, replay_lines(&b), "the same seed and schema give the same log");
+    let custom: Vec<&serde_json::Value> = lines.iter().filter(|l| l["event_type"] == "level_up").collect();
+    assert!((800..1200).contains(&custom.len()), "{} of 4000 at 25%", custom.len());
+    for l in &custom {
+        let level = l["level"].as_i64().unwrap();
+        assert!((1..=100).contains(&level), "{l}");
+        assert!(["warrior", "mage"].contains(&l["class"].as_str().unwrap()), "{l}");
+        assert!(l["zone"].is_null() || l["zone"].as_str().unwrap().chars().count() <= 8, "{l}");
+        assert!(l["player_id"].as_str().unwrap().starts_with("p-"), "{l}");
+        // raw_event is the event as a client sends it: it checks again to the same values.
+        let raw: serde_json::Value = serde_json::from_str(l["raw_event"].as_str().unwrap()).unwrap();
+        assert_eq!(raw["level"], l["level"]);
+    }
+    assert!(custom.iter().any(|l| l["zone"].is_string()) && custom.iter().any(|l| l["zone"].is_null()));
+    assert!(questlog_ok(&a, &["schema", "history"]).contains("level_up/jsonschema/1-0-1"));
+    // Without --schema the seed's traffic is what it always was.
+    let plain = tmp.path().join("plain");
+    questlog_ok(&plain, &["generate", "--seed", "5", "--events", "50"]);
+    assert!(replay_lines(&plain).iter().all(|l| l["event_type"] != "level_up"));
+    let bad = questlog(
+        &tmp.path().join("c"),
+        &["generate", "--seed", "5", "--events", "5", "--schema", schema.to_str().unwrap(), "--custom-share", "0"],
+    );
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("give 1 to 100"));
 }

@@ -124,10 +124,12 @@ pub trait FindingsSource: Send + Sync {
 }
 
 /// One second's counters, cumulative.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Sample {
     unix_ms: u64,
     accepted: [u64; EventType::ALL.len()],
+    /// Registered types' accepted events, by name (those that have had one).
+    registered: Arc<Vec<(String, u64)>>,
     rejected: u64,
     log_end: u64,
     projected: u64,
@@ -205,7 +207,8 @@ fn take_sample(state: &AppState) -> Sample {
     Sample {
         unix_ms: unix_ms(),
         accepted: state.metrics.accepted_by_type(),
-        rejected: state.metrics.rejected_by_type().iter().sum(),
+        registered: Arc::new(state.metrics.accepted_registered()),
+        rejected: state.metrics.rejected_total(),
         log_end: state.log.durable_end(),
         projected: state.projection.figures().projected_offset,
     }
@@ -285,14 +288,20 @@ pub async fn data(State(state): State<Arc<AppState>>, headers: HeaderMap, RawQue
 
 async fn build(state: &Arc<AppState>) -> Result<Value, ApiError> {
     let now = take_sample(state);
-    let history: Vec<Sample> = state.live.history.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect();
-    let types: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
+    let history: Vec<Sample> = state.live.history.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
+    // The seed's five, then the registered types that have had events.
+    let mut types: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
+    types.extend(now.registered.iter().map(|(name, _)| name.as_str()));
+    let count = |s: &Sample, i: usize| match s.accepted.get(i) {
+        Some(n) => *n,
+        None => s.registered.iter().find(|(name, _)| name == types[i]).map_or(0, |(_, n)| *n),
+    };
 
     // Per-second rates from consecutive samples.
     let mut series = Vec::with_capacity(history.len());
     for w in history.windows(2) {
         let secs = (w[1].unix_ms.saturating_sub(w[0].unix_ms)).max(1) as f64 / 1000.0;
-        let accepted: Vec<f64> = (0..types.len()).map(|i| (w[1].accepted[i] - w[0].accepted[i]) as f64 / secs).collect();
+        let accepted: Vec<f64> = (0..types.len()).map(|i| count(&w[1], i).saturating_sub(count(&w[0], i)) as f64 / secs).collect();
         series.push(json!({
             "unix_ms": w[1].unix_ms,
             "accepted_per_s": accepted,
@@ -349,7 +358,7 @@ async fn build(state: &Arc<AppState>) -> Result<Value, ApiError> {
     Ok(json!({
         "unix_ms": now.unix_ms,
         "event_types": types,
-        "accepted_total": now.accepted.to_vec(),
+        "accepted_total": (0..types.len()).map(|i| count(&now, i)).collect::<Vec<u64>>(),
         "rejected_total": now.rejected,
         "series": series,
         "rejected": {"by_reason": by_reason, "by_field": by_field.iter().map(|(r, f, n)| json!({"reason": r, "field": f, "count": n})).collect::<Vec<_>>(), "latest": latest},

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 
 use super::{api_key, kafka, log_name, open_catalog, open_event_log, record_catalog, runtime};
@@ -38,13 +38,26 @@ pub struct GenerateArgs {
     /// without --url it is recorded in the log before the events.
     #[arg(long)]
     pub catalog: Option<PathBuf>,
+    /// Mix in events of these event types (schema files, as `schema add` takes them):
+    /// without --url they are recorded in the log first, if it does not hold them (events
+    /// of each are drawn against the newest version the log then has); with --url the
+    /// server must know them already. Repeat for several.
+    #[arg(long = "schema", value_name = "FILE")]
+    pub schemas: Vec<PathBuf>,
+    /// Percent of the events that are of the --schema types (1 to 100), the type picked
+    /// uniformly.
+    #[arg(long, value_name = "PCT", default_value_t = generate::custom::DEFAULT_SHARE_PCT)]
+    pub custom_share: u32,
 }
 
 /// `generate`: seeded traffic into the log, or over HTTP with `--url` (a load test).
 pub fn run(args: GenerateArgs, data_dir: &Path) -> Result<()> {
-    let GenerateArgs { seed, events, players, start_time, url, rate, concurrency, batch, catalog } = args;
+    let GenerateArgs { seed, events, players, start_time, url, rate, concurrency, batch, catalog, schemas, custom_share } = args;
     if players == 0 {
         bail!("--players must be at least 1");
+    }
+    if !schemas.is_empty() && !(1..=100).contains(&custom_share) {
+        bail!("--custom-share {custom_share}: give 1 to 100 (percent of the events)");
     }
     let start_time_us = event::parse_time_us(&start_time).map_err(|e| anyhow!("--start-time `{start_time}`: {e}"))?;
     let cfg = WorldConfig { seed, players, start_time_us };
@@ -53,8 +66,18 @@ pub fn run(args: GenerateArgs, data_dir: &Path) -> Result<()> {
         Some(c) => World::with_catalog(cfg, c).map_err(|e| anyhow!("--catalog: {e}"))?,
         None => World::new(cfg),
     };
+    // The mix of registered types, made once their schemas are known.
+    let mix = |world: World, types: &[crate::schema::Schema]| -> Result<World> {
+        if types.is_empty() {
+            return Ok(world);
+        }
+        let traffic = generate::custom::CustomTraffic::new(seed, types, custom_share).map_err(|e| anyhow!("--schema: {e}"))?;
+        Ok(world.with_custom(traffic))
+    };
     match url {
         Some(url) => {
+            let types = schemas.iter().map(|p| super::schema::read_schema(p)).collect::<Result<Vec<_>>>()?;
+            let world = mix(world, &types)?;
             if batch == 0 || batch > generate::MAX_BATCH {
                 bail!("--batch must be between 1 and {}", generate::MAX_BATCH);
             }
@@ -78,6 +101,22 @@ pub fn run(args: GenerateArgs, data_dir: &Path) -> Result<()> {
                 record_catalog(log.as_ref(), data_dir, c)?;
             }
             let mut world = world;
+            if !schemas.is_empty() {
+                for line in super::schema::record_files(log.as_ref(), &schemas).context("--schema")? {
+                    println!("{line}");
+                }
+                let registry = super::schema::registry_of(log.as_ref())?;
+                let mut names: Vec<String> = Vec::new();
+                for p in &schemas {
+                    let name = super::schema::read_schema(p)?.name;
+                    if !names.contains(&name) {
+                        names.push(name);
+                    }
+                }
+                let types: Vec<crate::schema::Schema> =
+                    names.iter().filter_map(|n| registry.schemas().find(|s| &s.name == n).cloned()).collect();
+                world = mix(world, &types)?;
+            }
             let pb = generate::progress_bar(events, "generating");
             let s = generate::generate_into_log(log.as_ref(), &mut world, events, &pb)?;
             pb.finish_and_clear();

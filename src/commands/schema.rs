@@ -337,6 +337,19 @@ pub(crate) fn record_dir(log: &dyn EventLog, dir: &Path) -> Result<Vec<String>> 
     record_checked(log, &files, &known).with_context(|| format!("--schemas {}", dir.display()))
 }
 
+/// `generate --schema FILE…`: records the files as `schema add` would (all or none; those
+/// the log holds already are left as they are): a line per file.
+pub(crate) fn record_files(log: &dyn EventLog, files: &[PathBuf]) -> Result<Vec<String>> {
+    let known = registered(log.schemas()?)?;
+    record_checked(log, files, &known)
+}
+
+/// A schema file, read and parsed (not checked against a log).
+pub(crate) fn read_schema(path: &Path) -> Result<Schema> {
+    let bytes = read_schema_file(path)?;
+    Schema::parse(&bytes).with_context(|| format!("{}", path.display()))
+}
+
 /// The registered event types of the log's schemas, to check events against.
 pub(crate) fn registry_of(log: &dyn EventLog) -> Result<crate::event::Registry> {
     let all = registered(log.schemas()?)?;

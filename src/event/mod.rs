@@ -413,6 +413,10 @@ impl ClientEvent {
         out.push_str("{\"event_type\":");
         push_json_str(&mut out, self.type_name());
         self.payload.visit_fields(|name, value| {
+            // A registered type's absent property: left out, as the client left it.
+            if value == FieldValue::Null {
+                return;
+            }
             out.push(',');
             push_json_str(&mut out, name);
             out.push(':');

@@ -6,6 +6,7 @@
 //! player count, the start time and the number of events — no wall clock, no
 //! randomness but `ChaCha` seeded by `--seed`.
 
+pub mod custom;
 pub mod world;
 
 use std::collections::VecDeque;

@@ -516,6 +516,8 @@ pub struct World {
     sessions: Vec<Session>,
     /// Restocks so far (for tests: a restock makes stock jump up).
     restocks: u64,
+    /// Events of registered types mixed in (`generate --schema`).
+    custom: Option<super::custom::CustomTraffic>,
 }
 
 impl World {
@@ -642,6 +644,7 @@ impl World {
             player_cum,
             sessions: Vec::new(),
             restocks: 0,
+            custom: None,
         };
         let pool = cfg.players.min(SESSION_POOL) as usize;
         world.sessions.reserve_exact(pool);
@@ -660,14 +663,20 @@ impl World {
         self.restock_due();
 
         let s = self.rng.random_range(0..self.sessions.len());
-        let roll = self.rng.random_range(0..100u32);
-        let action = self.sessions[s].actions.iter().position(|&c| roll < c).unwrap_or(0);
-        let payload = match action {
-            0 => self.kill_enemy(s),
-            1 => self.take_damage(s),
-            2 => self.accept_quest(s),
-            3 => self.buy_asset(s).unwrap_or_else(|| self.take_damage(s)),
-            _ => self.join_guild(s).unwrap_or_else(|| self.kill_enemy(s)),
+        let now_us = self.clock_us;
+        let payload = match self.custom.as_mut().and_then(|c| c.next(now_us)) {
+            Some(custom) => custom,
+            None => {
+                let roll = self.rng.random_range(0..100u32);
+                let action = self.sessions[s].actions.iter().position(|&c| roll < c).unwrap_or(0);
+                match action {
+                    0 => self.kill_enemy(s),
+                    1 => self.take_damage(s),
+                    2 => self.accept_quest(s),
+                    3 => self.buy_asset(s).unwrap_or_else(|| self.take_damage(s)),
+                    _ => self.join_guild(s).unwrap_or_else(|| self.kill_enemy(s)),
+                }
+            }
         };
 
         let event_id = self.next_event_id();
@@ -689,6 +698,12 @@ impl World {
             self.sessions[s] = self.start_session(p);
         }
         event
+    }
+
+    /// Mixes events of registered types into this world's traffic (`generate --schema`).
+    pub fn with_custom(mut self, custom: super::custom::CustomTraffic) -> World {
+        self.custom = Some(custom);
+        self
     }
 
     /// The simulated clock after the last event (the start time before any).
