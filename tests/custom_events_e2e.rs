@@ -113,6 +113,9 @@ fn a_type_registered_while_serve_runs_takes_events_without_a_restart() {
     assert_eq!(post_events(&server, r#"{"event_type":"level_up","level":12,"class":"mage","zone":"north"}"#)["accepted"], 1);
     let too_long = post_events(&server, r#"{"event_type":"level_up","level":12,"class":"mage","zone":"a zone far too long"}"#);
     assert_eq!(too_long["rejected"][0]["reason"], "string_too_long", "{too_long}");
+    // Absent is not null: `zone` may be left out, but null is not among its types.
+    let null = post_events(&server, r#"{"event_type":"level_up","level":12,"class":"mage","zone":null}"#);
+    assert_eq!((&null["rejected"][0]["reason"], &null["rejected"][0]["field"]), (&"wrong_type".into(), &"zone".into()), "{null}");
     // Seed traffic is untouched.
     assert_eq!(post_events(&server, r#"{"event_type":"join_guild","guild_id":1,"name":"K"}"#)["accepted"], 1);
 
@@ -146,7 +149,7 @@ fn a_type_registered_while_serve_runs_takes_events_without_a_restart() {
     assert_eq!(types, ["join_guild", "kill_enemy", "accept_quest", "take_damage", "buy_asset", "level_up"], "{live}");
     assert_eq!(live["accepted_total"][5], 3);
     assert_eq!(live["accepted_total"][0], 1);
-    assert_eq!(live["rejected_total"], 10, "one unknown before, seven in the batch, one unknown after, one too long");
+    assert_eq!(live["rejected_total"], 11, "one unknown before, seven in the batch, one unknown after, one too long, one null");
     server.stop();
 
     // Offline, the log replays the same lines; a new server knows the type from the log.

@@ -195,8 +195,9 @@ impl<'a> Outcome<'a> {
         let rejection = match parsed {
             Ok(e) => {
                 if let event::Payload::Custom(c) = &e.payload {
-                    // A registered type's values are held apart from the body's text.
-                    memory.take(c.held_bytes())?;
+                    // A registered type's values are held apart from the body's text (and its
+                    // name once more, for the metrics once appended).
+                    memory.take(c.held_bytes() + c.event_type.len())?;
                 }
                 self.records.push(Record { received_at_us: self.now, meta: self.meta.clone(), raw_event: raw.to_string(), event: e });
                 return Ok(());

@@ -184,6 +184,8 @@ pub struct AppState {
     /// registration once the log has its record (so an event checked against a new type
     /// is appended after the type is in force).
     types: std::sync::RwLock<Arc<crate::event::Registry>>,
+    /// `/openapi.json` for those types, made when they change (not per request).
+    openapi: std::sync::RwLock<Bytes>,
 }
 
 /// The store catalogue `serve --catalog` checks purchases against (it is recorded in the
@@ -256,6 +258,7 @@ impl AppState {
             allowed_hosts: Vec::new(),
             schema_registration: Arc::new(tokio::sync::Mutex::new(())),
             types: Default::default(),
+            openapi: std::sync::RwLock::new(Bytes::from(openapi::document(&crate::event::Registry::empty()).to_string())),
         }
     }
 
@@ -271,7 +274,9 @@ impl AppState {
     }
 
     fn set_types(&self, types: crate::event::Registry) {
+        let doc = Bytes::from(openapi::document(&types).to_string());
         *self.types.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(types);
+        *self.openapi.write().unwrap_or_else(std::sync::PoisonError::into_inner) = doc;
     }
 
     /// Host names (besides IP addresses and `localhost`) a keyless server answers to.
@@ -599,7 +604,8 @@ fn finish(state: &AppState, route: usize, started: Instant, resp: Response) -> R
 
 /// The OpenAPI description of this API for the types in force (checked by schemathesis in CI).
 async fn openapi(State(state): State<Arc<AppState>>) -> Response {
-    (StatusCode::OK, json_headers(), openapi::document(&state.types()).to_string()).into_response()
+    let doc = state.openapi.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    (StatusCode::OK, json_headers(), doc).into_response()
 }
 
 /// `200 {"status":"ok"}` while the log takes appends; `503 {"status":"degraded","reason":…}`

@@ -105,6 +105,9 @@ async fn check_and_record(state: &AppState, s: Schema) -> Result<(StatusCode, se
     let mut answer = describe(&s);
     match &evolution {
         Evolution::Unchanged => {
+            // A retry after an answer that failed once the record was durable (a 503): the
+            // type is in force from the log's point of view, so from the server's too.
+            state.set_types(crate::event::Registry::from_schemas(&known));
             answer["recorded"] = false.into();
             answer["evolution"] = "unchanged".into();
             return Ok((StatusCode::OK, answer));

@@ -76,7 +76,9 @@ pub fn run(args: GenerateArgs, data_dir: &Path) -> Result<()> {
     };
     match url {
         Some(url) => {
-            let types = schemas.iter().map(|p| super::schema::read_schema(p)).collect::<Result<Vec<_>>>()?;
+            // The server checks each name's events against its newest version: so are they drawn.
+            let files = schemas.iter().map(|p| super::schema::read_schema(p)).collect::<Result<Vec<_>>>()?;
+            let types: Vec<crate::schema::Schema> = crate::event::Registry::from_schemas(&files).schemas().cloned().collect();
             let world = mix(world, &types)?;
             if batch == 0 || batch > generate::MAX_BATCH {
                 bail!("--batch must be between 1 and {}", generate::MAX_BATCH);

@@ -34,6 +34,9 @@ pub enum CustomValue<S = String> {
     Bool(bool),
     /// The value's JSON text, keys in the order sent.
     Json(S),
+    /// An optional property the event did not carry (null in its column and replay line,
+    /// left out of its JSON, where an explicit `null` is kept).
+    Absent,
 }
 
 impl<S: AsRef<str>> CustomValue<S> {
@@ -47,6 +50,7 @@ impl<S: AsRef<str>> CustomValue<S> {
             CustomValue::Timestamp(v) => CustomValue::Timestamp(*v),
             CustomValue::Bool(v) => CustomValue::Bool(*v),
             CustomValue::Json(v) => CustomValue::Json(v.as_ref()),
+            CustomValue::Absent => CustomValue::Absent,
         }
     }
 
@@ -61,6 +65,7 @@ impl<S: AsRef<str>> CustomValue<S> {
             CustomValue::Timestamp(v) => FieldValue::Time(*v),
             CustomValue::Bool(v) => FieldValue::Bool(*v),
             CustomValue::Json(v) => FieldValue::Json(v.as_ref()),
+            CustomValue::Absent => FieldValue::Absent,
         }
     }
 }
@@ -288,7 +293,7 @@ impl CompiledProperty {
                     format!("missing field `{name}` for event_type `{event_type}`: expected {}", self.expected),
                 ))
             }
-            None => return Ok(CustomValue::Null),
+            None => return Ok(CustomValue::Absent),
             Some(Value::Null) if self.null_allowed => return Ok(CustomValue::Null),
             Some(v) => v,
         };
@@ -413,9 +418,13 @@ impl CompiledProperty {
             );
         }
         // The column holds the value rounded to 32 bits: the bounds hold for that too
-        // (0.1 under `maximum: 0.1` is stored as 0.10000000149).
+        // (0.1 under `maximum: 0.1` is stored as 0.10000000149), and for the shortest text
+        // of it that replay lines and raw JSON show (0.30000001 is stored as 0.3000000119
+        // and shown as 0.3, under `minimum: 0.30000001`), so what is shown checks again.
         let stored = f64::from(s);
-        if lo.is_some_and(|lo| stored < lo) || hi.is_some_and(|hi| stored > hi) {
+        let shown: f64 = s.to_string().parse().unwrap_or(stored);
+        let outside = |x: f64| lo.is_some_and(|lo| x < lo) || hi.is_some_and(|hi| x > hi);
+        if outside(stored) || outside(shown) {
             return Err(self.reject(
                 RejectReason::OutOfRange,
                 format!("field `{}` is {f}, which a FLOAT column holds as {s}, outside {}", self.name, self.expected),
@@ -586,7 +595,7 @@ mod tests {
         assert_eq!(reason("class", json!("rogue")), Err(OutOfRange));
         assert_eq!(reason("map", json!("ééé")), Ok(CustomValue::Text("ééé".into())), "maxLength counts characters");
         assert_eq!(reason("map", json!("abcd")), Err(StringTooLong));
-        assert_eq!(reason("map", json!(null)), Ok(CustomValue::Null));
+        assert_eq!(reason("map", json!(null)), Ok(CustomValue::Null), "an explicit null is kept as one");
         assert_eq!(reason("ended_at", json!("2026-01-01T00:00:01Z")), Ok(CustomValue::Timestamp(1_767_225_601_000_000)));
         assert_eq!(reason("ended_at", json!("yesterday")), Err(BadTime));
         assert_eq!(reason("ended_at", json!(null)), Err(WrongType), "null is not a value unless the schema allows it");
@@ -596,8 +605,11 @@ mod tests {
         assert_eq!(reason("loadout", json!([1])), Err(WrongType));
         assert_eq!(reason("kills", json!([{"enemy": 1}])), Ok(CustomValue::Json(r#"[{"enemy":1}]"#.into())));
         assert_eq!(reason("kills", json!(["x".repeat(MAX_JSON_BYTES)])), Err(StringTooLong));
-        // Absent: null for an optional property, missing_field for a required one.
-        assert_eq!(check_one(&c, "won", None), Ok(CustomValue::Null));
+        // Absent: absent for an optional property, missing_field for a required one.
+        assert_eq!(check_one(&c, "won", None), Ok(CustomValue::Absent));
+        let f = compiled(json!({"x": {"type": "number", "format": "float", "minimum": 0.30000001}}), &[]);
+        assert_eq!(check_one_free(&f, "x", json!(0.30000001)), Err(OutOfRange), "stored 0.3000000119, shown 0.3: below");
+        assert_eq!(check_one_free(&f, "x", json!(0.3000001)), Ok(CustomValue::Float(0.3000001)));
         assert_eq!(
             check_one(&c, "level", None),
             Err((MissingField, "missing field `level` for event_type `match_end`: expected an integer from 1 to 100 (SMALLINT)".into()))
@@ -605,6 +617,6 @@ mod tests {
         assert_eq!(check_one(&c, "level", Some(json!(null))).map_err(|e| e.0), Err(MissingField));
         let all = c.check(&[("level".to_string(), json!(7))]).unwrap();
         assert_eq!(all[0], CustomValue::Int(7));
-        assert!(all[1..].iter().all(|v| *v == CustomValue::Null));
+        assert!(all[1..].iter().all(|v| *v == CustomValue::Absent));
     }
 }

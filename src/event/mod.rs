@@ -248,8 +248,11 @@ pub enum FieldValue<'a> {
     Small(i16),
     Float(f32),
     Text(&'a str),
-    /// A registered type's optional property without a value.
+    /// A registered type's property whose value is null.
     Null,
+    /// A registered type's optional property the event did not carry: null in a replay
+    /// line, left out of the event's JSON.
+    Absent,
     Double(f64),
     Bool(bool),
     /// Microseconds since the epoch, UTC (written as RFC 3339 text).
@@ -271,7 +274,7 @@ impl FieldValue<'_> {
                 let _ = write!(out, "{v}");
             }
             FieldValue::Text(s) => push_json_str(out, s),
-            FieldValue::Null => out.push_str("null"),
+            FieldValue::Null | FieldValue::Absent => out.push_str("null"),
             // serde_json's (ryu's) shortest form, which reads back as the same f64.
             FieldValue::Double(v) => match serde_json::Number::from_f64(*v) {
                 Some(n) => {
@@ -414,7 +417,7 @@ impl ClientEvent {
         push_json_str(&mut out, self.type_name());
         self.payload.visit_fields(|name, value| {
             // A registered type's absent property: left out, as the client left it.
-            if value == FieldValue::Null {
+            if value == FieldValue::Absent {
                 return;
             }
             out.push(',');

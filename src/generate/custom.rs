@@ -2,19 +2,19 @@
 //! traffic: each event the world makes is, with probability [`CustomTraffic::share_pct`] in
 //! a hundred, an event of one of these types instead (the type picked uniformly), from the
 //! same session, player and clock. Every value is drawn within its property's schema — an
-//! integer at most [`MAX_INT_SPAN`] above its minimum, a number within its bounds (or
-//! [`NUMBER_SPAN`] from the one it has), a value of its `enum`, a word within its
+//! integer within [`MAX_INT_SPAN`] of 0 (or of its bound nearer 0), a number within its
+//! bounds (or [`NUMBER_SPAN`] from the one it has), a value of its `enum`, a word within its
 //! `maxLength`, the world's clock for a `date-time` — and the event is checked by the
-//! type's validator before it is made. The draws come from a ChaCha8 stream of their own,
-//! so the same seed and schemas give the same bytes, and a world without schemas makes
-//! exactly the events it made before.
+//! type's validator, and its JSON text checked again to the same values, before it is
+//! made. The draws come from a ChaCha8 stream of their own, so the same seed and schemas
+//! give the same bytes, and a world without schemas makes exactly the events it made before.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
 
 use crate::event::custom::CompiledType;
-use crate::event::{format_time_us, Payload};
+use crate::event::{format_time_us, ClientEvent, Payload};
 use crate::schema::{ColumnType, JsonType, Property, Schema};
 
 /// Percent of events of registered types unless `--custom-share` says otherwise: enough to
@@ -97,15 +97,32 @@ fn draw(compiled: &CompiledType, schema: &Schema, rng: &mut ChaCha8Rng, now_us: 
         let v = if p.null_allowed && rng.random_range(0..100u32) < NULL_PCT { Value::Null } else { value(p, rng, now_us) };
         members.push((p.name.clone(), v));
     }
-    compiled.payload(&members).ok()
+    let payload = compiled.payload(&members).ok()?;
+    // The event as it is sent and kept (its JSON text) must check to the same values.
+    let event = ClientEvent { event_id: None, player_id: None, session_id: None, event_time_us: None, payload: Payload::Custom(payload) };
+    let text = event.to_json_string();
+    let sent: serde_json::Map<String, Value> = serde_json::from_str(&text).ok()?;
+    let again = compiled.payload(&sent.into_iter().collect::<Vec<_>>()).ok()?;
+    match event.payload {
+        Payload::Custom(p) if p == again => Some(p),
+        _ => None,
+    }
 }
 
 fn value(p: &Property, rng: &mut ChaCha8Rng, now_us: i64) -> Value {
     match p.json_type {
         JsonType::Integer => {
             let (lo, hi) = p.int_range.unwrap_or((0, MAX_INT_SPAN));
-            let span = (hi as i128 - lo as i128).clamp(0, MAX_INT_SPAN as i128) as i64;
-            json!(lo + rng.random_range(0..=span))
+            // From 0 when the range holds it, else from the bound nearer to 0.
+            let start = if lo <= 0 && 0 <= hi {
+                0
+            } else if lo > 0 {
+                lo
+            } else {
+                hi.saturating_sub(MAX_INT_SPAN).max(lo)
+            };
+            let end = start.saturating_add(MAX_INT_SPAN).min(hi);
+            json!(rng.random_range(start..=end))
         }
         JsonType::Number => {
             let (lo, hi) = match p.number_range {
@@ -174,7 +191,11 @@ mod tests {
                 made += 1;
                 let level = &c.fields[0].1;
                 assert!(matches!(level, crate::event::CustomValue::Int(1..=100)), "{level:?}");
-                nulls += c.fields.iter().filter(|(_, v)| *v == crate::event::CustomValue::Null).count();
+                nulls += c
+                    .fields
+                    .iter()
+                    .filter(|(_, v)| matches!(v, crate::event::CustomValue::Null | crate::event::CustomValue::Absent))
+                    .count();
             }
         }
         assert!((450..750).contains(&made), "{made} of 2000 at 30%");
@@ -182,6 +203,19 @@ mod tests {
         assert!(CustomTraffic::new(7, &[s.clone()], 0).is_err());
         assert!(CustomTraffic::new(7, &[], 20).is_err());
         let impossible = schema(json!({"x": {"type": "number", "format": "float", "minimum": 0.1, "maximum": 0.1}}), &["x"]);
+        // A required property that may be null: drawn null at times, and the event's JSON
+        // keeps that null (leaving it out would be `missing_field`).
+        let nullable = schema(json!({"team": {"type": ["integer", "null"], "minimum": 1, "maximum": 8}}), &["team"]);
+        let mut t = CustomTraffic::new(3, std::slice::from_ref(&nullable), 100).unwrap();
+        let drawn: Vec<Payload> = (0..500).filter_map(|_| t.next(0)).collect();
+        assert_eq!(drawn.len(), 500);
+        let nulls = drawn.iter().filter(|p| matches!(p, Payload::Custom(c) if c.fields[0].1 == crate::event::CustomValue::Null)).count();
+        assert!(nulls > 10, "{nulls}");
+        for p in drawn {
+            let e = ClientEvent { event_id: None, player_id: None, session_id: None, event_time_us: None, payload: p };
+            let types = crate::event::Registry::from_schemas([&nullable]);
+            assert_eq!(crate::event::validate_json_in(&e.to_json_string(), &types).map(|back| back.payload), Ok(e.payload.clone()));
+        }
         let refused = CustomTraffic::new(7, &[impossible], 20).err().expect("refused");
         assert!(refused.contains("no value drawn"), "{refused}");
     }
