@@ -35,7 +35,7 @@ fn peak_rss_kib(data: &Path, args: &[&str]) -> u64 {
 
 /// Every command of issue 27's list but `serve` (measured by `benches/run.sh`), on one
 /// log of 10^7 events, peaks within 512 MiB. Measured on 2026-12-04 (`benches/run.sh
-/// --sizes 10000000`): `generate` 454 MiB, `replay` 219, `project --rebuild` 475, `report`
+/// --sizes 10000000`): `generate` 454 MiB (463–516 MiB in later runs; ~400 since item 41), `replay` 219, `project --rebuild` 475, `report`
 /// 423, `verify` 476, `sql` 151–182. The bounds they rely on:
 /// - `generate`: the log writer looks each block it wrote up `SLED_WRITE_TOUCHES` times so
 ///   that sled's cache counts the accesses and can evict; without those lookups sled kept

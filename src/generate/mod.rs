@@ -22,9 +22,10 @@ pub use world::{World, WorldConfig};
 
 /// Records per append in direct mode: one log block each.
 const DIRECT_CHUNK_EVENTS: usize = crate::log::MAX_BLOCK_RECORDS;
-/// Appends in flight in direct mode; enough to fill a group commit, far below the log's
-/// queue limit.
-const DIRECT_WINDOW: usize = 64;
+/// Appends in flight in direct mode: enough to fill a group commit, far below the log's
+/// queue limit. Each holds its 1,000 records' text: at 64, `generate` of 10^7 events peaked
+/// at 463–516 MiB; at 16, ~400 MiB at the same speed (benches/HISTORY.md, item 41).
+const DIRECT_WINDOW: usize = 16;
 /// Most events in one HTTP request from the load generator (the API's own limit).
 pub const MAX_BATCH: usize = crate::wire::MAX_EVENTS_PER_REQUEST;
 /// Most concurrent HTTP requests the load generator keeps open.
