@@ -6,7 +6,7 @@
 #     event type; column names and Parquet physical/logical types match the contract.
 #  3. quickstart --exit, and headless Chromium renders the report's charts.
 #  4. schemathesis, driven by GET /openapi.json of a server with two registered event
-#     types, finds no mismatch with any of its checks (--checks all; two rules of the
+#     types, finds no mismatch with any of its checks (--checks all; three rules of the
 #     contract OpenAPI cannot state are in tests/external/schemathesis.toml).
 #  5. A store catalogue made by hand with the sqlite3 tool: serve --catalog accepts and
 #     rejects purchases as documented and fills in the seed's GET /buy_asset; generated
