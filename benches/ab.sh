@@ -11,3 +11,15 @@ measure() {
 
 # rate SECONDS : $events per second.
 rate() { awk -v e="$events" -v s="$1" 'BEGIN { printf "%.0f", e / s }'; }
+
+# seed_stages BIN : generate of $events events into $work/g (emptied first), replay and
+# `project --rebuild` of the log in $work/log; prints the three table cells
+# "events/s (RSS MiB) | … | …".
+seed_stages() {
+  local bin="$1" sg mg sr mr sb mb
+  rm -rf "$work/g"
+  read -r sg mg < <(measure "$bin" --data-dir "$work/g" generate --seed 7 --events "$events")
+  read -r sr mr < <(measure sh -c "'$bin' --data-dir '$work/log' replay --from 0 > /dev/null")
+  read -r sb mb < <(measure "$bin" --data-dir "$work/log" project --rebuild)
+  echo "$(rate "$sg") ($mg MiB) | $(rate "$sr") ($mr MiB) | $(rate "$sb") ($mb MiB)"
+}

@@ -28,11 +28,8 @@ echo "|---|---|---|---|---|---|"
 for round in $(seq 1 "$rounds"); do
   for which in old new; do
     bin="$old"; [ "$which" = new ] && bin="$new"
-    rm -rf "$work/g"
-    read -r sg mg < <(measure "$bin" --data-dir "$work/g" generate --seed 7 --events "$events")
-    read -r sr mr < <(measure sh -c "'$bin' --data-dir '$work/log' replay --from 0 > /dev/null")
-    read -r sb mb < <(measure "$bin" --data-dir "$work/log" project --rebuild)
+    stages=$(seed_stages "$bin")
     read -r sp mp < <(measure "$bin" --data-dir "$work/big" report --out "$work/report")
-    echo "| $which | $round | $(rate "$sg") ($mg MiB) | $(rate "$sr") ($mr MiB) | $(rate "$sb") ($mb MiB) | $sp ($mp MiB) |"
+    echo "| $which | $round | $stages | $sp ($mp MiB) |"
   done
 done

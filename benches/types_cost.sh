@@ -53,12 +53,9 @@ echo "|---|---|---|---|---|---|"
 for round in $(seq 1 "$rounds"); do
   for which in old new; do
     bin="$old"; [ "$which" = new ] && bin="$new"
-    rm -rf "$work/g"
-    read -r sg mg < <(measure "$bin" --data-dir "$work/g" generate --seed 7 --events "$events")
-    read -r sr mr < <(measure sh -c "'$bin' --data-dir '$work/log' replay --from 0 > /dev/null")
-    read -r sb mb < <(measure "$bin" --data-dir "$work/log" project --rebuild)
+    stages=$(seed_stages "$bin")
     ib=$(ingest "$bin" "$work/s")
-    echo "| $which | $round | $(rate "$sg") ($mg MiB) | $(rate "$sr") ($mr MiB) | $(rate "$sb") ($mb MiB) | $ib |"
+    echo "| $which | $round | $stages | $ib |"
   done
 done
 rm -rf "$work/g"
