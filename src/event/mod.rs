@@ -1087,10 +1087,11 @@ pub fn validate_object_in(members: &[(String, Value)], types: &Registry) -> Resu
                 format!("missing field `event_type`: expected one of {}", type_list(types)),
             ))
         }
-        Some(Value::String(s)) => match (EventType::parse(s), types.get(s)) {
-            (Some(t), _) => Ok(t),
-            (None, Some(custom)) => Err(custom),
-            (None, None) => {
+        // A seed type is found without looking at the registered ones (the hot path).
+        Some(Value::String(s)) => match EventType::parse(s).ok_or_else(|| types.get(s)) {
+            Ok(t) => Ok(t),
+            Err(Some(custom)) => Err(custom),
+            Err(None) => {
                 return Err(Rejection::new(
                     RejectReason::UnknownEventType,
                     Some("event_type"),
