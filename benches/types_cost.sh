@@ -8,7 +8,8 @@
 #   - batched ingest: `serve` taking EVENTS events from `generate --url --batch 500
 #     --concurrency 4` (the NEW binary's client for both servers).
 # Then, with NEW only, the same stages for a registered type of 12 properties
-# (benches/schemas/match_stats-1-0-0.json; `generate --schema … --custom-share 100`).
+# (benches/schemas/match_stats-1-0-0.json; `generate --schema … --custom-share 100`),
+# its table projected by the rebuild.
 # Wall seconds with GNU time's peak RSS; events/s = events / seconds.
 #
 # usage: benches/types_cost.sh OLD_BIN NEW_BIN [ROUNDS] [EVENTS]   (defaults: 3, 1000000)
@@ -61,5 +62,6 @@ done
 rm -rf "$work/g"
 read -r sg mg < <(measure "$new" --data-dir "$work/g" generate --seed 7 --events "$events" --schema "$schema" --custom-share 100)
 read -r sr mr < <(measure sh -c "'$new' --data-dir '$work/custom' replay --from 0 > /dev/null")
+read -r sb mb < <(measure "$new" --data-dir "$work/custom" project --rebuild)
 ib=$(ingest "$new" "$work/s" --schemas "$here/schemas")
-echo "| new, match_stats (12 properties) | 1 | $(rate "$sg") ($mg MiB) | $(rate "$sr") ($mr MiB) | – (its table is not projected yet) | $ib |"
+echo "| new, match_stats (12 properties) | 1 | $(rate "$sg") ($mg MiB) | $(rate "$sr") ($mr MiB) | $(rate "$sb") ($mb MiB) | $ib |"

@@ -22,7 +22,7 @@ use crate::catalog::{self, Catalog};
 use crate::event::{self, Record};
 use crate::generate::{self, World, WorldConfig};
 use crate::log::{AppendBatch, EventLog, SledLog};
-use crate::project::{self, Codec, Projector, TablesRoot, DELTA_DIR, TABLES};
+use crate::project::{self, Codec, Projector, TablesRoot, DELTA_DIR};
 use crate::replay;
 use crate::report;
 
@@ -62,6 +62,13 @@ pub struct Scenario {
     /// A store catalogue (SQLite, path relative to the scenario file): recorded in the
     /// log first, and the world sells what it lists (`generate --catalog`).
     pub catalog: Option<String>,
+    /// Event type schemas recorded in the log as the workload reaches them; the world then
+    /// mixes events of the registered types into its traffic (`generate --schema`).
+    #[serde(default)]
+    pub schemas: Vec<SchemaStep>,
+    /// Percent of the events of registered types once there are some.
+    #[serde(default = "default_custom_share")]
+    pub custom_share: u32,
     pub schedule: Schedule,
     /// Digest name → `sha256:<hex>`.
     #[serde(default)]
@@ -70,6 +77,19 @@ pub struct Scenario {
 
 fn default_players() -> u32 {
     generate::world::DEFAULT_PLAYERS
+}
+
+fn default_custom_share() -> u32 {
+    generate::custom::DEFAULT_SHARE_PCT
+}
+
+/// Schema files (paths relative to the scenario file) recorded when the workload has
+/// appended `at` events: before the event at offset `at`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaStep {
+    pub at: u64,
+    pub files: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -233,6 +253,12 @@ pub fn load(path: &Path) -> Result<Scenario, CheckError> {
     if s.players == 0 {
         return Err(CheckError::Scenario { path: path.to_path_buf(), reason: "players must be at least 1".into() });
     }
+    if !s.schemas.windows(2).all(|w| w[0].at < w[1].at) || s.schemas.iter().any(|st| st.at > s.events) {
+        return Err(CheckError::Scenario {
+            path: path.to_path_buf(),
+            reason: "schemas: give each step's `at` (an event count up to `events`) in increasing order".into(),
+        });
+    }
     Ok(s)
 }
 
@@ -278,6 +304,21 @@ pub fn run(path: &Path, exe: &Path, tables: Option<&TablesRoot>, progress: &Prog
         Some(c) => World::with_catalog(cfg, c).map_err(|e| CheckError::Scenario { path: path.to_path_buf(), reason: e })?,
         None => World::new(cfg),
     };
+    // Each schema step's files, parsed (they are recorded as the workload reaches them).
+    let mut schema_steps: Vec<(u64, Vec<crate::schema::Schema>)> = Vec::new();
+    for st in &scenario.schemas {
+        let mut parsed = Vec::new();
+        for rel in &st.files {
+            let file = path.parent().unwrap_or(Path::new(".")).join(rel);
+            let bytes = std::fs::read(&file).map_err(|e| CheckError::Scenario { path: file.clone(), reason: e.to_string() })?;
+            parsed.push(
+                crate::schema::Schema::parse(&bytes).map_err(|e| CheckError::Scenario { path: file.clone(), reason: e.to_string() })?,
+            );
+        }
+        schema_steps.push((st.at, parsed));
+    }
+    let mut schema_steps = schema_steps.into_iter().peekable();
+    let mut recorded: Vec<crate::schema::Schema> = Vec::new();
     let every = scenario.schedule.project_every;
     let total = scenario.events + extra.len() as u64;
     progress.set_length(total);
@@ -291,7 +332,26 @@ pub fn run(path: &Path, exe: &Path, tables: Option<&TablesRoot>, progress: &Prog
     let mut step = 0u64;
     let hidden = ProgressBar::hidden();
     while appended < total {
-        let n = every.min(total - appended);
+        if let Some((_, schemas)) = schema_steps.next_if(|(at, _)| *at <= appended) {
+            // Recorded as `schema add` records them (checked against those before), and
+            // the world's traffic takes the types in force from here on.
+            let l = log.as_ref().expect("log open");
+            for s in &schemas {
+                crate::schema::check_against(&recorded, s)
+                    .map_err(|e| CheckError::Scenario { path: path.to_path_buf(), reason: e.to_string() })?;
+                l.record_schema(s.hash(), s.canonical().as_bytes().to_vec()).map_err(run_err)?.wait().map_err(run_err)?;
+                recorded.push(s.clone());
+            }
+            let in_force: Vec<crate::schema::Schema> = event::Registry::from_schemas(&recorded).schemas().cloned().collect();
+            let traffic = match world.custom_mut() {
+                Some(t) => t.replace_types(&in_force),
+                None => generate::custom::CustomTraffic::new(scenario.seed, &in_force, scenario.custom_share).map(|t| world.set_custom(t)),
+            };
+            traffic.map_err(|reason| CheckError::Scenario { path: path.to_path_buf(), reason })?;
+        }
+        // A batch ends where the next schema step begins.
+        let next_at = schema_steps.peek().map_or(u64::MAX, |(at, _)| *at);
+        let n = every.min(total - appended).min(next_at.saturating_sub(appended).max(1));
         let meta = generate::direct_meta();
         let records: Vec<Record> = (0..n)
             .map(|i| {
@@ -364,22 +424,24 @@ pub fn run(path: &Path, exe: &Path, tables: Option<&TablesRoot>, progress: &Prog
     streams.push(("log".into(), h.finish()));
 
     // Each table's rows, from the incremental tables and from a rebuild.
-    let live = project::snapshot(&root, &data).map_err(run_err)?;
+    let schemas = log.schemas().map_err(run_err)?;
+    let live = project::snapshot(&root, &data, &schemas).map_err(run_err)?;
     let rebuilt_root = TablesRoot::Local(tmp.path().join("rebuild"));
     project::rebuild_into(log.as_ref(), end, &rebuilt_root, tmp.path(), Codec::Snappy, &hidden).map_err(run_err)?;
-    let rebuilt = project::snapshot(&rebuilt_root, tmp.path()).map_err(run_err)?;
-    let mut incremental_equals_rebuild = true;
-    for (i, def) in TABLES.iter().enumerate() {
+    let rebuilt = project::snapshot(&rebuilt_root, tmp.path(), &schemas).map_err(run_err)?;
+    let mut incremental_equals_rebuild = live.defs == rebuilt.defs;
+    for (i, def) in live.defs.iter().enumerate() {
         let rows = live.rows()[i];
-        let a = hash_rows(&live.files[i], rows)?;
-        let b = hash_rows(&rebuilt.files[i], rows)?;
+        let schema = def.arrow_schema(false);
+        let a = hash_rows(&def.name, &schema, &live.files[i], rows)?;
+        let b = hash_rows(&def.name, &schema, &rebuilt.files[i], rows)?;
         incremental_equals_rebuild &= a.digest == b.digest;
         streams.push((format!("rows.{}", def.name), a));
     }
 
     // The rebuilt Parquet files, byte for byte.
     let mut files: Vec<(String, PathBuf)> = Vec::new();
-    for (i, def) in TABLES.iter().enumerate() {
+    for (i, def) in rebuilt.defs.iter().enumerate() {
         for f in &rebuilt.files[i] {
             let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             files.push((format!("{}/{}", def.location, name), f.clone()));
@@ -393,7 +455,7 @@ pub fn run(path: &Path, exe: &Path, tables: Option<&TablesRoot>, progress: &Prog
     streams.push(("parquet".into(), h.finish()));
 
     // The report, from the incremental tables.
-    let files = report::TableFiles::new(TABLES.iter().zip(live.files.clone()).map(|(t, f)| (t.name, f)).collect());
+    let files = report::TableFiles::of(&live);
     let snapshot = report::open_snapshot(&files).map_err(run_err)?;
     let rep = report::build_report_with(&snapshot, &format!("log offsets 0..{end}"), &catalogs).map_err(run_err)?;
     let mut h = StreamHash::new(rep.markdown.lines().count() as u64);
@@ -441,13 +503,15 @@ fn locate(s: &Stream, expected: &Segments) -> Option<String> {
 }
 
 /// One line per row: the values, tab-separated, nulls as `∅`.
-fn hash_rows(files: &[PathBuf], rows: u64) -> Result<Stream, CheckError> {
+/// The rows of a table's `files` as lines, each with the table's columns (`schema`: a
+/// file from before an ADDITION has nulls in its columns, as a rebuild's has).
+fn hash_rows(table: &str, schema: &arrow::datatypes::SchemaRef, files: &[PathBuf], rows: u64) -> Result<Stream, CheckError> {
     let mut h = StreamHash::new(rows);
     let options = FormatOptions::default().with_null("∅");
     let mut line = String::new();
     for path in files {
         for batch in project::batch_reader(path).map_err(run_err)? {
-            let batch = batch.map_err(run_err)?;
+            let batch = project::conform(table, batch.map_err(run_err)?, schema).map_err(run_err)?;
             let columns: Vec<arrow::array::ArrayRef> = batch.columns().iter().map(printable).collect();
             let formatters: Vec<ArrayFormatter> =
                 columns.iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &options)).collect::<Result<_, _>>().map_err(run_err)?;

@@ -89,8 +89,9 @@ pub fn run_sql(frames: &Frames, query: &str) -> Result<DataFrame, SqlError> {
 }
 
 /// [`run_sql`] with more tables beside the five: `catalog_items` and `stock` when the log
-/// has a store catalogue ([`crate::report::catalog::frames`]).
-pub fn run_sql_with(frames: &Frames, extra: &[(&'static str, DataFrame)], query: &str) -> Result<DataFrame, SqlError> {
+/// has a store catalogue ([`crate::report::catalog::frames`]), registered types' tables
+/// ([`crate::report::registered_frame`]).
+pub fn run_sql_with(frames: &Frames, extra: &[(String, DataFrame)], query: &str) -> Result<DataFrame, SqlError> {
     let query = query.trim();
     if query.trim_end_matches(';').trim().is_empty() {
         return Err(SqlError::EmptyQuery);
@@ -101,7 +102,7 @@ pub fn run_sql_with(frames: &Frames, extra: &[(&'static str, DataFrame)], query:
         ctx.register(name, df.clone().lazy());
     }
     for (name, df) in extra {
-        ctx.register(name, df.clone().lazy());
+        ctx.register(name.as_str(), df.clone().lazy());
     }
     let explain = |e: PolarsError| match missing_column(&e) {
         Some(missing) => SqlError::UnknownColumn(unknown_column(query, &missing)),
@@ -219,12 +220,15 @@ pub fn named_tables(query: &str) -> Vec<&'static str> {
 /// Whether `query` names `catalog_items` or `stock` (as whole words), the tables a store
 /// catalogue adds.
 pub fn names_catalog_tables(query: &str) -> bool {
-    let q = query.to_ascii_lowercase();
-    [crate::report::catalog::CATALOG_ITEMS, crate::report::catalog::STOCK].iter().any(|t| {
-        q.match_indices(t).any(|(i, _)| {
-            let ident = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
-            !ident(q[..i].chars().next_back()) && !ident(q[i + t.len()..].chars().next())
-        })
+    [crate::report::catalog::CATALOG_ITEMS, crate::report::catalog::STOCK].iter().any(|t| names_table(query, t))
+}
+
+/// Whether `query` names `table` (as a whole word, in any case).
+pub fn names_table(query: &str, table: &str) -> bool {
+    let (q, t) = (query.to_ascii_lowercase(), table.to_ascii_lowercase());
+    q.match_indices(t.as_str()).any(|(i, _)| {
+        let ident = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+        !ident(q[..i].chars().next_back()) && !ident(q[i + t.len()..].chars().next())
     })
 }
 

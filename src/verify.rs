@@ -12,7 +12,9 @@ use arrow::record_batch::RecordBatch;
 use indicatif::ProgressBar;
 
 use crate::log::{EventLog, LogError, ValueFormat};
-use crate::project::{self, Codec, Layout, ProjectError, Snapshot, TablesRoot, TABLES};
+use arrow::datatypes::SchemaRef;
+
+use crate::project::{self, Codec, Layout, ProjectError, Snapshot, TableSet, TablesRoot};
 
 /// A divergence, said precisely.
 #[derive(Debug, thiserror::Error)]
@@ -24,15 +26,15 @@ pub enum VerifyError {
     #[error("tables are published at log offset {tables} but the log ends at {log}: the log lost records (truncated?)")]
     TablesAheadOfLog { tables: u64, log: u64 },
     #[error("table {table}: file {path} is in the Delta log but missing")]
-    MissingFile { table: &'static str, path: PathBuf },
+    MissingFile { table: String, path: PathBuf },
     #[error("table {table}: cannot read {path}: {reason}")]
-    Unreadable { table: &'static str, path: PathBuf, reason: String },
+    Unreadable { table: String, path: PathBuf, reason: String },
     #[error("table {table}: row {row} (log offset {offset}) differs from the log's projection{detail}")]
-    RowDiffers { table: &'static str, row: u64, offset: String, detail: String },
+    RowDiffers { table: String, row: u64, offset: String, detail: String },
     #[error("table {table} has {actual} rows; the log up to offset {offset} projects to {expected}")]
-    RowCount { table: &'static str, actual: u64, expected: u64, offset: u64 },
+    RowCount { table: String, actual: u64, expected: u64, offset: u64 },
     #[error("table {table}: the plain-directory view {dir}: {reason}")]
-    PlainView { table: &'static str, dir: PathBuf, reason: String },
+    PlainView { table: String, dir: PathBuf, reason: String },
     #[error("{0}")]
     Io(String),
 }
@@ -87,19 +89,21 @@ pub fn verify(log: &dyn EventLog, root: &TablesRoot, data_dir: &Path, progress: 
         return Err(LogError::Corrupt { offset: n, reason: format!("log ends at {n}, expected {end}") }.into());
     }
 
-    let snap = project::snapshot(root, data_dir)?;
+    let schemas = log.schemas()?;
+    let snap = project::snapshot(root, data_dir, &schemas)?;
     if snap.offset > end {
         return Err(VerifyError::TablesAheadOfLog { tables: snap.offset, log: end });
     }
     check_files(&snap)?;
-    check_plain_view(root, data_dir, &snap)?;
+    check_plain_view(root, data_dir, &snap, &TableSet::from_records(&schemas, u64::MAX)?)?;
     let scratch = tempfile::tempdir().map_err(|e| VerifyError::Io(format!("creating a scratch dir: {e}")))?;
     let rebuilt_root = TablesRoot::Local(scratch.path().join("tables"));
     project::rebuild_into(log, snap.offset, &rebuilt_root, scratch.path(), Codec::Snappy, &ProgressBar::hidden())?;
-    let rebuilt = project::snapshot(&rebuilt_root, scratch.path())?;
+    let rebuilt = project::snapshot(&rebuilt_root, scratch.path(), &schemas)?;
     let mut rows = Vec::new();
-    for (i, def) in TABLES.iter().enumerate() {
-        rows.push(compare_table(def.name, &snap.files[i], &rebuilt.files[i], snap.offset, None)?);
+    for (i, def) in snap.defs.iter().enumerate() {
+        let schema = def.arrow_schema(snap.partitioned);
+        rows.push(compare_table(&def.name, &schema, &snap.files[i], &rebuilt.files[i], snap.offset, None)?);
     }
     Ok(VerifyReport {
         log_records: n,
@@ -124,17 +128,18 @@ pub fn verify_topic(
     progress: &ProgressBar,
 ) -> Result<VerifyReport, VerifyError> {
     let layout = Layout::Topic { topic: topic.to_string(), partitions: log.partitions() };
-    let snap = project::snapshot_with(root, data_dir, Some(&layout))?;
+    let snap = project::snapshot_with(root, data_dir, Some(&layout), &[])?;
     check_files(&snap)?;
     let scratch = tempfile::tempdir().map_err(|e| VerifyError::Io(format!("creating a scratch dir: {e}")))?;
     let rebuilt_root = TablesRoot::Local(scratch.path().join("tables"));
     let to = if snap.partition_offsets.is_empty() { vec![0; log.partitions() as usize] } else { snap.partition_offsets.clone() };
     let summary = project::rebuild_topic_into(log, format, topic, &to, &rebuilt_root, scratch.path(), progress)?;
-    let rebuilt = project::snapshot(&rebuilt_root, scratch.path())?;
-    let mut rows = vec![0u64; TABLES.len()];
-    for (i, def) in TABLES.iter().enumerate() {
+    let rebuilt = project::snapshot(&rebuilt_root, scratch.path(), &[])?;
+    let mut rows = vec![0u64; snap.defs.len()];
+    for (i, def) in snap.defs.iter().enumerate() {
+        let schema = def.arrow_schema(true);
         for p in 0..log.partitions() {
-            rows[i] += compare_table(def.name, &snap.files[i], &rebuilt.files[i], snap.offset, Some(p as i32))?;
+            rows[i] += compare_table(&def.name, &schema, &snap.files[i], &rebuilt.files[i], snap.offset, Some(p as i32))?;
         }
     }
     Ok(VerifyReport {
@@ -148,13 +153,13 @@ pub fn verify_topic(
 
 /// Every file the Delta log lists exists with the size it recorded.
 fn check_files(snap: &Snapshot) -> Result<(), VerifyError> {
-    for ((def, files), entries) in TABLES.iter().zip(&snap.files).zip(&snap.entries) {
+    for ((def, files), entries) in snap.defs.iter().zip(&snap.files).zip(&snap.entries) {
         for (f, entry) in files.iter().zip(entries) {
             match std::fs::metadata(f) {
-                Err(_) => return Err(VerifyError::MissingFile { table: def.name, path: f.clone() }),
+                Err(_) => return Err(VerifyError::MissingFile { table: def.name.clone(), path: f.clone() }),
                 Ok(m) if m.len() != entry.bytes => {
                     return Err(VerifyError::Unreadable {
-                        table: def.name,
+                        table: def.name.clone(),
                         path: f.clone(),
                         reason: format!("it is {} bytes; the Delta log recorded {}", m.len(), entry.bytes),
                     })
@@ -172,7 +177,7 @@ fn check_files(snap: &Snapshot) -> Result<(), VerifyError> {
 /// snapshot's, or the table's newest, which the view shows once a step is published), and
 /// each is that file (a hard link to it, or the same bytes). Absent when no projector made
 /// it (or it could not be kept): nothing to check.
-fn check_plain_view(root: &TablesRoot, data_dir: &Path, snap: &Snapshot) -> Result<(), VerifyError> {
+fn check_plain_view(root: &TablesRoot, data_dir: &Path, snap: &Snapshot, known: &TableSet) -> Result<(), VerifyError> {
     use std::collections::BTreeSet;
     use std::os::unix::fs::MetadataExt;
     if !root.is_local() || std::fs::read_link(data_dir.join(project::plain::LINK)).is_err() {
@@ -180,10 +185,10 @@ fn check_plain_view(root: &TablesRoot, data_dir: &Path, snap: &Snapshot) -> Resu
     }
     let generation = std::fs::canonicalize(data_dir.join(project::plain::LINK))
         .map_err(|e| VerifyError::Io(format!("resolving {}: {e}", data_dir.join(project::plain::LINK).display())))?;
-    let newest = project::DeltaTables::open_read_only(root, data_dir, None)?;
-    for (i, def) in TABLES.iter().enumerate() {
-        let dir = generation.join(def.location);
-        let bad = |reason: String| VerifyError::PlainView { table: def.name, dir: dir.clone(), reason };
+    let newest = project::DeltaTables::open_read_only(root, data_dir, None, known)?;
+    for (i, def) in snap.defs.iter().enumerate() {
+        let dir = generation.join(&def.location);
+        let bad = |reason: String| VerifyError::PlainView { table: def.name.clone(), dir: dir.clone(), reason };
         let listed: BTreeSet<String> = std::fs::read_dir(&dir)
             .map_err(|e| bad(format!("cannot list it: {e}")))?
             .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
@@ -223,9 +228,10 @@ fn check_plain_view(root: &TablesRoot, data_dir: &Path, snap: &Snapshot) -> Resu
     Ok(())
 }
 
-/// Streams the batches of `files` in order.
+/// Streams the batches of `files` in order, each with the table's columns (`schema`).
 struct Rows<'a> {
-    table: &'static str,
+    table: &'a str,
+    schema: &'a SchemaRef,
     files: std::slice::Iter<'a, PathBuf>,
     reader: Option<(PathBuf, parquet::arrow::arrow_reader::ParquetRecordBatchReader)>,
     /// Only the rows of this `log_partition` (tables from a topic).
@@ -238,9 +244,11 @@ impl Rows<'_> {
             if let Some((path, reader)) = &mut self.reader {
                 match reader.next() {
                     Some(Ok(b)) => match self.partition {
-                        None => return Ok(Some(b)),
+                        _ if b.num_rows() == 0 => continue,
+                        None => return Ok(Some(project::conform(self.table, b, self.schema)?)),
                         Some(p) => {
-                            let unreadable = |reason: String| VerifyError::Unreadable { table: self.table, path: path.clone(), reason };
+                            let unreadable =
+                                |reason: String| VerifyError::Unreadable { table: self.table.to_string(), path: path.clone(), reason };
                             let col = b
                                 .column_by_name("log_partition")
                                 .and_then(|c| c.as_any().downcast_ref::<arrow::array::Int32Array>())
@@ -248,18 +256,20 @@ impl Rows<'_> {
                             let mask: arrow::array::BooleanArray = col.iter().map(|v| Some(v == Some(p))).collect();
                             let kept = arrow::compute::filter_record_batch(&b, &mask).map_err(|e| unreadable(e.to_string()))?;
                             if kept.num_rows() > 0 {
-                                return Ok(Some(kept));
+                                return Ok(Some(project::conform(self.table, kept, self.schema)?));
                             }
                             continue; // no row of this partition in the batch: read on
                         }
                     },
-                    Some(Err(e)) => return Err(VerifyError::Unreadable { table: self.table, path: path.clone(), reason: e.to_string() }),
+                    Some(Err(e)) => {
+                        return Err(VerifyError::Unreadable { table: self.table.to_string(), path: path.clone(), reason: e.to_string() })
+                    }
                     None => self.reader = None,
                 }
             }
             let Some(path) = self.files.next() else { return Ok(None) };
             let reader = project::batch_reader(path).map_err(|e| VerifyError::Unreadable {
-                table: self.table,
+                table: self.table.to_string(),
                 path: path.clone(),
                 reason: e.to_string(),
             })?;
@@ -270,14 +280,15 @@ impl Rows<'_> {
 
 /// Compares a table's published rows with the rebuilt ones, slice by slice.
 fn compare_table(
-    table: &'static str,
+    table: &str,
+    schema: &SchemaRef,
     actual: &[PathBuf],
     expected: &[PathBuf],
     offset: u64,
     partition: Option<i32>,
 ) -> Result<u64, VerifyError> {
-    let mut a = Rows { table, files: actual.iter(), reader: None, partition };
-    let mut e = Rows { table, files: expected.iter(), reader: None, partition };
+    let mut a = Rows { table, schema, files: actual.iter(), reader: None, partition };
+    let mut e = Rows { table, schema, files: expected.iter(), reader: None, partition };
     let (mut ab, mut eb): (Option<RecordBatch>, Option<RecordBatch>) = (None, None);
     let (mut ai, mut ei) = (0usize, 0usize);
     let (mut a_rows, mut e_rows) = (0u64, 0u64);
@@ -297,14 +308,14 @@ fn compare_table(
                 while let Some(b) = a.next_batch()? {
                     a_rows += b.num_rows() as u64;
                 }
-                return Err(VerifyError::RowCount { table, actual: a_rows, expected: e_rows, offset });
+                return Err(VerifyError::RowCount { table: table.to_string(), actual: a_rows, expected: e_rows, offset });
             }
             (None, Some(y)) => {
                 e_rows += (y.num_rows() - ei) as u64;
                 while let Some(b) = e.next_batch()? {
                     e_rows += b.num_rows() as u64;
                 }
-                return Err(VerifyError::RowCount { table, actual: a_rows, expected: e_rows, offset });
+                return Err(VerifyError::RowCount { table: table.to_string(), actual: a_rows, expected: e_rows, offset });
             }
             (Some(x), Some(y)) => {
                 let n = (x.num_rows() - ai).min(y.num_rows() - ei);
@@ -312,7 +323,7 @@ fn compare_table(
                 let ys = y.slice(ei, n);
                 if xs.schema() != ys.schema() {
                     return Err(VerifyError::RowDiffers {
-                        table,
+                        table: table.to_string(),
                         row: a_rows,
                         offset: "?".into(),
                         detail: format!(": schema {:?} differs from {:?}", xs.schema(), ys.schema()),
@@ -331,7 +342,7 @@ fn compare_table(
                                 };
                                 let off_col = ys.schema().index_of("log_offset").unwrap_or(0);
                                 return Err(VerifyError::RowDiffers {
-                                    table,
+                                    table: table.to_string(),
                                     row: a_rows + r as u64,
                                     offset: fmt(&ys, off_col),
                                     detail: format!(": column {} is {:?}, the log says {:?}", field.name(), fmt(&xs, c), fmt(&ys, c)),

@@ -21,6 +21,19 @@ fn shipped_scenarios_match_their_digests() {
     assert_eq!(out.matches("incremental = rebuild  match").count(), 2, "{out}");
 }
 
+/// Registered types (replay/custom.toml): two types beside the seed's, an ADDITION
+/// mid-log, a new MODEL, a crash after a commit. A `rows.<table>` digest per registered
+/// table; the projection in steps across the ADDITION equals a rebuild.
+#[test]
+fn the_registered_types_scenario_matches_its_digests() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = questlog_ok(dir.path(), &["check", repo("replay/custom.toml").to_str().unwrap()]);
+    assert!(out.contains("11 of 11 digests match") && out.contains("incremental = rebuild  match"), "{out}");
+    for table in ["rows.level_up", "rows.match_end ", "rows.match_end_2"] {
+        assert!(out.contains(table), "{table}: {out}");
+    }
+}
+
 #[test]
 fn the_catalogue_scenario_matches_and_another_catalogue_changes_every_digest_it_reaches() {
     let dir = tempfile::tempdir().unwrap();

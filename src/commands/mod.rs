@@ -11,7 +11,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 
 use crate::log::{EventLog, KafkaLog, KafkaTarget, LogError, LogOptions, SledLog, ValueFormat};
-use crate::project::{Codec, Projector, TablesRoot, TABLES};
+use crate::project::{Codec, Projector, TablesRoot};
 
 pub mod catalog;
 pub mod check;
@@ -199,19 +199,22 @@ pub(crate) fn running_server(data_dir: &Path) -> Option<SocketAddr> {
     v["addr"].as_str()?.parse().ok()
 }
 
-/// Runs `load` (which opens, and may read, the five tables) on one consistent snapshot,
+/// Runs `load` (which opens, and may read, the tables) on one consistent snapshot,
 /// retrying if a projector's vacuum deleted a file between taking the snapshot and opening it.
+/// `schemas_from` is the data dir whose log the tables are of.
 pub(crate) fn read_snapshot<T>(
     root: &TablesRoot,
     data_dir: &Path,
+    schemas_from: &Path,
     load: impl Fn(&crate::report::TableFiles) -> Result<T, crate::report::ReportError>,
 ) -> Result<(T, u64)> {
+    // The log may be held by a `serve`: its schema records are read from the projector's copy.
+    let schemas = crate::log::read_schema_copies(schemas_from)?;
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let snap = crate::project::snapshot(root, data_dir)?;
-        let files =
-            crate::report::TableFiles::new(TABLES.iter().zip(snap.files).map(|(t, f)| (t.name, f)).collect()).partitioned(snap.partitioned);
+        let snap = crate::project::snapshot(root, data_dir, &schemas)?;
+        let files = crate::report::TableFiles::of(&snap);
         match load(&files) {
             Ok(frames) => return Ok((frames, snap.offset)),
             Err(crate::report::ReportError::FileVanished(p)) if attempt < SNAPSHOT_ATTEMPTS => {

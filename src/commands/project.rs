@@ -66,7 +66,7 @@ pub fn run(args: ProjectArgs, data_dir: &Path) -> Result<()> {
         let out_root = TablesRoot::parse(&out)?;
         let taken = match &out_root {
             TablesRoot::Local(dir) => dir.read_dir().is_ok_and(|mut d| d.next().is_some()),
-            TablesRoot::S3 { .. } => project::snapshot(&out_root, data_dir)?.versions.iter().any(Option::is_some),
+            TablesRoot::S3 { .. } => project::snapshot(&out_root, data_dir, &[])?.versions.iter().any(Option::is_some),
         };
         if taken {
             bail!("--out {out} already holds files or tables; choose a new place");

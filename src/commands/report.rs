@@ -78,21 +78,30 @@ pub fn run_sql(args: SqlArgs, data_dir: &Path) -> Result<()> {
     // With a store catalogue: `catalog_items` and `stock` beside the five.
     let catalogs = crate::catalog::read_copies(data_dir)?;
     let wants_catalog = !catalogs.is_empty() && sql::names_catalog_tables(&query);
-    let ((frames, extra), offset) = read_snapshot(&tables_root(data_dir)?, data_dir, |files| {
+    let ((frames, extra, registered), offset) = read_snapshot(&tables_root(data_dir)?, data_dir, data_dir, |files| {
         let named_files =
             report::TableFiles::new(files.tables.iter().filter(|(t, _)| named.contains(t)).map(|(t, f)| (*t, f.clone())).collect())
                 .partitioned(files.partitioned);
         let frames = report::load_frames_without(&named_files, &skip)?;
-        let extra = if wants_catalog { Some(report::open_snapshot(files)?) } else { None };
-        Ok((frames, extra))
+        // Registered types' tables the query names, whole.
+        let wanted: Vec<&String> = files.registered.iter().map(|(d, _)| &d.name).filter(|n| sql::names_table(&query, n)).collect();
+        let extra = if wants_catalog || !wanted.is_empty() { Some(report::open_snapshot(files)?) } else { None };
+        let mut registered = Vec::with_capacity(wanted.len());
+        if let Some(snapshot) = &extra {
+            for name in wanted {
+                registered.push((name.clone(), report::registered_frame(snapshot, name)?));
+            }
+        }
+        Ok((frames, extra.filter(|_| wants_catalog), registered))
     })?;
-    let extra = match extra {
+    let mut extra: Vec<(String, polars::prelude::DataFrame)> = match extra {
         Some(snapshot) => {
             let in_force: Vec<_> = catalogs.into_iter().filter(|v| v.from_offset <= offset).collect();
-            report::catalog::frames(&snapshot, &in_force)?
+            report::catalog::frames(&snapshot, &in_force)?.into_iter().map(|(n, df)| (n.to_string(), df)).collect()
         }
         None => Vec::new(),
     };
+    extra.extend(registered);
     let mut df = sql::run_sql_with(&frames, &extra, &query)?;
     let fmt = match format {
         Format::Table => sql::OutputFormat::Table,
@@ -115,11 +124,13 @@ pub fn run_ddl(data_dir: &Path) -> Result<()> {
     // The plain view exists once a projector has opened local tables (and is gone if
     // it could not be kept up to date, e.g. tables on another filesystem).
     let view = absolute(data_dir)?.join(project::plain::LINK);
+    // Every table the log's schemas give (as the projector's copy of them has it).
+    let set = project::TableSet::from_records(&crate::log::read_schema_copies(data_dir)?, u64::MAX)?;
     if root.is_local() && std::fs::read_link(&view).is_ok() {
         text.push_str("-- Hive, or Spark without Delta Lake: the plain-directory view DATA_DIR/tables\n");
-        text.push_str(&project::hive_ddl(&view));
+        text.push_str(&project::hive_ddl(&view, set.defs()));
     }
-    text.push_str(&project::delta_ddl(&root)?);
+    text.push_str(&project::delta_ddl(&root, set.defs())?);
     text.push_str(&catalog_ddl(data_dir)?);
     // Through write_all: a closed pipe (`questlog ddl | head`) ends quietly.
     replay::write_all(&mut std::io::stdout().lock(), text.as_bytes())?;
@@ -130,7 +141,7 @@ pub fn run_ddl(data_dir: &Path) -> Result<()> {
 /// copies apply (those in force up to the tables' offset).
 pub(crate) fn build_report(root: &TablesRoot, data_dir: &Path, catalogs_from: &Path) -> Result<(report::Report, u64)> {
     // Opened, not loaded: each section reads only the columns it uses.
-    let (snapshot, offset) = read_snapshot(root, data_dir, report::open_snapshot)?;
+    let (snapshot, offset) = read_snapshot(root, data_dir, catalogs_from, report::open_snapshot)?;
     let catalogs = catalogs_up_to(catalogs_from, offset)?;
     let report = report::build_report_with(&snapshot, &format!("log offsets 0..{offset}"), &catalogs)?;
     Ok((report, offset))

@@ -124,7 +124,7 @@ pub fn run(cmd: SchemaCommand, data_dir: &Path) -> Result<()> {
 
 /// The seed's table of a built-in type.
 fn builtin_table(name: &str) -> &'static str {
-    crate::project::TABLES.iter().find(|t| t.event_type.as_str() == name).map_or("?", |t| t.name)
+    crate::project::SEED_TABLES.iter().find(|t| t.event_type.as_str() == name).map_or("?", |t| t.name)
 }
 
 /// Where the log's schemas are: nowhere yet, the log itself, or the server holding it.

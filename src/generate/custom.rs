@@ -75,6 +75,16 @@ impl CustomTraffic {
         self.share_pct
     }
 
+    /// Draws events of `schemas` from now on, in the same stream (a type evolved while
+    /// the world runs: its newest version's properties, or another model's).
+    pub fn replace_types(&mut self, schemas: &[Schema]) -> Result<(), String> {
+        if schemas.is_empty() {
+            return Err("no event types to draw".to_string());
+        }
+        self.types = schemas.iter().map(|s| (CompiledType::compile(s), s.clone())).collect();
+        Ok(())
+    }
+
     /// The next event's payload if it is to be one of these types' (`now_us`: the clock,
     /// for `date-time` properties), else `None`.
     pub(super) fn next(&mut self, now_us: i64) -> Option<Payload> {

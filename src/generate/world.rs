@@ -706,6 +706,16 @@ impl World {
         self
     }
 
+    /// Mixes events of registered types into this world's traffic from its next event on.
+    pub fn set_custom(&mut self, custom: super::custom::CustomTraffic) {
+        self.custom = Some(custom);
+    }
+
+    /// The registered types mixed into this world's traffic, if any.
+    pub fn custom_mut(&mut self) -> Option<&mut super::custom::CustomTraffic> {
+        self.custom.as_mut()
+    }
+
     /// The simulated clock after the last event (the start time before any).
     pub fn now_us(&self) -> i64 {
         self.clock_us

@@ -27,10 +27,12 @@ use crate::event::{Record, RecordView, RejectedEvent};
 // The fuzz crate (`fuzz/`, built with `--cfg fuzzing`) compiles this folder by path for
 // the block format, without librdkafka.
 #[cfg(not(fuzzing))]
+mod copies;
 pub mod kafka;
 pub mod sled;
 
 #[cfg(not(fuzzing))]
+pub use self::copies::{read_schema_copies, write_schema_copies, SCHEMA_COPIES_FILE};
 pub use self::kafka::{KafkaLog, KafkaTarget};
 use self::sled::REOPEN_MIN_FREE_BYTES;
 pub use self::sled::{LogOptions, SledLog, DEFAULT_MIN_FREE_BYTES};
@@ -156,6 +158,8 @@ pub enum LogError {
     Unsupported(String),
     #[error("cannot replay the log's journal: {0}")]
     Journal(String),
+    #[error("the copy of the log's schema records at {path}: {reason}")]
+    SchemaCopies { path: PathBuf, reason: String },
 }
 
 impl LogError {

@@ -44,7 +44,7 @@ use object_store::path::Path as StorePath;
 use object_store::ObjectStoreExt as _;
 use url::Url;
 
-use super::{failpoint, io_err, schema_for, FileEntry, ProjectError, TableDef, TABLES};
+use super::{failpoint, io_err, FileEntry, ProjectError, TableDef, TableSet};
 
 /// The Delta application-transaction id under which the projector records the log offset
 /// each table reaches (`questlog/<log>/<partition>`; the sled log is one partition).
@@ -122,7 +122,7 @@ impl TablesRoot {
     /// The URL of one table.
     pub fn table_url(&self, def: &TableDef) -> Result<Url, ProjectError> {
         let url = match self {
-            TablesRoot::Local(dir) => Url::from_directory_path(dir.join(def.location)).ok(),
+            TablesRoot::Local(dir) => Url::from_directory_path(dir.join(&def.location)).ok(),
             TablesRoot::S3 { bucket, prefix } => {
                 let key = if prefix.is_empty() { def.location.to_string() } else { format!("{prefix}/{}", def.location) };
                 Url::parse(&format!("s3://{bucket}/{key}/")).ok()
@@ -270,13 +270,16 @@ impl Blocking {
 }
 
 fn delta_err(table: &TableDef, url: &Url) -> impl FnOnce(DeltaTableError) -> ProjectError {
-    let (table, url) = (table.name, url.to_string());
+    let (table, url) = (table.name.clone(), url.to_string());
     move |source| ProjectError::Delta { table, url, source: Box::new(source) }
 }
 
 /// One Delta table as the projector sees it.
 struct Table {
-    def: &'static TableDef,
+    /// The table as its Delta schema has it at the version read (a registered type's may
+    /// lack columns of a later ADDITION until [`DeltaTables::ensure`] widens it: its next
+    /// commit then carries the wider schema).
+    def: Arc<TableDef>,
     url: Url,
     log_store: LogStoreRef,
     table: DeltaTable,
@@ -290,7 +293,7 @@ struct Table {
     last_vacuum: Option<std::time::Instant>,
 }
 
-/// The five Delta tables under one [`TablesRoot`].
+/// The Delta tables under one [`TablesRoot`], in [`TableSet`] order.
 pub struct DeltaTables {
     root: TablesRoot,
     blocking: Blocking,
@@ -317,13 +320,25 @@ fn now_ms() -> i64 {
 
 /// The Delta schema of a table, from its Arrow schema.
 fn delta_schema(def: &TableDef, partitioned: bool) -> Result<StructType, ProjectError> {
-    let arrow = schema_for(def.event_type, partitioned);
-    arrow.as_ref().try_into_kernel().map_err(|e| ProjectError::Schema { table: def.name, reason: e.to_string() })
+    let arrow = def.arrow_schema(partitioned);
+    arrow.as_ref().try_into_kernel().map_err(|e| ProjectError::Schema { table: def.name.clone(), reason: e.to_string() })
+}
+
+/// The table of `def` whose columns are `got` (a registered type's table as it was before
+/// some of its ADDITIONs), if any; `None` when `got` is not one of its forms.
+fn as_stored(def: &Arc<TableDef>, got: &[String], partitioned: bool) -> Option<Arc<TableDef>> {
+    let names = |d: &TableDef| -> Vec<String> { d.arrow_schema(partitioned).fields().iter().map(|f| f.name().to_string()).collect() };
+    if names(def) == got {
+        return Some(def.clone());
+    }
+    let r = def.registered()?;
+    (0..r.columns.len()).rev().map(|k| def.with_properties(k)).find(|d| names(d) == got).map(Arc::new)
 }
 
 impl DeltaTables {
-    /// Opens the five tables under `root`, creating the missing ones. `work_dir` holds
-    /// local staging and cache directories when the tables are on S3.
+    /// Opens the tables of `set` under `root`, creating the seed's five if missing (a
+    /// registered type's is created by [`DeltaTables::ensure`], at the step that reaches
+    /// it). `work_dir` holds local staging and cache directories when the tables are on S3.
     /// With `check`, each file of local tables must have the size the Delta log recorded
     /// and Parquet's magic bytes at both ends (a cheap start-up check; `verify` compares
     /// every row with the log).
@@ -333,13 +348,14 @@ impl DeltaTables {
         vacuum_retention_ms: u64,
         check: bool,
         layout: &Layout,
+        set: &TableSet,
     ) -> Result<DeltaTables, ProjectError> {
-        let me = Self::open_with(root, work_dir, vacuum_retention_ms, Some(layout.clone()))?;
+        let me = Self::open_with(root, work_dir, vacuum_retention_ms, Some(layout.clone()), set)?;
         if check {
             if let TablesRoot::Local(dir) = root {
                 for t in &me.tables {
                     for f in &t.files {
-                        check_file(&dir.join(t.def.location).join(&f.name), f)?;
+                        check_file(&dir.join(&t.def.location).join(&f.name), f)?;
                     }
                 }
             }
@@ -347,11 +363,16 @@ impl DeltaTables {
         Ok(me)
     }
 
-    /// Opens the tables for reading only: missing tables are empty, nothing is created.
-    /// Tables of either layout are read; `layout` (when given) also reads their
+    /// Opens the tables of `set` for reading only: missing tables are empty, nothing is
+    /// created. Tables of either layout are read; `layout` (when given) also reads their
     /// partitions' offsets.
-    pub fn open_read_only(root: &TablesRoot, work_dir: &Path, layout: Option<&Layout>) -> Result<DeltaTables, ProjectError> {
-        let mut me = Self::open_with(root, work_dir, DEFAULT_VACUUM_RETENTION_MS, None)?;
+    pub fn open_read_only(
+        root: &TablesRoot,
+        work_dir: &Path,
+        layout: Option<&Layout>,
+        set: &TableSet,
+    ) -> Result<DeltaTables, ProjectError> {
+        let mut me = Self::open_with(root, work_dir, DEFAULT_VACUUM_RETENTION_MS, None, set)?;
         if let Some(layout) = layout {
             me.layout = Some(layout.clone());
             me.reload()?;
@@ -364,6 +385,7 @@ impl DeltaTables {
         work_dir: &Path,
         vacuum_retention_ms: u64,
         layout: Option<Layout>,
+        set: &TableSet,
     ) -> Result<DeltaTables, ProjectError> {
         let create = layout.is_some();
         let store = root.root_store()?;
@@ -381,44 +403,123 @@ impl DeltaTables {
                 if create {
                     let _ = fs::remove_dir_all(&staging);
                 }
-                for def in &TABLES {
-                    for d in [staging.join(def.location), cache.join(def.location)] {
-                        fs::create_dir_all(&d).map_err(io_err(format!("creating {}", d.display())))?;
-                    }
-                }
                 (Some(staging), Some(cache))
             }
         };
-        let mut tables = Vec::with_capacity(TABLES.len());
-        for def in &TABLES {
-            let url = root.table_url(def)?;
-            let log_store = log_store_for(&store, &url).map_err(delta_err(def, &url))?;
-            let mut table = Table {
-                def,
-                url: url.clone(),
-                log_store: log_store.clone(),
-                table: DeltaTable::new(log_store),
-                offset: 0,
-                partition_offsets: Vec::new(),
-                partitioned: false,
-                files: Vec::new(),
-                last_vacuum: None,
-            };
-            blocking.run(load_or_create(&mut table, layout.as_ref(), create))?;
-            tables.push(table);
+        let mut me = DeltaTables { root: root.clone(), blocking, tables: Vec::new(), staging, cache, vacuum_retention_ms, layout };
+        for def in set.iter() {
+            // The seed's tables are made at once; a registered type's once a step reaches it.
+            me.add_table(def.clone(), &store, create && def.builtin().is_some())?;
         }
-        let me = DeltaTables { root: root.clone(), blocking, tables, staging, cache, vacuum_retention_ms, layout };
         if create {
             me.remove_leftovers();
         }
         Ok(me)
     }
 
+    /// Opens table `def` after those open (creating it with `create`).
+    fn add_table(&mut self, def: Arc<TableDef>, store: &ObjectStoreRef, create: bool) -> Result<(), ProjectError> {
+        if let (Some(staging), Some(cache)) = (&self.staging, &self.cache) {
+            for d in [staging.join(&def.location), cache.join(&def.location)] {
+                fs::create_dir_all(&d).map_err(io_err(format!("creating {}", d.display())))?;
+            }
+        }
+        let url = self.root.table_url(&def)?;
+        let log_store = log_store_for(store, &url).map_err(delta_err(&def, &url))?;
+        let mut table = Table {
+            offset: def.from_offset,
+            def,
+            url: url.clone(),
+            log_store: log_store.clone(),
+            table: DeltaTable::new(log_store),
+            partition_offsets: Vec::new(),
+            partitioned: false,
+            files: Vec::new(),
+            last_vacuum: None,
+        };
+        self.blocking.run(load_or_create(&mut table, self.layout.as_ref(), create))?;
+        self.tables.push(table);
+        Ok(())
+    }
+
+    /// Opens the tables of `set` not open yet (`set` extends those open: see `tables`'
+    /// invariants). With `create` (`set` is a projection step's, in force at the offset it
+    /// reaches), also creates those of its tables that are missing and widens those an
+    /// ADDITION gave columns: the next commit of each carries its wider schema, a Delta
+    /// metadata change.
+    pub fn ensure(&mut self, set: &TableSet, create: bool) -> Result<(), ProjectError> {
+        if !create && set.len() <= self.tables.len() {
+            return Ok(());
+        }
+        let store = self.root.root_store()?;
+        for (i, def) in set.iter().enumerate() {
+            if i >= self.tables.len() {
+                self.add_table(def.clone(), &store, false)?;
+            }
+            if !create {
+                continue;
+            }
+            let t = &mut self.tables[i];
+            if t.def != *def {
+                let (old, new) = (t.def.property_columns(), def.property_columns());
+                let common = old.len().min(new.len());
+                if t.def.name != def.name || new[..common] != old[..common] {
+                    return Err(ProjectError::Schema {
+                        table: t.def.name.clone(),
+                        reason: format!(
+                            "the log's schemas give it other columns ({}) than the table has ({}): the log is not the one these tables were projected from; rebuild them (project --rebuild)",
+                            new.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "),
+                            old.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+                        ),
+                    });
+                }
+                // Wider: its next commit carries the columns. Narrower: the table is ahead
+                // of this step (its columns came with a commit past the ADDITION), which
+                // commits nothing to it.
+                if new.len() > old.len() {
+                    t.def = def.clone();
+                }
+            }
+            if t.table.version().is_none() {
+                // Made as its model's first version has it; the commit of the step's rows
+                // adds what ADDITIONs up to the step's end add, so a table never shows a
+                // column at an offset before its ADDITION, even after a crash in between.
+                let layout = self.layout.clone();
+                let wanted = t.def.clone();
+                t.def = Arc::new(wanted.with_properties(wanted.registered().map_or(usize::MAX, |r| r.first_columns)));
+                self.blocking.run(load_or_create(t, layout.as_ref(), true))?;
+                if t.table.version().is_some() && wanted.property_columns().len() > t.def.property_columns().len() {
+                    t.def = wanted;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Table `i` as its Delta schema has it (or will, once its next commit lands).
+    pub fn def(&self, i: usize) -> &Arc<TableDef> {
+        &self.tables[i].def
+    }
+
+    /// The tables open, in [`TableSet`] order, each as its Delta schema has it.
+    pub fn defs(&self) -> Vec<Arc<TableDef>> {
+        self.tables.iter().map(|t| t.def.clone()).collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.tables.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tables.is_empty()
+    }
+
     pub fn root(&self) -> &TablesRoot {
         &self.root
     }
 
-    /// The log offset each table reaches, in [`TABLES`] order.
+    /// The log offset each table reaches, in [`TableSet`] order (a table not written yet:
+    /// the offset it begins at).
     pub fn offsets(&self) -> Vec<u64> {
         self.tables.iter().map(|t| t.offset).collect()
     }
@@ -447,8 +548,8 @@ impl DeltaTables {
     /// Where new files of `def` are written before they are committed.
     pub fn staging_dir(&self, def: &TableDef) -> PathBuf {
         match (&self.staging, &self.root) {
-            (Some(s), _) => s.join(def.location),
-            (None, TablesRoot::Local(dir)) => dir.join(def.location),
+            (Some(s), _) => s.join(&def.location),
+            (None, TablesRoot::Local(dir)) => dir.join(&def.location),
             (None, TablesRoot::S3 { .. }) => unreachable!("S3 tables always stage locally"),
         }
     }
@@ -458,9 +559,9 @@ impl DeltaTables {
     pub fn local_file(&self, i: usize, name: &str) -> Result<PathBuf, ProjectError> {
         let t = &self.tables[i];
         match (&self.root, &self.cache) {
-            (TablesRoot::Local(dir), _) => Ok(dir.join(t.def.location).join(name)),
+            (TablesRoot::Local(dir), _) => Ok(dir.join(&t.def.location).join(name)),
             (TablesRoot::S3 { .. }, Some(cache)) => {
-                let path = cache.join(t.def.location).join(name);
+                let path = cache.join(&t.def.location).join(name);
                 // A cached copy is used only if it is the file the Delta log recorded (its
                 // size and Parquet's magic bytes): one torn by a crash or power loss is
                 // fetched again, instead of failing every read of it for good.
@@ -504,7 +605,7 @@ impl DeltaTables {
         if let Some(staging) = &staging {
             let store = t.log_store.object_store(None);
             for f in added {
-                let local = staging.join(t.def.location).join(&f.name);
+                let local = staging.join(&t.def.location).join(&f.name);
                 self.blocking.run(upload(&store, &t.url, &local, &f.name))?;
             }
         }
@@ -512,10 +613,10 @@ impl DeltaTables {
         self.blocking.run(commit_table(t, layout.as_ref(), kind, added, removed, offset, partition_offsets))?;
         if let (Some(staging), Some(cache)) = (&staging, &self.cache) {
             // The uploaded files become the cache's copies.
-            let dir = cache.join(t.def.location);
+            let dir = cache.join(&t.def.location);
             let _ = fs::create_dir_all(&dir);
             for f in added {
-                let _ = fs::rename(staging.join(t.def.location).join(&f.name), dir.join(&f.name));
+                let _ = fs::rename(staging.join(&t.def.location).join(&f.name), dir.join(&f.name));
             }
         }
         failpoint("publish.after_commit")?;
@@ -536,7 +637,7 @@ impl DeltaTables {
                 let t = &self.tables[c.table];
                 let store = t.log_store.object_store(None);
                 for f in c.added {
-                    let local = staging.join(t.def.location).join(&f.name);
+                    let local = staging.join(&t.def.location).join(&f.name);
                     self.blocking.run(upload(&store, &t.url, &local, &f.name))?;
                 }
             }
@@ -563,7 +664,7 @@ impl DeltaTables {
             // The uploaded files of the commits that landed become the cache's copies.
             for (c, result) in commits.iter().zip(&results) {
                 if result.is_ok() {
-                    let location = self.tables[c.table].def.location;
+                    let location = &self.tables[c.table].def.location;
                     let dir = cache.join(location);
                     let _ = fs::create_dir_all(&dir);
                     for f in c.added {
@@ -590,7 +691,7 @@ impl DeltaTables {
             deleted += tombstones.deleted;
             if let Some(cache) = &self.cache {
                 evict_cached(
-                    &cache.join(self.tables[i].def.location),
+                    &cache.join(&self.tables[i].def.location),
                     &self.tables[i],
                     &tombstones,
                     Duration::from_millis(self.vacuum_retention_ms),
@@ -616,16 +717,16 @@ impl DeltaTables {
                 for t in &self.tables {
                     let store = t.log_store.object_store(None);
                     match self.blocking.run(remove_orphans(&store, t, retention)) {
-                        Ok(n) if n > 0 => tracing::info!(table = t.def.name, files = n, "deleted files no commit names"),
+                        Ok(n) if n > 0 => tracing::info!(table = %t.def.name, files = n, "deleted files no commit names"),
                         Ok(_) => {}
-                        Err(e) => tracing::warn!(table = t.def.name, error = %e, "could not look for files no commit names"),
+                        Err(e) => tracing::warn!(table = %t.def.name, error = %e, "could not look for files no commit names"),
                     }
                 }
                 return;
             }
         };
         for t in &self.tables {
-            let dir = root.join(t.def.location);
+            let dir = root.join(&t.def.location);
             let Ok(entries) = fs::read_dir(&dir) else { continue };
             let mut removed: Option<BTreeSet<String>> = None;
             for e in entries.flatten() {
@@ -701,7 +802,7 @@ impl DeltaTables {
                     steps[i] += 1;
                     if steps[i] > MAX_SNAPSHOT_WALKBACK_VERSIONS {
                         return Err(ProjectError::Inconsistent {
-                            table: t.def.name,
+                            table: t.def.name.clone(),
                             reason: format!(
                                 "no version of it in the last {MAX_SNAPSHOT_WALKBACK_VERSIONS} holds the log offsets 0..{target} the other tables share (a rebuild or a projector stopped half-way?); run `questlog project`"
                             ),
@@ -760,7 +861,7 @@ async fn load_or_create(t: &mut Table, layout: Option<&Layout>, create: bool) ->
     let exists = match t.url.to_file_path() {
         // A local table that is not there is not an error for a reader.
         Ok(dir) if !dir.join("_delta_log").is_dir() => false,
-        _ => t.table.verify_deltatable_existence().await.map_err(delta_err(t.def, &t.url))?,
+        _ => t.table.verify_deltatable_existence().await.map_err(delta_err(&t.def, &t.url))?,
     };
     let loaded = if exists { t.table.load().await } else { Err(DeltaTableError::NotATable(t.url.to_string())) };
     match loaded {
@@ -768,8 +869,8 @@ async fn load_or_create(t: &mut Table, layout: Option<&Layout>, create: bool) ->
         Err(DeltaTableError::NotATable(_)) if create => {
             let created = CreateBuilder::new()
                 .with_log_store(t.log_store.clone())
-                .with_table_name(t.def.name)
-                .with_columns(delta_schema(t.def, layout.is_some_and(Layout::partitioned))?.fields().cloned())
+                .with_table_name(t.def.name.as_str())
+                .with_columns(delta_schema(&t.def, layout.is_some_and(Layout::partitioned))?.fields().cloned())
                 .with_configuration_property(TableProperty::CheckpointInterval, Some(CHECKPOINT_INTERVAL_COMMITS.to_string()))
                 .with_configuration_property(TableProperty::LogRetentionDuration, Some(LOG_RETENTION))
                 .with_save_mode(SaveMode::ErrorIfExists)
@@ -789,15 +890,15 @@ async fn load_or_create(t: &mut Table, layout: Option<&Layout>, create: bool) ->
                 // where delta-rs noticed): use theirs. Otherwise the creation failed.
                 Err(e) => {
                     if t.table.verify_deltatable_existence().await.unwrap_or(false) {
-                        t.table.load().await.map_err(delta_err(t.def, &t.url))?;
+                        t.table.load().await.map_err(delta_err(&t.def, &t.url))?;
                     } else {
-                        return Err(delta_err(t.def, &t.url)(e));
+                        return Err(delta_err(&t.def, &t.url)(e));
                     }
                 }
             }
         }
         Err(DeltaTableError::NotATable(_)) => {
-            t.offset = 0;
+            t.offset = t.def.from_offset;
             t.partition_offsets = match layout {
                 Some(Layout::Topic { partitions, .. }) => vec![0; *partitions as usize],
                 _ => Vec::new(),
@@ -806,32 +907,34 @@ async fn load_or_create(t: &mut Table, layout: Option<&Layout>, create: bool) ->
             t.files.clear();
             return Ok(());
         }
-        Err(e) => return Err(delta_err(t.def, &t.url)(e)),
+        Err(e) => return Err(delta_err(&t.def, &t.url)(e)),
     }
     read_state(t, layout).await
 }
 
 async fn load_version(t: &mut Table, version: u64, layout: Option<&Layout>) -> Result<(), ProjectError> {
-    t.table.load_version(version).await.map_err(delta_err(t.def, &t.url))?;
+    t.table.load_version(version).await.map_err(delta_err(&t.def, &t.url))?;
     read_state(t, layout).await
 }
 
 /// Reads offset and files from `t`'s loaded snapshot, checking its columns are ours (those
 /// of `layout`, or of either layout for a reader).
 async fn read_state(t: &mut Table, layout: Option<&Layout>) -> Result<(), ProjectError> {
-    let err = delta_err(t.def, &t.url);
-    let state = t.table.snapshot().map_err(delta_err(t.def, &t.url))?;
+    let err = delta_err(&t.def, &t.url);
+    let state = t.table.snapshot().map_err(delta_err(&t.def, &t.url))?;
     let got: Vec<String> = state.schema().fields().map(|f| f.name().to_string()).collect();
     let names = |partitioned| -> Result<Vec<String>, ProjectError> {
-        Ok(delta_schema(t.def, partitioned)?.fields().map(|f| f.name().to_string()).collect())
+        Ok(delta_schema(&t.def, partitioned)?.fields().map(|f| f.name().to_string()).collect())
     };
     let partitioned = match layout {
         Some(l) => l.partitioned(),
-        None => got == names(true)?,
+        None => got.last().is_some_and(|c| c == "log_partition"),
     };
     let want = names(partitioned)?;
-    if got != want {
-        let hint = if got == names(!partitioned)? {
+    if let Some(stored) = as_stored(&t.def, &got, partitioned) {
+        t.def = stored;
+    } else {
+        let hint = if as_stored(&t.def, &got, !partitioned).is_some() {
             if partitioned {
                 "; it was projected from the sled log, not a topic: project into other tables (--tables), or rebuild these (project --rebuild)"
             } else {
@@ -841,7 +944,7 @@ async fn read_state(t: &mut Table, layout: Option<&Layout>) -> Result<(), Projec
             ""
         };
         return Err(ProjectError::Schema {
-            table: t.def.name,
+            table: t.def.name.clone(),
             reason: format!("the Delta table at {} has columns [{}]; questlog's are [{}]{hint}", t.url, got.join(", "), want.join(", ")),
         });
     }
@@ -850,14 +953,15 @@ async fn read_state(t: &mut Table, layout: Option<&Layout>) -> Result<(), Projec
     let mut partition_offsets = Vec::new();
     if let Some(Layout::Topic { topic, partitions }) = layout {
         for p in 0..*partitions {
-            let v = state.transaction_version(t.log_store.as_ref(), &partition_app_id(topic, p)).await.map_err(delta_err(t.def, &t.url))?;
+            let v =
+                state.transaction_version(t.log_store.as_ref(), &partition_app_id(topic, p)).await.map_err(delta_err(&t.def, &t.url))?;
             partition_offsets.push(v.unwrap_or(0).max(0) as u64);
         }
         let sum: u64 = partition_offsets.iter().sum();
         let offset = offset.unwrap_or(0).max(0) as u64;
         if sum != offset {
             return Err(ProjectError::Inconsistent {
-                table: t.def.name,
+                table: t.def.name.clone(),
                 reason: format!(
                     "its commits reach position {offset} but the partitions of topic {topic} sum to {sum}: the tables were projected from another topic (or one with other partitions); project into other tables (--tables), or rebuild these (project --rebuild)"
                 ),
@@ -870,7 +974,7 @@ async fn read_state(t: &mut Table, layout: Option<&Layout>) -> Result<(), Projec
         let name = f.path().into_owned();
         let Some((first, last, level)) = parse_file_name(&name) else {
             return Err(ProjectError::Schema {
-                table: t.def.name,
+                table: t.def.name.clone(),
                 reason: format!(
                     "the Delta table at {} holds {name}, a file questlog did not write; questlog must be the only writer of its tables",
                     t.url
@@ -881,7 +985,8 @@ async fn read_state(t: &mut Table, layout: Option<&Layout>) -> Result<(), Projec
         files.push(FileEntry { name, level, rows, bytes: f.size() as u64, first_offset: first, last_offset: last });
     }
     files.sort_by_key(|f| (f.first_offset, f.last_offset));
-    t.offset = offset.unwrap_or(0).max(0) as u64;
+    // A table with no commit of a step yet holds nothing before it begins.
+    t.offset = offset.map_or(t.def.from_offset, |o| o.max(0) as u64);
     t.files = files;
     Ok(())
 }
@@ -968,7 +1073,21 @@ async fn commit_table(
         .with_create_checkpoint(true)
         // Log clean-up runs below, after the checkpoint it relies on is synced.
         .with_cleanup_expired_logs(Some(false));
-    let state = t.table.snapshot().map_err(delta_err(t.def, &t.url))?;
+    let state = t.table.snapshot().map_err(delta_err(&t.def, &t.url))?;
+    // A table an ADDITION widened (see `DeltaTables::ensure`) takes its wider schema in
+    // the commit that first holds rows with the new columns: one version, so a reader
+    // never sees those rows without their columns. Older files lack them: readers
+    // (Delta's, DuckDB's, Spark's over the Hive DDL, questlog's) read them as nulls.
+    let want = delta_schema(&t.def, t.partitioned)?;
+    if state.schema().fields().map(|f| f.name()).ne(want.fields().map(|f| f.name())) {
+        use deltalake_core::kernel::MetadataExt as _;
+        let metadata = state
+            .metadata()
+            .clone()
+            .with_schema(&want)
+            .map_err(|e| ProjectError::Schema { table: t.def.name.clone(), reason: format!("widening its Delta schema: {e}") })?;
+        actions.insert(0, Action::Metadata(metadata));
+    }
     let prepared = CommitBuilder::from(props)
         .with_actions(actions)
         .build(Some(state as &dyn TableReference), t.log_store.clone(), op)
@@ -991,13 +1110,13 @@ async fn commit_table(
                     }
             );
             if !moved {
-                return Err(delta_err(t.def, &t.url)(e));
+                return Err(delta_err(&t.def, &t.url)(e));
             }
             if landed_anyway(t, next_version, &nonce).await? {
                 // The store kept our entry and then refused a retry of the same request
                 // (object_store retries a conditional put after a 5xx): it is our commit.
                 tracing::warn!(
-                    table = t.def.name,
+                    table = %t.def.name,
                     version = next_version,
                     "a commit reported as refused had landed (a retried request); taking it as done"
                 );
@@ -1007,7 +1126,7 @@ async fn commit_table(
                 let mine = (t.offset, read_version);
                 load_or_create(t, layout, false).await?;
                 return Err(ProjectError::Conflict {
-                    table: t.def.name,
+                    table: t.def.name.clone(),
                     read_version: mine.1.unwrap_or(0),
                     version: t.table.version().unwrap_or(0),
                     offset: t.offset,
@@ -1045,17 +1164,17 @@ async fn commit_table(
                 checkpointed = finalized.metrics.new_checkpoint_created;
                 t.table.state = Some(finalized.snapshot);
             }
-            Err(e) => tracing::warn!(table = t.def.name, version, error = %e, "Delta post-commit work (checkpoint) failed"),
+            Err(e) => tracing::warn!(table = %t.def.name, version, error = %e, "Delta post-commit work (checkpoint) failed"),
         },
         None => {
             // Our commit, found after a refused retry: read the table at it, and make the
             // checkpoint the post-commit work would have made.
             if let Err(e) = t.table.update_incremental(Some(version)).await {
-                tracing::warn!(table = t.def.name, version, error = %e, "cannot read a table back after its commit");
+                tracing::warn!(table = %t.def.name, version, error = %e, "cannot read a table back after its commit");
             } else if (version + 1) % CHECKPOINT_INTERVAL_COMMITS == 0 {
                 match deltalake_core::protocol::checkpoints::create_checkpoint(&t.table, None).await {
                     Ok(()) => checkpointed = true,
-                    Err(e) => tracing::warn!(table = t.def.name, version, error = %e, "Delta checkpoint failed"),
+                    Err(e) => tracing::warn!(table = %t.def.name, version, error = %e, "Delta checkpoint failed"),
                 }
             }
         }
@@ -1070,12 +1189,12 @@ async fn commit_table(
     }
     if version % LOG_CLEANUP_EVERY_COMMITS == 0 {
         if let Err(e) = deltalake_core::protocol::checkpoints::cleanup_metadata(&t.table, None).await {
-            tracing::warn!(table = t.def.name, version, error = %e, "Delta log clean-up failed");
+            tracing::warn!(table = %t.def.name, version, error = %e, "Delta log clean-up failed");
         }
     }
     if t.table.version() == Some(version) {
         if let Err(e) = read_state(t, layout).await {
-            tracing::warn!(table = t.def.name, version, error = %e, "cannot read a table back after its commit");
+            tracing::warn!(table = %t.def.name, version, error = %e, "cannot read a table back after its commit");
         }
     }
     Ok(version)
@@ -1096,7 +1215,7 @@ fn commit_nonce() -> String {
 /// reported as refused because a retried request found the entry its first attempt had
 /// written.
 async fn landed_anyway(t: &Table, version: u64, nonce: &str) -> Result<bool, ProjectError> {
-    let entry = t.log_store.read_commit_entry(version).await.map_err(delta_err(t.def, &t.url))?;
+    let entry = t.log_store.read_commit_entry(version).await.map_err(delta_err(&t.def, &t.url))?;
     let Some(bytes) = entry else { return Ok(false) };
     Ok(bytes
         .split(|b| *b == b'\n')
@@ -1146,14 +1265,14 @@ async fn vacuum_table(t: &mut Table, retention_ms: i64) -> Result<Tombstones, Pr
         .map_ok(|ts| (ts.path().into_owned(), ts.deletion_timestamp().unwrap_or(0) < cutoff))
         .try_collect()
         .await
-        .map_err(delta_err(t.def, &t.url))?;
+        .map_err(delta_err(&t.def, &t.url))?;
     let store = t.log_store.object_store(None);
     let mut deleted = 0;
     for (name, _) in removed.iter().filter(|(n, expired)| **expired && !live.contains(*n)) {
         match store.delete(&StorePath::from(name.as_str())).await {
             Ok(()) => deleted += 1,
             Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => tracing::warn!(table = t.def.name, file = %name, error = %e, "vacuum could not delete a removed file"),
+            Err(e) => tracing::warn!(table = %t.def.name, file = %name, error = %e, "vacuum could not delete a removed file"),
         }
     }
     Ok(Tombstones { deleted, removed })
@@ -1193,7 +1312,7 @@ async fn remove_orphans(store: &ObjectStoreRef, t: &Table, min_age: Duration) ->
             .map_ok(|ts| ts.path().into_owned())
             .try_collect()
             .await
-            .map_err(delta_err(t.def, &t.url))?,
+            .map_err(delta_err(&t.def, &t.url))?,
         // No table yet: nothing of it is anyone's commit, but nothing is known either.
         Err(_) => return Ok(0),
     };
@@ -1213,7 +1332,7 @@ async fn remove_orphans(store: &ObjectStoreRef, t: &Table, min_age: Duration) ->
             match store.delete(&object.location).await {
                 Ok(()) => deleted += 1,
                 Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => tracing::warn!(table = t.def.name, file = %name, error = %e, "could not delete a file no commit names"),
+                Err(e) => tracing::warn!(table = %t.def.name, file = %name, error = %e, "could not delete a file no commit names"),
             }
         }
     }
@@ -1295,9 +1414,9 @@ mod tests {
     fn orphans_are_deleted_from_the_store_once_old_and_only_they() {
         let d = tempfile::tempdir().unwrap();
         let root = TablesRoot::Local(d.path().join("delta"));
-        let tables = DeltaTables::open(&root, d.path(), DEFAULT_VACUUM_RETENTION_MS, false, &Layout::Local).unwrap();
+        let tables = DeltaTables::open(&root, d.path(), DEFAULT_VACUUM_RETENTION_MS, false, &Layout::Local, &TableSet::seed()).unwrap();
         let t = &tables.tables[0];
-        let dir = d.path().join("delta").join(t.def.location);
+        let dir = d.path().join("delta").join(&t.def.location);
         let old = file_name(0, 9, 0, "00000000000000aa");
         let young = file_name(10, 19, 0, "00000000000000bb");
         for (name, age) in [(old.as_str(), 7200), (young.as_str(), 0), ("notes.txt", 7200)] {
@@ -1320,7 +1439,7 @@ mod tests {
     fn cached_copies_are_evicted_by_removal_time() {
         let d = tempfile::tempdir().unwrap();
         let root = TablesRoot::Local(d.path().join("delta"));
-        let tables = DeltaTables::open(&root, d.path(), DEFAULT_VACUUM_RETENTION_MS, false, &Layout::Local).unwrap();
+        let tables = DeltaTables::open(&root, d.path(), DEFAULT_VACUUM_RETENTION_MS, false, &Layout::Local, &TableSet::seed()).unwrap();
         let t = &tables.tables[0];
         let cache = d.path().join("cache");
         fs::create_dir_all(&cache).unwrap();

@@ -12,7 +12,9 @@ use std::path::PathBuf;
 use std::thread::JoinHandle;
 
 use super::writer::TableOutput;
-use super::{batch_reader, schema, Codec, FileEntry, ProjectError, TableDef, TABLES};
+use std::sync::Arc;
+
+use super::{batch_reader, conform, Codec, FileEntry, ProjectError, TableDef};
 
 /// Merges `inputs` (local paths of committed files, in log order, with their entries) into
 /// files of `level` in `dir`.
@@ -24,14 +26,16 @@ pub(super) fn merge_files(
     inputs: &[(PathBuf, FileEntry)],
     level: u8,
 ) -> Result<Vec<FileEntry>, ProjectError> {
-    let offset_col = schema(def.event_type).index_of("log_offset")?;
+    let schema = def.arrow_schema(partitioned);
+    let offset_col = schema.index_of("log_offset")?;
     let mut out = TableOutput::new(def, dir, codec, level, partitioned);
     // Rows from a topic do not carry their position (a file's name does): a merged
     // file takes its inputs' ranges, and is cut only between inputs.
     out.roll_within = !partitioned;
     for (path, f) in inputs {
         for batch in batch_reader(path)? {
-            let batch = batch?;
+            // Files from before an ADDITION lack its columns: nulls in the merged file.
+            let batch = conform(&def.name, batch?, &schema)?;
             if batch.num_rows() == 0 {
                 continue;
             }
@@ -39,7 +43,7 @@ pub(super) fn merge_files(
                 (f.first_offset, f.last_offset)
             } else {
                 let offsets = batch.column(offset_col).as_any().downcast_ref::<arrow::array::Int64Array>().ok_or_else(|| {
-                    ProjectError::Schema { table: def.name, reason: format!("log_offset is not INT64 in {}", path.display()) }
+                    ProjectError::Schema { table: def.name.clone(), reason: format!("log_offset is not INT64 in {}", path.display()) }
                 })?;
                 // Rows are in log order within and across the files of a table.
                 (offsets.value(0) as u64, offsets.value(offsets.len() - 1) as u64)
@@ -53,7 +57,7 @@ pub(super) fn merge_files(
 
 /// A merge running on a thread of its own (see the module's invariants).
 pub(super) struct BackgroundMerge {
-    /// The table (index into [`super::TABLES`]) and the files the merge replaces.
+    /// The table (its index in the projector's tables) and the files the merge replaces.
     pub(super) table: usize,
     pub(super) inputs: Vec<FileEntry>,
     dir: PathBuf,
@@ -61,10 +65,12 @@ pub(super) struct BackgroundMerge {
 }
 
 impl BackgroundMerge {
-    /// Starts merging `inputs` of table `table` (in [`TABLES`]) into files of `level` in `dir`. The thread
-    /// inherits the caller's (lowered) priority.
+    /// Starts merging `inputs` of table `table` (index `table`) into files of `level` in
+    /// `dir`. The thread inherits the caller's (lowered) priority.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn start(
         table: usize,
+        def: Arc<TableDef>,
         dir: PathBuf,
         codec: Codec,
         partitioned: bool,
@@ -75,7 +81,7 @@ impl BackgroundMerge {
         let out_dir = dir.clone();
         let thread = std::thread::Builder::new()
             .name("questlog-merge".into())
-            .spawn(move || merge_files(&TABLES[table], out_dir, codec, partitioned, &inputs, level))
+            .spawn(move || merge_files(&def, out_dir, codec, partitioned, &inputs, level))
             .map_err(|e| ProjectError::Io { context: "starting a merge thread".into(), source: e })?;
         Ok(BackgroundMerge { table, inputs: entries, dir, thread: Some(thread) })
     }

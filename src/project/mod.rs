@@ -1,4 +1,5 @@
-//! Projections: the log turned into the five seed tables, incrementally (a step from the
+//! Projections: the log turned into tables (the seed's five, and one per registered
+//! type's model), incrementally (a step from the
 //! tables' offset to the end of the log) or rebuilt from offset 0.
 //!
 //! The tables are Delta Lake tables ([`delta`]) under a root given by `--tables`: a local
@@ -19,7 +20,7 @@
 //!   files byte for byte.
 //! - Only the projector writes the tables; it only deletes files it named.
 //!
-//! Where things are: [`tables`] (the five tables and their Arrow schemas), [`rows`]
+//! Where things are: [`tables`] (the tables in force at an offset, their Arrow schemas), [`rows`]
 //! (records into Arrow batches, and the build/write stages of a step), [`writer`] (Parquet
 //! files, content-hashed names), [`sink`] (the seam to storage: [`TableSink`], [`Tables`]),
 //! [`projector`] (steps, catch-up, compaction, rebuilds), [`continuous`] (`serve`'s
@@ -57,8 +58,10 @@ pub use ddl::{delta_ddl, hive_ddl};
 pub use delta::{CommitKind, DeltaTables, Layout, TablesRoot, DEFAULT_VACUUM_RETENTION_MS};
 pub use projector::{rebuild_into, ProjectSummary, Projector, COMPACT_FANIN, MAX_STEP_EVENTS};
 pub use sink::{TableSink, Tables};
-pub use snapshot::{batch_reader, snapshot, snapshot_with, Snapshot};
-pub use tables::{schema, schema_for, table_for, TableDef, TABLES};
+pub use snapshot::{batch_reader, conform, snapshot, snapshot_with, Snapshot};
+pub use tables::{
+    arrow_type, schema, schema_for, table_for, PropertyColumn, RegisteredTable, SeedTable, TableDef, TableKind, TableSet, SEED_TABLES,
+};
 pub use topic::{rebuild_topic_into, SourceRejects, SOURCE_REJECTED_DIR, TOPIC_DEDUP_WINDOW_OFFSETS};
 pub use writer::{Codec, FileEntry, ROWS_PER_FILE, ROW_GROUP_ROWS};
 // For topic.rs, which names these through `super::`.
@@ -103,21 +106,21 @@ pub enum ProjectError {
     #[error("building Arrow batch: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
     #[error("table {table} at {url}: {source}")]
-    Delta { table: &'static str, url: String, source: Box<deltalake_core::DeltaTableError> },
+    Delta { table: String, url: String, source: Box<deltalake_core::DeltaTableError> },
     #[error("tables at {location}: {reason}")]
     Location { location: String, reason: String },
     #[error("table {table}: {reason}")]
-    Schema { table: &'static str, reason: String },
+    Schema { table: String, reason: String },
     #[error("table file {path} is damaged: {reason}; run `questlog project --rebuild` to rebuild the tables from the log")]
     Damaged { path: PathBuf, reason: String },
     #[error("table {table} is not consistent with the others: {reason}")]
-    Inconsistent { table: &'static str, reason: String },
+    Inconsistent { table: String, reason: String },
     #[error(
         "table {table} was changed by another writer: this projector read version {read_version} and meant to commit \
          log offsets up to {wanted_offset}, but the table is now at version {version} with log offsets up to {offset}; \
          nothing was committed twice. Run one projector per set of tables (stop the other `serve` or `project`)"
     )]
-    Conflict { table: &'static str, read_version: u64, version: u64, offset: u64, wanted_offset: u64 },
+    Conflict { table: String, read_version: u64, version: u64, offset: u64, wanted_offset: u64 },
     #[error("unknown compression `{0}`: use snappy, zstd or none")]
     BadCompression(String),
     /// The Parquet writer thread of a step stopped; its own error is the one reported.

@@ -87,7 +87,7 @@ impl PlainView {
         let dir = self.data_dir.join(gen_name(next));
         let _ = fs::remove_dir_all(&dir);
         for (def, files) in tables {
-            let table_dir = dir.join(def.location);
+            let table_dir = dir.join(&def.location);
             fs::create_dir_all(&table_dir).map_err(io_err(format!("creating {}", table_dir.display())))?;
             for (path, name) in files {
                 let link = table_dir.join(name);
@@ -158,7 +158,8 @@ impl PlainView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::project::TABLES;
+    use crate::event::EventType;
+    use crate::project::TableDef;
 
     fn age(dir: &Path, secs: u64) {
         fs::File::open(dir).unwrap().set_modified(SystemTime::now() - Duration::from_secs(secs)).unwrap();
@@ -171,7 +172,7 @@ mod tests {
         fs::write(&file, b"x").unwrap();
         let other = d.path().join("part-b.parquet");
         fs::write(&other, b"y").unwrap();
-        let def = &TABLES[0];
+        let def = &TableDef::seed(EventType::JoinGuild);
         let mut view = PlainView::new(d.path());
         view.publish(&[(def, vec![(file.clone(), "part-a.parquet".into())])]).unwrap();
         // The first generation is superseded now: it stays for its grace.
@@ -191,7 +192,7 @@ mod tests {
         assert!(d.path().join(gen_name(2)).is_dir(), "the generation live until a moment ago is kept for its grace");
         assert!(d.path().join(gen_name(1)).is_dir(), "superseded under a minute ago: kept");
         assert!(!leftover.exists(), "the leftover the link never pointed at is gone");
-        assert!(d.path().join(LINK).join(def.location).join("part-a.parquet").is_file());
+        assert!(d.path().join(LINK).join(&def.location).join("part-a.parquet").is_file());
         // Once a generation's grace is over, it goes.
         age(&d.path().join(gen_name(1)), 120);
         let mut view = PlainView::new(d.path());

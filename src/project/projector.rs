@@ -15,10 +15,12 @@ use super::rows::{write_rows, PARQUET_WRITERS};
 use super::sink::{TableCommit, TableSink, Tables};
 use super::topic::TopicState;
 use super::{
-    failpoint, Codec, CommitKind, FileEntry, Layout, ProjectError, TablesRoot, DEFAULT_VACUUM_RETENTION_MS, ROWS_PER_FILE, TABLES,
+    failpoint, Codec, CommitKind, FileEntry, Layout, ProjectError, TableDef, TableSet, TablesRoot, DEFAULT_VACUUM_RETENTION_MS,
+    ROWS_PER_FILE,
 };
 use crate::event::RecordView;
 use crate::log::{BlockDecoder, EventLog, LogError, PlainBlock, ValueFormat};
+use std::sync::Arc;
 
 /// Events one incremental step reads at most. Bounds a step's memory and time; catching
 /// up runs as many steps as it takes.
@@ -38,8 +40,9 @@ pub struct ProjectSummary {
     pub from_offset: u64,
     pub to_offset: u64,
     pub events: u64,
-    /// Rows added per table, in [`TABLES`] order.
-    pub rows: [u64; 5],
+    /// The tables, and the rows added to each (the seed's five, then registered types').
+    pub tables: Vec<String>,
+    pub rows: Vec<u64>,
     pub files_written: u64,
     pub bytes_written: u64,
     pub files_compacted: u64,
@@ -57,6 +60,11 @@ pub struct ProjectSummary {
 }
 
 impl ProjectSummary {
+    /// A summary of nothing yet, over `tables`.
+    pub(super) fn over(tables: &[Arc<TableDef>]) -> ProjectSummary {
+        ProjectSummary { tables: tables.iter().map(|d| d.name.clone()).collect(), rows: vec![0; tables.len()], ..Default::default() }
+    }
+
     pub fn render(&self) -> String {
         let what = if self.partitioned { "records of the topic (positions" } else { "events (offsets" };
         let mut s = format!(
@@ -75,14 +83,17 @@ impl ProjectSummary {
         if self.rejected > 0 {
             s.push_str(&format!(", {} values rejected (questlog rejected --source)", self.rejected));
         }
-        for (t, rows) in TABLES.iter().zip(self.rows) {
-            s.push_str(&format!("\n  {:<13} +{rows} rows", t.name));
+        for (t, rows) in self.tables.iter().zip(&self.rows) {
+            s.push_str(&format!("\n  {t:<13} +{rows} rows"));
         }
         s
     }
 
     /// Counts `files`, written for table `i`.
     pub(super) fn written(&mut self, i: usize, files: &[FileEntry]) {
+        if self.rows.len() <= i {
+            self.rows.resize(i + 1, 0);
+        }
         for f in files {
             self.rows[i] += f.rows;
             self.files_written += 1;
@@ -96,8 +107,14 @@ impl ProjectSummary {
         }
         self.to_offset = other.to_offset;
         self.events += other.events;
-        for i in 0..5 {
-            self.rows[i] += other.rows[i];
+        if other.tables.len() > self.tables.len() {
+            self.tables = other.tables.clone();
+        }
+        if other.rows.len() > self.rows.len() {
+            self.rows.resize(other.rows.len(), 0);
+        }
+        for (i, rows) in other.rows.iter().enumerate() {
+            self.rows[i] += rows;
         }
         self.files_written += other.files_written;
         self.bytes_written += other.bytes_written;
@@ -139,12 +156,13 @@ impl Settings {
     }
 
     fn open(&self, check: bool) -> Result<Projector, ProjectError> {
-        let tables = Tables::open(&self.root, &self.data_dir, self.vacuum_retention_ms, check, &self.layout)?;
+        // A registered type's tables are opened by the first step (`Projector::follow`).
+        let tables = Tables::open(&self.root, &self.data_dir, self.vacuum_retention_ms, check, &self.layout, &TableSet::seed())?;
         let topic = match &self.layout {
             Layout::Local => None,
             Layout::Topic { topic, partitions } => Some(TopicState::open(&self.data_dir, topic, *partitions)?),
         };
-        Ok(Projector { tables: Box::new(tables), settings: self.clone(), topic, merging: None })
+        Ok(Projector { tables: Box::new(tables), settings: self.clone(), topic, merging: None, followed: None })
     }
 }
 
@@ -156,6 +174,8 @@ pub struct Projector {
     pub(super) topic: Option<TopicState>,
     /// The merge running beside the steps, in the background only (see [`Projector::compact`]).
     merging: Option<BackgroundMerge>,
+    /// The log's schema records [`Projector::follow`] has seen, and their tables.
+    followed: Option<(Vec<crate::log::SchemaRecord>, TableSet)>,
 }
 
 /// Estimated Parquet bytes per projected event, for the free-space check of a step
@@ -256,14 +276,49 @@ impl Projector {
         }
     }
 
-    /// The log offset all five tables reach (the smallest of theirs).
+    /// The log offset all the tables reach (the smallest of theirs). Registered types'
+    /// tables count once opened: [`Projector::follow`], which every step calls first.
     pub fn offset(&self) -> u64 {
         self.tables.offsets().into_iter().min().unwrap_or(0)
     }
 
-    /// Rows per table, in [`TABLES`] order.
+    /// Opens the tables of every type `log` has a schema record of (a registered type's
+    /// table may be behind the others: a step then starts at its offset).
+    pub fn follow(&mut self, log: &dyn EventLog) -> Result<(), ProjectError> {
+        if self.settings.layout.partitioned() {
+            // A Kafka log takes the seed's five types (docs/CONTRACT.md 13.5).
+            return Ok(());
+        }
+        let records = log.schemas()?;
+        if self.followed.as_ref().is_none_or(|(seen, _)| *seen != records) {
+            // Readers that cannot open the log learn the tables from this copy: written
+            // before any table of these records is made.
+            crate::log::write_schema_copies(&self.settings.data_dir, &records)?;
+            let known = TableSet::from_records(&records, u64::MAX)?;
+            self.followed = Some((records, known));
+        }
+        let (_, known) = self.followed.as_ref().expect("just set");
+        self.tables.ensure(known, false)
+    }
+
+    /// The tables in force at offset `to` of the log [`Projector::follow`] follows.
+    fn tables_at(&self, log: &dyn EventLog, to: u64) -> Result<TableSet, ProjectError> {
+        match &self.followed {
+            // Usually every record is in force already: the tables are those known.
+            Some((records, known)) if records.iter().all(|r| r.from_offset <= to) => Ok(known.clone()),
+            Some((records, _)) => TableSet::from_records(records, to),
+            None => TableSet::from_log(log, to),
+        }
+    }
+
+    /// The tables, in order (the seed's five, then registered types'), with their columns.
+    pub fn defs(&self) -> Vec<Arc<TableDef>> {
+        self.tables.defs()
+    }
+
+    /// Rows per table, in [`Projector::defs`] order.
     pub fn rows(&self) -> Vec<u64> {
-        (0..TABLES.len()).map(|i| self.tables.files(i).iter().map(|f| f.rows).sum()).collect()
+        (0..self.tables.defs().len()).map(|i| self.tables.files(i).iter().map(|f| f.rows).sum()).collect()
     }
 
     /// Projects at most `step_events` events past the published offset and
@@ -274,6 +329,7 @@ impl Projector {
         }
         let started = Instant::now();
         failpoint("project.step")?;
+        self.follow(log)?;
         let offsets = self.tables.offsets();
         let from = self.offset();
         let mut to = log.durable_end().min(from + self.settings.step_events);
@@ -292,15 +348,23 @@ impl Projector {
                 to = from + room.min(to - from);
             }
         }
-        let mut summary = ProjectSummary { from_offset: from, to_offset: to, ..Default::default() };
+        let mut summary = ProjectSummary { from_offset: from, to_offset: to, ..ProjectSummary::over(&self.tables.defs()) };
         if to <= from {
             return Ok(summary);
         }
-        let dirs: Vec<PathBuf> = TABLES.iter().map(|d| self.tables.staging_dir(d)).collect();
+        // The tables in force at `to`: those of types registered by then made, those an
+        // ADDITION widened by then with its columns.
+        let set = self.tables_at(log, to)?;
+        self.tables.ensure(&set, true)?;
+        let defs = self.tables.defs();
+        summary.tables = defs.iter().map(|d| d.name.clone()).collect();
+        summary.rows = vec![0; defs.len()];
+        let dirs: Vec<PathBuf> = defs.iter().map(|d| self.tables.staging_dir(d)).collect();
         // A table that is ahead of the others (a step that stopped between the tables'
-        // commits) takes only the events past its own offset.
-        let outputs = write_range(log, from, to, &offsets, &dirs, self.settings.codec, self.settings.background, progress)?;
-        let mut commits = Vec::with_capacity(TABLES.len());
+        // commits, a registered type's table not begun) takes only the events past its own
+        // offset.
+        let outputs = write_range(log, from, to, &offsets, &defs, &dirs, self.settings.codec, self.settings.background, progress)?;
+        let mut commits = Vec::with_capacity(defs.len());
         for (i, files) in outputs.iter().enumerate() {
             if offsets[i] >= to {
                 continue;
@@ -328,7 +392,9 @@ impl Projector {
     /// Steps until the tables reach the end of the log as it was when called.
     pub fn catch_up(&mut self, log: &dyn EventLog, progress: &ProgressBar) -> Result<ProjectSummary, ProjectError> {
         let started = Instant::now();
-        let mut total = ProjectSummary { from_offset: self.offset(), to_offset: self.offset(), ..Default::default() };
+        self.follow(log)?;
+        let mut total =
+            ProjectSummary { from_offset: self.offset(), to_offset: self.offset(), ..ProjectSummary::over(&self.tables.defs()) };
         if self.settings.layout.partitioned() {
             // A topic has no end known in advance: step until every partition's read
             // reached its end.
@@ -364,11 +430,11 @@ impl Projector {
         }
         let mut merged_files = 0;
         while let Some((i, inputs)) = self.next_merge()? {
-            let def = &TABLES[i];
+            let def = self.tables.defs()[i].clone();
             let paths = self.input_paths(i, &inputs)?;
             let merged = merge_files(
-                def,
-                self.tables.staging_dir(def),
+                &def,
+                self.tables.staging_dir(&def),
                 self.settings.codec,
                 self.settings.layout.partitioned(),
                 &paths,
@@ -389,8 +455,9 @@ impl Projector {
             if let Some((i, inputs)) = self.next_merge()? {
                 let paths = self.input_paths(i, &inputs)?;
                 let level = inputs[0].level.saturating_add(1);
-                let (dir, partitioned) = (self.tables.staging_dir(&TABLES[i]), self.settings.layout.partitioned());
-                self.merging = Some(BackgroundMerge::start(i, dir, self.settings.codec, partitioned, paths, level)?);
+                let def = self.tables.defs()[i].clone();
+                let (dir, partitioned) = (self.tables.staging_dir(&def), self.settings.layout.partitioned());
+                self.merging = Some(BackgroundMerge::start(i, def, dir, self.settings.codec, partitioned, paths, level)?);
             }
         }
         Ok(merged_files)
@@ -426,14 +493,14 @@ impl Projector {
     /// The next run to merge, by table: the first table with a full level (where the disk
     /// has room for the merge).
     fn next_merge(&self) -> Result<Option<(usize, Vec<FileEntry>)>, ProjectError> {
-        for (i, def) in TABLES.iter().enumerate() {
+        for (i, def) in self.tables.defs().iter().enumerate() {
             let files = self.tables.files(i);
             let Some(run) = compaction_run(files) else { continue };
             let inputs: Vec<FileEntry> = files[run].to_vec();
             let input_bytes = inputs.iter().map(|f| f.bytes).sum();
             if let Err(e) = self.check_space("merging table files", input_bytes) {
                 // The step itself is published; merging waits for room.
-                tracing::warn!(error = %e, table = def.name, "compaction postponed");
+                tracing::warn!(error = %e, table = %def.name, "compaction postponed");
                 continue;
             }
             return Ok(Some((i, inputs)));
@@ -454,7 +521,7 @@ impl Projector {
         self.tables.published(false)
     }
 
-    /// Rebuilds all five tables from offset 0 up to `to` (clamped to the log's end): one
+    /// Rebuilds every table from offset 0 up to `to` (clamped to the log's end): one
     /// commit per table replaces its files with the rebuilt ones.
     pub fn rebuild(&mut self, log: &dyn EventLog, to: u64, progress: &ProgressBar) -> Result<ProjectSummary, ProjectError> {
         if self.settings.layout.partitioned() {
@@ -476,10 +543,13 @@ fn rebuild_tables(
     let started = Instant::now();
     let to = to.min(log.durable_end());
     progress.set_length(to);
-    let dirs: Vec<PathBuf> = TABLES.iter().map(|d| tables.staging_dir(d)).collect();
-    let outputs = write_range(log, 0, to, &[0; 5], &dirs, codec, false, progress)?;
+    let set = TableSet::from_log(log, to)?;
+    tables.ensure(&set, true)?;
+    let defs = tables.defs();
+    let dirs: Vec<PathBuf> = defs.iter().map(|d| tables.staging_dir(d)).collect();
+    let outputs = write_range(log, 0, to, &vec![0; defs.len()], &defs, &dirs, codec, false, progress)?;
     failpoint("rebuild.before_commit")?;
-    let mut summary = ProjectSummary { from_offset: 0, to_offset: to, events: to, ..Default::default() };
+    let mut summary = ProjectSummary { from_offset: 0, to_offset: to, events: to, ..ProjectSummary::over(&defs) };
     for (i, files) in outputs.into_iter().enumerate() {
         summary.written(i, &files);
         let old = tables.files(i).to_vec();
@@ -501,32 +571,43 @@ pub fn rebuild_into(
     codec: Codec,
     progress: &ProgressBar,
 ) -> Result<ProjectSummary, ProjectError> {
-    let mut tables = Tables::scratch(root, work_dir, &Layout::Local)?;
+    let mut tables = Tables::scratch(root, work_dir, &Layout::Local, &TableSet::seed())?;
     rebuild_tables(&mut tables, log, to, codec, progress)
 }
 
 /// Reads `from..to` from the log and writes each table's rows into files in `dirs`;
-/// table `i` takes only the events at or past `starts[i]`.
+/// table `i` (`defs[i]`) takes only the events at or past `starts[i]`.
 #[allow(clippy::too_many_arguments)]
 fn write_range(
     log: &dyn EventLog,
     from: u64,
     to: u64,
     starts: &[u64],
+    defs: &[Arc<TableDef>],
     dirs: &[PathBuf],
     codec: Codec,
     background: bool,
     progress: &ProgressBar,
 ) -> Result<Vec<Vec<FileEntry>>, ProjectError> {
     let writers = if background { 1 } else { PARQUET_WRITERS };
-    write_rows(dirs, codec, false, writers, |sink| {
+    let set = TableSet::of(defs);
+    write_rows(defs, dirs, codec, false, writers, |sink| {
         let mut n = 0u64;
         let mut push = |offset: u64, record: &RecordView<'_>| -> Result<(), ProjectError> {
             n += 1;
-            // Events of registered types are in the log and its replay; their tables are
-            // not projected yet (docs/CONTRACT.md 13.5).
-            let Some(t) = record.event.builtin() else { return Ok(()) };
-            let i = t.index();
+            let i = match &record.event.payload {
+                crate::event::Payload::Custom(c) => {
+                    set.registered_index(c.event_type, c.version[0]).ok_or_else(|| ProjectError::Schema {
+                        table: format!("{}_{}", c.event_type, c.version[0]),
+                        reason: format!(
+                            "the event at log offset {offset} is of type {} version {}, which no schema record in force there has",
+                            c.event_type,
+                            c.version.map(|v| v.to_string()).join("-")
+                        ),
+                    })?
+                }
+                p => p.builtin().map_or(0, |t| t.index()),
+            };
             if n % 16_384 == 0 {
                 progress.inc(16_384);
             }
@@ -657,7 +738,7 @@ mod tests {
             in_place.step(log, &hidden).unwrap();
         }
         assert_eq!(p.rows(), in_place.rows());
-        for i in 0..TABLES.len() {
+        for i in 0..p.defs().len() {
             let (bg, ip) = (p.tables.files(i), in_place.tables.files(i));
             assert!(bg.len() <= COMPACT_FANIN, "table {i}: {} files after merging", bg.len());
             // The same rows in offset order, file after file, with no gap or overlap.

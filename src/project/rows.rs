@@ -6,13 +6,17 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Float32Builder, Int16Builder, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Float32Builder, Float64Builder, Int16Builder, Int32Builder, Int64Builder, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 
 use super::writer::TableOutput;
-use super::{schema_for, Codec, FileEntry, ProjectError, TABLES};
-use crate::event::{EventType, FieldKind, FieldValue, Record};
+use super::{Codec, FileEntry, ProjectError, TableDef};
+use crate::event::{CustomPayload, CustomValue, FieldValue, Payload, Record};
+use crate::schema::ColumnType;
 
 /// Rows buffered per table before they are handed to the Parquet writer as one batch.
 pub(super) const BATCH_ROWS: usize = 8_192;
@@ -29,13 +33,75 @@ const WRITER_QUEUE_BATCHES: usize = 4;
 enum Col {
     Str(StringBuilder),
     I64(Int64Builder),
+    I32(Int32Builder),
     I16(Int16Builder),
     F32(Float32Builder),
+    F64(Float64Builder),
+    Bool(BooleanBuilder),
+    Time(TimestampMicrosecondBuilder),
+}
+
+impl Col {
+    fn append_null(&mut self) {
+        match self {
+            Col::Str(b) => b.append_null(),
+            Col::I64(b) => b.append_null(),
+            Col::I32(b) => b.append_null(),
+            Col::I16(b) => b.append_null(),
+            Col::F32(b) => b.append_null(),
+            Col::F64(b) => b.append_null(),
+            Col::Bool(b) => b.append_null(),
+            Col::Time(b) => b.append_null(),
+        }
+    }
+
+    /// Whether the column takes a registered type's value: a null, or a value of its type
+    /// in its range (which every checked event's values are).
+    fn takes<S>(&self, value: Option<&CustomValue<S>>) -> bool {
+        match (self, value) {
+            (_, None | Some(CustomValue::Null | CustomValue::Absent)) => true,
+            (Col::I64(_), Some(CustomValue::Int(_))) => true,
+            (Col::I32(_), Some(CustomValue::Int(v))) => i32::try_from(*v).is_ok(),
+            (Col::I16(_), Some(CustomValue::Int(v))) => i16::try_from(*v).is_ok(),
+            (Col::F32(_), Some(CustomValue::Float(_))) | (Col::F64(_), Some(CustomValue::Double(_))) => true,
+            (Col::Str(_), Some(CustomValue::Text(_) | CustomValue::Json(_))) => true,
+            (Col::Time(_), Some(CustomValue::Timestamp(_))) | (Col::Bool(_), Some(CustomValue::Bool(_))) => true,
+            _ => false,
+        }
+    }
+
+    /// Appends a value [`Col::takes`] accepted (anything else as null).
+    fn append_custom<S: AsRef<str>>(&mut self, value: Option<&CustomValue<S>>) {
+        match (self, value) {
+            (Col::I64(b), Some(CustomValue::Int(v))) => b.append_value(*v),
+            (Col::I32(b), Some(CustomValue::Int(v))) => b.append_option(i32::try_from(*v).ok()),
+            (Col::I16(b), Some(CustomValue::Int(v))) => b.append_option(i16::try_from(*v).ok()),
+            (Col::F32(b), Some(CustomValue::Float(v))) => b.append_value(*v),
+            (Col::F64(b), Some(CustomValue::Double(v))) => b.append_value(*v),
+            (Col::Str(b), Some(CustomValue::Text(v) | CustomValue::Json(v))) => b.append_value(v.as_ref()),
+            (Col::Time(b), Some(CustomValue::Timestamp(v))) => b.append_value(*v),
+            (Col::Bool(b), Some(CustomValue::Bool(v))) => b.append_value(*v),
+            (c, _) => c.append_null(),
+        }
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            Col::Str(b) => Arc::new(b.finish()),
+            Col::I64(b) => Arc::new(b.finish()),
+            Col::I32(b) => Arc::new(b.finish()),
+            Col::I16(b) => Arc::new(b.finish()),
+            Col::F32(b) => Arc::new(b.finish()),
+            Col::F64(b) => Arc::new(b.finish()),
+            Col::Bool(b) => Arc::new(b.finish()),
+            Col::Time(b) => Arc::new(b.finish()),
+        }
+    }
 }
 
 /// Arrow builders for one table's rows.
 struct RowBuilder {
-    event_type: EventType,
+    def: Arc<TableDef>,
     schema: SchemaRef,
     raw_event: StringBuilder,
     timestamp: StringBuilder,
@@ -54,18 +120,22 @@ struct RowBuilder {
     rows: usize,
     /// Reused buffer for formatting times.
     scratch: String,
+    /// A registered type's table: per version of its events met, the field of the event
+    /// that goes into each property column (`None`: a column added after that version).
+    layouts: Vec<([u32; 3], Vec<Option<usize>>)>,
     /// String builders made again from batches the writer is done with, by column: the
     /// next batch fills the same memory instead of fresh pages (see [`RowBuilder::recycle`]).
     spare: Vec<Option<StringBuilder>>,
 }
 
 impl RowBuilder {
-    fn new(t: EventType, partitioned: bool) -> RowBuilder {
-        RowBuilder::new_reusing(t, partitioned, Vec::new())
+    fn new(def: &Arc<TableDef>, partitioned: bool) -> RowBuilder {
+        RowBuilder::new_reusing(def, partitioned, Vec::new())
     }
 
-    fn new_reusing(t: EventType, partitioned: bool, mut spare: Vec<Option<StringBuilder>>) -> RowBuilder {
-        let fields_count = t.fields().len();
+    fn new_reusing(def: &Arc<TableDef>, partitioned: bool, mut spare: Vec<Option<StringBuilder>>) -> RowBuilder {
+        let columns = def.property_columns();
+        let fields_count = columns.len();
         let mut string = |column: usize, bytes_per_row: usize| {
             spare
                 .get_mut(column)
@@ -77,21 +147,24 @@ impl RowBuilder {
         let (raw_event, timestamp, accept, host, user_agent, event_type_col) =
             (string(0, 256), string(1, 24), string(2, 24), string(3, 24), string(4, 24), string(5, 24));
         let (event_id, player_id, session_id) = (string(7 + fields_count, 24), string(8 + fields_count, 24), string(9 + fields_count, 24));
-        let fields = t
-            .fields()
+        let fields = columns
             .iter()
             .enumerate()
-            .map(|(i, (_, k))| match k {
-                FieldKind::Id => Col::I64(Int64Builder::with_capacity(BATCH_ROWS)),
-                FieldKind::Text => Col::Str(string(6 + i, 16)),
-                FieldKind::SmallInt => Col::I16(Int16Builder::with_capacity(BATCH_ROWS)),
-                FieldKind::Cost => Col::F32(Float32Builder::with_capacity(BATCH_ROWS)),
+            .map(|(i, c)| match c.column {
+                ColumnType::BigInt => Col::I64(Int64Builder::with_capacity(BATCH_ROWS)),
+                ColumnType::Int => Col::I32(Int32Builder::with_capacity(BATCH_ROWS)),
+                ColumnType::SmallInt => Col::I16(Int16Builder::with_capacity(BATCH_ROWS)),
+                ColumnType::Float => Col::F32(Float32Builder::with_capacity(BATCH_ROWS)),
+                ColumnType::Double => Col::F64(Float64Builder::with_capacity(BATCH_ROWS)),
+                ColumnType::String | ColumnType::Json => Col::Str(string(6 + i, 16)),
+                ColumnType::Boolean => Col::Bool(BooleanBuilder::with_capacity(BATCH_ROWS)),
+                ColumnType::Timestamp => Col::Time(TimestampMicrosecondBuilder::with_capacity(BATCH_ROWS).with_timezone("UTC")),
             })
             .collect();
 
         RowBuilder {
-            event_type: t,
-            schema: schema_for(t, partitioned),
+            def: def.clone(),
+            schema: def.arrow_schema(partitioned),
             raw_event,
             timestamp,
             accept,
@@ -107,6 +180,7 @@ impl RowBuilder {
             log_partition: partitioned.then(|| Int32Builder::with_capacity(BATCH_ROWS)),
             rows: 0,
             scratch: String::with_capacity(32),
+            layouts: Vec::new(),
             spare,
         }
     }
@@ -135,9 +209,13 @@ impl RowBuilder {
         }
     }
 
-    fn push<S: AsRef<str>, M: AsRef<str>>(&mut self, offset: u64, partition: u32, r: &Record<S, M>) {
+    fn push<S: AsRef<str>, M: AsRef<str>>(&mut self, offset: u64, partition: u32, r: &Record<S, M>) -> Result<(), ProjectError> {
         use crate::event::opt_str;
-        debug_assert_eq!(r.event.builtin(), Some(self.event_type));
+        debug_assert_eq!(r.event.type_name(), self.def.event_type());
+        if let Payload::Custom(c) = &r.event.payload {
+            // Checked before anything is appended, so a refused event leaves no half row.
+            self.push_custom(offset, c)?;
+        }
         self.raw_event.append_value(r.raw_event.as_ref());
         self.scratch.clear();
         crate::event::push_time_us(&mut self.scratch, r.received_at_us);
@@ -145,15 +223,17 @@ impl RowBuilder {
         self.accept.append_option(opt_str(&r.meta.accept));
         self.host.append_option(opt_str(&r.meta.host));
         self.user_agent.append_option(opt_str(&r.meta.user_agent));
-        self.event_type_col.append_value(self.event_type.as_str());
-        let mut cols = self.fields.iter_mut();
-        r.event.payload.visit_fields(|_, v| match (cols.next(), v) {
-            (Some(Col::I64(b)), FieldValue::Int(x)) => b.append_value(x),
-            (Some(Col::I16(b)), FieldValue::Small(x)) => b.append_value(x),
-            (Some(Col::F32(b)), FieldValue::Float(x)) => b.append_value(x),
-            (Some(Col::Str(b)), FieldValue::Text(x)) => b.append_value(x),
-            _ => unreachable!("payload fields follow EventType::fields order"),
-        });
+        self.event_type_col.append_value(self.def.event_type());
+        if r.event.builtin().is_some() {
+            let mut cols = self.fields.iter_mut();
+            r.event.payload.visit_fields(|_, v| match (cols.next(), v) {
+                (Some(Col::I64(b)), FieldValue::Int(x)) => b.append_value(x),
+                (Some(Col::I16(b)), FieldValue::Small(x)) => b.append_value(x),
+                (Some(Col::F32(b)), FieldValue::Float(x)) => b.append_value(x),
+                (Some(Col::Str(b)), FieldValue::Text(x)) => b.append_value(x),
+                _ => unreachable!("payload fields follow EventType::fields order"),
+            });
+        }
         self.log_offset.append_value(offset as i64);
         self.event_id.append_option(opt_str(&r.event.event_id));
         self.player_id.append_option(opt_str(&r.event.player_id));
@@ -163,6 +243,38 @@ impl RowBuilder {
             b.append_value(partition as i32);
         }
         self.rows += 1;
+        Ok(())
+    }
+
+    /// Appends a registered type's properties to their columns, by name: a column its
+    /// version does not have (an ADDITION after it) takes a null.
+    fn push_custom<S: AsRef<str>>(&mut self, offset: u64, c: &CustomPayload<S>) -> Result<(), ProjectError> {
+        let k = match self.layouts.iter().position(|(v, _)| *v == c.version) {
+            Some(k) => k,
+            None => {
+                let columns = self.def.property_columns();
+                let layout = columns.iter().map(|col| c.fields.iter().position(|(n, _)| n.as_ref() == col.name)).collect();
+                self.layouts.push((c.version, layout));
+                self.layouts.len() - 1
+            }
+        };
+        let layout = &self.layouts[k].1;
+        let value = |field: &Option<usize>| field.and_then(|i| c.fields.get(i)).map(|(_, v)| v);
+        // Every value is checked before any is appended: a refused event leaves no column
+        // longer than another.
+        if let Some(j) = layout.iter().zip(&self.fields).position(|(field, col)| !col.takes(value(field))) {
+            let column = self.def.property_columns().get(j).map_or_else(String::new, |c| c.name.clone());
+            return Err(ProjectError::Schema {
+                table: self.def.name.clone(),
+                reason: format!(
+                    "the event at log offset {offset} has a value its column {column} does not take: the log's schema records do not match its events"
+                ),
+            });
+        }
+        for (field, col) in layout.iter().zip(&mut self.fields) {
+            col.append_custom(value(field));
+        }
+        Ok(())
     }
 
     /// The rows pushed so far as one batch; the builders start again with their full
@@ -172,7 +284,8 @@ impl RowBuilder {
     fn finish(&mut self) -> Result<RecordBatch, ProjectError> {
         let partitioned = self.log_partition.is_some();
         let spare = std::mem::take(&mut self.spare);
-        std::mem::replace(self, RowBuilder::new_reusing(self.event_type, partitioned, spare)).into_batch()
+        let def = self.def.clone();
+        std::mem::replace(self, RowBuilder::new_reusing(&def, partitioned, spare)).into_batch()
     }
 
     fn into_batch(mut self) -> Result<RecordBatch, ProjectError> {
@@ -185,12 +298,7 @@ impl RowBuilder {
             Arc::new(self.event_type_col.finish()),
         ];
         for c in &mut self.fields {
-            cols.push(match c {
-                Col::Str(b) => Arc::new(b.finish()),
-                Col::I64(b) => Arc::new(b.finish()),
-                Col::I16(b) => Arc::new(b.finish()),
-                Col::F32(b) => Arc::new(b.finish()),
-            });
+            cols.push(c.finish());
         }
         cols.push(Arc::new(self.log_offset.finish()));
         cols.push(Arc::new(self.event_id.finish()));
@@ -226,7 +334,7 @@ impl RowSink {
         record: &Record<S, M>,
     ) -> Result<(), ProjectError> {
         let b = &mut self.builders[i];
-        b.rows.push(offset, partition, record);
+        b.rows.push(offset, partition, record)?;
         b.first = b.first.min(position);
         b.last = position;
         if b.rows.rows >= BATCH_ROWS {
@@ -262,8 +370,9 @@ impl RowSink {
 }
 
 /// Runs `feed`, which pushes rows into a [`RowSink`], and writes them into files in
-/// `dirs`: a table's rows in the order pushed.
+/// `dirs`: table `i` (`defs[i]`, with those columns) gets its rows in the order pushed.
 pub(super) fn write_rows(
+    defs: &[Arc<TableDef>],
     dirs: &[PathBuf],
     codec: Codec,
     partitioned: bool,
@@ -288,7 +397,7 @@ pub(super) fn write_rows(
             txs.push(tx);
             writers.push(scope.spawn(move || -> Result<Vec<(usize, Vec<FileEntry>)>, ProjectError> {
                 // Each writer has its own tables: table `i` goes to writer `i % count`.
-                let mut outs: Vec<(usize, TableOutput)> = TABLES
+                let mut outs: Vec<(usize, TableOutput)> = defs
                     .iter()
                     .zip(dirs)
                     .enumerate()
@@ -310,12 +419,12 @@ pub(super) fn write_rows(
             }));
         }
         drop(recycle_tx);
-        let builders =
-            TABLES.iter().map(|def| Building { rows: RowBuilder::new(def.event_type, partitioned), first: u64::MAX, last: 0 }).collect();
+        assert_eq!(defs.len(), dirs.len(), "a directory per table");
+        let builders = defs.iter().map(|def| Building { rows: RowBuilder::new(def, partitioned), first: u64::MAX, last: 0 }).collect();
         let mut sink = RowSink { builders, txs, recycled: recycle_rx };
         let built = feed(&mut sink).and_then(|()| sink.finish());
         drop(sink);
-        let mut written: Result<Vec<Vec<FileEntry>>, ProjectError> = Ok(vec![Vec::new(); TABLES.len()]);
+        let mut written: Result<Vec<Vec<FileEntry>>, ProjectError> = Ok(vec![Vec::new(); defs.len()]);
         for writer in writers {
             match (writer.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)), &mut written) {
                 (Ok(files), Ok(all)) => {

@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 
 use super::plain::{self, PlainView};
 use super::{
-    failpoint, fsync_dir, io_err, CommitKind, DeltaTables, FileEntry, Layout, ProjectError, TableDef, TablesRoot,
-    DEFAULT_VACUUM_RETENTION_MS, TABLES,
+    failpoint, fsync_dir, io_err, CommitKind, DeltaTables, FileEntry, Layout, ProjectError, TableDef, TableSet, TablesRoot,
+    DEFAULT_VACUUM_RETENTION_MS,
 };
+use std::sync::Arc;
 
 /// One table's change in a [`TableSink::commit_all`].
 pub struct TableCommit<'a> {
@@ -25,9 +26,16 @@ pub struct TableCommit<'a> {
 /// written, and how a change is committed. [`Tables`] implements it with Delta Lake tables
 /// on a local disk or S3-protocol object storage.
 pub trait TableSink: Send {
-    /// The log offset each table reaches, in [`TABLES`] order (tables from a topic: their
-    /// position, the sum of their partitions' next offsets).
+    /// The log offset each table reaches, in [`TableSet`] order (tables from a topic: their
+    /// position, the sum of their partitions' next offsets; a table not written yet: the
+    /// offset it begins at).
     fn offsets(&self) -> Vec<u64>;
+    /// The tables, in [`TableSet`] order, each with the columns it has.
+    fn defs(&self) -> Vec<Arc<TableDef>>;
+    /// Opens the tables of `set` (which extends those open) not open yet; with `create`
+    /// (`set` is in force at the offset a step reaches), also makes those missing, and
+    /// tables an ADDITION widened take their new columns with their next commit.
+    fn ensure(&mut self, set: &TableSet, create: bool) -> Result<(), ProjectError>;
     /// Tables from a topic: the next offset of each partition table `i` reaches.
     fn partition_offsets(&self, i: usize) -> &[u64];
     /// The committed files of table `i`, in offset order.
@@ -88,9 +96,10 @@ impl Tables {
         vacuum_retention_ms: u64,
         check: bool,
         layout: &Layout,
+        set: &TableSet,
     ) -> Result<Tables, ProjectError> {
         fs::create_dir_all(data_dir).map_err(io_err(format!("creating {}", data_dir.display())))?;
-        let delta = DeltaTables::open(root, data_dir, vacuum_retention_ms, check, layout)?;
+        let delta = DeltaTables::open(root, data_dir, vacuum_retention_ms, check, layout, set)?;
         let plain = root.is_local().then(|| PlainView::new(data_dir));
         let mut tables = Tables { delta, plain, view_pending: false, data_dir: data_dir.to_path_buf() };
         tables.published(true)?;
@@ -103,8 +112,8 @@ impl Tables {
 
     /// Tables written once into a new place (a rebuild elsewhere, `verify`'s scratch
     /// copy): no plain-directory view, no check of files left by a crash.
-    pub(super) fn scratch(root: &TablesRoot, work_dir: &Path, layout: &Layout) -> Result<Tables, ProjectError> {
-        let delta = DeltaTables::open(root, work_dir, DEFAULT_VACUUM_RETENTION_MS, false, layout)?;
+    pub(super) fn scratch(root: &TablesRoot, work_dir: &Path, layout: &Layout, set: &TableSet) -> Result<Tables, ProjectError> {
+        let delta = DeltaTables::open(root, work_dir, DEFAULT_VACUUM_RETENTION_MS, false, layout, set)?;
         Ok(Tables { delta, plain: None, view_pending: false, data_dir: work_dir.to_path_buf() })
     }
 }
@@ -112,6 +121,14 @@ impl Tables {
 impl TableSink for Tables {
     fn offsets(&self) -> Vec<u64> {
         self.delta.offsets()
+    }
+
+    fn defs(&self) -> Vec<Arc<TableDef>> {
+        self.delta.defs()
+    }
+
+    fn ensure(&mut self, set: &TableSet, create: bool) -> Result<(), ProjectError> {
+        self.delta.ensure(set, create)
     }
 
     fn partition_offsets(&self, i: usize) -> &[u64] {
@@ -137,14 +154,14 @@ impl TableSink for Tables {
     ) -> Result<(), ProjectError> {
         // The new files' directory entries must be durable before a commit names them.
         if !added.is_empty() {
-            fsync_dir(&self.delta.staging_dir(&TABLES[i]))?;
+            fsync_dir(&self.delta.staging_dir(self.delta.def(i)))?;
         }
         self.delta.commit(i, kind, added, removed, offset, partition_offsets)
     }
 
     fn commit_all(&mut self, commits: &[TableCommit<'_>]) -> Result<(), ProjectError> {
         for c in commits.iter().filter(|c| !c.added.is_empty()) {
-            fsync_dir(&self.delta.staging_dir(&TABLES[c.table]))?;
+            fsync_dir(&self.delta.staging_dir(self.delta.def(c.table)))?;
         }
         self.delta.commit_all(commits)
     }
@@ -161,15 +178,16 @@ impl TableSink for Tables {
         }
         self.view_pending = false;
         failpoint("publish.before_view")?;
-        let mut view = Vec::with_capacity(TABLES.len());
-        for (i, def) in TABLES.iter().enumerate() {
+        let defs = self.delta.defs();
+        let mut view = Vec::with_capacity(defs.len());
+        for (i, def) in defs.iter().enumerate() {
             let files = self
                 .delta
                 .files(i)
                 .iter()
                 .map(|f| Ok((self.delta.local_file(i, &f.name)?, f.name.clone())))
                 .collect::<Result<Vec<_>, ProjectError>>()?;
-            view.push((def, files));
+            view.push((def.as_ref(), files));
         }
         if let Err(e) = plain.publish(&view) {
             // The view is derived; the Delta tables are correct without it. A view that no
@@ -186,6 +204,6 @@ impl TableSink for Tables {
     }
 
     fn free_bytes(&self) -> Option<u64> {
-        fs2::available_space(&self.delta.staging_dir(&TABLES[0])).ok()
+        fs2::available_space(&self.delta.staging_dir(self.delta.def(0))).ok()
     }
 }

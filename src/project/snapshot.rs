@@ -1,13 +1,20 @@
-//! Reading the tables back: a [`Snapshot`] of each table at the version where all five
-//! reach the same offset (so a reader never mixes two steps), and reading a file's batches.
+//! Reading the tables back: a [`Snapshot`] of each table at the version where all of them
+//! reach the same offset (so a reader never mixes two steps), reading a file's batches,
+//! and [`conform`]ing a batch to its table's columns (files written before an ADDITION
+//! lack its columns).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use arrow::array::{new_null_array, ArrayRef};
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::rows::BATCH_ROWS;
-use super::{io_err, DeltaTables, FileEntry, Layout, ProjectError, TablesRoot, TABLES};
+use super::{io_err, DeltaTables, FileEntry, Layout, ProjectError, TableDef, TableSet, TablesRoot};
+use crate::log::SchemaRecord;
 
 /// Reads a table file a batch of `BATCH_ROWS` rows at a time; the one way projection,
 /// `verify` and `check` read Parquet back.
@@ -18,15 +25,46 @@ pub fn batch_reader(path: &Path) -> Result<parquet::arrow::arrow_reader::Parquet
         .map_err(|source| ProjectError::Parquet { path: path.to_path_buf(), source })
 }
 
+/// `batch` (read from a file of table `table`) with the columns of `schema`, taken by
+/// name: a column the file lacks (added by a later ADDITION) is all nulls, one `schema`
+/// lacks is left out. The batch returned has exactly `schema`.
+pub fn conform(table: &str, batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, ProjectError> {
+    let have = batch.schema();
+    if have == *schema {
+        return Ok(batch);
+    }
+    if have.fields().len() == schema.fields().len() && have.fields().iter().zip(schema.fields()).all(|(a, b)| a.name() == b.name()) {
+        // The same columns (a file's schema may differ in metadata only).
+        return Ok(RecordBatch::try_new(schema.clone(), batch.columns().to_vec())?);
+    }
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        match have.index_of(field.name()) {
+            Ok(i) => columns.push(batch.column(i).clone()),
+            Err(_) if field.is_nullable() => columns.push(new_null_array(field.data_type(), batch.num_rows())),
+            Err(_) => {
+                return Err(ProjectError::Schema {
+                    table: table.to_string(),
+                    reason: format!("a file of it lacks the column {}, which is not nullable", field.name()),
+                })
+            }
+        }
+    }
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
 /// A consistent view of the tables for readers in any process: each table at the Delta
-/// version where it reaches the offset all five share, with a local path for every file
+/// version where it reaches the offset all of them share, with a local path for every file
 /// (for S3 tables, a cached copy).
 #[derive(Clone, Debug)]
 pub struct Snapshot {
     pub offset: u64,
     /// Where the tables are, for messages.
     pub root: String,
-    /// Files per table, in [`TABLES`] order.
+    /// The tables in force at `offset`, with their columns there: the seed's five, then
+    /// registered types' tables. The vectors below are in this order.
+    pub defs: Vec<Arc<TableDef>>,
+    /// Files per table.
     pub files: Vec<Vec<PathBuf>>,
     pub entries: Vec<Vec<FileEntry>>,
     /// The Delta version of each table the snapshot reads (`None`: no table yet).
@@ -39,44 +77,59 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Rows per table, in [`TABLES`] order.
+    /// Rows per table, in [`Snapshot::defs`] order.
     pub fn rows(&self) -> Vec<u64> {
         self.entries.iter().map(|files| files.iter().map(|f| f.rows).sum()).collect()
     }
+
+    /// The index of the table named `name`.
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.defs.iter().position(|d| d.name == name)
+    }
 }
 
-/// Takes a [`Snapshot`] of the tables at `root`. No tables yet is an empty snapshot;
-/// nothing is created. `work_dir` holds the cache of S3 files.
-pub fn snapshot(root: &TablesRoot, work_dir: &Path) -> Result<Snapshot, ProjectError> {
-    snapshot_with(root, work_dir, None)
+/// Takes a [`Snapshot`] of the tables at `root` of a log whose schema records are
+/// `schemas`. No tables yet is an empty snapshot; nothing is created. `work_dir` holds
+/// the cache of S3 files.
+pub fn snapshot(root: &TablesRoot, work_dir: &Path, schemas: &[SchemaRecord]) -> Result<Snapshot, ProjectError> {
+    snapshot_with(root, work_dir, None, schemas)
 }
 
 /// A [`Snapshot`] of tables from the topic `layout` names, with its partitions' offsets.
-pub fn snapshot_with(root: &TablesRoot, work_dir: &Path, layout: Option<&Layout>) -> Result<Snapshot, ProjectError> {
-    let mut tables = DeltaTables::open_read_only(root, work_dir, layout)?;
+pub fn snapshot_with(
+    root: &TablesRoot,
+    work_dir: &Path,
+    layout: Option<&Layout>,
+    schemas: &[SchemaRecord],
+) -> Result<Snapshot, ProjectError> {
+    let known = TableSet::from_records(schemas, u64::MAX)?;
+    let mut tables = DeltaTables::open_read_only(root, work_dir, layout, &known)?;
     let offset = tables.consistent_offset()?;
+    // The tables in force at that offset, with their columns there (a table made or
+    // widened by a step past it is read as it was).
+    let set = TableSet::from_records(schemas, offset)?;
     let partition_offsets = tables.partition_offsets(0).to_vec();
-    for (i, def) in TABLES.iter().enumerate().skip(1) {
-        if tables.partition_offsets(i) != partition_offsets {
+    for i in 1..set.len() {
+        if tables.partition_offsets(i) != partition_offsets && set.get(i).builtin().is_some() {
             return Err(ProjectError::Inconsistent {
-                table: def.name,
+                table: set.get(i).name.clone(),
                 reason: format!(
                     "at position {offset} it reaches the partitions' offsets {:?}, table {} {partition_offsets:?}",
                     tables.partition_offsets(i),
-                    TABLES[0].name
+                    set.get(0).name
                 ),
             });
         }
     }
-    let partitioned = (0..TABLES.len()).any(|i| tables.partitioned(i));
-    let mut files = Vec::with_capacity(TABLES.len());
-    let mut entries = Vec::with_capacity(TABLES.len());
-    let mut versions = Vec::with_capacity(TABLES.len());
-    for i in 0..TABLES.len() {
+    let partitioned = (0..set.len()).any(|i| tables.partitioned(i));
+    let mut files = Vec::with_capacity(set.len());
+    let mut entries = Vec::with_capacity(set.len());
+    let mut versions = Vec::with_capacity(set.len());
+    for i in 0..set.len() {
         let es = tables.files(i).to_vec();
         files.push(es.iter().map(|f| tables.local_file(i, &f.name)).collect::<Result<Vec<_>, _>>()?);
         entries.push(es);
         versions.push(tables.version(i));
     }
-    Ok(Snapshot { offset, root: root.to_string(), files, entries, versions, partition_offsets, partitioned })
+    Ok(Snapshot { offset, root: root.to_string(), defs: set.defs().to_vec(), files, entries, versions, partition_offsets, partitioned })
 }

@@ -22,11 +22,12 @@ use std::time::Instant;
 use indicatif::ProgressBar;
 
 use super::{
-    failpoint, fsync_dir, io_err, write_rows, CommitKind, FileEntry, ProjectError, ProjectSummary, Projector, RowSink, TableSink,
-    PARQUET_WRITERS, TABLES,
+    failpoint, fsync_dir, io_err, write_rows, CommitKind, FileEntry, ProjectError, ProjectSummary, Projector, RowSink, TableDef, TableSet,
+    TableSink, PARQUET_WRITERS,
 };
 use crate::event::RejectedEvent;
 use crate::log::{event_id_key, EventLog, Scanned, ValueFormat};
+use std::sync::Arc;
 
 /// Where a projector from a topic keeps the values it could not project, under its data
 /// dir: one JSON line per value, a file per partition (`<topic>/p<P>.jsonl`).
@@ -250,7 +251,9 @@ fn read_topic(
     let mut reached = from.to_vec();
     let (mut events, mut duplicates, mut rejected) = (0u64, 0u64, 0u64);
     let mut at_end = true;
-    let files = write_rows(dirs, codec, true, PARQUET_WRITERS, |sink: &mut RowSink| {
+    // A topic holds the seed's five types (docs/CONTRACT.md 13.5): their tables alone.
+    let defs: Vec<Arc<TableDef>> = TableSet::seed().defs().to_vec();
+    let files = write_rows(&defs, dirs, codec, true, PARQUET_WRITERS, |sink: &mut RowSink| {
         let mut base: u64 = from.iter().sum();
         for p in 0..n {
             let window = &mut state.windows[p];
@@ -307,7 +310,7 @@ impl Projector {
         let started = Instant::now();
         failpoint("project.step")?;
         let n = log.partitions() as usize;
-        let starts: Vec<Vec<u64>> = (0..TABLES.len()).map(|i| self.tables.partition_offsets(i).to_vec()).collect();
+        let starts: Vec<Vec<u64>> = (0..self.tables.defs().len()).map(|i| self.tables.partition_offsets(i).to_vec()).collect();
         assert!(starts.iter().all(|s| s.len() == n), "tables from a topic hold every partition's offset");
         let from: Vec<u64> = (0..n).map(|p| starts.iter().map(|s| s[p]).min().unwrap_or(0)).collect();
         let lead: Vec<u64> = (0..n).map(|p| starts.iter().map(|s| s[p]).max().unwrap_or(0)).collect();
@@ -315,7 +318,7 @@ impl Projector {
         let budget = (self.settings.step_events / n as u64).max(1);
         let limit: Vec<u64> = if repair { lead.clone() } else { from.iter().map(|f| f.saturating_add(budget)).collect() };
         self.check_space("a projection step", self.settings.step_events.saturating_mul(super::EST_PARQUET_BYTES_PER_EVENT))?;
-        let dirs: Vec<PathBuf> = TABLES.iter().map(|d| self.tables.staging_dir(d)).collect();
+        let dirs: Vec<PathBuf> = self.tables.defs().iter().map(|d| self.tables.staging_dir(d)).collect();
         let state = self.topic.as_mut().expect("a projector from a topic has its state");
         let mut read = read_topic(log, self.settings.format, state, &from, &limit, &starts, &dirs, self.settings.codec, progress)?;
         if repair {
@@ -332,7 +335,7 @@ impl Projector {
             rejected: read.rejected,
             at_end: read.at_end && !repair,
             partitioned: true,
-            ..Default::default()
+            ..ProjectSummary::over(&self.tables.defs())
         };
         if read.reached == from {
             summary.seconds = started.elapsed().as_secs_f64();
@@ -340,7 +343,7 @@ impl Projector {
         }
         // Rejected values are kept before a commit moves past them.
         state.rejects.sync()?;
-        let mut commits = Vec::with_capacity(TABLES.len());
+        let mut commits = Vec::with_capacity(super::SEED_TABLES.len());
         for (i, files) in read.files.iter().enumerate() {
             if starts[i] == read.reached {
                 continue;
@@ -368,7 +371,7 @@ impl Projector {
     pub(super) fn rebuild_topic(&mut self, log: &dyn EventLog, progress: &ProgressBar) -> Result<ProjectSummary, ProjectError> {
         let started = Instant::now();
         let n = log.partitions() as usize;
-        let dirs: Vec<PathBuf> = TABLES.iter().map(|d| self.tables.staging_dir(d)).collect();
+        let dirs: Vec<PathBuf> = self.tables.defs().iter().map(|d| self.tables.staging_dir(d)).collect();
         let state = self.topic.as_mut().expect("a projector from a topic has its state");
         for w in &mut state.windows {
             *w = Window::default();
@@ -380,7 +383,7 @@ impl Projector {
             state,
             &zeros,
             &vec![u64::MAX; n],
-            &vec![zeros.clone(); TABLES.len()],
+            &vec![zeros.clone(); super::SEED_TABLES.len()],
             &dirs,
             self.settings.codec,
             progress,
@@ -395,7 +398,7 @@ impl Projector {
             rejected: read.rejected,
             at_end: true,
             partitioned: true,
-            ..Default::default()
+            ..ProjectSummary::over(&self.tables.defs())
         };
         for (i, files) in read.files.into_iter().enumerate() {
             summary.written(i, &files);
@@ -411,7 +414,7 @@ impl Projector {
     /// step has finished; the smallest per partition otherwise).
     pub fn partition_offsets(&self) -> Vec<u64> {
         let n = self.tables.partition_offsets(0).len();
-        (0..n).map(|p| (0..TABLES.len()).map(|i| self.tables.partition_offsets(i)[p]).min().unwrap_or(0)).collect()
+        (0..n).map(|p| (0..self.tables.defs().len()).map(|i| self.tables.partition_offsets(i)[p]).min().unwrap_or(0)).collect()
     }
 }
 
@@ -428,11 +431,21 @@ pub fn rebuild_topic_into(
 ) -> Result<ProjectSummary, ProjectError> {
     let n = to.len();
     let layout = super::Layout::Topic { topic: topic.to_string(), partitions: n as u32 };
-    let mut tables = super::Tables::scratch(root, work_dir, &layout)?;
-    let dirs: Vec<PathBuf> = TABLES.iter().map(|d| tables.staging_dir(d)).collect();
+    let mut tables = super::Tables::scratch(root, work_dir, &layout, &TableSet::seed())?;
+    let dirs: Vec<PathBuf> = tables.defs().iter().map(|d| tables.staging_dir(d)).collect();
     let mut state = TopicState::open(work_dir, topic, n as u32)?;
     let zeros = vec![0u64; n];
-    let read = read_topic(log, format, &mut state, &zeros, to, &vec![zeros.clone(); TABLES.len()], &dirs, super::Codec::Snappy, progress)?;
+    let read = read_topic(
+        log,
+        format,
+        &mut state,
+        &zeros,
+        to,
+        &vec![zeros.clone(); super::SEED_TABLES.len()],
+        &dirs,
+        super::Codec::Snappy,
+        progress,
+    )?;
     let position: u64 = to.iter().sum();
     for (i, files) in read.files.into_iter().enumerate() {
         tables.commit(i, CommitKind::Replace, &files, &[], position, to)?;

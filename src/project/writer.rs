@@ -15,7 +15,7 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
-use super::{delta, failpoint, io_err, schema_for, ProjectError, TableDef};
+use super::{delta, failpoint, io_err, ProjectError, TableDef};
 
 /// Rows per Parquet row group (~8 MB of a table's columns): large enough for good
 /// compression and fast scans, small enough that five tables' open row groups stay well
@@ -216,15 +216,7 @@ pub(super) struct TableOutput {
 
 impl TableOutput {
     pub(super) fn new(def: &TableDef, dir: PathBuf, codec: Codec, level: u8, partitioned: bool) -> TableOutput {
-        TableOutput {
-            dir,
-            codec,
-            level,
-            schema: schema_for(def.event_type, partitioned),
-            current: None,
-            done: Vec::new(),
-            roll_within: true,
-        }
+        TableOutput { dir, codec, level, schema: def.arrow_schema(partitioned), current: None, done: Vec::new(), roll_within: true }
     }
 
     /// Writes a batch of rows with log offsets `first..=last`, after those written so far.
@@ -288,8 +280,8 @@ mod tests {
     #[test]
     fn two_outputs_in_one_directory_at_once_both_finish() {
         let dir = tempfile::tempdir().unwrap();
-        let def = &super::super::TABLES[0];
-        let batch = RecordBatch::new_empty(schema_for(def.event_type, false));
+        let def = &super::super::TableDef::seed(crate::event::EventType::JoinGuild);
+        let batch = RecordBatch::new_empty(def.arrow_schema(false));
         let mut a = TableOutput::new(def, dir.path().to_path_buf(), Codec::Snappy, 0, false);
         let mut b = TableOutput::new(def, dir.path().to_path_buf(), Codec::Snappy, 1, false);
         a.write_batch(&batch, 0, 0).unwrap();

@@ -228,5 +228,5 @@ pub(super) fn section(
         blocks.push(Block::Table(t));
         super::cut_note(&mut blocks, short.len(), "items");
     }
-    Ok(Section { id: "catalog", title: format!("{number}. Catalogue: list prices, sell-through, stock"), blocks })
+    Ok(Section { id: "catalog".into(), title: format!("{number}. Catalogue: list prices, sell-through, stock"), blocks })
 }

@@ -35,6 +35,7 @@ use polars::prelude::*;
 
 pub mod catalog;
 mod format;
+mod registered;
 mod render;
 mod sections;
 
@@ -57,13 +58,27 @@ const FUNNEL: [&str; 5] = ["join_guild", "accept_quest", "kill_enemy", "take_dam
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TableFiles {
     pub tables: Vec<(&'static str, Vec<PathBuf>)>,
+    /// Registered types' tables (docs/CONTRACT.md 13.4), with their columns.
+    pub registered: Vec<(std::sync::Arc<crate::project::TableDef>, Vec<PathBuf>)>,
     /// Tables projected from a Kafka topic: they have the `log_partition` column too.
     pub partitioned: bool,
 }
 
 impl TableFiles {
     pub fn new(tables: Vec<(&'static str, Vec<PathBuf>)>) -> Self {
-        TableFiles { tables, partitioned: false }
+        TableFiles { tables, registered: Vec::new(), partitioned: false }
+    }
+
+    /// The files of a snapshot's tables: the seed's five by name, registered types' beside.
+    pub fn of(snap: &crate::project::Snapshot) -> Self {
+        let mut files = TableFiles::new(Vec::new()).partitioned(snap.partitioned);
+        for (def, paths) in snap.defs.iter().zip(&snap.files) {
+            match def.builtin() {
+                Some(t) => files.tables.push((crate::project::table_for(t).name, paths.clone())),
+                None => files.registered.push((def.clone(), paths.clone())),
+            }
+        }
+        files
     }
 
     /// Files of tables projected from a Kafka topic (with `log_partition`).
@@ -297,6 +312,19 @@ pub trait TableSource {
     ) -> Result<(), ReportError> {
         f(self.columns(table, columns)?)
     }
+
+    /// Registered types' tables (docs/CONTRACT.md 13.4), in table order: none unless the
+    /// source has them.
+    fn registered(&self) -> Vec<std::sync::Arc<crate::project::TableDef>> {
+        Vec::new()
+    }
+
+    /// Registered table `table`'s `columns` ([`TIME`] as in [`TableSource::columns`]); a
+    /// column its older files lack (an ADDITION's) is null in their rows.
+    fn registered_columns(&self, table: &str, columns: &[&str]) -> Result<DataFrame, ReportError> {
+        let _ = columns;
+        Err(ReportError::UnknownTable(table.to_string()))
+    }
 }
 
 /// The stored columns needed to give `columns` (`TIME` needs two), each once.
@@ -335,7 +363,25 @@ impl TableSource for Frames {
 #[derive(Debug)]
 pub struct Snapshot {
     tables: Vec<(&'static str, Vec<(PathBuf, File)>)>,
+    registered: Vec<(std::sync::Arc<crate::project::TableDef>, Vec<(PathBuf, File)>)>,
     partitioned: bool,
+}
+
+/// Opens `paths`, all before any is read (see [`open_snapshot`]).
+fn open_all(paths: &[PathBuf]) -> Result<Vec<(PathBuf, File)>, ReportError> {
+    let mut handles = Vec::with_capacity(paths.len());
+    for path in paths {
+        match std::fs::File::open(path) {
+            Ok(file) => handles.push((path.clone(), file)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ReportError::FileVanished(path.clone()));
+            }
+            Err(source) => {
+                return Err(ReportError::Io { action: "could not open table file", path: path.clone(), source });
+            }
+        }
+    }
+    Ok(handles)
 }
 
 /// Opens every file of the snapshot before reading any of them. A file that is already
@@ -354,21 +400,13 @@ pub fn open_snapshot(files: &TableFiles) -> Result<Snapshot, ReportError> {
     }
     let mut tables = Vec::with_capacity(files.tables.len());
     for (table, paths) in &files.tables {
-        let mut handles = Vec::with_capacity(paths.len());
-        for path in paths {
-            match std::fs::File::open(path) {
-                Ok(file) => handles.push((path.clone(), file)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(ReportError::FileVanished(path.clone()));
-                }
-                Err(source) => {
-                    return Err(ReportError::Io { action: "could not open table file", path: path.clone(), source });
-                }
-            }
-        }
-        tables.push((*table, handles));
+        tables.push((*table, open_all(paths)?));
     }
-    Ok(Snapshot { tables, partitioned: files.partitioned })
+    let mut registered = Vec::with_capacity(files.registered.len());
+    for (def, paths) in &files.registered {
+        registered.push((def.clone(), open_all(paths)?));
+    }
+    Ok(Snapshot { tables, registered, partitioned: files.partitioned })
 }
 
 impl Snapshot {
@@ -447,6 +485,67 @@ impl TableSource for Snapshot {
         }
         Ok(())
     }
+
+    fn registered(&self) -> Vec<std::sync::Arc<crate::project::TableDef>> {
+        self.registered.iter().map(|(d, _)| d.clone()).collect()
+    }
+
+    fn registered_columns(&self, table: &str, columns: &[&str]) -> Result<DataFrame, ReportError> {
+        let (def, files) =
+            self.registered.iter().find(|(d, _)| d.name == table).ok_or_else(|| ReportError::UnknownTable(table.to_string()))?;
+        let all = registered::fields(def);
+        let stored = stored_columns(columns);
+        let mut fields = Vec::with_capacity(stored.len());
+        for name in &stored {
+            match all.iter().find(|(n, _)| n == name) {
+                Some(field) => fields.push(field.clone()),
+                None => return Err(PolarsError::ColumnNotFound(format!("`{name}` is not a column of `{table}`").into()).into()),
+            }
+        }
+        let empty = |height: usize| -> Result<DataFrame, ReportError> {
+            let cols: Vec<Column> = fields.iter().map(|(n, d)| Column::full_null(n.as_str().into(), height, d)).collect();
+            Ok(DataFrame::new(height, cols)?)
+        };
+        let mut combined = select_columns(empty(0)?, columns)?;
+        for (path, file) in files {
+            let parquet_err = |source| ReportError::Parquet { path: path.clone(), source };
+            let mut reader = Self::reader(path, file)?;
+            let in_file = reader.schema().map_err(parquet_err)?;
+            let height = Self::reader(path, file)?.num_rows().map_err(parquet_err)?;
+            // A file from before an ADDITION lacks its columns: nulls there.
+            let present: Vec<String> = fields.iter().filter(|(n, _)| in_file.get(n.as_str()).is_some()).map(|(n, _)| n.clone()).collect();
+            let df = if present.is_empty() {
+                empty(height)?
+            } else {
+                let read = reader.with_columns(Some(present)).finish().map_err(parquet_err)?;
+                let mut cols = Vec::with_capacity(fields.len());
+                for (name, dtype) in &fields {
+                    cols.push(match read.column(name) {
+                        Ok(c) if c.dtype() == dtype => c.clone(),
+                        Ok(c) => c.strict_cast(dtype)?,
+                        Err(_) => Column::full_null(name.as_str().into(), read.height(), dtype),
+                    });
+                }
+                DataFrame::new(read.height(), cols)?
+            };
+            combined.vstack_mut_owned(select_columns(df, columns)?)?;
+        }
+        Ok(combined)
+    }
+}
+
+/// A registered type's table `table` whole, every column (a column its older files lack,
+/// an ADDITION's, null in their rows): for `sql`.
+pub fn registered_frame(snapshot: &Snapshot, table: &str) -> Result<DataFrame, ReportError> {
+    let def = snapshot
+        .registered
+        .iter()
+        .find(|(d, _)| d.name == table)
+        .map(|(d, _)| d.clone())
+        .ok_or_else(|| ReportError::UnknownTable(table.to_string()))?;
+    let names: Vec<String> = registered::fields(&def).into_iter().map(|(n, _)| n).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    snapshot.registered_columns(table, &names)
 }
 
 /// Puts a file's columns in the table's order and types (extra columns are dropped).
@@ -553,6 +652,10 @@ pub fn build_report_with(src: &dyn TableSource, title_note: &str, catalogs: &[cr
     if !catalogs.is_empty() {
         sections.push(catalog::section(src, catalogs, sections.len() + 1, &mut summary)?);
     }
+    for def in src.registered() {
+        sections.push(registered::section(src, &def, sections.len() + 1, &mut summary)?);
+        give_back_freed_memory();
+    }
     let markdown = render_markdown(title_note, &summary, &sections);
     let html = render_html(title_note, &summary, &sections);
     let charts = sections
@@ -598,7 +701,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
 // ---------------------------------------------------------------------------------------
 
 struct Section {
-    id: &'static str,
+    id: String,
     title: String,
     blocks: Vec<Block>,
 }

@@ -79,7 +79,7 @@ pub(super) fn overview_section(src: &dyn TableSource, people: &People, summary: 
     facts.row(vec!["Events without event_time (receive time used)".into(), fmt_int(no_event_time)]);
     blocks.push(Block::Table(facts));
 
-    Ok(Section { id: "overview", title: "1. Overview".into(), blocks })
+    Ok(Section { id: "overview".into(), title: "1. Overview".into(), blocks })
 }
 
 pub(super) fn revenue_section(src: &dyn TableSource, summary: &mut Vec<String>) -> Result<Section, ReportError> {
@@ -88,7 +88,7 @@ pub(super) fn revenue_section(src: &dyn TableSource, summary: &mut Vec<String>) 
     if src.rows("transactions")? == 0 {
         blocks.push(Block::Para(format!("{NO_EVENTS} No purchases (buy_asset) so far.")));
         summary.push("Revenue: no purchases yet.".to_string());
-        return Ok(Section { id: "revenue", title: "2. Revenue".into(), blocks });
+        return Ok(Section { id: "revenue".into(), title: "2. Revenue".into(), blocks });
     }
 
     let by_cat = tx
@@ -165,7 +165,7 @@ pub(super) fn revenue_section(src: &dyn TableSource, summary: &mut Vec<String>) 
     }
     blocks.push(Block::Table(table));
 
-    Ok(Section { id: "revenue", title: "2. Revenue".into(), blocks })
+    Ok(Section { id: "revenue".into(), title: "2. Revenue".into(), blocks })
 }
 
 pub(super) fn stock_section(src: &dyn TableSource, summary: &mut Vec<String>) -> Result<Section, ReportError> {
@@ -173,7 +173,7 @@ pub(super) fn stock_section(src: &dyn TableSource, summary: &mut Vec<String>) ->
     let title = "3. Store stock running out".to_string();
     if src.rows("transactions")? == 0 {
         blocks.push(Block::Para(format!("{NO_EVENTS} Stock levels are reported with purchases.")));
-        return Ok(Section { id: "stock", title, blocks });
+        return Ok(Section { id: "stock".into(), title, blocks });
     }
     let items = src
         .columns("transactions", &["store_id", "item_name", "on_hand_qty", "log_offset"])?
@@ -219,7 +219,7 @@ pub(super) fn stock_section(src: &dyn TableSource, summary: &mut Vec<String>) ->
         ]);
     }
     blocks.push(Block::Table(table));
-    Ok(Section { id: "stock", title, blocks })
+    Ok(Section { id: "stock".into(), title, blocks })
 }
 
 pub(super) fn guild_section(src: &dyn TableSource, summary: &mut Vec<String>) -> Result<Section, ReportError> {
@@ -229,7 +229,7 @@ pub(super) fn guild_section(src: &dyn TableSource, summary: &mut Vec<String>) ->
     if total_joins == 0 {
         blocks.push(Block::Para(format!("{NO_EVENTS} Nobody has joined a guild.")));
         summary.push("Guilds: no joins yet.".to_string());
-        return Ok(Section { id: "guilds", title, blocks });
+        return Ok(Section { id: "guilds".into(), title, blocks });
     }
     let joins = src.columns("guild_joins", &["name", "guild_id", "player_id", TIME])?.lazy();
     let sizes = joins
@@ -314,7 +314,7 @@ pub(super) fn guild_section(src: &dyn TableSource, summary: &mut Vec<String>) ->
         blocks.push(Block::Chart(chart));
         blocks.push(Block::Table(table));
     }
-    Ok(Section { id: "guilds", title, blocks })
+    Ok(Section { id: "guilds".into(), title, blocks })
 }
 
 pub(super) fn kills_section(src: &dyn TableSource, summary: &mut Vec<String>) -> Result<Section, ReportError> {
@@ -324,7 +324,7 @@ pub(super) fn kills_section(src: &dyn TableSource, summary: &mut Vec<String>) ->
     if total == 0 {
         blocks.push(Block::Para(format!("{NO_EVENTS} No enemies killed.")));
         summary.push("Kills: none yet.".to_string());
-        return Ok(Section { id: "kills", title, blocks });
+        return Ok(Section { id: "kills".into(), title, blocks });
     }
     let kills = src.columns("enemy_kills", &["name", "level"])?.lazy();
     let by_enemy = kills
@@ -397,7 +397,7 @@ pub(super) fn kills_section(src: &dyn TableSource, summary: &mut Vec<String>) ->
         table.row(vec![label, fmt_opt_int(band_kills[i]), fmt_pct(band_kills[i].unwrap_or(0), total), fmt_opt_int(enemies[i])]);
     }
     blocks.push(Block::Table(table));
-    Ok(Section { id: "kills", title, blocks })
+    Ok(Section { id: "kills".into(), title, blocks })
 }
 
 pub(super) fn damage_section(src: &dyn TableSource, summary: &mut Vec<String>) -> Result<Section, ReportError> {
@@ -407,7 +407,7 @@ pub(super) fn damage_section(src: &dyn TableSource, summary: &mut Vec<String>) -
     if total_hits == 0 {
         blocks.push(Block::Para(format!("{NO_EVENTS} No damage taken.")));
         summary.push("Damage: none taken yet.".to_string());
-        return Ok(Section { id: "damage", title, blocks });
+        return Ok(Section { id: "damage".into(), title, blocks });
     }
     let dmg = src.columns("take_damage", &["name", "damage"])?.lazy();
     let by_enemy = dmg
@@ -516,7 +516,7 @@ pub(super) fn damage_section(src: &dyn TableSource, summary: &mut Vec<String>) -
         blocks.push(Block::Chart(chart));
         blocks.push(Block::Table(table));
     }
-    Ok(Section { id: "damage", title, blocks })
+    Ok(Section { id: "damage".into(), title, blocks })
 }
 
 pub(super) fn quests_section(src: &dyn TableSource, summary: &mut Vec<String>) -> Result<Section, ReportError> {
@@ -526,7 +526,7 @@ pub(super) fn quests_section(src: &dyn TableSource, summary: &mut Vec<String>) -
     if total == 0 {
         blocks.push(Block::Para(format!("{NO_EVENTS} No quests accepted.")));
         summary.push("Quests: none accepted yet.".to_string());
-        return Ok(Section { id: "quests", title, blocks });
+        return Ok(Section { id: "quests".into(), title, blocks });
     }
     let by_contact = src
         .columns("quests", &["contact", "quest_id", "player_id"])?
@@ -564,7 +564,7 @@ pub(super) fn quests_section(src: &dyn TableSource, summary: &mut Vec<String>) -
     blocks.push(Block::Chart(chart));
     blocks.push(Block::Table(table));
     cut_note(&mut blocks, by_contact.height(), "contacts");
-    Ok(Section { id: "quests", title, blocks })
+    Ok(Section { id: "quests".into(), title, blocks })
 }
 
 pub(super) fn activity_section(people: &People, summary: &mut Vec<String>) -> Result<Section, ReportError> {
@@ -588,7 +588,7 @@ pub(super) fn activity_section(people: &People, summary: &mut Vec<String>) -> Re
     if players == 0 && scalar_i64(&sd, "n")?.unwrap_or(0) == 0 {
         blocks.push(Block::Para(format!("{NO_EVENTS} No events carry a player_id or session_id.")));
         summary.push("Players: no player activity yet.".to_string());
-        return Ok(Section { id: "activity", title, blocks });
+        return Ok(Section { id: "activity".into(), title, blocks });
     }
 
     let mut table = Table::new(&[("Per", false), ("Count", true), ("Mean events", true), ("p50", true), ("p90", true), ("Max", true)]);
@@ -653,5 +653,5 @@ pub(super) fn activity_section(people: &People, summary: &mut Vec<String>) -> Re
     table.row(vec![String::new(), "**all five**".into(), fmt_int(all_five), fmt_pct(all_five, players)]);
     blocks.push(Block::Chart(chart));
     blocks.push(Block::Table(table));
-    Ok(Section { id: "activity", title, blocks })
+    Ok(Section { id: "activity".into(), title, blocks })
 }

@@ -1,7 +1,7 @@
 //! The seed's five event types as schemas (`src/schema/builtin/<name>.json`), compiled in.
 //! They are never recorded in a log: every log has them from offset 0, so existing logs,
 //! tables and golden digests stay as they are. Their tables keep the seed's names
-//! (`project::tables::TABLES`), not `<name>`.
+//! (`project::SEED_TABLES`), not `<name>`.
 
 use super::Schema;
 

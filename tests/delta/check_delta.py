@@ -4,7 +4,7 @@ clients questlog did not write: Python `deltalake` (delta-rs's Python binding), 
 globs over the plain-directory view.
 
 usage: check_delta.py QUESTLOG_BIN WORK_DIR S3_ENDPOINT [section ...]
-sections: s3 crash two rebuild retry cache readers (default: all)
+sections: s3 crash two rebuild retry cache readers custom (default: all)
 
 Each check asserts behaviour; timings are printed for information only.
 """
@@ -31,7 +31,7 @@ import duckdb
 import pyarrow.dataset as pads
 
 BIN, WORK, ENDPOINT = sys.argv[1], sys.argv[2], sys.argv[3]
-SECTIONS = sys.argv[4:] or ["s3", "crash", "two", "rebuild", "retry", "cache", "readers"]
+SECTIONS = sys.argv[4:] or ["s3", "crash", "two", "rebuild", "retry", "cache", "readers", "custom"]
 BUCKET = "questlog-test"
 S3_ENV = {
     "AWS_ENDPOINT_URL": ENDPOINT,
@@ -608,6 +608,84 @@ def section_cache():
     if f"cache/guild_joins/{young}" not in keys:
         fail("a young file no commit names was deleted")
     print("ok: a torn cached copy was fetched again, compaction and readers went on; a young uncommitted file stayed")
+
+
+SCHEMAS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "replay", "schemas")
+# level_up 1-0-0 as the contract maps it (13.2), then 1-0-1's ADDITION.
+LEVEL_UP = [("level", "int16"), ("class", "string"), ("reached_at", "timestamp[us, tz=UTC]"), ("won_boss", "bool"),
+            ("loadout", "string")]
+LEVEL_UP_ADDED = [("zone", "string")]
+
+
+def arrow_types(schema):
+    return [(f.name, str(f.type).replace("large_string", "string").replace("string_view", "string")) for f in schema]
+
+
+def section_custom():
+    """A registered type's table (contract 13.4), local and on S3, read by deltalake and
+    DuckDB before and after an ADDITION: the table without the column, then with it, null
+    in the older rows (whose files lack it), the values sent in the newer; the plain view
+    by DuckDB's glob. The data dir stays for check_spark_hive.py (custom-local)."""
+    reset_bucket()
+    d = os.path.join(WORK, "custom-local")
+    s3_root = f"s3://{BUCKET}/custom"
+    level = [os.path.join(SCHEMAS, f) for f in ("level_up-1-0-0.json", "level_up-1-0-1.json")]
+    match_end = os.path.join(SCHEMAS, "match_end-1-0-0.json")
+    ql(d, "generate", "--seed", "31", "--events", "6000", "--schema", level[0], "--schema", match_end)
+    ql(d, "project")
+    ql(d, "project", tables=s3_root)
+    added = ql(d, "schema", "add", level[1]).stdout
+    addition_at = int(re.search(r"in force from log offset (\d+)", added).group(1))
+    ql(d, "generate", "--seed", "32", "--events", "4000", "--schema", level[1], "--schema", match_end)
+    ql(d, "project", "--step-events", "1500")
+    ql(d, "project", "--step-events", "1500", tables=s3_root)
+    lines = [json.loads(l) for l in ql(d, "replay").stdout.splitlines()]
+    sent = {l["log_offset"]: l.get("zone") for l in lines if l["event_type"] == "level_up"}
+    if not any(v is not None for o, v in sent.items() if o >= addition_at):
+        fail("the traffic after the ADDITION sent no zone")
+    con = duck()
+    for where, root, storage in [("local", os.path.join(d, "delta"), None), ("S3", s3_root, STORAGE)]:
+        url = table_url(root, "level_up")
+        dt = deltalake.DeltaTable(url, storage_options=storage)
+        # The newest version: every row once, `zone` after the first version's properties.
+        t = dt.to_pyarrow_table()
+        want = COMMON_HEAD + LEVEL_UP + LEVEL_UP_ADDED + COMMON_TAIL
+        if arrow_types(t.schema) != want:
+            fail(f"{where}: deltalake reads level_up with {arrow_types(t.schema)}, the contract says {want}")
+        got = dict(zip(t.column("log_offset").to_pylist(), t.column("zone").to_pylist()))
+        if got != sent:
+            wrong = [o for o in sent if got.get(o, "missing") != sent[o]][:5]
+            fail(f"{where}: deltalake's level_up rows differ from the log's at offsets {wrong} ({len(got)} rows, {len(sent)} sent)")
+        # The versions before the ADDITION's commit: the table without the column.
+        history = sorted(h["version"] for h in dt.history())
+        before = [v for v in history if "zone" not in
+                  [f.name for f in deltalake.DeltaTable(url, version=v, storage_options=storage).schema().fields]]
+        if not before or before[-1] + 1 not in history:
+            fail(f"{where}: no version of level_up without zone before the ADDITION (versions {history})")
+        old = deltalake.DeltaTable(url, version=before[-1], storage_options=storage).to_pyarrow_table()
+        if arrow_types(old.schema) != COMMON_HEAD + LEVEL_UP + COMMON_TAIL or max(old.column("log_offset").to_pylist()) >= addition_at:
+            fail(f"{where}: level_up at version {before[-1]} reads as {arrow_types(old.schema)}")
+        # DuckDB's delta_scan: the same rows, nulls before the ADDITION, its types.
+        n, zoned_before, zoned = con.execute(
+            f"select count(*), count(zone) filter (where log_offset < {addition_at}), count(zone) from delta_scan('{url}')").fetchone()
+        if n != len(sent) or zoned_before != 0 or zoned != sum(v is not None for v in sent.values()):
+            fail(f"{where}: DuckDB delta_scan counts {n} rows, {zoned_before} zones before offset {addition_at}, {zoned} in all")
+        types = dict((r[0], r[1]) for r in con.execute(f"describe select * from delta_scan('{url}')").fetchall())
+        if (types.get("level"), types.get("won_boss"), types.get("zone"), types.get("reached_at")) != \
+                ("SMALLINT", "BOOLEAN", "VARCHAR", "TIMESTAMP WITH TIME ZONE"):
+            fail(f"{where}: DuckDB delta_scan types {types}")
+        print(f"ok: {where}: deltalake and DuckDB read level_up before the ADDITION (version {before[-1]}, no zone) and after "
+              f"({n} rows, zone null before offset {addition_at}, {zoned} values after)")
+    # The plain-directory view, by DuckDB's glob over files of both schemas.
+    n, zoned_before = duckdb.connect().execute(
+        f"select count(*), count(zone) filter (where log_offset < {addition_at}) "
+        f"from read_parquet('{d}/tables/level_up/*.parquet', union_by_name = true)").fetchone()
+    if n != len(sent) or zoned_before != 0:
+        fail(f"DuckDB's glob over tables/level_up counts {n} rows ({zoned_before} zones before the ADDITION)")
+    out = ql(d, "verify").stdout
+    if not out.startswith("ok:"):
+        fail(f"verify: {out}")
+    print(f"ok: the plain view's level_up by DuckDB's glob ({n} rows); verify: {out.strip()}")
 
 
 def main():

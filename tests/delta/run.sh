@@ -26,4 +26,6 @@ if [ $# -eq 0 ]; then
   # The seed's Hive DDL in Spark over local tables that were projected in steps, crashed
   # and compacted (the crash section's data dir), with the python that has pyspark.
   python3 "$here/check_spark_hive.py" "$bin" "$work/w/crash-local" "$work/spark"
+  # And over registered types' tables, one widened by an ADDITION (the custom section's).
+  python3 "$here/check_spark_hive.py" "$bin" "$work/w/custom-local" "$work/spark-custom"
 fi
