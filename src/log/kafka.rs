@@ -429,6 +429,18 @@ impl EventLog for KafkaLog {
         false
     }
 
+    fn partition_bounds(&self, p: u32) -> Result<(u64, u64), LogError> {
+        if p >= self.partitions {
+            return Err(self.err(format!("partition {p} does not exist (the topic has {})", self.partitions)));
+        }
+        let (low, high) = self
+            .producer
+            .client()
+            .fetch_watermarks(&self.target.topic, p as i32, Duration::from_millis(METADATA_TIMEOUT_MS))
+            .map_err(|e| self.err(format!("partition {p}: cannot read its watermarks within {METADATA_TIMEOUT_MS} ms: {e}")))?;
+        Ok((u64::try_from(low).unwrap_or(0), u64::try_from(high).unwrap_or(0)))
+    }
+
     fn read_partition(&self, p: u32, from: u64, to: u64) -> Result<RecordIter<'_>, LogError> {
         if p >= self.partitions {
             return Err(self.err(format!("partition {p} does not exist (the topic has {})", self.partitions)));
@@ -705,6 +717,10 @@ impl PartitionReader {
                         self.done = true;
                         return None;
                     }
+                    // The last offset asked for: done without polling for the next (a
+                    // read up to a partition's known end does not wait for the brokers
+                    // to say it is the end).
+                    self.done = offset.saturating_add(1) >= self.to;
                     self.counters.note_end((self.partition, offset));
                     let payload = m.payload().unwrap_or_default();
                     let decoded = match self.format {

@@ -340,6 +340,15 @@ pub trait EventLog: Send + Sync + 'static {
     fn partitions(&self) -> u32 {
         1
     }
+    /// The first offset partition `p` still holds and one past its last durable record,
+    /// as the brokers say now (Kafka: the low and high watermarks; retention and
+    /// DeleteRecords move the first). A sled log's one partition: 0 and `durable_end`.
+    fn partition_bounds(&self, p: u32) -> Result<(u64, u64), LogError> {
+        match p {
+            0 => Ok((0, self.durable_end())),
+            _ => Err(LogError::OutOfRange { requested: u64::from(p), end: 1 }),
+        }
+    }
     /// Whether the log is this process's own (sled) rather than shared with other nodes
     /// (Kafka): only then do `durable_end` and `read` describe the whole log.
     fn is_local(&self) -> bool {

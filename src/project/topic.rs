@@ -9,11 +9,13 @@
 //! - Rows are ordered by partition, then offset, within a step; a rebuild is one step over
 //!   the whole topic, so two rebuilds of the same topic write the same bytes.
 //! - Whether a row is a re-sent copy depends only on its partition's earlier records
-//!   within [`TOPIC_DEDUP_WINDOW_OFFSETS`] offsets: the same in every run, however the
-//!   steps are cut.
-//! - A value is kept as rejected before any table commit moves past its offset.
+//!   within [`TOPIC_DEDUP_WINDOW_OFFSETS`] offsets (every occurrence, dropped copies too,
+//!   of those the partition still holds): the same in every run, however the steps are
+//!   cut and wherever a projector started.
+//! - A value is kept as rejected before any table commit moves past its offset, and by one
+//!   projector per topic and data dir (it holds a lock while it runs).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -33,48 +35,65 @@ use std::sync::Arc;
 /// dir: one JSON line per value, a file per partition (`<topic>/p<P>.jsonl`).
 pub const SOURCE_REJECTED_DIR: &str = "source-rejected";
 
+/// Bytes of rejected values' lines held before they are written: a step of 500,000
+/// values that all fail to decode held them all (up to ~4 GiB at 8 KiB a value); past
+/// this they are written and synced at once, which the recording's idempotence allows.
+pub const MAX_PENDING_REJECTED_BYTES: usize = 1 << 20;
+
+/// The lock file in a topic's rejected-values directory: held by the one projector of
+/// that topic on this data dir for as long as it runs.
+const PROJECTOR_LOCK: &str = ".projector.lock";
+
 /// How far back, in offsets of its partition, an `event_id` is remembered to drop a
 /// re-sent copy. A re-send comes from a client retrying after a 503 or a timeout, seconds
 /// after its first copy; 250k offsets is minutes of a busy partition. It costs ~10 MiB per
 /// partition, and a projector that starts reads that many records back to fill it.
 pub const TOPIC_DEDUP_WINDOW_OFFSETS: u64 = 250_000;
 
-/// The `event_id`s of one partition's last [`TOPIC_DEDUP_WINDOW_OFFSETS`] offsets.
+/// The `event_id`s of one partition's last [`TOPIC_DEDUP_WINDOW_OFFSETS`] offsets: every
+/// occurrence, the copies dropped too (contract 11.2: a record is dropped when its id
+/// appeared within the window before it), so whether a record is dropped depends only on
+/// the offsets before it, not on where a projector started reading.
 #[derive(Default)]
 struct Window {
-    set: HashSet<u128>,
-    /// (offset, key), oldest first.
+    /// Each id in the window, with its latest occurrence.
+    latest: HashMap<u128, u64>,
+    /// (offset, key) of every occurrence, oldest first.
     order: VecDeque<(u64, u128)>,
     /// The offset the window is filled up to (exclusive); `None` when not filled yet.
     next: Option<u64>,
 }
 
 impl Window {
-    /// Whether the record at `offset` with `key` is the first copy of its event (a record
-    /// without an `event_id` always is), remembering it.
+    /// Whether the record at `offset` with `key` is the first copy of its event within
+    /// the window (a record without an `event_id` always is), remembering it.
     fn admit(&mut self, offset: u64, key: Option<u128>) -> bool {
         while let Some(&(o, k)) = self.order.front() {
             if o.saturating_add(TOPIC_DEDUP_WINDOW_OFFSETS) > offset {
                 break;
             }
             self.order.pop_front();
-            self.set.remove(&k);
+            // Gone with its latest occurrence only.
+            if self.latest.get(&k) == Some(&o) {
+                self.latest.remove(&k);
+            }
         }
         let Some(k) = key else { return true };
-        if !self.set.insert(k) {
-            return false;
-        }
         self.order.push_back((offset, k));
-        true
+        self.latest.insert(k, offset).is_none()
     }
 
-    /// Fills the window for a read of partition `p` from `from`, unless it already is.
+    /// Fills the window for a read of partition `p` from `from`, unless it already is:
+    /// from [`TOPIC_DEDUP_WINDOW_OFFSETS`] back, or from where the partition now begins
+    /// when retention or DeleteRecords moved its start past that (a rebuild, which reads
+    /// from there, sees no more).
     fn fill_to(&mut self, log: &dyn EventLog, p: u32, format: ValueFormat, from: u64) -> Result<(), ProjectError> {
         if self.next == Some(from) {
             return Ok(());
         }
         *self = Window::default();
-        let start = from.saturating_sub(TOPIC_DEDUP_WINDOW_OFFSETS);
+        let (first, _) = log.partition_bounds(p)?;
+        let start = from.saturating_sub(TOPIC_DEDUP_WINDOW_OFFSETS).max(first.min(from));
         if from > start {
             crate::log::for_each_prefetched(
                 log.scan_partition(p, start, from, format)?,
@@ -105,6 +124,9 @@ pub struct SourceRejects {
     last: Vec<Option<u64>>,
     /// Lines not yet written, per partition.
     pending: Vec<String>,
+    /// Held (an exclusive lock) while this store is open: two projectors of one topic on
+    /// one data dir would append the same values twice.
+    _lock: File,
 }
 
 impl SourceRejects {
@@ -112,6 +134,22 @@ impl SourceRejects {
     pub fn open(data_dir: &Path, topic: &str, partitions: u32) -> Result<SourceRejects, ProjectError> {
         let dir = data_dir.join(SOURCE_REJECTED_DIR).join(topic);
         fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+        let lock_path = dir.join(PROJECTOR_LOCK);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(format!("opening {}", lock_path.display())))?;
+        if fs2::FileExt::try_lock_exclusive(&lock).is_err() {
+            return Err(ProjectError::Io {
+                context: format!("projecting topic {topic} into the data dir {}", data_dir.display()),
+                source: std::io::Error::other(format!(
+                    "another projector of this topic holds {} (a running `project --follow`?): run one per data dir",
+                    lock_path.display()
+                )),
+            });
+        }
         let mut last = vec![None; partitions as usize];
         for (p, slot) in last.iter_mut().enumerate() {
             let path = dir.join(format!("p{p}.jsonl"));
@@ -134,14 +172,15 @@ impl SourceRejects {
                 f.sync_all().map_err(io_err(format!("syncing {}", path.display())))?;
             }
         }
-        Ok(SourceRejects { dir, topic: topic.to_string(), last, pending: vec![String::new(); partitions as usize] })
+        Ok(SourceRejects { dir, topic: topic.to_string(), last, pending: vec![String::new(); partitions as usize], _lock: lock })
     }
 
-    /// Queues the value at `offset` of partition `p` (unless already recorded).
-    fn record(&mut self, p: u32, offset: u64, rejected: &RejectedEvent) {
+    /// Queues the value at `offset` of partition `p` (unless already recorded); writes
+    /// the queue once it holds [`MAX_PENDING_REJECTED_BYTES`].
+    fn record(&mut self, p: u32, offset: u64, rejected: &RejectedEvent) -> Result<(), ProjectError> {
         let p = p as usize;
         if self.last[p].is_some_and(|last| offset <= last) {
-            return;
+            return Ok(());
         }
         self.last[p] = Some(offset);
         let line = serde_json::json!({
@@ -156,6 +195,16 @@ impl SourceRejects {
         });
         self.pending[p].push_str(&line.to_string());
         self.pending[p].push('\n');
+        if self.pending.iter().map(String::len).sum::<usize>() >= MAX_PENDING_REJECTED_BYTES {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Bytes of lines queued, not yet written.
+    #[cfg(test)]
+    fn pending_bytes(&self) -> usize {
+        self.pending.iter().map(String::len).sum()
     }
 
     /// Writes and syncs the queued lines.
@@ -230,6 +279,30 @@ struct TopicRead {
     at_end: bool,
 }
 
+/// Where partition `p`'s read of `from..limit` leaves it, given `reached` (one past the
+/// last record read) and the partition's end as the brokers gave it before the read
+/// (`end`), and whether the read reached the partition's end. A read that stopped at its
+/// limit has not. One that stopped short of it while the partition went on past it
+/// passed offsets the topic skips (transaction markers, compacted records): every offset
+/// below the limit was passed, and it has not reached the end either (before, a one-shot
+/// `project` took such a read for the end and stopped short). Otherwise the read found
+/// the end. (`end` can lag the records a broker serves — Tansu's does — so it only ever
+/// tells a gap, never an end.)
+fn settle(reached: u64, limit: u64, end: u64) -> (u64, bool) {
+    if reached >= limit {
+        (reached, false)
+    } else if limit < end {
+        (limit, false)
+    } else {
+        (reached, true)
+    }
+}
+
+/// The end of each of the log's `n` partitions, as the brokers say now.
+fn partition_ends(log: &dyn EventLog, n: usize) -> Result<Vec<u64>, ProjectError> {
+    (0..n).map(|p| Ok(log.partition_bounds(p as u32)?.1)).collect()
+}
+
 /// Reads each partition `p` from `from[p]` up to `limit[p]` (or its end) and writes the
 /// rows of table `i` at offsets from `starts[i][p]` into files in `dirs`. Rows are
 /// ordered by partition, then offset; the row at offset `o` of partition `p` has the
@@ -242,6 +315,7 @@ fn read_topic(
     state: &mut TopicState,
     from: &[u64],
     limit: &[u64],
+    ends: &[u64],
     starts: &[Vec<u64>],
     dirs: &[PathBuf],
     codec: super::Codec,
@@ -272,7 +346,7 @@ fn read_topic(
                     let record = match value {
                         Ok(r) => r,
                         Err(rejection) => {
-                            rejects.record(p as u32, offset, &rejection);
+                            rejects.record(p as u32, offset, &rejection)?;
                             rejected += 1;
                             return Ok(());
                         }
@@ -289,10 +363,10 @@ fn read_topic(
                     sink.push(i, base + (offset - from[p]), offset, p as u32, &record)
                 },
             )?;
+            let (settled, ended) = settle(reached[p], limit[p], ends[p]);
+            reached[p] = settled;
+            at_end &= ended;
             window.next = Some(reached[p]);
-            if reached[p] >= limit[p] {
-                at_end = false;
-            }
             base += reached[p] - from[p];
         }
         progress.inc(events % 16_384);
@@ -316,11 +390,15 @@ impl Projector {
         let lead: Vec<u64> = (0..n).map(|p| starts.iter().map(|s| s[p]).max().unwrap_or(0)).collect();
         let repair = from != lead;
         let budget = (self.settings.step_events / n as u64).max(1);
+        // Each partition's end as the brokers say before the read: it tells a gap below a
+        // limit (see `settle`), never where a read stops (Tansu 0.6's high watermark lags
+        // the records it serves).
+        let ends = partition_ends(log, n)?;
         let limit: Vec<u64> = if repair { lead.clone() } else { from.iter().map(|f| f.saturating_add(budget)).collect() };
         self.check_space("a projection step", self.settings.step_events.saturating_mul(super::EST_PARQUET_BYTES_PER_EVENT))?;
         let dirs: Vec<PathBuf> = self.tables.defs().iter().map(|d| self.tables.staging_dir(d)).collect();
         let state = self.topic.as_mut().expect("a projector from a topic has its state");
-        let mut read = read_topic(log, self.settings.format, state, &from, &limit, &starts, &dirs, self.settings.codec, progress)?;
+        let mut read = read_topic(log, self.settings.format, state, &from, &limit, &ends, &starts, &dirs, self.settings.codec, progress)?;
         if repair {
             // Every record below the furthest tables' offsets was read (offsets a topic
             // skips, such as transaction markers, are not records).
@@ -376,14 +454,18 @@ impl Projector {
         for w in &mut state.windows {
             *w = Window::default();
         }
-        let zeros = vec![0u64; n];
+        // From where each partition begins now (retention and DeleteRecords move it).
+        let bounds: Vec<(u64, u64)> = (0..n as u32).map(|p| log.partition_bounds(p)).collect::<Result<_, _>>()?;
+        let firsts: Vec<u64> = bounds.iter().map(|b| b.0).collect();
+        let ends: Vec<u64> = bounds.iter().map(|b| b.1).collect();
         let read = read_topic(
             log,
             self.settings.format,
             state,
-            &zeros,
+            &firsts,
             &vec![u64::MAX; n],
-            &vec![zeros.clone(); super::SEED_TABLES.len()],
+            &ends,
+            &vec![vec![0u64; n]; super::SEED_TABLES.len()],
             &dirs,
             self.settings.codec,
             progress,
@@ -435,12 +517,17 @@ pub fn rebuild_topic_into(
     let dirs: Vec<PathBuf> = tables.defs().iter().map(|d| tables.staging_dir(d)).collect();
     let mut state = TopicState::open(work_dir, topic, n as u32)?;
     let zeros = vec![0u64; n];
+    // From where each partition begins now, as a rebuild in place reads it.
+    let bounds: Vec<(u64, u64)> = (0..n as u32).map(|p| log.partition_bounds(p)).collect::<Result<_, _>>()?;
+    let firsts: Vec<u64> = bounds.iter().zip(to).map(|(b, t)| b.0.min(*t)).collect();
+    let ends: Vec<u64> = bounds.iter().map(|b| b.1).collect();
     let read = read_topic(
         log,
         format,
         &mut state,
-        &zeros,
+        &firsts,
         to,
+        &ends,
         &vec![zeros.clone(); super::SEED_TABLES.len()],
         &dirs,
         super::Codec::Snappy,
@@ -472,7 +559,9 @@ mod tests {
         assert!(!w.admit(5, k(1)), "a copy within the window is dropped");
         assert!(w.admit(6, None) && w.admit(7, None), "records without an id always pass");
         assert!(!w.admit(TOPIC_DEDUP_WINDOW_OFFSETS - 1, k(1)));
-        assert!(w.admit(TOPIC_DEDUP_WINDOW_OFFSETS, k(1)), "a copy past the window's offsets lands again");
+        // The copy at WINDOW - 1 was an occurrence too: one at WINDOW is within its window.
+        assert!(!w.admit(TOPIC_DEDUP_WINDOW_OFFSETS, k(1)), "a copy within the window of the latest occurrence is dropped");
+        assert!(w.admit(2 * TOPIC_DEDUP_WINDOW_OFFSETS, k(1)), "a copy past the window of the latest occurrence lands again");
         // Two windows fed the same offsets decide the same, whatever was asked in between.
         let mut a = Window::default();
         let mut b = Window::default();
@@ -480,8 +569,29 @@ mod tests {
         let got_a: Vec<bool> = ids.iter().enumerate().map(|(o, id)| a.admit(o as u64 * 100_000, Some(*id))).collect();
         let got_b: Vec<bool> = ids.iter().enumerate().map(|(o, id)| b.admit(o as u64 * 100_000, Some(*id))).collect();
         assert_eq!(got_a, got_b);
-        // The window counts from the first copy: 4 at 400k is 300k past the first 4.
+        // The window counts from the latest occurrence: 4 at 400k is 300k past the 4 at
+        // 100k; 3 at 500k is 300k past the copy at 200k.
         assert_eq!(got_a, [true, true, false, true, true, true]);
+    }
+
+    /// Contract 11.2: a record is dropped when its id appeared in the previous 250,000
+    /// offsets — a dropped copy too. A chain of copies at 0, 200k and 300k drops both
+    /// later ones, in one pass (a rebuild) and in a projector restarted at 260k, whose
+    /// window is filled from 10k (it sees only the copy at 200k). Before, the window
+    /// forgot the copy it dropped: the rebuild kept the one at 300k, the restarted
+    /// projector dropped it, and `verify` failed.
+    #[test]
+    fn a_dropped_copy_is_remembered_as_an_occurrence() {
+        let id = Some(7u128);
+        let mut rebuild = Window::default();
+        let judged: Vec<bool> = [0, 200_000, 300_000].iter().map(|&o| rebuild.admit(o, id)).collect();
+        assert_eq!(judged, [true, false, false]);
+        let mut restarted = Window::default();
+        // fill_to(260k) admits what it reads from 260k - 250k = 10k on.
+        restarted.admit(200_000, id);
+        assert!(!restarted.admit(300_000, id), "the restarted projector judges it as the rebuild does");
+        // Past the window of the latest occurrence, the id lands again.
+        assert!(rebuild.admit(550_000, id));
     }
 
     fn rejected(raw: &str) -> RejectedEvent {
@@ -498,15 +608,17 @@ mod tests {
     fn rejected_values_are_recorded_once_and_a_cut_line_goes() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = SourceRejects::open(dir.path(), "events", 2).unwrap();
-        store.record(1, 7, &rejected("x"));
-        store.record(1, 9, &rejected("y"));
+        store.record(1, 7, &rejected("x")).unwrap();
+        store.record(1, 9, &rejected("y")).unwrap();
         store.sync().unwrap();
+        drop(store);
         // A step run again after a crash records the same offsets again: nothing is added.
         let mut again = SourceRejects::open(dir.path(), "events", 2).unwrap();
-        again.record(1, 7, &rejected("x"));
-        again.record(1, 9, &rejected("y"));
-        again.record(0, 3, &rejected("z"));
+        again.record(1, 7, &rejected("x")).unwrap();
+        again.record(1, 9, &rejected("y")).unwrap();
+        again.record(0, 3, &rejected("z")).unwrap();
         again.sync().unwrap();
+        drop(again);
         let lines = SourceRejects::list(dir.path()).unwrap();
         assert_eq!(lines.len(), 3, "{lines:?}");
         let first: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
@@ -517,10 +629,63 @@ mod tests {
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"{\"topic\":\"events\",\"partition\":1,\"off").unwrap();
         let mut reopened = SourceRejects::open(dir.path(), "events", 2).unwrap();
-        reopened.record(1, 12, &rejected("w"));
+        reopened.record(1, 12, &rejected("w")).unwrap();
         reopened.sync().unwrap();
         let lines = SourceRejects::list(dir.path()).unwrap();
         assert_eq!(lines.len(), 4, "{lines:?}");
         assert!(lines.iter().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
+    }
+
+    /// Two projectors of one topic on one data dir appended each rejected value twice
+    /// (nothing locked it): the second is refused while the first runs, and may start
+    /// once it is gone.
+    #[test]
+    fn a_second_projector_of_a_topic_on_one_data_dir_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = TopicState::open(dir.path(), "events", 3).unwrap();
+        let second = TopicState::open(dir.path(), "events", 3);
+        let Err(e) = second else { panic!("a second projector of the topic opened the same data dir") };
+        assert!(e.to_string().contains("another projector of this topic"), "{e}");
+        assert!(TopicState::open(dir.path(), "other-topic", 3).is_ok(), "another topic's projector has its own store");
+        drop(first);
+        assert!(TopicState::open(dir.path(), "events", 3).is_ok());
+    }
+
+    /// Rejected values waited in memory for the whole step (up to 500,000 lines): past
+    /// MAX_PENDING_REJECTED_BYTES they are written at once.
+    #[test]
+    fn rejected_values_are_written_before_they_hold_more_than_their_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SourceRejects::open(dir.path(), "events", 1).unwrap();
+        let raw = "x".repeat(8 * 1024);
+        let per_line = 8 * 1024 + 200;
+        let n = MAX_PENDING_REJECTED_BYTES / per_line * 3;
+        for offset in 0..n as u64 {
+            store.record(0, offset, &rejected(&raw)).unwrap();
+            assert!(store.pending_bytes() < MAX_PENDING_REJECTED_BYTES, "{} bytes held at offset {offset}", store.pending_bytes());
+        }
+        let written = SourceRejects::list(dir.path()).unwrap().len();
+        assert!(written >= n - MAX_PENDING_REJECTED_BYTES / per_line, "{written} of {n} written before the step's end");
+        store.sync().unwrap();
+        assert_eq!(SourceRejects::list(dir.path()).unwrap().len(), n);
+    }
+
+    /// A read that ends on offsets the topic skips (transaction markers, compacted
+    /// records) just below its limit, with records past the limit, has passed the limit
+    /// and not reached the end: before, a one-shot `project` took it for the end and
+    /// stopped short.
+    #[test]
+    fn a_gap_below_a_steps_limit_is_passed_not_taken_for_the_end() {
+        // Records up to offset 97; 98 and 99 are markers; the partition ends at 150.
+        assert_eq!(settle(98, 100, 150), (100, false));
+        // A step that found no record at all below its limit still moves on (else a gap
+        // wider than a step would stop the projector there for ever).
+        assert_eq!(settle(40, 100, 150), (100, false));
+        // The limit at or past the end: the read ended at the end.
+        assert_eq!(settle(98, 100, 99), (98, true));
+        // A read that stopped at its limit may have more to read (the next step finds out).
+        assert_eq!(settle(100, 100, 100), (100, false));
+        assert_eq!(settle(100, 100, 90), (100, false), "an end that lags the records read");
+        assert_eq!(settle(7, u64::MAX, 7), (7, true));
     }
 }

@@ -313,6 +313,12 @@ pub trait TableSource {
         f(self.columns(table, columns)?)
     }
 
+    /// Whether the tables were projected from a Kafka topic (`log_partition`; `log_offset`
+    /// then orders a partition only).
+    fn partitioned(&self) -> bool {
+        false
+    }
+
     /// Registered types' tables (docs/CONTRACT.md 13.4), in table order: none unless the
     /// source has them.
     fn registered(&self) -> Vec<std::sync::Arc<crate::project::TableDef>> {
@@ -488,6 +494,10 @@ impl TableSource for Snapshot {
 
     fn registered(&self) -> Vec<std::sync::Arc<crate::project::TableDef>> {
         self.registered.iter().map(|(d, _)| d.clone()).collect()
+    }
+
+    fn partitioned(&self) -> bool {
+        self.partitioned
     }
 
     fn registered_columns(&self, table: &str, columns: &[&str]) -> Result<DataFrame, ReportError> {

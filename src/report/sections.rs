@@ -175,23 +175,43 @@ pub(super) fn stock_section(src: &dyn TableSource, summary: &mut Vec<String>) ->
         blocks.push(Block::Para(format!("{NO_EVENTS} Stock levels are reported with purchases.")));
         return Ok(Section { id: "stock".into(), title, blocks });
     }
-    let items = src
-        .columns("transactions", &["store_id", "item_name", "on_hand_qty", "log_offset"])?
-        .lazy()
-        .group_by([col("store_id"), col("item_name")])
-        .agg([
-            col("on_hand_qty").sort_by([col("log_offset")], SortMultipleOptions::default()).last().cast(DataType::Int64).alias("stock"),
-            count_as("purchases"),
-            col("log_offset").max().alias("last_offset"),
-        ])
-        .sort_by_exprs([col("stock"), col("purchases"), col("store_id"), col("item_name")], sort_opts(&[false, true, false, false]))
-        .collect()?;
+    // Tables from a topic: `log_offset` orders a partition only, and a store's purchases
+    // come through every partition, so the latest is by event time (then place).
+    let partitioned = src.partitioned();
+    let items = if partitioned {
+        let order = || [col(TIME), col("log_partition"), col("log_offset")];
+        src.columns("transactions", &["store_id", "item_name", "on_hand_qty", "log_offset", "log_partition", TIME])?
+            .lazy()
+            .group_by([col("store_id"), col("item_name")])
+            .agg([
+                col("on_hand_qty").sort_by(order(), sort_opts(&[false, false, false])).last().cast(DataType::Int64).alias("stock"),
+                count_as("purchases"),
+                col("log_offset").sort_by(order(), sort_opts(&[false, false, false])).last().alias("last_offset"),
+                col("log_partition")
+                    .sort_by(order(), sort_opts(&[false, false, false]))
+                    .last()
+                    .cast(DataType::Int64)
+                    .alias("last_partition"),
+            ])
+    } else {
+        src.columns("transactions", &["store_id", "item_name", "on_hand_qty", "log_offset"])?
+            .lazy()
+            .group_by([col("store_id"), col("item_name")])
+            .agg([
+                col("on_hand_qty").sort_by([col("log_offset")], SortMultipleOptions::default()).last().cast(DataType::Int64).alias("stock"),
+                count_as("purchases"),
+                col("log_offset").max().alias("last_offset"),
+            ])
+    }
+    .sort_by_exprs([col("stock"), col("purchases"), col("store_id"), col("item_name")], sort_opts(&[false, true, false, false]))
+    .collect()?;
     let stock = ints(&items, "stock")?;
     let n_items = items.height() as i64;
     let sold_out = stock.iter().filter(|s| **s == Some(0)).count() as i64;
     let low = stock.iter().filter(|s| matches!(s, Some(q) if *q < LOW_STOCK)).count() as i64;
     blocks.push(Block::Para(format!(
-        "Latest on-hand quantity (by log offset) for each of the {} store items: {} sold out, {} with fewer than {LOW_STOCK} left. The {} lowest:",
+        "Latest on-hand quantity ({}) for each of the {} store items: {} sold out, {} with fewer than {LOW_STOCK} left. The {} lowest:",
+        if partitioned { "by event time" } else { "by log offset" },
         fmt_int(n_items),
         fmt_int(sold_out),
         fmt_int(low),
@@ -207,16 +227,15 @@ pub(super) fn stock_section(src: &dyn TableSource, summary: &mut Vec<String>) ->
     let names = strs(&items, "item_name")?;
     let purchases = ints(&items, "purchases")?;
     let last_offset = ints(&items, "last_offset")?;
-    let mut table =
-        Table::new(&[("Store", true), ("Item", false), ("Last seen stock", true), ("Purchases", true), ("Last seen at log offset", true)]);
+    let last_partition = if partitioned { ints(&items, "last_partition")? } else { vec![None; items.height()] };
+    let at = if partitioned { "Last seen at partition/offset" } else { "Last seen at log offset" };
+    let mut table = Table::new(&[("Store", true), ("Item", false), ("Last seen stock", true), ("Purchases", true), (at, true)]);
     for i in 0..items.height().min(TOP_N) {
-        table.row(vec![
-            fmt_opt_int(stores[i]),
-            or_none(&names[i]),
-            fmt_opt_int(stock[i]),
-            fmt_opt_int(purchases[i]),
-            fmt_opt_int(last_offset[i]),
-        ]);
+        let place = match last_partition[i] {
+            Some(p) => format!("{p}/{}", fmt_opt_int(last_offset[i])),
+            None => fmt_opt_int(last_offset[i]),
+        };
+        table.row(vec![fmt_opt_int(stores[i]), or_none(&names[i]), fmt_opt_int(stock[i]), fmt_opt_int(purchases[i]), place]);
     }
     blocks.push(Block::Table(table));
     Ok(Section { id: "stock".into(), title, blocks })
