@@ -531,6 +531,23 @@ struct PartitionReader {
     started: bool,
     counters: Arc<Counters>,
     target: KafkaTarget,
+    /// The last offset read and not yet noted in `counters`.
+    unnoted: Option<u64>,
+}
+
+impl PartitionReader {
+    /// Notes the last offset read as seen (the node's `durable_end`).
+    fn note(&mut self) {
+        if let Some(offset) = self.unnoted.take() {
+            self.counters.note_end((self.partition, offset));
+        }
+    }
+}
+
+impl Drop for PartitionReader {
+    fn drop(&mut self) {
+        self.note();
+    }
 }
 
 /// A consumer of `target` assigned `starts` (partition, offset) without a consumer group:
@@ -622,7 +639,18 @@ impl PartitionReader {
         counters: Arc<Counters>,
     ) -> Result<PartitionReader, LogError> {
         let consumer = assigned_consumer(target, options, &[(p, from)], true)?;
-        Ok(PartitionReader { consumer, format, partition: p, from, to, done: from >= to, started: false, counters, target: target.clone() })
+        Ok(PartitionReader {
+            consumer,
+            format,
+            partition: p,
+            from,
+            to,
+            done: from >= to,
+            started: false,
+            counters,
+            target: target.clone(),
+            unnoted: None,
+        })
     }
 
     fn err(&self, message: String) -> LogError {
@@ -662,9 +690,11 @@ impl PartitionReader {
         if self.done {
             return None;
         }
-        let deadline = Instant::now() + Duration::from_millis(READ_TIMEOUT_MS);
+        // The clock is read once the brokers are quiet, not for every record (it was a
+        // twentieth of a topic's replay).
+        let mut deadline: Option<Instant> = None;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.map_or(Duration::from_millis(READ_TIMEOUT_MS), |d| d.saturating_duration_since(Instant::now()));
             if left.is_zero() {
                 self.done = true;
                 return Some(
@@ -676,11 +706,16 @@ impl PartitionReader {
                 self.done = true;
                 return Some(Err(self.err(format!("partition {}: offset {} is out of range ({reason})", self.partition, self.from))));
             }
+            if polled.is_none() && deadline.is_none() {
+                deadline = Some(Instant::now() + Duration::from_millis(READ_TIMEOUT_MS) - left.min(Duration::from_millis(500)));
+            }
             match polled {
                 // Some brokers (Tansu) answer a fetch past the end with nothing at all,
                 // neither records nor an error: after a quiet while, ask where the end is.
                 None if !self.started
-                    && deadline.saturating_duration_since(Instant::now()) < Duration::from_millis(READ_TIMEOUT_MS - PAST_END_CHECK_MS) =>
+                    && deadline.is_some_and(|d| {
+                        d.saturating_duration_since(Instant::now()) < Duration::from_millis(READ_TIMEOUT_MS - PAST_END_CHECK_MS)
+                    }) =>
                 {
                     self.started = true;
                     let timeout = Duration::from_millis(METADATA_TIMEOUT_MS);
@@ -701,6 +736,7 @@ impl PartitionReader {
                 Some(Err(KafkaError::PartitionEOF(_))) => {
                     self.started = true;
                     self.done = true;
+                    self.note();
                     return None;
                 }
                 Some(Err(e)) => {
@@ -717,11 +753,17 @@ impl PartitionReader {
                         self.done = true;
                         return None;
                     }
-                    // The last offset asked for: done without polling for the next (a
-                    // read up to a partition's known end does not wait for the brokers
-                    // to say it is the end).
+                    // The last offset asked for: done without polling for the next.
                     self.done = offset.saturating_add(1) >= self.to;
-                    self.counters.note_end((self.partition, offset));
+                    // The node's view of the partition's end moves once per 1,024 records
+                    // (and at the end of the read): a watch channel's send per record was a
+                    // twentieth of a topic's replay.
+                    if offset % 1_024 == 0 || self.done {
+                        self.unnoted = None;
+                        self.counters.note_end((self.partition, offset));
+                    } else {
+                        self.unnoted = Some(offset);
+                    }
                     let payload = m.payload().unwrap_or_default();
                     let decoded = match self.format {
                         ValueFormat::Questlog => decode_questlog(format_header(&m), payload),

@@ -28,7 +28,7 @@ use super::{
     TableSink, PARQUET_WRITERS,
 };
 use crate::event::RejectedEvent;
-use crate::log::{event_id_key, EventLog, Scanned, ValueFormat};
+use crate::log::{event_id_key, EventLog, PartitionItem, Scanned, ValueFormat};
 use std::sync::Arc;
 
 /// Where a projector from a topic keeps the values it could not project, under its data
@@ -329,46 +329,52 @@ fn read_topic(
     let defs: Vec<Arc<TableDef>> = TableSet::seed().defs().to_vec();
     let files = write_rows(&defs, dirs, codec, true, PARQUET_WRITERS, |sink: &mut RowSink| {
         let mut base: u64 = from.iter().sum();
-        for p in 0..n {
-            let window = &mut state.windows[p];
-            window.fill_to(log, p as u32, format, from[p])?;
-            let rejects = &mut state.rejects;
-            let reached_p = &mut reached[p];
-            crate::log::for_each_prefetched(
-                log.scan_partition(p as u32, from[p], limit[p], format)?,
-                |offset, value: Scanned| -> Result<(), ProjectError> {
-                    debug_assert!(offset >= *reached_p, "a partition's offsets grow");
-                    *reached_p = offset + 1;
-                    events += 1;
-                    if events % 16_384 == 0 {
-                        progress.inc(16_384);
-                    }
-                    let record = match value {
-                        Ok(r) => r,
-                        Err(rejection) => {
-                            rejects.record(p as u32, offset, &rejection)?;
-                            rejected += 1;
-                            return Ok(());
-                        }
-                    };
-                    if !window.admit(offset, key_of(&record)) {
-                        duplicates += 1;
+        // The partitions are read side by side (their round trips and decoding overlap),
+        // and their rows built in partition order.
+        let windows = &mut state.windows;
+        let rejects = &mut state.rejects;
+        crate::log::for_each_partition_prefetched(
+            n,
+            |p| log.scan_partition(p as u32, from[p], limit[p], format),
+            |item: PartitionItem<Scanned>| -> Result<(), ProjectError> {
+                let (p, offset, value) = match item {
+                    PartitionItem::Begin(p) => return windows[p].fill_to(log, p as u32, format, from[p]),
+                    PartitionItem::End(p) => {
+                        let (settled, ended) = settle(reached[p], limit[p], ends[p]);
+                        reached[p] = settled;
+                        at_end &= ended;
+                        windows[p].next = Some(reached[p]);
+                        base += reached[p] - from[p];
                         return Ok(());
                     }
-                    let Some(t) = record.event.builtin() else { return Ok(()) };
-                    let i = t.index();
-                    if offset < starts[i][p] {
-                        return Ok(()); // this table has it already (a step that stopped half-way)
+                    PartitionItem::Item(p, offset, value) => (p, offset, value),
+                };
+                debug_assert!(offset >= reached[p], "a partition's offsets grow");
+                reached[p] = offset + 1;
+                events += 1;
+                if events % 16_384 == 0 {
+                    progress.inc(16_384);
+                }
+                let record = match value {
+                    Ok(r) => r,
+                    Err(rejection) => {
+                        rejects.record(p as u32, offset, &rejection)?;
+                        rejected += 1;
+                        return Ok(());
                     }
-                    sink.push(i, base + (offset - from[p]), offset, p as u32, &record)
-                },
-            )?;
-            let (settled, ended) = settle(reached[p], limit[p], ends[p]);
-            reached[p] = settled;
-            at_end &= ended;
-            window.next = Some(reached[p]);
-            base += reached[p] - from[p];
-        }
+                };
+                if !windows[p].admit(offset, key_of(&record)) {
+                    duplicates += 1;
+                    return Ok(());
+                }
+                let Some(t) = record.event.builtin() else { return Ok(()) };
+                let i = t.index();
+                if offset < starts[i][p] {
+                    return Ok(()); // this table has it already (a step that stopped half-way)
+                }
+                sink.push(i, base + (offset - from[p]), offset, p as u32, &record)
+            },
+        )?;
         progress.inc(events % 16_384);
         Ok(())
     })?;
