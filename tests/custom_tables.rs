@@ -126,6 +126,36 @@ fn a_registered_types_table_evolves_with_its_schemas() {
     }
 }
 
+/// A table is made as its model's first version has it even when the log already holds
+/// a later ADDITION (the projector knows the log's newest schemas): a step that ends
+/// before the ADDITION commits no column of it; the step that reaches it adds it.
+#[test]
+fn a_table_is_made_without_columns_of_additions_past_the_step() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let (v1, v2) = (schema_file("level_up-1-0-0.json"), schema_file("level_up-1-0-1.json"));
+    questlog_ok(&data, &["generate", "--seed", "6", "--events", "2000", "--schema", &v1]);
+    let added = questlog_ok(&data, &["schema", "add", &v2]);
+    let addition_at = in_force_from(&added, "1-0-1");
+    questlog_ok(&data, &["generate", "--seed", "7", "--events", "1000", "--schema", &v2]);
+    // Steps of 500: four before the ADDITION's offset (2000), two after.
+    questlog_ok(&data, &["project", "--step-events", "500"]);
+    let changes = schema_changes(&data.join("delta/level_up"));
+    assert!(!changes[0].1.contains(&"zone".to_string()), "made with the ADDITION's column: {changes:?}");
+    assert_eq!(changes.len(), 2, "{changes:?}");
+    // The version that added `zone` is the commit of the step reaching past the ADDITION.
+    let widened_at = changes[1].0;
+    let offset_there = {
+        let path = data.join("delta/level_up/_delta_log").join(format!("{widened_at:020}.json"));
+        let text = std::fs::read_to_string(path).unwrap();
+        text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).find_map(|v| v["txn"]["version"].as_u64()).unwrap()
+    };
+    // (Tables reaching an offset have the columns of the schemas in force there: an
+    // ADDITION in force from 2000 is a column of the tables at 2000, empty until then.)
+    assert!(offset_there >= addition_at, "zone added by the commit reaching {offset_there}, the ADDITION is at {addition_at}");
+    assert!(questlog_ok(&data, &["verify"]).starts_with("ok:"));
+}
+
 #[test]
 fn serve_projects_a_type_registered_while_it_runs() {
     let tmp = tempfile::tempdir().unwrap();

@@ -145,7 +145,7 @@ fn run_topic(
 /// from tables opened again; another writer's commit, or tables that are not this log's,
 /// end the run with that error.
 fn follow_log(
-    mut projector: Projector,
+    projector: Projector,
     reopen: impl Fn() -> Result<Projector>,
     log: &dyn EventLog,
     source: &str,
@@ -164,11 +164,15 @@ fn follow_log(
     let hidden = indicatif::ProgressBar::hidden();
     let mut failures: u32 = 0;
     let mut reopen_next = false;
+    let mut projector = Some(projector);
     while !stop.load(Ordering::SeqCst) {
         if reopen_next {
+            // The old one goes first: it holds the tables' (and a topic's) lock, which the
+            // new one takes.
+            drop(projector.take());
             match reopen() {
                 Ok(p) => {
-                    projector = p;
+                    projector = Some(p);
                     reopen_next = false;
                 }
                 Err(e) => {
@@ -178,7 +182,7 @@ fn follow_log(
             }
         }
         let mut wait_ms = interval_ms;
-        if !reopen_next {
+        if let Some(projector) = projector.as_mut().filter(|_| !reopen_next) {
             match projector.step(log, &hidden) {
                 Ok(s) => {
                     failures = 0;
@@ -219,6 +223,9 @@ fn follow_log(
             std::thread::sleep(Duration::from_millis(FOLLOW_POLL_MS.min(wait_ms)));
         }
     }
-    println!("stopped; tables at position {} in {root}", projector.offset());
+    match projector {
+        Some(p) => println!("stopped; tables at position {} in {root}", p.offset()),
+        None => println!("stopped; the tables could not be opened again"),
+    }
     Ok(())
 }

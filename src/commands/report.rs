@@ -57,8 +57,11 @@ pub fn run(args: ReportArgs, data_dir: &Path) -> Result<()> {
             let tmp = tempfile::tempdir().context("creating a temp dir")?;
             let root = TablesRoot::Local(tmp.path().join("tables"));
             project::rebuild_into(log.as_ref(), to, &root, tmp.path(), Codec::Snappy, &indicatif::ProgressBar::hidden())?;
+            // The rebuilt tables' types, from the log itself (the data dir's copy may not
+            // be written yet).
+            crate::log::write_schema_copies(tmp.path(), &log.schemas()?)?;
             log.close()?;
-            build_report(&root, tmp.path(), data_dir)?
+            build_report_with_schemas(&root, tmp.path(), data_dir, tmp.path())?
         }
     };
     let (md, html) = report::write_report(&report, &out)?;
@@ -140,8 +143,18 @@ pub fn run_ddl(data_dir: &Path) -> Result<()> {
 /// The report of the tables at `root`; `catalogs_from` is the data dir whose catalogue
 /// copies apply (those in force up to the tables' offset).
 pub(crate) fn build_report(root: &TablesRoot, data_dir: &Path, catalogs_from: &Path) -> Result<(report::Report, u64)> {
+    build_report_with_schemas(root, data_dir, catalogs_from, catalogs_from)
+}
+
+/// [`build_report`] with the copy of the log's schema records in `schemas_from`.
+fn build_report_with_schemas(
+    root: &TablesRoot,
+    data_dir: &Path,
+    catalogs_from: &Path,
+    schemas_from: &Path,
+) -> Result<(report::Report, u64)> {
     // Opened, not loaded: each section reads only the columns it uses.
-    let (snapshot, offset) = read_snapshot(root, data_dir, catalogs_from, report::open_snapshot)?;
+    let (snapshot, offset) = read_snapshot(root, data_dir, schemas_from, report::open_snapshot)?;
     let catalogs = catalogs_up_to(catalogs_from, offset)?;
     let report = report::build_report_with(&snapshot, &format!("log offsets 0..{offset}"), &catalogs)?;
     Ok((report, offset))

@@ -485,7 +485,9 @@ impl DeltaTables {
                 // adds what ADDITIONs up to the step's end add, so a table never shows a
                 // column at an offset before its ADDITION, even after a crash in between.
                 let layout = self.layout.clone();
-                let wanted = t.def.clone();
+                // The step's def: the one open may be wider (the log's newest, from
+                // `Projector::follow`), with ADDITIONs past the step's end.
+                let wanted = def.clone();
                 t.def = Arc::new(wanted.with_properties(wanted.registered().map_or(usize::MAX, |r| r.first_columns)));
                 self.blocking.run(load_or_create(t, layout.as_ref(), true))?;
                 if t.table.version().is_some() && wanted.property_columns().len() > t.def.property_columns().len() {
@@ -797,6 +799,11 @@ impl DeltaTables {
         let mut steps = vec![0u64; self.tables.len()];
         'again: loop {
             for (i, t) in self.tables.iter_mut().enumerate() {
+                // A registered type's table that begins past the target is not in the
+                // tables at the target: no version of it need hold it.
+                if t.def.from_offset > target {
+                    continue;
+                }
                 while t.offset > target {
                     let Some(v) = t.table.version().filter(|&v| v > 0) else { break };
                     steps[i] += 1;

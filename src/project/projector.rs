@@ -156,12 +156,21 @@ impl Settings {
     }
 
     fn open(&self, check: bool) -> Result<Projector, ProjectError> {
-        // A registered type's tables are opened by the first step (`Projector::follow`).
-        let tables = Tables::open(&self.root, &self.data_dir, self.vacuum_retention_ms, check, &self.layout, &TableSet::seed())?;
+        // A topic's projector takes its lock before it touches the tables (their staging
+        // and leftovers), so a second one is refused having changed nothing.
         let topic = match &self.layout {
             Layout::Local => None,
             Layout::Topic { topic, partitions } => Some(TopicState::open(&self.data_dir, topic, *partitions)?),
         };
+        // The registered types' tables the copy of the log's schema records names (every
+        // table made so far: the copy is written first) open with the seed's, so that
+        // start-up checks, leftovers and the plain view cover them; a step opens the rest
+        // (`Projector::follow`).
+        let set = match self.layout {
+            Layout::Local => TableSet::from_records(&crate::log::read_schema_copies(&self.data_dir)?, u64::MAX)?,
+            Layout::Topic { .. } => TableSet::seed(),
+        };
+        let tables = Tables::open(&self.root, &self.data_dir, self.vacuum_retention_ms, check, &self.layout, &set)?;
         Ok(Projector { tables: Box::new(tables), settings: self.clone(), topic, merging: None, followed: None })
     }
 }
@@ -527,6 +536,8 @@ impl Projector {
         if self.settings.layout.partitioned() {
             return self.rebuild_topic(log, progress);
         }
+        // Every table the log has, as stored: those not in force at `to` are emptied.
+        self.follow(log)?;
         rebuild_tables(self.tables.as_mut(), log, to, self.settings.codec, progress)
     }
 }

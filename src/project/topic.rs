@@ -338,7 +338,13 @@ fn read_topic(
             |p| log.scan_partition(p as u32, from[p], limit[p], format),
             |item: PartitionItem<Scanned>| -> Result<(), ProjectError> {
                 let (p, offset, value) = match item {
-                    PartitionItem::Begin(p) => return windows[p].fill_to(log, p as u32, format, from[p]),
+                    PartitionItem::Begin(p) => {
+                        windows[p].fill_to(log, p as u32, format, from[p])?;
+                        // Filled up to nowhere until the read ends: a read that fails
+                        // half-way leaves the window to be filled again.
+                        windows[p].next = None;
+                        return Ok(());
+                    }
                     PartitionItem::End(p) => {
                         let (settled, ended) = settle(reached[p], limit[p], ends[p]);
                         reached[p] = settled;
