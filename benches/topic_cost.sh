@@ -4,8 +4,9 @@
 # tests/kafka's virtualenv), a topic of 3 partitions holding EVENTS events (`generate
 # --log kafka://…`, NEW's), then for each round `project` of the whole topic into a fresh
 # data dir with OLD, then NEW; NEW's `project --rebuild` of the same events in a sled log,
-# for the ratio the issue asks about; and a follower's steps: `project --step-events 10000`
-# of a second topic of 100,000 events (ten steps). Wall seconds, GNU time's peak RSS.
+# for the ratio the issue asks about; a follower's steps: `project --step-events 10000`
+# of a second topic of 100,000 events (ten steps); and `replay` of that topic > /dev/null.
+# Wall seconds, GNU time's peak RSS.
 #
 # usage: benches/topic_cost.sh OLD_BIN NEW_BIN [ROUNDS] [EVENTS]   (defaults: 3, 500000)
 # Needs GNU time and the virtualenv tests/kafka/run.sh makes. Prints a Markdown table.
@@ -37,8 +38,8 @@ klog="kafka://127.0.0.1:$port/bench"
 slog="kafka://127.0.0.1:$port/steps"
 "$new" --data-dir "$work/gen2" --log "$slog" generate --seed 8 --events 100000 >/dev/null 2>&1
 "$new" --data-dir "$work/sled" generate --seed 7 --events "$events" >/dev/null
-echo "| binary | round | project from the topic (events/s, RSS) | sled \`project --rebuild\`, same events (events/s, RSS) | steps of 10k (s for 10 steps) |"
-echo "|---|---|---|---|---|"
+echo "| binary | round | project from the topic (events/s, RSS) | sled \`project --rebuild\`, same events (events/s, RSS) | steps of 10k (s for 10 steps) | replay of 10^5 (s) |"
+echo "|---|---|---|---|---|---|"
 for round in $(seq 1 "$rounds"); do
   for which in old new; do
     bin="$old"; [ "$which" = new ] && bin="$new"
@@ -47,6 +48,7 @@ for round in $(seq 1 "$rounds"); do
     read -r ss sm < <(measure "$new" --data-dir "$work/sled" project --rebuild)
     rm -rf "$work/q"
     read -r st _ < <(measure "$bin" --data-dir "$work/q" --log "$slog" project --step-events 10000)
-    echo "| $which | $round | $(rate "$s") ($m MiB) | $(rate "$ss") ($sm MiB) | $st |"
+    read -r sr _ < <(measure sh -c "'$bin' --data-dir '$work/r' --log '$slog' replay > /dev/null")
+    echo "| $which | $round | $(rate "$s") ($m MiB) | $(rate "$ss") ($sm MiB) | $st | $sr |"
   done
 done

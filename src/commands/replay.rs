@@ -12,7 +12,7 @@ use clap::Args;
 
 use super::{api_key, kafka, log_format, open_log_for, running_server, runtime, sled_only, FOLLOW_POLL_MS};
 use crate::generate;
-use crate::log::{EventLog, KafkaLog, LogError, SledLog, ValueFormat};
+use crate::log::{for_each_partition_prefetched, EventLog, KafkaLog, LogError, PartitionItem, SledLog, ValueFormat};
 use crate::project;
 use crate::replay;
 
@@ -100,21 +100,36 @@ fn kafka_replay(from: u64, to: u64, partition: Option<u32>, follow: bool) -> Res
     let mut buf = String::with_capacity(64 * 1024);
     let mut reached: Vec<(u32, u64)> = Vec::with_capacity(partitions.len());
     let mut open = true;
-    'partitions: for p in partitions {
-        let mut next = from;
-        for item in log.read_partition(p, from, to)? {
-            let (offset, record) = item?;
-            next = offset + 1;
-            replay::write_partitioned_line(&mut buf, p, offset, &record);
-            if buf.len() >= 60 * 1024 {
-                if !replay::write_all(&mut out, buf.as_bytes())? {
-                    open = false;
-                    break 'partitions;
+    // Printed partition by partition, read side by side: the next partition's consumer
+    // starts and finds its end while this one is printed (one after another, each waited
+    // ~0.6 s for the brokers to say its end).
+    let mut next = from;
+    let printed = for_each_partition_prefetched(
+        partitions.len(),
+        |i| log.read_partition(partitions[i], from, to),
+        |item: PartitionItem<crate::event::Record>| -> Result<(), ReplayStop> {
+            match item {
+                PartitionItem::Begin(_) => next = from,
+                PartitionItem::Item(i, offset, record) => {
+                    next = offset + 1;
+                    replay::write_partitioned_line(&mut buf, partitions[i], offset, &record);
+                    if buf.len() >= 60 * 1024 {
+                        if !replay::write_all(&mut out, buf.as_bytes()).map_err(|e| ReplayStop::Write(e.into()))? {
+                            return Err(ReplayStop::Closed);
+                        }
+                        buf.clear();
+                    }
                 }
-                buf.clear();
+                PartitionItem::End(i) => reached.push((partitions[i], next)),
             }
-        }
-        reached.push((p, next));
+            Ok(())
+        },
+    );
+    match printed {
+        Ok(()) => {}
+        Err(ReplayStop::Closed) => open = false,
+        Err(ReplayStop::Log(e)) => return Err(e.into()),
+        Err(ReplayStop::Write(e)) => return Err(e),
     }
     if open && replay::write_all(&mut out, buf.as_bytes())? {
         out.flush().ok();
@@ -138,6 +153,20 @@ fn kafka_replay(from: u64, to: u64, partition: Option<u32>, follow: bool) -> Res
     }
     log.close()?;
     Ok(())
+}
+
+/// Why printing a topic stopped early: the log failed, writing failed, or the reader of
+/// the output went away (a closed pipe: a quiet end).
+enum ReplayStop {
+    Log(LogError),
+    Write(anyhow::Error),
+    Closed,
+}
+
+impl From<LogError> for ReplayStop {
+    fn from(e: LogError) -> ReplayStop {
+        ReplayStop::Log(e)
+    }
 }
 
 fn replay_cmd(data_dir: &Path, from: u64, to: Option<u64>, follow: bool) -> Result<()> {
