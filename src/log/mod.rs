@@ -437,29 +437,7 @@ pub fn for_each_prefetched<T: Send, E: From<LogError>>(
 ) -> Result<(), E> {
     std::thread::scope(|scope| {
         let (tx, rx) = mpsc::sync_channel::<Result<Vec<(u64, T)>, LogError>>(PREFETCH_CHUNKS);
-        scope.spawn(move || {
-            let mut chunk = Vec::with_capacity(PREFETCH_CHUNK_RECORDS);
-            for item in records {
-                match item {
-                    Ok(x) => {
-                        chunk.push(x);
-                        if chunk.len() == PREFETCH_CHUNK_RECORDS {
-                            let full = std::mem::replace(&mut chunk, Vec::with_capacity(PREFETCH_CHUNK_RECORDS));
-                            if tx.send(Ok(full)).is_err() {
-                                return; // the consumer stopped
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        return;
-                    }
-                }
-            }
-            if !chunk.is_empty() {
-                let _ = tx.send(Ok(chunk));
-            }
-        });
+        scope.spawn(move || send_chunks(records, &tx));
         for chunk in rx {
             for (offset, record) in chunk? {
                 f(offset, record)?;
@@ -467,6 +445,32 @@ pub fn for_each_prefetched<T: Send, E: From<LogError>>(
         }
         Ok(())
     })
+}
+
+/// Sends `records` to `tx` in chunks of [`PREFETCH_CHUNK_RECORDS`], the first error as the
+/// last item; stops when the receiver is gone (the consumer stopped).
+fn send_chunks<T>(records: impl Iterator<Item = Result<(u64, T), LogError>>, tx: &mpsc::SyncSender<Result<Vec<(u64, T)>, LogError>>) {
+    let mut chunk = Vec::with_capacity(PREFETCH_CHUNK_RECORDS);
+    for item in records {
+        match item {
+            Ok(x) => {
+                chunk.push(x);
+                if chunk.len() == PREFETCH_CHUNK_RECORDS {
+                    let full = std::mem::replace(&mut chunk, Vec::with_capacity(PREFETCH_CHUNK_RECORDS));
+                    if tx.send(Ok(full)).is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        }
+    }
+    if !chunk.is_empty() {
+        let _ = tx.send(Ok(chunk));
+    }
 }
 
 /// Partitions read at once by [`for_each_partition_prefetched`]: the one being consumed
@@ -504,34 +508,10 @@ pub fn for_each_partition_prefetched<'a, T: Send, E: From<LogError>>(
         let start = |p: usize, readers: &mut Vec<Option<Chunks<T>>>| {
             let (tx, rx) = mpsc::sync_channel::<Result<Vec<(u64, T)>, LogError>>(PARTITION_PREFETCH_CHUNKS);
             readers[p] = Some(rx);
-            scope.spawn(move || {
-                let records = match open(p) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        return;
-                    }
-                };
-                let mut chunk = Vec::with_capacity(PREFETCH_CHUNK_RECORDS);
-                for item in records {
-                    match item {
-                        Ok(x) => {
-                            chunk.push(x);
-                            if chunk.len() == PREFETCH_CHUNK_RECORDS {
-                                let full = std::mem::replace(&mut chunk, Vec::with_capacity(PREFETCH_CHUNK_RECORDS));
-                                if tx.send(Ok(full)).is_err() {
-                                    return; // the consumer stopped
-                                }
-                            }
-                        }
-                        Err(e) => {
-                            let _ = tx.send(Err(e));
-                            return;
-                        }
-                    }
-                }
-                if !chunk.is_empty() {
-                    let _ = tx.send(Ok(chunk));
+            scope.spawn(move || match open(p) {
+                Ok(records) => send_chunks(records, &tx),
+                Err(e) => {
+                    let _ = tx.send(Err(e));
                 }
             });
         };

@@ -508,14 +508,6 @@ impl DeltaTables {
         self.tables.iter().map(|t| t.def.clone()).collect()
     }
 
-    pub fn len(&self) -> usize {
-        self.tables.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.tables.is_empty()
-    }
-
     pub fn root(&self) -> &TablesRoot {
         &self.root
     }

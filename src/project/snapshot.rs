@@ -81,11 +81,6 @@ impl Snapshot {
     pub fn rows(&self) -> Vec<u64> {
         self.entries.iter().map(|files| files.iter().map(|f| f.rows).sum()).collect()
     }
-
-    /// The index of the table named `name`.
-    pub fn position(&self, name: &str) -> Option<usize> {
-        self.defs.iter().position(|d| d.name == name)
-    }
 }
 
 /// Takes a [`Snapshot`] of the tables at `root` of a log whose schema records are

@@ -252,10 +252,6 @@ impl TableSet {
         self.defs.iter()
     }
 
-    pub fn position(&self, name: &str) -> Option<usize> {
-        self.defs.iter().position(|d| d.name == name)
-    }
-
     /// The index of the table of a registered type's `model`.
     pub fn registered_index(&self, event_type: &str, model: u32) -> Option<usize> {
         self.by_type.get(event_type)?.iter().find(|(m, _)| *m == model).map(|(_, i)| *i)
