@@ -91,6 +91,11 @@ pub enum Command {
     Schema(commands::schema::SchemaCommand),
 }
 
+/// Directives added to the default log filter: delta-rs warns (and errs) of every commit that found
+/// its table moved, which consumer-group members meet in normal work (they read the table
+/// again and commit on it; questlog logs what matters of it itself).
+const QUIET_DIRECTIVES: &str = "deltalake_core::kernel::transaction=off";
+
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -99,7 +104,7 @@ pub fn main() -> ExitCode {
         _ => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("QUESTLOG_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("questlog={default_level},warn")));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("questlog={default_level},warn,{QUIET_DIRECTIVES}")));
     use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

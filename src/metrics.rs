@@ -101,6 +101,20 @@ pub struct ProjectionFigures {
     pub panics_total: u64,
     /// Why projection fails now; `None` while it works.
     pub error: Option<String>,
+    /// Tables from a topic: each partition's place (empty for the sled log).
+    pub partitions: Vec<PartitionFreshness>,
+}
+
+/// Where the tables are in one partition of a topic (the live page's freshness).
+#[derive(Clone, Debug, Default)]
+pub struct PartitionFreshness {
+    pub partition: u32,
+    /// The next offset every table holds.
+    pub tables_offset: u64,
+    /// One past the partition's last record, as the brokers last said.
+    pub topic_end: u64,
+    /// Whether this node's projector holds the partition.
+    pub held_here: bool,
 }
 
 /// Where the API reads the projector's figures.

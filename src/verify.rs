@@ -139,7 +139,8 @@ pub fn verify_topic(
     for (i, def) in snap.defs.iter().enumerate() {
         let schema = def.arrow_schema(true);
         for p in 0..log.partitions() {
-            rows[i] += compare_table(&def.name, &schema, &snap.files[i], &rebuilt.files[i], snap.offset, Some(p as i32))?;
+            let limit = snap.limits().map_or(u64::MAX, |l| l[p as usize]);
+            rows[i] += compare_table(&def.name, &schema, &snap.files[i], &rebuilt.files[i], snap.offset, Some((p as i32, limit)))?;
         }
     }
     Ok(VerifyReport {
@@ -234,8 +235,9 @@ struct Rows<'a> {
     schema: &'a SchemaRef,
     files: std::slice::Iter<'a, PathBuf>,
     reader: Option<(PathBuf, parquet::arrow::arrow_reader::ParquetRecordBatchReader)>,
-    /// Only the rows of this `log_partition` (tables from a topic).
-    partition: Option<i32>,
+    /// Only the rows of this `log_partition` (tables from a topic) below this offset (a
+    /// snapshot's limit; `u64::MAX` for none).
+    partition: Option<(i32, u64)>,
 }
 
 impl Rows<'_> {
@@ -246,14 +248,14 @@ impl Rows<'_> {
                     Some(Ok(b)) => match self.partition {
                         _ if b.num_rows() == 0 => continue,
                         None => return Ok(Some(project::conform(self.table, b, self.schema)?)),
-                        Some(p) => {
+                        Some((p, limit)) => {
                             let unreadable =
                                 |reason: String| VerifyError::Unreadable { table: self.table.to_string(), path: path.clone(), reason };
-                            let col = b
-                                .column_by_name("log_partition")
-                                .and_then(|c| c.as_any().downcast_ref::<arrow::array::Int32Array>())
-                                .ok_or_else(|| unreadable("no INT32 column log_partition".into()))?;
-                            let mask: arrow::array::BooleanArray = col.iter().map(|v| Some(v == Some(p))).collect();
+                            let mut limits = vec![0u64; usize::try_from(p).unwrap_or(0) + 1];
+                            if let Some(l) = limits.last_mut() {
+                                *l = limit;
+                            }
+                            let mask = project::keep_mask(&b, &limits).map_err(|e| unreadable(e.to_string()))?;
                             let kept = arrow::compute::filter_record_batch(&b, &mask).map_err(|e| unreadable(e.to_string()))?;
                             if kept.num_rows() > 0 {
                                 return Ok(Some(project::conform(self.table, kept, self.schema)?));
@@ -285,7 +287,7 @@ fn compare_table(
     actual: &[PathBuf],
     expected: &[PathBuf],
     offset: u64,
-    partition: Option<i32>,
+    partition: Option<(i32, u64)>,
 ) -> Result<u64, VerifyError> {
     let mut a = Rows { table, schema, files: actual.iter(), reader: None, partition };
     let mut e = Rows { table, schema, files: expected.iter(), reader: None, partition };

@@ -319,6 +319,13 @@ async fn build(state: &Arc<AppState>) -> Result<Value, ApiError> {
         (_, None) => 0.0,
     };
     let projection = state.projection.figures();
+    // From a topic, the tables trail the whole topic (every node's events), not this
+    // node's own appends: the lag is the partitions' (in records; the time is not known).
+    let (lag_events, lag_seconds) = if projection.partitions.is_empty() {
+        (lag_events, Some(lag_seconds))
+    } else {
+        (projection.partitions.iter().map(|p| p.topic_end.saturating_sub(p.tables_offset)).sum(), None)
+    };
     let unwritable = state.log.unwritable();
     let stats = state.log.stats();
 
@@ -370,6 +377,15 @@ async fn build(state: &Arc<AppState>) -> Result<Value, ApiError> {
             "projection_steps_total": projection.steps_total,
             "projection_errors_total": projection.errors_total,
             "projection_error": projection.error,
+            // Tables from a topic: per partition, where the tables are, where the topic
+            // ends (as the brokers last said) and whether this node's projector holds it.
+            "partitions": projection.partitions.iter().map(|p| json!({
+                "partition": p.partition,
+                "tables_offset": p.tables_offset,
+                "topic_end": p.topic_end,
+                "lag_records": p.topic_end.saturating_sub(p.tables_offset),
+                "held_here": p.held_here,
+            })).collect::<Vec<_>>(),
         },
         "health": {
             "status": if unwritable.is_some() || projection.error.is_some() {

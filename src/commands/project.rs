@@ -38,6 +38,11 @@ pub struct ProjectArgs {
     /// until SIGINT or SIGTERM: the projector process of a Kafka deployment.
     #[arg(long, conflicts_with = "rebuild")]
     pub follow: bool,
+    /// With --follow from a Kafka topic: be a member of this consumer group, projecting
+    /// the partitions the group gives this process into tables the members share (each
+    /// member with its own --data-dir). Members may run on several machines.
+    #[arg(long, env = "QUESTLOG_GROUP")]
+    pub group: Option<String>,
     /// With --follow: milliseconds between steps once the tables reached the end.
     #[arg(long, default_value_t = project::DEFAULT_PROJECT_INTERVAL_MS, requires = "follow",
           value_parser = clap::value_parser!(u64).range(1..=project::MAX_PROJECT_INTERVAL_MS))]
@@ -47,9 +52,12 @@ pub struct ProjectArgs {
 /// `project`: bring the tables up to the log's end, rebuild them, follow the log, or
 /// (with `--out`) build them as of an offset in another place.
 pub fn run(args: ProjectArgs, data_dir: &Path) -> Result<()> {
-    let ProjectArgs { rebuild, compression, step_events, to, out, follow, interval_ms } = args;
+    let ProjectArgs { rebuild, compression, step_events, to, out, follow, interval_ms, group } = args;
     if kafka().is_some() {
-        return run_topic(rebuild, compression, step_events, to, out, follow, interval_ms, data_dir);
+        return run_topic(rebuild, compression, step_events, to, out, follow, interval_ms, group, data_dir);
+    }
+    if group.is_some() {
+        bail!("--group (or QUESTLOG_GROUP) makes a projector a member of a Kafka consumer group: it needs --log kafka://…");
     }
     let codec = Codec::parse(&compression)?;
     let log = open_log_for(data_dir, "project")?;
@@ -111,8 +119,12 @@ fn run_topic(
     out: Option<String>,
     follow: bool,
     interval_ms: u64,
+    group: Option<String>,
     data_dir: &Path,
 ) -> Result<()> {
+    if group.is_some() && !follow {
+        bail!("a consumer group member follows the topic: add --follow (or unset QUESTLOG_GROUP for a one-shot project)");
+    }
     if to.is_some() || out.is_some() {
         bail!("--to and --out take one log offset; a topic has an offset per partition: rebuild the whole topic (project --rebuild)");
     }
@@ -124,7 +136,9 @@ fn run_topic(
     let open = || -> Result<Projector> {
         Ok(Projector::open_source(&root, data_dir, codec, vacuum_retention_ms(), !rebuild, layout.clone(), log_format())?
             .with_step_events(step_events)
-            .with_min_free_bytes(log_options().min_free_bytes))
+            .with_min_free_bytes(log_options().min_free_bytes)
+            .with_group(group.clone()))
+        .map(|p| if follow { p.keeping_consumer() } else { p })
     };
     let mut projector = open()?;
     if follow {
@@ -160,10 +174,15 @@ fn follow_log(
         shutdown_signal().await;
         stop2.store(true, Ordering::SeqCst);
     });
-    println!("following {source} into {root} (every {interval_ms} ms once caught up; Ctrl-C stops)");
+    if log.is_local() {
+        println!("following {source} into {root} (every {interval_ms} ms once caught up; Ctrl-C stops)");
+    } else {
+        println!("following {source} into {root} (records as they come; Ctrl-C stops)");
+    }
     let hidden = indicatif::ProgressBar::hidden();
     let mut failures: u32 = 0;
     let mut reopen_next = false;
+    let mut last_held: Option<Vec<u32>> = None;
     let mut projector = Some(projector);
     while !stop.load(Ordering::SeqCst) {
         if reopen_next {
@@ -187,8 +206,9 @@ fn follow_log(
                 Ok(s) => {
                     failures = 0;
                     if s.events > 0 || s.rows.iter().any(|&r| r > 0) {
+                        let held = s.partitions_held.as_ref().map(|p| format!("; partitions held {p:?}")).unwrap_or_default();
                         println!(
-                            "step: {} records read, {} rows, {} re-sent copies dropped, {} rejected; position {} ({:.2} s)",
+                            "step: {} records read, {} rows, {} re-sent copies dropped, {} rejected; position {} ({:.2} s){held}",
                             s.events,
                             s.rows.iter().sum::<u64>(),
                             s.duplicates,
@@ -197,7 +217,13 @@ fn follow_log(
                             s.seconds
                         );
                     }
-                    if !s.at_end {
+                    if let Some(held) = s.partitions_held.as_ref().filter(|h| Some(*h) != last_held.as_ref()) {
+                        println!("this member holds partitions {held:?} of {source}");
+                        last_held = Some(held.clone());
+                    }
+                    // A group member's step waits for records itself (and polls its
+                    // consumer, which keeps it in the group).
+                    if !s.at_end || s.partitions_held.is_some() {
                         continue; // more to read: no wait
                     }
                 }

@@ -13,8 +13,8 @@ use clap::Args;
 
 use super::report::build_report;
 use super::{
-    absolute, kafka, log_name, log_options, open_catalog, open_event_log, open_projector, record_catalog, runtime, shutdown_signal,
-    tables_root, SERVER_FILE,
+    absolute, kafka, log_format, log_name, log_options, open_catalog, open_event_log, open_projector, record_catalog, runtime,
+    shutdown_signal, tables_root, vacuum_retention_ms, SERVER_FILE,
 };
 use crate::api::{self, AppState};
 use crate::event;
@@ -71,6 +71,13 @@ pub struct ServeArgs {
     /// schema the log holds already is left as it is.
     #[arg(long, value_name = "DIR")]
     pub schemas: Option<PathBuf>,
+    /// On a Kafka log: the consumer group this node's projector is a member of (default:
+    /// one named after the tables, so nodes that share tables share the partitions).
+    #[arg(long, env = "QUESTLOG_GROUP")]
+    pub group: Option<String>,
+    /// On a Kafka log: take events only, without projecting (an API-only node).
+    #[arg(long)]
+    pub api_only: bool,
 }
 
 /// The arguments of `quickstart`.
@@ -103,7 +110,12 @@ pub fn run(args: ServeArgs, data_dir: &Path) -> Result<()> {
         allowed_hosts,
         catalog,
         schemas,
+        group,
+        api_only,
     } = args;
+    if kafka().is_none() && (group.is_some() || api_only) {
+        bail!("--group and --api-only are for a Kafka log (--log kafka://…); on the sled log `serve` is the one projector");
+    }
     let codec = Codec::parse(&compression)?;
     // Checked before anything opens: a refused file appends nothing.
     let catalog = catalog.as_deref().map(open_catalog).transpose()?;
@@ -117,7 +129,52 @@ pub fn run(args: ServeArgs, data_dir: &Path) -> Result<()> {
     let limits =
         api::Limits { max_connections, header_read_timeout_ms, body_read_timeout_ms, write_stall_timeout_ms, ..api::Limits::default() };
     let access = Access { keys, allow_keyless, allowed_hosts };
-    runtime()?.block_on(serve(data_dir, &listen, project_interval_ms, codec, limits, access, catalog, schemas, shutdown_signal()))
+    let projection = if api_only { Projection::None } else { Projection::Group(group) };
+    runtime()?.block_on(serve(
+        data_dir,
+        &listen,
+        project_interval_ms,
+        codec,
+        limits,
+        access,
+        catalog,
+        schemas,
+        projection,
+        shutdown_signal(),
+    ))
+}
+
+/// Whether a server on a Kafka log projects, and in which consumer group (`None`: the
+/// default, [`default_group`]).
+enum Projection {
+    None,
+    Group(Option<String>),
+}
+
+/// The consumer group of `serve`'s projectors on a topic when none is given: named after
+/// the tables, so that nodes writing the same tables share the partitions and nodes with
+/// tables of their own each project the whole topic. A local directory is this machine's
+/// (its host name is part of the name); an `s3://` place is everyone's. Nodes on several
+/// machines that share a directory (a network filesystem) give `--group`.
+fn default_group(root: &TablesRoot) -> String {
+    use sha2::Digest as _;
+    let place = match root {
+        TablesRoot::Local(dir) => {
+            let mut name = [0u8; 256];
+            // SAFETY: the buffer is as long as said; gethostname NUL-terminates what fits.
+            let host = if unsafe { libc::gethostname(name.as_mut_ptr().cast(), name.len()) } == 0 {
+                let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+                String::from_utf8_lossy(&name[..end]).into_owned()
+            } else {
+                String::new()
+            };
+            let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
+            format!("{host}:{}", dir.display())
+        }
+        TablesRoot::S3 { .. } => root.to_string(),
+    };
+    let hash = sha2::Sha256::digest(place.as_bytes());
+    format!("questlog-{}", hash.iter().take(8).map(|b| format!("{b:02x}")).collect::<String>())
 }
 
 /// `quickstart`: the whole pipeline on the embedded defaults.
@@ -143,6 +200,16 @@ impl crate::metrics::ProjectionSource for ProjectionStats {
             errors_total: self.errors_total.load(Relaxed),
             panics_total: self.panics_total.load(Relaxed),
             error: self.error(),
+            partitions: self
+                .partitions()
+                .into_iter()
+                .map(|p| crate::metrics::PartitionFreshness {
+                    partition: p.partition,
+                    tables_offset: p.tables_offset,
+                    topic_end: p.topic_end,
+                    held_here: p.held_here,
+                })
+                .collect(),
         }
     }
 }
@@ -174,6 +241,8 @@ struct Server {
     types: crate::event::Registry,
     /// The report's findings for the live page, and the thread that makes them.
     findings: Option<(Arc<LiveFindings>, std::thread::JoinHandle<()>)>,
+    /// On a Kafka log: what this node projects, and as a member of which group.
+    projecting: Option<String>,
 }
 
 /// The shortest wait between two findings for the live page; a report that took longer to
@@ -256,14 +325,30 @@ async fn start_server(
     interval_ms: u64,
     codec: Codec,
     fallback_port: bool,
+    projection: Projection,
 ) -> Result<(Server, tokio::net::TcpListener)> {
     let log = open_event_log(data_dir, "serve")?;
     let types = super::schema::registry_of(log.as_ref())?;
     // The dedup window is refilled now, in the background, not on the first append (which
     // would wait for it); /healthz says `starting` until it is done.
     log.prepare_for_appends();
+    let mut projecting = None;
     let projector = match kafka() {
-        Some(_) => None,
+        Some((target, _)) => match projection {
+            Projection::None => None,
+            Projection::Group(group) => {
+                let root = tables_root(data_dir)?;
+                let group = group.unwrap_or_else(|| default_group(&root));
+                let layout = project::Layout::Topic { topic: target.topic.clone(), partitions: log.partitions() };
+                project::run_delta_in_background();
+                let p = project::Projector::open_source(&root, data_dir, codec, vacuum_retention_ms(), true, layout, log_format())?
+                    .with_step_events(SERVE_STEP_EVENTS)
+                    .with_min_free_bytes(log_options().min_free_bytes)
+                    .with_group(Some(group.clone()));
+                projecting = Some(format!("projecting {target} into {root} as a member of consumer group {group}"));
+                Some(p)
+            }
+        },
         None => Some({
             project::run_delta_in_background();
             open_projector(data_dir, codec, true)?.with_step_events(SERVE_STEP_EVENTS).with_min_free_bytes(log_options().min_free_bytes)
@@ -318,6 +403,7 @@ async fn start_server(
             catalog: None,
             types,
             findings,
+            projecting,
         },
         listener,
     ))
@@ -361,6 +447,7 @@ async fn serve(
     access: Access,
     catalog: Option<crate::catalog::Catalog>,
     schemas: Option<PathBuf>,
+    projection: Projection,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     if schemas.is_some() && kafka().is_some() {
@@ -372,7 +459,7 @@ async fn serve(
     if access.keys.is_none() && !access.allow_keyless {
         keyless_on_loopback(listen, "give --api-keys FILE (see `questlog serve --help`), or add --allow-keyless to serve it open").await?;
     }
-    let (mut server, listener) = start_server(data_dir, listen, interval_ms, codec, false).await?;
+    let (mut server, listener) = start_server(data_dir, listen, interval_ms, codec, false, projection).await?;
     server.limits = limits;
     server.keys = access.keys;
     server.allowed_hosts = access.allowed_hosts;
@@ -400,6 +487,9 @@ async fn serve(
     if let Some((target, _)) = kafka() {
         println!("events go to {target}; rejected ones stay in {}", data_dir.join(crate::log::kafka::REJECTED_DIR).display());
     }
+    if let Some(note) = &server.projecting {
+        println!("{note}");
+    }
     if let Some(note) = catalog_note {
         println!("{note}");
     }
@@ -426,7 +516,7 @@ async fn keyless_on_loopback(listen: &str, remedy: &str) -> Result<()> {
 async fn quickstart(data_dir: &Path, listen: &str, seed: u64, events: u64, exit: bool) -> Result<()> {
     keyless_on_loopback(listen, "quickstart serves without keys; use `serve --api-keys FILE` to serve others").await?;
     let started = Instant::now();
-    let (server, listener) = start_server(data_dir, listen, 500, Codec::Snappy, true).await?;
+    let (server, listener) = start_server(data_dir, listen, 500, Codec::Snappy, true, Projection::None).await?;
     let addr = server.addr;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let state = server.state();

@@ -419,6 +419,13 @@ pub trait EventLog: Send + Sync + 'static {
     fn starting(&self) -> Option<String> {
         None
     }
+    /// Joins the consumer group `group` to read the partitions it gives this member, from
+    /// the offsets `starts` names for each — or, with no group, reads every partition from
+    /// there (Kafka only).
+    fn join_group(&self, group: Option<&str>, starts: kafka::group::StartsFn) -> Result<kafka::group::GroupMember, LogError> {
+        let _ = (group, starts);
+        Err(LogError::Unsupported("consumer groups are a Kafka log's: a sled log has one projector".into()))
+    }
     /// Finishes queued appends, flushes, and stops the writer. Later appends fail.
     fn close(&self) -> Result<(), LogError>;
 }

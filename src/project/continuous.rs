@@ -79,9 +79,37 @@ pub struct ProjectionStats {
     pub panics_total: std::sync::atomic::AtomicU64,
     /// Why projection fails now; `None` while it works.
     error: std::sync::Mutex<Option<String>>,
+    /// Tables from a topic: each partition's place (see [`PartitionProgress`]).
+    partitions: std::sync::Mutex<Vec<PartitionProgress>>,
 }
 
+/// Where the tables are in one partition of a topic, as this node's projector last saw.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PartitionProgress {
+    pub partition: u32,
+    /// The next offset every table holds (the smallest of the tables').
+    pub tables_offset: u64,
+    /// One past the last record of the partition, as the brokers said at the last look.
+    pub topic_end: u64,
+    /// Whether this node's projector holds the partition (a member of the group).
+    pub held_here: bool,
+}
+
+/// How often a topic projector asks the brokers for the partitions' ends and reads the
+/// tables again (for the live page's freshness): a metadata round trip per partition, and
+/// each table's newest commits.
+pub const PARTITION_ENDS_INTERVAL_MS: u64 = 1_000;
+
 impl ProjectionStats {
+    /// Tables from a topic: each partition's place.
+    pub fn partitions(&self) -> Vec<PartitionProgress> {
+        self.partitions.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_partitions(&self, partitions: Vec<PartitionProgress>) {
+        *self.partitions.lock().unwrap_or_else(|p| p.into_inner()) = partitions;
+    }
+
     /// Records why projection fails now, or `None` once it works again.
     pub fn set_error(&self, why: Option<String>) {
         *self.error.lock().unwrap_or_else(|p| p.into_inner()) = why;
@@ -184,6 +212,86 @@ fn guarded<T>(stats: &ProjectionStats, what: &str, work: impl FnOnce() -> Result
     }
 }
 
+/// `serve`'s projector on a topic: a step after another (each waits for records itself,
+/// see `group.rs`), a member of its consumer group; failures back off as on the sled log.
+fn follow_topic(projector: Projector, log: Arc<dyn EventLog>, stats: Arc<ProjectionStats>, stop: Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::Ordering;
+    lower_thread_priority();
+    let hidden = ProgressBar::hidden();
+    let restart = projector.restart();
+    let mut projector = Some(projector);
+    let mut failures: u32 = 0;
+    let n = log.partitions();
+    let mut ends = vec![0u64; n as usize];
+    let mut ends_at: Option<std::time::Instant> = None;
+    while !stop.load(Ordering::SeqCst) {
+        if projector.is_none() {
+            match restart.reopen() {
+                Ok(p) => {
+                    stats.set_error(None);
+                    projector = Some(p.in_background());
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    stats.set_error(Some(format!("reopening the tables: {e}")));
+                    tracing::error!(error = %e, failures, "cannot reopen the tables; retrying with backoff");
+                }
+            }
+        }
+        if let Some(p) = projector.as_mut() {
+            match guarded(&stats, "projection step", || p.step(log.as_ref(), &hidden)) {
+                Ok(s) => {
+                    failures = 0;
+                    if s.events > 0 {
+                        stats.steps_total.fetch_add(1, Ordering::Relaxed);
+                    }
+                    stats.projected_offset.store(p.offset(), Ordering::Relaxed);
+                    if ends_at.is_none_or(|t| t.elapsed() >= std::time::Duration::from_millis(PARTITION_ENDS_INTERVAL_MS)) {
+                        ends_at = Some(std::time::Instant::now());
+                        // Other members' partitions, as the tables hold them now.
+                        if let Err(e) = p.refresh() {
+                            tracing::warn!(error = %e, "cannot read the tables again");
+                        }
+                        for (q, end) in ends.iter_mut().enumerate() {
+                            if let Ok((_, e)) = log.partition_bounds(q as u32) {
+                                *end = e;
+                            }
+                        }
+                    }
+                    let tables = p.partition_offsets();
+                    let held = s.partitions_held.unwrap_or_default();
+                    stats.set_partitions(
+                        (0..n)
+                            .map(|q| PartitionProgress {
+                                partition: q,
+                                tables_offset: tables.get(q as usize).copied().unwrap_or(0),
+                                // The brokers' end can lag what they serve (Tansu's does).
+                                topic_end: ends[q as usize].max(tables.get(q as usize).copied().unwrap_or(0)),
+                                held_here: held.contains(&q),
+                            })
+                            .collect(),
+                    );
+                }
+                Err(Failure::Error(e)) if e.is_no_space() => failures = failures.saturating_add(1),
+                Err(_) => {
+                    failures = failures.saturating_add(1);
+                    projector = None;
+                }
+            }
+        }
+        if failures > 0 {
+            let backoff_ms = (DEFAULT_PROJECT_INTERVAL_MS << failures.min(16)).min(MAX_PROJECT_BACKOFF_MS);
+            let until = std::time::Instant::now() + std::time::Duration::from_millis(backoff_ms);
+            while !stop.load(Ordering::SeqCst) && std::time::Instant::now() < until {
+                std::thread::park_timeout(std::time::Duration::from_millis(100));
+            }
+        }
+    }
+    if let Some(p) = projector.as_mut() {
+        let _ = guarded(&stats, "compaction", || p.finish_merge());
+    }
+}
+
 impl Continuous {
     pub fn start(projector: Projector, log: Arc<dyn EventLog>, stats: Arc<ProjectionStats>, interval_ms: u64) -> Continuous {
         use std::sync::atomic::Ordering;
@@ -193,6 +301,13 @@ impl Continuous {
         let wake2 = wake.clone();
         stats.projected_offset.store(projector.offset(), Ordering::Relaxed);
         let projector = projector.in_background();
+        if projector.settings.layout.partitioned() {
+            let thread = std::thread::Builder::new()
+                .name("questlog-projector".into())
+                .spawn(move || follow_topic(projector, log, stats, stop2))
+                .expect("spawning the projector thread");
+            return Continuous { stop, wake, thread: Some(thread) };
+        }
         let restart = projector.restart();
         let thread = std::thread::Builder::new()
             .name("questlog-projector".into())

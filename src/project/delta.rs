@@ -193,6 +193,35 @@ pub fn partition_app_id(topic: &str, p: u32) -> String {
     format!("questlog/kafka/{topic}/{p}")
 }
 
+/// The Delta metadata configuration keys naming the topic (and its partition count) a
+/// table is projected from: written with a commit of a table from a topic.
+pub const TOPIC_CONFIG_KEY: &str = "questlog.topic";
+pub const PARTITIONS_CONFIG_KEY: &str = "questlog.partitions";
+
+/// A consumer-group member's part in a commit to a table from a topic (`project --follow
+/// --group`): several members commit to the same tables, each for the partitions it holds.
+/// Such a commit names only those partitions in its `txn` actions, and lands only while
+/// the table still holds them where the member read them: a commit that finds the table
+/// moved (another member committed) reads it again and tries again while that holds —
+/// a compare-and-set per partition, so an offset of a partition is committed once, by
+/// whoever holds it. A compaction's claim names no partition: it lands only while every
+/// file it removes is still in the table (two members compacting the same files: the
+/// second finds them gone and drops its merge; delta-rs itself would let both land and
+/// every row of those files would count twice).
+#[derive(Clone, Copy, Debug)]
+pub struct Claim<'a> {
+    /// The partitions the member holds (the commit's `txn`s name these only).
+    pub partitions: &'a [u32],
+    /// Per partition of `partitions`: its offset in the table when the member read it.
+    pub expected: &'a [u64],
+}
+
+/// How many times a claimed commit reads a moved table again and retries: each retry
+/// means another member's commit landed in between, so with a few members a commit
+/// lands within a few; past this the step fails and the member reads its partitions'
+/// offsets again.
+pub const MAX_CLAIM_ATTEMPTS: u32 = 16;
+
 /// The name of a table file (see the module docs).
 pub fn file_name(first: u64, last: u64, level: u8, hash_hex16: &str) -> String {
     format!("part-{first:012}-{last:012}-{level}-{hash_hex16}.parquet")
@@ -604,7 +633,7 @@ impl DeltaTables {
             }
         }
         failpoint("publish.before_commit")?;
-        self.blocking.run(commit_table(t, layout.as_ref(), kind, added, removed, offset, partition_offsets))?;
+        self.blocking.run(commit_table(t, layout.as_ref(), kind, added, removed, offset, partition_offsets, None))?;
         if let (Some(staging), Some(cache)) = (&staging, &self.cache) {
             // The uploaded files become the cache's copies.
             let dir = cache.join(&t.def.location);
@@ -649,7 +678,7 @@ impl DeltaTables {
                     context: format!("committing table {}", c.table),
                     source: std::io::Error::other("the same table twice in one set of commits"),
                 })?;
-                commit_table(t, layout, c.kind, c.added, c.removed, c.offset, c.partition_offsets).await?;
+                commit_table(t, layout, c.kind, c.added, c.removed, c.offset, c.partition_offsets, c.claim.as_ref()).await?;
                 failpoint("publish.after_commit")
             });
         }
@@ -872,6 +901,14 @@ async fn load_or_create(t: &mut Table, layout: Option<&Layout>, create: bool) ->
                 .with_columns(delta_schema(&t.def, layout.is_some_and(Layout::partitioned))?.fields().cloned())
                 .with_configuration_property(TableProperty::CheckpointInterval, Some(CHECKPOINT_INTERVAL_COMMITS.to_string()))
                 .with_configuration_property(TableProperty::LogRetentionDuration, Some(LOG_RETENTION))
+                // questlog's own keys are not Delta table properties: kept, not refused.
+                .with_raise_if_key_not_exists(false)
+                .with_configuration(match layout {
+                    Some(Layout::Topic { topic, partitions }) => {
+                        vec![(TOPIC_CONFIG_KEY, Some(topic.clone())), (PARTITIONS_CONFIG_KEY, Some(partitions.to_string()))]
+                    }
+                    _ => Vec::new(),
+                })
                 .with_save_mode(SaveMode::ErrorIfExists)
                 .with_commit_properties(CommitProperties::default().with_max_retries(0))
                 .await;
@@ -950,7 +987,19 @@ async fn read_state(t: &mut Table, layout: Option<&Layout>) -> Result<(), Projec
     t.partitioned = partitioned;
     let offset = state.transaction_version(t.log_store.as_ref(), APP_ID).await.map_err(err)?;
     let mut partition_offsets = Vec::new();
-    if let Some(Layout::Topic { topic, partitions }) = layout {
+    // A reader not told the topic takes the one the table names (tables projected before
+    // it was named there are read by position alone).
+    let named = match layout {
+        None if partitioned => {
+            let config = state.metadata().configuration();
+            match (config.get(TOPIC_CONFIG_KEY), config.get(PARTITIONS_CONFIG_KEY).and_then(|n| n.parse::<u32>().ok())) {
+                (Some(topic), Some(partitions)) => Some(Layout::Topic { topic: topic.clone(), partitions }),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    if let Some(Layout::Topic { topic, partitions }) = layout.or(named.as_ref()) {
         for p in 0..*partitions {
             let v =
                 state.transaction_version(t.log_store.as_ref(), &partition_app_id(topic, p)).await.map_err(delta_err(&t.def, &t.url))?;
@@ -1006,16 +1055,44 @@ fn stats_json(f: &FileEntry, partitioned: bool) -> String {
     .to_string()
 }
 
+/// What one attempt at a commit came to.
+#[allow(clippy::large_enum_variant)] // one per commit attempt, never stored
+enum Attempt<'a> {
+    /// It landed at `version` (`post`: the post-commit work still to do; `None` when it
+    /// was found landed after a refused retry), with `offset` and `partition_offsets`.
+    Landed {
+        post: Option<deltalake_core::kernel::transaction::PostCommit>,
+        version: u64,
+        offset: u64,
+        partition_offsets: Vec<u64>,
+        keep: BTreeSet<&'a str>,
+    },
+    /// Another writer committed the version after `read_version` first.
+    Moved { read_version: Option<u64>, wanted_offset: u64 },
+}
+
+/// Whether a claimed commit may try again on the table as now read: every partition it
+/// claims is still where the member read it (a compaction: every file it removes is
+/// still there).
+fn claim_holds(t: &Table, kind: CommitKind, c: &Claim<'_>, removed: &[FileEntry]) -> bool {
+    if kind == CommitKind::Compact {
+        return removed.iter().all(|r| t.files.iter().any(|f| f.name == r.name));
+    }
+    c.partitions.iter().zip(c.expected).all(|(&p, &e)| t.partition_offsets.get(p as usize) == Some(&e))
+}
+
+/// One attempt at a commit on the version of `t` last read (see [`commit_table`]).
 #[allow(clippy::too_many_arguments)]
-async fn commit_table(
+async fn try_commit<'a>(
     t: &mut Table,
     layout: Option<&Layout>,
     kind: CommitKind,
-    added: &[FileEntry],
-    removed: &[FileEntry],
+    added: &'a [FileEntry],
+    removed: &'a [FileEntry],
     offset: u64,
     partition_offsets: &[u64],
-) -> Result<u64, ProjectError> {
+    claim: Option<&Claim<'_>>,
+) -> Result<Attempt<'a>, ProjectError> {
     let now = now_ms();
     let data_change = kind != CommitKind::Compact;
     // A file both removed and added (a rebuild writing an unchanged file: same name,
@@ -1051,13 +1128,35 @@ async fn commit_table(
     };
     let read_version = t.table.version();
     let next_version = read_version.map(|v| v + 1).unwrap_or(0);
-    let mut txns = vec![Transaction::new(APP_ID, offset as i64)];
-    if let Some(Layout::Topic { topic, partitions }) = layout {
-        assert_eq!(partition_offsets.len(), *partitions as usize, "a commit from a topic names every partition's offset");
-        assert_eq!(partition_offsets.iter().sum::<u64>(), offset, "a table's position is the sum of its partitions' offsets");
-        for (p, o) in partition_offsets.iter().enumerate() {
-            txns.push(Transaction::new(partition_app_id(topic, p as u32), *o as i64));
+    let mut partition_offsets = partition_offsets.to_vec();
+    let mut offset = offset;
+    let mut txns = Vec::new();
+    match (layout, claim) {
+        (Some(Layout::Topic { topic, partitions }), Some(c)) => {
+            // The other partitions stay where this version of the table has them.
+            assert_eq!(partition_offsets.len(), *partitions as usize, "a commit from a topic names every partition's offset");
+            let mut next = t.partition_offsets.clone();
+            if kind != CommitKind::Compact {
+                for &p in c.partitions {
+                    next[p as usize] = partition_offsets[p as usize];
+                    txns.push(Transaction::new(partition_app_id(topic, p), partition_offsets[p as usize] as i64));
+                }
+                offset = next.iter().sum();
+                txns.push(Transaction::new(APP_ID, offset as i64));
+            } else {
+                offset = t.offset;
+            }
+            partition_offsets = next;
         }
+        (Some(Layout::Topic { topic, partitions }), None) => {
+            assert_eq!(partition_offsets.len(), *partitions as usize, "a commit from a topic names every partition's offset");
+            assert_eq!(partition_offsets.iter().sum::<u64>(), offset, "a table's position is the sum of its partitions' offsets");
+            txns.push(Transaction::new(APP_ID, offset as i64));
+            for (p, o) in partition_offsets.iter().enumerate() {
+                txns.push(Transaction::new(partition_app_id(topic, p as u32), *o as i64));
+            }
+        }
+        _ => txns.push(Transaction::new(APP_ID, offset as i64)),
     }
     // Names this commit in its `commitInfo`, so that a commit reported as refused can be
     // told from one that landed (see `landed_anyway`).
@@ -1078,13 +1177,26 @@ async fn commit_table(
     // never sees those rows without their columns. Older files lack them: readers
     // (Delta's, DuckDB's, Spark's over the Hive DDL, questlog's) read them as nulls.
     let want = delta_schema(&t.def, t.partitioned)?;
+    let table = t.def.name.clone();
+    let schema_err =
+        |e: deltalake_core::kernel::Error| ProjectError::Schema { table: table.clone(), reason: format!("its Delta metadata: {e}") };
+    let mut metadata = None;
     if state.schema().fields().map(|f| f.name()).ne(want.fields().map(|f| f.name())) {
         use deltalake_core::kernel::MetadataExt as _;
-        let metadata = state
-            .metadata()
-            .clone()
-            .with_schema(&want)
-            .map_err(|e| ProjectError::Schema { table: t.def.name.clone(), reason: format!("widening its Delta schema: {e}") })?;
+        metadata = Some(state.metadata().clone().with_schema(&want).map_err(schema_err)?);
+    }
+    // A table from a topic names it in its metadata, so that a reader that is not told
+    // the topic finds its partitions' offsets (see `read_state`).
+    if let Some(Layout::Topic { topic, partitions }) = layout {
+        let config = state.metadata().configuration();
+        if config.get(TOPIC_CONFIG_KEY) != Some(topic) || config.get(PARTITIONS_CONFIG_KEY) != Some(&partitions.to_string()) {
+            use deltalake_core::kernel::MetadataExt as _;
+            let m = metadata.take().unwrap_or_else(|| state.metadata().clone());
+            let m = m.add_config_key(TOPIC_CONFIG_KEY.to_string(), topic.clone()).map_err(schema_err)?;
+            metadata = Some(m.add_config_key(PARTITIONS_CONFIG_KEY.to_string(), partitions.to_string()).map_err(schema_err)?);
+        }
+    }
+    if let Some(metadata) = metadata {
         actions.insert(0, Action::Metadata(metadata));
     }
     let prepared = CommitBuilder::from(props)
@@ -1121,25 +1233,58 @@ async fn commit_table(
                 );
                 None
             } else {
-                // Say who moved it: read the table again.
-                let mine = (t.offset, read_version);
-                load_or_create(t, layout, false).await?;
-                return Err(ProjectError::Conflict {
-                    table: t.def.name.clone(),
-                    read_version: mine.1.unwrap_or(0),
-                    version: t.table.version().unwrap_or(0),
-                    offset: t.offset,
-                    wanted_offset: offset,
-                });
+                return Ok(Attempt::Moved { read_version, wanted_offset: offset });
             }
         }
     };
     let version = post.as_ref().map_or(next_version, |p| p.version);
+    Ok(Attempt::Landed { post, version, offset, partition_offsets, keep })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn commit_table(
+    t: &mut Table,
+    layout: Option<&Layout>,
+    kind: CommitKind,
+    added: &[FileEntry],
+    removed: &[FileEntry],
+    offset: u64,
+    partition_offsets: &[u64],
+    claim: Option<&Claim<'_>>,
+) -> Result<u64, ProjectError> {
+    if let Some(c) = claim {
+        assert_eq!(c.partitions.len(), c.expected.len(), "a claim names where each of its partitions is");
+        assert!(layout.is_some_and(Layout::partitioned), "claims are made on tables from a topic");
+    }
+    let mut attempt = 0u32;
+    let (post, version, offset, partition_offsets, keep) = loop {
+        attempt += 1;
+        match try_commit(t, layout, kind, added, removed, offset, partition_offsets, claim).await? {
+            Attempt::Landed { post, version, offset, partition_offsets, keep } => break (post, version, offset, partition_offsets, keep),
+            Attempt::Moved { read_version, wanted_offset } => {
+                // Say who moved it (or, for a claim, whether it may go on): read the table again.
+                load_or_create(t, layout, false).await?;
+                if let Some(c) = claim {
+                    if attempt < MAX_CLAIM_ATTEMPTS && claim_holds(t, kind, c, removed) {
+                        tracing::debug!(table = %t.def.name, attempt, "another member committed first; committing again on its version");
+                        continue;
+                    }
+                }
+                return Err(ProjectError::Conflict {
+                    table: t.def.name.clone(),
+                    read_version: read_version.unwrap_or(0),
+                    version: t.table.version().unwrap_or(0),
+                    offset: t.offset,
+                    wanted_offset,
+                });
+            }
+        }
+    };
     // The commit has landed. From here on nothing may make the projector forget it: the
     // offset and files are what it committed, whatever reading the table back does.
     t.offset = offset;
     if layout.is_some_and(Layout::partitioned) {
-        t.partition_offsets = partition_offsets.to_vec();
+        t.partition_offsets = partition_offsets;
     }
     t.files.retain(|f| !removed.iter().any(|r| r.name == f.name) || keep.contains(f.name.as_str()));
     for f in added {
@@ -1456,6 +1601,95 @@ mod tests {
         assert!(!cache.join(&long_removed).exists());
         assert!(!cache.join(&never_committed).exists(), "no commit names it and it is older than the retention");
         assert!(!cache.join(&dead_download).exists(), "a dead process's download");
+    }
+
+    fn entry(first: u64, last: u64, level: u8, tag: &str) -> FileEntry {
+        FileEntry {
+            name: file_name(first, last, level, &format!("{tag:0>16}")),
+            level,
+            rows: last - first + 1,
+            bytes: 100,
+            first_offset: first,
+            last_offset: last,
+        }
+    }
+
+    fn claimed<'a>(
+        kind: CommitKind,
+        added: &'a [FileEntry],
+        removed: &'a [FileEntry],
+        offsets: &'a [u64],
+        claim: Claim<'a>,
+    ) -> Vec<super::super::sink::TableCommit<'a>> {
+        vec![super::super::sink::TableCommit {
+            table: 0,
+            kind,
+            added,
+            removed,
+            offset: offsets.iter().sum(),
+            partition_offsets: offsets,
+            claim: Some(claim),
+        }]
+    }
+
+    /// Two group members commit to one table, each for its own partition, from the same
+    /// version: both land (the second reads the table again and commits on it), each
+    /// `txn` names its own partition, and a member whose partition moved under it (it lost
+    /// the partition to another) is refused.
+    #[test]
+    fn members_commit_their_own_partitions_once() {
+        let d = tempfile::tempdir().unwrap();
+        let root = TablesRoot::Local(d.path().join("delta"));
+        let layout = Layout::Topic { topic: "t".into(), partitions: 2 };
+        let open = |dir: &str| {
+            DeltaTables::open(&root, &d.path().join(dir), DEFAULT_VACUUM_RETENTION_MS, false, &layout, &TableSet::seed()).unwrap()
+        };
+        let (mut a, mut b) = (open("a"), open("b"));
+        let fa = [entry(0, 9, 0, "a1")];
+        a.commit_all(&claimed(CommitKind::Append, &fa, &[], &[10, 0], Claim { partitions: &[0], expected: &[0] })).unwrap();
+        let fb = [entry(0, 6, 0, "b1")];
+        b.commit_all(&claimed(CommitKind::Append, &fb, &[], &[0, 7], Claim { partitions: &[1], expected: &[0] })).unwrap();
+        assert_eq!(b.partition_offsets(0), [10, 7], "the second commit keeps the first's partition");
+        let fa2 = [entry(10, 19, 0, "a2")];
+        a.commit_all(&claimed(CommitKind::Append, &fa2, &[], &[20, 0], Claim { partitions: &[0], expected: &[10] })).unwrap();
+        assert_eq!(a.partition_offsets(0), [20, 7]);
+        assert_eq!(a.offsets()[0], 27);
+        // b believes partition 0 is at 10 (it never held it): refused, nothing lands.
+        let stale = [entry(10, 14, 0, "b2")];
+        let refused = b.commit_all(&claimed(CommitKind::Append, &stale, &[], &[15, 7], Claim { partitions: &[0], expected: &[10] }));
+        assert!(matches!(refused, Err(ProjectError::Conflict { .. })), "{refused:?}");
+        // A reader not told the topic finds it in the table's metadata.
+        let reader = DeltaTables::open_read_only(&root, d.path(), None, &TableSet::seed()).unwrap();
+        assert_eq!(reader.partition_offsets(0), [20, 7]);
+        assert_eq!(reader.files(0).iter().map(|f| f.rows).sum::<u64>(), 27, "every row once");
+    }
+
+    /// Two members that both believe they compact (a rebalance moved partition 0 between
+    /// them) merge the same files: the second merge finds its inputs gone and is refused.
+    /// Without that check, delta-rs would let it land and its rows would count twice.
+    #[test]
+    fn two_members_cannot_both_merge_the_same_files() {
+        let d = tempfile::tempdir().unwrap();
+        let root = TablesRoot::Local(d.path().join("delta"));
+        let layout = Layout::Topic { topic: "t".into(), partitions: 1 };
+        let open = |dir: &str| {
+            DeltaTables::open(&root, &d.path().join(dir), DEFAULT_VACUUM_RETENTION_MS, false, &layout, &TableSet::seed()).unwrap()
+        };
+        let mut a = open("a");
+        let inputs = [entry(0, 9, 0, "i1"), entry(10, 19, 0, "i2")];
+        a.commit_all(&claimed(CommitKind::Append, &inputs, &[], &[20], Claim { partitions: &[0], expected: &[0] })).unwrap();
+        let mut b = open("b");
+        let none = Claim { partitions: &[], expected: &[] };
+        let merged_a = [entry(0, 19, 1, "ma")];
+        a.commit_all(&claimed(CommitKind::Compact, &merged_a, &inputs, &[20], none)).unwrap();
+        let merged_b = [entry(0, 19, 1, "mb")];
+        let second = b.commit_all(&claimed(CommitKind::Compact, &merged_b, &inputs, &[20], none));
+        assert!(matches!(second, Err(ProjectError::Conflict { .. })), "{second:?}");
+        let reader = DeltaTables::open_read_only(&root, d.path(), Some(&layout), &TableSet::seed()).unwrap();
+        let names: Vec<&str> = reader.files(0).iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, [merged_a[0].name.as_str()]);
+        assert_eq!(reader.files(0).iter().map(|f| f.rows).sum::<u64>(), 20, "each row once");
+        assert_eq!(reader.partition_offsets(0), [20], "a merge moves no partition");
     }
 
     #[test]

@@ -37,6 +37,7 @@ use crate::log::LogError;
 pub mod continuous;
 pub mod ddl;
 pub mod delta;
+mod group;
 mod merge;
 pub mod plain;
 pub mod projector;
@@ -58,7 +59,7 @@ pub use ddl::{delta_ddl, hive_ddl};
 pub use delta::{CommitKind, DeltaTables, Layout, TablesRoot, DEFAULT_VACUUM_RETENTION_MS};
 pub use projector::{rebuild_into, ProjectSummary, Projector, COMPACT_FANIN, MAX_STEP_EVENTS};
 pub use sink::{TableSink, Tables};
-pub use snapshot::{batch_reader, conform, snapshot, snapshot_with, Snapshot};
+pub use snapshot::{batch_reader, conform, keep_mask, snapshot, snapshot_with, Snapshot};
 pub use tables::{
     arrow_type, schema, schema_for, table_for, PropertyColumn, RegisteredTable, SeedTable, TableDef, TableKind, TableSet, SEED_TABLES,
 };

@@ -57,6 +57,8 @@ pub struct ProjectSummary {
     /// Whether the log is a topic (`from_offset`/`to_offset` are positions: sums of the
     /// partitions' offsets).
     pub partitioned: bool,
+    /// A consumer-group member's step: the partitions it held.
+    pub partitions_held: Option<Vec<u32>>,
 }
 
 impl ProjectSummary {
@@ -132,8 +134,8 @@ impl ProjectSummary {
 /// failed step.
 #[derive(Clone)]
 pub(super) struct Settings {
-    root: TablesRoot,
-    data_dir: PathBuf,
+    pub(super) root: TablesRoot,
+    pub(super) data_dir: PathBuf,
     pub(super) codec: Codec,
     pub(super) step_events: u64,
     /// Free bytes to leave on the tables' filesystem before writing; see
@@ -141,13 +143,19 @@ pub(super) struct Settings {
     min_free_bytes: u64,
     vacuum_retention_ms: u64,
     /// What the tables are projected from.
-    layout: Layout,
+    pub(super) layout: Layout,
+    /// Tables from a topic: the consumer group this projector is a member of (`project
+    /// --follow --group`), sharing the partitions with the group's other members.
+    pub(super) group: Option<String>,
+    /// Tables from a topic, followed (`project --follow`, `serve`): steps read through one
+    /// consumer kept from step to step (see `group.rs`) rather than readers made per step.
+    pub(super) keep_consumer: bool,
     /// Tables from a topic: the form of its values.
     pub(super) format: ValueFormat,
     /// Projecting beside ingest (`serve`): a step uses one decoding thread and one Parquet
     /// writer, not one per core, so that ingest keeps the machine and the server's memory
     /// stays flat (threads started per step each took memory of their own).
-    background: bool,
+    pub(super) background: bool,
 }
 
 impl Settings {
@@ -232,6 +240,8 @@ impl Projector {
             layout,
             format,
             background: false,
+            group: None,
+            keep_consumer: false,
         };
         settings.open(check)
     }
@@ -244,6 +254,24 @@ impl Projector {
     /// Projects beside ingest: see `Settings::background`.
     pub(super) fn in_background(mut self) -> Projector {
         self.settings.background = true;
+        self
+    }
+
+    /// Makes this projector (of tables from a topic) a member of the consumer group
+    /// `group`: it projects the partitions the group gives it (see `group.rs`).
+    pub fn with_group(mut self, group: Option<String>) -> Projector {
+        self.settings.group = group;
+        self
+    }
+
+    /// Reads the tables' newest versions again (what other group members committed).
+    pub fn refresh(&mut self) -> Result<(), ProjectError> {
+        self.tables.reload()
+    }
+
+    /// Follows a topic through one consumer kept between steps (see `Settings::keep_consumer`).
+    pub fn keeping_consumer(mut self) -> Projector {
+        self.settings.keep_consumer = true;
         self
     }
 
@@ -338,6 +366,10 @@ impl Projector {
     /// publishes them, then merges small files when a level is full.
     pub fn step(&mut self, log: &dyn EventLog, progress: &ProgressBar) -> Result<ProjectSummary, ProjectError> {
         if self.settings.layout.partitioned() {
+            if self.settings.group.is_some() || self.settings.keep_consumer {
+                let group = self.settings.group.clone();
+                return self.step_group(log, group.as_deref(), progress);
+            }
             return self.step_topic(log, progress);
         }
         let started = Instant::now();
@@ -390,6 +422,7 @@ impl Projector {
                 removed: &[],
                 offset: to,
                 partition_offsets: &[],
+                claim: None,
             });
         }
         self.tables.commit_all(&commits)?;
@@ -530,7 +563,27 @@ impl Projector {
         failpoint("compact.publish")?;
         let offset = self.tables.offsets()[i];
         let partition_offsets = self.tables.partition_offsets(i).to_vec();
-        self.tables.commit(i, CommitKind::Compact, merged, inputs, offset, &partition_offsets)?;
+        if self.settings.group.is_some() {
+            // A member's merge lands only while its inputs are all still in the table.
+            let commit = TableCommit {
+                table: i,
+                kind: CommitKind::Compact,
+                added: merged,
+                removed: inputs,
+                offset,
+                partition_offsets: &partition_offsets,
+                claim: Some(super::delta::Claim { partitions: &[], expected: &[] }),
+            };
+            match self.tables.commit_all(std::slice::from_ref(&commit)) {
+                Err(e @ ProjectError::Conflict { .. }) => {
+                    tracing::warn!(error = %e, "a merge's inputs were merged or removed by another member; dropping this merge");
+                    return Ok(());
+                }
+                other => other?,
+            }
+        } else {
+            self.tables.commit(i, CommitKind::Compact, merged, inputs, offset, &partition_offsets)?;
+        }
         self.tables.published(false)
     }
 

@@ -20,6 +20,9 @@ pub struct TableCommit<'a> {
     pub removed: &'a [FileEntry],
     pub offset: u64,
     pub partition_offsets: &'a [u64],
+    /// A consumer-group member's commit: the partitions it holds and where it read them
+    /// (see [`super::delta::Claim`]); `None` for the one projector of the tables.
+    pub claim: Option<super::delta::Claim<'a>>,
 }
 
 /// The seam between projection and storage: what the tables hold, where new files are
@@ -38,6 +41,8 @@ pub trait TableSink: Send {
     fn ensure(&mut self, set: &TableSet, create: bool) -> Result<(), ProjectError>;
     /// Tables from a topic: the next offset of each partition table `i` reaches.
     fn partition_offsets(&self, i: usize) -> &[u64];
+    /// Reads every table's newest version again (what other writers committed since).
+    fn reload(&mut self) -> Result<(), ProjectError>;
     /// The committed files of table `i`, in offset order.
     fn files(&self, i: usize) -> &[FileEntry];
     /// A local directory where new files of `table` are finished before a commit.
@@ -61,6 +66,7 @@ pub trait TableSink: Send {
     /// another fails. `Ok` means every one is durable and visible.
     fn commit_all(&mut self, commits: &[TableCommit<'_>]) -> Result<(), ProjectError> {
         for c in commits {
+            assert!(c.claim.is_none(), "a sink without claimed commits was given one");
             self.commit(c.table, c.kind, c.added, c.removed, c.offset, c.partition_offsets)?;
         }
         Ok(())
@@ -133,6 +139,10 @@ impl TableSink for Tables {
 
     fn partition_offsets(&self, i: usize) -> &[u64] {
         self.delta.partition_offsets(i)
+    }
+
+    fn reload(&mut self) -> Result<(), ProjectError> {
+        self.delta.reload()
     }
 
     fn files(&self, i: usize) -> &[FileEntry] {

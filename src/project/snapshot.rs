@@ -74,13 +74,42 @@ pub struct Snapshot {
     pub partition_offsets: Vec<u64>,
     /// Whether the tables have the `log_partition` column (projected from a topic).
     pub partitioned: bool,
+    /// Tables from a topic that members of a consumer group project: whether some table
+    /// holds rows past `partition_offsets` (its newest commit reaches further than
+    /// another's). Readers leave those rows out: a row of partition `p` at an offset of
+    /// `partition_offsets[p]` or more is not in the snapshot ([`Snapshot::keeps`]).
+    pub cut: bool,
 }
 
 impl Snapshot {
-    /// Rows per table, in [`Snapshot::defs`] order.
+    /// Rows per table, in [`Snapshot::defs`] order, as the files hold them (with
+    /// [`Snapshot::cut`], rows past the snapshot too).
     pub fn rows(&self) -> Vec<u64> {
         self.entries.iter().map(|files| files.iter().map(|f| f.rows).sum()).collect()
     }
+
+    /// The limit per partition readers apply (see [`Snapshot::cut`]), if any.
+    pub fn limits(&self) -> Option<&[u64]> {
+        self.cut.then_some(self.partition_offsets.as_slice())
+    }
+}
+
+/// Which rows of `batch` (a batch of a table from a topic, with `log_partition` and
+/// `log_offset`) are below `limits` (per partition, the first offset not in a snapshot).
+pub fn keep_mask(batch: &RecordBatch, limits: &[u64]) -> Result<arrow::array::BooleanArray, String> {
+    use arrow::array::{Array, Int32Array, Int64Array};
+    let partitions = batch
+        .column_by_name("log_partition")
+        .and_then(|c| c.as_any().downcast_ref::<Int32Array>())
+        .ok_or("no INT32 column log_partition")?;
+    let offsets =
+        batch.column_by_name("log_offset").and_then(|c| c.as_any().downcast_ref::<Int64Array>()).ok_or("no INT64 column log_offset")?;
+    Ok((0..batch.num_rows())
+        .map(|r| {
+            let limit = usize::try_from(partitions.value(r)).ok().and_then(|p| limits.get(p)).copied().unwrap_or(0);
+            Some(!offsets.is_null(r) && u64::try_from(offsets.value(r)).is_ok_and(|o| o < limit))
+        })
+        .collect())
 }
 
 /// Takes a [`Snapshot`] of the tables at `root` of a log whose schema records are
@@ -99,23 +128,48 @@ pub fn snapshot_with(
 ) -> Result<Snapshot, ProjectError> {
     let known = TableSet::from_records(schemas, u64::MAX)?;
     let mut tables = DeltaTables::open_read_only(root, work_dir, layout, &known)?;
-    let offset = tables.consistent_offset()?;
-    // The tables in force at that offset, with their columns there (a table made or
-    // widened by a step past it is read as it was).
-    let set = TableSet::from_records(schemas, offset)?;
-    let partition_offsets = tables.partition_offsets(0).to_vec();
-    for i in 1..set.len() {
-        if tables.partition_offsets(i) != partition_offsets && set.get(i).builtin().is_some() {
-            return Err(ProjectError::Inconsistent {
-                table: set.get(i).name.clone(),
-                reason: format!(
-                    "at position {offset} it reaches the partitions' offsets {:?}, table {} {partition_offsets:?}",
-                    tables.partition_offsets(i),
-                    set.get(0).name
-                ),
-            });
+    let n = (0..known.len()).map(|i| tables.partition_offsets(i).len()).max().unwrap_or(0);
+    let by_partition = n > 0
+        && (0..known.len()).all(|i| {
+            let v = tables.partition_offsets(i);
+            v.len() == n || (v.is_empty() && tables.version(i).is_none())
+        });
+    let (offset, set, partition_offsets, cut) = if by_partition {
+        // Tables from a topic whose partitions' offsets each table names: each at its
+        // newest version, read up to the offsets all of them reach, partition by partition
+        // (members of a consumer group commit each table for their own partitions, so two
+        // tables need not share any version's offsets; a projector stopped half-way leaves
+        // some a step ahead).
+        let mut limits = vec![u64::MAX; n];
+        for i in 0..known.len() {
+            let v = tables.partition_offsets(i);
+            for (p, limit) in limits.iter_mut().enumerate() {
+                *limit = (*limit).min(v.get(p).copied().unwrap_or(0));
+            }
         }
-    }
+        let ahead = (0..known.len()).any(|i| tables.version(i).is_some() && tables.partition_offsets(i) != limits.as_slice());
+        let offset = limits.iter().sum();
+        (offset, TableSet::from_records(schemas, offset)?, limits, ahead)
+    } else {
+        let offset = tables.consistent_offset()?;
+        // The tables in force at that offset, with their columns there (a table made or
+        // widened by a step past it is read as it was).
+        let set = TableSet::from_records(schemas, offset)?;
+        let partition_offsets = tables.partition_offsets(0).to_vec();
+        for i in 1..set.len() {
+            if tables.partition_offsets(i) != partition_offsets && set.get(i).builtin().is_some() {
+                return Err(ProjectError::Inconsistent {
+                    table: set.get(i).name.clone(),
+                    reason: format!(
+                        "at position {offset} it reaches the partitions' offsets {:?}, table {} {partition_offsets:?}",
+                        tables.partition_offsets(i),
+                        set.get(0).name
+                    ),
+                });
+            }
+        }
+        (offset, set, partition_offsets, false)
+    };
     let partitioned = (0..set.len()).any(|i| tables.partitioned(i));
     let mut files = Vec::with_capacity(set.len());
     let mut entries = Vec::with_capacity(set.len());
@@ -126,5 +180,15 @@ pub fn snapshot_with(
         entries.push(es);
         versions.push(tables.version(i));
     }
-    Ok(Snapshot { offset, root: root.to_string(), defs: set.defs().to_vec(), files, entries, versions, partition_offsets, partitioned })
+    Ok(Snapshot {
+        offset,
+        root: root.to_string(),
+        defs: set.defs().to_vec(),
+        files,
+        entries,
+        versions,
+        partition_offsets,
+        partitioned,
+        cut,
+    })
 }

@@ -55,19 +55,19 @@ pub const TOPIC_DEDUP_WINDOW_OFFSETS: u64 = 250_000;
 /// appeared within the window before it), so whether a record is dropped depends only on
 /// the offsets before it, not on where a projector started reading.
 #[derive(Default)]
-struct Window {
+pub(super) struct Window {
     /// Each id in the window, with its latest occurrence.
     latest: HashMap<u128, u64>,
     /// (offset, key) of every occurrence, oldest first.
     order: VecDeque<(u64, u128)>,
     /// The offset the window is filled up to (exclusive); `None` when not filled yet.
-    next: Option<u64>,
+    pub(super) next: Option<u64>,
 }
 
 impl Window {
     /// Whether the record at `offset` with `key` is the first copy of its event within
     /// the window (a record without an `event_id` always is), remembering it.
-    fn admit(&mut self, offset: u64, key: Option<u128>) -> bool {
+    pub(super) fn admit(&mut self, offset: u64, key: Option<u128>) -> bool {
         while let Some(&(o, k)) = self.order.front() {
             if o.saturating_add(TOPIC_DEDUP_WINDOW_OFFSETS) > offset {
                 break;
@@ -87,7 +87,7 @@ impl Window {
     /// from [`TOPIC_DEDUP_WINDOW_OFFSETS`] back, or from where the partition now begins
     /// when retention or DeleteRecords moved its start past that (a rebuild, which reads
     /// from there, sees no more).
-    fn fill_to(&mut self, log: &dyn EventLog, p: u32, format: ValueFormat, from: u64) -> Result<(), ProjectError> {
+    pub(super) fn fill_to(&mut self, log: &dyn EventLog, p: u32, format: ValueFormat, from: u64) -> Result<(), ProjectError> {
         if self.next == Some(from) {
             return Ok(());
         }
@@ -110,7 +110,7 @@ impl Window {
     }
 }
 
-fn key_of(r: &crate::event::Record) -> Option<u128> {
+pub(super) fn key_of(r: &crate::event::Record) -> Option<u128> {
     r.event.event_id.as_deref().map(|id| event_id_key(r.meta.app.as_deref(), id))
 }
 
@@ -177,7 +177,7 @@ impl SourceRejects {
 
     /// Queues the value at `offset` of partition `p` (unless already recorded); writes
     /// the queue once it holds [`MAX_PENDING_REJECTED_BYTES`].
-    fn record(&mut self, p: u32, offset: u64, rejected: &RejectedEvent) -> Result<(), ProjectError> {
+    pub(super) fn record(&mut self, p: u32, offset: u64, rejected: &RejectedEvent) -> Result<(), ProjectError> {
         let p = p as usize;
         if self.last[p].is_some_and(|last| offset <= last) {
             return Ok(());
@@ -208,7 +208,7 @@ impl SourceRejects {
     }
 
     /// Writes and syncs the queued lines.
-    fn sync(&mut self) -> Result<(), ProjectError> {
+    pub(super) fn sync(&mut self) -> Result<(), ProjectError> {
         for (p, lines) in self.pending.iter_mut().enumerate() {
             if lines.is_empty() {
                 continue;
@@ -254,8 +254,12 @@ impl SourceRejects {
 
 /// A projector's state for a topic: dedup windows and the rejected values' store.
 pub(super) struct TopicState {
-    windows: Vec<Window>,
-    rejects: SourceRejects,
+    pub(super) windows: Vec<Window>,
+    pub(super) rejects: SourceRejects,
+    /// A consumer-group member's consumer (`group.rs`), once joined.
+    pub(super) member: Option<crate::log::kafka::group::GroupMember>,
+    /// The assignment the member's last step belonged to.
+    pub(super) generation: u64,
 }
 
 impl TopicState {
@@ -263,6 +267,8 @@ impl TopicState {
         Ok(TopicState {
             windows: (0..partitions).map(|_| Window::default()).collect(),
             rejects: SourceRejects::open(data_dir, topic, partitions)?,
+            member: None,
+            generation: 0,
         })
     }
 }
@@ -446,6 +452,7 @@ impl Projector {
                 removed: &[],
                 offset: position,
                 partition_offsets: &read.reached,
+                claim: None,
             });
         }
         self.tables.commit_all(&commits)?;

@@ -62,16 +62,20 @@ pub struct TableFiles {
     pub registered: Vec<(std::sync::Arc<crate::project::TableDef>, Vec<PathBuf>)>,
     /// Tables projected from a Kafka topic: they have the `log_partition` column too.
     pub partitioned: bool,
+    /// Tables from a topic read up to these offsets per partition (a snapshot's limits,
+    /// see [`crate::project::Snapshot::cut`]): rows past them are left out.
+    pub limits: Option<Vec<u64>>,
 }
 
 impl TableFiles {
     pub fn new(tables: Vec<(&'static str, Vec<PathBuf>)>) -> Self {
-        TableFiles { tables, registered: Vec::new(), partitioned: false }
+        TableFiles { tables, registered: Vec::new(), partitioned: false, limits: None }
     }
 
     /// The files of a snapshot's tables: the seed's five by name, registered types' beside.
     pub fn of(snap: &crate::project::Snapshot) -> Self {
         let mut files = TableFiles::new(Vec::new()).partitioned(snap.partitioned);
+        files.limits = snap.limits().map(<[u64]>::to_vec);
         for (def, paths) in snap.defs.iter().zip(&snap.files) {
             match def.builtin() {
                 Some(t) => files.tables.push((crate::project::table_for(t).name, paths.clone())),
@@ -371,6 +375,8 @@ pub struct Snapshot {
     tables: Vec<(&'static str, Vec<(PathBuf, File)>)>,
     registered: Vec<(std::sync::Arc<crate::project::TableDef>, Vec<(PathBuf, File)>)>,
     partitioned: bool,
+    /// See [`TableFiles::limits`].
+    limits: Option<Vec<u64>>,
 }
 
 /// Opens `paths`, all before any is read (see [`open_snapshot`]).
@@ -412,7 +418,7 @@ pub fn open_snapshot(files: &TableFiles) -> Result<Snapshot, ReportError> {
     for (def, paths) in &files.registered {
         registered.push((def.clone(), open_all(paths)?));
     }
-    Ok(Snapshot { tables, registered, partitioned: files.partitioned })
+    Ok(Snapshot { tables, registered, partitioned: files.partitioned, limits: files.limits.clone() })
 }
 
 impl Snapshot {
@@ -434,6 +440,14 @@ impl Snapshot {
 impl TableSource for Snapshot {
     fn rows(&self, table: &'static str) -> Result<usize, ReportError> {
         let mut rows = 0;
+        if self.limits.is_some() {
+            // Some rows of the files are past the snapshot: counted as read.
+            self.for_each_part(table, &["log_offset"], &mut |part| {
+                rows += part.height();
+                Ok(())
+            })?;
+            return Ok(rows);
+        }
         for (path, file) in self.files(table) {
             rows += Self::reader(path, file)?.num_rows().map_err(|source| ReportError::Parquet { path: path.clone(), source })?;
         }
@@ -474,7 +488,16 @@ impl TableSource for Snapshot {
                 }
             }
         }
-        let names: Vec<String> = stored.iter().map(|n| n.to_string()).collect();
+        let mut names: Vec<String> = stored.iter().map(|n| n.to_string()).collect();
+        if self.limits.is_some() {
+            // What a row's place in the topic needs, read beside the columns asked for.
+            for (name, dtype) in [("log_offset", DataType::Int64), (PARTITION_COLUMN, DataType::Int32)] {
+                if !names.iter().any(|n| n == name) {
+                    names.push(name.to_string());
+                    fields.push((name, dtype));
+                }
+            }
+        }
         let files = self.files(table);
         if files.is_empty() {
             let schema: Schema = fields.iter().map(|(n, d)| (PlSmallStr::from_static(n), d.clone())).collect();
@@ -487,7 +510,12 @@ impl TableSource for Snapshot {
                 .with_columns(Some(names.clone()))
                 .finish()
                 .map_err(|source| ReportError::Parquet { path: path.clone(), source })?;
-            f(select_columns(conform(table, path, &fields, df)?, columns)?)?;
+            let df = conform(table, path, &fields, df)?;
+            let df = match &self.limits {
+                Some(limits) => below_limits(df, limits)?,
+                None => df,
+            };
+            f(select_columns(df, columns)?)?;
         }
         Ok(())
     }
@@ -559,6 +587,21 @@ pub fn registered_frame(snapshot: &Snapshot, table: &str) -> Result<DataFrame, R
 }
 
 /// Puts a file's columns in the table's order and types (extra columns are dropped).
+/// The rows of `df` (with `log_partition` and `log_offset`) below `limits`, per partition.
+fn below_limits(df: DataFrame, limits: &[u64]) -> Result<DataFrame, ReportError> {
+    let partitions = df.column(PARTITION_COLUMN)?.i32()?;
+    let offsets = df.column("log_offset")?.i64()?;
+    let mask: BooleanChunked = partitions
+        .iter()
+        .zip(offsets.iter())
+        .map(|(p, o)| {
+            let limit = p.and_then(|p| usize::try_from(p).ok()).and_then(|p| limits.get(p)).copied().unwrap_or(0);
+            Some(o.and_then(|o| u64::try_from(o).ok()).is_some_and(|o| o < limit))
+        })
+        .collect();
+    Ok(df.filter(&mask)?)
+}
+
 fn conform(table: &'static str, path: &Path, fields: &[(&'static str, DataType)], df: DataFrame) -> Result<DataFrame, ReportError> {
     let height = df.height();
     let mut columns = Vec::with_capacity(fields.len());

@@ -62,7 +62,8 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 BIN, TANSU, NISSHI, WORK = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
-SECTIONS = sys.argv[5:] or ["readme", "nodes", "kill", "memory", "broker", "tables", "two", "crash", "seed", "restart", "deleted", "same", "retry"]
+SECTIONS = sys.argv[5:] or ["readme", "nodes", "kill", "memory", "broker", "tables", "two", "crash", "seed", "restart", "deleted", "same", "retry",
+                            "group", "serve"]
 TOPIC = "events"
 PARTITIONS = 3
 
@@ -256,13 +257,16 @@ class Load:
 class Node:
     """A `questlog serve --log kafka://…` on a free port, in its own data dir."""
 
-    def __init__(self, broker, name):
-        self.broker, self.data = broker, os.path.join(WORK, name)
+    def __init__(self, broker, name, *serve_args):
+        """`serve_args`: say `--api-only` for a node that only takes events (most sections
+        check the API; section `serve` checks nodes that project)."""
+        self.broker, self.data, self.serve_args = broker, os.path.join(WORK, name), list(serve_args)
         self.start()
 
     def start(self):
         self.err = open(self.data + ".stderr", "a")
-        self.proc = subprocess.Popen([BIN, "--data-dir", self.data, "--log", self.broker.url(), "serve", "--listen", "127.0.0.1:0"],
+        self.proc = subprocess.Popen([BIN, "--data-dir", self.data, "--log", self.broker.url(), "serve", "--listen", "127.0.0.1:0",
+                                      *self.serve_args],
                                      stdout=subprocess.PIPE, stderr=self.err, text=True, stdin=subprocess.DEVNULL)
         line = self.proc.stdout.readline()
         if "serving on http://" not in line:
@@ -415,7 +419,7 @@ def section_readme():
 
 def section_nodes():
     with broker_with_topic() as broker:
-        a, b = Node(broker, "node-a"), Node(broker, "node-b")
+        a, b = Node(broker, "node-a", "--api-only"), Node(broker, "node-b", "--api-only")
         started = time.time()
         loads = [subprocess.Popen([BIN, "generate", "--seed", str(seed), "--events", "20000", "--url", node.base, "--batch", "250"],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -497,7 +501,7 @@ def section_nodes():
 
 def section_kill():
     with broker_with_topic() as broker:
-        node = Node(broker, "node-kill")
+        node = Node(broker, "node-kill", "--api-only")
         acked, stop = set(), threading.Event()
         counts = {"ok": 0, "failed": 0}
         lock = threading.Lock()
@@ -560,7 +564,7 @@ def section_kill():
 
 def section_memory():
     with broker_with_topic() as broker:
-        node = Node(broker, "node-memory")
+        node = Node(broker, "node-memory", "--api-only")
         broker.proc.send_signal(signal.SIGSTOP)
         answers, lock = [], threading.Lock()
 
@@ -602,7 +606,7 @@ def section_broker():
         if missing.returncode == 0 or "nope" not in missing.stderr or "create it" not in missing.stderr:
             fail(f"serve on a missing topic: exit {missing.returncode}: {missing.stderr}")
         print(f"ok: broker: serve on a missing topic says: {missing.stderr.strip().splitlines()[-1][:150]}")
-        node = Node(broker, "node-broker")
+        node = Node(broker, "node-broker", "--api-only")
         status, body, _ = post(node.base, [{"event_type": "join_guild", "guild_id": 1, "name": "A", "player_id": "p1"}])
         if status != 200 or body["accepted"] != 1:
             fail(f"append with the broker up: {status} {body}")
@@ -618,7 +622,7 @@ def section_broker():
 
 def section_tables():
     with broker_with_topic() as broker:
-        a, b = Node(broker, "tables-a"), Node(broker, "tables-b")
+        a, b = Node(broker, "tables-a", "--api-only"), Node(broker, "tables-b", "--api-only")
         data = os.path.join(WORK, "tables-projector")
         follower = Follower(broker, data)
         started = time.time()
@@ -681,7 +685,7 @@ def section_tables():
         deadline = time.time() + 60
         while len(lines) < 30500 and time.time() < deadline:
             time.sleep(0.1)
-        node = Node(broker, "tables-c")
+        node = Node(broker, "tables-c", "--api-only")
         status, body, _ = post(node.base, [{"event_type": "join_guild", "guild_id": 1, "name": "Late", "player_id": "late", "event_id": "late-1"}])
         deadline = time.time() + 60
         while not any('"late-1"' in l for l in lines) and time.time() < deadline:
@@ -695,7 +699,7 @@ def section_tables():
 
 def section_crash():
     with broker_with_topic() as broker:
-        nodes = [Node(broker, "crash-a"), Node(broker, "crash-b")]
+        nodes = [Node(broker, "crash-a", "--api-only"), Node(broker, "crash-b", "--api-only")]
         data = os.path.join(WORK, "crash-projector")
         follower = Follower(broker, data)
         load = Load(nodes, workers=4, batch=50, prefix="c")
@@ -838,7 +842,7 @@ def section_restart():
     broker = Nisshi()
     try:
         broker.create_topic()
-        node = Node(broker, "restart-node")
+        node = Node(broker, "restart-node", "--api-only")
         data = os.path.join(WORK, "restart-projector")
         follower = Follower(broker, data)
         load = Load([node], workers=3, batch=50, prefix="r")
@@ -983,6 +987,166 @@ def section_retry():
         if "a blip" not in text:
             fail(f"retry: the failpoint did not fire:\n{text[-2000:]}")
         print("ok: retry: a follower whose step failed once opened its tables again and took all 3000 events")
+
+
+class Member(Follower):
+    """`project --follow --group G` into shared tables, with a data dir of its own."""
+
+    def __init__(self, broker, data, tables, group):
+        self.tables, self.group = tables, group
+        super().__init__(broker, data)
+
+    def start(self):
+        self.out = open(self.data + ".project.out", "a")
+        self.proc = subprocess.Popen([BIN, "--data-dir", self.data, "--log", self.broker.url(), "--tables", self.tables, "project",
+                                      "--follow", "--group", self.group, "--step-events", "5000"],
+                                     stdout=self.out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def holdings(self):
+        """Every partition set this member said it held, in order."""
+        return [json.loads(l.split("holds partitions ", 1)[1].split(" of ")[0])
+                for l in open(self.out.name) if "this member holds partitions" in l]
+
+
+def shared_rows(tables):
+    from deltalake import DeltaTable
+    return [r for _, loc in TABLES if os.path.isdir(os.path.join(tables, loc, "_delta_log"))
+            for r in DeltaTable(os.path.join(tables, loc)).to_pyarrow_table(columns=["event_id", "log_partition", "log_offset"]).to_pylist()]
+
+
+def section_group():
+    """Projectors as a consumer group: two, then three `project --follow --group` on one
+    topic of 6 partitions share its partitions and commit to one set of tables while two
+    serve nodes take load; members are SIGKILLed and started again. Every acknowledged
+    event lands once, verify passes, and the members held partitions of their own."""
+    broker = Nisshi("group-nisshi") if os.environ.get("GROUP_BROKER", "nisshi") == "nisshi" else Broker()
+    try:
+        broker.create_topic(partitions=6)
+        nodes = [Node(broker, "group-a", "--api-only"), Node(broker, "group-b", "--api-only")]
+        tables = os.path.join(WORK, "group-tables")
+        members = [Member(broker, os.path.join(WORK, f"group-m{i}"), tables, "questlog-test") for i in (1, 2)]
+        load = Load(nodes, workers=4, batch=50, prefix="g")
+        t0 = time.time()
+        time.sleep(6)
+        members.append(Member(broker, os.path.join(WORK, "group-m3"), tables, "questlog-test"))
+        time.sleep(8)
+        kills = 0
+        for victim in (0, 1):
+            members[victim].kill()
+            kills += 1
+            time.sleep(4)
+            members[victim].start()
+            time.sleep(6)
+        acked = load.finish()
+        for n in nodes:
+            n.stop()
+        deadline = time.time() + 120
+        rows = []
+        while time.time() < deadline:
+            try:
+                rows = shared_rows(tables)
+            except Exception:
+                rows = []
+            if set(acked) <= {r["event_id"] for r in rows}:
+                break
+            time.sleep(0.5)
+        took = time.time() - t0
+        # The group settles (a killed member's old session lapses after 6 s, and the
+        # rebalance that follows may still run): then the members' last assignments split
+        # the six partitions between them.
+        deadline = time.time() + 60
+        while time.time() < deadline and sorted(p for m in members for p in (m.holdings() or [[]])[-1]) != list(range(6)):
+            time.sleep(0.5)
+        for m in members:
+            m.stop()
+        ids = [r["event_id"] for r in rows]
+        missing = set(acked) - set(ids)
+        if missing:
+            fail(f"group: {len(missing)} acknowledged events are not in the tables, e.g. {sorted(missing)[:3]}")
+        if len(ids) != len(set(ids)):
+            fail(f"group: {len(ids) - len(set(ids))} rows are second copies of an event")
+        if len({(r['log_partition'], r['log_offset']) for r in rows}) != len(rows):
+            fail("group: two rows have the same (log_partition, log_offset)")
+        verified = questlog(members[0].data, "--tables", tables, "verify", log=broker.url()).stdout.strip()
+        if not verified.startswith("ok"):
+            fail(f"group: verify: {verified}")
+        holdings = [m.holdings() for m in members]
+        for i, h in enumerate(holdings):
+            if not any(h):
+                fail(f"group: member {i + 1} never held a partition: {h}")
+            if any(len(set(x)) != len(x) or not set(x) <= set(range(6)) for x in h):
+                fail(f"group: member {i + 1} said it held {h}")
+        last = [h[-1] for h in holdings]
+        # Every partition has a member at the end. (Two members may both believe they hold one
+        # for a while when the coordinator expired a busy member's session: their claims
+        # keep the tables right, which the checks above showed.)
+        if set(p for x in last for p in x) != set(range(6)):
+            fail(f"group: at the end the three members held {last}: some partition had no member")
+        by_member = {f"m{i + 1}": [x for x in h if x] for i, h in enumerate(holdings)}
+        print(f"ok: group: 2 then 3 members of one consumer group, {kills} SIGKILLed and started again, under load from 2 serve "
+              f"nodes ({took:.0f} s): all {len(acked)} acknowledged events in the shared tables once ({len(rows)} rows); verify "
+              f"passes; partitions held in turn: {by_member}; at the end {last}")
+    finally:
+        broker.stop()
+
+
+def live(node):
+    with urllib.request.urlopen(node.base + "/v1/live", timeout=20) as r:
+        return json.loads(r.read())
+
+
+def section_serve():
+    """`serve --log kafka://…` projects by default: two nodes given the same `--tables`
+    form one consumer group (named after the tables) and share a topic of 6 partitions
+    under load; the tables then hold every acknowledged event once, verify passes, and
+    each node's live page (`/v1/live`) shows the tables' freshness per partition, which
+    partitions it projects (the two nodes' split the six), and the findings."""
+    broker = Nisshi("serve-nisshi")
+    try:
+        broker.create_topic(partitions=6)
+        tables = os.path.join(WORK, "serve-tables")
+        nodes = [Node(broker, f"serve-{n}", "--tables", tables) for n in "ab"]
+        load = Load(nodes, workers=3, batch=50, prefix="s")
+        time.sleep(10)
+        acked = load.finish()
+        deadline = time.time() + 120
+        rows = []
+        while time.time() < deadline:
+            try:
+                rows = shared_rows(tables)
+            except Exception:
+                rows = []
+            if set(acked) <= {r["event_id"] for r in rows}:
+                break
+            time.sleep(0.5)
+        ids = [r["event_id"] for r in rows]
+        if set(acked) - set(ids) or len(ids) != len(set(ids)):
+            fail(f"serve: {len(set(acked) - set(ids))} acknowledged events missing, {len(ids) - len(set(ids))} twice")
+        # The live pages: each partition once up to date, split between the nodes, findings.
+        deadline = time.time() + 90
+        pages = []
+        while time.time() < deadline:
+            pages = [live(n) for n in nodes]
+            parts = [p["freshness"]["partitions"] for p in pages]
+            held = sorted(q["partition"] for ps in parts for q in ps if q["held_here"])
+            fresh = all(len(ps) == 6 and all(q["lag_records"] == 0 for q in ps) for ps in parts)
+            if held == list(range(6)) and fresh and all(p["findings"] and p["findings"]["summary"] for p in pages):
+                break
+            time.sleep(1)
+        else:
+            fail(f"serve: the live pages did not show 6 up-to-date partitions split between the nodes and findings: "
+                 f"{[p['freshness'] for p in pages]} findings: {[bool(p['findings']) for p in pages]}")
+        verified = questlog(nodes[0].data, "--tables", tables, "verify", log=broker.url()).stdout.strip()
+        if not verified.startswith("ok"):
+            fail(f"serve: verify: {verified}")
+        for n in nodes:
+            n.stop()
+        split = [[q["partition"] for q in p["freshness"]["partitions"] if q["held_here"]] for p in pages]
+        print(f"ok: serve: two projecting nodes on shared tables took {len(acked)} events; the tables hold each once, verify "
+              f"passes; the live pages show 6 partitions up to date, projected by the nodes as {split}, and findings "
+              f"({pages[0]['findings']['summary'][0][:60]}…)")
+    finally:
+        broker.stop()
 
 
 for name in SECTIONS:

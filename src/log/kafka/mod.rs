@@ -487,6 +487,13 @@ impl EventLog for KafkaLog {
         self.rejected.as_ref().and_then(|s| s.unwritable())
     }
 
+    fn join_group(&self, group: Option<&str>, starts: group::StartsFn) -> Result<group::GroupMember, LogError> {
+        match group {
+            Some(group) => group::GroupMember::join(&self.target, &self.options, group, starts),
+            None => group::GroupMember::assign_all(&self.target, &self.options, self.partitions(), starts),
+        }
+    }
+
     fn close(&self) -> Result<(), LogError> {
         let flushed = self.producer.flush(Duration::from_millis(DELIVERY_TIMEOUT_MS));
         if let Some(store) = &self.rejected {
@@ -776,6 +783,38 @@ impl PartitionReader {
     }
 }
 
+/// A value of partition `p` read by a [`group::GroupMember`], not decoded yet (decoding
+/// runs beside the poll, on other threads).
+#[derive(Debug)]
+pub struct RawValue {
+    pub offset: u64,
+    pub timestamp_ms: Option<i64>,
+    /// The [`VALUE_FORMAT_HEADER`] header's value, if the record has one.
+    pub format_header: Option<Box<[u8]>>,
+    pub payload: Box<[u8]>,
+}
+
+impl RawValue {
+    fn of<M: Message>(m: &M, offset: u64) -> RawValue {
+        RawValue {
+            offset,
+            timestamp_ms: m.timestamp().to_millis(),
+            format_header: format_header(m).map(Into::into),
+            payload: m.payload().unwrap_or_default().into(),
+        }
+    }
+
+    /// The value as a projection scan gives it (see [`EventLog::scan_partition`]).
+    #[allow(clippy::result_large_err)] // `Scanned`, as every scan gives it
+    pub fn decode(&self, format: ValueFormat) -> Scanned {
+        let decoded = match format {
+            ValueFormat::Questlog => decode_questlog(self.format_header.as_deref(), &self.payload),
+            ValueFormat::Seed => decode_seed(&self.payload, self.timestamp_ms),
+        };
+        decoded.map_err(|rejection| rejected_value(&self.payload, self.timestamp_ms, rejection))
+    }
+}
+
 /// A message of the seed's own topic as a record ([`ValueFormat::Seed`]): validated as
 /// [`crate::event::validate_seed_message`] says; `raw_event` is the message as it is
 /// (headers included, as the seed's Spark job kept it) and `timestamp` the record's Kafka
@@ -844,6 +883,8 @@ pub fn decode_value(payload: &[u8]) -> Result<Record, String> {
         event,
     })
 }
+
+pub mod group;
 
 #[cfg(test)]
 mod tests {
