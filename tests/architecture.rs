@@ -15,11 +15,17 @@ fn imports() -> BTreeMap<String, BTreeSet<String>> {
         let path = entry.unwrap().path();
         let name = path.file_stem().unwrap().to_string_lossy().to_string();
         if path.is_dir() {
+            // Every file of the module, its folders' too (`log/kafka/`, `log/sled/`).
             let mut text = String::new();
-            for f in std::fs::read_dir(&path).unwrap() {
-                let f = f.unwrap().path();
-                if f.extension().is_some_and(|e| e == "rs") {
-                    text.push_str(&std::fs::read_to_string(f).unwrap());
+            let mut dirs = vec![path.clone()];
+            while let Some(dir) = dirs.pop() {
+                for f in std::fs::read_dir(&dir).unwrap() {
+                    let f = f.unwrap().path();
+                    if f.is_dir() {
+                        dirs.push(f);
+                    } else if f.extension().is_some_and(|e| e == "rs") {
+                        text.push_str(&std::fs::read_to_string(f).unwrap());
+                    }
                 }
             }
             modules.insert(name, text);

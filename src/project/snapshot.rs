@@ -192,3 +192,75 @@ pub fn snapshot_with(
         cut,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::project::delta::Claim;
+    use crate::project::sink::TableCommit;
+    use crate::project::{CommitKind, DEFAULT_VACUUM_RETENTION_MS};
+    use arrow::array::{Int32Array, Int64Array};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    /// Rows at or past a partition's limit are left out, per partition.
+    #[test]
+    fn keep_mask_cuts_each_partition_at_its_limit() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("log_offset", DataType::Int64, false),
+            Field::new("log_partition", DataType::Int32, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![Arc::new(Int64Array::from(vec![0, 5, 9, 10, 3, 4])), Arc::new(Int32Array::from(vec![0, 0, 0, 0, 1, 2]))],
+        )
+        .unwrap();
+        let mask = keep_mask(&batch, &[10, 4]).unwrap();
+        let kept: Vec<bool> = mask.iter().map(|v| v.unwrap()).collect();
+        // partition 0 below 10; partition 1 below 4; partition 2 has no limit: none of it.
+        assert_eq!(kept, [true, true, true, false, true, false]);
+    }
+
+    /// Two tables that group members committed in different orders share no version's
+    /// offsets: the snapshot reads both at their newest, up to the smallest offset per
+    /// partition, and says readers must cut; a reader not told the topic finds it in the
+    /// tables' metadata.
+    #[test]
+    fn a_snapshot_of_tables_ahead_of_each_other_cuts_per_partition() {
+        let d = tempfile::tempdir().unwrap();
+        let root = TablesRoot::Local(d.path().join("delta"));
+        let layout = Layout::Topic { topic: "t".into(), partitions: 2 };
+        let mut tables = DeltaTables::open(&root, d.path(), DEFAULT_VACUUM_RETENTION_MS, false, &layout, &TableSet::seed()).unwrap();
+        let file = |i: usize, first: u64, rows: u64| FileEntry {
+            name: crate::project::delta::file_name(first, first + rows - 1, 0, &format!("{i:016x}")),
+            level: 0,
+            rows,
+            bytes: 100,
+            first_offset: first,
+            last_offset: first + rows - 1,
+        };
+        for i in 0..TableSet::seed().len() {
+            // Every table: partition 0 to 10 and partition 1 to 4 — table 0 further: 0 to 12.
+            let (p0, p1) = if i == 0 { (12, 4) } else { (10, 4) };
+            let added = [file(i, 0, p0 + p1)];
+            let offsets = [p0, p1];
+            tables
+                .commit_all(&[TableCommit {
+                    table: i,
+                    kind: CommitKind::Append,
+                    added: &added,
+                    removed: &[],
+                    offset: p0 + p1,
+                    partition_offsets: &offsets,
+                    claim: Some(Claim { partitions: &[0, 1], expected: &[0, 0] }),
+                }])
+                .unwrap();
+        }
+        let snap = snapshot(&root, d.path(), &[]).unwrap();
+        assert!(snap.cut, "table 0 holds partition 0 past the others");
+        assert_eq!(snap.partition_offsets, [10, 4]);
+        assert_eq!(snap.limits(), Some(&[10, 4][..]));
+        assert_eq!(snap.offset, 14);
+        let even = snapshot_with(&root, d.path(), Some(&layout), &[]).unwrap();
+        assert_eq!(even.partition_offsets, [10, 4]);
+    }
+}
