@@ -36,8 +36,6 @@ PARTITIONS = int(sys.argv[5]) if len(sys.argv) > 5 else 6
 TABLES = ["guild_joins", "enemies_killed", "quest_accept", "damage_taken", "transactions"]
 KINDS = [{"event_type": "take_damage", "enemy_id": 3, "name": "Orc", "damage": 5},
          {"event_type": "join_guild", "guild_id": 4, "name": "Knights"},
-         {"event_type": "accept_quest", "quest_id": 7, "name": "Rats"},
-         {"event_type": "kill_enemy", "enemy_id": 3, "name": "Orc"},
          {"event_type": "buy_asset", "store_id": 1, "item_name": "sword", "inventory_id": 9, "total_cost": 2.5,
           "category": "weapon", "on_hand_qty": 3}]
 
@@ -107,7 +105,7 @@ def main():
             due = int((time.time() - start) * RATE)
             while n < due:
                 now = time.time()
-                event = dict(KINDS[n % 5], player_id=f"p{n % 5000}", event_id=f"f{n}")
+                event = dict(KINDS[n % 3], player_id=f"p{n % 5000}", event_id=f"f{n}")
                 value = json.dumps({"timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z",
                                     "raw_event": json.dumps(event)})
                 while True:

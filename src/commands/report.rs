@@ -84,7 +84,8 @@ pub fn run_sql(args: SqlArgs, data_dir: &Path) -> Result<()> {
     let ((frames, extra, registered), offset) = read_snapshot(&tables_root(data_dir)?, data_dir, data_dir, |files| {
         let named_files =
             report::TableFiles::new(files.tables.iter().filter(|(t, _)| named.contains(t)).map(|(t, f)| (*t, f.clone())).collect())
-                .partitioned(files.partitioned);
+                .partitioned(files.partitioned)
+                .limited(files.limits.clone());
         let frames = report::load_frames_without(&named_files, &skip)?;
         // Registered types' tables the query names, whole.
         let wanted: Vec<&String> = files.registered.iter().map(|(d, _)| &d.name).filter(|n| sql::names_table(&query, n)).collect();

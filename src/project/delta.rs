@@ -1259,16 +1259,30 @@ async fn commit_table(
     let mut attempt = 0u32;
     let (post, version, offset, partition_offsets, keep) = loop {
         attempt += 1;
+        // Before every attempt, the first too: the table this process holds may have been
+        // read again since the claim was made (a merge chosen before another member's
+        // merge of the same files, and committed after the table was refreshed, would
+        // otherwise land on a version that no longer has its inputs).
+        if let Some(c) = claim {
+            if !claim_holds(t, kind, c, removed) {
+                return Err(ProjectError::Conflict {
+                    table: t.def.name.clone(),
+                    read_version: t.table.version().unwrap_or(0),
+                    version: t.table.version().unwrap_or(0),
+                    offset: t.offset,
+                    wanted_offset: offset,
+                });
+            }
+        }
         match try_commit(t, layout, kind, added, removed, offset, partition_offsets, claim).await? {
             Attempt::Landed { post, version, offset, partition_offsets, keep } => break (post, version, offset, partition_offsets, keep),
             Attempt::Moved { read_version, wanted_offset } => {
                 // Say who moved it (or, for a claim, whether it may go on): read the table again.
                 load_or_create(t, layout, false).await?;
-                if let Some(c) = claim {
-                    if attempt < MAX_CLAIM_ATTEMPTS && claim_holds(t, kind, c, removed) {
-                        tracing::debug!(table = %t.def.name, attempt, "another member committed first; committing again on its version");
-                        continue;
-                    }
+                if claim.is_some() && attempt < MAX_CLAIM_ATTEMPTS {
+                    // Committed again on the version read, if the claim still holds there.
+                    tracing::debug!(table = %t.def.name, attempt, "another member committed first; trying on its version");
+                    continue;
                 }
                 return Err(ProjectError::Conflict {
                     table: t.def.name.clone(),
@@ -1685,6 +1699,12 @@ mod tests {
         let merged_b = [entry(0, 19, 1, "mb")];
         let second = b.commit_all(&claimed(CommitKind::Compact, &merged_b, &inputs, &[20], none));
         assert!(matches!(second, Err(ProjectError::Conflict { .. })), "{second:?}");
+        // The same after b read the table again (a refresh between choosing its merge and
+        // committing it): its first attempt lands on a version without its inputs, unless
+        // the claim is checked before it too.
+        b.reload().unwrap();
+        let again = b.commit_all(&claimed(CommitKind::Compact, &merged_b, &inputs, &[20], none));
+        assert!(matches!(again, Err(ProjectError::Conflict { .. })), "{again:?}");
         let reader = DeltaTables::open_read_only(&root, d.path(), Some(&layout), &TableSet::seed()).unwrap();
         let names: Vec<&str> = reader.files(0).iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names, [merged_a[0].name.as_str()]);

