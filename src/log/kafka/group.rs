@@ -37,6 +37,13 @@ pub type StartsFn = Box<dyn Fn(&[u32]) -> Result<Vec<u64>, String> + Send + Sync
 pub const GROUP_SESSION_TIMEOUT_MS: u64 = 6_000;
 /// A third of the session timeout, as Kafka advises.
 pub const GROUP_HEARTBEAT_INTERVAL_MS: u64 = 2_000;
+/// How long a member may go without polling before it is taken out of the group — and
+/// what librdkafka sends as the rebalance timeout, the longest a coordinator waits for
+/// every member to rejoin. librdkafka's default is 300 s; a rebalance after kills was seen
+/// to wait for members that never heard of it (CONTRACT 11.4's known problem), so the
+/// wait is bounded to a minute. A member's longest stretch without a poll is one step
+/// (a catch-up step of 500,000 records, or refilling a dedup window: seconds).
+pub const GROUP_MAX_POLL_INTERVAL_MS: u64 = 60_000;
 /// Bytes of values one batch holds at most (besides [`GroupMember::poll_batch`]'s count):
 /// a step of 500,000 values of 8 KiB would otherwise hold 4 GiB.
 pub const MAX_GROUP_BATCH_BYTES: usize = 64 << 20;
@@ -203,6 +210,7 @@ impl GroupMember {
             .set("partition.assignment.strategy", "roundrobin")
             .set("session.timeout.ms", GROUP_SESSION_TIMEOUT_MS.to_string())
             .set("heartbeat.interval.ms", GROUP_HEARTBEAT_INTERVAL_MS.to_string())
+            .set("max.poll.interval.ms", GROUP_MAX_POLL_INTERVAL_MS.to_string())
             .create_with_context(context)
             .map_err(|e| err(format!("cannot create a consumer for group {group}: {e}")))?;
         consumer.subscribe(&[&target.topic]).map_err(|e| err(format!("cannot join group {group}: {e}")))?;
