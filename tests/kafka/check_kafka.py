@@ -1014,6 +1014,21 @@ def shared_rows(tables):
             for r in DeltaTable(os.path.join(tables, loc)).to_pyarrow_table(columns=["event_id", "log_partition", "log_offset"]).to_pylist()]
 
 
+def wait_for_rows(tables, acked, timeout=120):
+    """The shared tables' rows once they hold every id of `acked` (or when `timeout` s passed)."""
+    deadline = time.time() + timeout
+    rows = []
+    while time.time() < deadline:
+        try:
+            rows = shared_rows(tables)
+        except Exception:
+            rows = []
+        if set(acked) <= {r["event_id"] for r in rows}:
+            break
+        time.sleep(0.5)
+    return rows
+
+
 def section_group():
     """Projectors as a consumer group: two, then three `project --follow --group` on one
     topic of 6 partitions share its partitions and commit to one set of tables while two
@@ -1040,16 +1055,7 @@ def section_group():
         acked = load.finish()
         for n in nodes:
             n.stop()
-        deadline = time.time() + 120
-        rows = []
-        while time.time() < deadline:
-            try:
-                rows = shared_rows(tables)
-            except Exception:
-                rows = []
-            if set(acked) <= {r["event_id"] for r in rows}:
-                break
-            time.sleep(0.5)
+        rows = wait_for_rows(tables, acked)
         took = time.time() - t0
         # The group settles (a killed member's old session lapses after 6 s, and the
         # rebalance that follows may still run): then the members' last assignments split
@@ -1111,16 +1117,7 @@ def section_serve():
         load = Load(nodes, workers=3, batch=50, prefix="s")
         time.sleep(10)
         acked = load.finish()
-        deadline = time.time() + 120
-        rows = []
-        while time.time() < deadline:
-            try:
-                rows = shared_rows(tables)
-            except Exception:
-                rows = []
-            if set(acked) <= {r["event_id"] for r in rows}:
-                break
-            time.sleep(0.5)
+        rows = wait_for_rows(tables, acked)
         ids = [r["event_id"] for r in rows]
         if set(acked) - set(ids) or len(ids) != len(set(ids)):
             fail(f"serve: {len(set(acked) - set(ids))} acknowledged events missing, {len(ids) - len(set(ids))} twice")

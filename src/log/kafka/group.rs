@@ -275,11 +275,6 @@ impl GroupMember {
         LogError::Kafka { brokers: self.target.brokers.clone(), topic: self.target.topic.clone(), message }
     }
 
-    /// The partitions this member holds now, each with its next offset.
-    pub fn held(&self) -> &BTreeMap<u32, u64> {
-        &self.next
-    }
-
     /// Reads at most `max_values` values of the partitions held: waits up to `wait` for
     /// the first, then reads on until every partition held is at its end, `linger` has
     /// passed since the first, or the batch holds [`MAX_GROUP_BATCH_BYTES`]. A rebalance
