@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Soak: `serve` under steady HTTP load at a fraction of its measured maximum for a while,
 # sampling its memory, open files and projection lag. Then: no request may have failed,
-# RSS and open files must be flat (the last third's lowest RSS sample within 10% of the
-# first third's highest after warm-up, and its median open files within 8),
+# RSS and open files must be flat (after a third of warm-up: the last part's lowest RSS
+# sample within 10% of the highest of the part a third before it, and its median open
+# files within 8),
 # the tables must catch up, and `verify` must pass. RELIABILITY.md quotes a 10-minute run.
 #
 # usage: tests/soak/run.sh [--minutes 10] [--fraction 0.7] [--batch 100] [--concurrency 4]
-#   --minutes may be fractional (CI runs a short one: --minutes 0.5)
+#   --minutes may be fractional (CI runs a short one: --minutes 1)
 # Needs a release build (cargo build --release).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -46,7 +47,7 @@ probe_events=$(( probe_seconds * 150000 ))
 # At least a dedup window's worth (log::DEDUP_WINDOW_EVENTS, 1,000,000 ids, ~48 MiB), so
 # the soak starts with the server's bounded structures full (the window, sled's 64 MiB
 # cache): filling them is growth that stops, not a leak, and in a short soak it fell
-# between the early and the late third.
+# between the first third and the last.
 [ "$probe_events" -ge 1100000 ] || probe_events=1100000
 "$bin" generate --url "$addr" --seed 1 --events "$probe_events" --batch "$batch" --concurrency "$concurrency" >"$work/probe.txt"
 max_rate="$(grep -o 'throughput [0-9]*' "$work/probe.txt" | awk '{print $2}')"
@@ -90,26 +91,30 @@ from statistics import median
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
 lag_max = max((int(r["lag_events"]) for r in rows), default=0)
 rows = [r for r in rows if r["loaded"] == "1"]
-if len(rows) < 6:
+if len(rows) < 12:
     print("soak: too few samples"); sys.exit(1)
-third = max(1, len(rows) // 3)
-early, late = rows[1:1 + third], rows[-third:]   # the first sample is warm-up
-# Growth is judged by comparing the late third's lowest RSS sample with the early third's
-# highest: a leak lifts the whole late third above the early one, while the working set
-# moves by ~100-150 MiB within a third (a projection step or merge in flight; catch-up
-# steps after a merge held the projector up; in 30-s runs without a leak the lowest
-# samples of the early third ranged 297-407 MiB and the medians moved by up to +25%).
-# Medians are printed too.
+# The first third is warm-up: in runs without a leak RSS rose through it and then held
+# (a 60-s run at 35% of the maximum: 227 -> ~280 MiB over the first 30 s, 257-318 MiB
+# after) while the tables' merges reach their larger levels; judged against it, a 30-s
+# CI run failed at +11% (2026-12-05). Of the rest, the first third ("middle") is compared
+# with the last ("late"), a third apart: a leak lifts the whole late part above the
+# middle one, while the working set moves by ~100-150 MiB within a part (a projection
+# step or merge in flight; catch-up steps after a merge held the projector up). Adjacent
+# parts are not enough: a leak planted in the ingest handler (8 KiB a request) passed
+# at +5.9% (the middle part's own growth reached into the late one's range).
+judged = rows[len(rows) // 3:]
+part = len(judged) // 3
+mid, late = judged[:part], judged[-part:]
 rss = lambda part: [float(r["rss_mib"]) for r in part]
-floor_early, floor_late = min(rss(early)), min(rss(late))
-peak_early = max(rss(early))
+floor_mid, floor_late = min(rss(mid)), min(rss(late))
+peak_mid = max(rss(mid))
 # Open files likewise, by the median: a merge in flight holds its inputs open for a moment
 # (one sample of 45 against 22-26 around it), a leak raises every later sample.
-fd_early = median(int(r["open_files"]) for r in early); fd_late = median(int(r["open_files"]) for r in late)
-print(f"soak: RSS early {floor_early:.0f}-{peak_early:.0f} MiB (median {median(rss(early)):.0f}), late {floor_late:.0f}-{max(rss(late)):.0f} MiB "
-      f"(median {median(rss(late)):.0f}): the late lowest {(floor_late / peak_early - 1) * 100:+.1f}% against the early highest; "
-      f"open files (median) {fd_early:.0f} early, {fd_late:.0f} late, peaks {max(int(r['open_files']) for r in early)} and {max(int(r['open_files']) for r in late)}; largest projection lag {lag_max} events")
-ok = floor_late <= peak_early * 1.1 and fd_late <= fd_early + 8
+fd_mid = median(int(r["open_files"]) for r in mid); fd_late = median(int(r["open_files"]) for r in late)
+print(f"soak: RSS middle {floor_mid:.0f}-{peak_mid:.0f} MiB (median {median(rss(mid)):.0f}), late {floor_late:.0f}-{max(rss(late)):.0f} MiB "
+      f"(median {median(rss(late)):.0f}): the late lowest {(floor_late / peak_mid - 1) * 100:+.1f}% against the middle highest; "
+      f"open files (median) {fd_mid:.0f} middle, {fd_late:.0f} late, peaks {max(int(r['open_files']) for r in mid)} and {max(int(r['open_files']) for r in late)}; largest projection lag {lag_max} events")
+ok = floor_late <= peak_mid * 1.1 and fd_late <= fd_mid + 8
 print("soak: RSS and open files flat" if ok else "soak: RSS or open files grew")
 sys.exit(0 if ok else 1)
 PY
