@@ -69,6 +69,8 @@ table="$work/table.md"
 : >"$table"
 
 row() { printf '| %s | %s | %s | %s | %s | %s |\n' "$@" | tee -a "$table" >&2; }
+# `ratio A B`: A/B of two rates as printed by `rate` (e.g. 0.34x), or ? without B.
+ratio() { python3 -c "import sys; a, b = (float(x.replace(',', '')) for x in sys.argv[1:3]); print(f'{a / b:.2f}x' if b else '?')" "$1" "$2"; }
 rate() { python3 -c "import sys; n, s = float(sys.argv[1]), float(sys.argv[2]); print(f'{n / max(s, 1e-9):,.0f}')" "$1" "$2"; }
 ratio() { python3 -c "import sys; a, b = (float(x.replace(',', '')) for x in sys.argv[1:3]); print(f'{a / max(b, 1e-9):.1f}×')" "$1" "$2"; }
 mib() { python3 -c "import sys; print(f'{int(sys.argv[1]) / 1024:,.0f} MiB')" "$1"; }
@@ -249,10 +251,24 @@ PY
     row "generate → Kafka topic (3 partitions, acks=all)" "$n" "$(rate "$n" "$secs")" "" "$(mib "$rss_kb")" "$secs s; $cores cores"
     measure kreplay sh -c "'$bin' --data-dir '$work/kg$n' --log '$klog' replay > /dev/null"
     row "replay of the Kafka topic > /dev/null" "$n" "$(rate "$n" "$secs")" "" "$(mib "$rss_kb")" "$secs s; $cores cores"
+    # The bound: a consumer that only reads the topic (confluent-kafka, nothing decoded),
+    # on the same cores as the broker.
+    measure kconsume "$kafka_py" - "127.0.0.1:$kport" "direct-$n" "$n" <<'PY'
+import sys
+from confluent_kafka import Consumer, TopicPartition
+c = Consumer({"bootstrap.servers": sys.argv[1], "group.id": "bench", "enable.auto.commit": False, "fetch.queue.backoff.ms": 10})
+c.assign([TopicPartition(sys.argv[2], p, 0) for p in range(3)])
+got, n = 0, int(sys.argv[3])
+while got < n:
+    got += sum(1 for m in c.consume(10000, 1.0) if not m.error())
+PY
+    row "read the Kafka topic only (confluent-kafka, no decoding)" "$n" "$(rate "$n" "$secs")" "" "$(mib "$rss_kb")" "$secs s; the bound for any reader with the broker on these cores; sled rebuild: $(ratio "$(rate "$n" "$secs")" "${q[rebuild_$n]:-0}")"
     measure kproject "$bin" --data-dir "$work/kp$n" --log "$klog" project
-    row "project from the Kafka topic (steps of 500k)" "$n" "$(rate "$n" "$secs")" "" "$(mib "$rss_kb")" "$secs s; $cores cores; sled: project --rebuild ${q[rebuild_$n]:-?} events/s"
+    row "project from the Kafka topic (steps of 500k)" "$n" "$(rate "$n" "$secs")" "" "$(mib "$rss_kb")" "$secs s; $cores cores; sled: project --rebuild ${q[rebuild_$n]:-?} events/s ($(ratio "$(rate "$n" "$secs")" "${q[rebuild_$n]:-0}") of it)"
+    measure krebuild "$bin" --data-dir "$work/kp$n" --log "$klog" project --rebuild
+    row "project --rebuild from the Kafka topic" "$n" "$(rate "$n" "$secs")" "" "$(mib "$rss_kb")" "$secs s; $cores cores; $(ratio "$(rate "$n" "$secs")" "${q[rebuild_$n]:-0}") of the sled rebuild"
     measure kprojectsteps "$bin" --data-dir "$work/kps$n" --log "$klog" project --step-events 10000
-    row "project from the Kafka topic (steps of 10k)" "$n" "$(rate "$n" "$secs")" "" "$(mib "$rss_kb")" "$secs s; $cores cores; $((n / 10000)) steps, a consumer per partition per step"
+    row "project from the Kafka topic (steps of 10k)" "$n" "$(rate "$n" "$secs")" "" "$(mib "$rss_kb")" "$secs s; $cores cores; $((n / 10000)) steps through one consumer kept for the run"
     topic "one-$n"
     start_questlog "$work/k1-$n" --log "kafka://127.0.0.1:$kport/one-$n"
     load_batched "$qaddr" "$n"

@@ -3,7 +3,7 @@
 # run (the machine's noise falls on both alike): a Tansu broker (in memory, loopback, from
 # tests/kafka's virtualenv), a topic of 3 partitions holding EVENTS events (`generate
 # --log kafka://…`, NEW's), then for each round `project` of the whole topic into a fresh
-# data dir with OLD, then NEW; NEW's `project --rebuild` of the same events in a sled log,
+# data dir with OLD, then NEW, and `project --rebuild` of it there; NEW's `project --rebuild` of the same events in a sled log,
 # for the ratio the issue asks about; a follower's steps: `project --step-events 10000`
 # of a second topic of 100,000 events (ten steps); and `replay` of that topic > /dev/null.
 # Wall seconds, GNU time's peak RSS.
@@ -38,17 +38,18 @@ klog="kafka://127.0.0.1:$port/bench"
 slog="kafka://127.0.0.1:$port/steps"
 "$new" --data-dir "$work/gen2" --log "$slog" generate --seed 8 --events 100000 >/dev/null 2>&1
 "$new" --data-dir "$work/sled" generate --seed 7 --events "$events" >/dev/null
-echo "| binary | round | project from the topic (events/s, RSS) | sled \`project --rebuild\`, same events (events/s, RSS) | steps of 10k (s for 10 steps) | replay of 10^5 (s) |"
-echo "|---|---|---|---|---|---|"
+echo "| binary | round | project from the topic (events/s, RSS) | \`project --rebuild\` from the topic | sled \`project --rebuild\`, same events (events/s, RSS) | steps of 10k (s for 10 steps) | replay of 10^5 (s) |"
+echo "|---|---|---|---|---|---|---|"
 for round in $(seq 1 "$rounds"); do
   for which in old new; do
     bin="$old"; [ "$which" = new ] && bin="$new"
     rm -rf "$work/p"
     read -r s m < <(measure "$bin" --data-dir "$work/p" --log "$klog" project)
+    read -r sb mb < <(measure "$bin" --data-dir "$work/p" --log "$klog" project --rebuild)
     read -r ss sm < <(measure "$new" --data-dir "$work/sled" project --rebuild)
     rm -rf "$work/q"
     read -r st _ < <(measure "$bin" --data-dir "$work/q" --log "$slog" project --step-events 10000)
     read -r sr _ < <(measure sh -c "'$bin' --data-dir '$work/r' --log '$slog' replay > /dev/null")
-    echo "| $which | $round | $(rate "$s") ($m MiB) | $(rate "$ss") ($sm MiB) | $st | $sr |"
+    echo "| $which | $round | $(rate "$s") ($m MiB) | $(rate "$sb") ($mb MiB) | $(rate "$ss") ($sm MiB) | $st | $sr |"
   done
 done

@@ -138,7 +138,7 @@ fn run_topic(
             .with_step_events(step_events)
             .with_min_free_bytes(log_options().min_free_bytes)
             .with_group(group.clone()))
-        .map(|p| if follow { p.keeping_consumer() } else { p })
+        .map(|p| if follow { p } else { p.reading_to_the_end() })
     };
     let mut projector = open()?;
     if follow {

@@ -43,6 +43,11 @@ pub const GROUP_WAIT_MS: u64 = 500;
 /// cores a follower's tables trail the topic by p99 0.57-0.63 s with 100 ms, 0.53-1.02 s
 /// with 200 ms (benches/freshness.py; BENCHMARKS.md).
 pub const GROUP_LINGER_MS: u64 = 100;
+/// A one-shot `project` from a topic (`Settings::to_the_end`): how long a batch reads on
+/// after its first record. Its batches end at the step's events, at the consumer's 64 MiB
+/// ([`crate::log::kafka::group::MAX_GROUP_BATCH_BYTES`]) or at the partitions' ends; this
+/// bounds one only when the brokers deliver slowly, and a step goes on with the next.
+pub const CATCH_UP_LINGER_MS: u64 = 5_000;
 
 /// The starts of newly assigned partitions, read from the tables at `root` (the smallest
 /// offset any table holds for each: a table ahead takes only what it lacks).
@@ -78,9 +83,9 @@ impl Projector {
     /// the member's partitions hold past the tables (up to `step_events`, waiting up to
     /// [`GROUP_WAIT_MS`] for the first), and commits it for those partitions.
     ///
-    /// With no group, the same steps from every partition with one consumer kept (`project
-    /// --follow` and `serve` alone on a topic): commits name every partition and land only
-    /// at the version after the one read, as [`Projector::step_topic`]'s.
+    /// With no group, the same steps from every partition with one consumer kept (`project`,
+    /// `project --follow`): commits name every partition and land only at the version
+    /// after the one read.
     pub(super) fn step_group(
         &mut self,
         log: &dyn EventLog,
@@ -97,10 +102,12 @@ impl Projector {
             state.member = Some(log.join_group(group, starts)?);
         }
         let member = state.member.as_mut().expect("joined above");
+        let linger = Duration::from_millis(if self.settings.to_the_end { CATCH_UP_LINGER_MS } else { GROUP_LINGER_MS });
         let batch = member.poll_batch(
             usize::try_from(self.settings.step_events).unwrap_or(usize::MAX),
             Duration::from_millis(GROUP_WAIT_MS),
-            Duration::from_millis(GROUP_LINGER_MS),
+            linger,
+            self.settings.to_the_end,
         )?;
         let held: Vec<u32> = batch.from.keys().copied().collect();
         summary.partitions_held = Some(held.clone());
@@ -142,7 +149,9 @@ impl Projector {
             }
             self.tables.reload()?;
         }
-        summary.at_end = batch.at_end || batch.is_empty();
+        // The partitions' ends as librdkafka reported them (an empty batch is not the end:
+        // one that begins a new assignment comes back before any record is read).
+        summary.at_end = batch.at_end;
         if batch.is_empty() {
             summary.seconds = started.elapsed().as_secs_f64();
             return Ok(summary);
@@ -165,6 +174,12 @@ impl Projector {
             view[p as usize] = from;
         }
         let mut reached: BTreeMap<u32, u64> = batch.from.clone();
+        let generation = batch.generation;
+        let mut at_end = batch.at_end;
+        // A one-shot `project` (no group) goes on with the next batch until the step's
+        // events or the partitions' ends: a step's batch holds at most 64 MiB of values.
+        let more = group.is_none() && self.settings.to_the_end;
+        let step_events = usize::try_from(self.settings.step_events).unwrap_or(usize::MAX);
         let dirs: Vec<PathBuf> = defs.iter().map(|d| self.tables.staging_dir(d)).collect();
         self.check_space("a projection step", (batch.len() as u64).saturating_mul(super::EST_PARQUET_BYTES_PER_EVENT))?;
         let format = self.settings.format;
@@ -174,41 +189,67 @@ impl Projector {
         let state = self.topic.as_mut().expect("a projector from a topic has its state");
         let (mut events, mut duplicates, mut rejected) = (0u64, 0u64, 0u64);
         let files = write_rows(&defs, &dirs, codec, true, writers, |sink: &mut RowSink| {
-            let mut base: u64 = view.iter().sum();
-            for (&p, values) in &batch.values {
-                let from = batch.from[&p];
-                state.windows[p as usize].fill_to(log, p, format, from)?;
-                let refs: Vec<&crate::log::kafka::RawValue> = values.iter().collect();
-                let decoded = decode_all(&refs, format, threads);
-                for (v, scanned) in values.iter().zip(decoded) {
-                    let offset = v.offset;
-                    events += 1;
-                    reached.insert(p, offset + 1);
-                    let record = match scanned {
-                        Ok(r) => r,
-                        Err(rejection) => {
-                            state.rejects.record(p, offset, &rejection)?;
-                            rejected += 1;
+            // A row's position: the step's starting position plus the records read before
+            // it in the step (docs/CONTRACT.md 11.2).
+            let mut position: u64 = view.iter().sum();
+            let mut chunk = Some(batch);
+            while let Some(batch) = chunk.take() {
+                for (&p, values) in &batch.values {
+                    let from = batch.from[&p];
+                    state.windows[p as usize].fill_to(log, p, format, from)?;
+                    let refs: Vec<&crate::log::kafka::RawValue> = values.iter().collect();
+                    let decoded = decode_all(&refs, format, threads);
+                    for (v, scanned) in values.iter().zip(decoded) {
+                        let offset = v.offset;
+                        events += 1;
+                        position += 1;
+                        reached.insert(p, offset + 1);
+                        let record = match scanned {
+                            Ok(r) => r,
+                            Err(rejection) => {
+                                state.rejects.record(p, offset, &rejection)?;
+                                rejected += 1;
+                                continue;
+                            }
+                        };
+                        if !state.windows[p as usize].admit(offset, key_of(&record)) {
+                            duplicates += 1;
                             continue;
                         }
-                    };
-                    if !state.windows[p as usize].admit(offset, key_of(&record)) {
-                        duplicates += 1;
-                        continue;
+                        let Some(t) = record.event.builtin() else { continue };
+                        let i = t.index();
+                        if offset < starts[i][p as usize] {
+                            continue; // this table has it already
+                        }
+                        sink.push(i, position - 1, offset, p, &record)?;
                     }
-                    let Some(t) = record.event.builtin() else { continue };
-                    let i = t.index();
-                    if offset < starts[i][p as usize] {
-                        continue; // this table has it already
-                    }
-                    sink.push(i, base + (offset - from), offset, p, &record)?;
+                    state.windows[p as usize].next = Some(reached[&p]);
                 }
-                state.windows[p as usize].next = Some(reached[&p]);
-                base += reached[&p] - from;
+                progress.inc(batch.len() as u64);
+                let read = usize::try_from(events).unwrap_or(usize::MAX);
+                if more && !at_end && read < step_events {
+                    let member = state.member.as_mut().expect("a batch came from the member");
+                    let next = member.poll_batch(
+                        step_events - read,
+                        Duration::from_millis(GROUP_WAIT_MS),
+                        Duration::from_millis(CATCH_UP_LINGER_MS),
+                        true,
+                    )?;
+                    if next.generation != generation {
+                        return Err(ProjectError::Inconsistent {
+                            table: defs[0].name.clone(),
+                            reason: "the consumer's partitions changed within a step".into(),
+                        });
+                    }
+                    at_end = next.at_end;
+                    if !next.is_empty() {
+                        chunk = Some(next);
+                    }
+                }
             }
-            progress.inc(events);
             Ok(())
         })?;
+        summary.at_end = at_end;
         summary.events = events;
         summary.duplicates = duplicates;
         summary.rejected = rejected;

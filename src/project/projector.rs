@@ -147,9 +147,10 @@ pub(super) struct Settings {
     /// Tables from a topic: the consumer group this projector is a member of (`project
     /// --follow --group`), sharing the partitions with the group's other members.
     pub(super) group: Option<String>,
-    /// Tables from a topic, followed (`project --follow`, `serve`): steps read through one
-    /// consumer kept from step to step (see `group.rs`) rather than readers made per step.
-    pub(super) keep_consumer: bool,
+    /// Tables from a topic, one-shot (`project`): each step reads up to `step_events` over
+    /// as many 64-MiB batches as it takes, until the partitions' ends (see
+    /// [`Projector::reading_to_the_end`]); a follower's step takes what arrived.
+    pub(super) to_the_end: bool,
     /// Tables from a topic: the form of its values.
     pub(super) format: ValueFormat,
     /// Projecting beside ingest (`serve`): a step uses one decoding thread and one Parquet
@@ -241,7 +242,7 @@ impl Projector {
             format,
             background: false,
             group: None,
-            keep_consumer: false,
+            to_the_end: false,
         };
         settings.open(check)
     }
@@ -269,9 +270,12 @@ impl Projector {
         self.tables.reload()
     }
 
-    /// Follows a topic through one consumer kept between steps (see `Settings::keep_consumer`).
-    pub fn keeping_consumer(mut self) -> Projector {
-        self.settings.keep_consumer = true;
+    /// A one-shot projection from a topic: each step reads up to `step_events` records (in
+    /// batches of at most 64 MiB, decoded on every core) through the consumer the run
+    /// keeps, and the run ends when every partition is at its end. (Before, each step made
+    /// a reader per partition and read up to a limit per partition: BENCHMARKS.md.)
+    pub fn reading_to_the_end(mut self) -> Projector {
+        self.settings.to_the_end = true;
         self
     }
 
@@ -366,11 +370,8 @@ impl Projector {
     /// publishes them, then merges small files when a level is full.
     pub fn step(&mut self, log: &dyn EventLog, progress: &ProgressBar) -> Result<ProjectSummary, ProjectError> {
         if self.settings.layout.partitioned() {
-            if self.settings.group.is_some() || self.settings.keep_consumer {
-                let group = self.settings.group.clone();
-                return self.step_group(log, group.as_deref(), progress);
-            }
-            return self.step_topic(log, progress);
+            let group = self.settings.group.clone();
+            return self.step_group(log, group.as_deref(), progress);
         }
         let started = Instant::now();
         failpoint("project.step")?;

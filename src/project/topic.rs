@@ -4,10 +4,11 @@
 //!
 //! Invariants:
 //! - A table's commit carries the next offset of every partition (`txn` actions, see
-//!   [`super::Layout::Topic`]); a projector resumes from those offsets and nowhere else,
-//!   and a step commits every table to the same offsets.
-//! - Rows are ordered by partition, then offset, within a step; a rebuild is one step over
-//!   the whole topic, so two rebuilds of the same topic write the same bytes.
+//!   [`super::Layout::Topic`]); a projector resumes from those offsets and nowhere else.
+//!   Steps (`project`, `project --follow`, group members) are `group.rs`'s; this file
+//!   holds the rebuild, the windows and the rejected values.
+//! - A rebuild reads the partitions one after another, each in offset order, in one step,
+//!   so two rebuilds of the same topic write the same bytes.
 //! - Whether a row is a re-sent copy depends only on its partition's earlier records
 //!   within [`TOPIC_DEDUP_WINDOW_OFFSETS`] offsets (every occurrence, dropped copies too,
 //!   of those the partition still holds): the same in every run, however the steps are
@@ -281,32 +282,21 @@ struct TopicRead {
     events: u64,
     duplicates: u64,
     rejected: u64,
-    /// Whether every partition's read ended at its end, not at its limit.
-    at_end: bool,
 }
 
 /// Where partition `p`'s read of `from..limit` leaves it, given `reached` (one past the
 /// last record read) and the partition's end as the brokers gave it before the read
-/// (`end`), and whether the read reached the partition's end. A read that stopped at its
-/// limit has not. One that stopped short of it while the partition went on past it
+/// (`end`). A read that stopped short of its limit while the partition went on past it
 /// passed offsets the topic skips (transaction markers, compacted records): every offset
-/// below the limit was passed, and it has not reached the end either (before, a one-shot
-/// `project` took such a read for the end and stopped short). Otherwise the read found
-/// the end. (`end` can lag the records a broker serves — Tansu's does — so it only ever
-/// tells a gap, never an end.)
-fn settle(reached: u64, limit: u64, end: u64) -> (u64, bool) {
-    if reached >= limit {
-        (reached, false)
-    } else if limit < end {
-        (limit, false)
+/// below the limit was passed (`verify`'s rebuild up to the tables' offsets must reach
+/// them exactly). (`end` can lag the records a broker serves — Tansu's does — so it only
+/// ever tells a gap, never an end.)
+fn settle(reached: u64, limit: u64, end: u64) -> u64 {
+    if reached < limit && limit < end {
+        limit
     } else {
-        (reached, true)
+        reached
     }
-}
-
-/// The end of each of the log's `n` partitions, as the brokers say now.
-fn partition_ends(log: &dyn EventLog, n: usize) -> Result<Vec<u64>, ProjectError> {
-    (0..n).map(|p| Ok(log.partition_bounds(p as u32)?.1)).collect()
 }
 
 /// Reads each partition `p` from `from[p]` up to `limit[p]` (or its end) and writes the
@@ -330,7 +320,6 @@ fn read_topic(
     let n = from.len();
     let mut reached = from.to_vec();
     let (mut events, mut duplicates, mut rejected) = (0u64, 0u64, 0u64);
-    let mut at_end = true;
     // A topic holds the seed's five types (docs/CONTRACT.md 13.5): their tables alone.
     let defs: Vec<Arc<TableDef>> = TableSet::seed().defs().to_vec();
     let files = write_rows(&defs, dirs, codec, true, PARQUET_WRITERS, |sink: &mut RowSink| {
@@ -352,9 +341,7 @@ fn read_topic(
                         return Ok(());
                     }
                     PartitionItem::End(p) => {
-                        let (settled, ended) = settle(reached[p], limit[p], ends[p]);
-                        reached[p] = settled;
-                        at_end &= ended;
+                        reached[p] = settle(reached[p], limit[p], ends[p]);
                         windows[p].next = Some(reached[p]);
                         base += reached[p] - from[p];
                         return Ok(());
@@ -390,79 +377,10 @@ fn read_topic(
         progress.inc(events % 16_384);
         Ok(())
     })?;
-    Ok(TopicRead { files, reached, events, duplicates, rejected, at_end })
+    Ok(TopicRead { files, reached, events, duplicates, rejected })
 }
 
 impl Projector {
-    /// A step from a topic (see [`Projector::step`]): reads at most `step_events` records
-    /// spread over the partitions, from the offsets the tables reach, and commits every
-    /// table to the offsets reached. Tables that a crashed step left at different offsets
-    /// are first brought to the furthest.
-    pub(super) fn step_topic(&mut self, log: &dyn EventLog, progress: &ProgressBar) -> Result<ProjectSummary, ProjectError> {
-        let started = Instant::now();
-        failpoint("project.step")?;
-        let n = log.partitions() as usize;
-        let starts: Vec<Vec<u64>> = (0..self.tables.defs().len()).map(|i| self.tables.partition_offsets(i).to_vec()).collect();
-        assert!(starts.iter().all(|s| s.len() == n), "tables from a topic hold every partition's offset");
-        let from: Vec<u64> = (0..n).map(|p| starts.iter().map(|s| s[p]).min().unwrap_or(0)).collect();
-        let lead: Vec<u64> = (0..n).map(|p| starts.iter().map(|s| s[p]).max().unwrap_or(0)).collect();
-        let repair = from != lead;
-        let budget = (self.settings.step_events / n as u64).max(1);
-        // Each partition's end as the brokers say before the read: it tells a gap below a
-        // limit (see `settle`), never where a read stops (Tansu 0.6's high watermark lags
-        // the records it serves).
-        let ends = partition_ends(log, n)?;
-        let limit: Vec<u64> = if repair { lead.clone() } else { from.iter().map(|f| f.saturating_add(budget)).collect() };
-        self.check_space("a projection step", self.settings.step_events.saturating_mul(super::EST_PARQUET_BYTES_PER_EVENT))?;
-        let dirs: Vec<PathBuf> = self.tables.defs().iter().map(|d| self.tables.staging_dir(d)).collect();
-        let state = self.topic.as_mut().expect("a projector from a topic has its state");
-        let mut read = read_topic(log, self.settings.format, state, &from, &limit, &ends, &starts, &dirs, self.settings.codec, progress)?;
-        if repair {
-            // Every record below the furthest tables' offsets was read (offsets a topic
-            // skips, such as transaction markers, are not records).
-            read.reached = lead.clone();
-        }
-        let position: u64 = read.reached.iter().sum();
-        let mut summary = ProjectSummary {
-            from_offset: from.iter().sum(),
-            to_offset: position,
-            events: read.events,
-            duplicates: read.duplicates,
-            rejected: read.rejected,
-            at_end: read.at_end && !repair,
-            partitioned: true,
-            ..ProjectSummary::over(&self.tables.defs())
-        };
-        if read.reached == from {
-            summary.seconds = started.elapsed().as_secs_f64();
-            return Ok(summary);
-        }
-        // Rejected values are kept before a commit moves past them.
-        state.rejects.sync()?;
-        let mut commits = Vec::with_capacity(super::SEED_TABLES.len());
-        for (i, files) in read.files.iter().enumerate() {
-            if starts[i] == read.reached {
-                continue;
-            }
-            summary.written(i, files);
-            commits.push(super::sink::TableCommit {
-                table: i,
-                kind: CommitKind::Append,
-                added: files,
-                removed: &[],
-                offset: position,
-                partition_offsets: &read.reached,
-                claim: None,
-            });
-        }
-        self.tables.commit_all(&commits)?;
-        self.tables.published(false)?;
-        summary.files_compacted = self.compact()?;
-        summary.files_vacuumed = self.tables.vacuum(false)?;
-        summary.seconds = started.elapsed().as_secs_f64();
-        Ok(summary)
-    }
-
     /// Rebuilds the tables from the whole topic (every partition from offset 0 to its
     /// end): one commit per table replaces its files.
     pub(super) fn rebuild_topic(&mut self, log: &dyn EventLog, progress: &ProgressBar) -> Result<ProjectSummary, ProjectError> {
@@ -690,21 +608,22 @@ mod tests {
     }
 
     /// A read that ends on offsets the topic skips (transaction markers, compacted
-    /// records) just below its limit, with records past the limit, has passed the limit
-    /// and not reached the end: before, a one-shot `project` took it for the end and
-    /// stopped short.
+    /// records) just below its limit, with records past the limit, has passed the limit:
+    /// before, a one-shot `project` (which read up to limits then; it reads to librdkafka's
+    /// partition ends now) took it for the end and stopped short. `verify`'s rebuild up to
+    /// the tables' offsets reads so.
     #[test]
     fn a_gap_below_a_steps_limit_is_passed_not_taken_for_the_end() {
         // Records up to offset 97; 98 and 99 are markers; the partition ends at 150.
-        assert_eq!(settle(98, 100, 150), (100, false));
+        assert_eq!(settle(98, 100, 150), 100);
         // A step that found no record at all below its limit still moves on (else a gap
         // wider than a step would stop the projector there for ever).
-        assert_eq!(settle(40, 100, 150), (100, false));
+        assert_eq!(settle(40, 100, 150), 100);
         // The limit at or past the end: the read ended at the end.
-        assert_eq!(settle(98, 100, 99), (98, true));
+        assert_eq!(settle(98, 100, 99), 98);
         // A read that stopped at its limit may have more to read (the next step finds out).
-        assert_eq!(settle(100, 100, 100), (100, false));
-        assert_eq!(settle(100, 100, 90), (100, false), "an end that lags the records read");
-        assert_eq!(settle(7, u64::MAX, 7), (7, true));
+        assert_eq!(settle(100, 100, 100), 100);
+        assert_eq!(settle(100, 100, 90), 100, "an end that lags the records read");
+        assert_eq!(settle(7, u64::MAX, 7), 7);
     }
 }

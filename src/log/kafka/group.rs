@@ -22,7 +22,7 @@ use rdkafka::message::Message;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use super::{client_config, KafkaTarget, RawValue};
+use super::{consumer_config, KafkaTarget, RawValue};
 use crate::log::LogError;
 
 /// Where each newly assigned partition starts: given the partitions, their next offsets
@@ -193,7 +193,7 @@ impl GroupMember {
     pub fn join(target: &KafkaTarget, options: &[(String, String)], group: &str, starts: StartsFn) -> Result<GroupMember, LogError> {
         let err = |message: String| LogError::Kafka { brokers: target.brokers.clone(), topic: target.topic.clone(), message };
         let context = GroupContext { topic: target.topic.clone(), starts, state: Mutex::new(Assignment::default()) };
-        let mut config = client_config(target, options);
+        let mut config = consumer_config(target, options);
         if options.iter().any(|(k, _)| k == "debug") {
             // librdkafka's debug lines reach `tracing` only at this level.
             config.set_log_level(rdkafka::config::RDKafkaLogLevel::Debug);
@@ -240,7 +240,7 @@ impl GroupMember {
             return Err(err(format!("{} starts for {} partitions", offsets.len(), all.len())));
         }
         let context = GroupContext { topic: target.topic.clone(), starts, state: Mutex::new(Assignment::default()) };
-        let consumer: BaseConsumer<GroupContext> = client_config(target, options)
+        let consumer: BaseConsumer<GroupContext> = consumer_config(target, options)
             // librdkafka wants a group id even for assigned partitions; nothing joins or
             // commits with it.
             .set("group.id", "questlog-reader")
@@ -278,8 +278,11 @@ impl GroupMember {
     /// Reads at most `max_values` values of the partitions held: waits up to `wait` for
     /// the first, then reads on until every partition held is at its end, `linger` has
     /// passed since the first, or the batch holds [`MAX_GROUP_BATCH_BYTES`]. A rebalance
-    /// ends the read at once with an empty batch of the new generation.
-    pub fn poll_batch(&mut self, max_values: usize, wait: Duration, linger: Duration) -> Result<GroupBatch, LogError> {
+    /// ends the read at once with an empty batch of the new generation. With `until_end`
+    /// (a one-shot projection), partitions that are all at their end end the read at once,
+    /// even before a first value (a follower waits out `wait` then, so that an idle one
+    /// does not spin).
+    pub fn poll_batch(&mut self, max_values: usize, wait: Duration, linger: Duration, until_end: bool) -> Result<GroupBatch, LogError> {
         let started = Instant::now();
         let mut batch = GroupBatch { generation: self.generation, from: self.next.clone(), ..GroupBatch::default() };
         let mut bytes = 0usize;
@@ -296,7 +299,11 @@ impl GroupMember {
             };
             let now = Instant::now();
             let all_at_end = !self.next.is_empty() && self.next.keys().all(|p| self.eof.contains(p));
-            if now >= deadline || batch.len() >= max_values || bytes >= MAX_GROUP_BATCH_BYTES || (all_at_end && first.is_some()) {
+            if now >= deadline
+                || batch.len() >= max_values
+                || bytes >= MAX_GROUP_BATCH_BYTES
+                || (all_at_end && (first.is_some() || until_end))
+            {
                 batch.at_end = all_at_end;
                 return Ok(batch);
             }
