@@ -69,8 +69,6 @@ table="$work/table.md"
 : >"$table"
 
 row() { printf '| %s | %s | %s | %s | %s | %s |\n' "$@" | tee -a "$table" >&2; }
-# `ratio A B`: A/B of two rates as printed by `rate` (e.g. 0.34x), or ? without B.
-ratio() { python3 -c "import sys; a, b = (float(x.replace(',', '')) for x in sys.argv[1:3]); print(f'{a / b:.2f}x' if b else '?')" "$1" "$2"; }
 rate() { python3 -c "import sys; n, s = float(sys.argv[1]), float(sys.argv[2]); print(f'{n / max(s, 1e-9):,.0f}')" "$1" "$2"; }
 ratio() { python3 -c "import sys; a, b = (float(x.replace(',', '')) for x in sys.argv[1:3]); print(f'{a / max(b, 1e-9):.1f}×')" "$1" "$2"; }
 mib() { python3 -c "import sys; print(f'{int(sys.argv[1]) / 1024:,.0f} MiB')" "$1"; }

@@ -421,9 +421,10 @@ pub trait EventLog: Send + Sync + 'static {
     }
     /// Joins the consumer group `group` to read the partitions it gives this member, from
     /// the offsets `starts` names for each — or, with no group, reads every partition from
-    /// there (Kafka only).
-    fn join_group(&self, group: Option<&str>, starts: kafka::group::StartsFn) -> Result<kafka::group::GroupMember, LogError> {
-        let _ = (group, starts);
+    /// there (Kafka only). `to_end`: the reader stops at the partitions' ends (a one-shot
+    /// `project`), so the brokers answer a fetch at the end at once rather than holding it.
+    fn join_group(&self, group: Option<&str>, starts: kafka::group::StartsFn, to_end: bool) -> Result<kafka::group::GroupMember, LogError> {
+        let _ = (group, starts, to_end);
         Err(LogError::Unsupported("consumer groups are a Kafka log's: a sled log has one projector".into()))
     }
     /// Finishes queued appends, flushes, and stops the writer. Later appends fail.

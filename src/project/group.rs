@@ -99,7 +99,7 @@ impl Projector {
         let state = self.topic.as_mut().expect("a projector from a topic has its state");
         if state.member.is_none() {
             let starts = starts_from_tables(self.settings.root.clone(), self.settings.data_dir.clone(), self.settings.layout.clone());
-            state.member = Some(log.join_group(group, starts)?);
+            state.member = Some(log.join_group(group, starts, self.settings.to_the_end)?);
         }
         let member = state.member.as_mut().expect("joined above");
         let linger = Duration::from_millis(if self.settings.to_the_end { CATCH_UP_LINGER_MS } else { GROUP_LINGER_MS });

@@ -193,7 +193,7 @@ impl GroupMember {
     pub fn join(target: &KafkaTarget, options: &[(String, String)], group: &str, starts: StartsFn) -> Result<GroupMember, LogError> {
         let err = |message: String| LogError::Kafka { brokers: target.brokers.clone(), topic: target.topic.clone(), message };
         let context = GroupContext { topic: target.topic.clone(), starts, state: Mutex::new(Assignment::default()) };
-        let mut config = consumer_config(target, options);
+        let mut config = consumer_config(target, options, false);
         if options.iter().any(|(k, _)| k == "debug") {
             // librdkafka's debug lines reach `tracing` only at this level.
             config.set_log_level(rdkafka::config::RDKafkaLogLevel::Debug);
@@ -226,12 +226,14 @@ impl GroupMember {
 
     /// The one reader of every partition of `target`'s topic (`partitions` of them), in no
     /// group: assigned them all at the offsets `starts` gives, with the same batches as a
-    /// member's (a projector that follows the topic alone keeps this consumer).
+    /// member's (a projector alone on the topic keeps this consumer). `to_end`: it stops at
+    /// the partitions' ends (a one-shot `project`; see `END_FETCH_WAIT_MS`).
     pub fn assign_all(
         target: &KafkaTarget,
         options: &[(String, String)],
         partitions: u32,
         starts: StartsFn,
+        to_end: bool,
     ) -> Result<GroupMember, LogError> {
         let err = |message: String| LogError::Kafka { brokers: target.brokers.clone(), topic: target.topic.clone(), message };
         let all: Vec<u32> = (0..partitions).collect();
@@ -240,7 +242,7 @@ impl GroupMember {
             return Err(err(format!("{} starts for {} partitions", offsets.len(), all.len())));
         }
         let context = GroupContext { topic: target.topic.clone(), starts, state: Mutex::new(Assignment::default()) };
-        let consumer: BaseConsumer<GroupContext> = consumer_config(target, options)
+        let consumer: BaseConsumer<GroupContext> = consumer_config(target, options, to_end)
             // librdkafka wants a group id even for assigned partitions; nothing joins or
             // commits with it.
             .set("group.id", "questlog-reader")
