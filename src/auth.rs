@@ -167,6 +167,18 @@ impl std::fmt::Debug for ApiKeys {
     }
 }
 
+/// The user name of HTTP Basic credentials (`Authorization: Basic base64(user:password)`):
+/// Segment's SDKs send their write key so, with an empty password.
+fn basic_user(v: &axum::http::HeaderValue) -> Option<String> {
+    use base64::Engine;
+    let v = v.to_str().ok()?;
+    let encoded = v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic "))?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let user = text.split(':').next().unwrap_or_default();
+    (!user.is_empty()).then(|| user.to_string())
+}
+
 fn hash(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
@@ -260,6 +272,12 @@ impl ApiKeys {
         self.with_scope(headers, None, Scope::Write)
     }
 
+    /// As [`ApiKeys::writer`], with `body_key` (an SDK's write key in its body) when the
+    /// headers carry no key.
+    pub fn writer_with(&self, headers: &HeaderMap, body_key: Option<&str>) -> Result<&App, Denied> {
+        self.with_scope(headers, body_key, Scope::Write)
+    }
+
     /// The app of a reader: its key from the headers or, where a person opens a page in a
     /// browser, `query_key` (the `key` query parameter); the key must hold `read`.
     pub fn reader(&self, headers: &HeaderMap, query_key: Option<&str>) -> Result<&App, Denied> {
@@ -290,12 +308,13 @@ impl ApiKeys {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
-            .or(query_key)
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
+            .map(str::to_string)
+            .or_else(|| headers.get(header::AUTHORIZATION).and_then(basic_user))
+            .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::to_string))
+            .or_else(|| query_key.map(str::to_string))
+            .filter(|k| !k.trim().is_empty())
             .ok_or(Denied::Missing)?;
-        self.by_hash.get(&hash(key)).ok_or(Denied::Unknown)
+        self.by_hash.get(&hash(key.trim())).ok_or(Denied::Unknown)
     }
 
     /// Checks the key's `write` grant and takes `events` from its app's bucket.
@@ -340,6 +359,16 @@ mod tests {
         let mut x = HeaderMap::new();
         x.insert("x-api-key", "aaaaaaaaaaaaaaaaaaaa".parse().unwrap());
         assert_eq!(k.admit(&x, 1).unwrap(), "game-a");
+        // HTTP Basic with the key as user name (Segment's SDKs: `writeKey:`), any password.
+        let mut b = HeaderMap::new();
+        b.insert(header::AUTHORIZATION, "Basic YmJiYmJiYmJiYmJiYmJiYmJiYmI6".parse().unwrap()); // bbbb…b:
+        assert_eq!(k.admit(&b, 1).unwrap(), "game-b");
+        b.insert(header::AUTHORIZATION, "Basic bm90LWEta2V5Og==".parse().unwrap()); // not-a-key:
+        assert_eq!(k.admit(&b, 1), Err(Denied::Unknown));
+        b.insert(header::AUTHORIZATION, "Basic %%%".parse().unwrap());
+        assert_eq!(k.admit(&b, 1), Err(Denied::Missing));
+        // A key in the body (Segment's `writeKey`) when the headers carry none.
+        assert_eq!(k.writer_with(&HeaderMap::new(), Some("bbbbbbbbbbbbbbbbbbbb")).map(|a| a.name.as_str()), Ok("game-b"));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::event::{EventType, RejectReason};
 use crate::log::{LogStats, FLUSH_BATCH_BUCKETS};
 
 /// Routes the API measures, in the order of [`Metrics::requests`].
-pub const ROUTES: [&str; 8] = ["events", "seed_style", "healthz", "metrics", "rejected", "replay", "live", "schemas"];
+pub const ROUTES: [&str; 9] = ["events", "seed_style", "healthz", "metrics", "rejected", "replay", "live", "schemas", "sdk"];
 
 /// HTTP status classes counted per route.
 const STATUSES: [u16; 16] = [200, 201, 400, 401, 403, 404, 408, 409, 413, 415, 422, 429, 501, 503, 507, 500];
@@ -74,6 +74,9 @@ pub struct Metrics {
     rejected_not_stored: [AtomicU64; NOT_STORED_CAUSES.len()],
     /// Times a streamed response waited for the response memory budget.
     pub response_memory_waits_total: AtomicU64,
+    /// SDK messages answered and counted but not stored as events (a Segment `identify`,
+    /// …), by protocol and message type ([`SDK_COUNTED`]).
+    sdk_counted: [AtomicU64; SDK_COUNTED.len()],
     /// Events of registered types, by name.
     registered: std::sync::Mutex<std::collections::BTreeMap<String, RegisteredCounts>>,
 }
@@ -121,6 +124,10 @@ pub struct PartitionFreshness {
 pub trait ProjectionSource: Send + Sync {
     fn figures(&self) -> ProjectionFigures;
 }
+
+/// The SDK messages counted, not stored: (protocol, message type).
+pub const SDK_COUNTED: [(&str, &str); 5] =
+    [("segment", "identify"), ("segment", "page"), ("segment", "screen"), ("segment", "group"), ("segment", "alias")];
 
 /// Names of the request limits counted in `questlog_requests_over_limit_total`.
 pub const LIMITS: [&str; 4] = ["body_bytes", "decompressed_bytes", "events_per_request", "event_bytes"];
@@ -180,6 +187,13 @@ impl Metrics {
     /// A rejected event not kept in the store, by index into [`NOT_STORED_CAUSES`].
     pub fn rejected_not_stored(&self, cause: usize) {
         self.rejected_not_stored[cause].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An SDK message answered and counted, not stored (see [`SDK_COUNTED`]).
+    pub fn sdk_message(&self, protocol: &str, kind: &str) {
+        if let Some(i) = SDK_COUNTED.iter().position(|&(p, k)| p == protocol && k == kind) {
+            self.sdk_counted[i].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub fn over_limit(&self, limit: usize) {
@@ -416,6 +430,15 @@ impl Metrics {
             "Times a streamed response (replay, rejected) waited for the response memory budget.",
         );
         let _ = writeln!(o, "questlog_response_memory_waits_total {}", ld(&self.response_memory_waits_total));
+        header(
+            &mut o,
+            "questlog_sdk_messages_total",
+            "counter",
+            "SDK messages answered and counted but not stored as events (Segment identify, page, screen, group, alias).",
+        );
+        for (i, (protocol, kind)) in SDK_COUNTED.iter().enumerate() {
+            let _ = writeln!(o, "questlog_sdk_messages_total{{protocol=\"{protocol}\",type=\"{kind}\"}} {}", ld(&self.sdk_counted[i]));
+        }
         header(&mut o, "questlog_connections_open", "gauge", "HTTP connections open now.");
         let _ = writeln!(o, "questlog_connections_open {}", ld(&self.connections_open));
         header(&mut o, "questlog_connections_refused_total", "counter", "Connections answered 429 and closed at the connection limit.");

@@ -71,12 +71,12 @@ impl Drop for BodyMemory {
 }
 
 impl BodyMemory {
-    fn new(budget: &Arc<tokio::sync::Semaphore>) -> BodyMemory {
+    pub(super) fn new(budget: &Arc<tokio::sync::Semaphore>) -> BodyMemory {
         BodyMemory { permit: None, budget: budget.clone(), peak: 0 }
     }
 
     /// Takes `bytes` more from the budget, or [`ApiError::OverMemoryBudget`] at once.
-    fn take(&mut self, bytes: usize) -> Result<(), ApiError> {
+    pub(super) fn take(&mut self, bytes: usize) -> Result<(), ApiError> {
         if bytes == 0 {
             return Ok(());
         }
@@ -156,11 +156,11 @@ pub(super) struct Outcome<'a> {
     /// The app's rejected-store bucket, once the request has a rejection.
     bucket: Option<Arc<TokenBucket>>,
     /// The registered types this request's events are checked against.
-    types: Arc<Registry>,
+    pub(super) types: Arc<Registry>,
 }
 
 impl<'a> Outcome<'a> {
-    fn new(state: &'a AppState, meta: RequestMeta, now: i64, capacity: usize) -> Outcome<'a> {
+    pub(super) fn new(state: &'a AppState, meta: RequestMeta, now: i64, capacity: usize) -> Outcome<'a> {
         Outcome {
             state,
             meta,
@@ -176,11 +176,11 @@ impl<'a> Outcome<'a> {
     }
 
     /// Memory a request's records take besides their text (charged with the body).
-    fn record_bytes(events: usize) -> usize {
+    pub(super) fn record_bytes(events: usize) -> usize {
         events.saturating_mul(std::mem::size_of::<Record>())
     }
 
-    fn take(
+    pub(super) fn take(
         &mut self,
         memory: &mut BodyMemory,
         index: usize,
@@ -249,7 +249,7 @@ impl<'a> Outcome<'a> {
     }
 
     /// Appends everything; the numbers and rejections of the 200 answer (or the error).
-    async fn commit(self, memory: &mut BodyMemory) -> Result<Committed, ApiError> {
+    pub(super) async fn commit(self, memory: &mut BodyMemory) -> Result<Committed, ApiError> {
         let state = self.state;
         // The types' names, counted once the append is known (not when they are duplicates).
         let mut types: Vec<Option<(Option<EventType>, String)>> = self
@@ -313,7 +313,7 @@ pub(super) struct Committed {
 
 impl Committed {
     /// `{"accepted":N,"rejected":[…],"duplicates":D[,"first_offset":A,"last_offset":B]}`.
-    fn json(&self, with_offsets: bool) -> String {
+    pub(super) fn json(&self, with_offsets: bool) -> String {
         let opt = |v: Option<u64>| v.map_or_else(|| "null".to_string(), |n| n.to_string());
         let mut out = format!("{{\"accepted\":{},\"rejected\":[{}],\"duplicates\":{}", self.accepted, self.rejected, self.duplicates);
         if with_offsets {
@@ -379,7 +379,14 @@ pub(super) async fn keep_unreadable(
 
 pub(super) async fn ingest(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
-    let resp = match ingest_inner(&state, &headers, body).await {
+    let resp = append_response(&state, ingest_inner(&state, &headers, body).await);
+    finish(&state, ROUTE_EVENTS, started, resp)
+}
+
+/// An append route's response: the answer with its memory charge, or the error, counted
+/// by the limit it broke or the memory budget.
+pub(super) fn append_response(state: &AppState, result: Result<(String, BodyMemory), ApiError>) -> Response {
+    match result {
         Ok((text, memory)) => (StatusCode::OK, json_headers(), charged_body(text, memory)).into_response(),
         Err(e) => {
             if let Some(i) = e.limit_index() {
@@ -390,8 +397,7 @@ pub(super) async fn ingest(State(state): State<Arc<AppState>>, headers: HeaderMa
             }
             e.into_response()
         }
-    };
-    finish(&state, ROUTE_EVENTS, started, resp)
+    }
 }
 
 /// Reads the whole body (inflating gzip), charging every byte it keeps to `memory`.

@@ -68,6 +68,7 @@ pub mod live;
 mod openapi;
 mod read;
 mod schemas;
+mod sdk;
 mod server;
 
 use ingest::*;
@@ -96,6 +97,8 @@ const ROUTE_REPLAY: usize = 5;
 const ROUTE_LIVE: usize = 6;
 
 const ROUTE_SCHEMAS: usize = 7;
+
+const ROUTE_SDK: usize = 8;
 
 /// Most open connections. Each costs a task, buffers (tens of KiB) and a file descriptor;
 /// 1,024 is well under the default descriptor limit and far above what the 64-connection
@@ -378,6 +381,13 @@ impl AppState {
         keys.writer(headers).map(Some).map_err(|d| self.denied(d))
     }
 
+    /// As [`AppState::writer`], with a key some SDKs send in the body (Segment's
+    /// `writeKey`) when the headers carry none.
+    fn writer_with(&self, headers: &HeaderMap, body_key: Option<&str>) -> Result<Option<&crate::auth::App>, ApiError> {
+        let Some(keys) = &self.keys else { return Ok(None) };
+        keys.writer_with(headers, body_key).map(Some).map_err(|d| self.denied(d))
+    }
+
     /// Takes `events` from the app's rate budget; 429 when over it.
     fn charge(&self, app: Option<&crate::auth::App>, events: u64) -> Result<(), ApiError> {
         match app {
@@ -466,6 +476,8 @@ pub enum ApiError {
     SchemaRefused(String),
     #[error("{0}")]
     Unsupported(String),
+    #[error("batch of {size} bytes, over the protocol's limit of {limit} bytes: send smaller batches")]
+    SdkBatchTooLarge { size: usize, limit: usize },
 }
 
 impl ApiError {
@@ -476,7 +488,8 @@ impl ApiError {
             | ApiError::DecompressedTooLarge
             | ApiError::TooManyEvents
             | ApiError::EventTooLarge { .. }
-            | ApiError::SchemaTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            | ApiError::SchemaTooLarge
+            | ApiError::SdkBatchTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::SchemaInvalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::SchemaRefused(_) => StatusCode::CONFLICT,
             ApiError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
@@ -498,7 +511,7 @@ impl ApiError {
 
     fn limit_index(&self) -> Option<usize> {
         match self {
-            ApiError::BodyTooLarge => Some(0),
+            ApiError::BodyTooLarge | ApiError::SdkBatchTooLarge { .. } => Some(0),
             ApiError::DecompressedTooLarge => Some(1),
             ApiError::TooManyEvents => Some(2),
             ApiError::EventTooLarge { .. } => Some(3),
@@ -558,6 +571,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/rejected", get(list_rejected))
         .route("/v1/replay", get(replay_stream))
         .route("/v1/schemas", get(schemas::list).post(schemas::register))
+        .route("/v1/batch", axum::routing::post(sdk::segment::batch))
+        .route("/v1/track", axum::routing::post(sdk::segment::track))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
@@ -589,6 +604,7 @@ fn route_of(path: &str) -> Option<usize> {
         "/v1/rejected" => ROUTE_REJECTED,
         "/v1/replay" => ROUTE_REPLAY,
         "/v1/schemas" => ROUTE_SCHEMAS,
+        "/v1/batch" | "/v1/track" => ROUTE_SDK,
         "/healthz" => ROUTE_HEALTHZ,
         "/metrics" => ROUTE_METRICS,
         "/" | "/v1/live" | "/report.html" => ROUTE_LIVE,
