@@ -4,7 +4,8 @@ Starts `questlog serve` (its own data dir, loopback, no keys), builds the same e
 ways — JSON arrays for /v1/events, Segment batches for /v1/batch (`track` messages of the
 same types and fields, one message id each), and those Segment batches gzipped — and posts
 each set with CONCURRENCY keep-alive connections, alternating the routes for ROUNDS rounds
-(the machine's noise falls on all alike). Prints events/s per route and round, and the
+(the machine's noise falls on all alike), and the same events as PostHog batches to
+/batch/ (capture v0) and /i/v1/analytics/events (v1). Prints events/s per route and round, and the
 median of each.
 
 usage: python3 benches/sdk_ingest.py QUESTLOG_BIN [EVENTS] [BATCH] [CONCURRENCY] [ROUNDS]
@@ -54,6 +55,9 @@ def bodies(route, n, batch, round_no):
     for name, props, player, mid in events(n, round_no):
         if route == "/v1/events":
             chunk.append(dict(event_type=name.lower().replace(" ", "_"), **props, player_id=player, event_id=mid))
+        elif route.startswith("posthog"):
+            chunk.append({"event": name, "distinct_id": player, "uuid": mid, "timestamp": "2026-12-05T02:00:00+00:00",
+                          "properties": dict(props, **{"$lib": "bench", "$session_id": "s-1"})})
         else:
             chunk.append({"type": "track", "event": name, "properties": props, "userId": player, "messageId": mid,
                           "timestamp": "2026-12-05T02:00:00+00:00", "context": {"library": {"name": "bench"}}})
@@ -64,6 +68,8 @@ def bodies(route, n, batch, round_no):
         out.append(chunk)
     if route == "/v1/events":
         return [(json.dumps(c).encode(), {}) for c in out]
+    if route.startswith("posthog"):
+        return [(json.dumps({"batch": c, "api_key": "bench", "sent_at": "2026-12-05T02:00:00+00:00"}).encode(), {}) for c in out]
     raw = [json.dumps({"batch": c, "sentAt": "2026-12-05T02:00:00+00:00"}).encode() for c in out]
     if route == "segment+gzip":
         return [(gzip.compress(b, 1), {"Content-Encoding": "gzip"}) for b in raw]
@@ -98,13 +104,15 @@ def main():
     rounds = int(sys.argv[5]) if len(sys.argv) > 5 else 3
     work = tempfile.mkdtemp()
     proc, port = start(binary, os.path.join(work, "data"))
-    routes = ["/v1/events", "segment", "segment+gzip"]
+    routes = ["/v1/events", "segment", "segment+gzip", "posthog v0", "posthog v1"]
+    paths = {"/v1/events": "/v1/events", "segment": "/v1/batch", "segment+gzip": "/v1/batch", "posthog v0": "/batch/",
+             "posthog v1": "/i/v1/analytics/events"}
     rates = {r: [] for r in routes}
     try:
         for rnd in range(rounds):
             for k, route in enumerate(routes):
                 prepared = bodies(route, n, batch, rnd * 10 + k)
-                path = "/v1/events" if route == "/v1/events" else "/v1/batch"
+                path = paths[route]
                 secs, failures = post_all(port, path, prepared, concurrency)
                 if failures:
                     sys.exit(f"{route}: {len(failures)} requests failed: {failures[:5]}")

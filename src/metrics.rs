@@ -126,8 +126,18 @@ pub trait ProjectionSource: Send + Sync {
 }
 
 /// The SDK messages counted, not stored: (protocol, message type).
-pub const SDK_COUNTED: [(&str, &str); 5] =
-    [("segment", "identify"), ("segment", "page"), ("segment", "screen"), ("segment", "group"), ("segment", "alias")];
+pub const SDK_COUNTED: [(&str, &str); 10] = [
+    ("segment", "identify"),
+    ("segment", "page"),
+    ("segment", "screen"),
+    ("segment", "group"),
+    ("segment", "alias"),
+    ("posthog", "identify"),
+    ("posthog", "alias"),
+    ("posthog", "group"),
+    ("posthog", "page"),
+    ("posthog", "other"),
+];
 
 /// Names of the request limits counted in `questlog_requests_over_limit_total`.
 pub const LIMITS: [&str; 4] = ["body_bytes", "decompressed_bytes", "events_per_request", "event_bytes"];
@@ -434,7 +444,7 @@ impl Metrics {
             &mut o,
             "questlog_sdk_messages_total",
             "counter",
-            "SDK messages answered and counted but not stored as events (Segment identify, page, screen, group, alias).",
+            "SDK messages answered and counted but not stored as events (Segment identify, page, screen, group, alias; PostHog $ events).",
         );
         for (i, (protocol, kind)) in SDK_COUNTED.iter().enumerate() {
             let _ = writeln!(o, "questlog_sdk_messages_total{{protocol=\"{protocol}\",type=\"{kind}\"}} {}", ld(&self.sdk_counted[i]));

@@ -312,6 +312,11 @@ pub(super) struct Committed {
 }
 
 impl Committed {
+    /// The `rejected` array's members (`{"index","reason","field","error"}`), as JSON text.
+    pub(super) fn rejected_members(&self) -> &str {
+        &self.rejected
+    }
+
     /// `{"accepted":N,"rejected":[…],"duplicates":D[,"first_offset":A,"last_offset":B]}`.
     pub(super) fn json(&self, with_offsets: bool) -> String {
         let opt = |v: Option<u64>| v.map_or_else(|| "null".to_string(), |n| n.to_string());

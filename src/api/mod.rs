@@ -573,6 +573,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/schemas", get(schemas::list).post(schemas::register))
         .route("/v1/batch", axum::routing::post(sdk::segment::batch))
         .route("/v1/track", axum::routing::post(sdk::segment::track))
+        .route("/batch/", axum::routing::post(sdk::posthog::batch_v0))
+        .route("/i/v1/analytics/events", axum::routing::post(sdk::posthog::events_v1))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
@@ -604,7 +606,7 @@ fn route_of(path: &str) -> Option<usize> {
         "/v1/rejected" => ROUTE_REJECTED,
         "/v1/replay" => ROUTE_REPLAY,
         "/v1/schemas" => ROUTE_SCHEMAS,
-        "/v1/batch" | "/v1/track" => ROUTE_SDK,
+        "/v1/batch" | "/v1/track" | "/batch/" | "/i/v1/analytics/events" => ROUTE_SDK,
         "/healthz" => ROUTE_HEALTHZ,
         "/metrics" => ROUTE_METRICS,
         "/" | "/v1/live" | "/report.html" => ROUTE_LIVE,

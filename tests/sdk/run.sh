@@ -10,7 +10,8 @@ here="$(cd "$(dirname "$0")" && pwd)"
 bin="${1:-${CARGO_TARGET_DIR:-$here/../../target}/release/questlog}"
 [ -x "$bin" ] || { echo "no questlog binary at $bin: cargo build --release first" >&2; exit 1; }
 . "$here/../venv.sh"
-venv_with "${QUESTLOG_SDK_VENV:-/var/cache/questlog-sdk-venv}" "$here/requirements.txt" segment.analytics deltalake pyarrow
+venv_with "${QUESTLOG_SDK_VENV:-/var/cache/questlog-sdk-venv}" "$here/requirements.txt" segment.analytics posthog deltalake pyarrow
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 "$venv/bin/python" "$here/check_segment.py" "$bin" "$here/../external/schemas/level_up-1-0-0.json" "$work/segment"
+"$venv/bin/python" "$here/check_posthog.py" "$bin" "$here/../external/schemas/level_up-1-0-0.json" "$work/posthog"

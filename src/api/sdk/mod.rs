@@ -1,4 +1,4 @@
-//! Analytics SDKs' collector protocols (docs/CONTRACT.md 3.9): a studio points an SDK it
+//! Analytics SDKs' collector protocols (docs/CONTRACT.md 3.9: Segment's, PostHog's): a studio points an SDK it
 //! already uses at questlog and its events land as questlog events, unchanged on the SDK's
 //! side. Each protocol's file turns its messages into questlog's event JSON (the text
 //! `POST /v1/events` would take) and hands them to the same validation, dedup and append as
@@ -12,6 +12,7 @@
 
 use super::*;
 
+pub(super) mod posthog;
 pub(super) mod segment;
 
 /// The fields questlog sets from an SDK message's envelope. A property of the same name
@@ -39,6 +40,63 @@ pub fn type_name_of(event_name: &str) -> Option<String> {
         }
     }
     out.as_bytes().first().is_some_and(u8::is_ascii_lowercase).then_some(out)
+}
+
+/// A message's JSON object, or why it is not one.
+pub(super) fn object_of(raw: &str, what: &str) -> Result<serde_json::Map<String, serde_json::Value>, Rejection> {
+    match serde_json::from_str(raw) {
+        Ok(serde_json::Value::Object(m)) => Ok(m),
+        Ok(_) => Err(Rejection::new(RejectReason::NotAnObject, None, format!("a {what} is a JSON object"))),
+        Err(e) => Err(Rejection::new(RejectReason::MalformedJson, None, format!("malformed JSON: {e}"))),
+    }
+}
+
+/// The message's event name (member `event`), or why it has none.
+pub(super) fn event_name(m: &serde_json::Map<String, serde_json::Value>) -> Result<&str, Rejection> {
+    match m.get("event") {
+        Some(serde_json::Value::String(s)) => Ok(s),
+        None => Err(Rejection::new(RejectReason::MissingEventType, Some("event"), "the message names no `event`".into())),
+        Some(_) => Err(Rejection::new(RejectReason::WrongType, Some("event"), "`event` must be a string".into())),
+    }
+}
+
+/// [`type_name_of`], or the rejection of a name that gives none.
+pub(super) fn type_of(name: &str) -> Result<String, Rejection> {
+    type_name_of(name).ok_or_else(|| {
+        Rejection::new(
+            RejectReason::UnknownEventType,
+            Some("event"),
+            format!(
+                "event name `{}` gives no type name (letters, digits and separators, starting with a letter)",
+                name.chars().take(64).collect::<String>()
+            ),
+        )
+    })
+}
+
+/// The message's `properties` object (none when absent or null), or why it is not one.
+pub(super) fn properties_of(
+    m: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Option<&serde_json::Map<String, serde_json::Value>>, Rejection> {
+    match m.get("properties") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Object(p)) => Ok(Some(p)),
+        Some(_) => Err(Rejection::new(RejectReason::WrongType, Some("properties"), "`properties` must be an object".into())),
+    }
+}
+
+/// The message's `timestamp` as RFC 3339 text (validation checks it), none when absent.
+pub(super) fn time_of(m: &serde_json::Map<String, serde_json::Value>) -> Result<Option<String>, Rejection> {
+    match m.get("timestamp") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(t)) => Ok(Some(t.clone())),
+        Some(_) => Err(Rejection::new(RejectReason::BadTime, Some("timestamp"), "`timestamp` must be an ISO 8601 string".into())),
+    }
+}
+
+/// [`id_text`] of member `field`, a wrong kind rejected naming `field`.
+pub(super) fn id_of(v: Option<&serde_json::Value>, field: &str) -> Result<Option<String>, Rejection> {
+    id_text(v).map_err(|kind| Rejection::new(RejectReason::WrongType, Some(field), format!("`{field}` is {kind}")))
 }
 
 /// A string id from an SDK: a JSON string as it is, a number as its decimal text (SDKs
@@ -94,6 +152,97 @@ pub(super) fn event_json(
         }
     }
     Ok(serde_json::Value::Object(object).to_string())
+}
+
+/// What one message comes to.
+#[derive(Debug, PartialEq)]
+pub(super) enum Message {
+    /// An event: questlog's event JSON text.
+    Event(String),
+    /// A message the protocol has that questlog counts and does not store, by its type.
+    Counted(&'static str),
+}
+
+/// One protocol's rules for [`take_batch`].
+pub(super) struct Protocol {
+    /// Its name in `questlog_sdk_messages_total` and in messages.
+    pub name: &'static str,
+    /// Most bytes of a body, inflated (413 past it).
+    pub max_batch_bytes: usize,
+    /// Most bytes of one message (rejected `too_large` past it, its batch taken).
+    pub max_message_bytes: usize,
+    /// A body's messages (their JSON texts) and the key it carries, or why it is not a batch.
+    pub split: fn(&str) -> Result<(Vec<&str>, Option<String>), String>,
+    /// One message as an event or a counted message, or why neither.
+    pub message: fn(&str) -> Result<Message, Rejection>,
+    /// A message's id, for protocols that answer per message (PostHog's v1).
+    pub message_id: Option<fn(&str) -> Option<String>>,
+}
+
+/// What [`take_batch`] appended.
+pub(super) struct Taken {
+    pub committed: Committed,
+    pub memory: BodyMemory,
+    /// Per message, its id ([`Protocol::message_id`]; empty without one).
+    pub ids: Vec<Option<String>>,
+}
+
+/// Reads a protocol's batch within the request memory budget and the protocol's limits,
+/// checks the key (from the headers, else the body's), turns each message into an event
+/// (or counts it, or rejects it) and appends the events as `POST /v1/events` does.
+pub(super) async fn take_batch(state: &AppState, headers: &HeaderMap, body: Body, p: &Protocol) -> Result<Taken, ApiError> {
+    let mut memory = BodyMemory::new(&state.body_memory);
+    // The key may be in the body: the body is read (within the budget and the batch
+    // limit) before the key is checked; nothing is kept or appended without a key.
+    let body = read_body(headers, body, state.limits.body_read_timeout_ms, &mut memory).await?;
+    if body.len() > p.max_batch_bytes {
+        return Err(ApiError::SdkBatchTooLarge { size: body.len(), limit: p.max_batch_bytes });
+    }
+    let parsed = match std::str::from_utf8(&body) {
+        Err(e) => Err(ApiError::Unreadable(format!("body is not UTF-8: {e}"))),
+        Ok(t) => (p.split)(t).map_err(ApiError::Unreadable),
+    };
+    let body_key = parsed.as_ref().ok().and_then(|(_, k)| k.as_deref());
+    let app = state.writer_with(headers, body_key)?;
+    let meta = request_meta(headers, app);
+    memory.take(meta.text_bytes())?;
+    let messages = match parsed {
+        Ok((messages, _)) => messages,
+        Err(err) => return Err(keep_unreadable(state, app, &body, &meta, err).await),
+    };
+    if messages.len() > MAX_EVENTS_PER_REQUEST {
+        return Err(ApiError::TooManyEvents);
+    }
+    memory.take(2 * body.len() + Outcome::record_bytes(messages.len()))?;
+    state.charge(app, messages.len() as u64)?;
+    let ids: Vec<Option<String>> = match p.message_id {
+        Some(id) => messages.iter().map(|m| id(m)).collect(),
+        None => Vec::new(),
+    };
+    memory.take(ids.iter().flatten().map(|i| i.len() + 24).sum())?;
+    let mut out = Outcome::new(state, meta, now_us(), messages.len());
+    for (i, raw) in messages.iter().enumerate() {
+        if raw.len() > p.max_message_bytes {
+            let why = Rejection::new(
+                RejectReason::TooLarge,
+                None,
+                format!("message of {} bytes, over the limit of {} ({})", raw.len(), p.max_message_bytes, p.name),
+            );
+            out.take(&mut memory, i, raw, Err(why))?;
+            continue;
+        }
+        match (p.message)(raw) {
+            Ok(Message::Event(json)) => {
+                let parsed = event::validate_json_in(&json, &out.types);
+                out.take(&mut memory, i, &json, parsed)?;
+            }
+            Ok(Message::Counted(kind)) => state.metrics.sdk_message(p.name, kind),
+            Err(why) => out.take(&mut memory, i, raw, Err(why))?,
+        }
+    }
+    let committed = out.commit(&mut memory).await?;
+    drop(body);
+    Ok(Taken { committed, memory, ids })
 }
 
 #[cfg(test)]

@@ -29,23 +29,10 @@ struct Batch<'a> {
     write_key: Option<String>,
 }
 
-/// What one message comes to.
-#[derive(Debug, PartialEq)]
-pub(super) enum Message {
-    /// A `track`: the questlog event's JSON text.
-    Event(String),
-    /// Another type of message, counted by its type.
-    Counted(&'static str),
-}
-
 /// One Segment message as a questlog event (see the module docs and CONTRACT 3.9.1).
 /// `default_type`: the type of a message without one (`/v1/track` takes bare `track`s).
 pub(super) fn message(raw: &str, default_type: Option<&str>) -> Result<Message, Rejection> {
-    let value: serde_json::Value =
-        serde_json::from_str(raw).map_err(|e| Rejection::new(RejectReason::MalformedJson, None, format!("malformed JSON: {e}")))?;
-    let serde_json::Value::Object(m) = value else {
-        return Err(Rejection::new(RejectReason::NotAnObject, None, "a Segment message is a JSON object".into()));
-    };
+    let m = object_of(raw, "Segment message")?;
     let kind = match m.get("type") {
         Some(serde_json::Value::String(t)) => t.as_str(),
         None => default_type.ok_or_else(|| Rejection::new(RejectReason::MissingField, Some("type"), "missing `type`".into()))?,
@@ -61,118 +48,65 @@ pub(super) fn message(raw: &str, default_type: Option<&str>) -> Result<Message, 
             format!("unknown Segment message type `{}`", kind.chars().take(64).collect::<String>()),
         ));
     }
-    let name = match m.get("event") {
-        Some(serde_json::Value::String(s)) => s,
-        None => return Err(Rejection::new(RejectReason::MissingEventType, Some("event"), "a track message names its `event`".into())),
-        Some(_) => return Err(Rejection::new(RejectReason::WrongType, Some("event"), "`event` must be a string".into())),
-    };
-    let type_name = type_name_of(name).ok_or_else(|| {
-        Rejection::new(
-            RejectReason::UnknownEventType,
-            Some("event"),
-            format!(
-                "event name `{}` gives no type name (letters, digits and separators, starting with a letter)",
-                name.chars().take(64).collect::<String>()
-            ),
-        )
-    })?;
-    let properties = match m.get("properties") {
-        None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::Object(p)) => Some(p),
-        Some(_) => return Err(Rejection::new(RejectReason::WrongType, Some("properties"), "`properties` must be an object".into())),
-    };
-    let id = |field: &str| {
-        id_text(m.get(field)).map_err(|kind| Rejection::new(RejectReason::WrongType, Some(field), format!("`{field}` is {kind}")))
-    };
-    let player_id = match id("userId")? {
+    let type_name = type_of(event_name(&m)?)?;
+    let properties = properties_of(&m)?;
+    let player_id = match id_of(m.get("userId"), "userId")? {
         Some(u) => Some(u),
-        None => id("anonymousId")?,
+        None => id_of(m.get("anonymousId"), "anonymousId")?,
     };
-    let context = m.get("context").and_then(serde_json::Value::as_object);
     // RudderStack's SDKs send a session as `context.sessionId`; Segment's have none.
-    let session_id = id_text(context.and_then(|c| c.get("sessionId")))
-        .map_err(|kind| Rejection::new(RejectReason::WrongType, Some("context.sessionId"), format!("`context.sessionId` is {kind}")))?;
-    let event_time = match m.get("timestamp") {
-        None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::String(t)) => Some(t.clone()),
-        Some(_) => return Err(Rejection::new(RejectReason::BadTime, Some("timestamp"), "`timestamp` must be an ISO 8601 string".into())),
-    };
-    let envelope = Envelope { event_id: id("messageId")?, player_id, session_id, event_time };
+    let context = m.get("context").and_then(serde_json::Value::as_object);
+    let session_id = id_of(context.and_then(|c| c.get("sessionId")), "context.sessionId")?;
+    let envelope = Envelope { event_id: id_of(m.get("messageId"), "messageId")?, player_id, session_id, event_time: time_of(&m)? };
     event_json(&type_name, properties, envelope).map(Message::Event)
+}
+
+/// Segment's batches (`/v1/batch`).
+const SEGMENT_BATCH: Protocol = Protocol {
+    name: "segment",
+    max_batch_bytes: SEGMENT_MAX_BATCH_BYTES,
+    max_message_bytes: SEGMENT_MAX_MESSAGE_BYTES,
+    split: split_batch,
+    message: |raw| message(raw, None),
+    message_id: None,
+};
+
+/// One message (`/v1/track`, `type` implied).
+const SEGMENT_TRACK: Protocol = Protocol {
+    name: "segment",
+    max_batch_bytes: SEGMENT_MAX_BATCH_BYTES,
+    max_message_bytes: SEGMENT_MAX_MESSAGE_BYTES,
+    split: |t| Ok((vec![t.trim()], None)),
+    message: |raw| message(raw, Some("track")),
+    message_id: None,
+};
+
+/// A batch body's messages and its `writeKey` (the key, when the headers carry none).
+fn split_batch(text: &str) -> Result<(Vec<&str>, Option<String>), String> {
+    serde_json::from_str::<Batch>(text)
+        .map(|b| (b.batch.iter().map(|r| r.get()).collect(), b.write_key))
+        .map_err(|e| format!("not a Segment batch (`{{\"batch\": [...]}}`): {e}"))
 }
 
 /// `POST /v1/batch`: `{"batch": [message, …], "writeKey"?: …}`.
 pub(in crate::api) async fn batch(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
-    let resp = append_response(&state, take(&state, &headers, body, false).await);
+    let resp = append_response(&state, answer(take_batch(&state, &headers, body, &SEGMENT_BATCH).await));
     finish(&state, ROUTE_SDK, started, resp)
 }
 
 /// `POST /v1/track`: one message, `type` implied.
 pub(in crate::api) async fn track(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
-    let resp = append_response(&state, take(&state, &headers, body, true).await);
+    let resp = append_response(&state, answer(take_batch(&state, &headers, body, &SEGMENT_TRACK).await));
     finish(&state, ROUTE_SDK, started, resp)
 }
 
-/// Reads, checks and appends a batch (or, with `single`, one message).
-async fn take(state: &AppState, headers: &HeaderMap, body: Body, single: bool) -> Result<(String, BodyMemory), ApiError> {
-    let mut memory = BodyMemory::new(&state.body_memory);
-    // The key may be in the body: the body is read (within the budget and the batch
-    // limit) before the key is checked; nothing is kept or appended without a key.
-    let body = read_body(headers, body, state.limits.body_read_timeout_ms, &mut memory).await?;
-    if body.len() > SEGMENT_MAX_BATCH_BYTES {
-        return Err(ApiError::SdkBatchTooLarge { size: body.len(), limit: SEGMENT_MAX_BATCH_BYTES });
-    }
-    let text = std::str::from_utf8(&body);
-    let parsed: Result<(Vec<&str>, Option<String>), ApiError> = match text {
-        Err(e) => Err(ApiError::Unreadable(format!("body is not UTF-8: {e}"))),
-        Ok(t) if single => Ok((vec![t.trim()], None)),
-        Ok(t) => serde_json::from_str::<Batch>(t)
-            .map(|b| (b.batch.iter().map(|r| r.get()).collect(), b.write_key))
-            .map_err(|e| ApiError::Unreadable(format!("not a Segment batch (`{{\"batch\": [...]}}`): {e}"))),
-    };
-    // A key from `Authorization` (Basic with the write key as user name, or Bearer) or
-    // `X-API-Key`, else the body's `writeKey`.
-    let body_key = parsed.as_ref().ok().and_then(|(_, k)| k.as_deref());
-    let app = state.writer_with(headers, body_key)?;
-    let meta = request_meta(headers, app);
-    memory.take(meta.text_bytes())?;
-    let messages = match parsed {
-        Ok((messages, _)) => messages,
-        Err(err) => return Err(keep_unreadable(state, app, &body, &meta, err).await),
-    };
-    if messages.len() > MAX_EVENTS_PER_REQUEST {
-        return Err(ApiError::TooManyEvents);
-    }
-    memory.take(2 * body.len() + Outcome::record_bytes(messages.len()))?;
-    state.charge(app, messages.len() as u64)?;
-    let now = now_us();
-    let mut out = Outcome::new(state, meta, now, messages.len());
-    for (i, raw) in messages.iter().enumerate() {
-        if raw.len() > SEGMENT_MAX_MESSAGE_BYTES {
-            let why = Rejection::new(
-                RejectReason::TooLarge,
-                None,
-                format!("message of {} bytes, over Segment's limit of {SEGMENT_MAX_MESSAGE_BYTES}", raw.len()),
-            );
-            out.take(&mut memory, i, raw, Err(why))?;
-            continue;
-        }
-        match message(raw, single.then_some("track")) {
-            Ok(Message::Event(json)) => {
-                let parsed = event::validate_json_in(&json, &out.types);
-                out.take(&mut memory, i, &json, parsed)?;
-            }
-            Ok(Message::Counted(kind)) => state.metrics.sdk_message("segment", kind),
-            Err(why) => out.take(&mut memory, i, raw, Err(why))?,
-        }
-    }
-    let answer = out.commit(&mut memory).await?.json(false);
-    // Segment's API answers `{"success": true}`; the counts follow.
-    let answer = format!("{{\"success\":true,{}", &answer[1..]);
-    drop(body);
-    Ok((answer, memory))
+/// Segment's API answers `{"success": true}`; questlog's counts follow.
+fn answer(taken: Result<Taken, ApiError>) -> Result<(String, BodyMemory), ApiError> {
+    let taken = taken?;
+    let counts = taken.committed.json(false);
+    Ok((format!("{{\"success\":true,{}", &counts[1..]), taken.memory))
 }
 
 #[cfg(test)]
