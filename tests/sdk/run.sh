@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Analytics SDKs against the real binary (docs/CONTRACT.md 3.9): each SDK, installed from
-# its registry and unmodified but for its host and key, sends events of registered types
+# its registry (PyPI, npm) and unmodified but for its host and key, sends events of registered types
 # through its own batching and retries; the tables must then hold every valid event once
 # and `rejected` every invalid one with its message id.
 #
@@ -15,3 +15,5 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 "$venv/bin/python" "$here/check_segment.py" "$bin" "$here/../external/schemas/level_up-1-0-0.json" "$work/segment"
 "$venv/bin/python" "$here/check_posthog.py" "$bin" "$here/../external/schemas/level_up-1-0-0.json" "$work/posthog"
+(cd "$here" && npm ci --no-audit --no-fund --silent)
+"$venv/bin/python" "$here/check_segment_node.py" "$bin" "$here/../external/schemas/level_up-1-0-0.json" "$work/segment-node"
