@@ -5,7 +5,8 @@ ways — JSON arrays for /v1/events, Segment batches for /v1/batch (`track` mess
 same types and fields, one message id each), and those Segment batches gzipped — and posts
 each set with CONCURRENCY keep-alive connections, alternating the routes for ROUNDS rounds
 (the machine's noise falls on all alike), and the same events as PostHog batches to
-/batch/ (capture v0) and /i/v1/analytics/events (v1). Prints events/s per route and round, and the
+/batch/ (capture v0) and /i/v1/analytics/events (v1), and as Snowplow payload_data batches
+(self-describing events of the built-in schemas, `ue_pr`) to /com.snowplowanalytics.snowplow/tp2. Prints events/s per route and round, and the
 median of each.
 
 usage: python3 benches/sdk_ingest.py QUESTLOG_BIN [EVENTS] [BATCH] [CONCURRENCY] [ROUNDS]
@@ -55,6 +56,11 @@ def bodies(route, n, batch, round_no):
     for name, props, player, mid in events(n, round_no):
         if route == "/v1/events":
             chunk.append(dict(event_type=name.lower().replace(" ", "_"), **props, player_id=player, event_id=mid))
+        elif route == "snowplow":
+            ue = {"schema": "iglu:com.snowplowanalytics.snowplow/unstruct_event/jsonschema/1-0-0",
+                  "data": {"schema": f"iglu:io.questlog/{name.lower().replace(' ', '_')}/jsonschema/1-0-0", "data": props}}
+            chunk.append({"e": "ue", "ue_pr": json.dumps(ue), "eid": mid, "uid": player, "sid": "s-1",
+                          "dtm": "1796436646760", "tv": "py-1.1.0", "tna": "bench", "aid": "game", "p": "srv"})
         elif route.startswith("posthog"):
             chunk.append({"event": name, "distinct_id": player, "uuid": mid, "timestamp": "2026-12-05T02:00:00+00:00",
                           "properties": dict(props, **{"$lib": "bench", "$session_id": "s-1"})})
@@ -68,6 +74,9 @@ def bodies(route, n, batch, round_no):
         out.append(chunk)
     if route == "/v1/events":
         return [(json.dumps(c).encode(), {}) for c in out]
+    if route == "snowplow":
+        return [(json.dumps({"schema": "iglu:com.snowplowanalytics.snowplow/payload_data/jsonschema/1-0-4", "data": c}).encode(), {})
+                for c in out]
     if route.startswith("posthog"):
         return [(json.dumps({"batch": c, "api_key": "bench", "sent_at": "2026-12-05T02:00:00+00:00"}).encode(), {}) for c in out]
     raw = [json.dumps({"batch": c, "sentAt": "2026-12-05T02:00:00+00:00"}).encode() for c in out]
@@ -104,9 +113,9 @@ def main():
     rounds = int(sys.argv[5]) if len(sys.argv) > 5 else 3
     work = tempfile.mkdtemp()
     proc, port = start(binary, os.path.join(work, "data"))
-    routes = ["/v1/events", "segment", "segment+gzip", "posthog v0", "posthog v1"]
+    routes = ["/v1/events", "segment", "segment+gzip", "posthog v0", "posthog v1", "snowplow"]
     paths = {"/v1/events": "/v1/events", "segment": "/v1/batch", "segment+gzip": "/v1/batch", "posthog v0": "/batch/",
-             "posthog v1": "/i/v1/analytics/events"}
+             "posthog v1": "/i/v1/analytics/events", "snowplow": "/com.snowplowanalytics.snowplow/tp2"}
     rates = {r: [] for r in routes}
     try:
         for rnd in range(rounds):

@@ -126,7 +126,7 @@ pub trait ProjectionSource: Send + Sync {
 }
 
 /// The SDK messages counted, not stored: (protocol, message type).
-pub const SDK_COUNTED: [(&str, &str); 10] = [
+pub const SDK_COUNTED: [(&str, &str); 14] = [
     ("segment", "identify"),
     ("segment", "page"),
     ("segment", "screen"),
@@ -137,6 +137,10 @@ pub const SDK_COUNTED: [(&str, &str); 10] = [
     ("posthog", "group"),
     ("posthog", "page"),
     ("posthog", "other"),
+    ("snowplow", "page"),
+    ("snowplow", "structured"),
+    ("snowplow", "ecommerce"),
+    ("snowplow", "other"),
 ];
 
 /// Names of the request limits counted in `questlog_requests_over_limit_total`.
@@ -444,7 +448,7 @@ impl Metrics {
             &mut o,
             "questlog_sdk_messages_total",
             "counter",
-            "SDK messages answered and counted but not stored as events (Segment identify, page, screen, group, alias; PostHog $ events).",
+            "SDK messages answered and counted but not stored as events (Segment identify, page, screen, group, alias; PostHog $ events; Snowplow page views, structured, ecommerce and other events).",
         );
         for (i, (protocol, kind)) in SDK_COUNTED.iter().enumerate() {
             let _ = writeln!(o, "questlog_sdk_messages_total{{protocol=\"{protocol}\",type=\"{kind}\"}} {}", ld(&self.sdk_counted[i]));

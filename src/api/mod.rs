@@ -575,6 +575,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/track", axum::routing::post(sdk::segment::track))
         .route("/batch/", axum::routing::post(sdk::posthog::batch_v0))
         .route("/i/v1/analytics/events", axum::routing::post(sdk::posthog::events_v1))
+        .route("/com.snowplowanalytics.snowplow/tp2", axum::routing::post(sdk::snowplow::tp2))
+        .route("/i", get(sdk::snowplow::pixel))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
@@ -606,7 +608,7 @@ fn route_of(path: &str) -> Option<usize> {
         "/v1/rejected" => ROUTE_REJECTED,
         "/v1/replay" => ROUTE_REPLAY,
         "/v1/schemas" => ROUTE_SCHEMAS,
-        "/v1/batch" | "/v1/track" | "/batch/" | "/i/v1/analytics/events" => ROUTE_SDK,
+        "/v1/batch" | "/v1/track" | "/batch/" | "/i/v1/analytics/events" | "/com.snowplowanalytics.snowplow/tp2" | "/i" => ROUTE_SDK,
         "/healthz" => ROUTE_HEALTHZ,
         "/metrics" => ROUTE_METRICS,
         "/" | "/v1/live" | "/report.html" => ROUTE_LIVE,

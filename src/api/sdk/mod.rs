@@ -1,4 +1,5 @@
-//! Analytics SDKs' collector protocols (docs/CONTRACT.md 3.9: Segment's, PostHog's): a studio points an SDK it
+//! Analytics SDKs' collector protocols (docs/CONTRACT.md 3.9: Segment's, PostHog's,
+//! Snowplow's): a studio points an SDK it
 //! already uses at questlog and its events land as questlog events, unchanged on the SDK's
 //! side. Each protocol's file turns its messages into questlog's event JSON (the text
 //! `POST /v1/events` would take) and hands them to the same validation, dedup and append as
@@ -14,6 +15,7 @@ use super::*;
 
 pub(super) mod posthog;
 pub(super) mod segment;
+pub(super) mod snowplow;
 
 /// The fields questlog sets from an SDK message's envelope. A property of the same name
 /// would be ambiguous; such a message is rejected (`server_owned_field`) rather than one
@@ -173,8 +175,9 @@ pub(super) struct Protocol {
     pub max_message_bytes: usize,
     /// A body's messages (their JSON texts) and the key it carries, or why it is not a batch.
     pub split: fn(&str) -> Result<(Vec<&str>, Option<String>), String>,
-    /// One message as an event or a counted message, or why neither.
-    pub message: fn(&str) -> Result<Message, Rejection>,
+    /// One message as an event or a counted message, or why neither (given the types in
+    /// force: Snowplow's events name their schema).
+    pub message: fn(&str, &Registry) -> Result<Message, Rejection>,
     /// A message's id, for protocols that answer per message (PostHog's v1).
     pub message_id: Option<fn(&str) -> Option<String>>,
 }
@@ -231,7 +234,7 @@ pub(super) async fn take_batch(state: &AppState, headers: &HeaderMap, body: Body
             out.take(&mut memory, i, raw, Err(why))?;
             continue;
         }
-        match (p.message)(raw) {
+        match (p.message)(raw, &out.types) {
             Ok(Message::Event(json)) => {
                 let parsed = event::validate_json_in(&json, &out.types);
                 out.take(&mut memory, i, &json, parsed)?;

@@ -80,7 +80,7 @@ const POSTHOG_V0: Protocol = Protocol {
     max_batch_bytes: POSTHOG_MAX_BATCH_BYTES,
     max_message_bytes: POSTHOG_MAX_MESSAGE_BYTES,
     split: split_batch,
-    message,
+    message: |raw, _| message(raw),
     message_id: None,
 };
 

@@ -67,7 +67,7 @@ const SEGMENT_BATCH: Protocol = Protocol {
     max_batch_bytes: SEGMENT_MAX_BATCH_BYTES,
     max_message_bytes: SEGMENT_MAX_MESSAGE_BYTES,
     split: split_batch,
-    message: |raw| message(raw, None),
+    message: |raw, _| message(raw, None),
     message_id: None,
 };
 
@@ -77,7 +77,7 @@ const SEGMENT_TRACK: Protocol = Protocol {
     max_batch_bytes: SEGMENT_MAX_BATCH_BYTES,
     max_message_bytes: SEGMENT_MAX_MESSAGE_BYTES,
     split: |t| Ok((vec![t.trim()], None)),
-    message: |raw| message(raw, Some("track")),
+    message: |raw, _| message(raw, Some("track")),
     message_id: None,
 };
 
