@@ -309,9 +309,11 @@ impl ApiKeys {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
             .map(str::to_string)
-            .or_else(|| headers.get(header::AUTHORIZATION).and_then(basic_user))
             .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::to_string))
             .or_else(|| query_key.map(str::to_string))
+            // Last: a proxy's own HTTP Basic login in front of questlog must not shadow a
+            // key given another way.
+            .or_else(|| headers.get(header::AUTHORIZATION).and_then(basic_user))
             .filter(|k| !k.trim().is_empty())
             .ok_or(Denied::Missing)?;
         self.by_hash.get(&hash(key.trim())).ok_or(Denied::Unknown)
@@ -367,6 +369,11 @@ mod tests {
         assert_eq!(k.admit(&b, 1), Err(Denied::Unknown));
         b.insert(header::AUTHORIZATION, "Basic %%%".parse().unwrap());
         assert_eq!(k.admit(&b, 1), Err(Denied::Missing));
+        // A proxy's own Basic login does not shadow a key given another way.
+        let mut both = HeaderMap::new();
+        both.insert(header::AUTHORIZATION, "Basic bm90LWEta2V5Og==".parse().unwrap());
+        both.insert("x-api-key", "aaaaaaaaaaaaaaaaaaaa".parse().unwrap());
+        assert_eq!(k.admit(&both, 1).unwrap(), "game-a");
         // A key in the body (Segment's `writeKey`) when the headers carry none.
         assert_eq!(k.writer_with(&HeaderMap::new(), Some("bbbbbbbbbbbbbbbbbbbb")).map(|a| a.name.as_str()), Ok("game-b"));
     }

@@ -615,17 +615,17 @@ pub(super) fn check_sizes<'a>(events: impl Iterator<Item = &'a str>) -> Result<(
 pub(super) const TOO_MANY: &str = "too many events";
 
 /// A JSON array of raw events that stops reading past [`MAX_EVENTS_PER_REQUEST`].
-pub(super) struct BoundedArray<'a>(Vec<&'a RawValue>);
+pub(super) struct BoundedArray<'a>(pub(super) Vec<&'a RawValue>);
 
-impl<'de> serde::Deserialize<'de> for BoundedArray<'de> {
+impl<'de: 'a, 'a> serde::Deserialize<'de> for BoundedArray<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = BoundedArray<'de>;
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = BoundedArray<'a>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a JSON array of events")
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<BoundedArray<'de>, A::Error> {
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<BoundedArray<'a>, A::Error> {
                 let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
                 while let Some(item) = seq.next_element::<&'de RawValue>()? {
                     if items.len() == MAX_EVENTS_PER_REQUEST {
@@ -636,7 +636,7 @@ impl<'de> serde::Deserialize<'de> for BoundedArray<'de> {
                 Ok(BoundedArray(items))
             }
         }
-        d.deserialize_seq(V)
+        d.deserialize_seq(V(std::marker::PhantomData))
     }
 }
 

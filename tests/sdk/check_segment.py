@@ -92,6 +92,20 @@ def run(addr, data):
     status, answer = post("/v1/batch", json.dumps({"batch": [dict(fine, messageId=f"m{i}") for i in range(6000)]}).encode())
     if status != 413:
         fail(f"a batch over 500 KiB answered {status} {answer}")
+    # Without a key, or with a wrong one, every SDK route answers 401 and stores nothing
+    # (the tables' exact counts below would show anything stored).
+    for path, method in [("/v1/batch", "POST"), ("/v1/track", "POST"), ("/batch/", "POST"), ("/i/v1/analytics/events", "POST"),
+                         ("/com.snowplowanalytics.snowplow/tp2", "POST"), ("/i?e=pv&url=x", "GET")]:
+        for headers in ({}, {"X-API-Key": "not-a-key"}):
+            req = urllib.request.Request(addr + path, data=json.dumps({"batch": [dict(fine, messageId="nokey")]}).encode()
+                                         if method == "POST" else None, method=method, headers=headers)
+            try:
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    code = r.status
+            except urllib.error.HTTPError as e:
+                code = e.code
+            if code != 401:
+                fail(f"{method} {path} with {headers or 'no key'} answered {code}, not 401")
 
     common.check_tables(addr, data, valid)
     common.check_rejected(addr, invalid)
@@ -103,7 +117,7 @@ def run(addr, data):
           f"dropped as {forced} duplicates; the tables hold each valid event once "
           f"({len(valid['level_up'])} level_up, {len(valid['guild_joins'])} guild_joins, read with deltalake); "
           f"{len(invalid)} invalid events listed by /v1/rejected with their message ids and reasons; identify 20 and page 10 counted; "
-          f"/v1/track with Basic auth, a message over 32 KiB rejected in its batch, a batch over 500 KiB answered 413")
+          f"/v1/track with Basic auth, a message over 32 KiB rejected in its batch, a batch over 500 KiB answered 413; every SDK route 401 without a key")
 
 
 if __name__ == "__main__":

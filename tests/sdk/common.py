@@ -106,6 +106,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             force = self.server.posts == self.server.forced and status == 200
             if force:
                 self.server.forced_bodies.append(json.loads(answer))
+                self.server.forced_at = len(self.server.answers) - 1
         if force:
             status, answer = 503, b'{"error":"forced by the test: send again"}'
         self.send_response(status)
@@ -158,7 +159,10 @@ def check_forced_retry(proxy, alone=True):
     if any(s != 200 for s in proxy.statuses):
         fail(f"questlog answered {proxy.statuses} to the SDK's posts (all 200 expected; the proxy turned one into a 503)")
     forced = proxy.forced_bodies[0]
-    again = [json.loads(a) for a in proxy.answers if a.startswith(b"{")]
+    if not forced.get("accepted"):
+        fail(f"the batch answered 503 had no accepted events ({forced}): it shows no retry")
+    # The answers after the forced one (the batch sent again is among them).
+    again = [json.loads(a) for a in proxy.answers[proxy.forced_at + 1:] if a.startswith(b"{")]
     if not any((a.get("accepted") == 0 or not alone) and a.get("duplicates") == forced["accepted"] for a in again):
         fail(f"the batch sent again was not answered as {forced['accepted']} duplicates")
     return forced["accepted"]

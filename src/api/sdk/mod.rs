@@ -195,15 +195,23 @@ pub(super) struct Taken {
 /// (or counts it, or rejects it) and appends the events as `POST /v1/events` does.
 pub(super) async fn take_batch(state: &AppState, headers: &HeaderMap, body: Body, p: &Protocol) -> Result<Taken, ApiError> {
     let mut memory = BodyMemory::new(&state.body_memory);
-    // The key may be in the body: the body is read (within the budget and the batch
-    // limit) before the key is checked; nothing is kept or appended without a key.
+    // A key in the headers is checked before the body is read; one in the body (Segment's
+    // `writeKey`, PostHog v0's `api_key`) after it is read, within the budget and the
+    // batch limit. Nothing is kept or appended without a key.
+    if headers.contains_key(header::AUTHORIZATION) || headers.contains_key("x-api-key") {
+        state.writer_with(headers, None)?;
+    }
     let body = read_body(headers, body, state.limits.body_read_timeout_ms, &mut memory).await?;
     if body.len() > p.max_batch_bytes {
         return Err(ApiError::SdkBatchTooLarge { size: body.len(), limit: p.max_batch_bytes });
     }
     let parsed = match std::str::from_utf8(&body) {
         Err(e) => Err(ApiError::Unreadable(format!("body is not UTF-8: {e}"))),
-        Ok(t) => (p.split)(t).map_err(ApiError::Unreadable),
+        // More than MAX_EVENTS_PER_REQUEST messages stop the split at the next one.
+        Ok(t) => match (p.split)(t) {
+            Err(e) if e.contains(TOO_MANY) => return Err(ApiError::TooManyEvents),
+            other => other.map_err(ApiError::Unreadable),
+        },
     };
     let body_key = parsed.as_ref().ok().and_then(|(_, k)| k.as_deref());
     let app = state.writer_with(headers, body_key)?;
@@ -235,7 +243,19 @@ pub(super) async fn take_batch(state: &AppState, headers: &HeaderMap, body: Body
             continue;
         }
         match (p.message)(raw, &out.types) {
+            Ok(Message::Event(json)) if json.len() > MAX_EVENT_BYTES => {
+                // Written again, an event can be longer than its message (`1e15` becomes
+                // `1000000000000000.0`): the event limit holds for what is stored.
+                let why = Rejection::new(
+                    RejectReason::TooLarge,
+                    None,
+                    format!("the event is {} bytes, over the limit of {MAX_EVENT_BYTES}", json.len()),
+                );
+                out.take(&mut memory, i, raw, Err(why))?;
+            }
             Ok(Message::Event(json)) => {
+                // The event's text beyond its message's (charged with the body).
+                memory.take(json.len().saturating_sub(raw.len()))?;
                 let parsed = event::validate_json_in(&json, &out.types);
                 out.take(&mut memory, i, &json, parsed)?;
             }

@@ -17,14 +17,14 @@ pub const POSTHOG_MAX_BATCH_BYTES: usize = MAX_DECOMPRESSED_BYTES;
 #[derive(serde::Deserialize)]
 struct Batch<'a> {
     #[serde(borrow)]
-    batch: Vec<&'a RawValue>,
+    batch: BoundedArray<'a>,
     #[serde(default)]
     api_key: Option<String>,
 }
 
 fn split_batch(text: &str) -> Result<(Vec<&str>, Option<String>), String> {
     serde_json::from_str::<Batch>(text)
-        .map(|b| (b.batch.iter().map(|r| r.get()).collect(), b.api_key))
+        .map(|b| (b.batch.0.iter().map(|r| r.get()).collect(), b.api_key))
         .map_err(|e| format!("not a PostHog batch (`{{\"batch\": [...]}}`): {e}"))
 }
 
@@ -70,9 +70,10 @@ pub(super) fn message(raw: &str) -> Result<Message, Rejection> {
 fn uuid_of(raw: &str) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct U {
-        uuid: Option<String>,
+        uuid: Option<serde_json::Value>,
     }
-    serde_json::from_str::<U>(raw).ok().and_then(|u| u.uuid)
+    // As `message` reads it (a number as its digits), so a refused event is named as stored.
+    serde_json::from_str::<U>(raw).ok().and_then(|u| id_text(u.uuid.as_ref()).ok().flatten())
 }
 
 const POSTHOG_V0: Protocol = Protocol {
@@ -140,6 +141,7 @@ mod tests {
             r#"{"event":"level_up","distinct_id":"p1","uuid":"u","options":{},"properties":{"level":5,"class":"mage"},"session_id":"s-2"}"#;
         assert!(matches!(message(raw).unwrap(), Message::Event(e) if e.contains(r#""session_id":"s-2""#)));
         assert_eq!(uuid_of(raw).as_deref(), Some("u"));
+        assert_eq!(uuid_of(r#"{"event":"x","uuid":123}"#).as_deref(), Some("123"), "as `message` stores it");
     }
 
     #[test]

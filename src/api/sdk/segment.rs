@@ -24,7 +24,7 @@ pub const SEGMENT_COUNTED_TYPES: [&str; 5] = ["identify", "page", "screen", "gro
 #[derive(serde::Deserialize)]
 struct Batch<'a> {
     #[serde(borrow)]
-    batch: Vec<&'a RawValue>,
+    batch: BoundedArray<'a>,
     #[serde(rename = "writeKey", default)]
     write_key: Option<String>,
 }
@@ -76,15 +76,25 @@ const SEGMENT_TRACK: Protocol = Protocol {
     name: "segment",
     max_batch_bytes: SEGMENT_MAX_BATCH_BYTES,
     max_message_bytes: SEGMENT_MAX_MESSAGE_BYTES,
-    split: |t| Ok((vec![t.trim()], None)),
+    split: |t| Ok((vec![t.trim()], write_key_of(t))),
     message: |raw, _| message(raw, Some("track")),
     message_id: None,
 };
 
+/// A single message's `writeKey` (`/v1/track`), when it has one.
+fn write_key_of(text: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct K {
+        #[serde(rename = "writeKey")]
+        write_key: Option<String>,
+    }
+    serde_json::from_str::<K>(text).ok().and_then(|k| k.write_key)
+}
+
 /// A batch body's messages and its `writeKey` (the key, when the headers carry none).
 fn split_batch(text: &str) -> Result<(Vec<&str>, Option<String>), String> {
     serde_json::from_str::<Batch>(text)
-        .map(|b| (b.batch.iter().map(|r| r.get()).collect(), b.write_key))
+        .map(|b| (b.batch.0.iter().map(|r| r.get()).collect(), b.write_key))
         .map_err(|e| format!("not a Segment batch (`{{\"batch\": [...]}}`): {e}"))
 }
 
@@ -132,6 +142,16 @@ mod tests {
             message(r#"{"event":"x","messageId":"m"}"#, Some("track")).unwrap(),
             Message::Event(r#"{"event_type":"x","event_id":"m"}"#.into())
         );
+    }
+
+    #[test]
+    fn a_batch_of_more_messages_than_a_request_may_hold_stops_at_the_limit() {
+        let body = format!(r#"{{"batch":[{}]}}"#, vec!["0"; MAX_EVENTS_PER_REQUEST + 1].join(","));
+        assert!(split_batch(&body).unwrap_err().contains(TOO_MANY));
+        let body = format!(r#"{{"batch":[{}],"writeKey":"k"}}"#, vec!["0"; MAX_EVENTS_PER_REQUEST].join(","));
+        let (messages, key) = split_batch(&body).unwrap();
+        assert_eq!((messages.len(), key.as_deref()), (MAX_EVENTS_PER_REQUEST, Some("k")));
+        assert_eq!(write_key_of(r#"{"event":"x","writeKey":"k2"}"#).as_deref(), Some("k2"));
     }
 
     #[test]

@@ -25,7 +25,7 @@ const PIXEL_GIF: &[u8] = &[
 struct PayloadData<'a> {
     schema: String,
     #[serde(borrow)]
-    data: Vec<&'a RawValue>,
+    data: BoundedArray<'a>,
 }
 
 fn split_payload(text: &str) -> Result<(Vec<&str>, Option<String>), String> {
@@ -33,7 +33,7 @@ fn split_payload(text: &str) -> Result<(Vec<&str>, Option<String>), String> {
     if !p.schema.starts_with(PAYLOAD_DATA) {
         return Err(format!("the body's schema `{}` is not {PAYLOAD_DATA}…", p.schema.chars().take(128).collect::<String>()));
     }
-    Ok((p.data.iter().map(|r| r.get()).collect(), None))
+    Ok((p.data.0.iter().map(|r| r.get()).collect(), None))
 }
 
 /// The counted kind of a Snowplow event other than a self-describing one (`e`).
@@ -64,7 +64,12 @@ fn type_of_uri(uri: &str, types: &Registry) -> Result<String, Rejection> {
     };
     let version = crate::schema::Version::parse(version).ok_or_else(|| unknown(format!("`{}`: bad version", clip(uri))))?;
     if *vendor == crate::schema::builtin::VENDOR && EventType::parse(name).is_some() {
-        return Ok(name.to_string());
+        // The built-in schemas are 1-0-0 (`GET /v1/schemas`).
+        return if version.model == 1 {
+            Ok(name.to_string())
+        } else {
+            Err(unknown(format!("`{}`: the built-in schema is model 1", clip(uri))))
+        };
     }
     match types.schemas().find(|s| s.vendor == *vendor && s.name == *name) {
         Some(s) if s.version.model == version.model => Ok(s.name.clone()),
@@ -163,7 +168,17 @@ pub(in crate::api) async fn pixel(State(state): State<Arc<AppState>>, headers: H
     let started = Instant::now();
     let query = query.unwrap_or_default();
     if query.len() > MAX_EVENT_BYTES {
-        return finish(&state, ROUTE_SDK, started, ApiError::EventTooLarge { index: 0, size: query.len() }.into_response());
+        // Not 413: the trackers send a 413'd event again for ever. A 400 makes them drop
+        // it; it is kept as rejected (after the key check) like an unreadable body.
+        let resp = match state.writer_with(&headers, None) {
+            Ok(app) => {
+                let meta = request_meta(&headers, app);
+                let err = ApiError::Unreadable(format!("a query of {} bytes, over the event limit of {MAX_EVENT_BYTES}", query.len()));
+                keep_unreadable(&state, app, query.as_bytes(), &meta, err).await.into_response()
+            }
+            Err(e) => e.into_response(),
+        };
+        return finish(&state, ROUTE_SDK, started, resp);
     }
     let object: serde_json::Map<String, serde_json::Value> =
         form_urlencoded::parse(query.as_bytes()).map(|(k, v)| (k.into_owned(), serde_json::Value::String(v.into_owned()))).collect();
