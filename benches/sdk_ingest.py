@@ -27,8 +27,8 @@ import time
 import uuid
 
 
-def start(binary, data):
-    proc = subprocess.Popen([binary, "--data-dir", data, "serve", "--listen", "127.0.0.1:0"],
+def start(binary, data, extra=()):
+    proc = subprocess.Popen([binary, "--data-dir", data, "serve", "--listen", "127.0.0.1:0", *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     deadline = time.time() + 30
     while time.time() < deadline:

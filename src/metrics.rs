@@ -77,6 +77,10 @@ pub struct Metrics {
     /// SDK messages answered and counted but not stored as events (a Segment `identify`,
     /// …), by protocol and message type ([`SDK_COUNTED`]).
     sdk_counted: [AtomicU64; SDK_COUNTED.len()],
+    /// Schemas `serve --infer-schemas` made from events: recorded, or refused by the log's
+    /// rules (its table limit, a name taken) — their events are then rejected.
+    pub schemas_inferred_total: AtomicU64,
+    pub schemas_inference_refused_total: AtomicU64,
     /// Events of registered types, by name.
     registered: std::sync::Mutex<std::collections::BTreeMap<String, RegisteredCounts>>,
 }
@@ -453,6 +457,20 @@ impl Metrics {
         for (i, (protocol, kind)) in SDK_COUNTED.iter().enumerate() {
             let _ = writeln!(o, "questlog_sdk_messages_total{{protocol=\"{protocol}\",type=\"{kind}\"}} {}", ld(&self.sdk_counted[i]));
         }
+        header(
+            &mut o,
+            "questlog_schemas_inferred_total",
+            "counter",
+            "Event type schemas serve --infer-schemas recorded from events (a new type or an ADDITION).",
+        );
+        let _ = writeln!(o, "questlog_schemas_inferred_total {}", ld(&self.schemas_inferred_total));
+        header(
+            &mut o,
+            "questlog_schema_inferences_refused_total",
+            "counter",
+            "Schemas serve --infer-schemas made from events and the log refused (its table limit, a name taken); their events are rejected unknown_event_type.",
+        );
+        let _ = writeln!(o, "questlog_schema_inferences_refused_total {}", ld(&self.schemas_inference_refused_total));
         header(&mut o, "questlog_connections_open", "gauge", "HTTP connections open now.");
         let _ = writeln!(o, "questlog_connections_open {}", ld(&self.connections_open));
         header(&mut o, "questlog_connections_refused_total", "counter", "Connections answered 429 and closed at the connection limit.");

@@ -243,3 +243,99 @@ fn generate_mixes_registered_types_into_the_seeded_traffic_reproducibly() {
     );
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("give 1 to 100"));
 }
+
+#[test]
+fn serve_infer_schemas_makes_types_from_events_adds_properties_and_rejects_a_changed_type() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let server = Server::start_with(&data, &["--infer-schemas"]);
+    let first = r#"{"event_type":"boss_defeated","event_id":"b-1","player_id":"p-1","boss":"dragon","damage":1200,"dps":35.5,"crit":true,"note":null,"$lib":"web"}"#;
+    let answer = post_events(&server, first);
+    assert_eq!(answer["accepted"], 1, "{answer}");
+    let schemas = server.get("/v1/schemas").json();
+    let inferred: Vec<&serde_json::Value> =
+        schemas["registered"].as_array().unwrap().iter().filter(|s| s["name"] == "boss_defeated").collect();
+    assert_eq!(inferred.len(), 1, "{schemas}");
+    assert_eq!(inferred[0]["uri"], "iglu:questlog.inferred/boss_defeated/jsonschema/1-0-0");
+    let props = inferred[0]["schema"]["properties"].as_object().unwrap();
+    assert_eq!(props.keys().map(String::as_str).collect::<Vec<_>>(), ["boss", "damage", "dps", "crit"], "null and `$lib` are not declared");
+    assert_eq!(props["damage"]["type"], serde_json::json!(["integer", "null"]));
+
+    // A new property: an ADDITION, in force for the event that brought it; a value of
+    // another type than the first: wrong_type, kept with its id; the types stay as they were.
+    let batch = r#"[{"event_type":"boss_defeated","event_id":"b-2","player_id":"p-2","boss":"lich","damage":80,"phase":2},
+                    {"event_type":"boss_defeated","event_id":"b-3","player_id":"p-3","boss":"lich","damage":"lots"},
+                    {"event_type":"boss_defeated","event_id":"b-4","player_id":"p-4","boss":"imp","damage":3,"dps":4}]"#;
+    let answer = post_events(&server, batch);
+    assert_eq!(answer["accepted"], 2, "{answer}");
+    assert_eq!((&answer["rejected"][0]["index"], &answer["rejected"][0]["reason"]), (&1.into(), &"wrong_type".into()), "{answer}");
+    let rejected = server.get("/v1/rejected").text();
+    assert!(rejected.lines().any(|l| l.contains(r#"\"b-3\""#) && l.contains("wrong_type")), "{rejected}");
+    let history: Vec<String> =
+        server.get("/v1/schemas").json()["registered"].as_array().unwrap().iter().map(|s| s["uri"].as_str().unwrap().to_string()).collect();
+    assert_eq!(history, ["iglu:questlog.inferred/boss_defeated/jsonschema/1-0-0", "iglu:questlog.inferred/boss_defeated/jsonschema/1-0-1"]);
+
+    // Through an SDK route: a Segment event name becomes a type; a seed type and a type
+    // registered by hand never change.
+    let segment = r#"{"batch":[{"type":"track","event":"Quest Failed","userId":"p-5","messageId":"s-1","properties":{"quest":"q9","tries":3}},
+                               {"type":"track","event":"Join Guild","userId":"p-5","messageId":"s-2","properties":{"guild_id":4,"name":"K","motto":"new"}}]}"#;
+    let r = server.post("/v1/batch", &[("Content-Type", "application/json")], segment.as_bytes());
+    assert_eq!((r.status, r.json()["accepted"].as_u64()), (200, Some(2)), "{}", r.text());
+    let r = server.post("/v1/schemas", &[("Content-Type", "application/json")], level_up("1-0-0", "").as_bytes());
+    assert_eq!(r.status, 201, "{}", r.text());
+    let answer = post_events(&server, r#"{"event_type":"level_up","level":5,"class":"mage","zone":"north"}"#);
+    assert_eq!(answer["accepted"], 1, "{answer}");
+    let names: Vec<String> =
+        server.get("/v1/schemas").json()["registered"].as_array().unwrap().iter().map(|s| s["uri"].as_str().unwrap().to_string()).collect();
+    assert_eq!(names.len(), 4, "boss_defeated twice, quest_failed, level_up as registered: {names:?}");
+    assert!(names.contains(&"iglu:questlog.inferred/quest_failed/jsonschema/1-0-0".to_string()), "{names:?}");
+    assert_eq!(metric(&server, "questlog_schemas_inferred_total"), Some(3));
+    server.stop();
+
+    // The tables: the inferred types' rows, the ADDITION's column null before it.
+    questlog_ok(&data, &["project"]);
+    let rows = questlog_ok(
+        &data,
+        &["sql", "select event_id, boss, damage, dps, crit, phase from boss_defeated order by event_id", "--format", "csv"],
+    );
+    assert_eq!(rows.trim(), "event_id,boss,damage,dps,crit,phase\nb-1,dragon,1200,35.5,true,\nb-2,lich,80,,,2\nb-4,imp,3,4.0,,", "{rows}");
+    let rows = questlog_ok(&data, &["sql", "select player_id, quest, tries from quest_failed", "--format", "csv"]);
+    assert_eq!(rows.trim(), "player_id,quest,tries\np-5,q9,3");
+    assert!(questlog_ok(&data, &["verify"]).starts_with("ok"));
+
+    // Off by default, and refused on a Kafka log (its schema records are not built yet).
+    let server = Server::start(&data);
+    let answer = post_events(&server, r#"{"event_type":"dragon_tamed","dragon":"x"}"#);
+    assert_eq!(answer["rejected"][0]["reason"], "unknown_event_type", "{answer}");
+    server.stop();
+    let out = questlog(&tmp.path().join("k"), &["--log", "kafka://127.0.0.1:9/t", "serve", "--infer-schemas"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--infer-schemas"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn infer_schemas_is_bounded_per_request_and_by_the_logs_table_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start_with(&tmp.path().join("data"), &["--infer-schemas"]);
+    // 20 new names in one request: 16 become types, the rest wait for a later request.
+    let batch: Vec<String> = (0..20).map(|i| format!(r#"{{"event_type":"t{i:03}","x":{i}}}"#)).collect();
+    let answer = post_events(&server, &format!("[{}]", batch.join(",")));
+    assert_eq!(answer["accepted"], 16, "{answer}");
+    assert!(answer["rejected"].as_array().unwrap().iter().all(|r| r["reason"] == "unknown_event_type"), "{answer}");
+    assert_eq!(post_events(&server, &format!("[{}]", batch.join(",")))["accepted"], 20);
+    // Up to the log's 256 tables; past them a new name is refused, counted, and its events
+    // rejected; known types still take events.
+    let mut next = 20;
+    while next < 256 {
+        let batch: Vec<String> = (next..(next + 16).min(256)).map(|i| format!(r#"{{"event_type":"t{i:03}","x":{i}}}"#)).collect();
+        let answer = post_events(&server, &format!("[{}]", batch.join(",")));
+        assert_eq!(answer["accepted"], batch.len(), "{answer}");
+        next += batch.len();
+    }
+    let answer = post_events(&server, r#"[{"event_type":"one_too_many","x":1},{"event_type":"t000","x":2}]"#);
+    assert_eq!(answer["accepted"], 1, "{answer}");
+    assert_eq!(answer["rejected"][0]["reason"], "unknown_event_type", "{answer}");
+    assert_eq!(metric(&server, "questlog_schemas_inferred_total"), Some(256));
+    assert_eq!(metric(&server, "questlog_schema_inferences_refused_total"), Some(1));
+    server.stop();
+}

@@ -562,6 +562,9 @@ pub(super) async fn ingest_inner(state: &AppState, headers: &HeaderMap, body: Bo
         // The records keep a copy of each event's text, and their parsed fields another.
         memory.take(2 * body.len() + Outcome::record_bytes(lines.len()))?;
         state.charge(app, lines.len() as u64)?;
+        if state.infer_schemas {
+            super::schemas::infer(state, lines.iter().copied()).await?;
+        }
         out = Outcome::new(state, meta, now, lines.len());
         for (i, line) in lines.iter().enumerate() {
             let parsed = event::validate_json_in(line, &out.types);
@@ -581,6 +584,9 @@ pub(super) async fn ingest_inner(state: &AppState, headers: &HeaderMap, body: Bo
             check_sizes(items.iter().map(|r| r.get()))?;
             memory.take(2 * body.len() + Outcome::record_bytes(items.len()))?;
             state.charge(app, items.len() as u64)?;
+            if state.infer_schemas {
+                super::schemas::infer(state, items.iter().map(|r| r.get())).await?;
+            }
             out = Outcome::new(state, meta, now, items.len());
             for (i, raw) in items.iter().enumerate() {
                 let parsed = event::validate_json_in(raw.get(), &out.types);
@@ -593,6 +599,9 @@ pub(super) async fn ingest_inner(state: &AppState, headers: &HeaderMap, body: Bo
                 return Err(keep_unreadable(state, app, &body, &meta, err).await);
             }
             state.charge(app, 1)?;
+            if state.infer_schemas {
+                super::schemas::infer(state, std::iter::once(trimmed)).await?;
+            }
             out = Outcome::new(state, meta, now, 1);
             let parsed = event::validate_json_in(trimmed, &out.types);
             out.take(&mut memory, 0, trimmed, parsed)?;

@@ -189,6 +189,9 @@ pub struct AppState {
     types: std::sync::RwLock<Arc<crate::event::Registry>>,
     /// `/openapi.json` for those types, made when they change (not per request).
     openapi: std::sync::RwLock<Bytes>,
+    /// `serve --infer-schemas`: events of unknown names (and new properties of inferred
+    /// types) record a schema made from their values before they are checked.
+    infer_schemas: bool,
 }
 
 /// The store catalogue `serve --catalog` checks purchases against (it is recorded in the
@@ -260,6 +263,7 @@ impl AppState {
             rejected_budget: Default::default(),
             allowed_hosts: Vec::new(),
             schema_registration: Arc::new(tokio::sync::Mutex::new(())),
+            infer_schemas: false,
             types: Default::default(),
             openapi: std::sync::RwLock::new(Bytes::from(openapi::document(&crate::event::Registry::empty()).to_string())),
         }
@@ -268,6 +272,12 @@ impl AppState {
     /// The registered types of the log's schemas (`serve` reads them from the log at start).
     pub fn with_types(self, types: crate::event::Registry) -> AppState {
         self.set_types(types);
+        self
+    }
+
+    /// `serve --infer-schemas` (docs/CONTRACT.md 13.8): types made from events' values.
+    pub fn with_infer_schemas(mut self, on: bool) -> AppState {
+        self.infer_schemas = on;
         self
     }
 

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::{finish, json_headers, ApiError, AppState, APPEND_CONFIRM_TIMEOUT_MS, ROUTE_SCHEMAS};
 use crate::log::{EventLog, LogError};
+use crate::schema::infer::Wanted;
 use crate::schema::{self, builtin, Evolution, Schema};
 
 /// The log's schemas, parsed again and checked against their hashes.
@@ -85,6 +86,67 @@ async fn register_inner(state: &Arc<AppState>, headers: &HeaderMap, body: Body) 
         Ok(Err(join)) => Err(ApiError::Unavailable(format!("the registration failed: {join}"))),
         Ok(Ok(result)) => result,
     }
+}
+
+/// `serve --infer-schemas` (docs/CONTRACT.md 13.8): records the schemas `events` ask for
+/// (an unknown name, a new property of an inferred type), one registration at a time as
+/// `POST /v1/schemas` does, before they are checked: the types in force then hold them
+/// and the events land after their records. Nothing to do (the usual case) costs a parse
+/// of each event. A schema the log refuses (its table limit, a name taken) is logged and
+/// counted, and its events are checked as before (`unknown_event_type`).
+pub(super) async fn infer<'a>(state: &AppState, events: impl Iterator<Item = &'a str>) -> Result<(), ApiError> {
+    let types = state.types();
+    let mut wanted = Wanted::default();
+    for text in events {
+        observe(&mut wanted, &types, text);
+    }
+    record_inferred(state, wanted).await
+}
+
+/// What one event's text asks [`infer`] for ([`Wanted::observe`]).
+pub(super) fn observe(wanted: &mut Wanted, types: &crate::event::Registry, text: &str) {
+    wanted.observe(text, |name| types.schema(name));
+}
+
+/// Records what [`observe`] found wanted ([`infer`]).
+pub(super) async fn record_inferred(state: &AppState, wanted: Wanted) -> Result<(), ApiError> {
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let _one_at_a_time = state.schema_registration.lock().await;
+    let known: Vec<Schema> = registered(state.log.as_ref())?.into_iter().map(|(_, s)| s).collect();
+    let schemas = wanted.schemas(&known);
+    if schemas.is_empty() {
+        // Another request recorded them; this server's types may not hold them yet (a
+        // request dropped between its record and the swap).
+        let fresh = crate::event::Registry::from_schemas(&known);
+        if fresh.schemas().map(Schema::hash).ne(state.types().schemas().map(Schema::hash)) {
+            state.set_types(fresh);
+        }
+        return Ok(());
+    }
+    for s in schemas {
+        let s = match s {
+            Ok(s) => s,
+            Err(e) => {
+                state.metrics.schemas_inference_refused_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(error = %e, "an inferred schema does not parse; its events are rejected");
+                continue;
+            }
+        };
+        let uri = s.uri();
+        match check_and_record(state, s).await {
+            Ok(_) => {
+                state.metrics.schemas_inferred_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err(ApiError::SchemaRefused(why)) => {
+                state.metrics.schemas_inference_refused_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(schema = %uri, reason = %why, "an inferred schema was refused; its events are rejected");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Whether reading a body failed on its length limit (axum wraps the limit's error).

@@ -71,6 +71,12 @@ pub struct ServeArgs {
     /// schema the log holds already is left as it is.
     #[arg(long, value_name = "DIR")]
     pub schemas: Option<PathBuf>,
+    /// Make event types from events: an event of an unknown name registers a schema typed
+    /// from its values, a new property of such a type is an ADDITION, and a value of
+    /// another type than the first is rejected (`wrong_type`). Off: unknown names are
+    /// rejected (`unknown_event_type`). The sled log only, for now.
+    #[arg(long)]
+    pub infer_schemas: bool,
     /// On a Kafka log: the consumer group this node's projector is a member of (default:
     /// one named after the tables, so nodes that share tables share the partitions).
     #[arg(long, env = "QUESTLOG_GROUP")]
@@ -110,6 +116,7 @@ pub fn run(args: ServeArgs, data_dir: &Path) -> Result<()> {
         allowed_hosts,
         catalog,
         schemas,
+        infer_schemas,
         group,
         api_only,
     } = args;
@@ -138,7 +145,7 @@ pub fn run(args: ServeArgs, data_dir: &Path) -> Result<()> {
         limits,
         access,
         catalog,
-        schemas,
+        Types { dir: schemas, infer: infer_schemas },
         projection,
         shutdown_signal(),
     ))
@@ -243,6 +250,15 @@ struct Server {
     findings: Option<(Arc<LiveFindings>, std::thread::JoinHandle<()>)>,
     /// On a Kafka log: what this node projects, and as a member of which group.
     projecting: Option<String>,
+    /// `serve --infer-schemas`.
+    infer_schemas: bool,
+}
+
+/// `serve`'s event type options: schemas to register at start, and whether to infer types
+/// from events.
+struct Types {
+    dir: Option<PathBuf>,
+    infer: bool,
 }
 
 /// The shortest wait between two findings for the live page; a report that took longer to
@@ -404,6 +420,7 @@ async fn start_server(
             types,
             findings,
             projecting,
+            infer_schemas: false,
         },
         listener,
     ))
@@ -417,7 +434,8 @@ impl Server {
                 .with_catalog(self.catalog.clone())
                 .with_types(self.types.clone())
                 .with_findings(findings)
-                .with_allowed_hosts(self.allowed_hosts.clone()),
+                .with_allowed_hosts(self.allowed_hosts.clone())
+                .with_infer_schemas(self.infer_schemas),
         )
     }
 
@@ -446,12 +464,16 @@ async fn serve(
     limits: api::Limits,
     access: Access,
     catalog: Option<crate::catalog::Catalog>,
-    schemas: Option<PathBuf>,
+    types: Types,
     projection: Projection,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    let Types { dir: schemas, infer: infer_schemas } = types;
     if schemas.is_some() && kafka().is_some() {
         bail!("--schemas: event type schemas are kept in the sled log only for now; a Kafka log takes the seed's types");
+    }
+    if infer_schemas && kafka().is_some() {
+        bail!("--infer-schemas: event type schemas are kept in the sled log only for now; a Kafka log takes the seed's types");
     }
     if catalog.is_some() && kafka().is_some() {
         bail!("--catalog: store catalogues are kept in the sled log only; a Kafka log takes purchases without one");
@@ -461,6 +483,7 @@ async fn serve(
     }
     let (mut server, listener) = start_server(data_dir, listen, interval_ms, codec, false, projection).await?;
     server.limits = limits;
+    server.infer_schemas = infer_schemas;
     server.keys = access.keys;
     server.allowed_hosts = access.allowed_hosts;
     let mut catalog_note = None;
@@ -495,6 +518,9 @@ async fn serve(
     }
     for line in schema_lines {
         println!("{line}");
+    }
+    if server.infer_schemas {
+        println!("--infer-schemas: an event of an unknown name registers its type (vendor {})", crate::schema::infer::INFERRED_VENDOR);
     }
     std::io::stdout().flush().ok();
     tracing::info!(addr = %server.addr, log_end_offset = server.log.durable_end(), "serving");

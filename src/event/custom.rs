@@ -145,6 +145,11 @@ impl Registry {
         self.types.get(name).map(|(c, _)| c.as_ref())
     }
 
+    /// The schema `name`'s events are checked against.
+    pub fn schema(&self, name: &str) -> Option<&Schema> {
+        self.types.get(name).map(|(_, s)| s.as_ref())
+    }
+
     /// The schema each name's events are checked against, by name.
     pub fn schemas(&self) -> impl Iterator<Item = &Schema> {
         self.types.values().map(|(_, s)| s.as_ref())

@@ -24,6 +24,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 pub mod builtin;
+pub mod infer;
 
 /// The largest schema file: a schema of [`MAX_PROPERTIES`] properties, each with an enum
 /// of a few dozen values and a description, fits in a quarter of it. Bounds what a

@@ -42,9 +42,9 @@ def call(method, url, body=None, key=None, timeout=10):
         return e.code, e.read()
 
 
-def start_serve(binary, data, keys):
+def start_serve(binary, data, keys, extra=()):
     proc = subprocess.Popen(
-        [binary, "--data-dir", data, "serve", "--listen", "127.0.0.1:0", "--api-keys", keys],
+        [binary, "--data-dir", data, "serve", "--listen", "127.0.0.1:0", "--api-keys", keys, *extra],
         stdout=subprocess.PIPE, stderr=open(os.path.join(os.path.dirname(data), "serve.err"), "w"), text=True,
     )
     deadline = time.time() + 30
@@ -116,9 +116,9 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(answer)
 
 
-def serve(binary, work, schema_path):
-    """Starts `serve` with three keys (write, read, admin) in `work` and registers the
-    schema at `schema_path`. Returns (process, address, data dir)."""
+def serve(binary, work, schema_path, extra=()):
+    """Starts `serve` (with `extra` arguments) with three keys (write, read, admin) in `work`
+    and registers the schema at `schema_path` (if any). Returns (process, address, data dir)."""
     os.makedirs(work, exist_ok=True)
     data = os.path.join(work, "data")
     keys = os.path.join(work, "keys.toml")
@@ -126,7 +126,9 @@ def serve(binary, work, schema_path):
         f.write(f'[[key]]\napp = "game"\nkey = "{WRITE_KEY}"\n\n'
                 f'[[key]]\napp = "dashboard"\nkey = "{READ_KEY}"\nscopes = ["read"]\n\n'
                 f'[[key]]\napp = "ops"\nkey = "{ADMIN_KEY}"\nscopes = ["admin", "read"]\n')
-    proc, addr = start_serve(binary, data, keys)
+    proc, addr = start_serve(binary, data, keys, extra)
+    if schema_path is None:
+        return proc, addr, data
     with open(schema_path, "rb") as f:
         status, body = call("POST", addr + "/v1/schemas", f.read(), key=ADMIN_KEY)
     if status != 201:

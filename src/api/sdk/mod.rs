@@ -231,31 +231,56 @@ pub(super) async fn take_batch(state: &AppState, headers: &HeaderMap, body: Body
         None => Vec::new(),
     };
     memory.take(ids.iter().flatten().map(|i| i.len() + 24).sum())?;
-    let mut out = Outcome::new(state, meta, now_us(), messages.len());
-    for (i, raw) in messages.iter().enumerate() {
+    // Each message as an event, a counted message or a rejection.
+    let translate = |raw: &str, types: &Registry| -> Result<Message, Rejection> {
         if raw.len() > p.max_message_bytes {
-            let why = Rejection::new(
+            return Err(Rejection::new(
                 RejectReason::TooLarge,
                 None,
                 format!("message of {} bytes, over the limit of {} ({})", raw.len(), p.max_message_bytes, p.name),
-            );
-            out.take(&mut memory, i, raw, Err(why))?;
-            continue;
+            ));
         }
-        match (p.message)(raw, &out.types) {
-            Ok(Message::Event(json)) if json.len() > MAX_EVENT_BYTES => {
-                // Written again, an event can be longer than its message (`1e15` becomes
-                // `1000000000000000.0`): the event limit holds for what is stored.
-                let why = Rejection::new(
-                    RejectReason::TooLarge,
-                    None,
-                    format!("the event is {} bytes, over the limit of {MAX_EVENT_BYTES}", json.len()),
-                );
-                out.take(&mut memory, i, raw, Err(why))?;
+        match (p.message)(raw, types)? {
+            // Written again, an event can be longer than its message (`1e15` becomes
+            // `1000000000000000.0`): the event limit holds for what is stored.
+            Message::Event(json) if json.len() > MAX_EVENT_BYTES => Err(Rejection::new(
+                RejectReason::TooLarge,
+                None,
+                format!("the event is {} bytes, over the limit of {MAX_EVENT_BYTES}", json.len()),
+            )),
+            m => Ok(m),
+        }
+    };
+    // With `--infer-schemas`, every message is translated first (and held, charged) so
+    // that the types its events ask for are recorded before any is checked.
+    let mut translated: Vec<Option<Result<Message, Rejection>>> = Vec::new();
+    if state.infer_schemas {
+        let types = state.types();
+        let mut wanted = crate::schema::infer::Wanted::default();
+        memory.take(messages.len() * std::mem::size_of::<Option<Result<Message, Rejection>>>())?;
+        translated.reserve_exact(messages.len());
+        for raw in &messages {
+            let m = translate(raw, &types);
+            if let Ok(Message::Event(json)) = &m {
+                memory.take(json.len())?;
+                super::schemas::observe(&mut wanted, &types, json);
             }
+            translated.push(Some(m));
+        }
+        super::schemas::record_inferred(state, wanted).await?;
+    }
+    let mut out = Outcome::new(state, meta, now_us(), messages.len());
+    for (i, raw) in messages.iter().enumerate() {
+        let m = match translated.get_mut(i).and_then(Option::take) {
+            Some(m) => m,
+            None => translate(raw, &out.types),
+        };
+        match m {
             Ok(Message::Event(json)) => {
                 // The event's text beyond its message's (charged with the body).
-                memory.take(json.len().saturating_sub(raw.len()))?;
+                if translated.is_empty() {
+                    memory.take(json.len().saturating_sub(raw.len()))?;
+                }
                 let parsed = event::validate_json_in(&json, &out.types);
                 out.take(&mut memory, i, &json, parsed)?;
             }
