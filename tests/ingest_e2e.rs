@@ -270,6 +270,16 @@ fn limits_and_unreadable_bodies() {
     let spec = server.get("/openapi.json");
     assert_eq!(spec.status, 200);
     assert!(spec.json()["paths"]["/v1/events"]["post"].is_object(), "the OpenAPI description lists the routes");
+    for (path, method) in [
+        ("/v1/batch", "post"),
+        ("/v1/track", "post"),
+        ("/batch/", "post"),
+        ("/i/v1/analytics/events", "post"),
+        ("/com.snowplowanalytics.snowplow/tp2", "post"),
+        ("/i", "get"),
+    ] {
+        assert!(spec.json()["paths"][path][method].is_object(), "the SDK route {method} {path} is described");
+    }
     let m = server.get("/metrics").text();
     assert!(m.contains(r#"questlog_requests_over_limit_total{limit="events_per_request"} 1"#), "{m}");
     server.stop();

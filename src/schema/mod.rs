@@ -80,9 +80,9 @@ pub const RESERVED_PROPERTY_NAMES: [&str; 13] = [
 ];
 
 /// Names an event type may not have: the single-segment routes of the API (the seed-style
-/// route `/{event_type}` would never be reached) and the tables `sql` adds with a
-/// catalogue.
-pub const RESERVED_TYPE_NAMES: [&str; 5] = ["healthz", "metrics", "v1", "catalog_items", "stock"];
+/// route `/{event_type}` would never be reached; `i` is Snowplow's `GET /i`) and the
+/// tables `sql` adds with a catalogue.
+pub const RESERVED_TYPE_NAMES: [&str; 6] = ["healthz", "metrics", "v1", "i", "catalog_items", "stock"];
 
 /// Most tables (types and their models) a log may register besides the seed's five: each
 /// is a Delta table, a section of the report and rows of the metrics, and a game's
