@@ -407,12 +407,30 @@ pub(super) fn append_response(state: &AppState, result: Result<(String, BodyMemo
 
 /// Reads the whole body (inflating gzip), charging every byte it keeps to `memory`.
 pub(super) async fn read_body(headers: &HeaderMap, body: Body, body_timeout_ms: u64, memory: &mut BodyMemory) -> Result<Bytes, ApiError> {
+    read_body_within(headers, body, body_timeout_ms, memory, MAX_DECOMPRESSED_BYTES).await
+}
+
+/// [`read_body`] that stops at `limit` bytes (at most [`MAX_DECOMPRESSED_BYTES`]), sent or
+/// inflated: a protocol with a smaller batch limit (Segment's 500 KiB) reads no more than
+/// that before its key is known.
+pub(super) async fn read_body_within(
+    headers: &HeaderMap,
+    body: Body,
+    body_timeout_ms: u64,
+    memory: &mut BodyMemory,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    let wire_limit = MAX_BODY_BYTES.min(limit);
+    let limit = limit.min(MAX_DECOMPRESSED_BYTES);
+    // Past the server's own limit the connection is closed unread; past a protocol's
+    // smaller one the body is read and dropped (`collect_body`), so that its client reads
+    // the 413 instead of a broken pipe.
     if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
         if len > MAX_BODY_BYTES as u64 {
             return Err(ApiError::BodyTooLarge);
         }
     }
-    let wire = tokio::time::timeout(std::time::Duration::from_millis(body_timeout_ms), collect_body(body, memory))
+    let wire = tokio::time::timeout(std::time::Duration::from_millis(body_timeout_ms), collect_body(body, memory, wire_limit))
         .await
         .map_err(|_| ApiError::BodyTimeout(body_timeout_ms))??;
     let encoding = headers
@@ -427,7 +445,7 @@ pub(super) async fn read_body(headers: &HeaderMap, body: Body, body_timeout_ms: 
             // charge travels with it and comes back.
             let mut charge = BodyMemory { permit: memory.permit.take(), budget: memory.budget.clone(), peak: memory.peak };
             let (result, mut charge) = tokio::task::spawn_blocking(move || {
-                let result = inflate(wire, &mut charge);
+                let result = inflate(wire, &mut charge, limit);
                 (result, charge)
             })
             .await
@@ -447,12 +465,13 @@ pub(super) async fn read_body(headers: &HeaderMap, body: Body, body_timeout_ms: 
 /// reallocation holds the old and the new buffer at once, memory the budget cannot see.
 /// A body whose trailer lies grows by doubling, bounded by the limit (not the next power of
 /// two past it, as `read_to_end` would: 128 MiB to find the 64 MiB + 1st byte).
-pub(super) fn inflate(wire: Bytes, memory: &mut BodyMemory) -> Result<Bytes, ApiError> {
+/// `limit` is at most [`MAX_DECOMPRESSED_BYTES`].
+pub(super) fn inflate(wire: Bytes, memory: &mut BodyMemory, limit: usize) -> Result<Bytes, ApiError> {
     let trailer_len = (wire.len() >= 18)
         .then(|| u32::from_le_bytes([wire[wire.len() - 4], wire[wire.len() - 3], wire[wire.len() - 2], wire[wire.len() - 1]]) as usize)
         .unwrap_or(0);
     // The trailer is a hint from the client: it cannot make us take more than the limit.
-    let first = trailer_len.max(wire.len() * 4).min(MAX_DECOMPRESSED_BYTES);
+    let first = trailer_len.max(wire.len() * 4).min(limit);
     memory.take(first)?;
     let mut out: Vec<u8> = Vec::with_capacity(first);
     let mut dec = flate2::read::MultiGzDecoder::new(&wire[..]);
@@ -462,11 +481,11 @@ pub(super) fn inflate(wire: Bytes, memory: &mut BodyMemory) -> Result<Bytes, Api
         if n == 0 {
             break;
         }
-        if out.len() + n > MAX_DECOMPRESSED_BYTES {
+        if out.len() + n > limit {
             return Err(ApiError::DecompressedTooLarge);
         }
         if out.capacity() - out.len() < n {
-            let grow = out.capacity().max(n).min(MAX_DECOMPRESSED_BYTES - out.len());
+            let grow = out.capacity().max(n).min(limit - out.len());
             memory.take(grow)?;
             out.reserve_exact(grow);
         }
@@ -479,9 +498,9 @@ pub(super) fn inflate(wire: Bytes, memory: &mut BodyMemory) -> Result<Bytes, Api
     Ok(Bytes::from(out))
 }
 
-/// Collects a body's frames up to [`MAX_BODY_BYTES`], charging each to `memory` as it
-/// arrives (so a request over the budget stops reading at once).
-pub(super) async fn collect_body(body: Body, memory: &mut BodyMemory) -> Result<Bytes, ApiError> {
+/// Collects a body's frames up to `limit` bytes (at most [`MAX_BODY_BYTES`]), charging each
+/// to `memory` as it arrives (so a request over the budget stops reading at once).
+pub(super) async fn collect_body(body: Body, memory: &mut BodyMemory, limit: usize) -> Result<Bytes, ApiError> {
     let mut body = body;
     let mut parts: Vec<Bytes> = Vec::new();
     let mut total = 0usize;
@@ -489,7 +508,16 @@ pub(super) async fn collect_body(body: Body, memory: &mut BodyMemory) -> Result<
         let frame = frame.map_err(|e| ApiError::Unreadable(format!("reading the body failed: {e}")))?;
         let Ok(data) = frame.into_data() else { continue };
         total += data.len();
-        if total > MAX_BODY_BYTES {
+        if total > limit {
+            // Under the server's limit, the rest is read and dropped (uncharged, within the
+            // body timeout) so that the client is answered 413, not cut off mid-send.
+            drop(parts);
+            while total <= MAX_BODY_BYTES {
+                match body.frame().await {
+                    Some(Ok(frame)) => total += frame.into_data().map_or(0, |d| d.len()),
+                    _ => break,
+                }
+            }
             return Err(ApiError::BodyTooLarge);
         }
         memory.take(data.len())?;
@@ -706,4 +734,44 @@ pub(super) async fn seed_style_inner(state: &AppState, event_type: &str, query: 
         }
     }
     out.commit(&mut memory).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget(bytes: usize) -> Arc<tokio::sync::Semaphore> {
+        Arc::new(tokio::sync::Semaphore::new(bytes))
+    }
+
+    /// A body past a protocol's limit is answered 413 having charged at most the limit:
+    /// within a 1 MiB budget, a 4 MiB body (sent, or inflated from gzip) to a 500 KiB limit
+    /// is too large, not over the budget; the whole budget is back afterwards.
+    #[tokio::test]
+    async fn a_protocol_limit_bounds_what_a_body_charges() {
+        let memory_budget = budget(1 << 20);
+        let big = vec![b'x'; 4 << 20];
+        let gz = {
+            use std::io::Write;
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(&big).unwrap();
+            e.finish().unwrap()
+        };
+        for (body, encoding) in [(big.clone(), None), (gz, Some("gzip"))] {
+            let mut headers = HeaderMap::new();
+            if let Some(e) = encoding {
+                headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static(e));
+            }
+            let mut memory = BodyMemory::new(&memory_budget);
+            let got = read_body_within(&headers, Body::from(body), 10_000, &mut memory, 500 * 1024).await;
+            assert!(matches!(got, Err(ApiError::BodyTooLarge | ApiError::DecompressedTooLarge)), "{encoding:?}: {got:?}");
+            assert!(memory.peak <= 500 * 1024 + 64 * 1024, "{encoding:?}: charged {} bytes", memory.peak);
+            drop(memory);
+            assert_eq!(memory_budget.available_permits(), 1 << 20);
+        }
+        // Without the protocol's limit, the same body is over the budget.
+        let mut memory = BodyMemory::new(&memory_budget);
+        let got = read_body(&HeaderMap::new(), Body::from(big), 10_000, &mut memory).await;
+        assert!(matches!(got, Err(ApiError::OverMemoryBudget)), "{got:?}");
+    }
 }

@@ -486,7 +486,7 @@ pub enum ApiError {
     SchemaRefused(String),
     #[error("{0}")]
     Unsupported(String),
-    #[error("batch of {size} bytes, over the protocol's limit of {limit} bytes: send smaller batches")]
+    #[error("batch over the protocol's limit of {limit} bytes ({size} bytes or more): send smaller batches")]
     SdkBatchTooLarge { size: usize, limit: usize },
 }
 

@@ -201,7 +201,14 @@ pub(super) async fn take_batch(state: &AppState, headers: &HeaderMap, body: Body
     if headers.contains_key(header::AUTHORIZATION) || headers.contains_key("x-api-key") {
         state.writer_with(headers, None)?;
     }
-    let body = read_body(headers, body, state.limits.body_read_timeout_ms, &mut memory).await?;
+    // Read no further than the protocol's batch limit, sent or inflated: a body's key is
+    // checked only once it is read.
+    let body = match read_body_within(headers, body, state.limits.body_read_timeout_ms, &mut memory, p.max_batch_bytes).await {
+        Err(ApiError::BodyTooLarge | ApiError::DecompressedTooLarge) if p.max_batch_bytes < MAX_DECOMPRESSED_BYTES => {
+            return Err(ApiError::SdkBatchTooLarge { size: p.max_batch_bytes + 1, limit: p.max_batch_bytes });
+        }
+        other => other?,
+    };
     if body.len() > p.max_batch_bytes {
         return Err(ApiError::SdkBatchTooLarge { size: body.len(), limit: p.max_batch_bytes });
     }
