@@ -313,8 +313,8 @@ pub const FETCH_QUEUE_BACKOFF_MS: u64 = 10;
 /// (replay, a one-shot `project`, a rebuild, `verify`, a dedup window's refill) while
 /// nothing new is there (librdkafka's `fetch.wait.max.ms`; its default is 500 ms). Such a
 /// reader learns it is at an end from the empty answer, so each end cost up to 500 ms: a
-/// one-shot `project` with nothing new took 0.72 s, now 0.21-0.28 s; `replay` of 10^5
-/// records 1.42 s, now 0.82-0.93 s (Tansu, 3 partitions). Followers keep the default: their
+/// one-shot `project` with nothing new took 0.65 s, now 0.20 s; `replay` of 10^5 records
+/// 1.42 s, now 0.50 s (Tansu, 3 partitions; BENCHMARKS.md). Followers keep the default: their
 /// fetches wait for new records, and an idle one would otherwise ask 100 times a second.
 pub const END_FETCH_WAIT_MS: u64 = 10;
 
