@@ -337,5 +337,9 @@ fn infer_schemas_is_bounded_per_request_and_by_the_logs_table_limit() {
     assert_eq!(answer["rejected"][0]["reason"], "unknown_event_type", "{answer}");
     assert_eq!(metric(&server, "questlog_schemas_inferred_total"), Some(256));
     assert_eq!(metric(&server, "questlog_schema_inferences_refused_total"), Some(1));
+    // A refused name is not tried again; `i` (a route) never becomes a type.
+    let answer = post_events(&server, r#"[{"event_type":"one_too_many","x":1},{"event_type":"i","x":1}]"#);
+    assert_eq!(answer["accepted"], 0, "{answer}");
+    assert_eq!(metric(&server, "questlog_schema_inferences_refused_total"), Some(1));
     server.stop();
 }

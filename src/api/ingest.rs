@@ -560,7 +560,7 @@ pub(super) fn body_format(headers: &HeaderMap) -> Result<BodyFormat, ApiError> {
 
 /// The answer of an append and the request's memory charge, which its body keeps until
 /// written (see [`charged_body`]).
-pub(super) async fn ingest_inner(state: &AppState, headers: &HeaderMap, body: Body) -> Result<(String, BodyMemory), ApiError> {
+pub(super) async fn ingest_inner(state: &Arc<AppState>, headers: &HeaderMap, body: Body) -> Result<(String, BodyMemory), ApiError> {
     let app = state.writer(headers)?;
     let format = body_format(headers)?;
     let meta = request_meta(headers, app);

@@ -192,6 +192,8 @@ pub struct AppState {
     /// `serve --infer-schemas`: events of unknown names (and new properties of inferred
     /// types) record a schema made from their values before they are checked.
     infer_schemas: bool,
+    /// Names whose inferred schema the log refused: not inferred again by this server.
+    inference_refused: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// The store catalogue `serve --catalog` checks purchases against (it is recorded in the
@@ -264,6 +266,7 @@ impl AppState {
             allowed_hosts: Vec::new(),
             schema_registration: Arc::new(tokio::sync::Mutex::new(())),
             infer_schemas: false,
+            inference_refused: Default::default(),
             types: Default::default(),
             openapi: std::sync::RwLock::new(Bytes::from(openapi::document(&crate::event::Registry::empty()).to_string())),
         }

@@ -91,10 +91,11 @@ async fn register_inner(state: &Arc<AppState>, headers: &HeaderMap, body: Body) 
 /// `serve --infer-schemas` (docs/CONTRACT.md 13.8): records the schemas `events` ask for
 /// (an unknown name, a new property of an inferred type), one registration at a time as
 /// `POST /v1/schemas` does, before they are checked: the types in force then hold them
-/// and the events land after their records. Nothing to do (the usual case) costs a parse
-/// of each event. A schema the log refuses (its table limit, a name taken) is logged and
-/// counted, and its events are checked as before (`unknown_event_type`).
-pub(super) async fn infer<'a>(state: &AppState, events: impl Iterator<Item = &'a str>) -> Result<(), ApiError> {
+/// and the events land after their records. Nothing to do (the usual case) costs a look
+/// at each event's `event_type`. A schema the log refuses (its table limit, a name taken)
+/// is logged and counted once, its name not inferred again by this server, and its events
+/// are checked as before (`unknown_event_type`).
+pub(super) async fn infer<'a>(state: &Arc<AppState>, events: impl Iterator<Item = &'a str>) -> Result<(), ApiError> {
     let types = state.types();
     let mut wanted = Wanted::default();
     for text in events {
@@ -108,43 +109,69 @@ pub(super) fn observe(wanted: &mut Wanted, types: &crate::event::Registry, text:
     wanted.observe(text, |name| types.schema(name));
 }
 
-/// Records what [`observe`] found wanted ([`infer`]).
-pub(super) async fn record_inferred(state: &AppState, wanted: Wanted) -> Result<(), ApiError> {
+/// Most names whose inferred schema was refused that a server remembers (so as not to take
+/// the registration lock for them on every request); past it, it infers no new names.
+const MAX_REFUSED_INFERENCES: usize = 1024;
+
+/// Records what [`observe`] found wanted ([`infer`]): on a task of its own that holds the
+/// registration lock until the log answers, even if the request is dropped meanwhile (as
+/// [`register`]), so the next inference is made against this one's record.
+pub(super) async fn record_inferred(state: &Arc<AppState>, mut wanted: Wanted) -> Result<(), ApiError> {
+    {
+        let refused = state.inference_refused.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let types = state.types();
+        let full = refused.len() >= MAX_REFUSED_INFERENCES;
+        wanted.retain(|name| !refused.contains(name) && !(full && types.schema(name).is_none()));
+    }
     if wanted.is_empty() {
         return Ok(());
     }
-    let _one_at_a_time = state.schema_registration.lock().await;
-    let known: Vec<Schema> = registered(state.log.as_ref())?.into_iter().map(|(_, s)| s).collect();
-    let schemas = wanted.schemas(&known);
-    if schemas.is_empty() {
-        // Another request recorded them; this server's types may not hold them yet (a
-        // request dropped between its record and the swap).
-        let fresh = crate::event::Registry::from_schemas(&known);
-        if fresh.schemas().map(Schema::hash).ne(state.types().schemas().map(Schema::hash)) {
-            state.set_types(fresh);
-        }
-        return Ok(());
+    let guard = state.schema_registration.clone().lock_owned().await;
+    let task_state = state.clone();
+    let task = tokio::spawn(async move {
+        let _one_at_a_time = guard;
+        record_locked(&task_state, wanted).await
+    });
+    match tokio::time::timeout(Duration::from_millis(APPEND_CONFIRM_TIMEOUT_MS), task).await {
+        Err(_) => Err(ApiError::Unconfirmed(APPEND_CONFIRM_TIMEOUT_MS)),
+        Ok(Err(join)) => Err(ApiError::Unavailable(format!("recording an inferred schema failed: {join}"))),
+        Ok(Ok(result)) => result,
     }
-    for s in schemas {
+}
+
+async fn record_locked(state: &AppState, wanted: Wanted) -> Result<(), ApiError> {
+    let known: Vec<Schema> = registered(state.log.as_ref())?.into_iter().map(|(_, s)| s).collect();
+    let mut refused = Vec::new();
+    for s in wanted.schemas(&known) {
         let s = match s {
             Ok(s) => s,
-            Err(e) => {
-                state.metrics.schemas_inference_refused_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::warn!(error = %e, "an inferred schema does not parse; its events are rejected");
+            Err((name, e)) => {
+                tracing::warn!(event_type = %name, error = %e, "an inferred schema does not parse; its events are rejected");
+                refused.push(name);
                 continue;
             }
         };
         let uri = s.uri();
+        let name = s.name.clone();
         match check_and_record(state, s).await {
             Ok(_) => {
                 state.metrics.schemas_inferred_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             Err(ApiError::SchemaRefused(why)) => {
-                state.metrics.schemas_inference_refused_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::warn!(schema = %uri, reason = %why, "an inferred schema was refused; its events are rejected");
+                refused.push(name);
             }
             Err(e) => return Err(e),
         }
+    }
+    state.metrics.schemas_inference_refused_total.fetch_add(refused.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    state.inference_refused.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(refused);
+    // The server's types as the log has them: another request's record this server did not
+    // swap in yet (one dropped before its answer) is in force too.
+    let all: Vec<Schema> = registered(state.log.as_ref())?.into_iter().map(|(_, s)| s).collect();
+    let fresh = crate::event::Registry::from_schemas(&all);
+    if fresh.schemas().map(Schema::hash).ne(state.types().schemas().map(Schema::hash)) {
+        state.set_types(fresh);
     }
     Ok(())
 }

@@ -1407,6 +1407,7 @@ mod tests {
     fn the_builtin_schemas_are_the_seed_types() {
         use crate::schema::{builtin, ColumnType, JsonType};
         assert_eq!(crate::schema::STRING_LIMIT_BYTES, MAX_STRING_BYTES);
+        assert_eq!(crate::schema::infer::MAX_OBSERVED_MEMBERS, MAX_EVENT_KEYS);
         for f in SERVER_OWNED_FIELDS {
             assert!(crate::schema::RESERVED_PROPERTY_NAMES.contains(&f), "{f}");
         }

@@ -25,7 +25,7 @@ use serde_json::{Map, Value};
 
 use super::{
     builtin, is_snake_name, JsonType, Schema, SchemaError, Version, IGLU_META_SCHEMA, MAX_NAME_BYTES, MAX_PROPERTIES,
-    RESERVED_PROPERTY_NAMES, RESERVED_TYPE_NAMES,
+    RESERVED_FOR_NEW_TYPES, RESERVED_PROPERTY_NAMES, RESERVED_TYPE_NAMES,
 };
 
 /// The vendor of inferred schemas: what marks a type as one events may extend, and keeps
@@ -37,6 +37,11 @@ pub const INFERRED_VENDOR: &str = "questlog.inferred";
 /// it are checked against the types in force (`unknown_event_type`) and inferred by a later
 /// request.
 pub const MAX_INFERRED_TYPES_PER_REQUEST: usize = 16;
+
+/// Most members of an event this looks at: an event has at most 64
+/// (`event::MAX_EVENT_KEYS`, a test there checks), and one with more is refused whatever
+/// its type, so it asks for nothing.
+pub const MAX_OBSERVED_MEMBERS: usize = 64;
 
 /// The envelope members every event has: never a property.
 const ENVELOPE: [&str; 5] = ["event_type", "event_id", "player_id", "session_id", "event_time"];
@@ -79,6 +84,11 @@ impl Wanted {
         self.types.is_empty()
     }
 
+    /// Keeps the wanted types whose name `keep` takes.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        self.types.retain(|name, _| keep(name));
+    }
+
     /// Looks at one event (its JSON text; nothing when it is not an object). `in_force` is
     /// the newest schema of its name the server checks events against (`None`: unknown
     /// name). Events of the seed's types, of a type registered by hand, of a name that is
@@ -87,10 +97,14 @@ impl Wanted {
     pub fn observe<'s>(&mut self, text: &str, in_force: impl Fn(&str) -> Option<&'s Schema>) {
         let Ok(TypeOnly { event_type: name }) = serde_json::from_str::<TypeOnly>(text) else { return };
         let current = in_force(&name);
-        if !may_grow(&name, current) {
+        let declared = current.map_or(0, |s| s.properties.len());
+        if !may_grow(&name, current) || declared >= MAX_PROPERTIES {
             return;
         }
         let Ok(Members(members)) = serde_json::from_str::<Members>(text) else { return };
+        if members.len() > MAX_OBSERVED_MEMBERS {
+            return;
+        }
         let new_value = |k: &str, v: &RawValue| -> Option<JsonType> {
             let fresh = declarable(k) && current.is_none_or(|s| s.property(k).is_none());
             fresh.then(|| serde_json::from_str::<Value>(v.get()).ok().as_ref().and_then(json_type_of)).flatten()
@@ -99,6 +113,7 @@ impl Wanted {
             if !is_snake_name(&name)
                 || name.len() > MAX_NAME_BYTES
                 || RESERVED_TYPE_NAMES.contains(&name.as_ref())
+                || RESERVED_FOR_NEW_TYPES.contains(&name.as_ref())
                 || self.types.len() >= MAX_INFERRED_TYPES_PER_REQUEST
             {
                 return;
@@ -110,6 +125,9 @@ impl Wanted {
         }
         let props = self.types.get_mut(name.as_ref()).expect("inserted above");
         for (k, v) in &members {
+            if declared + props.len() >= MAX_PROPERTIES {
+                break;
+            }
             if !props.iter().any(|(p, _)| *p == k.0) {
                 if let Some(t) = new_value(&k.0, v) {
                     props.push((k.0.to_string(), t));
@@ -124,8 +142,9 @@ impl Wanted {
     /// with the properties it lacks appended. Nothing for a name the log has from another
     /// vendor or with every property already. A type holds at most [`MAX_PROPERTIES`]:
     /// properties past it are not declared.
-    /// (An `Err` breaks this module's invariant: it is logged and its events refused.)
-    pub fn schemas(&self, known: &[Schema]) -> Vec<Result<Schema, SchemaError>> {
+    /// (An `Err`, with the type's name, breaks this module's invariant: it is logged and its
+    /// events refused.)
+    pub fn schemas(&self, known: &[Schema]) -> Vec<Result<Schema, (String, SchemaError)>> {
         let mut out = Vec::new();
         for (name, props) in &self.types {
             let newest = known.iter().filter(|s| &s.name == name).max_by_key(|s| (s.version.model, s.version));
@@ -146,7 +165,7 @@ impl Wanted {
             if newest.is_some() && properties.len() == before {
                 continue;
             }
-            out.push(Schema::parse(document(name, version, &properties).to_string().as_bytes()));
+            out.push(Schema::parse(document(name, version, &properties).to_string().as_bytes()).map_err(|e| (name.clone(), e)));
         }
         out
     }
@@ -209,7 +228,7 @@ mod tests {
         for e in events {
             w.observe(e, |n| known.iter().filter(|s| s.name == n).max_by_key(|s| s.version));
         }
-        w.schemas(known).into_iter().map(|s| s.expect("an inferred schema parses")).collect()
+        w.schemas(known).into_iter().map(|s| s.map_err(|(_, e)| e).expect("an inferred schema parses")).collect()
     }
 
     #[test]

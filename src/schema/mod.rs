@@ -80,9 +80,14 @@ pub const RESERVED_PROPERTY_NAMES: [&str; 13] = [
 ];
 
 /// Names an event type may not have: the single-segment routes of the API (the seed-style
-/// route `/{event_type}` would never be reached; `i` is Snowplow's `GET /i`) and the
-/// tables `sql` adds with a catalogue.
-pub const RESERVED_TYPE_NAMES: [&str; 6] = ["healthz", "metrics", "v1", "i", "catalog_items", "stock"];
+/// route `/{event_type}` would never be reached) and the tables `sql` adds with a
+/// catalogue.
+pub const RESERVED_TYPE_NAMES: [&str; 5] = ["healthz", "metrics", "v1", "catalog_items", "stock"];
+
+/// Names a new registration may not take, reserved after logs may have registered them (a
+/// log that did keeps reading its records): `i`, Snowplow's `GET /i`, which shadows the
+/// type's seed-style route.
+pub const RESERVED_FOR_NEW_TYPES: [&str; 1] = ["i"];
 
 /// Most tables (types and their models) a log may register besides the seed's five: each
 /// is a Delta table, a section of the report and rows of the metrics, and a game's
@@ -691,6 +696,9 @@ pub fn check_against(known: &[Schema], new: &Schema) -> Result<Evolution, Evolut
     }
     if builtin::DOCUMENTS.iter().any(|(n, _)| *n == new.name) {
         return clash(format!("`{}` is one of the seed's built-in types", new.name));
+    }
+    if RESERVED_FOR_NEW_TYPES.contains(&new.name.as_str()) && !known.iter().any(|k| k.name == new.name) {
+        return clash(format!("`{}` is reserved: a route of the API (Snowplow's GET /i)", new.name));
     }
     let table = new.table_name();
     if builtin::TABLE_NAMES.contains(&table.as_str()) {

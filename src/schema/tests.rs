@@ -273,6 +273,13 @@ fn names_taken_by_the_builtins_or_another_type_are_refused() {
     let model2 = parse(&doc("level_up", "2-0-0", &[], &[]));
     let squatter = parse(&doc("level_up_2", "1-0-0", &[], &[]));
     assert!(check_against(&[a, model2], &squatter).unwrap_err().to_string().contains("already the table of"));
+    // `i` (Snowplow's GET /i) is refused for a new type, while a log that registered it
+    // before reads its record and may evolve it.
+    let i = parse(&doc("i", "1-0-0", &[], &[]));
+    assert!(check_against(&[], &i).unwrap_err().to_string().contains("Snowplow's GET /i"));
+    assert_eq!(Schema::from_record(i.canonical().as_bytes(), &i.hash()).as_ref(), Ok(&i));
+    let i_next = parse(&doc("i", "1-0-1", &[("x", serde_json::json!({"type": "integer"}))], &[]));
+    assert_eq!(check_against(std::slice::from_ref(&i), &i_next), Ok(Evolution::Addition { added: vec!["x".into()] }));
 }
 
 #[test]

@@ -193,7 +193,7 @@ pub(super) struct Taken {
 /// Reads a protocol's batch within the request memory budget and the protocol's limits,
 /// checks the key (from the headers, else the body's), turns each message into an event
 /// (or counts it, or rejects it) and appends the events as `POST /v1/events` does.
-pub(super) async fn take_batch(state: &AppState, headers: &HeaderMap, body: Body, p: &Protocol) -> Result<Taken, ApiError> {
+pub(super) async fn take_batch(state: &Arc<AppState>, headers: &HeaderMap, body: Body, p: &Protocol) -> Result<Taken, ApiError> {
     let mut memory = BodyMemory::new(&state.body_memory);
     // A key in the headers is checked before the body is read; one in the body (Segment's
     // `writeKey`, PostHog v0's `api_key`) after it is read, within the budget and the
