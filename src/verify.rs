@@ -128,13 +128,14 @@ pub fn verify_topic(
     progress: &ProgressBar,
 ) -> Result<VerifyReport, VerifyError> {
     let layout = Layout::Topic { topic: topic.to_string(), partitions: log.partitions() };
-    let snap = project::snapshot_with(root, data_dir, Some(&layout), &[])?;
+    let schemas = log.schemas()?;
+    let snap = project::snapshot_with(root, data_dir, Some(&layout), &schemas)?;
     check_files(&snap)?;
     let scratch = tempfile::tempdir().map_err(|e| VerifyError::Io(format!("creating a scratch dir: {e}")))?;
     let rebuilt_root = TablesRoot::Local(scratch.path().join("tables"));
     let to = if snap.partition_offsets.is_empty() { vec![0; log.partitions() as usize] } else { snap.partition_offsets.clone() };
     let summary = project::rebuild_topic_into(log, format, topic, &to, &rebuilt_root, scratch.path(), progress)?;
-    let rebuilt = project::snapshot(&rebuilt_root, scratch.path(), &[])?;
+    let rebuilt = project::snapshot(&rebuilt_root, scratch.path(), &schemas)?;
     let mut rows = vec![0u64; snap.defs.len()];
     for (i, def) in snap.defs.iter().enumerate() {
         let schema = def.arrow_schema(true);

@@ -44,9 +44,14 @@ fn list_inner(state: &AppState, headers: &HeaderMap) -> Result<serde_json::Value
     state.reader(headers, None).or_else(|e| state.admin(headers).map_err(|_| e))?;
     let builtins: Vec<serde_json::Value> = builtin::schemas().iter().map(describe).collect();
     let mut recorded = Vec::new();
-    for (from_offset, s) in registered(state.log.as_ref())? {
+    for r in state.log.schemas()? {
+        let s = Schema::from_record(&r.content, &r.hash).map_err(|e| ApiError::Unavailable(e.to_string()))?;
         let mut d = describe(&s);
-        d["from_offset"] = from_offset.into();
+        d["from_offset"] = r.from_offset.into();
+        if !r.from_partitions.is_empty() {
+            // A Kafka log's: the offset of each partition it is in force from (13.4).
+            d["from_offsets"] = r.from_partitions.clone().into();
+        }
         d["schema"] = serde_json::from_str(s.canonical()).map_err(|e| ApiError::Unavailable(e.to_string()))?;
         recorded.push(d);
     }
@@ -121,7 +126,7 @@ pub(super) async fn record_inferred(state: &Arc<AppState>, mut wanted: Wanted) -
         let refused = state.inference_refused.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let types = state.types();
         let full = refused.len() >= MAX_REFUSED_INFERENCES;
-        wanted.retain(|name| !refused.contains(name) && !(full && types.schema(name).is_none()));
+        wanted.retain(|name| !refused.contains(name) && (!full || types.schema(name).is_some()));
     }
     if wanted.is_empty() {
         return Ok(());
@@ -164,16 +169,54 @@ async fn record_locked(state: &AppState, wanted: Wanted) -> Result<(), ApiError>
             Err(e) => return Err(e),
         }
     }
+    // The server's types as the log has them: another request's record this server did not
+    // swap in yet (one dropped before its answer), or another node's that came first on a
+    // Kafka log (this one's then lost: not a refusal, the name is inferred again later).
+    let all: Vec<Schema> = registered(state.log.as_ref())?.into_iter().map(|(_, s)| s).collect();
+    refused.retain(|name| !all.iter().any(|s| &s.name == name));
     state.metrics.schemas_inference_refused_total.fetch_add(refused.len() as u64, std::sync::atomic::Ordering::Relaxed);
     state.inference_refused.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(refused);
-    // The server's types as the log has them: another request's record this server did not
-    // swap in yet (one dropped before its answer) is in force too.
-    let all: Vec<Schema> = registered(state.log.as_ref())?.into_iter().map(|(_, s)| s).collect();
     let fresh = crate::event::Registry::from_schemas(&all);
     if fresh.schemas().map(Schema::hash).ne(state.types().schemas().map(Schema::hash)) {
         state.set_types(fresh);
     }
     Ok(())
+}
+
+/// How often a node of a Kafka log reads the side topic for schemas other nodes recorded.
+pub const SCHEMA_FOLLOW_INTERVAL_MS: u64 = 1_000;
+
+/// On a Kafka log: keeps the server's types those of the side topic's schema records
+/// (docs/CONTRACT.md 13.4), read every [`SCHEMA_FOLLOW_INTERVAL_MS`]; ends with the server.
+pub async fn follow_schemas(state: Arc<AppState>) {
+    let mut stopping = state.stopping.subscribe();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(SCHEMA_FOLLOW_INTERVAL_MS)) => {}
+            _ = stopping.changed() => return,
+        }
+        if *stopping.borrow() {
+            return;
+        }
+        let log = state.log.clone();
+        let read = tokio::task::spawn_blocking(move || log.schemas()).await;
+        let records = match read {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot read the schema records; the types stay as they are");
+                continue;
+            }
+            Err(_) => continue,
+        };
+        let schemas: Vec<Schema> = records.iter().filter_map(|r| Schema::from_record(&r.content, &r.hash).ok()).collect();
+        let fresh = crate::event::Registry::from_schemas(&schemas);
+        if fresh.schemas().map(Schema::hash).ne(state.types().schemas().map(Schema::hash)) {
+            // Under the registration lock: not between another registration's record and its swap.
+            let _one_at_a_time = state.schema_registration.lock().await;
+            tracing::info!(types = fresh.len(), "event types recorded by another node are in force");
+            state.set_types(fresh);
+        }
+    }
 }
 
 /// Whether reading a body failed on its length limit (axum wraps the limit's error).
@@ -207,10 +250,18 @@ async fn check_and_record(state: &AppState, s: Schema) -> Result<(StatusCode, se
             answer["added"] = added.clone().into();
         }
     }
-    let pending = state.log.record_schema(s.hash(), s.canonical().as_bytes().to_vec()).map_err(|e| match e {
-        LogError::Unsupported(m) => ApiError::Unsupported(m),
-        other => other.into(),
-    })?;
+    // A Kafka log writes its side topic and reads it back before it returns: off the
+    // async workers.
+    let log = state.log.clone();
+    let (hash, content) = (s.hash(), s.canonical().as_bytes().to_vec());
+    let pending = tokio::task::spawn_blocking(move || log.record_schema(hash, content))
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("recording the schema failed: {e}")))?
+        .map_err(|e| match e {
+            LogError::Unsupported(m) => ApiError::Unsupported(m),
+            LogError::Conflict(m) => ApiError::SchemaRefused(m),
+            other => other.into(),
+        })?;
     pending.wait_async().await?;
     let Some(from_offset) = state.log.schemas()?.iter().find(|r| r.hash == s.hash()).map(|r| r.from_offset) else {
         return Err(ApiError::Unavailable(format!("the log acknowledged {} but does not list it", s.uri())));

@@ -185,6 +185,7 @@ async fn from_server(addr: std::net::SocketAddr) -> Result<Vec<Registered>> {
             from_offset: r["from_offset"].as_u64().context("a record without from_offset")?,
             hash: r["hash"].as_str().context("a record without hash")?.to_string(),
             content: crate::schema::canonical_json(&r["schema"]).into_bytes(),
+            from_partitions: r["from_offsets"].as_array().map(|a| a.iter().filter_map(|o| o.as_u64()).collect()).unwrap_or_default(),
         });
     }
     registered(out)
@@ -302,13 +303,14 @@ fn record_checked(log: &dyn EventLog, files: &[PathBuf], known: &[Registered]) -
     let mut done: Vec<String> = Vec::new();
     let mut lines = Vec::new();
     for (path, s) in &checked {
-        let before = log.schemas()?.len();
+        // By hash: on a Kafka log other nodes may record schemas meanwhile.
+        let had = log.schemas()?.iter().any(|r| r.hash == s.hash());
         let recorded = log.record_schema(s.hash(), s.canonical().as_bytes().to_vec()).and_then(|p| p.wait());
         if let Err(e) = recorded {
             return Err(partial(e.into(), path, &done));
         }
         let now = log.schemas()?;
-        match now.get(before) {
+        match now.iter().find(|r| !had && r.hash == s.hash()) {
             Some(r) => {
                 lines.push(format!("recorded  {}  {}  {}: in force from log offset {}", path.display(), s.uri(), s.hash(), r.from_offset));
                 tracing::info!(schema = %s.uri(), hash = %s.hash(), from_offset = r.from_offset, "event type schema recorded");

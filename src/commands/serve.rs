@@ -469,12 +469,6 @@ async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let Types { dir: schemas, infer: infer_schemas } = types;
-    if schemas.is_some() && kafka().is_some() {
-        bail!("--schemas: event type schemas are kept in the sled log only for now; a Kafka log takes the seed's types");
-    }
-    if infer_schemas && kafka().is_some() {
-        bail!("--infer-schemas: event type schemas are kept in the sled log only for now; a Kafka log takes the seed's types");
-    }
     if catalog.is_some() && kafka().is_some() {
         bail!("--catalog: store catalogues are kept in the sled log only; a Kafka log takes purchases without one");
     }
@@ -524,7 +518,13 @@ async fn serve(
     }
     std::io::stdout().flush().ok();
     tracing::info!(addr = %server.addr, log_end_offset = server.log.durable_end(), "serving");
-    api::run(listener, server.state(), shutdown).await.context("serving HTTP")?;
+    let state = server.state();
+    if kafka().is_some() {
+        // Other nodes register schemas too: this node takes their events once it has read
+        // their records.
+        tokio::spawn(api::follow_schemas(state.clone()));
+    }
+    api::run(listener, state, shutdown).await.context("serving HTTP")?;
     tokio::task::spawn_blocking(move || server.stop()).await??;
     Ok(())
 }

@@ -20,6 +20,9 @@ struct Stored {
     hash: String,
     /// The canonical form (JSON text).
     schema: String,
+    /// On a Kafka log: in force from these offsets of the events' partitions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    from_partitions: Vec<u64>,
 }
 
 fn copy_err(path: &Path, reason: impl std::fmt::Display) -> LogError {
@@ -38,7 +41,7 @@ pub fn write_schema_copies(data_dir: &Path, records: &[SchemaRecord]) -> Result<
         .iter()
         .map(|r| {
             let schema = String::from_utf8(r.content.clone()).map_err(|e| copy_err(&path, format!("schema {}: {e}", r.hash)))?;
-            Ok(Stored { from_offset: r.from_offset, hash: r.hash.clone(), schema })
+            Ok(Stored { from_offset: r.from_offset, hash: r.hash.clone(), schema, from_partitions: r.from_partitions.clone() })
         })
         .collect::<Result<_, LogError>>()?;
     let json = serde_json::to_vec_pretty(&stored).map_err(|e| copy_err(&path, e))?;
@@ -63,7 +66,15 @@ pub fn read_schema_copies(data_dir: &Path) -> Result<Vec<SchemaRecord>, LogError
         Err(e) => return Err(copy_err(&path, e)),
     };
     let stored: Vec<Stored> = serde_json::from_slice(&bytes).map_err(|e| copy_err(&path, e))?;
-    Ok(stored.into_iter().map(|s| SchemaRecord { from_offset: s.from_offset, hash: s.hash, content: s.schema.into_bytes() }).collect())
+    Ok(stored
+        .into_iter()
+        .map(|s| SchemaRecord {
+            from_offset: s.from_offset,
+            hash: s.hash,
+            content: s.schema.into_bytes(),
+            from_partitions: s.from_partitions,
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -76,7 +87,8 @@ mod tests {
         assert_eq!(read_schema_copies(d.path()).unwrap(), Vec::new());
         write_schema_copies(d.path(), &[]).unwrap();
         assert!(!d.path().join(SCHEMA_COPIES_FILE).exists(), "no records, no copy");
-        let records = vec![SchemaRecord { from_offset: 7, hash: "h1".into(), content: br#"{"a":1}"#.to_vec() }];
+        let records =
+            vec![SchemaRecord { from_offset: 7, hash: "h1".into(), content: br#"{"a":1}"#.to_vec(), from_partitions: Vec::new() }];
         write_schema_copies(d.path(), &records).unwrap();
         assert_eq!(read_schema_copies(d.path()).unwrap(), records);
         let modified = std::fs::metadata(d.path().join(SCHEMA_COPIES_FILE)).unwrap().modified().unwrap();

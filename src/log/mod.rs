@@ -66,6 +66,11 @@ pub struct CatalogRecord {
     pub from_offset: u64,
     pub hash: String,
     pub content: Vec<u8>,
+    /// On a Kafka log, the offset of each partition of the events' topic it is in force
+    /// from ([`kafka::side::in_force`]; `from_offset` is their sum); empty on sled, whose
+    /// one order `from_offset` is. Not stored by the sled log.
+    #[serde(skip)]
+    pub from_partitions: Vec<u64>,
 }
 
 impl Stored for CatalogRecord {
@@ -82,6 +87,9 @@ pub struct SchemaRecord {
     pub from_offset: u64,
     pub hash: String,
     pub content: Vec<u8>,
+    /// As [`CatalogRecord::from_partitions`].
+    #[serde(skip)]
+    pub from_partitions: Vec<u64>,
 }
 
 impl Stored for SchemaRecord {
@@ -156,6 +164,10 @@ pub enum LogError {
     Partitioned(u32),
     #[error("{0}")]
     Unsupported(String),
+    /// A record another writer's came before and this one clashes with (a Kafka log's
+    /// schema records: [`kafka::side`]).
+    #[error("{0}")]
+    Conflict(String),
     #[error("cannot replay the log's journal: {0}")]
     Journal(String),
     #[error("the copy of the log's schema records at {path}: {reason}")]
@@ -207,6 +219,14 @@ pub struct Pending {
 impl Pending {
     pub(crate) fn new(records: oneshot::Receiver<Result<Appended, LogError>>) -> Pending {
         Pending { records, rejected: None }
+    }
+
+    /// A write that was acknowledged before its call returned (nothing appended to the
+    /// events: a Kafka log's side record).
+    pub(crate) fn done() -> Pending {
+        let (tx, rx) = oneshot::channel();
+        let _ = tx.send(Ok(Appended { offsets: 0..0, positions: Vec::new(), duplicates: Vec::new() }));
+        Pending::new(rx)
     }
 
     /// Waits on this thread (not for use inside an async task).

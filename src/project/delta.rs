@@ -1181,7 +1181,13 @@ async fn try_commit<'a>(
     let schema_err =
         |e: deltalake_core::kernel::Error| ProjectError::Schema { table: table.clone(), reason: format!("its Delta metadata: {e}") };
     let mut metadata = None;
-    if state.schema().fields().map(|f| f.name()).ne(want.fields().map(|f| f.name())) {
+    // Never narrower: a member of a group whose schema records lag another's commits rows
+    // without the newer columns (null there), and leaves the table as wide as it is.
+    let current_schema = state.schema();
+    let have: Vec<String> = current_schema.fields().map(|f| f.name().to_string()).collect();
+    let wanted: Vec<String> = want.fields().map(|f| f.name().to_string()).collect();
+    let narrower = wanted.len() < have.len() && wanted.iter().all(|w| have.contains(w));
+    if have != wanted && !narrower {
         use deltalake_core::kernel::MetadataExt as _;
         metadata = Some(state.metadata().clone().with_schema(&want).map_err(schema_err)?);
     }

@@ -135,7 +135,6 @@ impl Projector {
         progress: &ProgressBar,
     ) -> Result<ProjectSummary, ProjectError> {
         let n = log.partitions() as usize;
-        let defs: Vec<Arc<TableDef>> = self.tables.defs();
         let held = held.to_vec();
         let state = self.topic.as_mut().expect("a projector from a topic has its state");
         if batch.generation != state.generation {
@@ -156,9 +155,28 @@ impl Projector {
             summary.seconds = started.elapsed().as_secs_f64();
             return Ok(summary);
         }
-        let starts: Vec<Vec<u64>> = (0..defs.len()).map(|i| self.tables.partition_offsets(i).to_vec()).collect();
+        // The schema records after the poll (and after a reload, which takes the tables'
+        // columns as committed): every record of a registered type in the batch was written
+        // after its schema's record was acknowledged, so the side topic read now holds them
+        // all (and the decoders learn their versions). Tables are made, and widened by the
+        // ADDITIONs read, before rows are written into them.
+        self.follow(log)?;
+        if let Some((_, known)) = self.followed.clone() {
+            self.tables.ensure(&known, true)?;
+        }
+        let defs: Vec<Arc<TableDef>> = self.tables.defs();
+        // What the tables hold (the claims' expectation), and where each takes rows from:
+        // a registered type's table that never took partition `p` (made after the partition
+        // was read past its type's first record... which cannot have been there: a record
+        // of it is read only after its schema, and the table is made before such a record
+        // is written) takes it from where this member reads it.
+        let held_by_tables: Vec<Vec<u64>> = (0..defs.len()).map(|i| self.tables.partition_offsets(i).to_vec()).collect();
+        let mut starts = held_by_tables.clone();
         for (&p, &from) in &batch.from {
-            for (i, s) in starts.iter().enumerate() {
+            for (i, s) in starts.iter_mut().enumerate() {
+                if s.len() == n && s[p as usize] == 0 && from > 0 && defs[i].registered().is_some() {
+                    s[p as usize] = from;
+                }
                 if s.len() != n || s[p as usize] < from {
                     return Err(ProjectError::Inconsistent {
                         table: defs[i].name.clone(),
@@ -178,9 +196,12 @@ impl Projector {
         let mut at_end = batch.at_end;
         // A one-shot `project` (no group) goes on with the next batch until the step's
         // events or the partitions' ends: a step's batch holds at most 64 MiB of values.
-        let more = group.is_none() && self.settings.to_the_end;
+        // Not past a batch when the log has schemas: a later batch could hold a type
+        // whose record this step has not read.
+        let more = group.is_none() && self.settings.to_the_end && defs.iter().all(|d| d.registered().is_none());
         let step_events = usize::try_from(self.settings.step_events).unwrap_or(usize::MAX);
         let dirs: Vec<PathBuf> = defs.iter().map(|d| self.tables.staging_dir(d)).collect();
+        let registered = super::tables::TableSet::of(&defs);
         self.check_space("a projection step", (batch.len() as u64).saturating_mul(super::EST_PARQUET_BYTES_PER_EVENT))?;
         let format = self.settings.format;
         let threads = if self.settings.background { 1 } else { std::thread::available_parallelism().map_or(1, |n| n.get()) };
@@ -216,8 +237,25 @@ impl Projector {
                             duplicates += 1;
                             continue;
                         }
-                        let Some(t) = record.event.builtin() else { continue };
-                        let i = t.index();
+                        let i = match &record.event.payload {
+                            crate::event::Payload::Custom(c) => match registered.registered_index(&c.event_type, c.version[0]) {
+                                Some(i) => i,
+                                None => {
+                                    return Err(ProjectError::Schema {
+                                        table: format!("{}_{}", c.event_type, c.version[0]),
+                                        reason: format!(
+                                            "the record at partition {p} offset {offset} is of type {} version {}, which no schema record this projector read has",
+                                            c.event_type,
+                                            c.version.map(|v| v.to_string()).join("-")
+                                        ),
+                                    })
+                                }
+                            },
+                            payload => match payload.builtin() {
+                                Some(t) => t.index(),
+                                None => continue,
+                            },
+                        };
                         if offset < starts[i][p as usize] {
                             continue; // this table has it already
                         }
@@ -268,7 +306,7 @@ impl Projector {
                 v
             })
             .collect();
-        let expected: Vec<Vec<u64>> = starts.iter().map(|s| held.iter().map(|&p| s[p as usize]).collect()).collect();
+        let expected: Vec<Vec<u64>> = held_by_tables.iter().map(|s| held.iter().map(|&p| s[p as usize]).collect()).collect();
         let mut commits = Vec::new();
         for (i, files) in files.iter().enumerate() {
             if next[i] == starts[i] {

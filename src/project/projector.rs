@@ -193,7 +193,7 @@ pub struct Projector {
     /// The merge running beside the steps, in the background only (see [`Projector::compact`]).
     merging: Option<BackgroundMerge>,
     /// The log's schema records [`Projector::follow`] has seen, and their tables.
-    followed: Option<(Vec<crate::log::SchemaRecord>, TableSet)>,
+    pub(super) followed: Option<(Vec<crate::log::SchemaRecord>, TableSet)>,
 }
 
 /// Estimated Parquet bytes per projected event, for the free-space check of a step
@@ -326,10 +326,6 @@ impl Projector {
     /// Opens the tables of every type `log` has a schema record of (a registered type's
     /// table may be behind the others: a step then starts at its offset).
     pub fn follow(&mut self, log: &dyn EventLog) -> Result<(), ProjectError> {
-        if self.settings.layout.partitioned() {
-            // A Kafka log takes the seed's five types (docs/CONTRACT.md 13.5).
-            return Ok(());
-        }
         let records = log.schemas()?;
         // Records are only ever appended, and a hash names a record's content.
         let same = |seen: &[crate::log::SchemaRecord]| {

@@ -336,7 +336,7 @@ mod tests {
     fn record(from_offset: u64, file: &str) -> SchemaRecord {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("replay/schemas").join(file);
         let s = crate::schema::Schema::parse(&std::fs::read(path).unwrap()).unwrap();
-        SchemaRecord { from_offset, hash: s.hash(), content: s.canonical().as_bytes().to_vec() }
+        SchemaRecord { from_offset, hash: s.hash(), content: s.canonical().as_bytes().to_vec(), from_partitions: Vec::new() }
     }
 
     fn names(set: &TableSet) -> Vec<(&str, u64, Vec<String>)> {

@@ -315,13 +315,13 @@ fn read_topic(
     starts: &[Vec<u64>],
     dirs: &[PathBuf],
     codec: super::Codec,
+    set: &TableSet,
     progress: &ProgressBar,
 ) -> Result<TopicRead, ProjectError> {
     let n = from.len();
     let mut reached = from.to_vec();
     let (mut events, mut duplicates, mut rejected) = (0u64, 0u64, 0u64);
-    // A topic holds the seed's five types (docs/CONTRACT.md 13.5): their tables alone.
-    let defs: Vec<Arc<TableDef>> = TableSet::seed().defs().to_vec();
+    let defs: Vec<Arc<TableDef>> = set.defs().to_vec();
     let files = write_rows(&defs, dirs, codec, true, PARQUET_WRITERS, |sink: &mut RowSink| {
         let mut base: u64 = from.iter().sum();
         // The partitions are read side by side (their round trips and decoding overlap),
@@ -366,8 +366,25 @@ fn read_topic(
                     duplicates += 1;
                     return Ok(());
                 }
-                let Some(t) = record.event.builtin() else { return Ok(()) };
-                let i = t.index();
+                let i = match &record.event.payload {
+                    crate::event::Payload::Custom(c) => match set.registered_index(&c.event_type, c.version[0]) {
+                        Some(i) => i,
+                        None => {
+                            return Err(ProjectError::Schema {
+                                table: format!("{}_{}", c.event_type, c.version[0]),
+                                reason: format!(
+                                    "the record at partition {p} offset {offset} is of type {} version {}, which no schema record read has",
+                                    c.event_type,
+                                    c.version.map(|v| v.to_string()).join("-")
+                                ),
+                            })
+                        }
+                    },
+                    payload => match payload.builtin() {
+                        Some(t) => t.index(),
+                        None => return Ok(()),
+                    },
+                };
                 if offset < starts[i][p] {
                     return Ok(()); // this table has it already (a step that stopped half-way)
                 }
@@ -386,6 +403,11 @@ impl Projector {
     pub(super) fn rebuild_topic(&mut self, log: &dyn EventLog, progress: &ProgressBar) -> Result<ProjectSummary, ProjectError> {
         let started = Instant::now();
         let n = log.partitions() as usize;
+        // Every registered type's table, as the side topic has them now, made.
+        self.follow(log)?;
+        if let Some((_, known)) = self.followed.clone() {
+            self.tables.ensure(&known, true)?;
+        }
         let dirs: Vec<PathBuf> = self.tables.defs().iter().map(|d| self.tables.staging_dir(d)).collect();
         let state = self.topic.as_mut().expect("a projector from a topic has its state");
         for w in &mut state.windows {
@@ -395,6 +417,9 @@ impl Projector {
         let bounds: Vec<(u64, u64)> = (0..n as u32).map(|p| log.partition_bounds(p)).collect::<Result<_, _>>()?;
         let firsts: Vec<u64> = bounds.iter().map(|b| b.0).collect();
         let ends: Vec<u64> = bounds.iter().map(|b| b.1).collect();
+        let defs = self.tables.defs();
+        let set = TableSet::of(&defs);
+        let state = self.topic.as_mut().expect("a projector from a topic has its state");
         let read = read_topic(
             log,
             self.settings.format,
@@ -402,9 +427,10 @@ impl Projector {
             &firsts,
             &vec![u64::MAX; n],
             &ends,
-            &vec![vec![0u64; n]; super::SEED_TABLES.len()],
+            &vec![vec![0u64; n]; defs.len()],
             &dirs,
             self.settings.codec,
+            &set,
             progress,
         )?;
         failpoint("rebuild.before_commit")?;
@@ -450,7 +476,9 @@ pub fn rebuild_topic_into(
 ) -> Result<ProjectSummary, ProjectError> {
     let n = to.len();
     let layout = super::Layout::Topic { topic: topic.to_string(), partitions: n as u32 };
-    let mut tables = super::Tables::scratch(root, work_dir, &layout, &TableSet::seed())?;
+    let set = TableSet::from_log(log, u64::MAX)?;
+    let mut tables = super::Tables::scratch(root, work_dir, &layout, &set)?;
+    tables.ensure(&set, true)?;
     let dirs: Vec<PathBuf> = tables.defs().iter().map(|d| tables.staging_dir(d)).collect();
     let mut state = TopicState::open(work_dir, topic, n as u32)?;
     let zeros = vec![0u64; n];
@@ -465,9 +493,10 @@ pub fn rebuild_topic_into(
         &firsts,
         to,
         &ends,
-        &vec![zeros.clone(); super::SEED_TABLES.len()],
+        &vec![zeros.clone(); set.len()],
         &dirs,
         super::Codec::Snappy,
+        &set,
         progress,
     )?;
     let position: u64 = to.iter().sum();

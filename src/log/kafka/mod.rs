@@ -221,6 +221,8 @@ pub struct KafkaLog {
     /// The node's rejected-event store; `None` for a reader ([`KafkaLog::open_reader`]).
     rejected: Option<Arc<SledLog>>,
     counters: Arc<Counters>,
+    /// What this process read of the side topic of schema records ([`side`]).
+    side: Mutex<side::SideCache>,
 }
 
 /// librdkafka settings questlog sets; `--kafka-option` may not change them, because the
@@ -284,7 +286,15 @@ impl KafkaLog {
         let partitions = topic_partitions(producer.client(), target)?;
         let rejected = local.map(|(data_dir, log_options)| SledLog::open_with(&data_dir.join(REJECTED_DIR), log_options)).transpose()?;
         let counters = Arc::new(Counters::new(partitions));
-        Ok(Arc::new(KafkaLog { target: target.clone(), options: options.to_vec(), producer, partitions, rejected, counters }))
+        Ok(Arc::new(KafkaLog {
+            target: target.clone(),
+            options: options.to_vec(),
+            producer,
+            partitions,
+            rejected,
+            counters,
+            side: Mutex::new(side::SideCache::default()),
+        }))
     }
 
     pub fn target(&self) -> &KafkaTarget {
@@ -407,12 +417,25 @@ impl EventLog for KafkaLog {
         }
         let mut value = String::with_capacity(512);
         let headers = OwnedHeaders::new().insert(Header { key: VALUE_FORMAT_HEADER, value: Some(VALUE_FORMAT) });
+        // The schema version of each registered type's record ([`side::SCHEMA_HEADER`]),
+        // before anything is sent.
+        let mut schema_hashes: Vec<Option<String>> = Vec::with_capacity(n);
+        for r in &batch.records {
+            schema_hashes.push(match &r.event.payload {
+                crate::event::Payload::Custom(c) => Some(self.schema_hash(&c.event_type, c.version())?),
+                _ => None,
+            });
+        }
         for (i, r) in batch.records.iter().enumerate() {
             value.clear();
             crate::wire::write_value(&mut value, r);
+            let record_headers = match &schema_hashes[i] {
+                Some(h) => headers.clone().insert(Header { key: side::SCHEMA_HEADER, value: Some(h.as_str()) }),
+                None => headers.clone(),
+            };
             let mut record = BaseRecord::with_opaque_to(&self.target.topic, Box::new((inflight.clone(), i)))
                 .payload(value.as_str())
-                .headers(headers.clone());
+                .headers(record_headers);
             if let Some(key) = record_key(r) {
                 record = record.key(key);
             }
@@ -482,6 +505,8 @@ impl EventLog for KafkaLog {
         if p >= self.partitions {
             return Err(self.err(format!("partition {p} does not exist (the topic has {})", self.partitions)));
         }
+        // The schema versions its records of registered types name, read before them.
+        self.side_records()?;
         let reader = PartitionReader::open(&self.target, &self.options, p, from, to, ValueFormat::Questlog, self.counters.clone())?;
         Ok(Box::new(reader))
     }
@@ -489,6 +514,9 @@ impl EventLog for KafkaLog {
     fn scan_partition(&self, p: u32, from: u64, to: u64, format: ValueFormat) -> Result<ScanIter<'_>, LogError> {
         if p >= self.partitions {
             return Err(self.err(format!("partition {p} does not exist (the topic has {})", self.partitions)));
+        }
+        if format == ValueFormat::Questlog {
+            self.side_records()?;
         }
         let reader = PartitionReader::open(&self.target, &self.options, p, from, to, format, self.counters.clone())?;
         Ok(Box::new(Scan(reader)))
@@ -522,6 +550,19 @@ impl EventLog for KafkaLog {
             return Some(format!("the Kafka producer failed for good ({code:?}: {reason}); restart this node"));
         }
         self.rejected.as_ref().and_then(|s| s.unwritable())
+    }
+
+    /// Writes the schema to the side topic ([`side`]): blocking until the brokers
+    /// acknowledged it and readers take it (callers in async code use `spawn_blocking`).
+    fn record_schema(&self, hash: String, content: Vec<u8>) -> Result<Pending, LogError> {
+        let content = String::from_utf8(content).map_err(|e| self.err(format!("a schema that is not text: {e}")))?;
+        self.write_side(side::SideKind::Schema, &hash, &content)?;
+        Ok(Pending::done())
+    }
+
+    /// The schemas the side topic puts in force ([`side::accept_schemas`]), read to its end.
+    fn schemas(&self) -> Result<Vec<super::SchemaRecord>, LogError> {
+        Ok(side::accept_schemas(&self.side_records()?))
     }
 
     fn join_group(&self, group: Option<&str>, starts: group::StartsFn, to_end: bool) -> Result<group::GroupMember, LogError> {
@@ -625,9 +666,9 @@ fn assigned_consumer(
 }
 
 /// A questlog value as a record, checking the format header (`None`: written before it).
-fn decode_questlog(header: Option<&[u8]>, payload: &[u8]) -> Result<Record, Rejection> {
+fn decode_questlog(header: Option<&[u8]>, schema: Option<&[u8]>, payload: &[u8]) -> Result<Record, Rejection> {
     match header {
-        None | Some(b"json-1") => decode_value(payload).map_err(|why| Rejection::new(RejectReason::MalformedJson, None, why)),
+        None | Some(b"json-1") => decode_value_of(payload, schema).map_err(|why| Rejection::new(RejectReason::MalformedJson, None, why)),
         Some(other) => Err(Rejection::new(
             RejectReason::MalformedJson,
             None,
@@ -637,7 +678,11 @@ fn decode_questlog(header: Option<&[u8]>, payload: &[u8]) -> Result<Record, Reje
 }
 
 fn format_header<M: Message>(m: &M) -> Option<&[u8]> {
-    m.headers().and_then(|h| h.iter().find(|h| h.key == VALUE_FORMAT_HEADER).and_then(|h| h.value))
+    header_of(m, VALUE_FORMAT_HEADER)
+}
+
+fn header_of<'m, M: Message>(m: &'m M, key: &str) -> Option<&'m [u8]> {
+    m.headers().and_then(|h| h.iter().find(|h| h.key == key).and_then(|h| h.value))
 }
 
 impl KafkaLog {
@@ -661,7 +706,7 @@ impl KafkaLog {
                 Some(Ok(m)) => {
                     let (Ok(p), Ok(offset)) = (u32::try_from(m.partition()), u64::try_from(m.offset())) else { continue };
                     self.counters.note_end((p, offset));
-                    let record = decode_questlog(format_header(&m), m.payload().unwrap_or_default())
+                    let record = decode_questlog(format_header(&m), header_of(&m, side::SCHEMA_HEADER), m.payload().unwrap_or_default())
                         .map_err(|r| LogError::Corrupt { offset, reason: format!("partition {p}: {}", r.message) })?;
                     if !f(p, offset, &record)? {
                         return Ok(());
@@ -810,7 +855,7 @@ impl PartitionReader {
                     }
                     let payload = m.payload().unwrap_or_default();
                     let decoded = match self.format {
-                        ValueFormat::Questlog => decode_questlog(format_header(&m), payload),
+                        ValueFormat::Questlog => decode_questlog(format_header(&m), header_of(&m, side::SCHEMA_HEADER), payload),
                         ValueFormat::Seed => decode_seed(payload, m.timestamp().to_millis()),
                     };
                     return Some(Ok((offset, decoded.map_err(|rejection| rejected_value(payload, m.timestamp().to_millis(), rejection)))));
@@ -828,6 +873,8 @@ pub struct RawValue {
     pub timestamp_ms: Option<i64>,
     /// The [`VALUE_FORMAT_HEADER`] header's value, if the record has one.
     pub format_header: Option<Box<[u8]>>,
+    /// The [`side::SCHEMA_HEADER`] header's value (a registered type's record).
+    pub schema_header: Option<Box<[u8]>>,
     pub payload: Box<[u8]>,
 }
 
@@ -837,6 +884,7 @@ impl RawValue {
             offset,
             timestamp_ms: m.timestamp().to_millis(),
             format_header: format_header(m).map(Into::into),
+            schema_header: header_of(m, side::SCHEMA_HEADER).map(Into::into),
             payload: m.payload().unwrap_or_default().into(),
         }
     }
@@ -845,7 +893,7 @@ impl RawValue {
     #[allow(clippy::result_large_err)] // `Scanned`, as every scan gives it
     pub fn decode(&self, format: ValueFormat) -> Scanned {
         let decoded = match format {
-            ValueFormat::Questlog => decode_questlog(self.format_header.as_deref(), &self.payload),
+            ValueFormat::Questlog => decode_questlog(self.format_header.as_deref(), self.schema_header.as_deref(), &self.payload),
             ValueFormat::Seed => decode_seed(&self.payload, self.timestamp_ms),
         };
         decoded.map_err(|rejection| rejected_value(&self.payload, self.timestamp_ms, rejection))
@@ -910,9 +958,23 @@ struct StoredValue {
 
 /// A record from the value [`crate::wire::write_value`] wrote.
 pub fn decode_value(payload: &[u8]) -> Result<Record, String> {
+    decode_value_of(payload, None)
+}
+
+/// [`decode_value`] of a record with the [`side::SCHEMA_HEADER`] `schema` (a registered
+/// type's: its `raw_event` is validated against exactly that schema version).
+fn decode_value_of(payload: &[u8], schema: Option<&[u8]>) -> Result<Record, String> {
     let v: StoredValue = serde_json::from_slice(payload).map_err(|e| format!("value is not a questlog record: {e}"))?;
     let received_at_us = crate::event::parse_time_us(&v.timestamp).map_err(|e| format!("timestamp: {e}"))?;
-    let event = crate::event::validate_json(&v.raw_event).map_err(|r| format!("raw_event does not validate: {}", r.message))?;
+    let event = match schema {
+        None => crate::event::validate_json(&v.raw_event),
+        Some(hash) => {
+            let hash = String::from_utf8_lossy(hash);
+            let types = side::known_type(&hash).ok_or_else(|| format!("schema {hash} is not in the side topic this reader read"))?;
+            crate::event::validate_json_in(&v.raw_event, &types)
+        }
+    }
+    .map_err(|r| format!("raw_event does not validate: {}", r.message))?;
     Ok(Record {
         received_at_us,
         meta: RequestMeta { accept: v.accept, host: v.host, user_agent: v.user_agent, app: v.app }.map(Into::into),
@@ -922,6 +984,7 @@ pub fn decode_value(payload: &[u8]) -> Result<Record, String> {
 }
 
 pub mod group;
+pub mod side;
 
 #[cfg(test)]
 mod tests {

@@ -933,6 +933,7 @@ mod tests {
             from_offset: from,
             hash: format!("sha256:{h}"),
             content: format!("{{\"{h}\":1}}").into_bytes(),
+            from_partitions: Vec::new(),
         };
         let put = |log: &SledLog, r: &SchemaRecord| log.record_schema(r.hash.clone(), r.content.clone()).unwrap().wait().unwrap();
         let want = vec![rec(3, "a"), rec(5, "b")];

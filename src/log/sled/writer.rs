@@ -674,7 +674,7 @@ impl Writer {
             match req.meta {
                 // In force from here; the same catalogue again is no change.
                 Some(Meta::Catalog(hash, content)) if latest_catalog.as_deref() != Some(hash.as_str()) && result.is_ok() => {
-                    let rec = CatalogRecord { from_offset: offset, hash: hash.clone(), content };
+                    let rec = CatalogRecord { from_offset: offset, hash: hash.clone(), content, from_partitions: Vec::new() };
                     let bytes = encode_block(std::slice::from_ref(&rec));
                     journal.add(journal::Tree::Catalogs, &block_key(catalog_seq), &bytes);
                     result = store.catalogs.insert(block_key(catalog_seq), bytes).map(|_| ()).map_err(Into::into);
@@ -686,7 +686,7 @@ impl Writer {
                 Some(Meta::Schema(hash, content))
                     if !self.schema_hashes.contains(&hash) && !new_schemas.contains(&hash) && result.is_ok() =>
                 {
-                    let rec = SchemaRecord { from_offset: offset, hash: hash.clone(), content };
+                    let rec = SchemaRecord { from_offset: offset, hash: hash.clone(), content, from_partitions: Vec::new() };
                     let bytes = encode_block(std::slice::from_ref(&rec));
                     journal.add(journal::Tree::Schemas, &block_key(schema_seq), &bytes);
                     result = store.schemas.insert(block_key(schema_seq), bytes).map(|_| ()).map_err(Into::into);

@@ -1,0 +1,420 @@
+//! Schema and store catalogue records of a Kafka log (docs/CONTRACT.md 13.4): a topic of
+//! one partition beside the events' topic, `<topic>.schemas`, so that every node, projector
+//! and rebuild reads the records in one order. Each record carries, for every partition of
+//! the events' topic, the offset it is in force from (`from`: the partitions' high
+//! watermarks when it was written — every event checked against it is appended after it
+//! was acknowledged, so lands at or past them).
+//!
+//! Records are never refused when written (Kafka has no compare-and-set): two nodes may
+//! write versions that clash. Readers settle it the same way everywhere ([`accept_schemas`]):
+//! in the side topic's order, a record is taken only if it passes
+//! [`crate::schema::check_against`] the records taken before it, and its `from` is raised to
+//! at least its predecessor's (so records are in force in the order taken, as on sled). A
+//! writer reads the topic again after its record is acknowledged to learn whether it was
+//! taken.
+//!
+//! Invariant: the records taken are a function of the side topic's records in order; the
+//! same topic gives every reader the same schemas with the same `from`s.
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, Producer};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use super::super::{CatalogRecord, EventLog, LogError, SchemaRecord};
+use super::{assigned_consumer, Counters, InFlight, KafkaLog, KafkaTarget, METADATA_TIMEOUT_MS, READ_TIMEOUT_MS, VALUE_FORMAT_HEADER};
+use crate::schema::{self, Schema};
+
+/// The side topic's name: the events' topic with this appended.
+pub const SIDE_TOPIC_SUFFIX: &str = ".schemas";
+
+/// The `questlog-format` header of a side record's value.
+pub const SIDE_FORMAT: &str = "side-1";
+
+/// Most records a side topic may hold: 256 tables of a few versions each, and catalogues.
+/// Past it a reader refuses the topic rather than holding it all.
+pub const MAX_SIDE_RECORDS: usize = 16_384;
+
+/// What a side record is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SideKind {
+    Schema,
+    Catalog,
+}
+
+/// One record of the side topic (its value, JSON).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SideRecord {
+    pub kind: SideKind,
+    pub hash: String,
+    /// The schema's canonical form (text); a catalogue's canonical form (text).
+    pub content: String,
+    /// Per partition of the events' topic, the offset the record is in force from. A
+    /// partition added to the topic after the record was written is missing: from 0.
+    pub from: Vec<u64>,
+}
+
+/// How long a read of the side topic past its high watermark waits for more records or
+/// the broker's end-of-partition before it takes the quiet as the end.
+const QUIET_END_MS: u64 = 300;
+
+/// What a process has read of its side topic: the records up to `next`.
+#[derive(Debug, Default)]
+pub struct SideCache {
+    next: u64,
+    records: Vec<SideRecord>,
+    /// The hash of each schema version taken, by type name and version: the header a record
+    /// of a registered type is written with ([`SCHEMA_HEADER`]).
+    pub(super) hashes: std::collections::HashMap<(String, schema::Version), String>,
+}
+
+/// The header of a record of a registered type: the hash of the schema version that checked
+/// it, so any reader validates its `raw_event` against exactly that version.
+pub const SCHEMA_HEADER: &str = "questlog-schema";
+
+/// The registered types readers of Kafka logs in this process know, by schema hash (a hash
+/// names one content, so the map holds for every topic): filled whenever a Kafka log's
+/// schemas are read ([`KafkaLog::side_records`]), read by the decoders of its values.
+static KNOWN_TYPES: std::sync::RwLock<Option<std::collections::HashMap<String, Arc<crate::event::Registry>>>> =
+    std::sync::RwLock::new(None);
+
+/// The registry of exactly the schema `hash` (one type at that version), if known.
+pub fn known_type(hash: &str) -> Option<Arc<crate::event::Registry>> {
+    KNOWN_TYPES.read().unwrap_or_else(|p| p.into_inner()).as_ref().and_then(|m| m.get(hash).cloned())
+}
+
+fn learn_types(records: &[SchemaRecord]) {
+    let mut known = KNOWN_TYPES.write().unwrap_or_else(|p| p.into_inner());
+    let map = known.get_or_insert_with(Default::default);
+    for r in records {
+        if !map.contains_key(&r.hash) {
+            if let Ok(s) = Schema::from_record(&r.content, &r.hash) {
+                map.insert(r.hash.clone(), Arc::new(crate::event::Registry::from_schemas([&s])));
+            }
+        }
+    }
+}
+
+impl KafkaLog {
+    fn side_target(&self) -> KafkaTarget {
+        KafkaTarget { brokers: self.target.brokers.clone(), topic: format!("{}{SIDE_TOPIC_SUFFIX}", self.target.topic) }
+    }
+
+    /// Whether the side topic exists (`None`: it does not; a log without records), and
+    /// its one partition's end.
+    fn side_end(&self) -> Result<Option<u64>, LogError> {
+        let side = self.side_target();
+        let metadata = self
+            .producer
+            .client()
+            .fetch_metadata(Some(&side.topic), Duration::from_millis(METADATA_TIMEOUT_MS))
+            .map_err(|e| self.err(format!("cannot read the side topic {}'s metadata: {e}", side.topic)))?;
+        match metadata.topics().iter().find(|t| t.name() == side.topic) {
+            Some(t) if t.error().is_none() && t.partitions().len() == 1 => {}
+            Some(t) if t.error().is_none() && t.partitions().len() > 1 => {
+                return Err(self.err(format!("the side topic {} has {} partitions; it must have one", side.topic, t.partitions().len())))
+            }
+            _ => return Ok(None),
+        }
+        let (_, high) = self
+            .producer
+            .client()
+            .fetch_watermarks(&side.topic, 0, Duration::from_millis(METADATA_TIMEOUT_MS))
+            .map_err(|e| self.err(format!("cannot read the side topic {}'s end: {e}", side.topic)))?;
+        Ok(Some(u64::try_from(high).unwrap_or(0)))
+    }
+
+    /// Every record of the side topic, read to its end now (what this process read before
+    /// is kept: only new records are fetched). The end is where the broker reports the
+    /// partition's end in a fetch answer, and at least its high watermark (Tansu's
+    /// watermark counts batches, not records).
+    pub(super) fn side_records(&self) -> Result<Vec<SideRecord>, LogError> {
+        let mut cache = self.side.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(end) = self.side_end()? else { return Ok(cache.records.clone()) };
+        // Nothing new (each side record is a batch of its own, so even a broker whose
+        // watermark counts batches says so).
+        if end == 0 || (cache.next > 0 && end <= cache.next) {
+            return Ok(cache.records.clone());
+        }
+        let side = self.side_target();
+        let consumer = assigned_consumer(&side, &self.options, &[(0, cache.next)], true)?;
+        let deadline = Instant::now() + Duration::from_millis(READ_TIMEOUT_MS);
+        let mut quiet_since = Instant::now();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(self.err(format!("the side topic {} did not answer up to its end within {READ_TIMEOUT_MS} ms", side.topic)));
+            }
+            let Some(m) = consumer.poll(left.min(Duration::from_millis(100))) else {
+                // A broker that answers a fetch at the end with nothing at all (Tansu): past
+                // the watermark, a quiet spell is the end.
+                if cache.next >= end && quiet_since.elapsed() >= Duration::from_millis(QUIET_END_MS) {
+                    break;
+                }
+                continue;
+            };
+            quiet_since = Instant::now();
+            let m = match m {
+                Err(rdkafka::error::KafkaError::PartitionEOF(_)) if cache.next >= end => break,
+                Err(rdkafka::error::KafkaError::PartitionEOF(_)) => continue,
+                Err(e) => return Err(self.err(format!("reading the side topic {}: {e}", side.topic))),
+                Ok(m) => m,
+            };
+            let offset = u64::try_from(m.offset()).unwrap_or(0);
+            if offset < cache.next {
+                continue;
+            }
+            if cache.records.len() >= MAX_SIDE_RECORDS {
+                return Err(self.err(format!("the side topic {} holds over {MAX_SIDE_RECORDS} records", side.topic)));
+            }
+            match m.payload().map(serde_json::from_slice::<SideRecord>) {
+                Some(Ok(r)) => cache.records.push(r),
+                other => {
+                    tracing::warn!(topic = %side.topic, offset, error = ?other.map(|r| r.err()), "a side record questlog cannot read; passed over")
+                }
+            }
+            cache.next = offset + 1;
+        }
+        let taken = accept_schemas(&cache.records);
+        learn_types(&taken);
+        for r in &taken {
+            if let Ok(s) = Schema::from_record(&r.content, &r.hash) {
+                cache.hashes.insert((s.name.clone(), s.version), r.hash.clone());
+            }
+        }
+        Ok(cache.records.clone())
+    }
+
+    /// The hash of the schema `name` at `version` ([`SCHEMA_HEADER`]), reading the side
+    /// topic again when this process has not seen it.
+    pub(super) fn schema_hash(&self, name: &str, version: schema::Version) -> Result<String, LogError> {
+        let key = (name.to_string(), version);
+        if let Some(h) = self.side.lock().unwrap_or_else(|p| p.into_inner()).hashes.get(&key) {
+            return Ok(h.clone());
+        }
+        self.side_records()?;
+        self.side
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .hashes
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| self.err(format!("no schema {name} {version} in the side topic: an event of it cannot be written")))
+    }
+
+    /// Creates the side topic (one partition, kept for ever, the events' topic's replicas)
+    /// unless it exists.
+    fn ensure_side_topic(&self) -> Result<(), LogError> {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        if self.side_end()?.is_some() {
+            return Ok(());
+        }
+        let side = self.side_target();
+        let replicas = {
+            let metadata = self
+                .producer
+                .client()
+                .fetch_metadata(Some(&self.target.topic), Duration::from_millis(METADATA_TIMEOUT_MS))
+                .map_err(|e| self.err(format!("cannot read the topic's metadata: {e}")))?;
+            metadata.topics().first().and_then(|t| t.partitions().first()).map_or(1, |p| p.replicas().len().max(1) as i32)
+        };
+        let admin: AdminClient<rdkafka::client::DefaultClientContext> = super::client_config(&self.target, &self.options)
+            .create()
+            .map_err(|e| self.err(format!("cannot create an admin client: {e}")))?;
+        let topic = NewTopic::new(&side.topic, 1, TopicReplication::Fixed(replicas)).set("retention.ms", "-1");
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_millis(METADATA_TIMEOUT_MS)));
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| self.err(e.to_string()))?;
+        let results = rt
+            .block_on(admin.create_topics([&topic], &opts))
+            .map_err(|e| self.err(format!("cannot create the side topic {}: {e}", side.topic)))?;
+        for r in results {
+            match r {
+                Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((t, code)) => return Err(self.err(format!("cannot create the side topic {t}: {code:?}"))),
+            }
+        }
+        // The new topic is known to the brokers once its metadata says so.
+        let deadline = Instant::now() + Duration::from_millis(METADATA_TIMEOUT_MS);
+        while self.side_end()?.is_none() {
+            if Instant::now() > deadline {
+                return Err(self.err(format!("the side topic {} was created but is not available", side.topic)));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// Writes one side record, in force from the events' partitions' ends now, and reads
+    /// the side topic again to learn whether readers take it: `Ok` once it is acknowledged
+    /// by the brokers (`acks=all`) and taken (or already taken before); `Conflict`
+    /// (answered 409 by the API) when another node's record came first and this one clashes
+    /// with it. Blocking (network round trips): callers in async code use `spawn_blocking`.
+    pub(super) fn write_side(&self, kind: SideKind, hash: &str, content: &str) -> Result<(), LogError> {
+        let taken = |records: &[SideRecord]| match kind {
+            SideKind::Schema => accept_schemas(records).iter().any(|r| r.hash == hash),
+            SideKind::Catalog => accept_catalogs(records).last().is_some_and(|r| r.hash == hash),
+        };
+        self.ensure_side_topic()?;
+        if taken(&self.side_records()?) {
+            return Ok(());
+        }
+        let from = (0..self.partitions).map(|p| self.partition_bounds(p).map(|(_, high)| high)).collect::<Result<Vec<u64>, _>>()?;
+        let value = serde_json::to_string(&SideRecord { kind, hash: hash.to_string(), content: content.to_string(), from })
+            .map_err(|e| self.err(e.to_string()))?;
+        let (tx, rx) = oneshot::channel();
+        let inflight = Arc::new(InFlight {
+            waiting: AtomicUsize::new(1),
+            positions: Mutex::new(vec![(0, 0)]),
+            error: Mutex::new(None),
+            reply: Mutex::new(Some(tx)),
+            // Its own counters: a side record moves no end of the events' topic.
+            counters: Arc::new(Counters::new(1)),
+        });
+        let side = self.side_target();
+        let record: BaseRecord<'_, (), str, _> = BaseRecord::with_opaque_to(&side.topic, Box::new((inflight.clone(), 0)))
+            .payload(value.as_str())
+            .partition(0)
+            .headers(OwnedHeaders::new().insert(Header { key: VALUE_FORMAT_HEADER, value: Some(SIDE_FORMAT) }));
+        if let Err((e, _)) = self.producer.send(record) {
+            inflight.settle(0, Err(e.to_string()));
+        }
+        rx.blocking_recv().unwrap_or(Err(LogError::Closed))?;
+        if taken(&self.side_records()?) {
+            Ok(())
+        } else {
+            Err(LogError::Conflict(format!(
+                "another node recorded a schema this one clashes with first (side topic {}); list the schemas and register again",
+                side.topic
+            )))
+        }
+    }
+}
+
+/// `from` raised to at least `floor` partition by partition (missing partitions are 0).
+fn raised(from: &[u64], floor: &[u64]) -> Vec<u64> {
+    let n = from.len().max(floor.len());
+    (0..n).map(|p| from.get(p).copied().unwrap_or(0).max(floor.get(p).copied().unwrap_or(0))).collect()
+}
+
+/// The schema records the side topic's `records` (in their order) put in force: each
+/// record whose content is a schema with its hash, not taken before, that passes
+/// [`schema::check_against`] the ones taken before it; its `from` raised to its
+/// predecessor's. `from_offset` is the sum of `from` (for display; comparisons use
+/// `from_partitions`).
+pub fn accept_schemas(records: &[SideRecord]) -> Vec<SchemaRecord> {
+    let mut taken: Vec<SchemaRecord> = Vec::new();
+    let mut known: Vec<Schema> = Vec::new();
+    let mut floor: Vec<u64> = Vec::new();
+    for r in records.iter().filter(|r| r.kind == SideKind::Schema) {
+        if taken.iter().any(|t| t.hash == r.hash) {
+            continue;
+        }
+        let Ok(s) = Schema::from_record(r.content.as_bytes(), &r.hash) else { continue };
+        match schema::check_against(&known, &s) {
+            Ok(schema::Evolution::NewTable | schema::Evolution::Addition { .. }) => {}
+            Ok(schema::Evolution::Unchanged) | Err(_) => continue,
+        }
+        let from = raised(&r.from, &floor);
+        floor.clone_from(&from);
+        taken.push(SchemaRecord {
+            from_offset: from.iter().sum(),
+            hash: r.hash.clone(),
+            content: r.content.clone().into_bytes(),
+            from_partitions: from,
+        });
+        known.push(s);
+    }
+    taken
+}
+
+/// The catalogue records in force: each that is not the latest taken already, its `from`
+/// raised to its predecessor's.
+pub fn accept_catalogs(records: &[SideRecord]) -> Vec<CatalogRecord> {
+    let mut taken: Vec<CatalogRecord> = Vec::new();
+    let mut floor: Vec<u64> = Vec::new();
+    for r in records.iter().filter(|r| r.kind == SideKind::Catalog) {
+        if taken.last().is_some_and(|t| t.hash == r.hash) {
+            continue;
+        }
+        let from = raised(&r.from, &floor);
+        floor.clone_from(&from);
+        taken.push(CatalogRecord {
+            from_offset: from.iter().sum(),
+            hash: r.hash.clone(),
+            content: r.content.clone().into_bytes(),
+            from_partitions: from,
+        });
+    }
+    taken
+}
+
+/// Whether a record in force from `from` (per partition) is in force for a reader whose
+/// position is `at` (per partition: the next offset it reads, or has read to): once any
+/// partition has reached its `from`. Events of a type checked against the record are only
+/// ever at or past `from` in their partition, so whichever partition brings the first of
+/// them, the record is in force by then; and the rule only grows with `at`.
+pub fn in_force(from: &[u64], at: &[u64]) -> bool {
+    from.is_empty() || from.iter().enumerate().any(|(p, f)| at.get(p).is_some_and(|a| a >= f))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(version: &str, extra: &str) -> (String, String) {
+        let text = format!(
+            r#"{{"$schema":"{}","self":{{"vendor":"com.example.game","name":"level_up","format":"jsonschema","version":"{version}"}},"type":"object","properties":{{"level":{{"type":"integer"}}{extra}}}}}"#,
+            schema::IGLU_META_SCHEMA
+        );
+        let s = Schema::parse(text.as_bytes()).unwrap();
+        (s.canonical().to_string(), s.hash())
+    }
+
+    fn record(version: &str, extra: &str, from: &[u64]) -> SideRecord {
+        let (content, hash) = doc(version, extra);
+        SideRecord { kind: SideKind::Schema, hash, content, from: from.to_vec() }
+    }
+
+    #[test]
+    fn readers_take_the_same_records_whoever_wrote_them() {
+        let first = record("1-0-0", "", &[5, 3]);
+        // Another node's 1-0-0 with other content, written after: a clash, not taken.
+        let rival = record("1-0-0", r#","zone":{"type":"string"}"#, &[6, 3]);
+        let again = first.clone();
+        // An ADDITION written with a lower watermark in partition 1 (another node saw less):
+        // raised to its predecessor's.
+        let addition = record("1-0-1", r#","zone":{"type":"string"}"#, &[9, 1]);
+        let taken = accept_schemas(&[first.clone(), rival, again, addition.clone()]);
+        assert_eq!(taken.iter().map(|t| t.hash.as_str()).collect::<Vec<_>>(), [first.hash.as_str(), addition.hash.as_str()]);
+        assert_eq!(taken[0].from_partitions, [5, 3]);
+        assert_eq!(taken[1].from_partitions, [9, 3]);
+        assert_eq!(taken[1].from_offset, 12);
+        // Not a schema, or another hash than its content's: not taken.
+        let mut forged = record("1-0-2", r#","x":{"type":"string"}"#, &[10, 3]);
+        forged.hash = "sha256:00".into();
+        assert_eq!(accept_schemas(&[forged]).len(), 0);
+    }
+
+    #[test]
+    fn a_record_is_in_force_once_any_partition_reaches_its_from() {
+        assert!(!in_force(&[5, 3], &[4, 2]));
+        assert!(in_force(&[5, 3], &[4, 3]));
+        assert!(in_force(&[5, 3], &[5, 0]));
+        // A partition added after the record: from 0 there.
+        assert!(in_force(&[5, 3, 0], &[0, 0, 0]));
+        assert!(in_force(&[], &[0]));
+    }
+
+    #[test]
+    fn catalogues_are_taken_unless_the_latest_already() {
+        let c =
+            |hash: &str, from: &[u64]| SideRecord { kind: SideKind::Catalog, hash: hash.into(), content: "{}".into(), from: from.to_vec() };
+        let taken = accept_catalogs(&[c("a", &[1]), c("a", &[2]), c("b", &[0]), c("a", &[4])]);
+        assert_eq!(taken.iter().map(|t| (t.hash.as_str(), t.from_offset)).collect::<Vec<_>>(), [("a", 1), ("b", 1), ("a", 4)]);
+    }
+}
