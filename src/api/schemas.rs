@@ -211,8 +211,13 @@ pub async fn follow_schemas(state: Arc<AppState>) {
         let schemas: Vec<Schema> = records.iter().filter_map(|r| Schema::from_record(&r.content, &r.hash).ok()).collect();
         let fresh = crate::event::Registry::from_schemas(&schemas);
         if fresh.schemas().map(Schema::hash).ne(state.types().schemas().map(Schema::hash)) {
-            // Under the registration lock: not between another registration's record and its swap.
+            // Under the registration lock, and read again there: a registration that
+            // finished meanwhile is in the records read now.
             let _one_at_a_time = state.schema_registration.lock().await;
+            let log = state.log.clone();
+            let Ok(Ok(records)) = tokio::task::spawn_blocking(move || log.schemas()).await else { continue };
+            let schemas: Vec<Schema> = records.iter().filter_map(|r| Schema::from_record(&r.content, &r.hash).ok()).collect();
+            let fresh = crate::event::Registry::from_schemas(&schemas);
             tracing::info!(types = fresh.len(), "event types recorded by another node are in force");
             state.set_types(fresh);
         }

@@ -466,7 +466,7 @@ impl DeltaTables {
             files: Vec::new(),
             last_vacuum: None,
         };
-        self.blocking.run(load_or_create(&mut table, self.layout.as_ref(), create))?;
+        self.blocking.run(load_or_create(&mut table, self.layout.as_ref(), create, None))?;
         self.tables.push(table);
         Ok(())
     }
@@ -481,6 +481,26 @@ impl DeltaTables {
             return Ok(());
         }
         let store = self.root.root_store()?;
+        // On a topic, a registered type's table is made holding every partition up to where
+        // the tables made before it are (the smallest of them): none of its events can be
+        // below — they are read only after its schema record, and the step that first reads
+        // one makes the table before it writes — and a member that takes a partition starts
+        // at the smallest of all tables, so a crash between two tables' commits is read again.
+        let initial: Option<Vec<u64>> = match &self.layout {
+            Some(Layout::Topic { partitions, .. }) if self.tables.iter().any(|t| t.table.version().is_some()) => Some(
+                (0..*partitions as usize)
+                    .map(|p| {
+                        self.tables
+                            .iter()
+                            .filter(|t| t.table.version().is_some())
+                            .filter_map(|t| t.partition_offsets.get(p).copied())
+                            .min()
+                            .unwrap_or(0)
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        };
         for (i, def) in set.iter().enumerate() {
             if i >= self.tables.len() {
                 self.add_table(def.clone(), &store, false)?;
@@ -518,7 +538,7 @@ impl DeltaTables {
                 // `Projector::follow`), with ADDITIONs past the step's end.
                 let wanted = def.clone();
                 t.def = Arc::new(wanted.with_properties(wanted.registered().map_or(usize::MAX, |r| r.first_columns)));
-                self.blocking.run(load_or_create(t, layout.as_ref(), true))?;
+                self.blocking.run(load_or_create(t, layout.as_ref(), true, initial.clone()))?;
                 if t.table.version().is_some() && wanted.property_columns().len() > t.def.property_columns().len() {
                     t.def = wanted;
                 }
@@ -804,7 +824,7 @@ impl DeltaTables {
     /// Re-reads every table (after a conflict, or for a reader that wants the newest).
     pub fn reload(&mut self) -> Result<(), ProjectError> {
         for t in &mut self.tables {
-            self.blocking.run(load_or_create(t, self.layout.as_ref(), false))?;
+            self.blocking.run(load_or_create(t, self.layout.as_ref(), false, None))?;
         }
         Ok(())
     }
@@ -880,7 +900,9 @@ fn process_alive(_pid: i32) -> bool {
 
 /// Loads the newest version of `t` (creating the table when `create` and there is none),
 /// and reads its offset and files.
-async fn load_or_create(t: &mut Table, layout: Option<&Layout>, create: bool) -> Result<(), ProjectError> {
+/// `initial`: on a topic, the partitions' offsets a table made now holds (its first commit
+/// names them); none: zeros.
+async fn load_or_create(t: &mut Table, layout: Option<&Layout>, create: bool, initial: Option<Vec<u64>>) -> Result<(), ProjectError> {
     if create && t.url.scheme() == "file" {
         if let Ok(dir) = t.url.to_file_path() {
             super::create_dir_synced(&dir)?;
@@ -910,7 +932,21 @@ async fn load_or_create(t: &mut Table, layout: Option<&Layout>, create: bool) ->
                     _ => Vec::new(),
                 })
                 .with_save_mode(SaveMode::ErrorIfExists)
-                .with_commit_properties(CommitProperties::default().with_max_retries(0))
+                .with_commit_properties({
+                    let props = CommitProperties::default().with_max_retries(0);
+                    match (layout, &initial) {
+                        (Some(Layout::Topic { topic, partitions }), Some(offsets))
+                            if t.def.registered().is_some() && offsets.len() == *partitions as usize =>
+                        {
+                            let mut txns = vec![Transaction::new(APP_ID, offsets.iter().sum::<u64>() as i64)];
+                            for (p, o) in offsets.iter().enumerate() {
+                                txns.push(Transaction::new(partition_app_id(topic, p as u32), *o as i64));
+                            }
+                            props.with_application_transactions(txns)
+                        }
+                        _ => props,
+                    }
+                })
                 .await;
             match created {
                 Ok(table) => {
@@ -1284,7 +1320,7 @@ async fn commit_table(
             Attempt::Landed { post, version, offset, partition_offsets, keep } => break (post, version, offset, partition_offsets, keep),
             Attempt::Moved { read_version, wanted_offset } => {
                 // Say who moved it (or, for a claim, whether it may go on): read the table again.
-                load_or_create(t, layout, false).await?;
+                load_or_create(t, layout, false, None).await?;
                 if claim.is_some() && attempt < MAX_CLAIM_ATTEMPTS {
                     // Committed again on the version read, if the claim still holds there.
                     tracing::debug!(table = %t.def.name, attempt, "another member committed first; trying on its version");

@@ -53,12 +53,20 @@ pub const CATCH_UP_LINGER_MS: u64 = 5_000;
 /// offset any table holds for each: a table ahead takes only what it lacks).
 pub(super) fn starts_from_tables(root: TablesRoot, work_dir: PathBuf, layout: Layout) -> StartsFn {
     Box::new(move |partitions: &[u32]| {
-        let tables = DeltaTables::open_read_only(&root, &work_dir, Some(&layout), &TableSet::seed())
-            .map_err(|e| format!("reading the tables: {e}"))?;
+        // Every table this member knows of (the seed's and those of the schema records it
+        // read), made ones only: a partition starts at the smallest, so a step that
+        // committed some tables and not others is read again.
+        let records = crate::log::read_schema_copies(&work_dir).map_err(|e| format!("reading the schema records' copy: {e}"))?;
+        let set = TableSet::from_records(&records, u64::MAX).map_err(|e| format!("the schema records' copy: {e}"))?;
+        let tables = DeltaTables::open_read_only(&root, &work_dir, Some(&layout), &set).map_err(|e| format!("reading the tables: {e}"))?;
         Ok(partitions
             .iter()
             .map(|&p| {
-                (0..TableSet::seed().len()).map(|i| tables.partition_offsets(i).get(p as usize).copied().unwrap_or(0)).min().unwrap_or(0)
+                (0..set.len())
+                    .filter(|&i| i < TableSet::seed().len() || tables.version(i).is_some())
+                    .map(|i| tables.partition_offsets(i).get(p as usize).copied().unwrap_or(0))
+                    .min()
+                    .unwrap_or(0)
             })
             .collect())
     })
@@ -174,9 +182,6 @@ impl Projector {
         let mut starts = held_by_tables.clone();
         for (&p, &from) in &batch.from {
             for (i, s) in starts.iter_mut().enumerate() {
-                if s.len() == n && s[p as usize] == 0 && from > 0 && defs[i].registered().is_some() {
-                    s[p as usize] = from;
-                }
                 if s.len() != n || s[p as usize] < from {
                     return Err(ProjectError::Inconsistent {
                         table: defs[i].name.clone(),
@@ -227,6 +232,14 @@ impl Projector {
                         reached.insert(p, offset + 1);
                         let record = match scanned {
                             Ok(r) => r,
+                            Err(rejection) if crate::log::kafka::side::unknown_schema(&rejection.rejection.message) => {
+                                // Its schema was recorded after this step read the side topic:
+                                // the step fails and the next reads the side topic again.
+                                return Err(ProjectError::Schema {
+                                    table: format!("partition {p}"),
+                                    reason: format!("the record at offset {offset}: {}", rejection.rejection.message),
+                                });
+                            }
                             Err(rejection) => {
                                 state.rejects.record(p, offset, &rejection)?;
                                 rejected += 1;

@@ -141,7 +141,8 @@ pub fn snapshot_with(
         // tables need not share any version's offsets; a projector stopped half-way leaves
         // some a step ahead).
         let mut limits = vec![u64::MAX; n];
-        for i in 0..known.len() {
+        // A table not made yet holds nothing to cut at.
+        for i in (0..known.len()).filter(|&i| tables.version(i).is_some() || known.get(i).builtin().is_some()) {
             let v = tables.partition_offsets(i);
             for (p, limit) in limits.iter_mut().enumerate() {
                 *limit = (*limit).min(v.get(p).copied().unwrap_or(0));
@@ -149,7 +150,19 @@ pub fn snapshot_with(
         }
         let ahead = (0..known.len()).any(|i| tables.version(i).is_some() && tables.partition_offsets(i) != limits.as_slice());
         let offset = limits.iter().sum();
-        (offset, TableSet::from_records(schemas, offset)?, limits, ahead)
+        // A Kafka log's records are in force by partition (docs/CONTRACT.md 13.4).
+        let in_force: Vec<crate::log::SchemaRecord> = schemas
+            .iter()
+            .filter(|r| {
+                if r.from_partitions.is_empty() {
+                    r.from_offset <= offset
+                } else {
+                    crate::log::kafka::side::in_force(&r.from_partitions, &limits)
+                }
+            })
+            .cloned()
+            .collect();
+        (offset, TableSet::from_records(&in_force, u64::MAX)?, limits, ahead)
     } else {
         let offset = tables.consistent_offset()?;
         // The tables in force at that offset, with their columns there (a table made or

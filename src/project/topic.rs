@@ -99,8 +99,18 @@ impl Window {
             crate::log::for_each_prefetched(
                 log.scan_partition(p, start, from, format)?,
                 |offset, value: Scanned| -> Result<(), ProjectError> {
-                    if let Ok(r) = value {
-                        self.admit(offset, key_of(&r));
+                    match value {
+                        Ok(r) => {
+                            self.admit(offset, key_of(&r));
+                        }
+                        // Its key is not known: the window cannot be trusted without it.
+                        Err(r) if crate::log::kafka::side::unknown_schema(&r.rejection.message) => {
+                            return Err(ProjectError::Schema {
+                                table: format!("partition {p}"),
+                                reason: format!("refilling the dedup window at offset {offset}: {}", r.rejection.message),
+                            })
+                        }
+                        Err(_) => {}
                     }
                     Ok(())
                 },
@@ -356,6 +366,12 @@ fn read_topic(
                 }
                 let record = match value {
                     Ok(r) => r,
+                    Err(rejection) if crate::log::kafka::side::unknown_schema(&rejection.rejection.message) => {
+                        return Err(ProjectError::Schema {
+                            table: format!("partition {p}"),
+                            reason: format!("the record at offset {offset}: {}; run it again", rejection.rejection.message),
+                        });
+                    }
                     Err(rejection) => {
                         rejects.record(p as u32, offset, &rejection)?;
                         rejected += 1;

@@ -223,6 +223,8 @@ pub struct KafkaLog {
     counters: Arc<Counters>,
     /// What this process read of the side topic of schema records ([`side`]).
     side: Mutex<side::SideCache>,
+    /// Schema hashes by type and version, for the header of each record of a registered type.
+    schema_hashes: side::SchemaHashes,
 }
 
 /// librdkafka settings questlog sets; `--kafka-option` may not change them, because the
@@ -294,6 +296,7 @@ impl KafkaLog {
             rejected,
             counters,
             side: Mutex::new(side::SideCache::default()),
+            schema_hashes: Default::default(),
         }))
     }
 
@@ -706,8 +709,16 @@ impl KafkaLog {
                 Some(Ok(m)) => {
                     let (Ok(p), Ok(offset)) = (u32::try_from(m.partition()), u64::try_from(m.offset())) else { continue };
                     self.counters.note_end((p, offset));
-                    let record = decode_questlog(format_header(&m), header_of(&m, side::SCHEMA_HEADER), m.payload().unwrap_or_default())
-                        .map_err(|r| LogError::Corrupt { offset, reason: format!("partition {p}: {}", r.message) })?;
+                    let decode = || decode_questlog(format_header(&m), header_of(&m, side::SCHEMA_HEADER), m.payload().unwrap_or_default());
+                    let record = match decode() {
+                        // A type registered since: read the side topic, then decode again.
+                        Err(r) if side::unknown_schema(&r.message) => {
+                            self.side_records()?;
+                            decode()
+                        }
+                        other => other,
+                    }
+                    .map_err(|r| LogError::Corrupt { offset, reason: format!("partition {p}: {}", r.message) })?;
                     if !f(p, offset, &record)? {
                         return Ok(());
                     }
@@ -970,7 +981,7 @@ fn decode_value_of(payload: &[u8], schema: Option<&[u8]>) -> Result<Record, Stri
         None => crate::event::validate_json(&v.raw_event),
         Some(hash) => {
             let hash = String::from_utf8_lossy(hash);
-            let types = side::known_type(&hash).ok_or_else(|| format!("schema {hash} is not in the side topic this reader read"))?;
+            let types = side::known_type(&hash).ok_or_else(|| format!("{} ({hash})", side::UNKNOWN_SCHEMA))?;
             crate::event::validate_json_in(&v.raw_event, &types)
         }
     }

@@ -68,10 +68,12 @@ const QUIET_END_MS: u64 = 300;
 pub struct SideCache {
     next: u64,
     records: Vec<SideRecord>,
-    /// The hash of each schema version taken, by type name and version: the header a record
-    /// of a registered type is written with ([`SCHEMA_HEADER`]).
-    pub(super) hashes: std::collections::HashMap<(String, schema::Version), String>,
 }
+
+/// The hash of each schema version taken, by type name and version: the header a record of
+/// a registered type is written with ([`SCHEMA_HEADER`]). Apart from [`SideCache`] (whose
+/// lock is held across reads of the side topic) so that appends never wait on the brokers.
+pub type SchemaHashes = std::sync::RwLock<std::collections::HashMap<(String, schema::Version), String>>;
 
 /// The header of a record of a registered type: the hash of the schema version that checked
 /// it, so any reader validates its `raw_event` against exactly that version.
@@ -82,6 +84,16 @@ pub const SCHEMA_HEADER: &str = "questlog-schema";
 /// schemas are read ([`KafkaLog::side_records`]), read by the decoders of its values.
 static KNOWN_TYPES: std::sync::RwLock<Option<std::collections::HashMap<String, Arc<crate::event::Registry>>>> =
     std::sync::RwLock::new(None);
+
+/// How a value of a registered type whose schema this reader has not read fails to decode
+/// (the start of its message): never a rejected value — its reader reads the side topic
+/// again and tries the step again ([`unknown_schema`]).
+pub const UNKNOWN_SCHEMA: &str = "a schema this reader has not read";
+
+/// Whether a value failed to decode only because its schema was not read yet.
+pub fn unknown_schema(why: &str) -> bool {
+    why.starts_with(UNKNOWN_SCHEMA)
+}
 
 /// The registry of exactly the schema `hash` (one type at that version), if known.
 pub fn known_type(hash: &str) -> Option<Arc<crate::event::Registry>> {
@@ -119,7 +131,14 @@ impl KafkaLog {
             Some(t) if t.error().is_none() && t.partitions().len() > 1 => {
                 return Err(self.err(format!("the side topic {} has {} partitions; it must have one", side.topic, t.partitions().len())))
             }
-            _ => return Ok(None),
+            None => return Ok(None),
+            Some(t) => match t.error() {
+                // The one answer that means "no side topic": a log without records.
+                Some(rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) | None => return Ok(None),
+                // Anything else (no leader now, not authorised) is not "no records": a
+                // reader that took it so would decode no record of a registered type.
+                Some(e) => return Err(self.err(format!("the side topic {} is not available now ({e:?})", side.topic))),
+            },
         }
         let (_, high) = self
             .producer
@@ -182,11 +201,13 @@ impl KafkaLog {
         }
         let taken = accept_schemas(&cache.records);
         learn_types(&taken);
+        let mut hashes = self.schema_hashes.write().unwrap_or_else(|p| p.into_inner());
         for r in &taken {
             if let Ok(s) = Schema::from_record(&r.content, &r.hash) {
-                cache.hashes.insert((s.name.clone(), s.version), r.hash.clone());
+                hashes.insert((s.name.clone(), s.version), r.hash.clone());
             }
         }
+        drop(hashes);
         Ok(cache.records.clone())
     }
 
@@ -194,14 +215,13 @@ impl KafkaLog {
     /// topic again when this process has not seen it.
     pub(super) fn schema_hash(&self, name: &str, version: schema::Version) -> Result<String, LogError> {
         let key = (name.to_string(), version);
-        if let Some(h) = self.side.lock().unwrap_or_else(|p| p.into_inner()).hashes.get(&key) {
+        if let Some(h) = self.schema_hashes.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return Ok(h.clone());
         }
         self.side_records()?;
-        self.side
-            .lock()
+        self.schema_hashes
+            .read()
             .unwrap_or_else(|p| p.into_inner())
-            .hashes
             .get(&key)
             .cloned()
             .ok_or_else(|| self.err(format!("no schema {name} {version} in the side topic: an event of it cannot be written")))
