@@ -77,14 +77,24 @@ async fn register_inner(state: &Arc<AppState>, headers: &HeaderMap, body: Body) 
         Ok(Ok(b)) => b,
     };
     let s = Schema::parse(&bytes).map_err(|e| ApiError::SchemaInvalid(e.to_string()))?;
-    // The check and the record run on a task of their own that holds the registration
-    // lock until the log answers, even if this request is dropped meanwhile: the next
-    // registration is checked against this one whatever became of its client.
+    registering(state, move |state| async move { check_and_record(&state, s).await }).await
+}
+
+/// Runs `work` (a check and record against the log's schemas) on a task of its own that
+/// holds the registration lock until the log answers, even if the request is dropped
+/// meanwhile: the next registration is checked against this one whatever became of its
+/// client. The request waits at most [`APPEND_CONFIRM_TIMEOUT_MS`].
+async fn registering<T, F, Fut>(state: &Arc<AppState>, work: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(Arc<AppState>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, ApiError>> + Send,
+{
     let guard = state.schema_registration.clone().lock_owned().await;
     let task_state = state.clone();
     let task = tokio::spawn(async move {
         let _one_at_a_time = guard;
-        check_and_record(&task_state, s).await
+        work(task_state).await
     });
     match tokio::time::timeout(Duration::from_millis(APPEND_CONFIRM_TIMEOUT_MS), task).await {
         Err(_) => Err(ApiError::Unconfirmed(APPEND_CONFIRM_TIMEOUT_MS)),
@@ -131,17 +141,7 @@ pub(super) async fn record_inferred(state: &Arc<AppState>, mut wanted: Wanted) -
     if wanted.is_empty() {
         return Ok(());
     }
-    let guard = state.schema_registration.clone().lock_owned().await;
-    let task_state = state.clone();
-    let task = tokio::spawn(async move {
-        let _one_at_a_time = guard;
-        record_locked(&task_state, wanted).await
-    });
-    match tokio::time::timeout(Duration::from_millis(APPEND_CONFIRM_TIMEOUT_MS), task).await {
-        Err(_) => Err(ApiError::Unconfirmed(APPEND_CONFIRM_TIMEOUT_MS)),
-        Ok(Err(join)) => Err(ApiError::Unavailable(format!("recording an inferred schema failed: {join}"))),
-        Ok(Ok(result)) => result,
-    }
+    registering(state, move |state| async move { record_locked(&state, wanted).await }).await
 }
 
 async fn record_locked(state: &AppState, wanted: Wanted) -> Result<(), ApiError> {

@@ -250,24 +250,10 @@ impl Projector {
                             duplicates += 1;
                             continue;
                         }
-                        let i = match &record.event.payload {
-                            crate::event::Payload::Custom(c) => match registered.registered_index(&c.event_type, c.version[0]) {
-                                Some(i) => i,
-                                None => {
-                                    return Err(ProjectError::Schema {
-                                        table: format!("{}_{}", c.event_type, c.version[0]),
-                                        reason: format!(
-                                            "the record at partition {p} offset {offset} is of type {} version {}, which no schema record this projector read has",
-                                            c.event_type,
-                                            c.version.map(|v| v.to_string()).join("-")
-                                        ),
-                                    })
-                                }
-                            },
-                            payload => match payload.builtin() {
-                                Some(t) => t.index(),
-                                None => continue,
-                            },
+                        let Some(i) =
+                            registered.table_of(&record.event.payload, || format!("the record at partition {p} offset {offset}"))?
+                        else {
+                            continue;
                         };
                         if offset < starts[i][p as usize] {
                             continue; // this table has it already

@@ -660,19 +660,7 @@ fn write_range(
         let mut n = 0u64;
         let mut push = |offset: u64, record: &RecordView<'_>| -> Result<(), ProjectError> {
             n += 1;
-            let i = match &record.event.payload {
-                crate::event::Payload::Custom(c) => {
-                    set.registered_index(c.event_type, c.version[0]).ok_or_else(|| ProjectError::Schema {
-                        table: format!("{}_{}", c.event_type, c.version[0]),
-                        reason: format!(
-                            "the event at log offset {offset} is of type {} version {}, which no schema record in force there has",
-                            c.event_type,
-                            c.version.map(|v| v.to_string()).join("-")
-                        ),
-                    })?
-                }
-                p => p.builtin().map_or(0, |t| t.index()),
-            };
+            let i = set.table_of(&record.event.payload, || format!("the event at log offset {offset}"))?.unwrap_or(0);
             if n % 16_384 == 0 {
                 progress.inc(16_384);
             }

@@ -256,6 +256,30 @@ impl TableSet {
     pub fn registered_index(&self, event_type: &str, model: u32) -> Option<usize> {
         self.by_type.get(event_type)?.iter().find(|(m, _)| *m == model).map(|(_, i)| *i)
     }
+
+    /// The table a record of `payload` goes to: its seed type's, or its registered type's
+    /// model's (an error, naming the record by `at`, when none of this set's schema records
+    /// has that model); `None` for a payload of no table.
+    pub fn table_of<S: AsRef<str>>(
+        &self,
+        payload: &crate::event::Payload<S>,
+        at: impl Fn() -> String,
+    ) -> Result<Option<usize>, ProjectError> {
+        match payload {
+            crate::event::Payload::Custom(c) => {
+                let (name, model) = (c.event_type.as_ref(), c.version[0]);
+                self.registered_index(name, model).map(Some).ok_or_else(|| ProjectError::Schema {
+                    table: format!("{name}_{model}"),
+                    reason: format!(
+                        "{} is of type {name} version {}, which no schema record in force there has",
+                        at(),
+                        c.version.map(|v| v.to_string()).join("-")
+                    ),
+                })
+            }
+            p => Ok(p.builtin().map(|t| t.index())),
+        }
+    }
 }
 
 fn envelope_schema(properties: impl Iterator<Item = Field>, partitioned: bool) -> SchemaRef {

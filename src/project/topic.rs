@@ -382,24 +382,8 @@ fn read_topic(
                     duplicates += 1;
                     return Ok(());
                 }
-                let i = match &record.event.payload {
-                    crate::event::Payload::Custom(c) => match set.registered_index(&c.event_type, c.version[0]) {
-                        Some(i) => i,
-                        None => {
-                            return Err(ProjectError::Schema {
-                                table: format!("{}_{}", c.event_type, c.version[0]),
-                                reason: format!(
-                                    "the record at partition {p} offset {offset} is of type {} version {}, which no schema record read has",
-                                    c.event_type,
-                                    c.version.map(|v| v.to_string()).join("-")
-                                ),
-                            })
-                        }
-                    },
-                    payload => match payload.builtin() {
-                        Some(t) => t.index(),
-                        None => return Ok(()),
-                    },
+                let Some(i) = set.table_of(&record.event.payload, || format!("the record at partition {p} offset {offset}"))? else {
+                    return Ok(());
                 };
                 if offset < starts[i][p] {
                     return Ok(()); // this table has it already (a step that stopped half-way)
