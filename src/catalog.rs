@@ -672,25 +672,52 @@ impl StockBook {
 }
 
 /// A catalogue version as the log records it: in effect for the records from offset
-/// `from_offset` on, until the next version.
+/// `from_offset` on, until the next version. On a Kafka log (docs/CONTRACT.md 12.2) it is in
+/// effect from an offset per partition of the events' topic, `from_partitions`
+/// (`from_offset` is then their sum, for display); empty on a sled log.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Version {
     pub from_offset: u64,
+    pub from_partitions: Vec<u64>,
     pub hash: String,
     pub catalog: Catalog,
 }
 
-/// Reads every `(from_offset, hash, canonical copy)` the log holds into versions, checking
-/// each copy against its hash.
-pub fn versions(recorded: impl IntoIterator<Item = (u64, String, Vec<u8>)>) -> Result<Vec<Version>, CatalogError> {
+impl Version {
+    /// Whether the record at `offset` of `partition` comes at or after the point this
+    /// version takes effect in that partition.
+    pub fn reached_by(&self, partition: u32, offset: u64) -> bool {
+        if self.from_partitions.is_empty() {
+            self.from_offset <= offset
+        } else {
+            self.from_partitions.get(partition as usize).copied().unwrap_or(0) <= offset
+        }
+    }
+
+    /// Whether the version is in force for a reader of the log up to `offset` (sled), or
+    /// up to `partitions` (per partition, the next offset; a topic's tables): on a topic,
+    /// once any partition has reached its `from` — events checked against it are only
+    /// ever at or past `from` in their partition, and the rule only grows with the reader.
+    pub fn in_force_at(&self, offset: u64, partitions: &[u64]) -> bool {
+        if self.from_partitions.is_empty() {
+            self.from_offset <= offset
+        } else {
+            self.from_partitions.iter().enumerate().any(|(p, f)| partitions.get(p).is_some_and(|a| a >= f))
+        }
+    }
+}
+
+/// Reads every `(from_offset, from_partitions, hash, canonical copy)` the log holds into
+/// versions, checking each copy against its hash.
+pub fn versions(recorded: impl IntoIterator<Item = (u64, Vec<u64>, String, Vec<u8>)>) -> Result<Vec<Version>, CatalogError> {
     recorded
         .into_iter()
-        .map(|(from_offset, hash, bytes)| {
+        .map(|(from_offset, from_partitions, hash, bytes)| {
             if hash_of(&bytes) != hash {
                 return Err(CatalogError::Copy { hash: hash.clone(), reason: format!("its content hashes to {}", hash_of(&bytes)) });
             }
             let catalog = Catalog::from_canonical(&bytes, &hash)?;
-            Ok(Version { from_offset, hash, catalog })
+            Ok(Version { from_offset, from_partitions, hash, catalog })
         })
         .collect()
 }
@@ -707,6 +734,9 @@ pub const SQLITE_COPY: &str = "catalog.sqlite";
 #[derive(Serialize, Deserialize)]
 struct StoredVersion {
     from_offset: u64,
+    /// On a Kafka log only (a sled log's copies are as before).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    from_partitions: Vec<u64>,
     hash: String,
     catalog: Catalog,
 }
@@ -718,14 +748,25 @@ pub fn write_copies(data_dir: &Path, versions: &[Version]) -> Result<(), Catalog
     let Some(latest) = versions.last() else { return Ok(()) };
     let dir = data_dir.join(COPIES_DIR);
     let have = read_copies(data_dir).unwrap_or_default();
-    let same = have.len() == versions.len() && have.iter().zip(versions).all(|(a, b)| a.hash == b.hash && a.from_offset == b.from_offset);
+    let same = have.len() == versions.len()
+        && have
+            .iter()
+            .zip(versions)
+            .all(|(a, b)| a.hash == b.hash && a.from_offset == b.from_offset && a.from_partitions == b.from_partitions);
     if same && dir.join(SQLITE_COPY).is_file() {
         return Ok(());
     }
     let err = |path: &Path, e: &dyn std::fmt::Display| CatalogError::Write { path: path.to_path_buf(), reason: e.to_string() };
     std::fs::create_dir_all(&dir).map_err(|e| err(&dir, &e))?;
-    let stored: Vec<StoredVersion> =
-        versions.iter().map(|v| StoredVersion { from_offset: v.from_offset, hash: v.hash.clone(), catalog: v.catalog.clone() }).collect();
+    let stored: Vec<StoredVersion> = versions
+        .iter()
+        .map(|v| StoredVersion {
+            from_offset: v.from_offset,
+            from_partitions: v.from_partitions.clone(),
+            hash: v.hash.clone(),
+            catalog: v.catalog.clone(),
+        })
+        .collect();
     let json = serde_json::to_vec_pretty(&stored).map_err(|e| err(&dir, &e))?;
     let path = dir.join(VERSIONS_FILE);
     let tmp = dir.join(format!(".{VERSIONS_FILE}.tmp"));
@@ -759,27 +800,53 @@ pub fn read_copies(data_dir: &Path) -> Result<Vec<Version>, CatalogError> {
                     reason: format!("the copy of {} does not hash to it; `questlog project` rewrites it from the log", v.hash),
                 });
             }
-            Ok(Version { from_offset: v.from_offset, hash: v.hash, catalog })
+            Ok(Version { from_offset: v.from_offset, from_partitions: v.from_partitions, hash: v.hash, catalog })
         })
         .collect()
 }
 
-/// Stock from the purchases of a table in log order — `(log_offset, time_us, store_id,
-/// inventory_id, total_cost)` — under the catalogue versions in force at each offset.
-pub fn stock_from(versions: &[Version], purchases: impl IntoIterator<Item = (u64, i64, i64, i64, f32)>) -> StockBook {
+/// A purchase where the log holds it, as [`stock_from`] takes it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LoggedPurchase {
+    /// The partition (0 on a sled log) and offset of its record.
+    pub partition: u32,
+    pub offset: u64,
+    /// The event's time, else its receive time.
+    pub time_us: i64,
+    pub store_id: i64,
+    pub inventory_id: i64,
+    pub total_cost: f32,
+}
+
+/// Stock from a log's purchases in the log's order, under the catalogue versions in force
+/// at each: a version takes effect before the first purchase that comes at or after its
+/// `from` in its partition ([`Version::reached_by`]); the ones no purchase reached, at the
+/// end. The order is the caller's: a sled log's is its offsets; a topic's partitions have
+/// no order between them, so [`kafka_order`] sorts their purchases first.
+pub fn stock_from(versions: &[Version], purchases: impl IntoIterator<Item = LoggedPurchase>) -> StockBook {
     let mut book = StockBook::new();
     let mut next = 0;
-    for (offset, time_us, store_id, inventory_id, total_cost) in purchases {
-        while next < versions.len() && versions[next].from_offset <= offset {
+    for p in purchases {
+        // A version's `from` is at least its predecessor's in every partition, so one
+        // reached means the ones before it are too.
+        while next < versions.len() && versions[next].reached_by(p.partition, p.offset) {
             book.set_catalog(&versions[next].catalog);
             next += 1;
         }
-        book.purchase(time_us, store_id, inventory_id, total_cost);
+        book.purchase(p.time_us, p.store_id, p.inventory_id, p.total_cost);
     }
     for v in &versions[next..] {
         book.set_catalog(&v.catalog);
     }
     book
+}
+
+/// Sorts a topic's purchases into the one order stock is computed in (docs/CONTRACT.md
+/// 12.3): by time (the event's, else its receive time — the time restocks are counted
+/// in), then partition, then offset. Every reader of the same records gets the same order,
+/// and traffic whose times grow with the log (`generate`'s) gets a sled log's order.
+pub fn kafka_order(purchases: &mut [LoggedPurchase]) {
+    purchases.sort_unstable_by_key(|p| (p.time_us, p.partition, p.offset));
 }
 
 #[cfg(test)]
@@ -850,6 +917,45 @@ mod tests {
         let row = &b.rows()[0];
         assert_eq!((row.sold_qty, row.restocked_qty, row.short_purchases, row.short_qty), (5, 3, 1, 1));
         assert_eq!(b.purchase(h, 9, 9, 1.0), None);
+    }
+
+    #[test]
+    fn a_topics_purchases_take_the_version_their_partition_reached_in_time_order() {
+        let first = small();
+        let mut dearer = small();
+        dearer.items[0].unit_price_cents = 5000;
+        let dearer = Catalog::new(dearer.stores, dearer.items, Path::new("t")).unwrap();
+        let versions = vec![
+            Version { from_offset: 0, from_partitions: vec![0, 0], hash: first.hash(), catalog: first.clone() },
+            // In force from offset 10 of partition 0 and 4 of partition 1.
+            Version { from_offset: 14, from_partitions: vec![10, 4], hash: dearer.hash(), catalog: dearer.clone() },
+        ];
+        let v = &versions[1];
+        assert!(!v.reached_by(0, 9) && v.reached_by(0, 10) && !v.reached_by(1, 3) && v.reached_by(1, 4) && v.reached_by(2, 0));
+        // In force for a reader once any partition reached its `from`; the sum means nothing.
+        assert!(v.in_force_at(0, &[10, 0]) && v.in_force_at(0, &[9, 4]) && !v.in_force_at(u64::MAX, &[9, 3]));
+        let buy = |partition, offset, hour| LoggedPurchase {
+            partition,
+            offset,
+            time_us: hour * HOUR_US,
+            store_id: 1,
+            inventory_id: 1001,
+            total_cost: 50.0,
+        };
+        // Sorted by time: partition 1's purchase at offset 5 comes first and brings the
+        // dearer version (2 units at 25 become 1 at 50); partition 0's at offset 3, after
+        // it in time, is under the dearer version too — versions only go forward.
+        let mut purchases = vec![buy(0, 3, 2), buy(1, 5, 1), buy(0, 11, 3)];
+        kafka_order(&mut purchases);
+        assert_eq!(purchases.iter().map(|p| (p.partition, p.offset)).collect::<Vec<_>>(), [(1, 5), (0, 3), (0, 11)]);
+        let row = &stock_from(&versions, purchases.clone()).rows()[0];
+        assert_eq!((row.sold_qty, row.on_hand_qty, row.short_purchases), (3, 0, 0));
+        // Without the second version reached (its records not read yet), the first holds.
+        let row = &stock_from(&versions[..1], purchases).rows()[0];
+        assert_eq!((row.sold_qty, row.on_hand_qty, row.short_purchases, row.short_qty), (6, 0, 2, 3));
+        // A sled log's versions (no partitions): by offset, as before.
+        let sled = vec![Version { from_offset: 2, from_partitions: Vec::new(), hash: dearer.hash(), catalog: dearer }];
+        assert!(!sled[0].reached_by(0, 1) && sled[0].reached_by(0, 2) && sled[0].in_force_at(2, &[]));
     }
 
     #[test]

@@ -189,7 +189,7 @@ impl<'a> Outcome<'a> {
     ) -> Result<(), ApiError> {
         let state = self.state;
         let parsed = match (&state.catalog, parsed) {
-            (Some(c), Ok(e)) => c.catalog.check_purchase(&e.payload).map(|()| e),
+            (Some(c), Ok(e)) => c.current().check_purchase(&e.payload).map(|()| e),
             (_, parsed) => parsed,
         };
         let rejection = match parsed {

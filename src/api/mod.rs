@@ -201,22 +201,44 @@ pub struct AppState {
 /// log before the server takes events), with this node's [`StockBook`]: the seed-style
 /// route fills a purchase's `on_hand_qty` from it, as the seed's Flask app read stock from
 /// its SQLite. The `stock` table, computed from the log, is the authoritative figure;
-/// this one can differ from it only in the order of purchases that raced.
+/// this one can differ from it only in the order of purchases that raced (and, on a Kafka
+/// log, by the purchases other nodes stored since this one started). On a Kafka log the
+/// catalogue is the latest another node recorded, once this node read it
+/// ([`ApiCatalog::follow`]).
 pub struct ApiCatalog {
-    catalog: Catalog,
+    catalog: std::sync::RwLock<Arc<Catalog>>,
     book: std::sync::Mutex<StockBook>,
 }
 
 impl ApiCatalog {
     /// `book` holds the stock of the log's purchases so far.
     pub fn new(catalog: Catalog, book: StockBook) -> ApiCatalog {
-        ApiCatalog { catalog, book: std::sync::Mutex::new(book) }
+        ApiCatalog { catalog: std::sync::RwLock::new(Arc::new(catalog)), book: std::sync::Mutex::new(book) }
+    }
+
+    /// The catalogue in force on this node.
+    pub fn current(&self) -> Arc<Catalog> {
+        self.catalog.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Puts `latest` in force (another node recorded it): purchases are checked against
+    /// it from now on, and the book moves to it as [`StockBook::set_catalog`] says.
+    /// Nothing when it is the one in force.
+    pub fn follow(&self, latest: Catalog) -> bool {
+        if self.current().hash() == latest.hash() {
+            return false;
+        }
+        let mut book = self.book.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        book.set_catalog(&latest);
+        *self.catalog.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(latest);
+        true
     }
 
     /// Fills in a seed-style purchase from the catalogue ([`Catalog::fill_purchase`]),
     /// and `on_hand_qty`, when the query has none, with what this purchase leaves.
     fn fill(&self, members: &mut Vec<(String, serde_json::Value)>, now_us: i64) -> Result<(), Rejection> {
-        let (item, quantity) = self.catalog.fill_purchase(members)?;
+        let catalog = self.current();
+        let (item, quantity) = catalog.fill_purchase(members)?;
         if !members.iter().any(|(k, _)| k == "on_hand_qty") {
             let time_us = members
                 .iter()

@@ -26,13 +26,27 @@ fn registered(log: &dyn EventLog) -> Result<Vec<(u64, Schema)>, ApiError> {
     Ok(out)
 }
 
+/// [`registered`] off the async workers: a Kafka log reads its side topic (network round
+/// trips) to list them.
+async fn registered_async(state: &AppState) -> Result<Vec<(u64, Schema)>, ApiError> {
+    let log = state.log.clone();
+    tokio::task::spawn_blocking(move || registered(log.as_ref()))
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("reading the log's schemas failed: {e}")))?
+}
+
 fn describe(s: &Schema) -> serde_json::Value {
     serde_json::json!({"name": s.name, "uri": s.uri(), "hash": s.hash(), "table": s.table_name()})
 }
 
 pub(super) async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let started = Instant::now();
-    let resp = match list_inner(&state, &headers) {
+    // Off the async workers: a Kafka log reads its side topic to list the schemas.
+    let listing = state.clone();
+    let listed = tokio::task::spawn_blocking(move || list_inner(&listing, &headers))
+        .await
+        .unwrap_or_else(|e| Err(ApiError::Unavailable(format!("listing the schemas failed: {e}"))));
+    let resp = match listed {
         Ok(body) => (StatusCode::OK, json_headers(), body.to_string()).into_response(),
         Err(e) => e.into_response(),
     };
@@ -145,7 +159,7 @@ pub(super) async fn record_inferred(state: &Arc<AppState>, mut wanted: Wanted) -
 }
 
 async fn record_locked(state: &AppState, wanted: Wanted) -> Result<(), ApiError> {
-    let known: Vec<Schema> = registered(state.log.as_ref())?.into_iter().map(|(_, s)| s).collect();
+    let known: Vec<Schema> = registered_async(state).await?.into_iter().map(|(_, s)| s).collect();
     let mut refused = Vec::new();
     for s in wanted.schemas(&known) {
         let s = match s {
@@ -172,7 +186,7 @@ async fn record_locked(state: &AppState, wanted: Wanted) -> Result<(), ApiError>
     // The server's types as the log has them: another request's record this server did not
     // swap in yet (one dropped before its answer), or another node's that came first on a
     // Kafka log (this one's then lost: not a refusal, the name is inferred again later).
-    let all: Vec<Schema> = registered(state.log.as_ref())?.into_iter().map(|(_, s)| s).collect();
+    let all: Vec<Schema> = registered_async(state).await?.into_iter().map(|(_, s)| s).collect();
     refused.retain(|name| !all.iter().any(|s| &s.name == name));
     state.metrics.schemas_inference_refused_total.fetch_add(refused.len() as u64, std::sync::atomic::Ordering::Relaxed);
     state.inference_refused.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(refused);
@@ -183,11 +197,14 @@ async fn record_locked(state: &AppState, wanted: Wanted) -> Result<(), ApiError>
     Ok(())
 }
 
-/// How often a node of a Kafka log reads the side topic for schemas other nodes recorded.
+/// How often a node of a Kafka log reads the side topic for schemas (and store catalogues)
+/// other nodes recorded.
 pub const SCHEMA_FOLLOW_INTERVAL_MS: u64 = 1_000;
 
 /// On a Kafka log: keeps the server's types those of the side topic's schema records
-/// (docs/CONTRACT.md 13.4), read every [`SCHEMA_FOLLOW_INTERVAL_MS`]; ends with the server.
+/// (docs/CONTRACT.md 13.4), and the store catalogue of a server started with `--catalog`
+/// the latest the side topic holds (12.2), read every [`SCHEMA_FOLLOW_INTERVAL_MS`]; ends
+/// with the server.
 pub async fn follow_schemas(state: Arc<AppState>) {
     let mut stopping = state.stopping.subscribe();
     loop {
@@ -199,15 +216,28 @@ pub async fn follow_schemas(state: Arc<AppState>) {
             return;
         }
         let log = state.log.clone();
-        let read = tokio::task::spawn_blocking(move || log.schemas()).await;
-        let records = match read {
+        let read = tokio::task::spawn_blocking(move || log.schemas_and_catalogs()).await;
+        let (records, catalogs) = match read {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot read the schema records; the types stay as they are");
+                tracing::warn!(error = %e, "cannot read the schema and catalogue records; the types and catalogue stay as they are");
                 continue;
             }
             Err(_) => continue,
         };
+        if let (Some(c), Some(latest)) = (&state.catalog, catalogs.last()) {
+            match crate::catalog::Catalog::from_canonical(&latest.content, &latest.hash) {
+                Ok(latest_catalog) => {
+                    let (stores, items) = (latest_catalog.stores.len(), latest_catalog.items.len());
+                    if c.follow(latest_catalog) {
+                        tracing::info!(catalog_hash = %latest.hash, stores, items, "a store catalogue another node recorded is in force");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(catalog_hash = %latest.hash, error = %e, "the latest catalogue record does not read; the catalogue stays")
+                }
+            }
+        }
         let schemas: Vec<Schema> = records.iter().filter_map(|r| Schema::from_record(&r.content, &r.hash).ok()).collect();
         let fresh = crate::event::Registry::from_schemas(&schemas);
         if fresh.schemas().map(Schema::hash).ne(state.types().schemas().map(Schema::hash)) {
@@ -237,7 +267,7 @@ fn is_length_limit(e: &axum::Error) -> bool {
 }
 
 async fn check_and_record(state: &AppState, s: Schema) -> Result<(StatusCode, serde_json::Value), ApiError> {
-    let known: Vec<Schema> = registered(state.log.as_ref())?.into_iter().map(|(_, s)| s).collect();
+    let known: Vec<Schema> = registered_async(state).await?.into_iter().map(|(_, s)| s).collect();
     let evolution = schema::check_against(&known, &s).map_err(|e| ApiError::SchemaRefused(e.to_string()))?;
     let mut answer = describe(&s);
     match &evolution {
@@ -268,7 +298,8 @@ async fn check_and_record(state: &AppState, s: Schema) -> Result<(StatusCode, se
             other => other.into(),
         })?;
     pending.wait_async().await?;
-    let Some(from_offset) = state.log.schemas()?.iter().find(|r| r.hash == s.hash()).map(|r| r.from_offset) else {
+    let listed = registered_async(state).await?;
+    let Some(from_offset) = listed.iter().find(|(_, r)| r.hash() == s.hash()).map(|(from_offset, _)| *from_offset) else {
         return Err(ApiError::Unavailable(format!("the log acknowledged {} but does not list it", s.uri())));
     };
     // Events are checked against the new type from now on: after its record, so each lands

@@ -2,11 +2,12 @@
 //! lines for the catalogue copy.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Result;
 use clap::Subcommand;
 
-use super::{absolute, log_catalogs, open_log_for, sled_only};
+use super::{absolute, kafka, log_catalogs, open_log_for};
 use crate::generate;
 use crate::log::EventLog;
 
@@ -59,20 +60,22 @@ pub fn run(cmd: CatalogCommand, data_dir: &Path) -> Result<()> {
             Ok(())
         }
         CatalogCommand::History => {
-            sled_only("list the log's catalogues")?;
-            let log = open_log_for(data_dir, "list the log's catalogues")?;
+            // A topic's side topic is read without taking the data dir (a `serve` may hold it).
+            let (log, kafka_log): (Arc<dyn EventLog>, bool) = match kafka() {
+                Some((target, options)) => (crate::log::kafka::KafkaLog::open_reader(target, options)?, true),
+                None => (open_log_for(data_dir, "list the log's catalogues")?, false),
+            };
             let versions = log_catalogs(log.as_ref())?;
             if versions.is_empty() {
                 println!("the log has no store catalogue (serve --catalog FILE or generate --catalog FILE records one)");
             }
             for v in &versions {
-                println!(
-                    "from offset {:>10}  {}  ({} stores, {} items)",
-                    v.from_offset,
-                    v.hash,
-                    v.catalog.stores.len(),
-                    v.catalog.items.len()
-                );
+                let from = if kafka_log {
+                    format!("from the partitions' offsets {:?}", v.from_partitions)
+                } else {
+                    format!("from offset {:>10}", v.from_offset)
+                };
+                println!("{from}  {}  ({} stores, {} items)", v.hash, v.catalog.stores.len(), v.catalog.items.len());
             }
             crate::catalog::write_copies(data_dir, &versions)?;
             log.close()?;

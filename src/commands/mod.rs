@@ -207,7 +207,7 @@ pub(crate) fn read_snapshot<T>(
     data_dir: &Path,
     schemas_from: &Path,
     load: impl Fn(&crate::report::TableFiles) -> Result<T, crate::report::ReportError>,
-) -> Result<(T, u64)> {
+) -> Result<(T, TablesAt)> {
     // The log may be held by a `serve`: its schema records are read from the projector's copy.
     let schemas = crate::log::read_schema_copies(schemas_from)?;
     let mut attempt = 0;
@@ -216,7 +216,7 @@ pub(crate) fn read_snapshot<T>(
         let snap = crate::project::snapshot(root, data_dir, &schemas)?;
         let files = crate::report::TableFiles::of(&snap);
         match load(&files) {
-            Ok(frames) => return Ok((frames, snap.offset)),
+            Ok(frames) => return Ok((frames, TablesAt { offset: snap.offset, partitions: snap.partition_offsets })),
             Err(crate::report::ReportError::FileVanished(p)) if attempt < SNAPSHOT_ATTEMPTS => {
                 tracing::debug!(path = %p.display(), "table file replaced while reading; taking a new snapshot");
             }
@@ -255,7 +255,7 @@ pub(crate) fn open_catalog(path: &Path) -> Result<crate::catalog::Catalog> {
 
 /// The catalogue versions the log holds.
 pub(crate) fn log_catalogs(log: &dyn EventLog) -> Result<Vec<crate::catalog::Version>> {
-    Ok(crate::catalog::versions(log.catalogs()?.into_iter().map(|r| (r.from_offset, r.hash, r.content)))?)
+    Ok(crate::catalog::versions(log.catalogs()?.into_iter().map(|r| (r.from_offset, r.from_partitions, r.hash, r.content)))?)
 }
 
 /// Records `c` in the log (a no-op when it is the one in force) and refreshes the copies
@@ -270,9 +270,17 @@ pub(crate) fn record_catalog(log: &dyn EventLog, data_dir: &Path, c: &crate::cat
     Ok(versions)
 }
 
-/// The catalogue versions in force up to `offset`, from the copies under `DATA_DIR`.
-pub(crate) fn catalogs_up_to(data_dir: &Path, offset: u64) -> Result<Vec<crate::catalog::Version>> {
+/// The catalogue versions in force for tables at `at`, from the copies under `DATA_DIR`.
+pub(crate) fn catalogs_up_to(data_dir: &Path, at: &TablesAt) -> Result<Vec<crate::catalog::Version>> {
     let mut v = crate::catalog::read_copies(data_dir)?;
-    v.retain(|v| v.from_offset <= offset);
+    v.retain(|v| v.in_force_at(at.offset, &at.partitions));
     Ok(v)
+}
+
+/// Where a snapshot of the tables reaches: the log offset (a topic's: the sum of its
+/// partitions'), and for tables from a topic, the next offset of each partition.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct TablesAt {
+    pub offset: u64,
+    pub partitions: Vec<u64>,
 }

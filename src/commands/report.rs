@@ -81,7 +81,7 @@ pub fn run_sql(args: SqlArgs, data_dir: &Path) -> Result<()> {
     // With a store catalogue: `catalog_items` and `stock` beside the five.
     let catalogs = crate::catalog::read_copies(data_dir)?;
     let wants_catalog = !catalogs.is_empty() && sql::names_catalog_tables(&query);
-    let ((frames, extra, registered), offset) = read_snapshot(&tables_root(data_dir)?, data_dir, data_dir, |files| {
+    let ((frames, extra, registered), at) = read_snapshot(&tables_root(data_dir)?, data_dir, data_dir, |files| {
         let named_files =
             report::TableFiles::new(files.tables.iter().filter(|(t, _)| named.contains(t)).map(|(t, f)| (*t, f.clone())).collect())
                 .partitioned(files.partitioned)
@@ -100,7 +100,7 @@ pub fn run_sql(args: SqlArgs, data_dir: &Path) -> Result<()> {
     })?;
     let mut extra: Vec<(String, polars::prelude::DataFrame)> = match extra {
         Some(snapshot) => {
-            let in_force: Vec<_> = catalogs.into_iter().filter(|v| v.from_offset <= offset).collect();
+            let in_force: Vec<_> = catalogs.into_iter().filter(|v| v.in_force_at(at.offset, &at.partitions)).collect();
             report::catalog::frames(&snapshot, &in_force)?.into_iter().map(|(n, df)| (n.to_string(), df)).collect()
         }
         None => Vec::new(),
@@ -155,8 +155,9 @@ fn build_report_with_schemas(
     schemas_from: &Path,
 ) -> Result<(report::Report, u64)> {
     // Opened, not loaded: each section reads only the columns it uses.
-    let (snapshot, offset) = read_snapshot(root, data_dir, schemas_from, report::open_snapshot)?;
-    let catalogs = catalogs_up_to(catalogs_from, offset)?;
+    let (snapshot, at) = read_snapshot(root, data_dir, schemas_from, report::open_snapshot)?;
+    let catalogs = catalogs_up_to(catalogs_from, &at)?;
+    let offset = at.offset;
     let report = report::build_report_with(&snapshot, &format!("log offsets 0..{offset}"), &catalogs)?;
     Ok((report, offset))
 }

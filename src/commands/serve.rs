@@ -469,9 +469,6 @@ async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let Types { dir: schemas, infer: infer_schemas } = types;
-    if catalog.is_some() && kafka().is_some() {
-        bail!("--catalog: store catalogues are kept in the sled log only; a Kafka log takes purchases without one");
-    }
     if access.keys.is_none() && !access.allow_keyless {
         keyless_on_loopback(listen, "give --api-keys FILE (see `questlog serve --help`), or add --allow-keyless to serve it open").await?;
     }
@@ -611,28 +608,61 @@ async fn quickstart(data_dir: &Path, listen: &str, seed: u64, events: u64, exit:
 }
 
 /// `serve --catalog`: records the catalogue, then builds the stock of the log's purchases
-/// so far (read once, from the first catalogue's offset).
+/// so far (read once, from the first catalogue's offset; on a topic, from its offset in
+/// each partition, the purchases then put in [`crate::catalog::kafka_order`]).
 fn serve_catalog(log: &dyn EventLog, data_dir: &Path, c: crate::catalog::Catalog) -> Result<(Arc<api::ApiCatalog>, String)> {
+    use crate::catalog::LoggedPurchase;
     let started = Instant::now();
     let versions = record_catalog(log, data_dir, &c)?;
-    let from = versions.first().map(|v| v.from_offset).unwrap_or(0);
-    let end = log.durable_end();
-    let mut failed = None;
-    let purchases = log
-        .read(from, end)?
-        .map_while(|r| r.map_err(|e| failed = Some(e)).ok())
-        .filter_map(|(offset, r)| crate::catalog::purchase_of(&r).map(|(t, s, i, c)| (offset, t, s, i, c)));
-    let book = crate::catalog::stock_from(&versions, purchases);
-    if let Some(e) = failed {
-        return Err(anyhow!(e).context("reading the log's purchases for the stock book"));
-    }
+    let logged = |partition: u32, offset: u64, r: &crate::event::Record| {
+        crate::catalog::purchase_of(r).map(|(time_us, store_id, inventory_id, total_cost)| LoggedPurchase {
+            partition,
+            offset,
+            time_us,
+            store_id,
+            inventory_id,
+            total_cost,
+        })
+    };
+    let (book, events) = if log.is_local() {
+        let from = versions.first().map(|v| v.from_offset).unwrap_or(0);
+        let end = log.durable_end();
+        let mut failed = None;
+        let purchases =
+            log.read(from, end)?.map_while(|r| r.map_err(|e| failed = Some(e)).ok()).filter_map(|(offset, r)| logged(0, offset, &r));
+        let book = crate::catalog::stock_from(&versions, purchases);
+        if let Some(e) = failed {
+            return Err(anyhow!(e).context("reading the log's purchases for the stock book"));
+        }
+        (book, end - from)
+    } else {
+        let mut purchases = Vec::new();
+        let mut events = 0;
+        for p in 0..log.partitions() {
+            let (low, high) = log.partition_bounds(p)?;
+            let from = versions.first().and_then(|v| v.from_partitions.get(p as usize)).copied().unwrap_or(0).max(low);
+            for item in log.scan_partition(p, from, high, super::log_format())? {
+                let (offset, value) = item.with_context(|| format!("reading partition {p}'s purchases for the stock book"))?;
+                events += 1;
+                // A value that is not an event is no purchase (projections keep it as rejected).
+                if let Ok(r) = value {
+                    purchases.extend(logged(p, offset, &r));
+                }
+            }
+        }
+        crate::catalog::kafka_order(&mut purchases);
+        (crate::catalog::stock_from(&versions, purchases), events)
+    };
+    let from = match versions.last() {
+        Some(v) if !v.from_partitions.is_empty() => format!("the partitions' offsets {:?}", v.from_partitions),
+        Some(v) => format!("log offset {}", v.from_offset),
+        None => "log offset 0".into(),
+    };
     let note = format!(
-        "store catalogue {} ({} stores, {} items) in force from log offset {}; stock from {} logged events read in {:.1} s",
+        "store catalogue {} ({} stores, {} items) in force from {from}; stock from {events} logged events read in {:.1} s",
         c.hash(),
         c.stores.len(),
         c.items.len(),
-        versions.last().map(|v| v.from_offset).unwrap_or(0),
-        end - from,
         started.elapsed().as_secs_f64()
     );
     Ok((Arc::new(api::ApiCatalog::new(c, book)), note))

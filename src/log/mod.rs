@@ -399,12 +399,14 @@ pub trait EventLog: Send + Sync + 'static {
     /// unless it is the latest recorded already. Ordered with appends: it takes effect
     /// between the groups queued before and after it. `Ok` means the same as for
     /// [`append`](EventLog::append): durable (sled: covered by the group commit's fsync).
-    /// Only the sled log keeps catalogues.
+    /// A Kafka log records it in its side topic, in force from every partition's end
+    /// when written (`from_partitions`), and `Ok` once the brokers acknowledged it.
     fn record_catalog(&self, hash: String, content: Vec<u8>) -> Result<Pending, LogError> {
         let _ = (hash, content);
-        Err(LogError::Unsupported("store catalogues are kept by the sled log only; a Kafka log takes purchases without a catalogue".into()))
+        Err(LogError::Unsupported("this log keeps no store catalogues".into()))
     }
-    /// Every catalogue recorded, in the order recorded (so by `from_offset`).
+    /// Every catalogue in force, in the order recorded (so by `from_offset`; on a Kafka
+    /// log, by `from_partitions`, each at least its predecessor's in every partition).
     fn catalogs(&self) -> Result<Vec<CatalogRecord>, LogError> {
         Ok(Vec::new())
     }
@@ -423,6 +425,11 @@ pub trait EventLog: Send + Sync + 'static {
     /// Every schema recorded, in the order recorded (so by `from_offset`).
     fn schemas(&self) -> Result<Vec<SchemaRecord>, LogError> {
         Ok(Vec::new())
+    }
+    /// [`schemas`](EventLog::schemas) and [`catalogs`](EventLog::catalogs) as of one read
+    /// (a Kafka log reads its side topic once for both).
+    fn schemas_and_catalogs(&self) -> Result<(Vec<SchemaRecord>, Vec<CatalogRecord>), LogError> {
+        Ok((self.schemas()?, self.catalogs()?))
     }
     /// Rejected events with sequence numbers `>= from_seq`, at most `limit` of them.
     fn rejected(&self, from_seq: u64, limit: usize) -> Result<Vec<(u64, RejectedEvent)>, LogError>;

@@ -100,6 +100,9 @@ fn failpoint(name: &str) -> Result<(), ProjectError> {
 pub enum ProjectError {
     #[error(transparent)]
     Log(#[from] LogError),
+    /// The store catalogue copies (`DATA_DIR/catalog`) could not be written or read.
+    #[error(transparent)]
+    Catalog(#[from] crate::catalog::CatalogError),
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
     #[error("writing Parquet {path}: {source}")]

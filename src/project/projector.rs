@@ -180,7 +180,14 @@ impl Settings {
             Layout::Topic { .. } => TableSet::seed(),
         };
         let tables = Tables::open(&self.root, &self.data_dir, self.vacuum_retention_ms, check, &self.layout, &set)?;
-        Ok(Projector { tables: Box::new(tables), settings: self.clone(), topic, merging: None, followed: None })
+        Ok(Projector {
+            tables: Box::new(tables),
+            settings: self.clone(),
+            topic,
+            merging: None,
+            followed: None,
+            followed_catalogs: Vec::new(),
+        })
     }
 }
 
@@ -194,6 +201,8 @@ pub struct Projector {
     merging: Option<BackgroundMerge>,
     /// The log's schema records [`Projector::follow`] has seen, and their tables.
     pub(super) followed: Option<(Vec<crate::log::SchemaRecord>, TableSet)>,
+    /// The catalogue versions whose copies [`Projector::follow`] wrote (hash, offset).
+    pub(super) followed_catalogs: Vec<(String, u64)>,
 }
 
 /// Estimated Parquet bytes per projected event, for the free-space check of a step
@@ -326,7 +335,16 @@ impl Projector {
     /// Opens the tables of every type `log` has a schema record of (a registered type's
     /// table may be behind the others: a step then starts at its offset).
     pub fn follow(&mut self, log: &dyn EventLog) -> Result<(), ProjectError> {
-        let records = log.schemas()?;
+        // A shared (Kafka) log gains store catalogues from other nodes: their copies, which
+        // `sql` and `report` read, are rewritten when it does. A sled log's only come
+        // through this process's own commands, which write the copies themselves.
+        let (records, catalogs) = if log.is_local() { (log.schemas()?, Vec::new()) } else { log.schemas_and_catalogs()? };
+        let seen: Vec<(String, u64)> = catalogs.iter().map(|c| (c.hash.clone(), c.from_offset)).collect();
+        if !log.is_local() && self.followed_catalogs != seen {
+            let versions = crate::catalog::versions(catalogs.into_iter().map(|r| (r.from_offset, r.from_partitions, r.hash, r.content)))?;
+            crate::catalog::write_copies(&self.settings.data_dir, &versions)?;
+            self.followed_catalogs = seen;
+        }
         // Records are only ever appended, and a hash names a record's content.
         let same = |seen: &[crate::log::SchemaRecord]| {
             seen.len() == records.len() && seen.iter().zip(&records).all(|(a, b)| a.hash == b.hash && a.from_offset == b.from_offset)

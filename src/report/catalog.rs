@@ -14,19 +14,40 @@ use crate::catalog::{self, Catalog, ItemStock, StockBook, Version};
 pub const CATALOG_ITEMS: &str = "catalog_items";
 pub const STOCK: &str = "stock";
 
-/// Stock from the `transactions` rows of `src` under `versions`.
+/// Stock from the `transactions` rows of `src` under `versions`: in log order, or, for
+/// tables from a topic, in [`catalog::kafka_order`].
 pub fn stock_book(src: &dyn TableSource, versions: &[Version]) -> Result<StockBook, ReportError> {
-    let df = src
-        .columns("transactions", &["log_offset", TIME, "store_id", "inventory_id", "total_cost"])?
-        .sort(["log_offset"], SortMultipleOptions::default())?;
+    let partitioned = src.partitioned();
+    let mut columns = vec!["log_offset", TIME, "store_id", "inventory_id", "total_cost"];
+    if partitioned {
+        columns.push(super::PARTITION_COLUMN);
+    }
+    let df = src.columns("transactions", &columns)?;
     let offsets = ints(&df, "log_offset")?;
+    let partitions = if partitioned { ints(&df, super::PARTITION_COLUMN)? } else { vec![Some(0); df.height()] };
     let times = df.column(TIME)?.cast(&DataType::Int64)?;
     let times = times.i64()?;
     let stores = ints(&df, "store_id")?;
     let items = ints(&df, "inventory_id")?;
     let costs = df.column("total_cost")?.cast(&DataType::Float32)?;
     let costs = costs.f32()?;
-    let rows = (0..df.height()).filter_map(|i| Some((offsets[i]? as u64, times.get(i)?, stores[i]?, items[i]?, costs.get(i)?)));
+    let mut rows: Vec<catalog::LoggedPurchase> = (0..df.height())
+        .filter_map(|i| {
+            Some(catalog::LoggedPurchase {
+                partition: u32::try_from(partitions[i]?).ok()?,
+                offset: offsets[i]? as u64,
+                time_us: times.get(i)?,
+                store_id: stores[i]?,
+                inventory_id: items[i]?,
+                total_cost: costs.get(i)?,
+            })
+        })
+        .collect();
+    if partitioned {
+        catalog::kafka_order(&mut rows);
+    } else {
+        rows.sort_unstable_by_key(|p| p.offset);
+    }
     Ok(catalog::stock_from(versions, rows))
 }
 

@@ -3,7 +3,7 @@ back by clients questlog did not write: confluent-kafka (librdkafka, as kcat wou
 kafka-python (pure Python).
 
 usage: check_kafka.py QUESTLOG_BIN TANSU_BIN NISSHI_BIN WORK_DIR [section ...]
-sections: readme nodes kill memory broker tables two crash seed restart (default: all)
+sections: readme nodes kill memory broker tables two crash seed restart … catalog (default: all)
 
 - readme: the README's "Running on Kafka" recipe, its shell block and its Python snippet
           taken from README.md and run as written (with `questlog`, `python` and `pip` on
@@ -41,6 +41,10 @@ sections: readme nodes kill memory broker tables two crash seed restart (default
 - restart: on Nisshi with its SQLite storage (a broker that keeps the topic across
           restarts), the broker is killed and restarted under load with a projector
           following: every acknowledged event lands in the tables exactly once.
+- catalog: the store catalogue on a topic (side topic records): the same seeded
+          `generate --catalog` on sled and on a topic gives the same stock; two `serve
+          --catalog` nodes follow each other's newest catalogue; a rebuild's stock equals
+          the serving node's (see section_catalog).
 
 Each check asserts behaviour; timings are printed for information only.
 """
@@ -63,7 +67,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 BIN, TANSU, NISSHI, WORK = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 SECTIONS = sys.argv[5:] or ["readme", "nodes", "kill", "memory", "broker", "tables", "big", "two", "crash", "seed", "restart", "deleted", "same", "retry",
-                            "group", "serve", "schemas"]
+                            "group", "serve", "schemas", "catalog"]
 TOPIC = "events"
 PARTITIONS = 3
 
@@ -166,12 +170,12 @@ class Follower:
             fail(f"project --follow exited {self.proc.returncode}; see {self.out.name}")
 
 
-def read_tables(data):
+def read_tables(data, extra=()):
     """Every table's rows as the deltalake package reads the Delta snapshot: a dict of
-    table name -> list of row dicts."""
+    table name -> list of row dicts. `extra`: registered types' tables, (name, location)."""
     from deltalake import DeltaTable
     out = {}
-    for name, location in TABLES:
+    for name, location in TABLES + list(extra):
         path = os.path.join(data, "delta", location)
         out[name] = DeltaTable(path).to_pyarrow_table().to_pylist() if os.path.isdir(os.path.join(path, "_delta_log")) else []
     return out
@@ -193,9 +197,10 @@ TABLES = [("guild_joins", "guild_joins"), ("enemy_kills", "enemies_killed"), ("q
           ("take_damage", "damage_taken"), ("transactions", "transactions")]
 
 
-def check_exactly_once(data, acked, what):
-    """The tables of `data` hold each event id once, and every id of `acked`."""
-    rows = [r for t in read_tables(data).values() for r in t]
+def check_exactly_once(data, acked, what, extra=()):
+    """The tables of `data` (and `extra` registered types' tables) hold each event id once,
+    and every id of `acked`."""
+    rows = [r for t in read_tables(data, extra).values() for r in t]
     ids = [r["event_id"] for r in rows]
     dup = len(ids) - len(set(ids))
     if dup:
@@ -213,8 +218,9 @@ class Load:
     """Threads posting batches of fresh events to some nodes; a batch that fails (an error
     answer, a timeout, a node killed) is sent again, as a client would, to the next node."""
 
-    def __init__(self, nodes, workers=3, batch=100, prefix="w"):
-        self.nodes, self.acked, self.stop_flag = nodes, set(), threading.Event()
+    def __init__(self, nodes, workers=3, batch=100, prefix="w", kinds=()):
+        """`kinds`: events of registered types to send besides the seed's."""
+        self.nodes, self.acked, self.stop_flag, self.extra_kinds = nodes, set(), threading.Event(), list(kinds)
         self.counts, self.lock = {"ok": 0, "failed": 0}, threading.Lock()
         self.threads = [threading.Thread(target=self.run, args=(w, f"{prefix}{w}", batch)) for w in range(workers)]
         for t in self.threads:
@@ -225,10 +231,10 @@ class Load:
         kinds = [{"event_type": "take_damage", "enemy_id": 3, "name": "Orc", "damage": 5},
                  {"event_type": "join_guild", "guild_id": 4, "name": "Knights"},
                  {"event_type": "buy_asset", "store_id": 1, "item_name": "sword", "inventory_id": 9, "total_cost": 2.5,
-                  "category": "weapon", "on_hand_qty": 3}]
+                  "category": "weapon", "on_hand_qty": 3}] + self.extra_kinds
         while not self.stop_flag.is_set():
             if batch is None:
-                batch = [dict(kinds[(n + i) % 3], player_id=f"p{random.randrange(300)}", event_id=f"{worker}-{n + i}") for i in range(size)]
+                batch = [dict(kinds[(n + i) % len(kinds)], player_id=f"p{random.randrange(300)}", event_id=f"{worker}-{n + i}") for i in range(size)]
                 n += size
             node = self.nodes[attempt % len(self.nodes)]
             try:
@@ -257,15 +263,15 @@ class Load:
 class Node:
     """A `questlog serve --log kafka://…` on a free port, in its own data dir."""
 
-    def __init__(self, broker, name, *serve_args):
+    def __init__(self, broker, name, *serve_args, topic=TOPIC):
         """`serve_args`: say `--api-only` for a node that only takes events (most sections
         check the API; section `serve` checks nodes that project)."""
-        self.broker, self.data, self.serve_args = broker, os.path.join(WORK, name), list(serve_args)
+        self.broker, self.data, self.serve_args, self.topic = broker, os.path.join(WORK, name), list(serve_args), topic
         self.start()
 
     def start(self):
         self.err = open(self.data + ".stderr", "a")
-        self.proc = subprocess.Popen([BIN, "--data-dir", self.data, "--log", self.broker.url(), "serve", "--listen", "127.0.0.1:0",
+        self.proc = subprocess.Popen([BIN, "--data-dir", self.data, "--log", self.broker.url(self.topic), "serve", "--listen", "127.0.0.1:0",
                                       *self.serve_args],
                                      stdout=subprocess.PIPE, stderr=self.err, text=True, stdin=subprocess.DEVNULL)
         line = self.proc.stdout.readline()
@@ -700,9 +706,21 @@ def section_tables():
 def section_crash():
     with broker_with_topic() as broker:
         nodes = [Node(broker, "crash-a", "--api-only"), Node(broker, "crash-b", "--api-only")]
+        # A registered type beside the seed's five: its table is one more table a crash
+        # can leave behind or ahead of the others (docs/CONTRACT.md 13.4).
+        status, body = call(nodes[0].base, "POST", "/v1/schemas", schema_doc("1-0-0"))
+        if status != 201:
+            fail(f"crash: POST /v1/schemas answered {status} {body}")
+        level_up = {"event_type": "level_up", "level": 9, "class": "mage"}
+        deadline = time.time() + 20
+        while post(nodes[1].base, [dict(level_up, player_id="p0", event_id="crash-probe")])[1]["accepted"] != 1:
+            if time.time() > deadline:
+                fail("crash: node b did not take level_up within 20 s of its registration on node a")
+            time.sleep(0.5)
+        registered = [("level_up", "level_up")]
         data = os.path.join(WORK, "crash-projector")
         follower = Follower(broker, data)
-        load = Load(nodes, workers=4, batch=50, prefix="c")
+        load = Load(nodes, workers=4, batch=50, prefix="c", kinds=[level_up])
         rng = random.Random(11)
         node_kills = projector_kills = 0
         for round_ in range(6):
@@ -725,7 +743,9 @@ def section_crash():
         questlog(data, "project", log=broker.url())
         if load.counts["failed"] == 0:
             fail(f"killing serve nodes under load should cut some requests: {load.counts}")
-        rows = check_exactly_once(data, acked, f"after {node_kills} serve and {projector_kills} projector SIGKILLs")
+        rows = check_exactly_once(data, acked, f"after {node_kills} serve and {projector_kills} projector SIGKILLs", registered)
+        if not read_tables(data, registered)["level_up"]:
+            fail("crash: the registered type's table is empty")
         in_topic = len(read_topic_confluent(broker))
         verified = questlog(data, "verify", log=broker.url()).stdout.strip()
         if not verified.startswith("ok"):
@@ -740,12 +760,13 @@ def section_crash():
                                env={**os.environ, "QUESTLOG_FAILPOINTS": f"publish.after_commit={n}*off->return"},
                                capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
             aborts += p.returncode != 0
-            check_exactly_once(aborted, set(), f"after an abort at pass {n + 1} of publish.after_commit")
+            check_exactly_once(aborted, set(), f"after an abort at pass {n + 1} of publish.after_commit", registered)
         questlog(aborted, "project", log=broker.url())
-        check_exactly_once(aborted, acked, f"after {aborts} aborts between table commits and a last project")
+        check_exactly_once(aborted, acked, f"after {aborts} aborts between table commits and a last project", registered)
         if aborts < 3:
             fail(f"only {aborts} of 5 runs reached their failpoint")
-        print(f"ok: crash: {node_kills} serve-node and {projector_kills} projector SIGKILLs under load: all {len(acked)} acknowledged "
+        print(f"ok: crash: {node_kills} serve-node and {projector_kills} projector SIGKILLs under load (the seed's types and a "
+              f"registered one): all {len(acked)} acknowledged "
               f"events in the tables once ({len(rows)} rows from {in_topic} records; {load.counts['failed']} requests failed and were "
               f"re-sent); verify passes; {aborts} aborts between a step's table commits left no event twice, and a last project "
               f"completed the tables")
@@ -1285,6 +1306,153 @@ def section_schemas():
               f"schemas; verify passes; two rebuilds are byte-identical ({len(rebuilt[0])} files)")
     finally:
         broker.stop()
+
+
+def section_catalog():
+    """The store catalogue on a Kafka log (issue 29, item 4; docs/CONTRACT.md 12.2–12.3):
+    the same seeded `generate --catalog` into the sled log and into a topic of 3 partitions
+    gives the same `stock` and `catalog_items` and the same report section; two `serve
+    --catalog` nodes on one topic: a purchase of a store the catalogue lacks is rejected,
+    a node started with a newer catalogue records it and the other checks against it
+    within seconds; `catalog history` lists both versions with their partitions' offsets;
+    the serving node's tables and a rebuild from the topic give the same stock; the live
+    report has the catalogue section; verify passes."""
+    import sqlite3
+    shop_a, shop_b = os.path.join(WORK, "shop-a.sqlite"), os.path.join(WORK, "shop-b.sqlite")
+    for f in (shop_a, shop_b):
+        if os.path.exists(f):
+            os.remove(f)
+    questlog(os.path.join(WORK, "catalog-init"), "catalog", "init", "--seed", "42", "--out", shop_a)
+    # Catalogue b: a's, with a store 99 selling one item.
+    import shutil
+    shutil.copy(shop_a, shop_b)
+    with sqlite3.connect(shop_b) as db:
+        db.execute("insert into stores (store_id, name, traffic_weight, restock_interval_hours) values (99, 'Night Market', 1, 6)")
+        db.execute("insert into items (store_id, inventory_id, name, category, unit_price_cents, starting_stock, restock_qty, min_level) "
+                   "values (99, 9901, 'Lantern', 'tool', 1250, 40, 5, 1)")
+    with sqlite3.connect(shop_a) as db:
+        items = db.execute("select store_id, inventory_id from items order by store_id, inventory_id").fetchall()
+
+    def stock_csv(data, log=None, *extra):
+        return questlog(data, *extra, "sql", "select * from stock order by store_id, inventory_id", "--format", "csv", log=log).stdout
+
+    def catalog_section(data, log=None):
+        questlog(data, "report", log=log)
+        with open(os.path.join(data, "report", "report.md")) as f:
+            text = f.read()
+        lines = text.splitlines()
+        heading = [i for i, l in enumerate(lines) if l.startswith("## ") and "Catalogue:" in l]
+        if not heading:
+            fail(f"catalog: the report of {data} has no catalogue section")
+        end = next((i for i in range(heading[0] + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        return [l for l in lines if l.startswith("- Catalogue:")] + lines[heading[0]:end]
+
+    with broker_with_topic() as broker:
+        # 1. The same seeded traffic on both backends: the same stock.
+        sled, topic = os.path.join(WORK, "catalog-sled"), os.path.join(WORK, "catalog-topic")
+        args = ("generate", "--seed", "23", "--events", "20000", "--catalog", shop_a)
+        questlog(sled, *args)
+        questlog(topic, *args, log=broker.url())
+        questlog(sled, "project")
+        questlog(topic, "project", log=broker.url())
+        a, b = stock_csv(sled), stock_csv(topic, broker.url())
+        if a != b or len(a.splitlines()) != len(items) + 1:
+            fail(f"catalog: the stock of the same seeded traffic differs between the sled log and the topic:\n{a[:600]}\n---\n{b[:600]}")
+        q = "select * from catalog_items order by store_id, inventory_id"
+        ca = questlog(sled, "sql", q, "--format", "csv").stdout
+        cb = questlog(topic, "sql", q, "--format", "csv", log=broker.url()).stdout
+        if ca != cb:
+            fail(f"catalog: catalog_items differ between the backends:\n{ca[:400]}\n---\n{cb[:400]}")
+        if catalog_section(sled) != catalog_section(topic, broker.url()):
+            fail("catalog: the report's catalogue section differs between the backends")
+        sold = sum(int(l.split(",")[6]) for l in a.splitlines()[1:])
+        history = questlog(topic, "catalog", "history", log=broker.url()).stdout
+        if "from the partitions' offsets [0, 0, 0]" not in history:
+            fail(f"catalog: catalog history on the topic: {history!r}")
+        print(f"ok: catalog: generate --seed 23 --catalog of 20,000 events into the sled log and into a 3-partition topic: "
+              f"the same stock ({len(items)} items, {sold} units sold), catalog_items and report section")
+
+        # 2. Two nodes on one topic.
+        broker.create_topic("shop", 3)
+        url = broker.url("shop")
+        tables = os.path.join(WORK, "catalog-tables")
+        node_a = Node(broker, "catalog-a", "--tables", tables, "--catalog", shop_a, topic="shop")
+        sent = []
+
+        def buy(node, store, item, n):
+            status, body = call(node.base, "GET", f"/buy_asset?store_id={store}&inventory_id={item}&event_id=buy-{n}")
+            if status == 200:
+                sent.append(f"buy-{n}")
+            return status, body
+
+        for n, (store, item) in enumerate(items * 3):
+            status, body = buy(node_a, store, item, n)
+            if status != 200:
+                fail(f"catalog: node a refused a purchase its catalogue lists: {status} {body}")
+        status, body = buy(node_a, 99, 9901, 1000)
+        if status != 400 or body["rejected"][0]["reason"] != "unknown_store":
+            fail(f"catalog: node a took a purchase of store 99, which its catalogue lacks: {status} {body}")
+        node_b = Node(broker, "catalog-b", "--api-only", "--catalog", shop_b, topic="shop")
+        status, body = buy(node_b, 99, 9901, 1001)
+        if status != 200:
+            fail(f"catalog: node b (catalogue b) refused store 99: {status} {body}")
+        deadline, n = time.time() + 20, 1002
+        while True:
+            status, body = buy(node_a, 99, 9901, n)
+            n += 1
+            if status == 200:
+                break
+            if time.time() > deadline:
+                fail(f"catalog: node a did not take the catalogue node b recorded within 20 s: {status} {body}")
+            time.sleep(0.5)
+        for k in range(10):
+            for node in (node_a, node_b):
+                if buy(node, 99, 9901, 2000 + 2 * k + (node is node_b))[0] != 200:
+                    fail("catalog: a node refused store 99 after catalogue b was in force")
+        history = questlog(os.path.join(WORK, "catalog-history"), "catalog", "history", log=url).stdout.splitlines()
+        if len(history) != 2 or not all("from the partitions' offsets [" in l for l in history):
+            fail(f"catalog: catalog history lists {history}")
+        # Node a's tables reach the topic's end; then its stock is a rebuild's.
+        deadline = time.time() + 90
+        while True:
+            ids = [r["event_id"] for r in shared_rows(tables)]
+            if sorted(ids) == sorted(sent):
+                break
+            if time.time() > deadline:
+                fail(f"catalog: node a's tables hold {len(ids)} of the {len(sent)} purchases within 90 s")
+            time.sleep(1)
+        live_stock = stock_csv(node_a.data, None, "--tables", tables)
+        rebuilt = os.path.join(WORK, "catalog-rebuild")
+        questlog(rebuilt, "--tables", rebuilt + "-tables", "project", "--rebuild", log=url)
+        rebuilt_stock = stock_csv(rebuilt, url, "--tables", rebuilt + "-tables")
+        if live_stock != rebuilt_stock:
+            fail(f"catalog: node a's stock and a rebuild's differ:\n{live_stock}\n---\n{rebuilt_stock}")
+        lantern = [l for l in live_stock.splitlines() if l.startswith("99,9901,")]
+        if not lantern or int(lantern[0].split(",")[8]) != sum(1 for i in sent if int(i.split("-")[1]) >= 1001):
+            fail(f"catalog: store 99's stock row {lantern} does not count its {sum(1 for i in sent if int(i.split('-')[1]) >= 1001)} purchases")
+        # The live page's findings are made while someone watches (/v1/live), from the
+        # tables as they are: wait for ones at the tables' end.
+        deadline, page = time.time() + 60, ""
+        while True:
+            findings = live(node_a)["findings"]
+            if findings and any("Catalogue:" in l for l in findings["summary"]):
+                with urllib.request.urlopen(node_a.base + "/report.html", timeout=30) as r:
+                    page = r.read().decode()
+                if "Lantern" in page:
+                    break
+            if time.time() > deadline:
+                fail(f"catalog: node a's live findings have no catalogue section naming catalogue b's item within 60 s: "
+                     f"{findings and findings['summary']}")
+            time.sleep(1)
+        for node in (node_a, node_b):
+            node.stop()
+        verified = questlog(node_a.data, "--tables", tables, "verify", log=url).stdout.strip()
+        if not verified.startswith("ok"):
+            fail(f"catalog: verify: {verified}")
+        print(f"ok: catalog: two serve --catalog nodes on one topic: store 99 rejected (unknown_store) until node b recorded "
+              f"catalogue b, then taken by node a too; catalog history lists 2 versions by partition; {len(sent)} purchases in "
+              f"node a's tables; its stock equals a rebuild's ({lantern[0]}); the live report has the catalogue section; "
+              f"verify passes")
 
 
 for name in SECTIONS:

@@ -568,6 +568,25 @@ impl EventLog for KafkaLog {
         Ok(side::accept_schemas(&self.side_records()?))
     }
 
+    /// Records the catalogue in the side topic (docs/CONTRACT.md 12.2): `Ok` once the
+    /// brokers acknowledged it (`acks=all`) and readers take it, or when it is the one in
+    /// force already (nothing written).
+    fn record_catalog(&self, hash: String, content: Vec<u8>) -> Result<Pending, LogError> {
+        let content = String::from_utf8(content).map_err(|e| self.err(format!("a catalogue that is not text: {e}")))?;
+        self.write_side(side::SideKind::Catalog, &hash, &content)?;
+        Ok(Pending::done())
+    }
+
+    /// The catalogues the side topic puts in force ([`side::accept_catalogs`]).
+    fn catalogs(&self) -> Result<Vec<super::CatalogRecord>, LogError> {
+        Ok(side::accept_catalogs(&self.side_records()?))
+    }
+
+    fn schemas_and_catalogs(&self) -> Result<(Vec<super::SchemaRecord>, Vec<super::CatalogRecord>), LogError> {
+        let records = self.side_records()?;
+        Ok((side::accept_schemas(&records), side::accept_catalogs(&records)))
+    }
+
     fn join_group(&self, group: Option<&str>, starts: group::StartsFn, to_end: bool) -> Result<group::GroupMember, LogError> {
         match group {
             Some(group) => group::GroupMember::join(&self.target, &self.options, group, starts),

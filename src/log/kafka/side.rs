@@ -1,4 +1,4 @@
-//! Schema and store catalogue records of a Kafka log (docs/CONTRACT.md 13.4): a topic of
+//! Schema and store catalogue records of a Kafka log (docs/CONTRACT.md 13.4, 12.2): a topic of
 //! one partition beside the events' topic, `<topic>.schemas`, so that every node, projector
 //! and rebuild reads the records in one order. Each record carries, for every partition of
 //! the events' topic, the offset it is in force from (`from`: the partitions' high
@@ -277,10 +277,17 @@ impl KafkaLog {
     pub(super) fn write_side(&self, kind: SideKind, hash: &str, content: &str) -> Result<(), LogError> {
         let taken = |records: &[SideRecord]| match kind {
             SideKind::Schema => accept_schemas(records).iter().any(|r| r.hash == hash),
-            SideKind::Catalog => accept_catalogs(records).last().is_some_and(|r| r.hash == hash),
+            // A catalogue is written unless it is the one in force; once written it is
+            // taken (a catalogue clashes with none), even if another node's came after it.
+            SideKind::Catalog => accept_catalogs(records).iter().any(|r| r.hash == hash),
         };
         self.ensure_side_topic()?;
-        if taken(&self.side_records()?) {
+        let before = self.side_records()?;
+        let written_already = match kind {
+            SideKind::Schema => taken(&before),
+            SideKind::Catalog => accept_catalogs(&before).last().is_some_and(|r| r.hash == hash),
+        };
+        if written_already {
             return Ok(());
         }
         let from = (0..self.partitions).map(|p| self.partition_bounds(p).map(|(_, high)| high)).collect::<Result<Vec<u64>, _>>()?;
