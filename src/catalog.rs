@@ -708,18 +708,27 @@ impl Version {
 }
 
 /// Reads every `(from_offset, from_partitions, hash, canonical copy)` the log holds into
-/// versions, checking each copy against its hash.
+/// versions, checking each copy against its hash. A sled log's record that fails is an
+/// error (the log is damaged); a Kafka log's (`from_partitions` set) is passed over with
+/// a warning, the same way by every reader: anyone who may produce to the side topic
+/// could have written it, and one bad record must not stop every projector.
 pub fn versions(recorded: impl IntoIterator<Item = (u64, Vec<u64>, String, Vec<u8>)>) -> Result<Vec<Version>, CatalogError> {
-    recorded
-        .into_iter()
-        .map(|(from_offset, from_partitions, hash, bytes)| {
-            if hash_of(&bytes) != hash {
-                return Err(CatalogError::Copy { hash: hash.clone(), reason: format!("its content hashes to {}", hash_of(&bytes)) });
+    let mut out = Vec::new();
+    for (from_offset, from_partitions, hash, bytes) in recorded {
+        let read = if hash_of(&bytes) != hash {
+            Err(CatalogError::Copy { hash: hash.clone(), reason: format!("its content hashes to {}", hash_of(&bytes)) })
+        } else {
+            Catalog::from_canonical(&bytes, &hash)
+        };
+        match read {
+            Ok(catalog) => out.push(Version { from_offset, from_partitions, hash, catalog }),
+            Err(e) if !from_partitions.is_empty() => {
+                tracing::warn!(catalog_hash = %hash, error = %e, "a catalogue record of the side topic is not a catalogue; passed over")
             }
-            let catalog = Catalog::from_canonical(&bytes, &hash)?;
-            Ok(Version { from_offset, from_partitions, hash, catalog })
-        })
-        .collect()
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
 }
 
 /// Where derived copies of the log's catalogues go, under `DATA_DIR`: `versions.json`
@@ -768,12 +777,16 @@ pub fn write_copies(data_dir: &Path, versions: &[Version]) -> Result<(), Catalog
         })
         .collect();
     let json = serde_json::to_vec_pretty(&stored).map_err(|e| err(&dir, &e))?;
+    // Temporary names of this writer's own: a projector and `serve --catalog` (or two
+    // projectors' steps) may write the copies at once; each rename is whole.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let tag = format!("{}.{}", std::process::id(), WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
     let path = dir.join(VERSIONS_FILE);
-    let tmp = dir.join(format!(".{VERSIONS_FILE}.tmp"));
+    let tmp = dir.join(format!(".{VERSIONS_FILE}.{tag}.tmp"));
     std::fs::write(&tmp, json).map_err(|e| err(&tmp, &e))?;
     std::fs::rename(&tmp, &path).map_err(|e| err(&path, &e))?;
     let sqlite = dir.join(SQLITE_COPY);
-    let tmp = dir.join(format!(".{SQLITE_COPY}.tmp"));
+    let tmp = dir.join(format!(".{SQLITE_COPY}.{tag}.tmp"));
     let _ = std::fs::remove_file(&tmp);
     latest.catalog.write(&tmp)?;
     std::fs::rename(&tmp, &sqlite).map_err(|e| err(&sqlite, &e))?;

@@ -110,8 +110,16 @@ impl Run {
         assert!(Command::new("kill").args(["-TERM", &serve]).status().unwrap().success());
         let status = self.server.child.wait().expect("wait");
         assert!(status.success(), "the namespace's shell failed: {status}");
-        let out = self.server.output.lock().unwrap().clone();
-        out
+        // The shell has exited, but the thread draining its stdout may not have read the
+        // last line yet (a CI run once took the output before `VERIFY-PASSED` reached it).
+        let deadline = Instant::now() + Duration::from_millis(RECOVERY_TIMEOUT_MS);
+        loop {
+            let out = self.server.output.lock().unwrap().clone();
+            if out.contains("VERIFY-PASSED") || out.contains("VERIFY-FAILED") || Instant::now() > deadline {
+                return out;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 

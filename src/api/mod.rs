@@ -206,32 +206,36 @@ pub struct AppState {
 /// catalogue is the latest another node recorded, once this node read it
 /// ([`ApiCatalog::follow`]).
 pub struct ApiCatalog {
-    catalog: std::sync::RwLock<Arc<Catalog>>,
+    /// The catalogue in force on this node, and its hash (computing one costs a canonical
+    /// form and a SHA-256 of it).
+    catalog: std::sync::RwLock<(Arc<Catalog>, String)>,
     book: std::sync::Mutex<StockBook>,
 }
 
 impl ApiCatalog {
     /// `book` holds the stock of the log's purchases so far.
     pub fn new(catalog: Catalog, book: StockBook) -> ApiCatalog {
-        ApiCatalog { catalog: std::sync::RwLock::new(Arc::new(catalog)), book: std::sync::Mutex::new(book) }
+        let hash = catalog.hash();
+        ApiCatalog { catalog: std::sync::RwLock::new((Arc::new(catalog), hash)), book: std::sync::Mutex::new(book) }
     }
 
     /// The catalogue in force on this node.
     pub fn current(&self) -> Arc<Catalog> {
-        self.catalog.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.catalog.read().unwrap_or_else(std::sync::PoisonError::into_inner).0.clone()
     }
 
-    /// Puts `latest` in force (another node recorded it): purchases are checked against
-    /// it from now on, and the book moves to it as [`StockBook::set_catalog`] says.
-    /// Nothing when it is the one in force.
-    pub fn follow(&self, latest: Catalog) -> bool {
-        if self.current().hash() == latest.hash() {
-            return false;
-        }
+    /// The hash of the catalogue in force on this node.
+    pub fn current_hash(&self) -> String {
+        self.catalog.read().unwrap_or_else(std::sync::PoisonError::into_inner).1.clone()
+    }
+
+    /// Puts `latest`, whose hash is `hash`, in force (another node recorded it): purchases
+    /// are checked against it from now on, and the book moves to it as
+    /// [`StockBook::set_catalog`] says.
+    pub fn follow(&self, latest: Catalog, hash: String) {
         let mut book = self.book.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         book.set_catalog(&latest);
-        *self.catalog.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(latest);
-        true
+        *self.catalog.write().unwrap_or_else(std::sync::PoisonError::into_inner) = (Arc::new(latest), hash);
     }
 
     /// Fills in a seed-style purchase from the catalogue ([`Catalog::fill_purchase`]),

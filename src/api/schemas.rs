@@ -41,11 +41,17 @@ fn describe(s: &Schema) -> serde_json::Value {
 
 pub(super) async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let started = Instant::now();
-    // Off the async workers: a Kafka log reads its side topic to list the schemas.
-    let listing = state.clone();
-    let listed = tokio::task::spawn_blocking(move || list_inner(&listing, &headers))
-        .await
-        .unwrap_or_else(|e| Err(ApiError::Unavailable(format!("listing the schemas failed: {e}"))));
+    // A key that registers schemas may see them too (`schema add` checks against them).
+    let listed = match state.reader(&headers, None).or_else(|e| state.admin(&headers).map_err(|_| e)) {
+        // Off the async workers: a Kafka log reads its side topic to list the schemas.
+        Ok(_) => {
+            let listing = state.clone();
+            tokio::task::spawn_blocking(move || list_inner(&listing))
+                .await
+                .unwrap_or_else(|e| Err(ApiError::Unavailable(format!("listing the schemas failed: {e}"))))
+        }
+        Err(e) => Err(e),
+    };
     let resp = match listed {
         Ok(body) => (StatusCode::OK, json_headers(), body.to_string()).into_response(),
         Err(e) => e.into_response(),
@@ -53,9 +59,7 @@ pub(super) async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap)
     finish(&state, ROUTE_SCHEMAS, started, resp)
 }
 
-fn list_inner(state: &AppState, headers: &HeaderMap) -> Result<serde_json::Value, ApiError> {
-    // A key that registers schemas may see them too (`schema add` checks against them).
-    state.reader(headers, None).or_else(|e| state.admin(headers).map_err(|_| e))?;
+fn list_inner(state: &AppState) -> Result<serde_json::Value, ApiError> {
     let builtins: Vec<serde_json::Value> = builtin::schemas().iter().map(describe).collect();
     let mut recorded = Vec::new();
     for r in state.log.schemas()? {
@@ -225,17 +229,20 @@ pub async fn follow_schemas(state: Arc<AppState>) {
             }
             Err(_) => continue,
         };
-        if let (Some(c), Some(latest)) = (&state.catalog, catalogs.last()) {
-            match crate::catalog::Catalog::from_canonical(&latest.content, &latest.hash) {
-                Ok(latest_catalog) => {
-                    let (stores, items) = (latest_catalog.stores.len(), latest_catalog.items.len());
-                    if c.follow(latest_catalog) {
-                        tracing::info!(catalog_hash = %latest.hash, stores, items, "a store catalogue another node recorded is in force");
-                    }
+        if let Some(c) = &state.catalog {
+            // The latest version every reader takes (`catalog::versions` passes over one
+            // that is not a catalogue), read only when it is not the one in force.
+            let current = c.current_hash();
+            let latest = catalogs.iter().rev().find_map(|r| {
+                if r.hash == current {
+                    return Some(None);
                 }
-                Err(e) => {
-                    tracing::warn!(catalog_hash = %latest.hash, error = %e, "the latest catalogue record does not read; the catalogue stays")
-                }
+                crate::catalog::Catalog::from_canonical(&r.content, &r.hash).ok().map(|cat| Some((cat, r.hash.clone())))
+            });
+            if let Some(Some((latest, hash))) = latest {
+                tracing::info!(catalog_hash = %hash, stores = latest.stores.len(), items = latest.items.len(),
+                    "a store catalogue another node recorded is in force");
+                c.follow(latest, hash);
             }
         }
         let schemas: Vec<Schema> = records.iter().filter_map(|r| Schema::from_record(&r.content, &r.hash).ok()).collect();

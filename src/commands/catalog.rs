@@ -77,7 +77,10 @@ pub fn run(cmd: CatalogCommand, data_dir: &Path) -> Result<()> {
                 };
                 println!("{from}  {}  ({} stores, {} items)", v.hash, v.catalog.stores.len(), v.catalog.items.len());
             }
-            crate::catalog::write_copies(data_dir, &versions)?;
+            // A sled log's copies are refreshed here; a topic's are its projectors' to write.
+            if !kafka_log {
+                crate::catalog::write_copies(data_dir, &versions)?;
+            }
             log.close()?;
             Ok(())
         }

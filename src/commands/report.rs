@@ -79,8 +79,7 @@ pub fn run_sql(args: SqlArgs, data_dir: &Path) -> Result<()> {
     let skip = sql::skippable_columns(&query);
     let named = sql::named_tables(&query);
     // With a store catalogue: `catalog_items` and `stock` beside the five.
-    let catalogs = crate::catalog::read_copies(data_dir)?;
-    let wants_catalog = !catalogs.is_empty() && sql::names_catalog_tables(&query);
+    let wants_catalog = sql::names_catalog_tables(&query) && !crate::catalog::read_copies(data_dir)?.is_empty();
     let ((frames, extra, registered), at) = read_snapshot(&tables_root(data_dir)?, data_dir, data_dir, |files| {
         let named_files =
             report::TableFiles::new(files.tables.iter().filter(|(t, _)| named.contains(t)).map(|(t, f)| (*t, f.clone())).collect())
@@ -100,7 +99,9 @@ pub fn run_sql(args: SqlArgs, data_dir: &Path) -> Result<()> {
     })?;
     let mut extra: Vec<(String, polars::prelude::DataFrame)> = match extra {
         Some(snapshot) => {
-            let in_force: Vec<_> = catalogs.into_iter().filter(|v| v.in_force_at(at.offset, &at.partitions)).collect();
+            // The copies as they are now, after the snapshot: a version a projector followed
+            // before committing tables past its `from` is in them.
+            let in_force = catalogs_up_to(data_dir, &at)?;
             report::catalog::frames(&snapshot, &in_force)?.into_iter().map(|(n, df)| (n.to_string(), df)).collect()
         }
         None => Vec::new(),

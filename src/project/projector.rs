@@ -338,13 +338,13 @@ impl Projector {
         // A shared (Kafka) log gains store catalogues from other nodes: their copies, which
         // `sql` and `report` read, are rewritten when it does. A sled log's only come
         // through this process's own commands, which write the copies themselves.
-        let (records, catalogs) = if log.is_local() { (log.schemas()?, Vec::new()) } else { log.schemas_and_catalogs()? };
-        let seen: Vec<(String, u64)> = catalogs.iter().map(|c| (c.hash.clone(), c.from_offset)).collect();
-        if !log.is_local() && self.followed_catalogs != seen {
-            let versions = crate::catalog::versions(catalogs.into_iter().map(|r| (r.from_offset, r.from_partitions, r.hash, r.content)))?;
-            crate::catalog::write_copies(&self.settings.data_dir, &versions)?;
-            self.followed_catalogs = seen;
-        }
+        let records = if log.is_local() {
+            log.schemas()?
+        } else {
+            let (records, catalogs) = log.schemas_and_catalogs()?;
+            self.follow_catalogs(catalogs)?;
+            records
+        };
         // Records are only ever appended, and a hash names a record's content.
         let same = |seen: &[crate::log::SchemaRecord]| {
             seen.len() == records.len() && seen.iter().zip(&records).all(|(a, b)| a.hash == b.hash && a.from_offset == b.from_offset)
@@ -358,6 +358,29 @@ impl Projector {
         }
         let (_, known) = self.followed.as_ref().expect("just set");
         self.tables.ensure(known, false)
+    }
+
+    /// Rewrites the store catalogue's copies (`DATA_DIR/catalog`, which `sql` and `report`
+    /// read) when a Kafka log's side topic gained a version: [`Projector::follow`] on every
+    /// step, and [`Projector::follow_catalogs_of`] on steps that found nothing new (a
+    /// version recorded on an idle topic is in force for tables at its end at once).
+    pub fn follow_catalogs(&mut self, catalogs: Vec<crate::log::CatalogRecord>) -> Result<(), ProjectError> {
+        let seen: Vec<(String, u64)> = catalogs.iter().map(|c| (c.hash.clone(), c.from_offset)).collect();
+        if self.followed_catalogs != seen {
+            let versions = crate::catalog::versions(catalogs.into_iter().map(|r| (r.from_offset, r.from_partitions, r.hash, r.content)))?;
+            crate::catalog::write_copies(&self.settings.data_dir, &versions)?;
+            self.followed_catalogs = seen;
+        }
+        Ok(())
+    }
+
+    /// [`Projector::follow_catalogs`] of a shared (Kafka) log's catalogues; nothing for a
+    /// sled log, whose catalogues come only through this process's own commands.
+    pub fn follow_catalogs_of(&mut self, log: &dyn EventLog) -> Result<(), ProjectError> {
+        if log.is_local() {
+            return Ok(());
+        }
+        self.follow_catalogs(log.catalogs()?)
     }
 
     /// The tables in force at offset `to` of the log [`Projector::follow`] follows.

@@ -322,6 +322,11 @@ impl KafkaLog {
     }
 }
 
+/// The offsets' sum, for display (`from_offset`): saturating, whatever a record holds.
+fn sum_of(from: &[u64]) -> u64 {
+    from.iter().fold(0u64, |a, b| a.saturating_add(*b))
+}
+
 /// `from` raised to at least `floor` partition by partition (missing partitions are 0).
 fn raised(from: &[u64], floor: &[u64]) -> Vec<u64> {
     let n = from.len().max(floor.len());
@@ -349,7 +354,7 @@ pub fn accept_schemas(records: &[SideRecord]) -> Vec<SchemaRecord> {
         let from = raised(&r.from, &floor);
         floor.clone_from(&from);
         taken.push(SchemaRecord {
-            from_offset: from.iter().sum(),
+            from_offset: sum_of(&from),
             hash: r.hash.clone(),
             content: r.content.clone().into_bytes(),
             from_partitions: from,
@@ -359,19 +364,29 @@ pub fn accept_schemas(records: &[SideRecord]) -> Vec<SchemaRecord> {
     taken
 }
 
-/// The catalogue records in force: each that is not the latest taken already, its `from`
-/// raised to its predecessor's.
+/// Whether `content` hashes to `hash` (`sha256:` and lowercase hex, as both the schema and
+/// the catalogue hashes are made).
+fn hashes_to(content: &[u8], hash: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    let Some(hex) = hash.strip_prefix("sha256:") else { return false };
+    let digest = Sha256::digest(content);
+    hex.len() == 2 * digest.len() && digest.iter().zip(hex.as_bytes().chunks(2)).all(|(b, h)| h == format!("{b:02x}").as_bytes())
+}
+
+/// The catalogue records in force: each whose content hashes to its hash and is not the
+/// latest taken already, its `from` raised to its predecessor's. (Whether the content is
+/// a catalogue is for `crate::catalog` to say: it passes over a record that is not.)
 pub fn accept_catalogs(records: &[SideRecord]) -> Vec<CatalogRecord> {
     let mut taken: Vec<CatalogRecord> = Vec::new();
     let mut floor: Vec<u64> = Vec::new();
     for r in records.iter().filter(|r| r.kind == SideKind::Catalog) {
-        if taken.last().is_some_and(|t| t.hash == r.hash) {
+        if taken.last().is_some_and(|t| t.hash == r.hash) || !hashes_to(r.content.as_bytes(), &r.hash) {
             continue;
         }
         let from = raised(&r.from, &floor);
         floor.clone_from(&from);
         taken.push(CatalogRecord {
-            from_offset: from.iter().sum(),
+            from_offset: sum_of(&from),
             hash: r.hash.clone(),
             content: r.content.clone().into_bytes(),
             from_partitions: from,
@@ -438,10 +453,24 @@ mod tests {
     }
 
     #[test]
-    fn catalogues_are_taken_unless_the_latest_already() {
-        let c =
-            |hash: &str, from: &[u64]| SideRecord { kind: SideKind::Catalog, hash: hash.into(), content: "{}".into(), from: from.to_vec() };
-        let taken = accept_catalogs(&[c("a", &[1]), c("a", &[2]), c("b", &[0]), c("a", &[4])]);
-        assert_eq!(taken.iter().map(|t| (t.hash.as_str(), t.from_offset)).collect::<Vec<_>>(), [("a", 1), ("b", 1), ("a", 4)]);
+    fn catalogues_are_taken_unless_the_latest_already_or_not_their_hash() {
+        use sha2::{Digest, Sha256};
+        let hash = |content: &str| format!("sha256:{}", Sha256::digest(content).iter().map(|b| format!("{b:02x}")).collect::<String>());
+        let c = |content: &str, from: &[u64]| SideRecord {
+            kind: SideKind::Catalog,
+            hash: hash(content),
+            content: content.into(),
+            from: from.to_vec(),
+        };
+        let (a, b) = (hash("a"), hash("b"));
+        let mut forged = c("b", &[3]);
+        forged.content = "x".into();
+        let huge = c("b", &[u64::MAX, u64::MAX]);
+        let taken = accept_catalogs(&[c("a", &[1]), c("a", &[2]), forged, c("b", &[0]), c("a", &[4]), huge]);
+        assert_eq!(
+            taken.iter().map(|t| (t.hash.as_str(), t.from_offset)).collect::<Vec<_>>(),
+            [(a.as_str(), 1), (b.as_str(), 1), (a.as_str(), 4), (b.as_str(), u64::MAX)]
+        );
+        assert!(!hashes_to(b"a", "sha256:00") && !hashes_to(b"a", &b) && hashes_to(b"a", &a));
     }
 }
