@@ -777,19 +777,26 @@ pub fn write_copies(data_dir: &Path, versions: &[Version]) -> Result<(), Catalog
         })
         .collect();
     let json = serde_json::to_vec_pretty(&stored).map_err(|e| err(&dir, &e))?;
-    // Temporary names of this writer's own: a projector and `serve --catalog` (or two
-    // projectors' steps) may write the copies at once; each rename is whole.
-    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let tag = format!("{}.{}", std::process::id(), WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    // Written aside under names of this writer's own (a projector and `serve --catalog`,
+    // or two projectors' steps, may write the copies at once; a crash leaves no name that
+    // blocks the next), then renamed into place, each whole.
+    let aside = |name: &str| tempfile::Builder::new().prefix(&format!(".{name}.")).suffix(".tmp").tempfile_in(&dir);
     let path = dir.join(VERSIONS_FILE);
-    let tmp = dir.join(format!(".{VERSIONS_FILE}.{tag}.tmp"));
-    std::fs::write(&tmp, json).map_err(|e| err(&tmp, &e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| err(&path, &e))?;
+    let mut tmp = aside(VERSIONS_FILE).map_err(|e| err(&dir, &e))?;
+    std::io::Write::write_all(&mut tmp, &json).map_err(|e| err(tmp.path(), &e))?;
     let sqlite = dir.join(SQLITE_COPY);
-    let tmp = dir.join(format!(".{SQLITE_COPY}.{tag}.tmp"));
-    let _ = std::fs::remove_file(&tmp);
-    latest.catalog.write(&tmp)?;
-    std::fs::rename(&tmp, &sqlite).map_err(|e| err(&sqlite, &e))?;
+    let tmp_sqlite = aside(SQLITE_COPY).map_err(|e| err(&dir, &e))?;
+    // `Catalog::write` makes the file itself.
+    let tmp_sqlite_path = tmp_sqlite.into_temp_path();
+    std::fs::remove_file(&tmp_sqlite_path).map_err(|e| err(&tmp_sqlite_path, &e))?;
+    latest.catalog.write(&tmp_sqlite_path)?;
+    // A writer that read the log before another may come last: it never puts back fewer
+    // versions than the copies hold (the log's versions only grow).
+    if read_copies(data_dir).is_ok_and(|have| have.len() > versions.len()) {
+        return Ok(());
+    }
+    tmp.persist(&path).map_err(|e| err(&path, &e.error))?;
+    tmp_sqlite_path.persist(&sqlite).map_err(|e| err(&sqlite, &e.error))?;
     Ok(())
 }
 

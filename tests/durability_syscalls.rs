@@ -368,7 +368,10 @@ fn a_catalogue_record_is_synced_before_it_is_in_force() {
     let is_store_sync = |c: &Call| matches!(c.name.as_str(), "fsync" | "fdatasync") && fd_arg(&c.args).ends_with("/log/db>") && c.ret == 0;
     let copy = calls
         .iter()
-        .find(|c| c.name.starts_with("write") && fd_arg(&c.args).contains("/catalog/.versions.json.tmp>"))
+        .find(|c| {
+            let fd = fd_arg(&c.args);
+            c.name.starts_with("write") && fd.contains("/catalog/.versions.json.") && fd.ends_with(".tmp>")
+        })
         .expect("the trace shows the catalogue copy being written");
     let opened = calls.iter().find(|c| is_store_sync(c)).expect("the log's opening sync");
     let record_write = calls

@@ -638,29 +638,15 @@ fn serve_catalog(log: &dyn EventLog, data_dir: &Path, c: crate::catalog::Catalog
     } else {
         // Every partition whole: in the one order of a topic's purchases (by time), one
         // before a version's `from` may come after one past it, and the `stock` table
-        // counts it. A record sent again (a client's retry) counts once, as in the tables.
-        use std::hash::{Hash, Hasher};
+        // counts it; and the records a projection takes (a re-sent copy once), as the
+        // tables do. Up to each partition's high watermark (a broker whose watermark lags
+        // its records, as Tansu's can, leaves the last few to the purchases stored next).
         let mut purchases = Vec::new();
-        let mut seen = std::collections::HashSet::new();
         let mut events = 0;
         for p in 0..log.partitions() {
-            let (low, high) = log.partition_bounds(p)?;
-            for item in log.scan_partition(p, low, high, super::log_format())? {
-                let (offset, value) = item.with_context(|| format!("reading partition {p}'s purchases for the stock book"))?;
-                events += 1;
-                // A value that is not an event is no purchase (projections keep it as rejected).
-                let Ok(r) = value else { continue };
-                let Some(purchase) = logged(p, offset, &r) else { continue };
-                if let Some(id) = &r.event.event_id {
-                    // 8 bytes an id, not the id: a topic's purchases may be millions.
-                    let mut h = std::collections::hash_map::DefaultHasher::new();
-                    id.hash(&mut h);
-                    if !seen.insert((p, h.finish())) {
-                        continue;
-                    }
-                }
-                purchases.push(purchase);
-            }
+            let (_, high) = log.partition_bounds(p)?;
+            events += crate::project::for_each_taken(log, p, high, super::log_format(), |offset, r| purchases.extend(logged(p, offset, r)))
+                .with_context(|| format!("reading partition {p}'s purchases for the stock book"))?;
         }
         crate::catalog::kafka_order(&mut purchases);
         (crate::catalog::stock_from(&versions, purchases), events)

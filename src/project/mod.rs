@@ -63,7 +63,7 @@ pub use snapshot::{batch_reader, conform, keep_mask, snapshot, snapshot_with, Sn
 pub use tables::{
     arrow_type, schema, schema_for, table_for, PropertyColumn, RegisteredTable, SeedTable, TableDef, TableKind, TableSet, SEED_TABLES,
 };
-pub use topic::{rebuild_topic_into, SourceRejects, SOURCE_REJECTED_DIR, TOPIC_DEDUP_WINDOW_OFFSETS};
+pub use topic::{for_each_taken, rebuild_topic_into, SourceRejects, SOURCE_REJECTED_DIR, TOPIC_DEDUP_WINDOW_OFFSETS};
 pub use writer::{Codec, FileEntry, ROWS_PER_FILE, ROW_GROUP_ROWS};
 // For topic.rs, which names these through `super::`.
 use projector::EST_PARQUET_BYTES_PER_EVENT;

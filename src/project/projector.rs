@@ -6,7 +6,7 @@
 //! changing them (`dataChange = false`), and a row is rewritten once per level.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use indicatif::ProgressBar;
 
@@ -21,6 +21,12 @@ use super::{
 use crate::event::RecordView;
 use crate::log::{BlockDecoder, EventLog, LogError, PlainBlock, ValueFormat};
 use std::sync::Arc;
+
+/// How often a projector whose steps find nothing new reads a Kafka log's side topic for
+/// store catalogues other nodes recorded: as often as serving nodes read it
+/// (`api::SCHEMA_FOLLOW_INTERVAL_MS`), so an idle topic's readers learn of a version within
+/// about a second; each read is two metadata requests to the brokers.
+pub const IDLE_CATALOG_FOLLOW_INTERVAL_MS: u64 = 1_000;
 
 /// Events one incremental step reads at most. Bounds a step's memory and time; catching
 /// up runs as many steps as it takes.
@@ -187,6 +193,7 @@ impl Settings {
             merging: None,
             followed: None,
             followed_catalogs: Vec::new(),
+            catalogs_followed_at: None,
         })
     }
 }
@@ -203,6 +210,8 @@ pub struct Projector {
     pub(super) followed: Option<(Vec<crate::log::SchemaRecord>, TableSet)>,
     /// The catalogue versions whose copies [`Projector::follow`] wrote (hash, offset).
     pub(super) followed_catalogs: Vec<(String, u64)>,
+    /// When a step that found nothing new last read the catalogues.
+    pub(super) catalogs_followed_at: Option<Instant>,
 }
 
 /// Estimated Parquet bytes per projected event, for the free-space check of a step
@@ -374,13 +383,20 @@ impl Projector {
         Ok(())
     }
 
-    /// [`Projector::follow_catalogs`] of a shared (Kafka) log's catalogues; nothing for a
-    /// sled log, whose catalogues come only through this process's own commands.
-    pub fn follow_catalogs_of(&mut self, log: &dyn EventLog) -> Result<(), ProjectError> {
-        if log.is_local() {
-            return Ok(());
+    /// [`Projector::follow_catalogs`] of a shared (Kafka) log's catalogues, on a step that
+    /// found nothing new: at most every [`IDLE_CATALOG_FOLLOW_INTERVAL_MS`], and a failure
+    /// (the side topic unreachable a moment, a full disk) is logged, not the step's — the
+    /// next idle step tries again, and a failed step would rejoin the consumer group.
+    /// Nothing for a sled log, whose catalogues come only through this process's commands.
+    pub fn follow_catalogs_of(&mut self, log: &dyn EventLog) {
+        if log.is_local() || self.catalogs_followed_at.is_some_and(|t| t.elapsed() < Duration::from_millis(IDLE_CATALOG_FOLLOW_INTERVAL_MS))
+        {
+            return;
         }
-        self.follow_catalogs(log.catalogs()?)
+        self.catalogs_followed_at = Some(Instant::now());
+        if let Err(e) = log.catalogs().map_err(ProjectError::from).and_then(|c| self.follow_catalogs(c)) {
+            tracing::warn!(error = %e, "cannot follow the store catalogues of the side topic; trying again at the next step");
+        }
     }
 
     /// The tables in force at offset `to` of the log [`Projector::follow`] follows.

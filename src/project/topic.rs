@@ -121,6 +121,33 @@ impl Window {
     }
 }
 
+/// The records of partition `p`, from where it now begins up to `to`, that a projection
+/// of the whole topic takes (contract 11.2: values that decode, each event's first copy
+/// within [`TOPIC_DEDUP_WINDOW_OFFSETS`]), in offset order, for readers besides the
+/// projector that must count what the tables count (`serve --catalog`'s stock book).
+/// Returns how many values were read.
+pub fn for_each_taken(
+    log: &dyn EventLog,
+    p: u32,
+    to: u64,
+    format: ValueFormat,
+    mut f: impl FnMut(u64, &crate::event::Record),
+) -> Result<u64, ProjectError> {
+    let (first, _) = log.partition_bounds(p)?;
+    let mut window = Window::default();
+    let mut values = 0;
+    for item in log.scan_partition(p, first, to, format)? {
+        let (offset, value) = item?;
+        values += 1;
+        if let Ok(r) = value {
+            if window.admit(offset, key_of(&r)) {
+                f(offset, &r);
+            }
+        }
+    }
+    Ok(values)
+}
+
 pub(super) fn key_of(r: &crate::event::Record) -> Option<u128> {
     r.event.event_id.as_deref().map(|id| event_id_key(r.meta.app.as_deref(), id))
 }

@@ -1323,10 +1323,12 @@ def section_catalog():
         if os.path.exists(f):
             os.remove(f)
     questlog(os.path.join(WORK, "catalog-init"), "catalog", "init", "--seed", "42", "--out", shop_a)
-    # Catalogue b: a's, with a store 99 selling one item.
+    # Catalogue b: a's with a quarter of the shelf space (where b takes effect changes the
+    # stock), and a store 99 selling one item.
     import shutil
     shutil.copy(shop_a, shop_b)
     with sqlite3.connect(shop_b) as db:
+        db.execute("update items set starting_stock = starting_stock / 4")
         db.execute("insert into stores (store_id, name, traffic_weight, restock_interval_hours) values (99, 'Night Market', 1, 6)")
         db.execute("insert into items (store_id, inventory_id, name, category, unit_price_cents, starting_stock, restock_qty, min_level) "
                    "values (99, 9901, 'Lantern', 'tool', 1250, 40, 5, 1)")
@@ -1389,8 +1391,8 @@ def section_catalog():
         sent = []
 
         def buy(node, store, item, n):
-            status, body = call(node.base, "GET", f"/buy_asset?store_id={store}&inventory_id={item}&event_id=buy-{n}")
-            if status == 200:
+            status, body = call(node.base, "GET", f"/buy_asset?store_id={store}&inventory_id={item}&event_id=buy-{n}&player_id=p{n % 7}")
+            if status == 200 and f"buy-{n}" not in sent:
                 sent.append(f"buy-{n}")
             return status, body
 
@@ -1418,6 +1420,10 @@ def section_catalog():
             for node in (node_a, node_b):
                 if buy(node, 99, 9901, 2000 + 2 * k + (node is node_b))[0] != 200:
                     fail("catalog: a node refused store 99 after catalogue b was in force")
+        # A client's retry through the other node: the same event (same player, so the same
+        # partition) once in the tables, and once in a restarted node's stock book.
+        if buy(node_b, 99, 9901, 2000)[0] != 200:
+            fail("catalog: a re-sent purchase was refused")
         history = questlog(os.path.join(WORK, "catalog-history"), "catalog", "history", log=url).stdout.splitlines()
         if len(history) != 2 or not all("from the partitions' offsets [" in l for l in history):
             fail(f"catalog: catalog history lists {history}")

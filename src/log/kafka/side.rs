@@ -63,6 +63,11 @@ pub struct SideRecord {
 /// the broker's end-of-partition before it takes the quiet as the end.
 const QUIET_END_MS: u64 = 300;
 
+/// Longest a writer reads the events' partitions past their watermarks for their ends
+/// ([`KafkaLog::partition_ends_now`]): on a busy topic records keep coming and the end
+/// keeps moving; any end read is a correct `from`.
+const END_READ_MAX_MS: u64 = 2_000;
+
 /// What a process has read of its side topic: the records up to `next`.
 #[derive(Debug, Default)]
 pub struct SideCache {
@@ -192,7 +197,10 @@ impl KafkaLog {
                 return Err(self.err(format!("the side topic {} holds over {MAX_SIDE_RECORDS} records", side.topic)));
             }
             match m.payload().map(serde_json::from_slice::<SideRecord>) {
-                Some(Ok(r)) => cache.records.push(r),
+                Some(Ok(r)) if admissible(&r) => cache.records.push(r),
+                Some(Ok(r)) => {
+                    tracing::warn!(topic = %side.topic, offset, hash = %r.hash, "a side record whose content does not hash to its hash, or with no offsets; passed over")
+                }
                 other => {
                     tracing::warn!(topic = %side.topic, offset, error = ?other.map(|r| r.err()), "a side record questlog cannot read; passed over")
                 }
@@ -269,6 +277,42 @@ impl KafkaLog {
         Ok(())
     }
 
+    /// Each partition's end now, for a side record's `from`: its high watermark, or the
+    /// next offset after the records a broker holds past it (Tansu's watermark was seen
+    /// lagging records it held by hundreds, which put a version in force early). Read
+    /// from the watermarks to each partition's end (end-of-partition, a quiet spell, or
+    /// [`END_READ_MAX_MS`]): any end reached after the read began is as good — records
+    /// checked against the new record come after it is written, after this read.
+    fn partition_ends_now(&self) -> Result<Vec<u64>, LogError> {
+        let mut ends = (0..self.partitions).map(|p| self.partition_bounds(p).map(|(_, high)| high)).collect::<Result<Vec<u64>, _>>()?;
+        let starts: Vec<(u32, u64)> = ends.iter().enumerate().map(|(p, &high)| (p as u32, high)).collect();
+        let consumer = assigned_consumer(&self.target, &self.options, &starts, true)?;
+        let mut at_end = vec![false; ends.len()];
+        let deadline = Instant::now() + Duration::from_millis(END_READ_MAX_MS);
+        let mut quiet_since = Instant::now();
+        while at_end.iter().any(|e| !e) && Instant::now() < deadline {
+            match consumer.poll(Duration::from_millis(50)) {
+                None if quiet_since.elapsed() >= Duration::from_millis(QUIET_END_MS) => break,
+                None => {}
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                    if let Some(e) = usize::try_from(p).ok().and_then(|p| at_end.get_mut(p)) {
+                        *e = true;
+                    }
+                }
+                Some(Err(e)) => return Err(self.err(format!("reading the partitions' ends: {e}"))),
+                Some(Ok(m)) => {
+                    quiet_since = Instant::now();
+                    if let (Ok(p), Ok(offset)) = (usize::try_from(m.partition()), u64::try_from(m.offset())) {
+                        if let Some(end) = ends.get_mut(p) {
+                            *end = (*end).max(offset.saturating_add(1));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(ends)
+    }
+
     /// Writes one side record, in force from the events' partitions' ends now, and reads
     /// the side topic again to learn whether readers take it: `Ok` once it is acknowledged
     /// by the brokers (`acks=all`) and taken (or already taken before); `Conflict`
@@ -290,7 +334,7 @@ impl KafkaLog {
         if written_already {
             return Ok(());
         }
-        let from = (0..self.partitions).map(|p| self.partition_bounds(p).map(|(_, high)| high)).collect::<Result<Vec<u64>, _>>()?;
+        let from = self.partition_ends_now()?;
         let value = serde_json::to_string(&SideRecord { kind, hash: hash.to_string(), content: content.to_string(), from })
             .map_err(|e| self.err(e.to_string()))?;
         let (tx, rx) = oneshot::channel();
@@ -373,14 +417,24 @@ fn hashes_to(content: &[u8], hash: &str) -> bool {
     hex.len() == 2 * digest.len() && digest.iter().zip(hex.as_bytes().chunks(2)).all(|(b, h)| h == format!("{b:02x}").as_bytes())
 }
 
-/// The catalogue records in force: each whose content hashes to its hash and is not the
-/// latest taken already, its `from` raised to its predecessor's. (Whether the content is
-/// a catalogue is for `crate::catalog` to say: it passes over a record that is not.)
+/// Whether readers keep a record they read ([`KafkaLog::side_records`] checks each once):
+/// a catalogue's content hashes to its hash (a schema's is checked when it is parsed), and
+/// every record names the offsets it is in force from (questlog writes one per partition;
+/// readers tell a topic's records from a sled log's by them).
+pub fn admissible(r: &SideRecord) -> bool {
+    !r.from.is_empty() && (r.kind != SideKind::Catalog || hashes_to(r.content.as_bytes(), &r.hash))
+}
+
+/// The catalogue records in force, of the [`admissible`] records read: each that is not
+/// the latest taken already, its `from` raised to its predecessor's. (Whether the content
+/// is a catalogue is for `crate::catalog` to say: it passes over a record that is not.)
 pub fn accept_catalogs(records: &[SideRecord]) -> Vec<CatalogRecord> {
     let mut taken: Vec<CatalogRecord> = Vec::new();
     let mut floor: Vec<u64> = Vec::new();
-    for r in records.iter().filter(|r| r.kind == SideKind::Catalog) {
-        if taken.last().is_some_and(|t| t.hash == r.hash) || !hashes_to(r.content.as_bytes(), &r.hash) {
+    // `admissible` (its hash) was checked when the record was read; its offsets are again
+    // here, cheaply, for callers that give records of their own.
+    for r in records.iter().filter(|r| r.kind == SideKind::Catalog && !r.from.is_empty()) {
+        if taken.last().is_some_and(|t| t.hash == r.hash) {
             continue;
         }
         let from = raised(&r.from, &floor);
@@ -466,11 +520,15 @@ mod tests {
         let mut forged = c("b", &[3]);
         forged.content = "x".into();
         let huge = c("b", &[u64::MAX, u64::MAX]);
-        let taken = accept_catalogs(&[c("a", &[1]), c("a", &[2]), forged, c("b", &[0]), c("a", &[4]), huge]);
+        let read: Vec<SideRecord> =
+            [c("a", &[1]), c("a", &[2]), forged, c("b", &[0]), c("a", &[4]), huge].into_iter().filter(admissible).collect();
+        let taken = accept_catalogs(&read);
         assert_eq!(
             taken.iter().map(|t| (t.hash.as_str(), t.from_offset)).collect::<Vec<_>>(),
             [(a.as_str(), 1), (b.as_str(), 1), (a.as_str(), 4), (b.as_str(), u64::MAX)]
         );
         assert!(!hashes_to(b"a", "sha256:00") && !hashes_to(b"a", &b) && hashes_to(b"a", &a));
+        // No offsets: not a topic's record (readers would take it for a sled log's).
+        assert!(!admissible(&c("a", &[])) && admissible(&c("a", &[0])));
     }
 }
