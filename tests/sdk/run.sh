@@ -17,5 +17,6 @@ trap 'rm -rf "$work"' EXIT
 "$venv/bin/python" "$here/check_posthog.py" "$bin" "$here/../external/schemas/level_up-1-0-0.json" "$work/posthog"
 "$venv/bin/python" "$here/check_snowplow.py" "$bin" "$here/../external/schemas/level_up-1-0-0.json" "$work/snowplow"
 "$venv/bin/python" "$here/check_infer.py" "$bin" "$work/infer"
+"$venv/bin/python" "$here/check_readme.py" "$bin" "$here/../external/schemas/level_up-1-0-0.json" "$work/readme"
 (cd "$here" && npm ci --no-audit --no-fund --silent)
 "$venv/bin/python" "$here/check_segment_node.py" "$bin" "$here/../external/schemas/level_up-1-0-0.json" "$work/segment-node"
