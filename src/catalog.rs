@@ -22,7 +22,6 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::event::{Payload, Record, RejectReason, Rejection, MAX_STRING_BYTES};
 
@@ -458,16 +457,8 @@ impl Catalog {
     }
 }
 
-/// `sha256:<hex>` of some bytes.
-pub fn hash_of(bytes: &[u8]) -> String {
-    let d = Sha256::digest(bytes);
-    let mut s = String::with_capacity(7 + 64);
-    s.push_str("sha256:");
-    for b in d {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
-}
+/// `sha256:<hex>` of some bytes, as a schema's is made.
+pub use crate::schema::content_hash as hash_of;
 
 /// A total in cents as the events' `total_cost` (dollars, rounded to cents the way an
 /// `f32` holds them).
@@ -699,22 +690,18 @@ impl Version {
     /// once any partition has reached its `from` — events checked against it are only
     /// ever at or past `from` in their partition, and the rule only grows with the reader.
     pub fn in_force_at(&self, offset: u64, partitions: &[u64]) -> bool {
-        if self.from_partitions.is_empty() {
-            self.from_offset <= offset
-        } else {
-            self.from_partitions.iter().enumerate().any(|(p, f)| partitions.get(p).is_some_and(|a| a >= f))
-        }
+        crate::log::record_in_force(self.from_offset, &self.from_partitions, offset, partitions)
     }
 }
 
-/// Reads every `(from_offset, from_partitions, hash, canonical copy)` the log holds into
-/// versions, checking each copy against its hash. A sled log's record that fails is an
+/// Reads the catalogue records the log holds into versions, checking each copy against its
+/// hash. A sled log's record that fails is an
 /// error (the log is damaged); a Kafka log's (`from_partitions` set) is passed over with
 /// a warning, the same way by every reader: anyone who may produce to the side topic
 /// could have written it, and one bad record must not stop every projector.
-pub fn versions(recorded: impl IntoIterator<Item = (u64, Vec<u64>, String, Vec<u8>)>) -> Result<Vec<Version>, CatalogError> {
+pub fn versions(recorded: impl IntoIterator<Item = crate::log::CatalogRecord>) -> Result<Vec<Version>, CatalogError> {
     let mut out = Vec::new();
-    for (from_offset, from_partitions, hash, bytes) in recorded {
+    for crate::log::CatalogRecord { from_offset, from_partitions, hash, content: bytes } in recorded {
         let read = if hash_of(&bytes) != hash {
             Err(CatalogError::Copy { hash: hash.clone(), reason: format!("its content hashes to {}", hash_of(&bytes)) })
         } else {

@@ -400,9 +400,7 @@ pub fn run(path: &Path, exe: &Path, tables: Option<&TablesRoot>, progress: &Prog
     let mut streams: Vec<(String, Stream)> = Vec::new();
     // The log, as `replay` prints it, with a line for each catalogue and each event type
     // schema where it took effect (none for a log with neither: the seed's digests).
-    let catalogs =
-        catalog::versions(log.catalogs().map_err(run_err)?.into_iter().map(|r| (r.from_offset, r.from_partitions, r.hash, r.content)))
-            .map_err(run_err)?;
+    let catalogs = catalog::versions(log.catalogs().map_err(run_err)?).map_err(run_err)?;
     let mut kept: Vec<(u64, String)> = catalogs.iter().map(|v| (v.from_offset, format!("catalog {} {}", v.from_offset, v.hash))).collect();
     kept.extend(log.schemas().map_err(run_err)?.into_iter().map(|r| (r.from_offset, format!("schema {} {}", r.from_offset, r.hash))));
     // Stable: records of one offset keep the order they were recorded in, catalogues first.

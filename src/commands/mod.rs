@@ -255,7 +255,7 @@ pub(crate) fn open_catalog(path: &Path) -> Result<crate::catalog::Catalog> {
 
 /// The catalogue versions the log holds.
 pub(crate) fn log_catalogs(log: &dyn EventLog) -> Result<Vec<crate::catalog::Version>> {
-    Ok(crate::catalog::versions(log.catalogs()?.into_iter().map(|r| (r.from_offset, r.from_partitions, r.hash, r.content)))?)
+    Ok(crate::catalog::versions(log.catalogs()?)?)
 }
 
 /// Records `c` in the log (a no-op when it is the one in force) and refreshes the copies

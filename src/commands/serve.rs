@@ -644,8 +644,7 @@ fn serve_catalog(log: &dyn EventLog, data_dir: &Path, c: crate::catalog::Catalog
         let mut purchases = Vec::new();
         let mut events = 0;
         for p in 0..log.partitions() {
-            let (_, high) = log.partition_bounds(p)?;
-            events += crate::project::for_each_taken(log, p, high, super::log_format(), |offset, r| purchases.extend(logged(p, offset, r)))
+            events += crate::project::for_each_taken(log, p, super::log_format(), |offset, r| purchases.extend(logged(p, offset, r)))
                 .with_context(|| format!("reading partition {p}'s purchases for the stock book"))?;
         }
         crate::catalog::kafka_order(&mut purchases);

@@ -77,6 +77,17 @@ impl Stored for CatalogRecord {
     type V1 = CatalogRecord;
 }
 
+/// Whether a catalogue or schema record in force from `from_offset` — on a Kafka log, from
+/// `from_partitions` — is in force for a reader at `offset` (sled), or at `partitions` (a
+/// topic's, the next offset of each: [`kafka::side::in_force`]).
+pub fn record_in_force(from_offset: u64, from_partitions: &[u64], offset: u64, partitions: &[u64]) -> bool {
+    if from_partitions.is_empty() {
+        from_offset <= offset
+    } else {
+        kafka::side::in_force(from_partitions, partitions)
+    }
+}
+
 /// An event type schema the log was given (`schema add`): events of its type are checked
 /// against it, and its table has its columns, from `from_offset` on. `content` is its
 /// canonical form and `hash` names it (`crate::schema` makes both; the log keeps them as

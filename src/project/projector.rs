@@ -376,7 +376,7 @@ impl Projector {
     pub fn follow_catalogs(&mut self, catalogs: Vec<crate::log::CatalogRecord>) -> Result<(), ProjectError> {
         let seen: Vec<(String, u64)> = catalogs.iter().map(|c| (c.hash.clone(), c.from_offset)).collect();
         if self.followed_catalogs != seen {
-            let versions = crate::catalog::versions(catalogs.into_iter().map(|r| (r.from_offset, r.from_partitions, r.hash, r.content)))?;
+            let versions = crate::catalog::versions(catalogs)?;
             crate::catalog::write_copies(&self.settings.data_dir, &versions)?;
             self.followed_catalogs = seen;
         }

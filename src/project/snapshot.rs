@@ -151,17 +151,8 @@ pub fn snapshot_with(
         let ahead = (0..known.len()).any(|i| tables.version(i).is_some() && tables.partition_offsets(i) != limits.as_slice());
         let offset = limits.iter().sum();
         // A Kafka log's records are in force by partition (docs/CONTRACT.md 13.4).
-        let in_force: Vec<crate::log::SchemaRecord> = schemas
-            .iter()
-            .filter(|r| {
-                if r.from_partitions.is_empty() {
-                    r.from_offset <= offset
-                } else {
-                    crate::log::kafka::side::in_force(&r.from_partitions, &limits)
-                }
-            })
-            .cloned()
-            .collect();
+        let in_force: Vec<crate::log::SchemaRecord> =
+            schemas.iter().filter(|r| crate::log::record_in_force(r.from_offset, &r.from_partitions, offset, &limits)).cloned().collect();
         (offset, TableSet::from_records(&in_force, u64::MAX)?, limits, ahead)
     } else {
         let offset = tables.consistent_offset()?;

@@ -121,7 +121,7 @@ impl Window {
     }
 }
 
-/// The records of partition `p`, from where it now begins up to `to`, that a projection
+/// The records of partition `p`, from where it now begins to its end now, that a projection
 /// of the whole topic takes (contract 11.2: values that decode, each event's first copy
 /// within [`TOPIC_DEDUP_WINDOW_OFFSETS`]), in offset order, for readers besides the
 /// projector that must count what the tables count (`serve --catalog`'s stock book).
@@ -129,11 +129,10 @@ impl Window {
 pub fn for_each_taken(
     log: &dyn EventLog,
     p: u32,
-    to: u64,
     format: ValueFormat,
     mut f: impl FnMut(u64, &crate::event::Record),
 ) -> Result<u64, ProjectError> {
-    let (first, _) = log.partition_bounds(p)?;
+    let (first, to) = log.partition_bounds(p)?;
     let mut window = Window::default();
     let mut values = 0;
     for item in log.scan_partition(p, first, to, format)? {

@@ -23,6 +23,18 @@ use std::fmt;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+/// `sha256:<lowercase hex>` of some bytes: how a schema's and a store catalogue's canonical
+/// forms are named, in the log and in the side topic of a Kafka log.
+pub fn content_hash(bytes: &[u8]) -> String {
+    let d = Sha256::digest(bytes);
+    let mut s = String::with_capacity(7 + 64);
+    s.push_str("sha256:");
+    for b in d {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
 pub mod builtin;
 pub mod infer;
 
@@ -314,15 +326,9 @@ impl Schema {
         &self.canonical
     }
 
-    /// `sha256:<hex>` of the canonical form.
+    /// `sha256:<hex>` of the canonical form ([`content_hash`]).
     pub fn hash(&self) -> String {
-        let d = Sha256::digest(self.canonical.as_bytes());
-        let mut s = String::with_capacity(7 + 64);
-        s.push_str("sha256:");
-        for b in d {
-            s.push_str(&format!("{b:02x}"));
-        }
-        s
+        content_hash(self.canonical.as_bytes())
     }
 
     /// `iglu:<vendor>/<name>/jsonschema/<version>`, the name Snowplow's tools use.

@@ -558,9 +558,7 @@ impl EventLog for KafkaLog {
     /// Writes the schema to the side topic ([`side`]): blocking until the brokers
     /// acknowledged it and readers take it (callers in async code use `spawn_blocking`).
     fn record_schema(&self, hash: String, content: Vec<u8>) -> Result<Pending, LogError> {
-        let content = String::from_utf8(content).map_err(|e| self.err(format!("a schema that is not text: {e}")))?;
-        self.write_side(side::SideKind::Schema, &hash, &content)?;
-        Ok(Pending::done())
+        self.record_side(side::SideKind::Schema, &hash, content)
     }
 
     /// The schemas the side topic puts in force ([`side::accept_schemas`]), read to its end.
@@ -572,9 +570,7 @@ impl EventLog for KafkaLog {
     /// brokers acknowledged it (`acks=all`) and readers take it, or when it is the one in
     /// force already (nothing written).
     fn record_catalog(&self, hash: String, content: Vec<u8>) -> Result<Pending, LogError> {
-        let content = String::from_utf8(content).map_err(|e| self.err(format!("a catalogue that is not text: {e}")))?;
-        self.write_side(side::SideKind::Catalog, &hash, &content)?;
-        Ok(Pending::done())
+        self.record_side(side::SideKind::Catalog, &hash, content)
     }
 
     /// The catalogues the side topic puts in force ([`side::accept_catalogs`]).

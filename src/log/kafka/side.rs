@@ -313,6 +313,14 @@ impl KafkaLog {
         Ok(ends)
     }
 
+    /// [`KafkaLog::write_side`] of a canonical form given as bytes (`record_schema`,
+    /// `record_catalog`): acknowledged when it returns, so its `Pending` is done.
+    pub(super) fn record_side(&self, kind: SideKind, hash: &str, content: Vec<u8>) -> Result<crate::log::Pending, LogError> {
+        let content = String::from_utf8(content).map_err(|e| self.err(format!("a {kind:?} record that is not text: {e}")))?;
+        self.write_side(kind, hash, &content)?;
+        Ok(crate::log::Pending::done())
+    }
+
     /// Writes one side record, in force from the events' partitions' ends now, and reads
     /// the side topic again to learn whether readers take it: `Ok` once it is acknowledged
     /// by the brokers (`acks=all`) and taken (or already taken before); `Conflict`
@@ -371,6 +379,15 @@ fn sum_of(from: &[u64]) -> u64 {
     from.iter().fold(0u64, |a, b| a.saturating_add(*b))
 }
 
+/// A record taken after those whose `from` reached `floor`: (`from_offset`, hash, content,
+/// its `from` raised to `floor`, which it becomes) — records are in force in the order
+/// taken, as on sled.
+fn take(r: &SideRecord, floor: &mut Vec<u64>) -> (u64, String, Vec<u8>, Vec<u64>) {
+    let from = raised(&r.from, floor);
+    floor.clone_from(&from);
+    (sum_of(&from), r.hash.clone(), r.content.clone().into_bytes(), from)
+}
+
 /// `from` raised to at least `floor` partition by partition (missing partitions are 0).
 fn raised(from: &[u64], floor: &[u64]) -> Vec<u64> {
     let n = from.len().max(floor.len());
@@ -395,26 +412,11 @@ pub fn accept_schemas(records: &[SideRecord]) -> Vec<SchemaRecord> {
             Ok(schema::Evolution::NewTable | schema::Evolution::Addition { .. }) => {}
             Ok(schema::Evolution::Unchanged) | Err(_) => continue,
         }
-        let from = raised(&r.from, &floor);
-        floor.clone_from(&from);
-        taken.push(SchemaRecord {
-            from_offset: sum_of(&from),
-            hash: r.hash.clone(),
-            content: r.content.clone().into_bytes(),
-            from_partitions: from,
-        });
+        let (from_offset, hash, content, from_partitions) = take(r, &mut floor);
+        taken.push(SchemaRecord { from_offset, hash, content, from_partitions });
         known.push(s);
     }
     taken
-}
-
-/// Whether `content` hashes to `hash` (`sha256:` and lowercase hex, as both the schema and
-/// the catalogue hashes are made).
-fn hashes_to(content: &[u8], hash: &str) -> bool {
-    use sha2::{Digest, Sha256};
-    let Some(hex) = hash.strip_prefix("sha256:") else { return false };
-    let digest = Sha256::digest(content);
-    hex.len() == 2 * digest.len() && digest.iter().zip(hex.as_bytes().chunks(2)).all(|(b, h)| h == format!("{b:02x}").as_bytes())
 }
 
 /// Whether readers keep a record they read ([`KafkaLog::side_records`] checks each once):
@@ -422,7 +424,7 @@ fn hashes_to(content: &[u8], hash: &str) -> bool {
 /// every record names the offsets it is in force from (questlog writes one per partition;
 /// readers tell a topic's records from a sled log's by them).
 pub fn admissible(r: &SideRecord) -> bool {
-    !r.from.is_empty() && (r.kind != SideKind::Catalog || hashes_to(r.content.as_bytes(), &r.hash))
+    !r.from.is_empty() && (r.kind != SideKind::Catalog || schema::content_hash(r.content.as_bytes()) == r.hash)
 }
 
 /// The catalogue records in force, of the [`admissible`] records read: each that is not
@@ -437,14 +439,8 @@ pub fn accept_catalogs(records: &[SideRecord]) -> Vec<CatalogRecord> {
         if taken.last().is_some_and(|t| t.hash == r.hash) {
             continue;
         }
-        let from = raised(&r.from, &floor);
-        floor.clone_from(&from);
-        taken.push(CatalogRecord {
-            from_offset: sum_of(&from),
-            hash: r.hash.clone(),
-            content: r.content.clone().into_bytes(),
-            from_partitions: from,
-        });
+        let (from_offset, hash, content, from_partitions) = take(r, &mut floor);
+        taken.push(CatalogRecord { from_offset, hash, content, from_partitions });
     }
     taken
 }
@@ -508,8 +504,7 @@ mod tests {
 
     #[test]
     fn catalogues_are_taken_unless_the_latest_already_or_not_their_hash() {
-        use sha2::{Digest, Sha256};
-        let hash = |content: &str| format!("sha256:{}", Sha256::digest(content).iter().map(|b| format!("{b:02x}")).collect::<String>());
+        let hash = |content: &str| schema::content_hash(content.as_bytes());
         let c = |content: &str, from: &[u64]| SideRecord {
             kind: SideKind::Catalog,
             hash: hash(content),
@@ -527,7 +522,7 @@ mod tests {
             taken.iter().map(|t| (t.hash.as_str(), t.from_offset)).collect::<Vec<_>>(),
             [(a.as_str(), 1), (b.as_str(), 1), (a.as_str(), 4), (b.as_str(), u64::MAX)]
         );
-        assert!(!hashes_to(b"a", "sha256:00") && !hashes_to(b"a", &b) && hashes_to(b"a", &a));
+        assert_ne!(a, b);
         // No offsets: not a topic's record (readers would take it for a sled log's).
         assert!(!admissible(&c("a", &[])) && admissible(&c("a", &[0])));
     }
